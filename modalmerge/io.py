@@ -1,0 +1,53 @@
+"""Small I/O helpers shared by every stage: atomic writes and clear input errors."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+
+class InputError(ValueError):
+    """Bad input to a stage: the message names the file and the fault."""
+
+    def __init__(self, path: str | os.PathLike, problem: str):
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+def _tmp_name(path: Path) -> Path:
+    # keep the suffixes so libraries that dispatch on them (nibabel, np.savez) still work
+    return path.with_name(f".tmp-{os.getpid()}-{path.name}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` on success.
+
+    On any exception the temporary file is removed and ``path`` is left as it
+    was, so a killed or failing stage never leaves a half-written output.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _tmp_name(path)
+    try:
+        yield tmp
+        if not tmp.exists():
+            raise RuntimeError(f"{path}: nothing was written")
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+def require_file(path: str | os.PathLike, what: str = "input file") -> Path:
+    """Return ``path`` as a Path, or raise InputError when it is missing or empty."""
+    path = Path(path)
+    if not path.exists():
+        raise InputError(path, f"{what} is missing")
+    if path.is_file() and path.stat().st_size == 0:
+        raise InputError(path, f"{what} is empty")
+    return path
