@@ -1,0 +1,30 @@
+# ModalMerge workflow: acquire → preprocess → parcellate → shard → train → evaluate → figures → report.
+# The science lives in the `modalmerge` package; each rule calls one `modalmerge` subcommand.
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+
+configfile: "config.yaml"
+
+
+validate(config, "workflow/schemas/config.schema.yaml")
+
+
+report: "workflow/report/workflow.rst"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/acquire.smk"
+include: "workflow/rules/preprocess.smk"
+include: "workflow/rules/parcellate.smk"
+include: "workflow/rules/shard.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/figures.smk"
+
+
+rule all:
+    input:
+        final_outputs(),
+    default_target: True

@@ -1,0 +1,226 @@
+"""The ``modalmerge`` command line: one subcommand per workflow stage, plus a demo.
+
+Each subcommand parses explicit paths and a JSON config section, calls one
+package function and turns bad input into a one-line error (exit status 1)
+that names the file and the problem, instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from collections.abc import Callable, Sequence
+
+log = logging.getLogger("modalmerge")
+
+
+def _json(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc})") from exc
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {type(value).__name__}")
+    return value
+
+
+def _acquire_cohort(a: argparse.Namespace) -> None:
+    from modalmerge.stages.acquire import acquire_cohort
+
+    acquire_cohort(a.dataset, a.root)
+
+
+def _acquire_subject(a: argparse.Namespace) -> None:
+    from modalmerge.stages.acquire import acquire_subject
+
+    acquire_subject(a.dataset, a.subject, a.root)
+
+
+def _preprocess(a: argparse.Namespace) -> None:
+    from modalmerge.data.preprocess import preprocess_subject
+
+    preprocess_subject(
+        a.t1, a.bold, a.atlas, a.out_t1, a.out_bold, a.settings, confounds_path=a.confounds
+    )
+
+
+def _parcellate(a: argparse.Namespace) -> None:
+    from modalmerge.data.parcellate import parcellate_subject
+
+    parcellate_subject(a.t1, a.bold, a.atlas, a.labels, a.out, a.settings)
+
+
+def _shard(a: argparse.Namespace) -> None:
+    from modalmerge.data.shards import write_shards
+
+    write_shards(a.subjects, a.parcellated, a.anatomy, a.participants, a.texts, a.out, a.settings)
+
+
+def _train(a: argparse.Namespace) -> None:
+    from modalmerge.stages.train import train_experiment
+
+    train_experiment(a.shards, a.experiment, a.settings, a.out_dir, threads=a.threads)
+
+
+def _evaluate(a: argparse.Namespace) -> None:
+    from modalmerge.stages.evaluate import evaluate_experiment
+
+    evaluate_experiment(
+        a.model,
+        a.shards,
+        a.experiment,
+        a.settings,
+        a.out_metrics,
+        a.out_predictions,
+        truth_dir=a.truth,
+    )
+
+
+def _summarize(a: argparse.Namespace) -> None:
+    from modalmerge.evaluation.summary import summarize
+
+    summarize(a.metrics, a.out)
+
+
+def _figures(a: argparse.Namespace) -> None:
+    from modalmerge.stages.figures import draw_experiment_figures
+
+    draw_experiment_figures(
+        a.model,
+        a.history,
+        a.predictions,
+        a.metrics,
+        a.shards,
+        a.atlas,
+        a.labels,
+        a.experiment,
+        a.settings,
+        a.out_dir,
+    )
+
+
+def _summary_chart(a: argparse.Namespace) -> None:
+    from modalmerge.stages.figures import draw_summary_chart
+
+    draw_summary_chart(a.summary, a.settings, a.out)
+
+
+def _demo(a: argparse.Namespace) -> None:
+    from modalmerge.stages.demo import run_demo
+
+    run_demo(a.out_dir, epochs=a.epochs, seed=a.seed)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modalmerge", description=__doc__.splitlines()[0])
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, func: Callable, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help)
+        p.set_defaults(func=func)
+        return p
+
+    p = command("acquire-cohort", _acquire_cohort, "write cohort-level raw/ files and the atlas")
+    p.add_argument("--dataset", type=_json, required=True, help="config['dataset'] as JSON")
+    p.add_argument("--root", required=True, help="results/<dataset>/")
+
+    p = command("acquire-subject", _acquire_subject, "write one subject's raw/ files")
+    p.add_argument("--dataset", type=_json, required=True, help="config['dataset'] as JSON")
+    p.add_argument("--root", required=True)
+    p.add_argument("--subject", required=True)
+
+    p = command("preprocess", _preprocess, "resample, mask, clean one subject")
+    p.add_argument("--settings", type=_json, required=True, help="config['preprocess'] as JSON")
+    for name in ("t1", "bold", "atlas", "out-t1", "out-bold"):
+        p.add_argument(f"--{name}", required=True)
+    p.add_argument("--confounds", default=None)
+
+    p = command(
+        "parcellate", _parcellate, "ROI time series, connectivity and features of one subject"
+    )
+    p.add_argument("--settings", type=_json, required=True, help="config['parcellate'] as JSON")
+    for name in ("t1", "bold", "atlas", "labels", "out"):
+        p.add_argument(f"--{name}", required=True)
+
+    p = command("shard", _shard, "write HDF5 shards with subject-level splits")
+    p.add_argument("--settings", type=_json, required=True, help="config['shard'] as JSON")
+    for name in ("subjects", "parcellated", "anatomy", "texts"):
+        p.add_argument(f"--{name}", nargs="+", required=True)
+    p.add_argument("--participants", required=True)
+    p.add_argument("--out", required=True)
+
+    p = command("train", _train, "train one experiment")
+    p.add_argument("--settings", type=_json, required=True, help="config['train'] as JSON")
+    p.add_argument(
+        "--experiment", type=_json, required=True, help="one entry of config['experiments']"
+    )
+    p.add_argument("--shards", required=True)
+    p.add_argument("--out-dir", required=True)
+    p.add_argument("--threads", type=int, default=1)
+
+    p = command("evaluate", _evaluate, "evaluate one experiment on held-out test subjects")
+    p.add_argument("--settings", type=_json, required=True, help="config['evaluate'] as JSON")
+    p.add_argument("--experiment", type=_json, required=True)
+    for name in ("model", "shards", "out-metrics", "out-predictions"):
+        p.add_argument(f"--{name}", required=True)
+    p.add_argument("--truth", default=None, help="truth/ of a synthetic dataset (noise ceiling)")
+
+    p = command("summarize", _summarize, "gather metrics.json files into summary.csv")
+    p.add_argument("--metrics", nargs="+", required=True)
+    p.add_argument("--out", required=True)
+
+    p = command("figures", _figures, "draw one experiment's figures")
+    p.add_argument("--settings", type=_json, required=True, help="config['figures'] as JSON")
+    p.add_argument("--experiment", type=_json, required=True)
+    for name in (
+        "model",
+        "history",
+        "predictions",
+        "metrics",
+        "shards",
+        "atlas",
+        "labels",
+        "out-dir",
+    ):
+        p.add_argument(f"--{name}", required=True)
+
+    p = command("summary-chart", _summary_chart, "draw every experiment against its baselines")
+    p.add_argument("--settings", type=_json, required=True)
+    p.add_argument("--summary", required=True)
+    p.add_argument("--out", required=True)
+
+    p = command("demo", _demo, "a short standalone demo: train and draw a tiny planted task")
+    p.add_argument("--out-dir", default="results/demo")
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    start = time.perf_counter()
+    try:
+        args.func(args)
+    except (ValueError, FileNotFoundError, KeyError, OSError) as exc:
+        # Bad input: one line that names the file and the fault, no traceback.
+        # (modalmerge.io.InputError is a ValueError.) --verbose shows the traceback.
+        if args.verbose:
+            log.exception("failed")
+        print(f"modalmerge {args.command}: error: {exc}", file=sys.stderr)
+        return 1
+    log.info("%s finished in %.1f s", args.command, time.perf_counter() - start)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,47 @@
+"""Acquire: map a data source onto the ``raw/`` BIDS contract.
+
+``dataset.kind`` picks the source module: ``synthetic`` (the generator) or one of
+the real-data layouts in :mod:`modalmerge.data.sources`. Every source module has
+the same three functions: ``subject_ids(params)``, ``write_cohort(params, root)``
+and ``write_subject(params, subject, root)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import ModuleType
+
+
+def source_module(kind: str) -> ModuleType:
+    """The module that maps data of ``kind`` onto ``raw/``."""
+    if kind == "synthetic":
+        from modalmerge.data import synthetic
+
+        return synthetic
+    from modalmerge.data import sources
+
+    return sources.get_source(kind)
+
+
+def source_subject_ids(dataset: dict) -> list[str]:
+    """Subjects of the configured dataset (called when the workflow's DAG is built)."""
+    return list(source_module(dataset["kind"]).subject_ids(dataset.get("params", {})))
+
+
+def source_task(dataset: dict) -> str:
+    """The BIDS task label of the functional runs the source writes."""
+    module = source_module(dataset["kind"])
+    params = dataset.get("params", {})
+    if hasattr(module, "task_label"):
+        return module.task_label(params)
+    return str(params.get("task", "rest"))
+
+
+def acquire_cohort(dataset: dict, root: str | Path) -> None:
+    """Write the cohort-level files: participants, dataset description, events, atlas."""
+    source_module(dataset["kind"]).write_cohort(dataset.get("params", {}), Path(root))
+
+
+def acquire_subject(dataset: dict, subject: str, root: str | Path) -> None:
+    """Write one subject's anatomy, functional run, description text (and truth, if synthetic)."""
+    source_module(dataset["kind"]).write_subject(dataset.get("params", {}), subject, Path(root))

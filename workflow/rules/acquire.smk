@@ -1,0 +1,48 @@
+# acquire: map the data source (synthetic generator or a dataset on disk) onto raw/ in BIDS layout.
+
+
+rule acquire_cohort:
+    output:
+        participants=f"{ROOT}/raw/participants.tsv",
+        atlas=f"{ROOT}/atlas/atlas.nii.gz",
+        labels=f"{ROOT}/atlas/labels.tsv",
+    params:
+        dataset=as_json(config["dataset"]),
+        code=fingerprint("modalmerge.stages.acquire"),
+        root=ROOT,
+    log:
+        f"{LOGS}/acquire/cohort.log",
+    benchmark:
+        f"{BENCH}/acquire/cohort.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=CLUSTER["runtime_minutes"],
+    conda:
+        ENV
+    shell:
+        "modalmerge acquire-cohort --dataset {params.dataset:q} --root {params.root:q} > {log:q} 2>&1"
+
+
+rule acquire_subject:
+    output:
+        t1=f"{ROOT}/raw/{{subject}}/anat/{{subject}}_T1w.nii.gz",
+        bold=f"{ROOT}/raw/{{subject}}/func/{{subject}}_task-{TASK}_bold.nii.gz",
+        text=f"{ROOT}/raw/{{subject}}/{{subject}}_description.txt",
+    params:
+        dataset=as_json(config["dataset"]),
+        code=fingerprint("modalmerge.stages.acquire"),
+        root=ROOT,
+    log:
+        f"{LOGS}/acquire/{{subject}}.log",
+    benchmark:
+        f"{BENCH}/acquire/{{subject}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=CLUSTER["runtime_minutes"],
+    conda:
+        ENV
+    shell:
+        "modalmerge acquire-subject --dataset {params.dataset:q} --root {params.root:q}"
+        " --subject {wildcards.subject} > {log:q} 2>&1"

@@ -1,0 +1,54 @@
+# evaluate: held-out test subjects; the model against the group mean, ridge and the noise ceiling.
+
+
+rule evaluate:
+    input:
+        model=rules.train.output.model,
+        shards=rules.shard.output[0],
+    output:
+        metrics=f"{ROOT}/eval/{{experiment}}/metrics.json",
+        predictions=f"{ROOT}/eval/{{experiment}}/predictions.npz",
+    params:
+        settings=as_json(config["evaluate"]),
+        experiment=experiment_json,
+        truth=f"{ROOT}/truth",
+        code=fingerprint("modalmerge.stages.evaluate"),
+    log:
+        f"{LOGS}/evaluate/{{experiment}}.log",
+    benchmark:
+        f"{BENCH}/evaluate/{{experiment}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=CLUSTER["mem_mb"],
+        runtime=CLUSTER["runtime_minutes"],
+    conda:
+        ENV
+    shell:
+        "modalmerge evaluate --settings {params.settings:q} --experiment {params.experiment:q}"
+        " --model {input.model:q} --shards {input.shards:q} --truth {params.truth:q}"
+        " --out-metrics {output.metrics:q} --out-predictions {output.predictions:q} > {log:q} 2>&1"
+
+
+rule summarize:
+    input:
+        expand(rules.evaluate.output.metrics, experiment=EXPERIMENTS),
+    output:
+        report(
+            f"{ROOT}/eval/summary.csv",
+            caption="../report/summary.rst",
+            category="Summary",
+        ),
+    params:
+        code=fingerprint("modalmerge.evaluation.summary"),
+    log:
+        f"{LOGS}/evaluate/summary.log",
+    benchmark:
+        f"{BENCH}/evaluate/summary.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=CLUSTER["runtime_minutes"],
+    conda:
+        ENV
+    shell:
+        "modalmerge summarize --metrics {input:q} --out {output:q} > {log:q} 2>&1"

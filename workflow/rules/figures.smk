@@ -1,0 +1,65 @@
+# figures: attention on the anatomy, predictions, connectivity, learning curves, summary chart.
+
+
+rule figures:
+    input:
+        model=rules.train.output.model,
+        history=rules.train.output.history,
+        predictions=rules.evaluate.output.predictions,
+        metrics=rules.evaluate.output.metrics,
+        shards=rules.shard.output[0],
+        atlas=rules.acquire_cohort.output.atlas,
+        labels=rules.acquire_cohort.output.labels,
+    output:
+        report(
+            directory(f"{ROOT}/figures/{{experiment}}"),
+            patterns=["{name}.png"],
+            caption="../report/figures.rst",
+            category="{experiment}",
+        ),
+    params:
+        settings=as_json(config["figures"]),
+        experiment=experiment_json,
+        code=fingerprint("modalmerge.stages.figures"),
+    log:
+        f"{LOGS}/figures/{{experiment}}.log",
+    benchmark:
+        f"{BENCH}/figures/{{experiment}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=CLUSTER["runtime_minutes"],
+    conda:
+        ENV
+    shell:
+        "modalmerge figures --settings {params.settings:q} --experiment {params.experiment:q}"
+        " --model {input.model:q} --history {input.history:q} --predictions {input.predictions:q}"
+        " --metrics {input.metrics:q} --shards {input.shards:q} --atlas {input.atlas:q}"
+        " --labels {input.labels:q} --out-dir {output:q} > {log:q} 2>&1"
+
+
+rule summary_chart:
+    input:
+        rules.summarize.output[0],
+    output:
+        report(
+            f"{ROOT}/figures/summary.png",
+            caption="../report/summary_chart.rst",
+            category="Summary",
+        ),
+    params:
+        settings=as_json(config["figures"]),
+        code=fingerprint("modalmerge.stages.figures"),
+    log:
+        f"{LOGS}/figures/summary.log",
+    benchmark:
+        f"{BENCH}/figures/summary.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=CLUSTER["runtime_minutes"],
+    conda:
+        ENV
+    shell:
+        "modalmerge summary-chart --settings {params.settings:q} --summary {input:q}"
+        " --out {output:q} > {log:q} 2>&1"

@@ -1,0 +1,27 @@
+# parcellate: per subject ROI time series, connectivity and ROI structural features.
+
+
+rule parcellate:
+    input:
+        t1=rules.preprocess.output.t1,
+        bold=rules.preprocess.output.bold,
+        atlas=rules.acquire_cohort.output.atlas,
+        labels=rules.acquire_cohort.output.labels,
+    output:
+        f"{ROOT}/parcellated/{{subject}}.npz",
+    params:
+        settings=as_json(config["parcellate"]),
+        code=fingerprint("modalmerge.data.parcellate"),
+    log:
+        f"{LOGS}/parcellate/{{subject}}.log",
+    benchmark:
+        f"{BENCH}/parcellate/{{subject}}.tsv"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=CLUSTER["runtime_minutes"],
+    conda:
+        ENV
+    shell:
+        "modalmerge parcellate --settings {params.settings:q} --t1 {input.t1:q} --bold {input.bold:q}"
+        " --atlas {input.atlas:q} --labels {input.labels:q} --out {output:q} > {log:q} 2>&1"

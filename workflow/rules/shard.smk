@@ -1,0 +1,29 @@
+# shard: subject-level train/val/test splits, sliding windows, HDF5 shards and a manifest.
+
+
+rule shard:
+    input:
+        parcellated=expand(rules.parcellate.output[0], subject=SUBJECTS),
+        anatomy=expand(rules.preprocess.output.t1, subject=SUBJECTS),
+        texts=expand(rules.acquire_subject.output.text, subject=SUBJECTS),
+        participants=rules.acquire_cohort.output.participants,
+    output:
+        directory(f"{ROOT}/shards"),
+    params:
+        settings=as_json(config["shard"]),
+        subjects=SUBJECTS,
+        code=fingerprint("modalmerge.data.shards"),
+    log:
+        f"{LOGS}/shard/shard.log",
+    benchmark:
+        f"{BENCH}/shard/shard.tsv"
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=CLUSTER["runtime_minutes"],
+    conda:
+        ENV
+    shell:
+        "modalmerge shard --settings {params.settings:q} --subjects {params.subjects:q}"
+        " --parcellated {input.parcellated:q} --anatomy {input.anatomy:q} --texts {input.texts:q}"
+        " --participants {input.participants:q} --out {output:q} > {log:q} 2>&1"
