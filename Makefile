@@ -1,0 +1,38 @@
+# Set-up and the two main jobs. `make run` runs the whole workflow on the embedded
+# default config.yaml; `make test` runs the test suite. Each creates the virtual
+# environment on first use: CPU torch first (so pip never resolves a CUDA build),
+# then the project with its dev and cluster extras.
+VENV ?= .venv
+PYTHON ?= python3
+TORCH ?= torch==2.13.0
+CORES ?= 2
+BIN := $(VENV)/bin
+export PATH := $(abspath $(BIN)):$(PATH)
+
+.PHONY: setup run test lint report clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q "$(TORCH)"
+	$(BIN)/python -m pip install -q -e ".[dev,cluster]"
+	touch $@
+
+run: setup
+	$(BIN)/snakemake --cores $(CORES) --profile workflow/profiles/default
+
+report: setup
+	$(BIN)/snakemake --cores $(CORES) --profile workflow/profiles/default --report results/report.html
+
+test: setup
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakemake --lint --cores 1
+
+clean:
+	rm -rf results logs benchmarks/results .snakemake

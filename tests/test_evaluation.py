@@ -1,0 +1,463 @@
+"""Evaluation: metrics against hand values and library references, baselines, summary."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+from scipy.stats import pearsonr
+from sklearn.metrics import r2_score
+
+from modalmerge.evaluation.baselines import GroupMeanBaseline, RidgeBaseline
+from modalmerge.evaluation.metrics import (
+    connectivity,
+    fc_similarity,
+    mse,
+    noise_ceiling,
+    noise_ceiling_metrics,
+    pearson_per_roi,
+    r2_per_roi,
+    time_series_metrics,
+)
+from modalmerge.evaluation.modality_metrics import (
+    categorical_accuracy,
+    image_metrics,
+    mae,
+    numeric_r2,
+    perplexity,
+    psnr,
+    ssim,
+    tabular_metrics,
+    text_metrics,
+    token_accuracy,
+    token_nll,
+)
+from modalmerge.evaluation.summary import read_metrics, summarize, write_metrics
+from modalmerge.io import InputError
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
+
+
+@pytest.fixture
+def series(rng):
+    """(pred, true) ROI series, 3 subjects x 20 volumes x 5 ROIs."""
+    true = rng.standard_normal((3, 20, 5))
+    return true + 0.8 * rng.standard_normal(true.shape), true
+
+
+# ------------------------------------------------------------- time series
+
+
+def test_pearson_per_roi_matches_hand_computed_value():
+    pred = np.array([1.0, 2.0, 3.0, 4.0]).reshape(1, 4, 1)
+    true = np.array([1.0, 3.0, 2.0, 4.0]).reshape(1, 4, 1)
+    # centred: [-1.5,-.5,.5,1.5] . [-1.5,.5,-.5,1.5] = 4; norms sqrt(5)*sqrt(5)
+    assert pearson_per_roi(pred, true)[0, 0] == pytest.approx(0.8)
+
+
+def test_pearson_per_roi_matches_scipy_for_every_subject_and_roi(series):
+    pred, true = series
+    r = pearson_per_roi(pred, true)
+    assert r.shape == (3, 5)
+    for s in range(3):
+        for roi in range(5):
+            assert r[s, roi] == pytest.approx(
+                pearsonr(pred[s, :, roi], true[s, :, roi])[0], abs=1e-12
+            )
+
+
+def test_constant_series_scores_zero_by_default_and_raises_on_request(series):
+    pred, true = series
+    pred = pred.copy()
+    pred[1, :, 2] = 3.0
+    r = pearson_per_roi(pred, true)
+    assert r[1, 2] == 0.0 and np.isfinite(r).all()
+    with pytest.raises(ValueError, match=r"constant.*\(1, 2\)"):
+        pearson_per_roi(pred, true, on_constant="raise")
+    assert time_series_metrics(pred, true)["scores"]["n_constant_series"] == 1
+
+
+def test_r2_per_roi_matches_sklearn_r2_score(series):
+    pred, true = series
+    r2 = r2_per_roi(pred, true)
+    for s in range(3):
+        expected = r2_score(true[s], pred[s], multioutput="raw_values")
+        np.testing.assert_allclose(r2[s], expected, rtol=1e-12)
+
+
+def test_r2_of_constant_truth_follows_sklearn_force_finite():
+    true = np.ones((1, 5, 2))
+    pred = np.stack([np.ones(5), np.arange(5.0)], axis=1)[None]
+    np.testing.assert_array_equal(r2_per_roi(pred, true), [[1.0, 0.0]])
+    with pytest.raises(ValueError, match="constant"):
+        r2_per_roi(pred, true, on_constant="raise")
+
+
+def test_mse_over_all_values_and_per_axis():
+    pred, true = np.zeros((2, 2, 1)), np.array([[[1.0], [3.0]], [[0.0], [2.0]]])
+    assert mse(pred, true) == pytest.approx((1 + 9 + 0 + 4) / 4)
+    np.testing.assert_allclose(mse(pred, true, axis=(0, 1)), [3.5])
+
+
+def test_connectivity_equals_numpy_corrcoef_and_zeroes_constant_rois(rng):
+    x = rng.standard_normal((30, 4))
+    np.testing.assert_allclose(connectivity(x), np.corrcoef(x.T), atol=1e-12)
+    x[:, 1] = 2.0
+    fc = connectivity(x)
+    assert np.isfinite(fc).all() and fc[1, 1] == 1.0
+    assert (fc[1, [0, 2, 3]] == 0).all() and (fc[[0, 2, 3], 1] == 0).all()
+
+
+def test_fc_similarity_is_one_for_identical_and_lower_for_shuffled(rng):
+    mixing = rng.standard_normal((6, 6))
+    true = rng.standard_normal((2, 50, 6)) @ mixing  # structured connectivity
+    np.testing.assert_allclose(fc_similarity(true, true), 1.0)
+    shuffled = true[:, :, rng.permutation(6)]
+    assert (fc_similarity(shuffled, true) < 0.99).all()
+
+
+def test_fc_similarity_needs_three_rois(rng):
+    x = rng.standard_normal((1, 10, 2))
+    with pytest.raises(ValueError, match="at least 3 ROIs"):
+        fc_similarity(x, x)
+
+
+def test_noise_ceiling_of_truth_against_itself_is_one(rng):
+    evoked = rng.standard_normal((2, 25, 4))
+    np.testing.assert_allclose(noise_ceiling(evoked, evoked), 1.0)
+    observed = evoked + rng.standard_normal(evoked.shape)
+    nc = noise_ceiling(evoked, observed)
+    assert nc.shape == (2, 4) and (nc < 1).all()
+    assert noise_ceiling_metrics(evoked, observed)["scores"]["pearson_r"] == pytest.approx(
+        nc.mean()
+    )
+
+
+def test_time_series_metrics_are_json_ready_means_and_per_roi_lists(series):
+    pred, true = series
+    out = time_series_metrics(pred, true)
+    json.dumps(out)  # plain Python values only
+    assert out["scores"]["pearson_r"] == pytest.approx(pearson_per_roi(pred, true).mean())
+    assert out["scores"]["r2"] == pytest.approx(r2_per_roi(pred, true).mean())
+    assert out["scores"]["mse"] == pytest.approx(mse(pred, true))
+    assert out["scores"]["fc_similarity"] == pytest.approx(fc_similarity(pred, true).mean())
+    assert all(len(v) == 5 for v in out["per_roi"].values())
+    perfect = time_series_metrics(true, true)["scores"]
+    assert perfect["pearson_r"] == pytest.approx(1) and perfect["r2"] == pytest.approx(1)
+    assert perfect["mse"] == 0
+
+
+@pytest.mark.parametrize(
+    "pred_shape, bad, match",
+    [
+        ((3, 20, 4), None, "differs"),
+        ((3, 20), None, "shaped"),
+        ((3, 20, 5), "nan", "NaN"),
+        ((3, 1, 5), None, "2 time points"),
+    ],
+)
+def test_time_series_metrics_reject_bad_input(series, pred_shape, bad, match):
+    _, true = series
+    pred = np.zeros(pred_shape)
+    if bad == "nan":
+        pred[0, 0, 0] = np.nan
+    if pred_shape[1] == 1:
+        true = true[:, :1]
+    with pytest.raises(ValueError, match=match):
+        pearson_per_roi(pred, true)
+
+
+def test_on_constant_rejects_unknown_policy(series):
+    with pytest.raises(ValueError, match="on_constant"):
+        pearson_per_roi(*series, on_constant="nan")
+
+
+# ------------------------------------------------------------------ images
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 12, 12, 12), (2, 3, 16, 16)])
+def test_ssim_is_one_and_psnr_infinite_for_identical_images(rng, shape):
+    img = rng.random(shape)
+    np.testing.assert_allclose(ssim(img, img, data_range=1.0), 1.0)
+    assert np.isinf(psnr(img, img, data_range=1.0)).all()
+    noisy = np.clip(img + 0.1 * rng.standard_normal(shape), 0, 1)
+    assert (ssim(noisy, img, data_range=1.0) < 0.99).all()
+
+
+def test_ssim_and_psnr_match_skimage_references(rng):
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    true = rng.random((1, 1, 14, 14, 14))
+    pred = true + 0.05 * rng.standard_normal(true.shape)
+    ref = structural_similarity(
+        pred[0, 0],
+        true[0, 0],
+        data_range=1.0,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+    )
+    assert ssim(pred, true, data_range=1.0)[0] == pytest.approx(ref)
+    assert psnr(pred, true, data_range=1.0)[0] == pytest.approx(
+        peak_signal_noise_ratio(true[0], pred[0], data_range=1.0)
+    )
+
+
+def test_psnr_hand_value():
+    true = np.zeros((1, 1, 2, 2))
+    pred = np.full_like(true, 0.1)  # mse 0.01 -> 10 log10(1 / 0.01) = 20 dB
+    assert psnr(pred, true, data_range=1.0)[0] == pytest.approx(20.0)
+
+
+def test_image_metrics_reject_small_images_bad_range_and_2d_input(rng):
+    img = rng.random((1, 1, 8, 8, 8))
+    with pytest.raises(ValueError, match="smaller sigma"):
+        ssim(img, img, data_range=1.0)
+    assert ssim(img, img, data_range=1.0, sigma=0.8)[0] == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="data_range"):
+        psnr(img, img, data_range=0)
+    with pytest.raises(ValueError, match="shaped"):
+        psnr(img[0, 0], img[0, 0], data_range=1.0)
+    assert set(image_metrics(img, img * 0.9, data_range=1.0, sigma=0.8)["scores"]) == {
+        "ssim",
+        "psnr",
+        "mse",
+    }
+
+
+# -------------------------------------------------------------------- text
+
+
+def test_token_accuracy_ignores_padding():
+    true = np.array([[5, 6, 7, 0, 0]])
+    pred = np.array([[5, 9, 7, 4, 4]])
+    assert token_accuracy(pred, true) == pytest.approx(2 / 3)
+    with pytest.raises(ValueError, match="only padding"):
+        token_accuracy(pred, np.zeros_like(true))
+
+
+def test_perplexity_of_uniform_logits_is_vocabulary_size():
+    logits = np.zeros((2, 3, 7))
+    ids = np.array([[1, 4, 6], [2, 0, 0]])
+    assert token_nll(logits, ids) == pytest.approx(np.log(7))
+    assert perplexity(logits, ids) == pytest.approx(7.0)
+    assert perplexity(np.log(7)) == pytest.approx(7.0)
+
+
+def test_perplexity_matches_hand_softmax(rng):
+    logits = rng.standard_normal((1, 2, 4))
+    ids = np.array([[3, 1]])
+    p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    expected = np.exp(-(np.log(p[0, 0, 3]) + np.log(p[0, 1, 1])) / 2)
+    assert perplexity(logits, ids) == pytest.approx(expected)
+    out = text_metrics(logits, ids)["scores"]
+    assert out["perplexity"] == pytest.approx(expected)
+
+
+def test_perplexity_rejects_bad_input():
+    with pytest.raises(ValueError, match="needs true_ids"):
+        perplexity(np.zeros((1, 2, 3)))
+    with pytest.raises(ValueError, match="vocabulary"):
+        perplexity(np.zeros((1, 2, 3)), np.array([[1, 5]]))
+    with pytest.raises(ValueError, match=">= 0"):
+        perplexity(float("nan"))
+
+
+# ----------------------------------------------------------------- tabular
+
+
+def test_tabular_metrics_match_sklearn_and_hand_values(rng):
+    true = rng.standard_normal((10, 2))
+    pred = true + 0.3 * rng.standard_normal((10, 2))
+    np.testing.assert_allclose(
+        numeric_r2(pred, true), r2_score(true, pred, multioutput="raw_values")
+    )
+    np.testing.assert_allclose(mae(pred, true), np.abs(pred - true).mean(0))
+    codes = np.array([[0, 1], [1, 1], [2, 0], [1, 0]])
+    scores = [np.eye(3)[[0, 1, 1, 1]], np.eye(2)[[1, 1, 1, 1]]]  # argmax -> [0,1,1,1], [1,1,1,1]
+    np.testing.assert_allclose(categorical_accuracy(scores, codes), [0.75, 0.5])
+    np.testing.assert_allclose(categorical_accuracy(codes, codes), [1.0, 1.0])
+    out = tabular_metrics(pred[:4], true[:4], scores, codes)["scores"]
+    assert out["accuracy"] == pytest.approx(0.625)
+    with pytest.raises(ValueError, match="whole-number"):
+        categorical_accuracy(codes + 0.5, codes)
+    with pytest.raises(ValueError, match="both"):
+        tabular_metrics(pred, None)
+
+
+# --------------------------------------------------------------- baselines
+
+
+def test_group_mean_predicts_the_training_mean_at_every_test_subject(rng):
+    train, test_x = rng.standard_normal((4, 12, 3)), np.zeros((2, 7))
+    baseline = GroupMeanBaseline().fit(None, train)
+    pred = baseline.predict(test_x)
+    assert pred.shape == (2, 12, 3)
+    np.testing.assert_allclose(pred[0], train.mean(axis=0), rtol=0, atol=1e-15)
+    np.testing.assert_array_equal(pred[0], pred[1])
+
+
+def test_group_mean_aligns_windows_by_absolute_time(rng):
+    full = rng.standard_normal((3, 10, 2))  # three training subjects, 10 volumes
+    starts = np.array([0, 4, 6])
+    windows = np.stack([full[s, o : o + 4] for s in range(3) for o in starts])
+    offsets = np.tile(starts, 3)
+    baseline = GroupMeanBaseline().fit(windows, windows, time_offsets=offsets)
+    pred = baseline.predict(2, time_offsets=np.array([0, 6]))
+    np.testing.assert_allclose(pred[0], full.mean(axis=0)[0:4])
+    np.testing.assert_allclose(pred[1], full.mean(axis=0)[6:10])
+    with pytest.raises(ValueError, match="no training window covered"):
+        baseline.predict(1, time_offsets=np.array([8]))
+
+
+def test_group_mean_for_continuous_and_categorical_targets():
+    Y = np.array([[1.0, 2.0], [3.0, 6.0], [5.0, 1.0]])
+    np.testing.assert_allclose(GroupMeanBaseline("mean").fit(Y, Y).predict(2), [[3.0, 3.0]] * 2)
+    codes = np.array([[2, 0], [1, 0], [2, 1], [1, 1]])  # col 0: tie 1/2 -> 1
+    np.testing.assert_array_equal(
+        GroupMeanBaseline("majority").fit(None, codes).predict(1), [[1, 0]]
+    )
+
+
+def test_group_mean_rejects_bad_input(rng):
+    with pytest.raises(ValueError, match="NaN"):
+        GroupMeanBaseline().fit(None, np.full((2, 3, 2), np.nan))
+    with pytest.raises(ValueError, match="samples"):
+        GroupMeanBaseline().fit(np.zeros((3, 1)), np.zeros((2, 3, 2)))
+    with pytest.raises(ValueError, match="time_offsets"):
+        GroupMeanBaseline().fit(None, np.zeros((2, 3, 2)), time_offsets=[0, 1.5])
+    with pytest.raises(RuntimeError, match="not fitted"):
+        GroupMeanBaseline().predict(3)
+
+
+def test_ridge_recovers_a_planted_linear_map_from_training_subjects_only(rng):
+    W = rng.standard_normal((6, 8))
+    X = rng.standard_normal((40, 6))
+    Y = (X @ W).reshape(40, 4, 2)  # target shaped like a (T, R) series
+    X_train, X_test, Y_test = X[:30], X[30:], Y[30:]
+    ridge = RidgeBaseline().fit(X_train, Y[:30])
+    pred = ridge.predict(X_test)
+    assert pred.shape == (10, 4, 2)
+    np.testing.assert_allclose(pred, Y_test, atol=0.05)
+    assert ridge.alpha_ <= 0.1
+    # each test subject's prediction depends on its own condition only
+    np.testing.assert_allclose(ridge.predict(X_test[3:4])[0], pred[3], atol=1e-12)
+
+
+def test_ridge_pca_on_wide_inputs_keeps_predictions(rng):
+    X = rng.standard_normal((12, 300))  # features >> samples, like image voxels
+    Y = X[:, :5] @ rng.standard_normal((5, 3))
+    full = RidgeBaseline(alphas=[1.0], pca=False).fit(X[:9], Y[:9]).predict(X[9:])
+    reduced_model = RidgeBaseline(alphas=[1.0]).fit(X[:9], Y[:9])
+    assert "pca" in reduced_model.model_.regressor_.named_steps
+    np.testing.assert_allclose(reduced_model.predict(X[9:]), full, atol=1e-8)
+
+
+def test_ridge_one_hot_encodes_categorical_columns(rng):
+    group = rng.integers(0, 3, 60)
+    age = rng.standard_normal(60)
+    X = np.column_stack([age, group])
+    Y = (2 * age + np.array([0.0, 5.0, -5.0])[group])[:, None]  # nonlinear in the code
+    pred = RidgeBaseline(categorical_columns=[1]).fit(X[:45], Y[:45]).predict(X[45:])
+    np.testing.assert_allclose(pred, Y[45:], atol=0.1)
+
+
+def test_ridge_rejects_bad_input(rng):
+    X, Y = rng.standard_normal((5, 3)), rng.standard_normal((5, 2))
+    with pytest.raises(ValueError, match="samples"):
+        RidgeBaseline().fit(X, Y[:4])
+    bad = X.copy()
+    bad[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        RidgeBaseline().fit(bad, Y)
+    ridge = RidgeBaseline().fit(X, Y)
+    with pytest.raises(ValueError, match="fitted on"):
+        ridge.predict(rng.standard_normal((2, 4)))
+    with pytest.raises(ValueError, match="do not exist"):
+        RidgeBaseline(categorical_columns=[7]).fit(X, Y)
+    with pytest.raises(ValueError, match="alphas"):
+        RidgeBaseline(alphas=[0.0])
+
+
+# ----------------------------------------------------------------- summary
+
+
+def _record(name: str, **scores) -> dict:
+    return {
+        "experiment": name,
+        "condition": "image",
+        "target": "time_series",
+        "method": "cross_attention",
+        "n_test_subjects": 2,
+        "scores": scores
+        or {"model": {"pearson_r": 0.4, "mse": 0.9}, "group_mean": {"pearson_r": 0.3}},
+        "per_roi": {"model": {"pearson_r": [0.1, 0.7]}},
+    }
+
+
+def test_summary_csv_has_one_long_row_per_predictor_and_metric(tmp_path):
+    a = write_metrics(tmp_path / "eval" / "a" / "metrics.json", _record("a"))
+    b = write_metrics(
+        tmp_path / "eval" / "b" / "metrics.json",
+        _record("b", model={"psnr": float("inf")}, noise_ceiling={"pearson_r": 0.6}),
+    )
+    out = summarize([a, b], tmp_path / "eval" / "summary.csv")
+    with out.open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert list(rows[0]) == [
+        "experiment",
+        "condition",
+        "target",
+        "method",
+        "model",
+        "metric",
+        "value",
+    ]
+    got = [(r["experiment"], r["model"], r["metric"], float(r["value"])) for r in rows]
+    assert got == [
+        ("a", "model", "pearson_r", 0.4),
+        ("a", "model", "mse", 0.9),
+        ("a", "group_mean", "pearson_r", 0.3),
+        ("b", "model", "psnr", float("inf")),
+        ("b", "noise_ceiling", "pearson_r", 0.6),
+    ]
+    assert read_metrics(a)["per_roi"]["model"]["pearson_r"] == [0.1, 0.7]
+
+
+def test_summary_names_the_missing_or_corrupt_metrics_file(tmp_path):
+    good = write_metrics(tmp_path / "a" / "metrics.json", _record("a"))
+    corrupt = tmp_path / "b" / "metrics.json"
+    corrupt.parent.mkdir()
+    corrupt.write_text('{"experiment": "b", "scores": ')
+    wrong = tmp_path / "c" / "metrics.json"
+    wrong.parent.mkdir()
+    wrong.write_text(json.dumps({**_record("c"), "scores": {"model": {"r": float("nan")}}}))
+    out = tmp_path / "summary.csv"
+    for bad, match in [
+        (tmp_path / "missing.json", "missing"),
+        (corrupt, "not valid JSON"),
+        (wrong, "must be a number"),
+        (good, "already came from"),
+    ]:
+        with pytest.raises(InputError, match=match) as err:
+            summarize([good, bad], out)
+        assert str(bad) in str(err.value)
+    assert not out.exists()  # nothing half-written
+
+
+def test_write_metrics_refuses_a_record_that_breaks_the_schema(tmp_path):
+    path = tmp_path / "metrics.json"
+    with pytest.raises(ValueError, match="unknown predictor 'oracle'"):
+        write_metrics(path, _record("a", model={"r": 1.0}, oracle={"r": 1.0}))
+    with pytest.raises(ValueError, match="n_test_subjects"):
+        write_metrics(path, {**_record("a"), "n_test_subjects": 0})
+    with pytest.raises(ValueError, match="differ in length"):
+        write_metrics(path, {**_record("a"), "per_roi": {"model": {"r": [1.0], "r2": [1.0, 2.0]}}})
+    assert not path.exists()
+    with pytest.raises(ValueError, match="no metrics"):
+        summarize([], tmp_path / "s.csv")
