@@ -1,0 +1,149 @@
+"""What the train, evaluate and figures stages share: building models from shards,
+loading trained experiments, and running a model over a split."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from modalmerge.data.dataset import ShardDataset, read_manifest, split_texts, tabular_schema
+from modalmerge.io import InputError, require_file
+from modalmerge.models.model import MultiModalModel
+from modalmerge.models.text import Tokenizer
+
+TEXT_MAX_LENGTH = 48
+
+
+def fit_tokenizer(shard_dir: str | Path) -> Tokenizer:
+    """A vocabulary built from the TRAINING subjects' texts only."""
+    corpus = split_texts(shard_dir, "train")
+    if not corpus:
+        raise InputError(shard_dir, "the train split has no text to build a vocabulary from")
+    return Tokenizer.fit(corpus)
+
+
+def build_model(
+    shard_dir: str | Path, experiment: dict, tokenizer: Tokenizer | None = None
+) -> MultiModalModel:
+    """Build the experiment's model with the shapes the shards hold."""
+    condition, target = experiment["condition"], experiment["target"]
+    probe = ShardDataset(
+        shard_dir, "train", condition, target, tokenizer=tokenizer, text_max_length=TEXT_MAX_LENGTH
+    )
+    if len(probe) == 0:
+        raise InputError(shard_dir, "the train split has no samples")
+    sample = probe[0]
+    probe.close()
+    kwargs: dict = {}
+    if "tabular" in (condition, target):
+        n_numeric, cardinalities = tabular_schema(shard_dir)
+        kwargs.update(n_numeric=n_numeric, categorical_cardinalities=cardinalities)
+    if "text" in (condition, target):
+        kwargs.update(tokenizer=tokenizer, max_length=TEXT_MAX_LENGTH)
+    if condition in ("image", "time_series"):
+        kwargs["condition_shape"] = tuple(sample["condition"].shape)
+    if target in ("image", "time_series"):
+        kwargs["target_shape"] = tuple(sample["target"].shape)
+    return MultiModalModel(
+        condition_type=condition,
+        target_type=target,
+        condition_encoder=experiment.get("encoder"),
+        target_decoder=experiment.get("decoder"),
+        embedding_dim=experiment.get("embedding_dim", 64),
+        num_attention_heads=experiment.get("heads", 4),
+        conditioning=experiment.get("method", "cross_attention"),
+        conditioning_layers=experiment.get("layers", 1),
+        dropout=experiment.get("dropout", 0.1),
+        encoder_options=experiment.get("encoder_options") or {},
+        decoder_options=experiment.get("decoder_options") or {},
+        **kwargs,
+    )
+
+
+def load_experiment_model(model_path: str | Path) -> tuple[MultiModalModel, Tokenizer | None]:
+    """A trained model (eval mode, CPU) and its tokenizer (None without text)."""
+    require_file(model_path, "trained model")
+    try:
+        model = MultiModalModel.load(model_path, map_location="cpu")
+    except (RuntimeError, EOFError, KeyError) as exc:
+        raise InputError(model_path, f"not a readable ModalMerge checkpoint ({exc})") from exc
+    model.eval()
+    return model, model.tokenizer
+
+
+@dataclass
+class SplitArrays:
+    """All samples of one split as arrays (and the model's predictions when asked)."""
+
+    subjects: list[str] = field(default_factory=list)
+    window_start: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    condition: np.ndarray | None = None
+    target: np.ndarray | None = None
+    prediction: np.ndarray | None = None
+    categorical_scores: list[np.ndarray] = field(default_factory=list)
+
+
+def _prediction_arrays(prediction) -> tuple[np.ndarray, list[np.ndarray]]:
+    if isinstance(prediction, dict):  # tabular: numeric + one score array per categorical column
+        scores = [torch.softmax(c.float(), dim=-1).numpy() for c in prediction["categorical"]]
+        numeric = prediction["numeric"].float().numpy()
+        codes = [s.argmax(axis=1)[:, None].astype(np.float32) for s in scores]
+        return np.concatenate([numeric, *codes], axis=1), scores
+    return prediction.float().numpy(), []
+
+
+@torch.no_grad()
+def collect_split(
+    shard_dir: str | Path,
+    split: str,
+    condition: str,
+    target: str,
+    tokenizer: Tokenizer | None = None,
+    model: MultiModalModel | None = None,
+    batch_size: int = 32,
+) -> SplitArrays:
+    """Read every sample of ``split``; with ``model``, also its predictions (eval mode)."""
+    dataset = ShardDataset(
+        shard_dir, split, condition, target, tokenizer=tokenizer, text_max_length=TEXT_MAX_LENGTH
+    )
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    out = SplitArrays()
+    conditions, targets, predictions, starts = [], [], [], []
+    scores: list[list[np.ndarray]] = []
+    for batch in loader:
+        out.subjects.extend(batch["subject"])
+        starts.append(np.asarray(batch["window_start"]))
+        conditions.append(batch["condition"].numpy())
+        targets.append(batch["target"].numpy())
+        if model is not None:
+            result = model(
+                batch["condition"],
+                target=batch["target"] if target == "text" else None,
+                time_offset=batch.get("time_offset"),
+            )
+            values, cat_scores = _prediction_arrays(result.prediction)
+            predictions.append(values)
+            scores.append(cat_scores)
+    dataset.close()
+    if not conditions:
+        return out
+    out.window_start = np.concatenate(starts).astype(np.int64)
+    out.condition = np.concatenate(conditions)
+    out.target = np.concatenate(targets)
+    if predictions:
+        out.prediction = np.concatenate(predictions)
+        out.categorical_scores = [np.concatenate(col) for col in zip(*scores, strict=True)]
+    return out
+
+
+__all__ = [
+    "build_model",
+    "collect_split",
+    "fit_tokenizer",
+    "load_experiment_model",
+    "read_manifest",
+    "SplitArrays",
+]

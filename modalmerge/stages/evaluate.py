@@ -1,0 +1,362 @@
+"""Evaluate one trained experiment on held-out test subjects, against baselines.
+
+Predictors, all scored on the same test subjects of the same split:
+
+- ``model`` — the trained experiment;
+- ``group_mean`` — fitted on the training subjects only: the average training
+  target at the same absolute time points (time series) or the mean / majority
+  target (other modalities);
+- ``ridge`` — scikit-learn ``RidgeCV`` from the condition's features (image
+  voxels through a train-only PCA, table columns one-hot, word counts, window
+  values), fitted on the training subjects only;
+- ``noise_ceiling`` — synthetic data only: the correlation of the true evoked
+  signal with the observed one.
+
+Time-series targets are scored per subject on the whole run, rebuilt from the
+sliding windows (overlaps averaged). Outputs: ``metrics.json`` (schema in
+:mod:`modalmerge.evaluation.summary`) and ``predictions.npz`` (per test subject:
+``subjects``, ``prediction``, ``target``, ``group_mean``, ``ridge``, and for
+time series ``time_index``, ``truth_evoked`` when known).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from modalmerge.evaluation import metrics as ts_metrics
+from modalmerge.evaluation import modality_metrics
+from modalmerge.evaluation.baselines import GroupMeanBaseline, RidgeBaseline
+from modalmerge.evaluation.summary import write_metrics
+from modalmerge.io import InputError, atomic_path, require_file
+from modalmerge.stages.common import collect_split, load_experiment_model
+
+log = logging.getLogger(__name__)
+
+
+def _stitch(windows: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rebuild one run from windows ``(n, W, R)`` starting at ``starts``; overlaps averaged.
+
+    Returns the series ``(T_covered, R)`` and the absolute time index of its rows.
+    """
+    width = windows.shape[1]
+    end = int(starts.max()) + width
+    total = np.zeros((end, windows.shape[2]), dtype=np.float64)
+    count = np.zeros(end, dtype=np.int64)
+    for window, start in zip(windows, starts, strict=True):
+        total[start : start + width] += window
+        count[start : start + width] += 1
+    covered = np.flatnonzero(count)
+    return (total[covered] / count[covered, None]).astype(np.float32), covered
+
+
+def _per_subject(subjects: list[str], values: np.ndarray) -> dict[str, np.ndarray]:
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, subject in enumerate(subjects):
+        groups[subject].append(i)
+    return {s: values[np.asarray(rows)] for s, rows in groups.items()}
+
+
+def _subject_rows(subjects: list[str]) -> dict[str, np.ndarray]:
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, subject in enumerate(subjects):
+        groups[subject].append(i)
+    return {s: np.asarray(rows) for s, rows in groups.items()}
+
+
+def _condition_features(modality: str, condition: np.ndarray, vocab_size: int | None) -> np.ndarray:
+    """Features the ridge baseline sees for each sample's condition."""
+    if modality == "text":  # bag of words over the model's vocabulary (pad/bos/eos dropped)
+        ids = condition.astype(np.int64)
+        counts = np.zeros((len(ids), int(vocab_size)), dtype=np.float32)
+        for row, sample in enumerate(ids):
+            np.add.at(counts[row], sample[sample > 2], 1.0)
+        return counts
+    return condition.reshape(len(condition), -1)
+
+
+def _timeseries_scores(pred: dict, true: dict, subjects: list[str]) -> dict:
+    p = np.stack([pred[s] for s in subjects])
+    t = np.stack([true[s] for s in subjects])
+    return ts_metrics.time_series_metrics(p, t)
+
+
+def evaluate_experiment(
+    model_path: str | Path,
+    shard_dir: str | Path,
+    experiment: dict,
+    settings: dict,
+    out_metrics: str | Path,
+    out_predictions: str | Path,
+    truth_dir: str | Path | None = None,
+) -> dict:
+    """Score a trained experiment on the test split; write metrics.json and predictions.npz.
+
+    Parameters
+    ----------
+    model_path : path
+        ``models/<experiment>/model.pt`` written by the train stage.
+    shard_dir : path
+        ``shards/`` with ``manifest.json``.
+    experiment : dict
+        The experiment's entry in ``config.yaml``.
+    settings : dict
+        ``config['evaluate']``: ``ridge_alphas``, ``pca_components``.
+    truth_dir : path, optional
+        ``truth/`` of a synthetic dataset; when it holds ``<subject>.npz`` with
+        ``evoked``, the noise ceiling is reported.
+
+    Returns
+    -------
+    dict
+        The metrics record written to ``out_metrics``.
+    """
+    require_file(model_path, "trained model")
+    model, tokenizer = load_experiment_model(model_path)
+    condition, target = experiment["condition"], experiment["target"]
+    train = collect_split(shard_dir, "train", condition, target, tokenizer)
+    test = collect_split(shard_dir, "test", condition, target, tokenizer, model=model)
+    if not test.subjects:
+        raise InputError(shard_dir, "the test split has no samples")
+    log.info(
+        "evaluating %s on %d test samples of %d subjects",
+        experiment["name"],
+        len(test.subjects),
+        len(set(test.subjects)),
+    )
+
+    vocab = tokenizer.vocab_size if tokenizer is not None else None
+    x_train = _condition_features(condition, train.condition, vocab)
+    x_test = _condition_features(condition, test.condition, vocab)
+    record = {
+        "experiment": experiment["name"],
+        "condition": condition,
+        "target": target,
+        "method": experiment.get("method", "cross_attention"),
+        "n_test_subjects": len(set(test.subjects)),
+        "scores": {},
+        "per_roi": {},
+    }
+    arrays: dict[str, np.ndarray] = {}
+    alphas = np.asarray(settings.get("ridge_alphas", np.logspace(-1, 4, 6)), dtype=float)
+    n_components = settings.get("pca_components")
+
+    if target == "time_series":
+        _evaluate_time_series(
+            record, arrays, train, test, x_train, x_test, condition, alphas, n_components, truth_dir
+        )
+    elif target == "image":
+        _evaluate_image(record, arrays, train, test, x_train, x_test, alphas, n_components)
+    elif target == "tabular":
+        _evaluate_tabular(record, arrays, train, test, x_train, x_test, alphas, n_components, model)
+    elif target == "text":
+        _evaluate_text(record, arrays, train, test)
+    else:  # pragma: no cover - the schema allows only the four modalities
+        raise ValueError(f"unknown target modality {target!r}")
+
+    if not record["per_roi"]:
+        del record["per_roi"]
+    write_metrics(out_metrics, record)
+    with atomic_path(out_predictions) as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **arrays)
+    log.info("scores: %s", record["scores"])
+    return record
+
+
+def _ridge(x_train, y_train, alphas, n_components, categorical_columns=()):
+    n_components = min(n_components or len(x_train), len(x_train) - 1) or None
+    return RidgeBaseline(
+        alphas=alphas, categorical_columns=categorical_columns, n_components=n_components
+    ).fit(x_train, y_train)
+
+
+def _evaluate_time_series(
+    record, arrays, train, test, x_train, x_test, condition, alphas, n_components, truth_dir
+):
+    test_rows, train_rows = _subject_rows(test.subjects), _subject_rows(train.subjects)
+    subjects = sorted(test_rows)
+    pred, true, time_index = {}, {}, {}
+    for s, rows in test_rows.items():
+        pred[s], time_index[s] = _stitch(test.prediction[rows], test.window_start[rows])
+        true[s], _ = _stitch(test.target[rows], test.window_start[rows])
+
+    group = GroupMeanBaseline("time_series").fit(
+        None, train.target, time_offsets=train.window_start
+    )
+    group_windows = group.predict(len(test.subjects), time_offsets=test.window_start)
+    group_pred = {
+        s: _stitch(group_windows[r], test.window_start[r])[0] for s, r in test_rows.items()
+    }
+
+    if condition == "time_series":  # window-level condition: ridge per window, then stitched
+        ridge = _ridge(x_train, train.target, alphas, n_components)
+        ridge_windows = ridge.predict(x_test)
+        ridge_pred = {
+            s: _stitch(ridge_windows[r], test.window_start[r])[0] for s, r in test_rows.items()
+        }
+    else:  # subject-level condition: one whole run per training subject
+
+        def whole_runs(split, rows_by_subject):
+            keys = sorted(rows_by_subject)
+            runs = [
+                _stitch(split.target[rows_by_subject[k]], split.window_start[rows_by_subject[k]])
+                for k in keys
+            ]
+            length = min(len(r[0]) for r in runs)
+            return keys, np.stack([r[0][:length] for r in runs])
+
+        train_keys, y_train = whole_runs(train, train_rows)
+        x_tr = np.stack([x_train[train_rows[k][0]] for k in train_keys])
+        ridge = _ridge(x_tr, y_train, alphas, n_components)
+        x_te = np.stack([x_test[test_rows[s][0]] for s in subjects])
+        runs = ridge.predict(x_te)
+        ridge_pred = {}
+        for s, run in zip(subjects, runs, strict=True):
+            n = min(len(run), len(true[s]))
+            ridge_pred[s] = run[:n]
+        length = min(min(len(v) for v in ridge_pred.values()), min(len(v) for v in true.values()))
+        for d in (pred, true, group_pred, ridge_pred, time_index):
+            for s in subjects:
+                d[s] = d[s][:length]
+
+    scores, per_roi = {}, {}
+    for name, predicted in (("model", pred), ("group_mean", group_pred), ("ridge", ridge_pred)):
+        result = _timeseries_scores(predicted, true, subjects)
+        scores[name], per_roi[name] = result["scores"], result["per_roi"]
+
+    truth = _load_truth(truth_dir, subjects, time_index)
+    if truth is not None:
+        ceiling = ts_metrics.noise_ceiling_metrics(truth, np.stack([true[s] for s in subjects]))
+        scores["noise_ceiling"], per_roi["noise_ceiling"] = ceiling["scores"], ceiling["per_roi"]
+        ceiling_r = ceiling["scores"]["pearson_r"]
+        if ceiling_r > 0:
+            scores["model"]["fraction_of_noise_ceiling"] = scores["model"]["pearson_r"] / ceiling_r
+        arrays["truth_evoked"] = truth
+
+    record["scores"], record["per_roi"] = scores, per_roi
+    arrays.update(
+        subjects=np.asarray(subjects),
+        prediction=np.stack([pred[s] for s in subjects]),
+        target=np.stack([true[s] for s in subjects]),
+        group_mean=np.stack([group_pred[s] for s in subjects]),
+        ridge=np.stack([ridge_pred[s] for s in subjects]),
+        time_index=time_index[subjects[0]],
+    )
+
+
+def _load_truth(truth_dir, subjects, time_index) -> np.ndarray | None:
+    if truth_dir is None or not Path(truth_dir).is_dir():
+        return None
+    evoked = []
+    for s in subjects:
+        path = Path(truth_dir) / f"{s}.npz"
+        if not path.exists():
+            return None
+        with np.load(path) as truth:
+            if "evoked" not in truth:
+                raise InputError(path, "synthetic truth has no 'evoked' array")
+            series = truth["evoked"]
+        if series.shape[0] <= time_index[s].max():
+            raise InputError(
+                path,
+                f"evoked truth has {series.shape[0]} time points, "
+                f"the shards need {time_index[s].max() + 1}",
+            )
+        evoked.append(series[time_index[s]])
+    return np.stack(evoked).astype(np.float32)
+
+
+def _subject_mean(values: np.ndarray, subjects: list[str]) -> tuple[list[str], np.ndarray]:
+    by_subject = _per_subject(subjects, values)
+    keys = sorted(by_subject)
+    return keys, np.stack([by_subject[k].mean(axis=0) for k in keys])
+
+
+def _evaluate_image(record, arrays, train, test, x_train, x_test, alphas, n_components):
+    keys, pred = _subject_mean(test.prediction, test.subjects)
+    _, true = _subject_mean(test.target, test.subjects)
+    data_range = float(np.ptp(train.target)) or 1.0
+    group = GroupMeanBaseline("mean").fit(None, train.target)
+    group_pred = group.predict(len(keys))
+    ridge = _ridge(x_train, train.target, alphas, n_components)
+    _, ridge_pred = _subject_mean(ridge.predict(x_test), test.subjects)
+    record["scores"] = {
+        name: modality_metrics.image_metrics(p, true, data_range=data_range)["scores"]
+        for name, p in (("model", pred), ("group_mean", group_pred), ("ridge", ridge_pred))
+    }
+    arrays.update(
+        subjects=np.asarray(keys),
+        prediction=pred,
+        target=true,
+        group_mean=group_pred,
+        ridge=ridge_pred,
+    )
+
+
+def _evaluate_tabular(record, arrays, train, test, x_train, x_test, alphas, n_components, model):
+    n_cat = len(model.config.get("categorical_cardinalities") or [])
+    n_num = train.target.shape[1] - n_cat
+    keys, true = _subject_mean(test.target, test.subjects)
+    numeric_pred = _per_subject(test.subjects, test.prediction[:, :n_num])
+    numeric = np.stack([numeric_pred[k].mean(axis=0) for k in keys])
+    categorical = []
+    for scores in test.categorical_scores:
+        by_subject = _per_subject(test.subjects, scores)
+        categorical.append(np.stack([by_subject[k].mean(axis=0) for k in keys]))
+    model_codes = (
+        np.stack([c.argmax(axis=1) for c in categorical], axis=1)
+        if categorical
+        else (np.zeros((len(keys), 0)))
+    )
+    pred = np.concatenate([numeric, model_codes], axis=1)
+
+    group_pred = np.concatenate(
+        [GroupMeanBaseline("mean").fit(None, train.target[:, :n_num]).predict(len(keys))]
+        + [
+            GroupMeanBaseline("majority")
+            .fit(None, train.target[:, n_num + j])
+            .predict(len(keys))
+            .reshape(-1, 1)
+            for j in range(n_cat)
+        ],
+        axis=1,
+    )
+    ridge = _ridge(x_train, train.target[:, :n_num], alphas, n_components)
+    _, ridge_num = _subject_mean(ridge.predict(x_test), test.subjects)
+    ridge_pred = np.concatenate([ridge_num, group_pred[:, n_num:]], axis=1)
+
+    def score(p):
+        return modality_metrics.tabular_metrics(
+            p[:, :n_num], true[:, :n_num], p[:, n_num:], true[:, n_num:]
+        )["scores"]
+
+    record["scores"] = {
+        "model": score(pred),
+        "group_mean": score(group_pred),
+        "ridge": score(ridge_pred),
+    }
+    arrays.update(
+        subjects=np.asarray(keys),
+        prediction=pred,
+        target=true,
+        group_mean=group_pred,
+        ridge=ridge_pred,
+    )
+
+
+def _evaluate_text(record, arrays, train, test):
+    logits, true = test.prediction, test.target.astype(np.int64)
+    model_scores = modality_metrics.text_metrics(logits, true)["scores"]
+    # group "mean" for text: the training corpus's unigram distribution at every position
+    counts = np.bincount(train.target.astype(np.int64).ravel(), minlength=logits.shape[-1])
+    counts[0] = 0
+    probs = (counts + 1.0) / (counts + 1.0).sum()
+    unigram = np.broadcast_to(np.log(probs), logits.shape)
+    record["scores"] = {
+        "model": model_scores,
+        "group_mean": modality_metrics.text_metrics(unigram, true)["scores"],
+    }
+    arrays.update(subjects=np.asarray(test.subjects), prediction=logits.argmax(-1), target=true)

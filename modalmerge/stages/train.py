@@ -1,0 +1,115 @@
+"""Train one experiment of ``config.yaml`` on the shards' train split.
+
+Validation loss on the val split drives early stopping; the test split is never
+read here. Writes ``model.pt`` (config + state dict, tokenizer included) and
+``history.csv``; per-epoch checkpoints under ``checkpoints/`` let a killed job
+resume where it stopped (Snakemake reruns the job; the Trainer picks up
+``last.pt``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+
+import torch
+
+from modalmerge.data.dataset import ShardDataset
+from modalmerge.io import atomic_path
+from modalmerge.stages.common import TEXT_MAX_LENGTH, build_model, fit_tokenizer
+from modalmerge.training.trainer import Trainer
+
+log = logging.getLogger(__name__)
+
+
+def _loader(dataset, batch_size: int, shuffle: bool, seed: int, workers: int):
+    generator = torch.Generator().manual_seed(seed)
+    return torch.utils.data.DataLoader(
+        dataset,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=generator,
+        num_workers=workers,
+        persistent_workers=workers > 0,
+        pin_memory=torch.cuda.is_available(),
+        drop_last=False,
+    )
+
+
+def _checkpoint_dir(out_dir: Path, experiment: dict, settings: dict) -> Path:
+    """``out_dir/checkpoints``, emptied when it holds the resume state of another configuration.
+
+    A killed job resumes from its last checkpoint only if the experiment and
+    training settings are unchanged; otherwise training starts afresh.
+    """
+    checkpoints = out_dir / "checkpoints"
+    key = hashlib.sha256(json.dumps([experiment, settings], sort_keys=True).encode()).hexdigest()
+    stamp = checkpoints / "run.json"
+    if checkpoints.exists() and (not stamp.exists() or json.loads(stamp.read_text()) != key):
+        log.info("discarding checkpoints of another configuration in %s", checkpoints)
+        shutil.rmtree(checkpoints)
+    checkpoints.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(json.dumps(key))
+    return checkpoints
+
+
+def train_experiment(
+    shard_dir: str | Path, experiment: dict, settings: dict, out_dir: str | Path, threads: int = 1
+) -> Path:
+    """Train ``experiment`` (an entry of ``config['experiments']``) with ``settings`` (``config['train']``).
+
+    Returns the path of the saved model.
+    """
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(max(1, threads))
+    seed = int(settings.get("seed", 0))
+    torch.manual_seed(seed)
+    condition, target = experiment["condition"], experiment["target"]
+    tokenizer = fit_tokenizer(shard_dir) if "text" in (condition, target) else None
+    model = build_model(shard_dir, experiment, tokenizer)
+    log.info("experiment %s: %s", experiment["name"], model.config)
+
+    # Loader workers on GPU nodes come from the job's CPUs; on CPU the main process reads.
+    workers = max(0, threads - 1) if torch.cuda.is_available() else 0
+    batch_size = int(experiment.get("batch_size", settings.get("batch_size", 16)))
+    datasets = {
+        split: ShardDataset(
+            shard_dir,
+            split,
+            condition,
+            target,
+            tokenizer=tokenizer,
+            text_max_length=TEXT_MAX_LENGTH,
+        )
+        for split in ("train", "val")
+    }
+    train_loader = _loader(datasets["train"], batch_size, True, seed, workers)
+    val_loader = (
+        _loader(datasets["val"], batch_size, False, seed, workers) if len(datasets["val"]) else None
+    )
+
+    checkpoints = _checkpoint_dir(out_dir, experiment, settings)
+    trainer = Trainer(
+        model,
+        lr=float(experiment.get("lr", settings.get("lr", 1e-3))),
+        weight_decay=float(settings.get("weight_decay", 0.01)),
+        patience=int(settings.get("patience", 5)),
+        checkpoint_dir=checkpoints,
+        seed=seed,
+        progress=bool(os.environ.get("MODALMERGE_PROGRESS", "")),
+    )
+    epochs = int(experiment.get("epochs", settings.get("epochs", 30)))
+    history = trainer.train(train_loader, val_loader, epochs=epochs, resume=True)
+    if trainer.ctx.rank != 0:  # under torchrun only rank 0 writes
+        return out_dir / "model.pt"
+    model_path = trainer.save_model(out_dir / "model.pt")
+    with atomic_path(out_dir / "history.csv") as tmp:
+        history.to_csv(tmp, index=False)
+    shutil.rmtree(checkpoints, ignore_errors=True)  # finished: the resume state is not needed
+    log.info("best validation loss %.4f after %d epochs", history["val_loss"].min(), len(history))
+    return model_path
