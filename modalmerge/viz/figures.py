@@ -1,0 +1,374 @@
+"""Pure figure functions for the workflow's figures stage: arrays and tables in, Figure out.
+
+Each function validates its inputs (a bad shape or a missing column raises
+``ValueError`` naming what was expected and what came), draws on an Agg-backed
+:class:`~matplotlib.figure.Figure` that ``pyplot`` never sees, and returns it.
+:func:`save_figure` writes a figure atomically and releases it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from modalmerge.io import atomic_path
+from modalmerge.viz._common import format_r, new_figure, pearson_r, set_tick_labels, to_numpy
+
+
+def peak_world_coordinates(volume: np.ndarray, affine: np.ndarray) -> tuple[float, float, float]:
+    """World coordinates (mm) of the voxel where ``volume`` (3-D) is largest.
+
+    Parameters
+    ----------
+    volume : ndarray, shape (D, H, W)
+        A map, e.g. attention projected onto the image grid.
+    affine : ndarray, shape (4, 4)
+        Voxel-to-world affine of ``volume``.
+
+    Returns
+    -------
+    tuple of float
+        ``(x, y, z)`` in the affine's world units (mm for NIfTI).
+    """
+    voxel = np.unravel_index(int(np.argmax(volume)), volume.shape)
+    world = np.asarray(affine, dtype=np.float64) @ np.array([*voxel, 1.0])
+    return float(world[0]), float(world[1]), float(world[2])
+
+
+def attention_on_anatomy(
+    attention_volume: np.ndarray,
+    anatomy: np.ndarray,
+    affine: np.ndarray,
+    title: str = "attention",
+) -> Figure:
+    """Overlay an attention map on the anatomy: three orthogonal cuts through its peak.
+
+    Drawn with :func:`nilearn.plotting.plot_stat_map` (anatomy as ``bg_img``,
+    ``display_mode="ortho"``); the cuts pass through the voxel of largest attention.
+
+    Parameters
+    ----------
+    attention_volume : ndarray, shape (D, H, W)
+        Non-negative attention on the anatomy's voxel grid (e.g. from
+        :func:`modalmerge.viz.attention.project_to_image`).
+    anatomy : ndarray, shape (D, H, W)
+        The structural image on the same grid.
+    affine : ndarray, shape (4, 4)
+        Voxel-to-world affine shared by both arrays (mm).
+    title : str
+        Figure title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Three cut axes, nilearn's frame axes and a colour bar.
+
+    Raises
+    ------
+    ValueError
+        When the arrays are not 3-D, differ in shape, hold NaN, or the affine is not 4 x 4.
+    """
+    from nilearn import plotting  # heavy import, only where needed
+
+    att = to_numpy(attention_volume, "attention_volume")
+    anat = to_numpy(anatomy, "anatomy")
+    aff = to_numpy(affine, "affine")
+    if att.ndim != 3 or anat.ndim != 3:
+        raise ValueError(
+            f"attention_volume and anatomy must be 3-D (D, H, W), got {att.shape} and {anat.shape}"
+        )
+    if att.shape != anat.shape:
+        raise ValueError(
+            f"attention_volume {att.shape} and anatomy {anat.shape} must share one voxel grid"
+        )
+    if aff.shape != (4, 4):
+        raise ValueError(f"affine must be 4 x 4, got shape {aff.shape}")
+    fig = new_figure(9.0, 3.5)
+    vmax = float(att.max()) if att.max() > 0 else 1.0
+    plotting.plot_stat_map(
+        nib.Nifti1Image(att.astype(np.float32), aff),
+        bg_img=nib.Nifti1Image(anat.astype(np.float32), aff),
+        display_mode="ortho",
+        cut_coords=peak_world_coordinates(att, aff),
+        figure=fig,
+        title=title,
+        cmap="hot",
+        vmin=0.0,
+        vmax=vmax,
+        threshold=vmax * 1e-3,
+        black_bg=True,
+        dim=0,
+    )
+    return fig
+
+
+def _square_matrix(m, name: str) -> np.ndarray:
+    arr = to_numpy(m, name)
+    if arr.ndim != 2 or arr.shape[0] != arr.shape[1]:
+        raise ValueError(f"{name} must be a square (R, R) matrix, got shape {arr.shape}")
+    return arr
+
+
+def fc_similarity(true_fc: np.ndarray, pred_fc: np.ndarray) -> float:
+    """Pearson r between the upper triangles (diagonal excluded) of two (R, R) matrices.
+
+    Returns NaN when R < 2 or a triangle is constant; raises ValueError when the
+    matrices are not square or differ in shape.
+    """
+    true_m = _square_matrix(true_fc, "true_fc")
+    pred_m = _square_matrix(pred_fc, "pred_fc")
+    if true_m.shape != pred_m.shape:
+        raise ValueError(f"true_fc {true_m.shape} and pred_fc {pred_m.shape} differ in shape")
+    if true_m.shape[0] < 2:
+        return float("nan")
+    iu = np.triu_indices(true_m.shape[0], k=1)
+    return pearson_r(true_m[iu], pred_m[iu])
+
+
+def connectivity_comparison(
+    true_fc: np.ndarray, pred_fc: np.ndarray, labels: Sequence[str] | None = None
+) -> Figure:
+    """True and predicted functional connectivity side by side on one colour scale.
+
+    Parameters
+    ----------
+    true_fc, pred_fc : ndarray, shape (R, R)
+        Connectivity matrices (e.g. Pearson correlations between ROI time series).
+    labels : sequence of str, optional
+        ROI names, length R, used as tick labels.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Two matrix axes and one shared colour bar; the title gives the FC
+        similarity r (Pearson r of the upper triangles).
+
+    Raises
+    ------
+    ValueError
+        When a matrix is not square, the two differ in shape, or ``labels`` has the wrong length.
+    """
+    from nilearn import plotting
+
+    r = fc_similarity(true_fc, pred_fc)  # validates both matrices
+    true_m, pred_m = to_numpy(true_fc, "true_fc"), to_numpy(pred_fc, "pred_fc")
+    n = true_m.shape[0]
+    if labels is not None and len(labels) != n:
+        raise ValueError(f"labels has {len(labels)} names for {n} ROIs")
+    off_diag = ~np.eye(n, dtype=bool)
+    both = np.concatenate([true_m[off_diag], pred_m[off_diag]]) if n > 1 else true_m.ravel()
+    vmax = float(np.max(np.abs(both))) or 1.0
+    fig = new_figure(11.0, 5.0, layout="constrained")
+    axes = fig.subplots(1, 2)
+    image = None
+    for ax, mat, name in zip(axes, (true_m, pred_m), ("true", "predicted"), strict=True):
+        image = plotting.plot_matrix(
+            mat,
+            axes=ax,
+            labels=list(labels) if labels is not None else None,
+            colorbar=False,
+            vmin=-vmax,
+            vmax=vmax,
+            title=f"{name} connectivity",
+            auto_fit=False,
+        )
+    fig.colorbar(image, ax=list(axes), shrink=0.8, label="connectivity")
+    fig.suptitle(f"FC similarity {format_r(r)}")
+    return fig
+
+
+def learning_curves(history: pd.DataFrame) -> Figure:
+    """Training and validation loss per epoch, with the best validation epoch marked.
+
+    Parameters
+    ----------
+    history : pandas.DataFrame
+        Columns ``epoch``, ``train_loss``, ``val_loss`` (one row per epoch, as in
+        ``models/<exp>/history.csv``); other columns are ignored.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One axis with the two curves.
+
+    Raises
+    ------
+    ValueError
+        When a column is missing or the table is empty.
+    """
+    missing = {"epoch", "train_loss", "val_loss"} - set(history.columns)
+    if missing:
+        raise ValueError(f"history lacks column(s) {sorted(missing)}; has {list(history.columns)}")
+    if len(history) == 0:
+        raise ValueError("history is empty: no epoch was recorded")
+    fig = new_figure(6.0, 4.0, layout="constrained")
+    ax = fig.subplots()
+    epoch = history["epoch"].to_numpy()
+    ax.plot(epoch, history["train_loss"].to_numpy(dtype=float), marker="o", ms=3, label="train")
+    val = history["val_loss"].to_numpy(dtype=float)
+    ax.plot(epoch, val, marker="o", ms=3, label="validation")
+    if np.isfinite(val).any():
+        best = int(np.nanargmin(val))
+        ax.axvline(epoch[best], color="grey", ls="--", lw=1, label=f"best epoch {epoch[best]}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title("learning curves")
+    ax.legend()
+    return fig
+
+
+def summary_chart(summary: pd.DataFrame) -> Figure:
+    """Grouped bars: each experiment's model against its baselines, one panel per metric.
+
+    Parameters
+    ----------
+    summary : pandas.DataFrame
+        Long table with columns ``experiment``, ``model`` (``"model"``,
+        ``"group_mean"``, ``"ridge"``, ``"noise_ceiling"``, ...), ``metric`` and
+        ``value`` (as in ``eval/summary.csv``); one row per combination.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        One axis per metric, experiments on x, one bar per model.
+
+    Raises
+    ------
+    ValueError
+        When a column is missing, the table is empty, or a combination repeats.
+    """
+    needed = {"experiment", "model", "metric", "value"}
+    missing = needed - set(summary.columns)
+    if missing:
+        raise ValueError(f"summary lacks column(s) {sorted(missing)}; has {list(summary.columns)}")
+    if len(summary) == 0:
+        raise ValueError("summary is empty")
+    dup = summary.duplicated(["experiment", "model", "metric"])
+    if dup.any():
+        first = summary.loc[dup, ["experiment", "model", "metric"]].iloc[0].tolist()
+        raise ValueError(f"summary repeats (experiment, model, metric) = {first}")
+    metrics = list(dict.fromkeys(summary["metric"]))
+    experiments = list(dict.fromkeys(summary["experiment"]))
+    models = list(dict.fromkeys(summary["model"]))
+    if "model" in models:  # the trained model first, then its baselines
+        models.remove("model")
+        models.insert(0, "model")
+    fig = new_figure(max(5.0, 1.2 * len(experiments) * len(metrics)), 4.0, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(metrics), squeeze=False)[0])
+    width = 0.8 / len(models)
+    x = np.arange(len(experiments))
+    for ax, metric in zip(axes, metrics, strict=True):
+        table = summary[summary["metric"] == metric].pivot(
+            index="experiment", columns="model", values="value"
+        )
+        table = table.reindex(index=experiments, columns=models)
+        for m, model in enumerate(models):
+            ax.bar(
+                x + (m - (len(models) - 1) / 2) * width,
+                table[model].to_numpy(float),
+                width,
+                label=model,
+            )
+        ax.set_xticks(x)
+        ax.set_xticklabels(experiments, rotation=30, ha="right")
+        ax.set_title(metric)
+        ax.axhline(0.0, color="black", lw=0.5)
+    axes[0].legend(fontsize="small")
+    return fig
+
+
+def roi_attention_matrix(
+    attention: np.ndarray,
+    target_labels: Sequence[str],
+    condition_labels: Sequence[str],
+    title: str = "attention",
+) -> Figure:
+    """Heatmap of attention weights, target queries (rows) by condition tokens (columns).
+
+    Parameters
+    ----------
+    attention : ndarray, shape (n_target, n_condition)
+        Attention weights (e.g. averaged over heads and samples).
+    target_labels : sequence of str, length n_target
+        Row names (e.g. target ROI names).
+    condition_labels : sequence of str, length n_condition
+        Column names (e.g. condition ROI names, words, columns).
+    title : str
+        Axis title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        The heatmap axis and its colour bar.
+
+    Raises
+    ------
+    ValueError
+        When ``attention`` is not 2-D or a label list has the wrong length.
+    """
+    att = to_numpy(attention, "attention")
+    if att.ndim != 2:
+        raise ValueError(f"attention must be 2-D (n_target, n_condition), got shape {att.shape}")
+    if len(target_labels) != att.shape[0]:
+        raise ValueError(f"{len(target_labels)} target_labels for {att.shape[0]} target rows")
+    if len(condition_labels) != att.shape[1]:
+        raise ValueError(
+            f"{len(condition_labels)} condition_labels for {att.shape[1]} condition columns"
+        )
+    fig = new_figure(
+        min(2.0 + 0.25 * att.shape[1], 16.0),
+        min(1.5 + 0.25 * att.shape[0], 12.0),
+        layout="constrained",
+    )
+    ax = fig.subplots()
+    image = ax.imshow(att, aspect="auto", cmap="viridis", interpolation="nearest")
+    set_tick_labels(ax, list(condition_labels), "x")
+    set_tick_labels(ax, list(target_labels), "y")
+    ax.set_xlabel("condition token")
+    ax.set_ylabel("target query")
+    ax.set_title(title)
+    fig.colorbar(image, ax=ax, label="attention weight")
+    return fig
+
+
+def save_figure(fig: Figure, path: str | os.PathLike, dpi: int = 150) -> Path:
+    """Write ``fig`` to ``path`` atomically (format from the suffix) and release it.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+        The figure to write; it is closed afterwards (also when writing fails).
+    path : path-like
+        Target file, e.g. ``figures/<exp>/attention.png``; parent folders are created.
+    dpi : int
+        Resolution in dots per inch.
+
+    Returns
+    -------
+    pathlib.Path
+        The written path.
+
+    Raises
+    ------
+    ValueError
+        When ``path`` has no file suffix to take the format from.
+    """
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    fmt = path.suffix.lstrip(".").lower()
+    try:
+        if not fmt:
+            raise ValueError(f"{path}: no suffix to choose the image format from (e.g. .png)")
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=dpi)
+    finally:
+        plt.close(fig)  # frees a pyplot-managed figure; a no-op for our bare Agg figures
+        fig.clear()
+    return path
