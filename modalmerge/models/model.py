@@ -1,0 +1,360 @@
+"""MultiModalModel: condition encoder -> conditioning method -> target decoder, built from names."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from torch import nn
+
+from modalmerge.io import InputError, atomic_path, require_file
+from modalmerge.models.conditioning import Conditioning
+from modalmerge.models.layers import TokenProvenance
+from modalmerge.models.registry import check_modality, get_decoder, get_encoder
+from modalmerge.models.text import Tokenizer
+from modalmerge.models.validation import check_batch, check_time_offset
+
+DEFAULT_ENCODERS = {
+    "image": "resnet18",
+    "time_series": "transformer",
+    "text": "gru",
+    "tabular": "mlp",
+}
+DEFAULT_DECODERS = {
+    "image": "deconv",
+    "time_series": "transformer",
+    "text": "gru",
+    "tabular": "mlp",
+}
+DEFAULT_SHAPES = {"image": (1, 64, 64, 64), "time_series": (50, 16)}
+
+
+class ModelOutput(NamedTuple):
+    """What :meth:`MultiModalModel.forward` returns.
+
+    Attributes
+    ----------
+    prediction : Tensor or dict
+        Shaped like the target: image ``(B, C, *spatial)``, time series
+        ``(B, T, channels)``, text logits ``(B, L, vocab_size)`` (``[:, i]`` predicts
+        id ``i``), tabular ``{"numeric": (B, n_num), "categorical": [(B, card_i), ...]}``.
+    attention : Tensor or None
+        ``(B, heads, n_target, n_condition)`` cross-attention weights when asked
+        for and the method has them; else None.
+    """
+
+    prediction: Any
+    attention: torch.Tensor | None
+
+
+class MultiModalModel(nn.Module):
+    """One modality conditions another: encoder tokens shape a decoder's target queries.
+
+    Parameters
+    ----------
+    condition_type, target_type : {"image", "time_series", "text", "tabular"}
+        Modalities of the condition (input) and the target (output).
+    condition_encoder, target_decoder : str, optional
+        Registered names (see :func:`modalmerge.models.registry.available`);
+        defaults ``resnet18``/``transformer``/``gru``/``mlp`` by modality and
+        ``deconv``/``transformer``/``gru``/``mlp``.
+    embedding_dim : int
+        Token size shared by encoder, conditioning and decoder.
+    num_attention_heads : int
+        Heads of the cross-attention and of transformer blocks; divides ``embedding_dim``.
+    conditioning : str
+        ``cross_attention``, ``film``, ``adain`` or ``concat`` (or any registered method).
+    conditioning_layers : int
+        Conditioning layers stacked.
+    condition_shape, target_shape : tuple of int, optional
+        Per-sample shapes for image ``(C, D, H, W)`` or ``(C, H, W)`` (default
+        ``(1, 64, 64, 64)``) and time series ``(T, channels)`` (default ``(50, 16)``).
+        Text and tabular shapes follow from the arguments below.
+    vocab_size : int, optional
+        Text vocabulary size; taken from ``tokenizer`` when that is given.
+    tokenizer : Tokenizer or dict, optional
+        A :class:`~modalmerge.models.text.Tokenizer` (or its ``to_dict()``), kept in
+        the config so a saved model decodes its own ids.
+    max_length : int
+        Text length in ids (``bos`` and ``eos`` included); text shape is ``(max_length,)``.
+    n_numeric : int, optional
+        Leading numeric columns of a table.
+    categorical_cardinalities : list of int, optional
+        Category counts of a table's trailing categorical columns.
+    dropout : float
+        Dropout everywhere.
+    encoder_options, decoder_options, conditioning_options : dict, optional
+        Extra keyword arguments (JSON-able) for the encoder, decoder and method,
+        e.g. ``encoder_options={"tokenize": "roi"}``, ``decoder_options={"query": "roi"}``.
+    """
+
+    def __init__(
+        self,
+        condition_type: str,
+        target_type: str,
+        condition_encoder: str | None = None,
+        target_decoder: str | None = None,
+        embedding_dim: int = 256,
+        num_attention_heads: int = 8,
+        conditioning: str = "cross_attention",
+        conditioning_layers: int = 1,
+        condition_shape: tuple[int, ...] | None = None,
+        target_shape: tuple[int, ...] | None = None,
+        vocab_size: int | None = None,
+        tokenizer: Tokenizer | dict | None = None,
+        max_length: int = 32,
+        n_numeric: int | None = None,
+        categorical_cardinalities: list[int] | None = None,
+        dropout: float = 0.1,
+        encoder_options: dict | None = None,
+        decoder_options: dict | None = None,
+        conditioning_options: dict | None = None,
+    ):
+        super().__init__()
+        check_modality(condition_type, "condition_type")
+        check_modality(target_type, "target_type")
+        if embedding_dim < 1 or num_attention_heads < 1 or embedding_dim % num_attention_heads:
+            raise ValueError(
+                f"embedding_dim ({embedding_dim}) must be a positive multiple of "
+                f"num_attention_heads ({num_attention_heads})"
+            )
+        if isinstance(tokenizer, Tokenizer):
+            tokenizer = tokenizer.to_dict()
+        self.tokenizer = None if tokenizer is None else Tokenizer.from_dict(tokenizer)
+        if self.tokenizer is not None:
+            if vocab_size is not None and vocab_size != self.tokenizer.vocab_size:
+                raise ValueError(
+                    f"vocab_size {vocab_size} differs from the tokenizer's {self.tokenizer.vocab_size}"
+                )
+            vocab_size = self.tokenizer.vocab_size
+        cards = [int(c) for c in (categorical_cardinalities or [])]
+        if any(c < 1 for c in cards):
+            raise ValueError(f"categorical_cardinalities must be >= 1, got {cards}")
+        self.condition_type, self.target_type = condition_type, target_type
+        self.condition_encoder_name = condition_encoder or DEFAULT_ENCODERS[condition_type]
+        self.target_decoder_name = target_decoder or DEFAULT_DECODERS[target_type]
+        self.conditioning_method = conditioning
+        self.vocab_size, self.max_length = vocab_size, int(max_length)
+        self.n_numeric, self.categorical_cardinalities = n_numeric, cards
+        self.condition_shape = self._shape(condition_type, condition_shape, "condition_shape")
+        self.target_shape = self._shape(target_type, target_shape, "target_shape")
+        self.validate_inputs = True  # set False to skip the per-batch checks (they sync a GPU)
+        self._config = {
+            "condition_type": condition_type,
+            "target_type": target_type,
+            "condition_encoder": self.condition_encoder_name,
+            "target_decoder": self.target_decoder_name,
+            "embedding_dim": int(embedding_dim),
+            "num_attention_heads": int(num_attention_heads),
+            "conditioning": conditioning,
+            "conditioning_layers": int(conditioning_layers),
+            "condition_shape": list(self.condition_shape),
+            "target_shape": list(self.target_shape),
+            "vocab_size": vocab_size,
+            "tokenizer": tokenizer,
+            "max_length": self.max_length,
+            "n_numeric": n_numeric,
+            "categorical_cardinalities": cards,
+            "dropout": float(dropout),
+            "encoder_options": dict(encoder_options or {}),
+            "decoder_options": dict(decoder_options or {}),
+            "conditioning_options": dict(conditioning_options or {}),
+        }
+        try:
+            json.dumps(self._config)
+        except TypeError as err:
+            raise ValueError(f"model options must be plain JSON values: {err}") from None
+
+        common = {"n_heads": num_attention_heads, "dropout": dropout}
+        self.encoder = get_encoder(condition_type, self.condition_encoder_name)(
+            self.condition_shape,
+            embedding_dim,
+            **{**common, **self._modality_kwargs(condition_type), **(encoder_options or {})},
+        )
+        self.conditioner = Conditioning(
+            conditioning,
+            embedding_dim,
+            num_attention_heads,
+            dropout,
+            conditioning_layers,
+            conditioning_options,
+        )
+        self.decoder = get_decoder(target_type, self.target_decoder_name)(
+            self.target_shape,
+            embedding_dim,
+            **{**common, **self._modality_kwargs(target_type), **(decoder_options or {})},
+        )
+
+    # ----------------------------------------------------------------- shapes
+    def _shape(self, modality: str, shape, name: str) -> tuple[int, ...]:
+        if modality == "text":
+            if self.vocab_size is None:
+                raise ValueError("a text modality needs vocab_size or a tokenizer")
+            derived = (self.max_length,)
+        elif modality == "tabular":
+            if self.n_numeric is None and not self.categorical_cardinalities:
+                raise ValueError(
+                    "a tabular modality needs n_numeric and/or categorical_cardinalities"
+                )
+            self.n_numeric = int(self.n_numeric or 0)
+            derived = (self.n_numeric + len(self.categorical_cardinalities),)
+        else:
+            derived = tuple(int(n) for n in (shape or DEFAULT_SHAPES[modality]))
+            ndims = (3, 4) if modality == "image" else (2,)
+            if len(derived) not in ndims or min(derived) < 1:
+                layout = "(C, H, W) or (C, D, H, W)" if modality == "image" else "(T, channels)"
+                raise ValueError(f"{name} for {modality} must be {layout}, got {tuple(derived)}")
+        if shape is not None and tuple(int(n) for n in shape) != derived:
+            raise ValueError(
+                f"{name} {tuple(shape)} disagrees with the {modality} settings {derived}"
+            )
+        return derived
+
+    def _modality_kwargs(self, modality: str) -> dict:
+        if modality == "text":
+            return {"vocab_size": self.vocab_size}
+        if modality == "tabular":
+            return {
+                "n_numeric": self.n_numeric,
+                "categorical_cardinalities": self.categorical_cardinalities,
+            }
+        return {}
+
+    def _check(self, x, modality: str, shape, role: str) -> None:
+        check_batch(
+            x,
+            modality,
+            shape,
+            role,
+            vocab_size=self.vocab_size,
+            n_numeric=self.n_numeric or 0,
+            categorical_cardinalities=tuple(self.categorical_cardinalities),
+            allow_shorter=True,  # text may be shorter than max_length
+        )
+
+    # ---------------------------------------------------------------- forward
+    def encode(self, condition: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Condition batch -> tokens ``(B, n_condition, dim)`` and padding mask ``(B, n)`` or None."""
+        if self.validate_inputs:
+            self._check(condition, self.condition_type, self.condition_shape, "condition")
+        return self.encoder(condition), self.encoder.padding_mask(condition)
+
+    def forward(
+        self,
+        condition: torch.Tensor,
+        target: torch.Tensor | None = None,
+        time_offset: torch.Tensor | None = None,
+        return_attention: bool = False,
+    ) -> ModelOutput:
+        """Predict the target from the condition.
+
+        Parameters
+        ----------
+        condition : Tensor
+            A batch of the condition modality (see ``docs/architecture.md`` §3).
+        target : Tensor, optional
+            Text targets: the ids ``(B, L)`` for teacher forcing (without them the
+            model decodes greedily and returns the logits of its own ids). Other
+            targets ignore it.
+        time_offset : Tensor, optional
+            ``(B,)`` long window start in samples, for absolute time positions of
+            time-series decoders.
+        return_attention : bool
+            Also return cross-attention weights ``(B, heads, n_target, n_condition)``.
+
+        Returns
+        -------
+        ModelOutput
+            ``(prediction, attention)``.
+        """
+        tokens, mask = self.encode(condition)
+        b = tokens.shape[0]
+        if self.validate_inputs:
+            check_time_offset(time_offset, b)
+        if self.target_type == "text":
+            if target is None:
+                target = self.decoder.generate(tokens, self.conditioner, mask)
+            elif self.validate_inputs:
+                self._check(target, "text", self.target_shape, "target")
+        queries = self.decoder.queries(b, target=target, time_offset=time_offset)
+        conditioned, attention = self.conditioner(queries, tokens, mask, return_attention)
+        return ModelOutput(self.decoder(conditioned), attention)
+
+    @torch.no_grad()
+    def generate(
+        self,
+        condition: torch.Tensor,
+        max_length: int | None = None,
+        greedy: bool = True,
+        temperature: float = 1.0,
+        generator: torch.Generator | None = None,
+    ) -> torch.Tensor:
+        """Text targets: generate ids ``(B, max_length)`` long (``bos``, words, ``eos``, padding).
+
+        Decode them with ``model.tokenizer.decode(ids[i])``. ``greedy=False``
+        samples from ``softmax(logits / temperature)`` using ``generator``.
+        """
+        if self.target_type != "text":
+            raise ValueError(
+                f"generate() needs a text target, this model predicts {self.target_type}"
+            )
+        tokens, mask = self.encode(condition)
+        return self.decoder.generate(
+            tokens, self.conditioner, mask, max_length, greedy, temperature, generator
+        )
+
+    # ------------------------------------------------------------- provenance
+    def condition_provenance(self, input_shape=None) -> TokenProvenance:
+        """Provenance of the condition tokens (for ``input_shape``, default the model's)."""
+        return self.encoder.token_provenance(
+            self.condition_shape if input_shape is None else input_shape
+        )
+
+    def target_provenance(self) -> TokenProvenance:
+        """What each target query stands for (time point, ROI, image block, column, word)."""
+        return self.decoder.query_provenance()
+
+    # ---------------------------------------------------------- serialisation
+    @property
+    def config(self) -> dict:
+        """Constructor arguments as a plain JSON-able dict (a deep copy)."""
+        return json.loads(json.dumps(self._config))
+
+    @classmethod
+    def from_config(cls, config: dict) -> MultiModalModel:
+        """Build an untrained model from :attr:`config`."""
+        if not isinstance(config, dict):
+            raise ValueError(f"model config must be a dict, got {type(config).__name__}")
+        return cls(**config)
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write ``{"config", "state_dict"}`` to ``path`` atomically; return the path."""
+        state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
+        with atomic_path(path) as tmp:
+            torch.save({"config": self.config, "state_dict": state}, tmp)
+        return Path(path)
+
+    @classmethod
+    def load(
+        cls, path: str | os.PathLike, map_location: str | torch.device = "cpu"
+    ) -> MultiModalModel:
+        """Rebuild a model written by :meth:`save` (``torch.load(weights_only=True)``)."""
+        path = require_file(path, "model file")
+        try:
+            data = torch.load(path, map_location=map_location, weights_only=True)
+        except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad file
+            raise InputError(path, f"not a readable model file ({err})") from None
+        if not isinstance(data, dict) or "config" not in data or "state_dict" not in data:
+            raise InputError(path, "model file must hold {'config', 'state_dict'}")
+        model = cls.from_config(data["config"])
+        model.load_state_dict(data["state_dict"])
+        return model.to(map_location)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.condition_type}[{self.condition_encoder_name}] -> {self.conditioning_method} -> "
+            f"{self.target_type}[{self.target_decoder_name}]"
+        )
