@@ -1,0 +1,91 @@
+"""Benchmark random batches of 32 from ShardDataset vs np.load(mmap_mode='r') of the same arrays.
+
+Usage: .venv/bin/python benchmarks/bench_shards.py [--subjects 32] [--n-time 200] [--n-roi 400]
+Both sides read (time_series window, structural_features) per sample for the same indices.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from modalmerge.data.dataset import ShardDataset, load_split_arrays
+from modalmerge.data.shards import write_shards
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--subjects", type=int, default=32)
+    parser.add_argument("--n-time", type=int, default=200)
+    parser.add_argument("--n-roi", type=int, default=400)
+    parser.add_argument("--batches", type=int, default=50)
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        subjects = [f"sub-{i:03d}" for i in range(1, args.subjects + 1)]
+        parc, anat, texts = [], [], []
+        for sid in subjects:
+            p = root / f"{sid}.npz"
+            np.savez(
+                p,
+                roi_timeseries=rng.standard_normal((args.n_time, args.n_roi), dtype=np.float32),
+                connectivity=np.eye(args.n_roi, dtype=np.float32),
+                structural_features=rng.standard_normal((args.n_roi, 6), dtype=np.float32),
+                feature_names=np.array(list("abcdef")),
+                roi_labels=np.arange(1, args.n_roi + 1),
+                tr=2.0,
+            )
+            a = root / f"{sid}_T1w.nii.gz"
+            nib.save(nib.Nifti1Image(np.zeros((8, 8, 8), np.float32), np.eye(4)), a)
+            t = root / f"{sid}_description.txt"
+            t.write_text("text")
+            parc.append(p), anat.append(a), texts.append(t)
+        tsv = root / "participants.tsv"
+        tsv.write_text("participant_id\tage\n" + "".join(f"{s}\t30\n" for s in subjects))
+        params = {"window": 32, "stride": 8, "fractions": {"train": 1.0, "val": 0.0, "test": 0.0}}
+        start = time.perf_counter()
+        write_shards(subjects, parc, anat, tsv, texts, root / "shards", params)
+        print(f"write_shards: {time.perf_counter() - start:.2f} s for {args.subjects} subjects")
+
+        ds = ShardDataset(root / "shards", "train", "structural_features", "time_series")
+        series = load_split_arrays(root / "shards", "train", "time_series")
+        np.save(root / "series.npy", series["data"])
+        feats = load_split_arrays(root / "shards", "train", "structural_features")["data"]
+        np.save(root / "feats.npy", feats)
+        row = {
+            s: i
+            for i, s in enumerate(load_split_arrays(root / "shards", "train", "tabular")["subject"])
+        }
+        subj_row = np.array([row[s] for s in series["subject"]])
+        mm_series = np.load(root / "series.npy", mmap_mode="r")
+        mm_feats = np.load(root / "feats.npy", mmap_mode="r")
+        batches = [rng.choice(len(ds), 32, replace=False) for _ in range(args.batches)]
+        ds[0]  # open files (the one-off cost a worker pays once)
+
+        def read_h5():
+            for batch in batches:
+                items = [ds[int(i)] for i in batch]
+                np.stack([it["target"].numpy() for it in items])
+
+        def read_mmap():
+            for batch in batches:
+                [(np.array(mm_series[i]), np.array(mm_feats[subj_row[i]])) for i in batch]
+
+        timings = {}
+        for name, fn in (("ShardDataset", read_h5), ("np.load mmap", read_mmap)):
+            fn()  # warm the page cache for both
+            start = time.perf_counter()
+            fn()
+            timings[name] = (time.perf_counter() - start) / args.batches
+            print(f"{name:14s} {timings[name] * 1e3:7.2f} ms per batch of 32")
+        print(f"ShardDataset / mmap: {timings['ShardDataset'] / timings['np.load mmap']:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

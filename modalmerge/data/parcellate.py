@@ -1,0 +1,330 @@
+"""Parcellate one subject: ROI time series, connectivity and ROI structural features.
+
+The inputs are the preprocess stage's outputs, already on the atlas grid (this
+stage never resamples: an image off the grid is an error). The core,
+:func:`roi_means`, averages voxels per region in one pass over the BOLD array
+and matches :class:`nilearn.maskers.NiftiLabelsMasker` (``strategy="mean"``).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+import torch
+from nilearn.connectome import ConnectivityMeasure
+
+from modalmerge.data.nifti import check_same_grid, load_image, load_labels
+from modalmerge.data.preprocess import read_tr
+from modalmerge.io import InputError, atomic_path, require_file
+
+__all__ = [
+    "CONNECTIVITY_KINDS",
+    "DEFAULT_PARAMS",
+    "FEATURE_NAMES",
+    "connectivity",
+    "parcellate_subject",
+    "read_labels_table",
+    "roi_means",
+    "structural_features",
+]
+
+CONNECTIVITY_KINDS = ("correlation", "partial correlation", "covariance", "precision")
+DEFAULT_PARAMS: dict = {
+    "connectivity": "correlation",
+    # normalised T1 intensity above which a voxel counts as tissue (preprocess's
+    # robust z-score puts the brain median at 0)
+    "tissue_threshold": 0.0,
+}
+FEATURE_NAMES = (
+    "t1_mean",  # mean normalised T1 intensity in the region
+    "t1_std",  # its standard deviation
+    "t1_median",
+    "tissue_voxels",  # voxels above tissue_threshold
+    "tissue_volume_mm3",  # the same in mm^3
+    "tissue_fraction",  # tissue voxels / region voxels
+)
+
+
+def _validate_params(params: dict | None) -> dict:
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(DEFAULT_PARAMS))
+    if unknown:
+        raise ValueError(
+            f"unknown parcellate parameter(s) {unknown}; known: {sorted(DEFAULT_PARAMS)}"
+        )
+    merged = {**DEFAULT_PARAMS, **params}
+    if merged["connectivity"] == "tangent":
+        raise ValueError(
+            "parcellate.connectivity 'tangent' is a group-level measure (relative to the "
+            "group mean covariance) and cannot be computed per subject; use one of "
+            f"{CONNECTIVITY_KINDS}"
+        )
+    if merged["connectivity"] not in CONNECTIVITY_KINDS:
+        raise ValueError(
+            f"parcellate.connectivity must be one of {CONNECTIVITY_KINDS}, "
+            f"got {merged['connectivity']!r}"
+        )
+    threshold = merged["tissue_threshold"]
+    if isinstance(threshold, bool) or not isinstance(threshold, int | float):
+        raise ValueError(f"parcellate.tissue_threshold must be a number, got {threshold!r}")
+    return merged
+
+
+def _column_index(flat_labels: np.ndarray, roi_labels: np.ndarray) -> np.ndarray:
+    """Map each voxel's label to its output column; voxels of other labels -> R."""
+    n_roi = len(roi_labels)
+    size = int(max(flat_labels.max(initial=0), roi_labels.max(initial=0))) + 1
+    lut = np.full(size, n_roi, dtype=np.int64)
+    lut[roi_labels] = np.arange(n_roi)
+    return lut[flat_labels]
+
+
+def roi_means(
+    data: np.ndarray, labels: np.ndarray, roi_labels: np.ndarray | None = None
+) -> np.ndarray:
+    """Mean signal per labelled region, in one pass over the data.
+
+    Parameters
+    ----------
+    data : ndarray, shape (X, Y, Z, T), (X, Y, Z) or (V, T)
+        Voxel signals. A 4D array in Fortran order (as NIfTI stores it) is read
+        through its (T, V) view with a sparse (V, R) averaging matrix; a
+        C-ordered one (time contiguous per voxel) through a single
+        ``index_add`` over its (V, T) view. Neither copies the array.
+    labels : ndarray of int, shape (X, Y, Z) or (V,)
+        Region label per voxel; 0 (or any label not in ``roi_labels``) is ignored.
+    roi_labels : ndarray of int, shape (R,), optional
+        Regions to return, in this order. Default: the sorted non-zero labels
+        present, the order NiftiLabelsMasker uses.
+
+    Returns
+    -------
+    ndarray of float32, shape (T, R)
+        Mean per region and time point (T = 1 for a 3D input).
+
+    Raises
+    ------
+    ValueError
+        Shapes disagree, or a requested region has no voxel.
+    """
+    data = np.asanyarray(data)
+    labels = np.asarray(labels)
+    if data.ndim == 3:
+        data = data[..., np.newaxis]
+    if data.ndim == 4:
+        if data.shape[:3] != labels.shape:
+            raise ValueError(f"data grid {data.shape[:3]} != labels grid {labels.shape}")
+        n_vox, n_time = int(np.prod(data.shape[:3])), data.shape[3]
+        fortran = data.flags.f_contiguous and not data.flags.c_contiguous
+        order = "F" if fortran else "C"
+        data_vt = data.reshape(n_vox, n_time, order=order)  # a view when contiguous
+        flat_labels = labels.reshape(-1, order=order)
+    elif data.ndim == 2:
+        if labels.shape != (data.shape[0],):
+            raise ValueError(f"2D data (V, T) needs labels of shape ({data.shape[0]},)")
+        data_vt, flat_labels = data, labels
+        n_vox, n_time = data.shape
+    else:
+        raise ValueError(f"data must be 2D, 3D or 4D, got shape {data.shape}")
+    if not np.issubdtype(flat_labels.dtype, np.integer):
+        raise ValueError(f"labels must be integers, got {flat_labels.dtype}")
+    if roi_labels is None:
+        present = np.flatnonzero(np.bincount(flat_labels.ravel()))
+        roi_labels = present[present != 0]
+    roi_labels = np.asarray(roi_labels, dtype=np.int64)
+    n_roi = len(roi_labels)
+    column = _column_index(flat_labels, roi_labels)
+    counts = np.bincount(column, minlength=n_roi + 1)[:n_roi]
+    if (counts == 0).any():
+        raise ValueError(f"regions {roi_labels[counts == 0].tolist()} have no voxel")
+    values = data_vt if data_vt.dtype == np.float64 else data_vt.astype(np.float32, copy=False)
+    if not (values.flags.c_contiguous or values.flags.f_contiguous):
+        values = np.ascontiguousarray(values)
+
+    if values.flags.c_contiguous:  # (V, T) rows contiguous: one streaming index_add
+        sums = torch.zeros((n_roi + 1, n_time), dtype=torch.from_numpy(values[:0]).dtype)
+        sums.index_add_(0, torch.from_numpy(column), torch.from_numpy(values))
+        means = sums[:n_roi].numpy().T / counts
+    else:  # (T, V) rows contiguous: dense (T, V) @ sparse (V, R)
+        keep = np.flatnonzero(column < n_roi)
+        weights = (1.0 / counts[column[keep]]).astype(values.dtype)
+        averaging = sp.csr_matrix((weights, (keep, column[keep])), shape=(n_vox, n_roi))
+        means = np.asarray(values.T @ averaging)
+    return means.astype(np.float32, copy=False)
+
+
+def read_labels_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Read ``atlas/labels.tsv`` (index, name, x, y, z), sorted by index.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns ``index`` (int), ``name`` (str), ``x``, ``y``, ``z`` (mm).
+    """
+    path = require_file(path, "atlas labels TSV")
+    try:
+        table = pd.read_csv(path, sep="\t")
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise InputError(path, f"unreadable labels TSV ({exc})") from None
+    missing = [c for c in ("index", "name", "x", "y", "z") if c not in table.columns]
+    if missing:
+        raise InputError(path, f"labels TSV lacks column(s) {missing}")
+    if not pd.api.types.is_integer_dtype(table["index"]) or (table["index"] <= 0).any():
+        raise InputError(path, "labels TSV 'index' must hold positive integers")
+    if table["index"].duplicated().any():
+        raise InputError(path, "labels TSV has duplicate indices")
+    coords = table[["x", "y", "z"]]
+    if not all(pd.api.types.is_numeric_dtype(coords[c]) for c in coords) or coords.isna().any(
+        axis=None
+    ):
+        raise InputError(path, "labels TSV coordinates x, y, z must be numbers")
+    return table.sort_values("index").reset_index(drop=True)
+
+
+def structural_features(
+    t1: np.ndarray,
+    labels: np.ndarray,
+    roi_labels: np.ndarray,
+    voxel_volume_mm3: float,
+    tissue_threshold: float = 0.0,
+) -> np.ndarray:
+    """Per-region anatomy features, see :data:`FEATURE_NAMES`.
+
+    Parameters
+    ----------
+    t1 : ndarray, shape (X, Y, Z)
+        Normalised T1 on the atlas grid.
+    labels : ndarray of int, shape (X, Y, Z)
+    roi_labels : ndarray of int, shape (R,)
+    voxel_volume_mm3 : float
+        Volume of one voxel in mm^3.
+    tissue_threshold : float
+        Intensity above which a voxel counts as tissue.
+
+    Returns
+    -------
+    ndarray of float32, shape (R, F)
+    """
+    flat_labels = labels.reshape(-1)
+    flat = t1.reshape(-1).astype(np.float64)
+    column = _column_index(flat_labels, np.asarray(roi_labels, dtype=np.int64))
+    n_roi = len(roi_labels)
+    inside = column < n_roi
+    column, flat = column[inside], flat[inside]
+    counts = np.bincount(column, minlength=n_roi).astype(np.float64)
+    mean = np.bincount(column, weights=flat, minlength=n_roi) / counts
+    var = np.bincount(column, weights=(flat - mean[column]) ** 2, minlength=n_roi) / counts
+    order = np.lexsort((flat, column))  # by region, then intensity
+    ranked = flat[order]
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+    n = counts.astype(np.int64)
+    median = 0.5 * (ranked[starts + (n - 1) // 2] + ranked[starts + n // 2])
+    tissue = np.bincount(column, weights=flat > tissue_threshold, minlength=n_roi)
+    features = np.stack(
+        [mean, np.sqrt(var), median, tissue, tissue * voxel_volume_mm3, tissue / counts], axis=1
+    )
+    return features.astype(np.float32)
+
+
+def connectivity(roi_timeseries: np.ndarray, kind: str = "correlation") -> np.ndarray:
+    """Functional connectivity of one subject's ROI series via nilearn.
+
+    Parameters
+    ----------
+    roi_timeseries : ndarray, shape (T, R)
+    kind : str
+        One of :data:`CONNECTIVITY_KINDS` (Ledoit-Wolf shrunk covariance, so
+        valid when T < R).
+
+    Returns
+    -------
+    ndarray of float32, shape (R, R)
+    """
+    measure = ConnectivityMeasure(kind=kind, standardize=False)
+    matrix = measure.fit_transform([roi_timeseries.astype(np.float64)])[0]
+    return matrix.astype(np.float32)
+
+
+def parcellate_subject(
+    t1_path: str | os.PathLike,
+    bold_path: str | os.PathLike,
+    atlas_path: str | os.PathLike,
+    labels_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    params: dict,
+) -> None:
+    """Write one subject's ``parcellated/sub-XXX.npz``.
+
+    Parameters
+    ----------
+    t1_path, bold_path : path-like
+        Preprocessed T1 (3D) and BOLD (4D, TR in the header or sidecar), on the
+        atlas grid.
+    atlas_path : path-like
+        3D integer label image.
+    labels_path : path-like
+        ``labels.tsv`` (index, name, x, y, z); its indices must be exactly the
+        atlas's non-zero labels.
+    out_path : path-like
+        ``.npz`` written atomically with ``roi_timeseries`` (T, R) float32,
+        ``connectivity`` (R, R) float32, ``structural_features`` (R, F) float32,
+        ``feature_names`` (F,) str, ``roi_labels`` (R,) int32, ``roi_names``
+        (R,) str, ``roi_coords`` (R, 3) float32 mm, ``tr`` (s),
+        ``connectivity_kind`` str.
+    params : dict
+        ``connectivity`` (see :data:`CONNECTIVITY_KINDS`), ``tissue_threshold``.
+
+    Raises
+    ------
+    modalmerge.io.InputError
+        Broken or off-grid inputs, atlas/labels mismatch, constant regions.
+    ValueError
+        Bad ``params``.
+    """
+    params = _validate_params(params)
+    atlas, labels = load_labels(atlas_path, what="atlas")
+    table = read_labels_table(labels_path)
+    roi_labels = table["index"].to_numpy(dtype=np.int64)
+    present = np.flatnonzero(np.bincount(labels.ravel()))
+    present = present[present != 0]
+    if not np.array_equal(present, roi_labels):
+        absent = sorted(set(roi_labels.tolist()) - set(present.tolist()))
+        unlisted = sorted(set(present.tolist()) - set(roi_labels.tolist()))
+        raise InputError(
+            labels_path,
+            f"labels disagree with {Path(atlas_path).name}: listed but absent {absent[:10]}, "
+            f"present but unlisted {unlisted[:10]}",
+        )
+    t1 = load_image(t1_path, ndim=3, what="preprocessed T1")
+    check_same_grid(t1, atlas, t1_path, "preprocessed T1")
+    bold = load_image(bold_path, ndim=4, what="preprocessed BOLD")
+    check_same_grid(bold, atlas, bold_path, "preprocessed BOLD")
+    tr = read_tr(bold_path, bold)
+
+    series = roi_means(np.asanyarray(bold.dataobj), labels, roi_labels)
+    del bold
+    flat = roi_labels[np.ptp(series, axis=0) == 0]
+    if flat.size:
+        raise InputError(bold_path, f"regions {flat[:10].tolist()} have a constant time series")
+    voxel_volume = float(np.prod(atlas.header.get_zooms()[:3]))
+    features = structural_features(
+        np.asanyarray(t1.dataobj), labels, roi_labels, voxel_volume, params["tissue_threshold"]
+    )
+    conn = connectivity(series, params["connectivity"])
+    with atomic_path(out_path) as tmp:
+        np.savez(
+            tmp,
+            roi_timeseries=series,
+            connectivity=conn,
+            structural_features=features,
+            feature_names=np.array(FEATURE_NAMES),
+            roi_labels=roi_labels.astype(np.int32),
+            roi_names=table["name"].astype(str).to_numpy(),
+            roi_coords=table[["x", "y", "z"]].to_numpy(dtype=np.float32),
+            tr=np.float64(tr),
+            connectivity_kind=np.array(params["connectivity"]),
+        )

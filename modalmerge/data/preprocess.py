@@ -1,0 +1,301 @@
+"""Preprocess one subject: atlas grid, brain mask, cleaned BOLD, normalised anatomy.
+
+Steps (nilearn does the signal processing):
+
+1. Load the T1 (3D), the BOLD run (4D) and the atlas (3D labels); reject broken files.
+2. Resample T1 and BOLD onto the atlas grid with
+   :func:`nilearn.image.resample_to_img` (continuous interpolation), skipped when
+   an image already lies on that grid.
+3. Brain mask = atlas > 0. It is the same for every subject and exactly the set
+   of voxels the parcellation averages, so cleaning never spends time outside
+   the regions (an EPI mask from :func:`nilearn.masking.compute_epi_mask` would
+   differ between subjects and could drop voxels of a region).
+4. Clean the BOLD time series inside the mask with :func:`nilearn.signal.clean`:
+   linear detrend, Butterworth band-pass (``high_pass``/``low_pass`` in Hz with
+   the run's TR), optional confound regression, z-score per voxel
+   (``standardize='zscore_sample'``). Voxels outside the mask are set to 0.
+5. Normalise the T1 intensities inside the mask: ``"robust_zscore"``
+   ((x - median) / (1.4826 * MAD)), ``"median"`` (x / median) or ``"none"``;
+   outside the mask 0.
+
+The TR comes from the ``tr`` argument, else the BIDS sidecar
+``*_bold.json`` (``RepetitionTime``, seconds), else the NIfTI header (when its
+time unit is set); sidecar and header must agree. The written BOLD header
+carries the TR in seconds, which the parcellate stage reads back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+from nilearn.image import resample_to_img
+from nilearn.signal import clean
+
+from modalmerge.data.nifti import load_image, load_labels, same_grid, save_image
+from modalmerge.io import InputError, require_file
+
+__all__ = ["DEFAULT_PARAMS", "preprocess_subject", "read_tr", "validate_params"]
+
+DEFAULT_PARAMS: dict = {
+    "detrend": True,
+    "high_pass": 0.01,  # Hz, None = no high-pass
+    "low_pass": 0.1,  # Hz, None = no low-pass
+    "standardize": True,  # z-score each voxel's time series
+    "normalize_anatomy": "robust_zscore",  # "robust_zscore" | "median" | "none"
+}
+_ANATOMY_METHODS = ("robust_zscore", "median", "none")
+_TR_TOLERANCE = 0.01  # relative disagreement allowed between TR sources
+
+
+def validate_params(params: dict | None) -> dict:
+    """Return ``params`` merged over :data:`DEFAULT_PARAMS`, or raise ValueError.
+
+    Unknown keys are rejected so a typo in the config fails at once.
+    """
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(DEFAULT_PARAMS))
+    if unknown:
+        raise ValueError(
+            f"unknown preprocess parameter(s) {unknown}; known: {sorted(DEFAULT_PARAMS)}"
+        )
+    merged = {**DEFAULT_PARAMS, **params}
+    for key in ("detrend", "standardize"):
+        if not isinstance(merged[key], bool):
+            raise ValueError(f"preprocess.{key} must be true or false, got {merged[key]!r}")
+    for key in ("high_pass", "low_pass"):
+        value = merged[key]
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
+        ):
+            raise ValueError(f"preprocess.{key} must be a positive frequency in Hz or null")
+    if merged["high_pass"] and merged["low_pass"] and merged["high_pass"] >= merged["low_pass"]:
+        raise ValueError(
+            f"preprocess.high_pass ({merged['high_pass']} Hz) must be below "
+            f"low_pass ({merged['low_pass']} Hz)"
+        )
+    if merged["normalize_anatomy"] not in _ANATOMY_METHODS:
+        raise ValueError(
+            f"preprocess.normalize_anatomy must be one of {_ANATOMY_METHODS}, "
+            f"got {merged['normalize_anatomy']!r}"
+        )
+    return merged
+
+
+def _sidecar_path(bold_path: Path) -> Path:
+    name = bold_path.name
+    for suffix in (".nii.gz", ".nii"):
+        if name.endswith(suffix):
+            name = name[: -len(suffix)]
+            break
+    return bold_path.with_name(name + ".json")
+
+
+def _header_tr(img: nib.Nifti1Image) -> float | None:
+    """TR in seconds from pixdim[4], only when the header declares a time unit."""
+    if len(img.shape) < 4:
+        return None
+    _, time_unit = img.header.get_xyzt_units()
+    value = float(img.header.get_zooms()[3])
+    if value <= 0 or time_unit not in ("sec", "msec", "usec"):
+        return None
+    return value * {"sec": 1.0, "msec": 1e-3, "usec": 1e-6}[time_unit]
+
+
+def read_tr(bold_path: str | os.PathLike, img: nib.Nifti1Image, tr: float | None = None) -> float:
+    """Return the repetition time of a BOLD run in seconds.
+
+    Sources, by priority: ``tr``; the BIDS sidecar (``<run>.json`` beside the
+    NIfTI, key ``RepetitionTime``); the header's pixdim[4] when its time unit is
+    set. Any two sources present must agree within 1 %.
+
+    Raises
+    ------
+    modalmerge.io.InputError
+        No source gives a TR, the sidecar is unreadable, or the sources disagree.
+    """
+    bold_path = Path(bold_path)
+    sources: dict[str, float] = {}
+    if tr is not None:
+        sources["tr argument"] = float(tr)
+    sidecar = _sidecar_path(bold_path)
+    if sidecar.exists():
+        try:
+            value = json.loads(sidecar.read_text())["RepetitionTime"]
+            sources[f"sidecar {sidecar.name}"] = float(value)
+        except KeyError:
+            pass
+        except (ValueError, TypeError) as exc:
+            raise InputError(sidecar, f"unreadable BIDS sidecar ({exc})") from None
+    header = _header_tr(img)
+    if header is not None:
+        sources["NIfTI header"] = header
+    if not sources:
+        raise InputError(
+            bold_path,
+            f"no repetition time: no RepetitionTime in {sidecar.name} and no time unit "
+            "in the NIfTI header",
+        )
+    values = list(sources.values())
+    if any(v <= 0 or not np.isfinite(v) for v in values):
+        raise InputError(bold_path, f"invalid repetition time {sources}")
+    if max(values) - min(values) > _TR_TOLERANCE * max(values):
+        raise InputError(bold_path, f"inconsistent repetition times (s): {sources}")
+    return values[0]
+
+
+def _read_confounds(path: str | os.PathLike, n_volumes: int) -> np.ndarray:
+    """Confounds TSV (one row per volume, numeric columns) as (T, n_confounds) float64."""
+    path = require_file(path, "confounds TSV")
+    try:
+        table = pd.read_csv(path, sep="\t", na_values=["n/a", "NA", ""])
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise InputError(path, f"unreadable confounds TSV ({exc})") from None
+    if len(table) != n_volumes:
+        raise InputError(path, f"{len(table)} confound rows for {n_volumes} BOLD volumes")
+    non_numeric = [c for c in table.columns if not pd.api.types.is_numeric_dtype(table[c])]
+    if non_numeric:
+        raise InputError(path, f"non-numeric confound columns {non_numeric}")
+    # derivatives such as framewise displacement are undefined at the first volume
+    values = table.fillna(table.mean()).to_numpy(dtype=np.float64)
+    if not np.isfinite(values).all():
+        raise InputError(path, "confound column with no finite value")
+    return values
+
+
+def _to_grid(img: nib.Nifti1Image, atlas: nib.Nifti1Image) -> nib.Nifti1Image:
+    if same_grid(img, atlas):
+        return img
+    return resample_to_img(
+        img, atlas, interpolation="continuous", force_resample=True, copy_header=True
+    )
+
+
+def normalize_anatomy(t1: np.ndarray, mask: np.ndarray, method: str) -> np.ndarray:
+    """Normalise T1 intensities using statistics inside ``mask``.
+
+    Parameters
+    ----------
+    t1 : ndarray, shape (X, Y, Z)
+    mask : ndarray of bool, shape (X, Y, Z)
+    method : {"robust_zscore", "median", "none"}
+
+    Returns
+    -------
+    ndarray of float32, shape (X, Y, Z)
+        Normalised intensities (dimensionless), 0 outside the mask.
+    """
+    inside = t1[mask].astype(np.float64)
+    out = np.zeros(t1.shape, dtype=np.float32)
+    if inside.size == 0:
+        raise ValueError("the brain mask is empty")
+    if method == "robust_zscore":
+        median = np.median(inside)
+        scale = 1.4826 * np.median(np.abs(inside - median))
+        if scale <= 0:
+            scale = inside.std() or 1.0
+        inside = (inside - median) / scale
+    elif method == "median":
+        median = np.median(inside)
+        if median == 0:
+            raise ValueError("brain median intensity is 0; cannot divide by it")
+        inside = inside / median
+    out[mask] = inside
+    return out
+
+
+def preprocess_subject(
+    t1_path: str | os.PathLike,
+    bold_path: str | os.PathLike,
+    atlas_path: str | os.PathLike,
+    out_t1: str | os.PathLike,
+    out_bold: str | os.PathLike,
+    params: dict,
+    tr: float | None = None,
+    confounds_path: str | os.PathLike | None = None,
+) -> None:
+    """Put one subject's T1 and BOLD on the atlas grid, clean the BOLD, normalise the T1.
+
+    Parameters
+    ----------
+    t1_path : path-like
+        T1-weighted image, 3D.
+    bold_path : path-like
+        BOLD run, 4D (X, Y, Z, T); its TR comes from ``tr``, the ``_bold.json``
+        sidecar or the header (see :func:`read_tr`).
+    atlas_path : path-like
+        3D integer label image defining the output grid and the brain mask (> 0).
+    out_t1, out_bold : path-like
+        Outputs (``.nii.gz``), float32 on the atlas grid, written atomically.
+        The BOLD header stores the TR in seconds.
+    params : dict
+        ``detrend`` (bool), ``high_pass``/``low_pass`` (Hz or None),
+        ``standardize`` (bool), ``normalize_anatomy``
+        (``"robust_zscore"``/``"median"``/``"none"``); missing keys take
+        :data:`DEFAULT_PARAMS`, unknown keys raise ValueError.
+    tr : float, optional
+        Repetition time in seconds, overriding (and checked against) the files.
+    confounds_path : path-like, optional
+        TSV with one row per volume of nuisance regressors ("n/a" allowed).
+
+    Raises
+    ------
+    modalmerge.io.InputError
+        Missing/corrupt inputs, wrong dimensionality, NaN voxels, missing or
+        inconsistent TR, bad confounds; the message names the file.
+    ValueError
+        Bad ``params`` or a low-pass at or above the Nyquist frequency.
+    """
+    params = validate_params(params)
+    atlas, labels = load_labels(atlas_path, what="atlas")
+    mask = labels > 0
+    if not mask.any():
+        raise InputError(atlas_path, "atlas has no labelled voxel")
+    t1 = load_image(t1_path, ndim=3, what="T1 image")
+    bold = load_image(bold_path, ndim=4, what="BOLD run")
+    n_volumes = bold.shape[3]
+    if n_volumes < 3:
+        raise InputError(bold_path, f"BOLD run has {n_volumes} volumes; need at least 3")
+    tr = read_tr(bold_path, bold, tr)
+    nyquist = 0.5 / tr
+    if params["low_pass"] is not None and params["low_pass"] >= nyquist:
+        raise ValueError(
+            f"preprocess.low_pass {params['low_pass']} Hz is at or above the Nyquist "
+            f"frequency {nyquist:.4g} Hz of {bold_path} (TR {tr} s)"
+        )
+    confounds = None if confounds_path is None else _read_confounds(confounds_path, n_volumes)
+
+    # anatomy
+    t1 = _to_grid(t1, atlas)
+    t1_data = normalize_anatomy(np.asanyarray(t1.dataobj), mask, params["normalize_anatomy"])
+    t1_out = nib.Nifti1Image(t1_data, atlas.affine)
+    t1_out.header.set_xyzt_units("mm")
+    save_image(t1_out, out_t1)
+    del t1, t1_data, t1_out
+
+    # function: only the in-mask voxels are resampled-out and cleaned
+    bold = _to_grid(bold, atlas)
+    signals = np.asanyarray(bold.dataobj)[mask]  # (V_mask, T) gather
+    del bold
+    cleaned = clean(
+        signals.T,  # (T, V_mask)
+        detrend=params["detrend"],
+        standardize="zscore_sample" if params["standardize"] else False,
+        confounds=confounds,
+        low_pass=params["low_pass"],
+        high_pass=params["high_pass"],
+        t_r=tr,
+        ensure_finite=False,
+    )
+    del signals
+    out = np.zeros((*labels.shape, n_volumes), dtype=np.float32, order="F")
+    out[mask] = cleaned.T
+    del cleaned
+    bold_out = nib.Nifti1Image(out, atlas.affine)
+    bold_out.header.set_xyzt_units("mm", "sec")
+    bold_out.header.set_zooms((*bold_out.header.get_zooms()[:3], tr))
+    save_image(bold_out, out_bold)

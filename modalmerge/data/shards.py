@@ -1,0 +1,399 @@
+"""Write the HDF5 shards: subject-level split, sliding windows, one file per subject group.
+
+Layout of each ``{split}-NNNN.h5`` (docs/architecture.md §2)::
+
+    /attrs: format_version, config_hash, split
+    /samples/time_series   (n_samples, window, R) float32, chunks=(1, window, R)
+    /samples/subject_index (n_samples,) int64   -> row in /subjects/*
+    /samples/window_start  (n_samples,) int64   (volumes from run start)
+    /subjects/id           (n_subjects,) str
+    /subjects/image        (n_subjects, 1, D, H, W) float32, chunks=(1, 1, D, H, W)
+    /subjects/tabular      (n_subjects, n_columns) float32 (attrs: columns, categorical,
+                           categories = JSON {column: [names by code]})
+    /subjects/text         (n_subjects,) str
+    /subjects/structural_features (n_subjects, R, F) float32 (attrs: feature_names)
+    /subjects/connectivity (n_subjects, R, R) float32
+
+Inputs are read one subject at a time; everything is written into a temporary
+directory that replaces ``out_dir`` only when complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from modalmerge.data.nifti import load_image
+from modalmerge.io import InputError, require_file
+
+__all__ = [
+    "DEFAULT_PARAMS",
+    "FORMAT_VERSION",
+    "SPLITS",
+    "config_hash",
+    "read_participants",
+    "split_subjects",
+    "write_shards",
+]
+
+FORMAT_VERSION = 1
+SPLITS = ("train", "val", "test")
+DEFAULT_PARAMS: dict = {
+    "seed": 0,
+    "fractions": {"train": 0.7, "val": 0.15, "test": 0.15},
+    "window": 32,  # volumes per sample
+    "stride": 16,  # volumes between window starts
+    "image_downsample": 1,  # integer block-mean factor for the subject image
+    "subjects_per_shard": 64,  # subjects per .h5 file
+}
+
+
+def _validate_params(params: dict | None) -> dict:
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(DEFAULT_PARAMS))
+    if unknown:
+        raise ValueError(f"unknown shard parameter(s) {unknown}; known: {sorted(DEFAULT_PARAMS)}")
+    merged = {**DEFAULT_PARAMS, **params}
+    for key in ("window", "stride", "image_downsample", "subjects_per_shard"):
+        value = merged[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"shard.{key} must be a positive integer, got {value!r}")
+    if isinstance(merged["seed"], bool) or not isinstance(merged["seed"], int):
+        raise ValueError(f"shard.seed must be an integer, got {merged['seed']!r}")
+    fractions = merged["fractions"]
+    if not isinstance(fractions, dict) or set(fractions) != set(SPLITS):
+        raise ValueError(f"shard.fractions must map exactly {SPLITS} to fractions")
+    values = [fractions[s] for s in SPLITS]
+    if any(isinstance(v, bool) or not isinstance(v, int | float) or v < 0 for v in values):
+        raise ValueError("shard.fractions must be non-negative numbers")
+    if abs(sum(values) - 1.0) > 1e-6 or fractions["train"] <= 0:
+        raise ValueError(f"shard.fractions must sum to 1 with train > 0, got {fractions}")
+    return merged
+
+
+def config_hash(params: dict) -> str:
+    """SHA-256 (hex, first 16 chars) of the parameters as canonical JSON."""
+    blob = json.dumps(params, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def split_subjects(subjects: list[str], fractions: dict, seed: int) -> dict[str, list[str]]:
+    """Assign whole subjects to train/val/test, deterministically.
+
+    The sorted subject ids are permuted with ``numpy.random.default_rng(seed)``
+    and cut by ``fractions`` (largest-remainder rounding; a split with a
+    positive fraction gets at least one subject). The result does not depend on
+    the order of ``subjects``.
+
+    Returns
+    -------
+    dict
+        ``{"train": [...], "val": [...], "test": [...]}``, each sorted.
+
+    Raises
+    ------
+    ValueError
+        Duplicate ids, or too few subjects to give every positive split one.
+    """
+    ids = sorted(subjects)
+    if len(set(ids)) != len(ids):
+        raise ValueError("duplicate subject ids")
+    wanted = [s for s in SPLITS if fractions[s] > 0]
+    if len(ids) < len(wanted):
+        raise ValueError(f"{len(ids)} subject(s) cannot fill the splits {wanted}")
+    exact = np.array([fractions[s] * len(ids) for s in SPLITS])
+    counts = np.floor(exact).astype(int)
+    for i in np.argsort(-(exact - counts), kind="stable")[: len(ids) - counts.sum()]:
+        counts[i] += 1
+    for i, name in enumerate(SPLITS):  # no positive split left empty
+        if fractions[name] > 0 and counts[i] == 0:
+            counts[int(np.argmax(counts))] -= 1
+            counts[i] = 1
+    order = np.random.default_rng(seed).permutation(len(ids))
+    bounds = np.cumsum(counts)[:-1]
+    return {
+        name: sorted(ids[j] for j in part)
+        for name, part in zip(SPLITS, np.split(order, bounds), strict=True)
+    }
+
+
+def read_participants(path: str | os.PathLike) -> tuple[pd.DataFrame, list[str], dict]:
+    """Read ``participants.tsv`` into numeric-then-categorical float columns.
+
+    Returns
+    -------
+    table : pandas.DataFrame
+        Indexed by participant_id; numeric columns as read, categorical ones as
+        integer codes (float), numeric columns first.
+    categorical : list of str
+        Names of the categorical (coded) columns.
+    categories : dict
+        ``{column: [category names in code order]}``.
+    """
+    path = require_file(path, "participants TSV")
+    try:
+        table = pd.read_csv(path, sep="\t", na_values=["n/a"], dtype={"participant_id": str})
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise InputError(path, f"unreadable participants TSV ({exc})") from None
+    if "participant_id" not in table.columns:
+        raise InputError(path, "participants TSV lacks a participant_id column")
+    table = table.set_index("participant_id")
+    if table.index.duplicated().any():
+        raise InputError(path, "participants TSV lists a participant twice")
+    numeric = [c for c in table.columns if pd.api.types.is_numeric_dtype(table[c])]
+    categorical = [c for c in table.columns if c not in numeric]
+    if table.isna().any(axis=None):
+        bad = table.columns[table.isna().any()].tolist()
+        raise InputError(path, f"missing values (n/a or NaN) in column(s) {bad}")
+    categories = {}
+    for column in categorical:
+        names = sorted(table[column].astype(str).unique())
+        categories[column] = names
+        table[column] = table[column].astype(str).map({n: i for i, n in enumerate(names)})
+    return table[numeric + categorical].astype(np.float32), categorical, categories
+
+
+def _downsample(volume: np.ndarray, factor: int) -> np.ndarray:
+    """Block mean by an integer factor (edges cropped to a multiple of it)."""
+    if factor == 1:
+        return volume
+    shape = [n // factor for n in volume.shape]
+    if min(shape) == 0:
+        raise ValueError(f"image_downsample {factor} is larger than the image {volume.shape}")
+    cropped = volume[tuple(slice(0, n * factor) for n in shape)]
+    blocks = cropped.reshape(shape[0], factor, shape[1], factor, shape[2], factor)
+    return blocks.mean(axis=(1, 3, 5))
+
+
+def _load_parcellated(path: Path) -> dict[str, np.ndarray]:
+    require_file(path, "parcellated subject")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            out = {k: npz[k] for k in ("roi_timeseries", "structural_features", "connectivity")}
+            out["feature_names"] = npz["feature_names"]
+            out["roi_labels"] = npz["roi_labels"]
+            out["tr"] = npz["tr"] if "tr" in npz.files else np.float64("nan")
+    except KeyError as exc:
+        raise InputError(path, f"parcellated file lacks {exc}") from None
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputError(path, f"unreadable .npz ({exc})") from None
+    for key in ("roi_timeseries", "structural_features", "connectivity"):
+        if not np.isfinite(out[key]).all():
+            raise InputError(path, f"{key} holds NaN or infinite values")
+    return out
+
+
+def _check_name(path: Path, subject: str, what: str) -> None:
+    if subject not in path.name:
+        raise ValueError(f"{what} {path} does not belong to subject {subject}")
+
+
+def _write_file(
+    path: Path,
+    split: str,
+    members: list[int],
+    subjects: list[str],
+    parcellated: list[Path],
+    anatomy: list[Path],
+    texts: list[Path],
+    tabular: pd.DataFrame,
+    tabular_attrs: dict,
+    params: dict,
+    chash: str,
+    shapes: dict,
+) -> int:
+    """Write one shard file with the given subjects; return its sample count."""
+    window, stride, factor = params["window"], params["stride"], params["image_downsample"]
+    n = len(members)
+    with h5py.File(path, "w") as h5:
+        h5.attrs.update(format_version=FORMAT_VERSION, config_hash=chash, split=split)
+        samples, subj = h5.create_group("samples"), h5.create_group("subjects")
+        subj.create_dataset("id", data=[subjects[i] for i in members], dtype=h5py.string_dtype())
+        subj.create_dataset("text", (n,), dtype=h5py.string_dtype())
+        tab = subj.create_dataset("tabular", data=tabular.loc[[subjects[i] for i in members]])
+        tab.attrs.update(tabular_attrs)
+        series_ds = starts_ds = index_ds = None
+        written = 0
+        for row, i in enumerate(members):
+            parc = _load_parcellated(parcellated[i])
+            series = parc["roi_timeseries"].astype(np.float32)
+            n_time, n_roi = series.shape
+            if n_time < window:
+                raise InputError(parcellated[i], f"{n_time} volumes < window {window}")
+            if "time_series" not in shapes:
+                shapes.update(
+                    time_series=[window, n_roi],
+                    structural_features=list(parc["structural_features"].shape),
+                    connectivity=list(parc["connectivity"].shape),
+                    feature_names=parc["feature_names"].tolist(),
+                    roi_labels=parc["roi_labels"].tolist(),
+                    tr=float(parc["tr"]) if np.isfinite(parc["tr"]) else None,
+                )
+            if (
+                [window, n_roi] != shapes["time_series"]
+                or list(parc["structural_features"].shape) != shapes["structural_features"]
+                or list(parc["connectivity"].shape) != shapes["connectivity"]
+            ):
+                raise InputError(parcellated[i], "array shapes differ from the other subjects'")
+            t1 = load_image(anatomy[i], ndim=3, what="preprocessed T1")
+            image = _downsample(np.asarray(t1.dataobj, dtype=np.float32), factor)
+            shapes.setdefault("image", [1, *image.shape])
+            if [1, *image.shape] != shapes["image"]:
+                raise InputError(anatomy[i], f"image shape {image.shape} differs from others'")
+            text = require_file(texts[i], "description text").read_text(encoding="utf-8").strip()
+            if series_ds is None:
+                series_ds = samples.create_dataset(
+                    "time_series",
+                    (0, window, n_roi),
+                    maxshape=(None, window, n_roi),
+                    chunks=(1, window, n_roi),
+                    dtype=np.float32,
+                )
+                index_ds = samples.create_dataset("subject_index", (0,), np.int64, maxshape=(None,))
+                starts_ds = samples.create_dataset("window_start", (0,), np.int64, maxshape=(None,))
+                image_ds = subj.create_dataset(
+                    "image", (n, *shapes["image"]), np.float32, chunks=(1, *shapes["image"])
+                )
+                feat_ds = subj.create_dataset(
+                    "structural_features", (n, *shapes["structural_features"]), np.float32
+                )
+                feat_ds.attrs["feature_names"] = shapes["feature_names"]
+                conn_ds = subj.create_dataset(
+                    "connectivity", (n, *shapes["connectivity"]), np.float32
+                )
+            starts = np.arange(0, n_time - window + 1, stride, dtype=np.int64)
+            windows = np.lib.stride_tricks.sliding_window_view(series, window, axis=0)[starts]
+            k = len(starts)
+            for ds in (series_ds, index_ds, starts_ds):
+                ds.resize(written + k, axis=0)
+            series_ds[written : written + k] = windows.transpose(0, 2, 1)  # (k, window, R)
+            index_ds[written : written + k] = row
+            starts_ds[written : written + k] = starts
+            written += k
+            image_ds[row, 0] = image
+            feat_ds[row] = parc["structural_features"]
+            conn_ds[row] = parc["connectivity"]
+            subj["text"][row] = text
+        return written
+
+
+def write_shards(
+    subjects: list[str],
+    parcellated: list[Path],
+    anatomy: list[Path],
+    participants_tsv: Path,
+    texts: list[Path],
+    out_dir: Path,
+    params: dict,
+) -> None:
+    """Split subjects, cut sliding windows and write ``out_dir`` (shards + manifest.json).
+
+    Parameters
+    ----------
+    subjects : list of str
+        Subject ids (``sub-001`` ...), aligned with the three path lists; each
+        path's file name must contain its subject id.
+    parcellated : list of Path
+        ``parcellated/sub-XXX.npz`` files (see :mod:`modalmerge.data.parcellate`).
+    anatomy : list of Path
+        Preprocessed T1 images (atlas grid); stored as ``(1, D, H, W)`` after an
+        optional integer block-mean downsampling.
+    participants_tsv : Path
+        BIDS ``participants.tsv``; every subject must have a row. Numeric
+        columns (e.g. age) come first, categorical ones (sex, group) follow as
+        integer codes, names in the dataset attrs and the manifest.
+    texts : list of Path
+        One UTF-8 description per subject.
+    out_dir : Path
+        Output directory, replaced atomically.
+    params : dict
+        ``seed``, ``fractions`` ({train, val, test}), ``window``, ``stride``
+        (volumes), ``image_downsample``, ``subjects_per_shard``; missing keys
+        take :data:`DEFAULT_PARAMS`, unknown keys raise ValueError.
+
+    Raises
+    ------
+    modalmerge.io.InputError
+        Missing/corrupt inputs or NaNs (the message names the file).
+    ValueError
+        Bad params, misaligned lists, too few subjects.
+    """
+    params = _validate_params(params)
+    subjects = list(subjects)
+    lists = {"parcellated": parcellated, "anatomy": anatomy, "texts": texts}
+    for name, paths in lists.items():
+        if len(paths) != len(subjects):
+            raise ValueError(f"{len(paths)} {name} paths for {len(subjects)} subjects")
+        for sid, p in zip(subjects, paths, strict=True):
+            _check_name(Path(p), sid, name)
+    parcellated, anatomy, texts = ([Path(p) for p in v] for v in lists.values())
+    tabular, categorical, categories = read_participants(participants_tsv)
+    absent = [s for s in subjects if s not in tabular.index]
+    if absent:
+        raise InputError(participants_tsv, f"no row for subject(s) {absent[:10]}")
+    tabular_attrs = {
+        "columns": list(tabular.columns),
+        "categorical": categorical,
+        "categories": json.dumps(categories),
+    }
+    splits = split_subjects(subjects, params["fractions"], params["seed"])
+    chash = config_hash(params)
+    position = {s: i for i, s in enumerate(subjects)}
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = out_dir.with_name(f".tmp-{os.getpid()}-{out_dir.name}")
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    tmp_dir.mkdir()
+    shapes: dict = {}
+    files = []
+    try:
+        for split in SPLITS:
+            members = [position[s] for s in splits[split]]
+            size = params["subjects_per_shard"]
+            for number, first in enumerate(range(0, len(members), size)):
+                name = f"{split}-{number:04d}.h5"
+                group = members[first : first + size]
+                n_samples = _write_file(
+                    tmp_dir / name, split, group, subjects, parcellated, anatomy, texts,
+                    tabular, tabular_attrs, params, chash, shapes,
+                )  # fmt: skip
+                files.append(
+                    {"file": name, "split": split, "n_subjects": len(group), "n_samples": n_samples}
+                )
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "config_hash": chash,
+            "params": params,
+            "splits": splits,
+            "shards": files,
+            "n_samples": {s: sum(f["n_samples"] for f in files if f["split"] == s) for s in SPLITS},
+            "shapes": {
+                k: shapes[k]
+                for k in ("time_series", "image", "structural_features", "connectivity")
+            }
+            | {"tabular": [len(tabular.columns)]},
+            "tabular": {"columns": list(tabular.columns), "categorical": categorical}
+            | {"categories": categories},
+            "feature_names": shapes["feature_names"],
+            "roi_labels": shapes["roi_labels"],
+            "tr": shapes["tr"],
+        }
+        (tmp_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        old = out_dir.with_name(f".old-{os.getpid()}-{out_dir.name}")
+        if out_dir.exists():
+            os.replace(out_dir, old)
+        os.replace(tmp_dir, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(tmp_dir)
+        raise

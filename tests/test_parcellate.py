@@ -1,0 +1,134 @@
+"""Parcellate stage: ROI means equal nilearn's, npz contents, broken inputs."""
+
+from __future__ import annotations
+
+import warnings
+
+import nibabel as nib
+import numpy as np
+import pytest
+from _nifti_fixtures import AFFINE, N_ROI, TR, write_atlas, write_subject
+from nilearn.maskers import NiftiLabelsMasker
+
+from modalmerge.data.parcellate import FEATURE_NAMES, parcellate_subject, roi_means
+from modalmerge.data.preprocess import preprocess_subject
+from modalmerge.io import InputError
+
+
+@pytest.fixture(scope="module")
+def preprocessed(tmp_path_factory):
+    root = tmp_path_factory.mktemp("parc")
+    atlas, labels = write_atlas(root / "atlas")
+    t1, bold = write_subject(root / "raw")
+    out_t1, out_bold = root / "preproc" / "t1.nii.gz", root / "preproc" / "bold.nii.gz"
+    preprocess_subject(t1, bold, atlas, out_t1, out_bold, {"low_pass": 0.2})
+    return {"t1": out_t1, "bold": out_bold, "atlas": atlas, "labels": labels, "root": root}
+
+
+def masker_means(data, labels):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        masker = NiftiLabelsMasker(nib.Nifti1Image(labels, AFFINE), strategy="mean")
+        return masker.fit_transform(nib.Nifti1Image(data, AFFINE))
+
+
+@pytest.mark.parametrize("order", ["F", "C"])
+def test_roi_means_equal_nilearn_labels_masker(order):
+    rng = np.random.default_rng(1)
+    data = (rng.standard_normal((9, 8, 7, 25)) * 4 + 10).astype(np.float32)
+    labels = rng.choice([0, 2, 3, 7, 11], size=(9, 8, 7)).astype(np.int32)  # gaps in numbering
+    expected = masker_means(data, labels)
+    got = roi_means(np.asarray(data, order=order), labels)
+    assert got.shape == expected.shape == (25, 4) and got.dtype == np.float32
+    assert np.abs(got - expected).max() <= 1e-5
+
+
+def test_roi_means_accepts_3d_2d_and_strided_input():
+    rng = np.random.default_rng(2)
+    data = rng.standard_normal((6, 5, 4, 10)).astype(np.float32)
+    labels = rng.integers(0, 4, (6, 5, 4))
+    full = roi_means(data, labels)
+    assert np.allclose(roi_means(data[..., 3], labels), full[3:4], atol=1e-6)
+    assert np.allclose(roi_means(data[..., ::2], labels), full[::2], atol=1e-6)
+    flat = roi_means(data.reshape(-1, 10), labels.reshape(-1))
+    assert np.allclose(flat, full, atol=1e-6)
+    picked = roi_means(data, labels, roi_labels=np.array([3, 1]))
+    assert np.allclose(picked, full[:, [2, 0]], atol=1e-6)
+
+
+def test_roi_means_rejects_empty_regions_and_shape_mismatch():
+    data = np.zeros((4, 4, 4, 3), np.float32)
+    labels = np.ones((4, 4, 4), int)
+    with pytest.raises(ValueError, match="no voxel"):
+        roi_means(data, labels, roi_labels=np.array([1, 5]))
+    with pytest.raises(ValueError, match="grid"):
+        roi_means(data, labels[:3])
+
+
+def test_parcellate_writes_series_connectivity_and_features(preprocessed):
+    out = preprocessed["root"] / "parcellated" / "sub-001.npz"
+    parcellate_subject(
+        preprocessed["t1"], preprocessed["bold"], preprocessed["atlas"],
+        preprocessed["labels"], out, {},
+    )  # fmt: skip
+    with np.load(out) as npz:
+        series, conn = npz["roi_timeseries"], npz["connectivity"]
+        features = npz["structural_features"]
+        assert series.shape == (40, N_ROI) and series.dtype == np.float32
+        assert conn.shape == (N_ROI, N_ROI) and np.allclose(np.diag(conn), 1, atol=1e-5)
+        assert np.allclose(conn, conn.T, atol=1e-6)
+        assert features.shape == (N_ROI, len(FEATURE_NAMES))
+        assert list(npz["feature_names"]) == list(FEATURE_NAMES)
+        assert npz["roi_labels"].tolist() == list(range(1, N_ROI + 1))
+        assert float(npz["tr"]) == pytest.approx(TR)
+    # the fixture's T1 brightens with the label: mean intensity must rank the same way
+    assert np.all(np.diff(features[:, FEATURE_NAMES.index("t1_mean")]) > 0)
+    fraction = features[:, FEATURE_NAMES.index("tissue_fraction")]
+    assert np.all((fraction >= 0) & (fraction <= 1))
+    assert not list(out.parent.glob(".tmp-*"))
+
+
+def test_parcellate_partial_correlation_and_rejects_tangent(preprocessed, tmp_path):
+    out = tmp_path / "sub-001.npz"
+    args = (preprocessed["t1"], preprocessed["bold"], preprocessed["atlas"], preprocessed["labels"])
+    parcellate_subject(*args, out, {"connectivity": "partial correlation"})
+    with np.load(out) as npz:
+        assert str(npz["connectivity_kind"]) == "partial correlation"
+    with pytest.raises(ValueError, match="group-level"):
+        parcellate_subject(*args, out, {"connectivity": "tangent"})
+    with pytest.raises(ValueError, match="unknown parcellate parameter"):
+        parcellate_subject(*args, out, {"kind": "correlation"})
+
+
+def test_parcellate_rejects_bold_off_the_atlas_grid(preprocessed, tmp_path):
+    _, raw_bold = write_subject(tmp_path, affine=np.diag([4.0, 4, 4, 1]), shape=(5, 6, 5))
+    with pytest.raises(InputError, match="not on the atlas grid") as exc:
+        parcellate_subject(
+            preprocessed["t1"], raw_bold, preprocessed["atlas"], preprocessed["labels"],
+            tmp_path / "out.npz", {},
+        )  # fmt: skip
+    assert str(raw_bold) in str(exc.value) and "\n" not in str(exc.value)
+    assert not (tmp_path / "out.npz").exists()
+
+
+def test_parcellate_rejects_labels_table_that_disagrees_with_atlas(preprocessed, tmp_path):
+    labels = tmp_path / "labels.tsv"
+    labels.write_text(preprocessed["labels"].read_text() + "9\textra\t0\t0\t0\n")
+    with pytest.raises(InputError, match=r"listed but absent \[9\]") as exc:
+        parcellate_subject(
+            preprocessed["t1"], preprocessed["bold"], preprocessed["atlas"], labels,
+            tmp_path / "out.npz", {},
+        )  # fmt: skip
+    assert str(labels) in str(exc.value)
+
+
+def test_parcellate_rejects_a_bold_without_tr(preprocessed, tmp_path):
+    img = nib.load(preprocessed["bold"])
+    bold = tmp_path / "bold.nii.gz"
+    nib.save(nib.Nifti1Image(img.get_fdata(dtype=np.float32), img.affine), bold)  # no time unit
+    with pytest.raises(InputError, match="no repetition time") as exc:
+        parcellate_subject(
+            preprocessed["t1"], bold, preprocessed["atlas"], preprocessed["labels"],
+            tmp_path / "out.npz", {},
+        )  # fmt: skip
+    assert str(bold) in str(exc.value)

@@ -1,0 +1,184 @@
+"""Preprocess stage and NIfTI loading: good paths and broken inputs."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pytest
+from _nifti_fixtures import AFFINE, SHAPE, TR, atlas_labels, write_atlas, write_subject
+
+from modalmerge.data import preprocess as pp
+from modalmerge.data.nifti import load_image
+from modalmerge.io import InputError
+
+PARAMS = {"detrend": True, "high_pass": 0.01, "low_pass": 0.2, "standardize": True}
+
+
+@pytest.fixture
+def subject(tmp_path):
+    atlas, _ = write_atlas(tmp_path / "atlas")
+    t1, bold = write_subject(tmp_path / "raw")
+    return {"t1": t1, "bold": bold, "atlas": atlas, "out": tmp_path / "preproc"}
+
+
+def run(s, params=PARAMS, **kwargs):
+    pp.preprocess_subject(
+        s["t1"], s["bold"], s["atlas"], s["out"] / "t1.nii.gz", s["out"] / "bold.nii.gz",
+        params, **kwargs,
+    )  # fmt: skip
+
+
+def assert_one_line_naming(exc_info, path):
+    message = str(exc_info.value)
+    assert str(path) in message and "\n" not in message
+
+
+def test_preprocess_puts_clean_standardised_bold_on_the_atlas_grid(subject):
+    run(subject)
+    bold = nib.load(subject["out"] / "bold.nii.gz")
+    data = bold.get_fdata(dtype=np.float32)
+    mask = atlas_labels() > 0
+    assert bold.shape == (*SHAPE, 40) and np.allclose(bold.affine, AFFINE)
+    assert bold.get_data_dtype() == np.float32
+    assert bold.header.get_zooms()[3] == pytest.approx(TR)  # TR carried to the next stage
+    inside = data[mask]
+    assert np.allclose(inside.mean(axis=1), 0, atol=1e-4)
+    assert np.allclose(inside.std(axis=1, ddof=1), 1, atol=1e-3)
+    assert not data[~mask].any()
+
+
+def test_preprocess_normalises_anatomy_inside_the_brain(subject):
+    run(subject, {**PARAMS, "normalize_anatomy": "robust_zscore"})
+    t1 = nib.load(subject["out"] / "t1.nii.gz").get_fdata()
+    mask = atlas_labels() > 0
+    assert abs(np.median(t1[mask])) < 1e-5
+    assert not t1[~mask].any()
+    run(subject, {**PARAMS, "normalize_anatomy": "median"})
+    t1 = nib.load(subject["out"] / "t1.nii.gz").get_fdata()
+    assert np.median(t1[mask]) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_preprocess_resamples_images_from_another_grid(tmp_path, subject):
+    coarse = np.diag([4.0, 4.0, 4.0, 1.0])
+    t1, bold = write_subject(tmp_path / "coarse", affine=coarse, shape=(5, 6, 5))
+    run({**subject, "t1": t1, "bold": bold})
+    for name in ("t1.nii.gz", "bold.nii.gz"):
+        img = nib.load(subject["out"] / name)
+        assert img.shape[:3] == SHAPE and np.allclose(img.affine, AFFINE)
+
+
+def test_preprocess_skips_resampling_when_already_on_grid(subject, monkeypatch):
+    def fail(*args, **kwargs):
+        raise AssertionError("resample_to_img called for an on-grid image")
+
+    monkeypatch.setattr(pp, "resample_to_img", fail)
+    run(subject)
+    assert (subject["out"] / "bold.nii.gz").exists()
+
+
+def test_preprocess_regresses_out_confounds(tmp_path, subject):
+    t = np.arange(40)
+    nuisance = np.c_[np.cos(2 * np.pi * 0.05 * t * TR), t % 7]
+    path = tmp_path / "confounds.tsv"
+    rows = ["a\tb"] + ["n/a\tn/a"] + [f"{a}\t{b}" for a, b in nuisance[1:]]
+    path.write_text("\n".join(rows) + "\n")
+    mask = atlas_labels() > 0
+
+    def max_corr_with_nuisance():
+        data = nib.load(subject["out"] / "bold.nii.gz").get_fdata()[mask][:, 1:]
+        ref = nuisance[1:, 0] - nuisance[1:, 0].mean()
+        data = data - data.mean(axis=1, keepdims=True)
+        corr = data @ ref / (np.linalg.norm(data, axis=1) * np.linalg.norm(ref))
+        return np.abs(corr).max()
+
+    run(subject)
+    before = max_corr_with_nuisance()
+    run(subject, confounds_path=path)
+    after = max_corr_with_nuisance()
+    assert before > 0.5 and after < 0.15
+    path.write_text("a\n1\n2\n")
+    with pytest.raises(InputError) as exc:
+        run(subject, confounds_path=path)
+    assert_one_line_naming(exc, path)
+
+
+def test_tr_comes_from_sidecar_header_or_argument(subject):
+    img = nib.load(subject["bold"])
+    assert pp.read_tr(subject["bold"], img) == TR
+    assert pp.read_tr(subject["bold"], img, tr=2.0) == TR
+    img.header.set_xyzt_units("mm", "msec")
+    img.header.set_zooms((2, 2, 2, 2000))
+    assert pp.read_tr(subject["bold"], img) == pytest.approx(TR)
+
+
+def test_missing_tr_is_an_error_naming_the_bold(subject):
+    subject["bold"].with_name(subject["bold"].name.replace(".nii.gz", ".json")).unlink()
+    with pytest.raises(InputError, match="no repetition time") as exc:
+        run(subject)
+    assert_one_line_naming(exc, subject["bold"])
+
+
+def test_inconsistent_tr_is_an_error(subject):
+    with pytest.raises(InputError, match="inconsistent") as exc:
+        run(subject, tr=3.0)
+    assert_one_line_naming(exc, subject["bold"])
+
+
+def test_truncated_gzip_is_an_error_naming_the_file(subject):
+    raw = subject["bold"].read_bytes()
+    subject["bold"].write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(InputError, match="truncated or corrupt") as exc:
+        run(subject)
+    assert_one_line_naming(exc, subject["bold"])
+
+
+def test_truncated_uncompressed_nifti_is_an_error(tmp_path):
+    path = tmp_path / "x.nii"
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.float32), AFFINE), path)
+    path.write_bytes(path.read_bytes()[:-10])
+    with pytest.raises(InputError, match="truncated") as exc:
+        load_image(path)
+    assert_one_line_naming(exc, path)
+
+
+def test_3d_image_where_4d_is_needed_is_an_error(subject):
+    with pytest.raises(InputError, match="must be 4D") as exc:
+        run({**subject, "bold": subject["t1"]})
+    assert_one_line_naming(exc, subject["t1"])
+
+
+def test_nan_voxels_are_an_error_and_nothing_is_written(subject):
+    img = nib.load(subject["bold"])
+    data = img.get_fdata(dtype=np.float32)
+    data[3, 3, 3, 5] = np.nan
+    nib.save(nib.Nifti1Image(data, img.affine), subject["bold"])
+    with pytest.raises(InputError, match="NaN") as exc:
+        run(subject)
+    assert_one_line_naming(exc, subject["bold"])
+    assert not subject["out"].exists() or not list(subject["out"].iterdir())
+
+
+def test_missing_file_is_an_error_naming_it(subject, tmp_path):
+    missing = tmp_path / "nope_T1w.nii.gz"
+    with pytest.raises(InputError, match="missing") as exc:
+        run({**subject, "t1": missing})
+    assert_one_line_naming(exc, missing)
+
+
+def test_unknown_or_bad_params_are_rejected(subject):
+    with pytest.raises(ValueError, match="unknown preprocess parameter"):
+        run(subject, {"detrending": True})
+    with pytest.raises(ValueError, match="high_pass"):
+        run(subject, {"high_pass": 0.2, "low_pass": 0.1})
+    with pytest.raises(ValueError, match="Nyquist"):
+        run(subject, {"low_pass": 0.3})  # TR 2 s: Nyquist 0.25 Hz
+
+
+def test_sidecar_without_number_is_an_error_naming_it(subject):
+    sidecar = subject["bold"].with_name(subject["bold"].name.replace(".nii.gz", ".json"))
+    sidecar.write_text(json.dumps({"RepetitionTime": "fast"}))
+    with pytest.raises(InputError) as exc:
+        run(subject)
+    assert_one_line_naming(exc, sidecar)

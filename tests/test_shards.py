@@ -1,0 +1,194 @@
+"""Shard writing and reading: subject split, layout, atomicity, the torch Dataset."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import h5py
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from modalmerge.data.dataset import ShardDataset, load_split_arrays, read_manifest
+from modalmerge.data.shards import split_subjects, write_shards
+from modalmerge.io import InputError
+
+N_SUBJ, T, R, F = 8, 20, 5, 3
+PARAMS = {
+    "seed": 3,
+    "fractions": {"train": 0.5, "val": 0.25, "test": 0.25},
+    "window": 8,
+    "stride": 4,
+    "image_downsample": 2,
+    "subjects_per_shard": 2,
+}
+
+
+def make_inputs(root, n=N_SUBJ):
+    subjects = [f"sub-{i:03d}" for i in range(1, n + 1)]
+    parc, anat, texts = [], [], []
+    for i, sid in enumerate(subjects):
+        path = root / "parcellated" / f"{sid}.npz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        series = (np.arange(T)[:, None] + 100 * i + np.arange(R)[None]).astype(np.float32)
+        np.savez(
+            path, roi_timeseries=series, connectivity=np.eye(R, dtype=np.float32) * i,
+            structural_features=np.full((R, F), i, np.float32),
+            feature_names=np.array(["a", "b", "c"]), roi_labels=np.arange(1, R + 1), tr=2.0,
+        )  # fmt: skip
+        img = root / "preproc" / f"{sid}_T1w.nii.gz"
+        img.parent.mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(np.full((6, 8, 5), i, np.float32), np.eye(4)), img)
+        text = root / "raw" / f"{sid}_description.txt"
+        text.parent.mkdir(parents=True, exist_ok=True)
+        text.write_text(f"subject number {i}\n")
+        parc.append(path), anat.append(img), texts.append(text)
+    tsv = root / "raw" / "participants.tsv"
+    rows = ["participant_id\tage\tsex\tgroup"] + [
+        f"{s}\t{20 + i}\t{'FM'[i % 2]}\t{['control', 'patient'][i % 3 == 0]}"
+        for i, s in enumerate(subjects)
+    ]
+    tsv.write_text("\n".join(rows) + "\n")
+    return subjects, parc, anat, tsv, texts
+
+
+@pytest.fixture(scope="module")
+def shards(tmp_path_factory):
+    root = tmp_path_factory.mktemp("shards")
+    subjects, parc, anat, tsv, texts = make_inputs(root)
+    write_shards(subjects, parc, anat, tsv, texts, root / "shards", PARAMS)
+    return root / "shards"
+
+
+def test_split_is_deterministic_by_seed_and_independent_of_order():
+    ids = [f"sub-{i:03d}" for i in range(20)]
+    fractions = {"train": 0.7, "val": 0.15, "test": 0.15}
+    a = split_subjects(ids, fractions, seed=1)
+    assert a == split_subjects(ids[::-1], fractions, seed=1)
+    assert a != split_subjects(ids, fractions, seed=2)
+    assert [len(a[s]) for s in ("train", "val", "test")] == [14, 3, 3]
+
+
+def test_no_subject_is_in_two_splits(shards):
+    manifest = read_manifest(shards)
+    groups = [set(manifest["splits"][s]) for s in ("train", "val", "test")]
+    assert sum(map(len, groups)) == N_SUBJ == len(set.union(*groups))
+    for split, group in zip(("train", "val", "test"), groups, strict=True):
+        for entry in manifest["shards"]:
+            if entry["split"] == split:
+                with h5py.File(shards / entry["file"]) as h5:
+                    assert set(h5["subjects/id"].asstr()[()]) <= group
+
+
+def test_small_cohorts_still_fill_every_split():
+    split = split_subjects(["a", "b", "c"], {"train": 0.7, "val": 0.15, "test": 0.15}, 0)
+    assert all(len(v) == 1 for v in split.values())
+    with pytest.raises(ValueError, match="cannot fill"):
+        split_subjects(["a", "b"], {"train": 0.7, "val": 0.15, "test": 0.15}, 0)
+
+
+def test_shard_layout_follows_the_contract(shards):
+    manifest = read_manifest(shards)
+    n_windows = (T - PARAMS["window"]) // PARAMS["stride"] + 1
+    assert manifest["n_samples"]["train"] == 4 * n_windows
+    assert manifest["shapes"]["image"] == [1, 3, 4, 2]  # (6, 8, 5) downsampled by 2
+    entry = manifest["shards"][0]
+    with h5py.File(shards / entry["file"]) as h5:
+        assert h5.attrs["format_version"] == 1 and h5.attrs["split"] == entry["split"]
+        assert h5.attrs["config_hash"] == manifest["config_hash"]
+        ts = h5["samples/time_series"]
+        assert ts.shape == (entry["n_samples"], 8, R) and ts.chunks == (1, 8, R)
+        assert ts.dtype == np.float32
+        assert h5["subjects/image"].chunks == (1, 1, 3, 4, 2)
+        tab = h5["subjects/tabular"]
+        assert list(tab.attrs["columns"]) == ["age", "sex", "group"]
+        assert json.loads(tab.attrs["categories"]) == {
+            "sex": ["F", "M"], "group": ["control", "patient"],
+        }  # fmt: skip
+        # the window holds the subject's series from window_start on
+        sid = h5["subjects/id"].asstr()[h5["samples/subject_index"][1]]
+        start = h5["samples/window_start"][1]
+        i = int(sid[-3:]) - 1
+        expected = np.arange(start, start + 8)[:, None] + 100 * i + np.arange(R)[None]
+        assert np.array_equal(ts[1], expected)
+        assert h5["subjects/tabular"][0, 0] == 20 + int(h5["subjects/id"].asstr()[0][-3:]) - 1
+
+
+def test_dataset_items_have_contract_shapes_and_dtypes(shards):
+    class Tok:
+        def encode(self, text, max_length):
+            return [4 + len(w) for w in text.split()][:max_length]
+
+    expected = {
+        "image": ((1, 3, 4, 2), torch.float32), "time_series": ((8, R), torch.float32),
+        "tabular": ((3,), torch.float32), "text": ((6,), torch.long),
+        "structural_features": ((R, F), torch.float32), "connectivity": ((R, R), torch.float32),
+    }  # fmt: skip
+    for modality, (shape, dtype) in expected.items():
+        ds = ShardDataset(
+            shards, "val", modality, "time_series", tokenizer=Tok(), text_max_length=6
+        )
+        item = ds[len(ds) - 1]
+        assert item["condition"].shape == shape and item["condition"].dtype == dtype
+        assert item["time_offset"].dtype == torch.long
+        assert item["time_offset"].item() == item["window_start"]
+        assert item["subject"] in read_manifest(shards)["splits"]["val"]
+    batch = next(iter(torch.utils.data.DataLoader(ds, batch_size=3)))
+    assert batch["condition"].shape == (3, R, R) and batch["target"].shape == (3, 8, R)
+
+
+def test_dataset_opens_files_lazily_and_never_pickles_handles(shards):
+    ds = ShardDataset(shards, "train", "image", "time_series")
+    assert ds._handles is None
+    ds[0]
+    assert ds._handles is not None
+    clone = pickle.loads(pickle.dumps(ds))
+    assert clone._handles is None and clone[0]["subject"] == ds[0]["subject"]
+    with pytest.raises(ValueError, match="tokenizer"):
+        ShardDataset(shards, "train", "text", "time_series")
+
+
+def test_load_split_arrays_gives_subject_and_window_rows(shards):
+    manifest = read_manifest(shards)
+    conn = load_split_arrays(shards, "test", "connectivity")
+    assert conn["data"].shape == (2, R, R) and sorted(conn["subject"]) == manifest["splits"]["test"]
+    series = load_split_arrays(shards, "test", "time_series")
+    assert series["data"].shape == (manifest["n_samples"]["test"], 8, R)
+    assert len(series["subject"]) == len(series["window_start"]) == len(series["data"])
+    text = load_split_arrays(shards, "test", "text")
+    assert all(t.startswith("subject number") for t in text["data"])
+
+
+def test_write_shards_is_atomic_and_names_broken_files(tmp_path):
+    subjects, parc, anat, tsv, texts = make_inputs(tmp_path, n=4)
+    out = tmp_path / "shards"
+    params = {**PARAMS, "fractions": {"train": 0.5, "val": 0.25, "test": 0.25}}
+    write_shards(subjects, parc, anat, tsv, texts, out, params)
+    before = (out / "manifest.json").read_text()
+    bad = dict(np.load(parc[2]))
+    bad["roi_timeseries"][3, 1] = np.nan
+    np.savez(parc[2], **bad)
+    with pytest.raises(InputError, match="NaN") as exc:
+        write_shards(subjects, parc, anat, tsv, texts, out, {**params, "seed": 9})
+    assert str(parc[2]) in str(exc.value)
+    assert (out / "manifest.json").read_text() == before  # old output untouched
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    parc[2].write_bytes(b"not a zip")
+    with pytest.raises(InputError, match="unreadable") as exc:
+        write_shards(subjects, parc, anat, tsv, texts, out, params)
+    assert str(parc[2]) in str(exc.value)
+
+
+def test_write_shards_rejects_bad_params_and_missing_participants(tmp_path):
+    subjects, parc, anat, tsv, texts = make_inputs(tmp_path, n=4)
+    with pytest.raises(ValueError, match="unknown shard parameter"):
+        write_shards(subjects, parc, anat, tsv, texts, tmp_path / "s", {"windows": 3})
+    tsv.write_text("participant_id\tage\nsub-001\t20\n")
+    with pytest.raises(InputError, match="no row") as exc:
+        write_shards(subjects, parc, anat, tsv, texts, tmp_path / "s", PARAMS)
+    assert str(tsv) in str(exc.value)
+    tsv.write_text("participant_id\tage\n" + "".join(f"{s}\tn/a\n" for s in subjects))
+    with pytest.raises(InputError, match="missing values"):
+        write_shards(subjects, parc, anat, tsv, texts, tmp_path / "s", PARAMS)
