@@ -21,7 +21,14 @@ from torch.utils.data import Dataset
 from modalmerge.data.shards import FORMAT_VERSION, SPLITS
 from modalmerge.io import InputError, require_file
 
-__all__ = ["MODALITIES", "ShardDataset", "load_split_arrays", "read_manifest"]
+__all__ = [
+    "MODALITIES",
+    "ShardDataset",
+    "load_split_arrays",
+    "read_manifest",
+    "split_texts",
+    "tabular_schema",
+]
 
 MODALITIES = ("image", "time_series", "tabular", "text", "structural_features", "connectivity")
 _SUBJECT_LEVEL = ("image", "tabular", "text", "structural_features", "connectivity")
@@ -240,3 +247,21 @@ def load_split_arrays(shard_dir: str | os.PathLike, split: str, modality: str) -
         "subject": subjects,
         "window_start": np.concatenate(starts) if starts else None,
     }
+
+
+def split_texts(shard_dir: str | os.PathLike, split: str) -> list[str]:
+    """The subject texts of one split (e.g. the training corpus of a tokenizer)."""
+    return list(load_split_arrays(shard_dir, split, "text")["data"])
+
+
+def tabular_schema(shard_dir: str | os.PathLike) -> tuple[int, list[int]]:
+    """``(n_numeric, categorical_cardinalities)`` of the shards' table.
+
+    Cardinalities count the categories seen in the whole cohort's
+    ``participants.tsv`` (stored in the manifest), so every split codes alike.
+    """
+    manifest = read_manifest(shard_dir)
+    table = manifest["tabular"]
+    categorical = list(table["categorical"])
+    n_numeric = len(table["columns"]) - len(categorical)
+    return n_numeric, [len(table["categories"][c]) for c in categorical]
