@@ -1,0 +1,345 @@
+"""What every source shares: parameters, the subject plan, and atomic placement.
+
+A source module provides three small functions and hands them to the driver
+here (:func:`plan`, :func:`write_cohort`, :func:`write_subject`):
+
+``on_disk(params) -> list[str]``
+    subject ids (``sub-<label>``) found in the layout, after the subject filter;
+``participants(params) -> pandas.DataFrame | None``
+    the cohort table as the dataset lists it (``participant_id`` first, then
+    ``age``, ``sex``, ``group`` and any extra columns), or None when the
+    layout has none;
+``collect(params, subject) -> SubjectFiles``
+    the subject's files after every header-level check (dimensionality, TR,
+    space, grids, confounds length); raises :class:`modalmerge.io.InputError`.
+
+The voxel-level checks (truncated gzip, NaN/inf) decode every image, so they
+run in :func:`write_subject` and, with ``on_error: exclude``, once in
+:func:`plan` (memoised on file size and mtime, see :mod:`.validate`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import nibabel as nib
+import pandas as pd
+
+from modalmerge.data.sources import validate
+from modalmerge.io import InputError, atomic_path
+
+COMMON_KEYS = {"path", "subjects", "on_error", "place", "atlas", "validation_cache"}
+PARTICIPANT_COLUMNS = ["participant_id", "age", "sex", "group"]
+
+
+@dataclass
+class SubjectFiles:
+    """One subject's files, checked at header level, ready to place.
+
+    Attributes
+    ----------
+    subject : str
+        ``sub-<label>``.
+    anat : dict[str, Path]
+        Output suffix (``T1w``, ``ce-gd_T1w``, ``dseg`` ...) -> source image.
+    bold : Path or None
+        Source 4D BOLD run; None for anatomy-only sources (BraTS, ADNI).
+    bold_json : dict
+        Sidecar to write beside the BOLD (``RepetitionTime`` in seconds ...).
+    confounds : pandas.DataFrame or None
+        (T, n_confounds) regressors, one row per BOLD volume.
+    func_extra : dict[str, Path]
+        Output name after ``sub-X_task-T_`` with extension (``desc-brain_mask.nii.gz``,
+        ``events.tsv``) -> source file.
+    anat_extra : dict[str, str]
+        Output file name suffix -> text content (e.g. a ``dseg.tsv`` label table).
+    """
+
+    subject: str
+    anat: dict[str, Path] = field(default_factory=dict)
+    bold: Path | None = None
+    bold_json: dict[str, Any] = field(default_factory=dict)
+    confounds: pd.DataFrame | None = None
+    func_extra: dict[str, Path] = field(default_factory=dict)
+    anat_extra: dict[str, str] = field(default_factory=dict)
+
+    def images(self) -> list[Path]:
+        """Every source image this subject uses."""
+        extra = [p for n, p in self.func_extra.items() if n.endswith((".nii", ".nii.gz"))]
+        out = list(self.anat.values()) + extra
+        return out + ([self.bold] if self.bold is not None else [])
+
+
+@dataclass
+class Source:
+    """The three layout functions of one source (see the module docstring)."""
+
+    kind: str
+    keys: set[str]
+    on_disk: Callable[[dict], list[str]]
+    participants: Callable[[dict], pd.DataFrame | None]
+    collect: Callable[[dict, str], SubjectFiles]
+    task: Callable[[dict], str | None] = lambda params: None
+    default_atlas: dict | None = field(default_factory=lambda: {"kind": "dk"})
+    #: False when the table is a study-wide file (HCP behavioural CSV, ADNIMERGE)
+    #: that lists more subjects than a download holds: only unlisted and
+    #: duplicated subjects are faults then.
+    complete_table: bool = True
+
+
+# --------------------------------------------------------------------------- params
+
+
+def check_keys(params: dict, allowed: set[str], kind: str) -> None:
+    """Raise ValueError on a parameter the source does not know (a typo fails at once)."""
+    unknown = sorted(set(params) - allowed - COMMON_KEYS)
+    if unknown:
+        raise ValueError(
+            f"dataset.params for kind {kind!r}: unknown key(s) {unknown}; "
+            f"known: {sorted(allowed | COMMON_KEYS)}"
+        )
+
+
+def dataset_path(params: dict) -> Path:
+    """``params['path']`` as an existing directory (InputError otherwise)."""
+    if not params.get("path"):
+        raise ValueError("dataset.params.path is required: the dataset on disk")
+    path = Path(params["path"]).expanduser()
+    if not path.is_dir():
+        raise InputError(path, "dataset directory does not exist")
+    return path
+
+
+def as_list(value: Any) -> list[str] | None:
+    """A filter value (None, a scalar or a list) as a list of strings, or None for 'all'."""
+    if value is None:
+        return None
+    values = value if isinstance(value, list | tuple) else [value]
+    return [str(v) for v in values]
+
+
+def strip_prefix(value: str, prefix: str) -> str:
+    """``'sub-01'`` -> ``'01'`` (a bare ``'01'`` stays)."""
+    return value[len(prefix) + 1 :] if value.startswith(prefix + "-") else value
+
+
+def subject_filter(params: dict) -> set[str] | None:
+    """The ``subjects`` filter as a set of ``sub-<label>`` ids, or None for all."""
+    subjects = as_list(params.get("subjects"))
+    return None if subjects is None else {"sub-" + strip_prefix(s, "sub") for s in subjects}
+
+
+def bids_label(name: str) -> str:
+    """A BIDS label from any name: alphanumerics only (``BraTS20_Training_001`` -> ``BraTS20Training001``)."""
+    label = re.sub(r"[^A-Za-z0-9]", "", name)
+    if not label:
+        raise ValueError(f"{name!r} gives an empty BIDS label")
+    return label
+
+
+def on_error_mode(params: dict) -> str:
+    """``params['on_error']``: ``stop`` (default) or ``exclude``."""
+    mode = params.get("on_error", "stop")
+    if mode not in ("stop", "exclude"):
+        raise ValueError(f"dataset.params.on_error must be 'stop' or 'exclude', not {mode!r}")
+    return mode
+
+
+# --------------------------------------------------------------------------- planning
+
+
+def cohort_faults(source: Source, params: dict) -> tuple[list[str], list[tuple[str, InputError]]]:
+    """Subjects on disk (after filters) and cohort-level faults ``(subject, error)``."""
+    on_disk = source.on_disk(params)
+    table = source.participants(params)
+    faults: list[tuple[str, InputError]] = []
+    if table is not None:
+        wanted = subject_filter(params)
+        listed = [s for s in table["participant_id"] if wanted is None or s in wanted]
+        if not source.complete_table:
+            listed = [s for s in listed if s in set(on_disk)]
+        where = table.attrs.get("source", "participants table")
+        faults = validate.participants_faults(listed, on_disk, where)
+    return on_disk, faults
+
+
+def plan(source: Source, params: dict) -> tuple[list[str], list[tuple[str, str]]]:
+    """Good subjects and excluded ``(subject, reason)`` pairs.
+
+    With ``on_error: stop`` the first fault raises :class:`InputError`; only
+    cohort-level faults are looked for here (planning stays cheap), per-subject
+    faults raise in :func:`write_subject`. With ``on_error: exclude`` every
+    subject is collected and its voxels checked, memoised across calls.
+    """
+    check_keys(params, source.keys, source.kind)
+    mode = on_error_mode(params)
+    on_disk, faults = cohort_faults(source, params)
+    if mode == "stop":
+        if faults:
+            raise faults[0][1]
+        if not on_disk:
+            raise InputError(dataset_path(params), "no subject matches the filters")
+        return on_disk, []
+    excluded = {subject: str(err) for subject, err in faults}
+    cache = validate.ValidationCache(params)
+    for subject in on_disk:
+        if subject in excluded:
+            continue
+        try:
+            files = source.collect(params, subject)
+        except InputError as err:
+            excluded[subject] = str(err)
+            continue
+        reason = cache.check(subject, files.images())
+        if reason:
+            excluded[subject] = reason
+    cache.save()
+    good = [s for s in on_disk if s not in excluded]
+    return good, sorted(excluded.items())
+
+
+# --------------------------------------------------------------------------- writing
+
+
+@contextlib.contextmanager
+def atomic_dir(path: Path) -> Iterator[Path]:
+    """Yield a temporary directory beside ``path``; swap it in for ``path`` on success.
+
+    On failure the temporary directory is removed and ``path`` is untouched.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        old = path.with_name(f".old-{os.getpid()}-{path.name}")
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def place_image(src: Path, dst: Path, mode: str) -> None:
+    """Put ``src`` at ``dst`` (a ``.nii.gz`` name): a symlink, a copy, or, for ``.nii``, recompressed."""
+    if mode not in ("symlink", "copy"):
+        raise ValueError(f"dataset.params.place must be 'symlink' or 'copy', not {mode!r}")
+    if not src.name.endswith(".gz"):
+        nib.save(nib.load(src), dst)  # the contract names .nii.gz
+    elif mode == "symlink":
+        dst.symlink_to(src.resolve())
+    else:
+        shutil.copyfile(src, dst)
+
+
+def write_tsv(table: pd.DataFrame, path: Path) -> None:
+    """A BIDS TSV: tab separated, ``n/a`` for missing values."""
+    table.to_csv(path, sep="\t", index=False, na_rep="n/a")
+
+
+def write_json(data: dict, path: Path) -> None:
+    """Pretty JSON."""
+    path.write_text(json.dumps(data, indent=2, default=str) + "\n")
+
+
+def write_subject(source: Source, params: dict, subject: str, root: Path) -> None:
+    """Place one subject under ``root/raw/<subject>/`` atomically (see module docstring)."""
+    check_keys(params, source.keys, source.kind)
+    files = source.collect(params, subject)
+    for image in files.images():
+        validate.check_voxels(image)
+    mode = params.get("place", "symlink")
+    task = source.task(params)
+    with atomic_dir(Path(root) / "raw" / subject) as tmp:
+        if files.anat or files.anat_extra:
+            (tmp / "anat").mkdir()
+        for suffix, src in files.anat.items():
+            place_image(src, tmp / "anat" / f"{subject}_{suffix}.nii.gz", mode)
+        for name, text in files.anat_extra.items():
+            (tmp / "anat" / f"{subject}_{name}").write_text(text)
+        if files.bold is not None:
+            func = tmp / "func"
+            func.mkdir()
+            stem = f"{subject}_task-{task}"
+            place_image(files.bold, func / f"{stem}_bold.nii.gz", mode)
+            write_json(files.bold_json, func / f"{stem}_bold.json")
+            if files.confounds is not None:
+                write_tsv(files.confounds, func / f"{stem}_desc-confounds_timeseries.tsv")
+            for name, src in files.func_extra.items():
+                if name.endswith((".nii", ".nii.gz")):
+                    place_image(src, func / f"{stem}_{name}", mode)
+                else:
+                    shutil.copyfile(src, func / f"{stem}_{name}")
+
+
+def cohort_table(source: Source, params: dict, subjects: list[str]) -> pd.DataFrame:
+    """participants.tsv rows for ``subjects``: contract columns first, then extras."""
+    table = source.participants(params)
+    if table is None:
+        table = pd.DataFrame({"participant_id": subjects})
+    table = table.drop_duplicates("participant_id").set_index("participant_id")
+    table = table.reindex(subjects)
+    for column in PARTICIPANT_COLUMNS[1:]:
+        if column not in table:
+            table[column] = pd.NA
+    extras = [c for c in table.columns if c not in PARTICIPANT_COLUMNS]
+    return table.reset_index()[PARTICIPANT_COLUMNS + extras]
+
+
+def write_cohort(
+    source: Source, params: dict, root: Path, extra: Callable[[Path], None] | None = None
+) -> None:
+    """Write ``raw/participants.tsv``, ``raw/dataset_description.json``, ``raw/excluded.tsv`` and ``atlas/``.
+
+    Everything is computed and checked before the first write; each file is
+    written atomically, the atlas as one directory swap.
+    """
+    from modalmerge import __version__
+    from modalmerge.data import atlases
+
+    root = Path(root)
+    subjects, excluded = plan(source, params)
+    if not subjects:
+        raise InputError(dataset_path(params), "every subject failed validation (see excluded)")
+    table = cohort_table(source, params, subjects)
+    description = {
+        "Name": Path(params["path"]).name,
+        "BIDSVersion": "1.9.0",
+        "DatasetType": "raw",
+        "GeneratedBy": [
+            {"Name": "modalmerge", "Version": __version__, "Description": f"{source.kind} source"}
+        ],
+        "SourceDatasets": [{"URL": Path(params["path"]).resolve().as_uri()}],
+    }
+    spec = params.get("atlas", source.default_atlas)
+    atlas = None
+    if spec is not None:
+
+        def bold_images() -> list[Path]:
+            return [source.collect(params, s).bold for s in subjects]
+
+        atlas = atlases.load_atlas(spec, images=bold_images)
+    raw = root / "raw"
+    with atomic_path(raw / "participants.tsv") as tmp:
+        write_tsv(table, tmp)
+    with atomic_path(raw / "dataset_description.json") as tmp:
+        write_json(description, tmp)
+    if on_error_mode(params) == "exclude":
+        with atomic_path(raw / "excluded.tsv") as tmp:
+            write_tsv(pd.DataFrame(excluded, columns=["participant_id", "reason"]), tmp)
+    if extra is not None:
+        extra(raw)
+    if atlas is not None:
+        with atomic_dir(root / "atlas") as tmp:
+            atlases.write_atlas(atlas, tmp)

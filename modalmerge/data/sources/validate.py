@@ -1,0 +1,265 @@
+"""Strict checks on real data: each fault is one line naming the file.
+
+Every check raises :class:`modalmerge.io.InputError` (``"<file>: <fault>"``).
+Header-level checks read only NIfTI headers, sidecars and tables, so they are
+cheap; :func:`check_voxels` decodes the whole image (truncated gzip, NaN/inf).
+:class:`ValidationCache` memoises the voxel checks on file size and mtime for
+``on_error: exclude``, where planning the workflow must know the good subjects.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import hashlib
+import json
+import os
+import re
+import zlib
+from collections import Counter
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+
+from modalmerge.io import InputError, atomic_path, require_file
+
+GRID_ATOL_MM = 1e-3
+TR_RTOL = 1e-3
+
+
+def load_header(path: Path, what: str = "image") -> nib.Nifti1Image:
+    """Open a NIfTI image reading its header only.
+
+    Raises
+    ------
+    InputError
+        When the file is missing, empty or not a readable NIfTI.
+    """
+    require_file(path, what)
+    try:
+        return nib.load(path)
+    except Exception as err:  # nibabel raises many types for unreadable headers
+        raise InputError(path, f"{what} is not a readable NIfTI ({type(err).__name__})") from None
+
+
+def require_ndim(path: Path, img: nib.Nifti1Image, ndim: int, what: str) -> None:
+    """Require a 3D image (a trailing axis of 1 is allowed) or a 4D one with > 1 volume."""
+    shape = img.shape
+    if ndim == 3 and (len(shape) == 3 or (len(shape) == 4 and shape[3] == 1)):
+        return
+    if ndim == 4 and len(shape) == 4 and shape[3] > 1:
+        return
+    raise InputError(path, f"{what} must be {ndim}D but has shape {tuple(shape)}")
+
+
+def check_voxels(path: Path) -> None:
+    """Decode the whole image: a truncated or corrupt file, or NaN/inf voxels, raise.
+
+    Parameters
+    ----------
+    path : Path
+        A ``.nii`` or ``.nii.gz`` image.
+    """
+    img = load_header(path)
+    try:
+        data = np.asarray(img.dataobj)
+    except (EOFError, zlib.error, gzip.BadGzipFile, OSError, ValueError) as err:
+        raise InputError(path, f"truncated or corrupt image data ({type(err).__name__})") from None
+    if np.issubdtype(data.dtype, np.floating):
+        bad = int(data.size - np.count_nonzero(np.isfinite(data)))
+        if bad:
+            raise InputError(path, f"{bad} voxel value(s) are NaN or inf")
+
+
+def check_same_grid(ref_path: Path, ref: nib.Nifti1Image, path: Path, img: nib.Nifti1Image) -> None:
+    """Require ``img`` to share ``ref``'s voxel grid (3D shape and affine within 1e-3 mm)."""
+    if tuple(ref.shape[:3]) != tuple(img.shape[:3]):
+        raise InputError(
+            path,
+            f"grid {tuple(img.shape[:3])} does not match {Path(ref_path).name} {tuple(ref.shape[:3])}",
+        )
+    diff = float(np.abs(ref.affine - img.affine).max())
+    if diff > GRID_ATOL_MM:
+        raise InputError(path, f"affine differs from {Path(ref_path).name} by up to {diff:.3g} mm")
+
+
+def header_tr(img: nib.Nifti1Image) -> float | None:
+    """Repetition time from the NIfTI header in seconds, or None when it gives none."""
+    zooms = img.header.get_zooms()
+    if len(zooms) < 4 or not zooms[3] or zooms[3] <= 0:
+        return None
+    unit = img.header.get_xyzt_units()[1]
+    scale = {"msec": 1e-3, "usec": 1e-6}.get(unit, 1.0)
+    return round(float(zooms[3]) * scale, 6)  # headers store float32
+
+
+def check_tr(
+    bold: Path, img: nib.Nifti1Image, sidecar_tr: float | None, sidecar: Path | None
+) -> float:
+    """The run's TR in seconds; the sidecar and the header must agree where both give one.
+
+    Parameters
+    ----------
+    bold : Path
+        The BOLD image (named in errors).
+    img : nibabel image
+        Its header.
+    sidecar_tr : float or None
+        ``RepetitionTime`` from the JSON sidecar (s), or None when absent.
+    sidecar : Path or None
+        The sidecar the value came from; when not None a value is required.
+
+    Returns
+    -------
+    float
+        TR in seconds.
+    """
+    head = header_tr(img)
+    if sidecar is not None and sidecar_tr is None:
+        raise InputError(bold, f"no RepetitionTime in sidecar {sidecar.name}")
+    if sidecar_tr is None:
+        if head is None:
+            raise InputError(bold, "no repetition time: the header's pixdim[4] is 0")
+        return head
+    try:
+        tr = float(sidecar_tr)
+    except (TypeError, ValueError):
+        raise InputError(bold, f"RepetitionTime {sidecar_tr!r} is not a number") from None
+    if tr <= 0:
+        raise InputError(bold, f"RepetitionTime {tr} s is not positive")
+    if head is not None and abs(head - tr) > TR_RTOL * tr:
+        raise InputError(
+            bold, f"TR is {tr:g} s in {Path(sidecar).name} but {head:g} s in the NIfTI header"
+        )
+    return tr
+
+
+def check_confounds(path: Path, table: pd.DataFrame, n_volumes: int) -> pd.DataFrame:
+    """Require a non-empty, numeric confounds table with one row per BOLD volume."""
+    if table.shape[0] == 0 or table.shape[1] == 0:
+        raise InputError(path, "confounds table is empty")
+    if table.shape[0] != n_volumes:
+        raise InputError(
+            path, f"confounds have {table.shape[0]} rows but the BOLD has {n_volumes} volumes"
+        )
+    numeric = table.apply(pd.to_numeric, errors="coerce")
+    text = [c for c in table if numeric[c].isna().sum() > table[c].isna().sum()]
+    if text:
+        raise InputError(path, f"confound column(s) {text[:3]} are not numeric")
+    return numeric
+
+
+def read_tsv(path: Path, what: str = "table") -> pd.DataFrame:
+    """Read a BIDS TSV (``n/a`` is missing); an empty file raises."""
+    require_file(path, what)
+    try:
+        return pd.read_csv(path, sep="\t", na_values=["n/a"], keep_default_na=True)
+    except pd.errors.EmptyDataError:
+        raise InputError(path, f"{what} is empty") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise InputError(path, f"{what} is not a valid TSV ({type(err).__name__})") from None
+
+
+def check_space(path: Path, declared: str) -> None:
+    """Require the file's BIDS ``space-`` entity to equal ``declared``."""
+    found = re.search(r"_space-([A-Za-z0-9]+)_", Path(path).name)
+    if found is None:
+        raise InputError(path, f"has no space- entity; the config declares space {declared!r}")
+    if found.group(1) != declared:
+        raise InputError(
+            path, f"is in space {found.group(1)!r} but the config declares {declared!r}"
+        )
+
+
+def participants_faults(
+    listed: list[str], on_disk: list[str], where: str | Path
+) -> list[tuple[str, InputError]]:
+    """Duplicates, listed-but-missing and present-but-unlisted subjects.
+
+    Parameters
+    ----------
+    listed : list of str
+        ``participant_id`` values as the table lists them (after the filter).
+    on_disk : list of str
+        Subject ids with files in the layout (after the filter).
+    where : str or Path
+        The participants table (named in errors).
+
+    Returns
+    -------
+    list of (subject, InputError)
+        Empty when the table and the files agree.
+    """
+    faults: list[tuple[str, InputError]] = []
+    for subject, n in sorted(Counter(listed).items()):
+        if n > 1:
+            faults.append(
+                (subject, InputError(where, f"participant_id {subject} is listed {n} times"))
+            )
+    present = set(on_disk)
+    for subject in sorted(set(listed) - present):
+        faults.append(
+            (subject, InputError(where, f"lists {subject} but the dataset has no files for it"))
+        )
+    for subject in sorted(present - set(listed)):
+        faults.append((subject, InputError(where, f"does not list {subject}, which has files")))
+    return faults
+
+
+def _cache_dir(params: dict) -> Path:
+    if params.get("validation_cache"):
+        return Path(params["validation_cache"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "modalmerge" / "validation"
+
+
+class ValidationCache:
+    """Voxel-check results per subject, reused while the files keep their size and mtime.
+
+    Stored as one JSON file per source configuration under
+    ``params['validation_cache']`` (default ``$XDG_CACHE_HOME/modalmerge/validation``).
+    """
+
+    def __init__(self, params: dict):
+        key = json.dumps(params, sort_keys=True, default=str)
+        digest = hashlib.sha1(key.encode()).hexdigest()[:16]
+        self.path = _cache_dir(params) / f"{digest}.json"
+        self.entries: dict[str, dict] = {}
+        with contextlib.suppress(OSError, ValueError):
+            self.entries = json.loads(self.path.read_text())
+        self.changed = False
+
+    @staticmethod
+    def signature(images: list[Path]) -> list[list]:
+        """``[path, size, mtime_ns]`` of each image (following symlinks)."""
+        out = []
+        for image in images:
+            st = Path(image).stat()
+            out.append([str(Path(image).resolve()), st.st_size, st.st_mtime_ns])
+        return out
+
+    def check(self, subject: str, images: list[Path]) -> str:
+        """Run (or recall) :func:`check_voxels` on each image; '' when all pass, else the error."""
+        signature = self.signature(images)
+        entry = self.entries.get(subject)
+        if entry is not None and entry["signature"] == signature:
+            return entry["reason"]
+        reason = ""
+        for image in images:
+            try:
+                check_voxels(image)
+            except InputError as err:
+                reason = str(err)
+                break
+        self.entries[subject] = {"signature": signature, "reason": reason}
+        self.changed = True
+        return reason
+
+    def save(self) -> None:
+        """Write the cache atomically (silently skipped when the directory is not writable)."""
+        if not self.changed:
+            return
+        with contextlib.suppress(OSError), atomic_path(self.path) as tmp:
+            tmp.write_text(json.dumps(self.entries))
