@@ -1,0 +1,186 @@
+"""Synthetic BOLD: a coupled regional network, the task response, and realistic noise.
+
+Regional signal (percent signal change of a grey-matter voxel) is
+
+- spontaneous activity: a linear stochastic network ``x[t+1] = a x[t] +
+  C x[t] + e[t]`` at the TR, ``C`` the subject's coupling matrix, convolved
+  with the Glover HRF;
+- plus the task-evoked response (:func:`synthetic_task.evoked_response`) with
+  the subject's regional amplitudes and latencies.
+
+A voxel carries the regional signals through its soft region membership,
+weighted by its cortical grey-matter fraction, on top of its tissue baseline
+(EPI-like T2* contrast, bias field) and noise: spatially smooth 1/f
+fluctuations, slow drift, cardiac (~1.1 Hz) and respiratory (~0.3 Hz) cycles
+sampled at each slice's acquisition time (hence aliased at the TR), voxel-wise
+AR(1) noise and white thermal noise at the requested tSNR.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from nilearn.glm.first_level import glover_hrf
+from scipy.signal import lfilter
+
+from modalmerge.data.synthetic_anatomy import Template, smooth_field, template
+from modalmerge.data.synthetic_factors import NEURAL_AR, SubjectTruth, cohort_constants
+from modalmerge.data.synthetic_params import STREAM_BOLD, SyntheticParams, rng_for
+from modalmerge.data.synthetic_task import evoked_response
+
+SPONTANEOUS_PCT = 1.0  # mean std of spontaneous regional signal, percent
+GLOBAL_SHOCK = 0.05  # share of the neural innovations' variance common to all regions
+SMOOTH_NOISE_PCT = 0.3  # std of each spatially smooth 1/f noise mode, percent
+N_SMOOTH_MODES = 24
+DRIFT_PCT = 0.2  # typical size of slow drift over the run, percent
+CARDIAC_PCT = 0.25  # cardiac fluctuation in CSF, percent
+RESPIRATORY_PCT = 0.08  # respiratory fluctuation, percent
+VOXEL_AR = 0.4  # lag-1 autocorrelation of the voxel-wise non-thermal noise
+VOXEL_AR_REL = 0.5  # its std relative to the thermal noise
+
+# EPI (T2*-weighted) baseline intensities
+BOLD_INTENSITY = {
+    "scalp": 350.0,
+    "skull": 150.0,
+    "csf": 1600.0,
+    "gm": 1100.0,
+    "deep_gm": 1050.0,
+    "wm": 850.0,
+    "lesion": 1250.0,
+}
+
+
+@dataclass(frozen=True)
+class BoldResult:
+    """The rendered run and its regional truths."""
+
+    data: np.ndarray  # (X, Y, Z, T) int16, Fortran-ordered
+    slope: float  # intensity = data * slope
+    evoked: np.ndarray  # (T, R) task-evoked regional signal, percent
+    spontaneous: np.ndarray  # (T, R) spontaneous regional signal, percent
+
+
+def spontaneous_activity(
+    p: SyntheticParams, coupling: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
+    """Spontaneous hemodynamic regional signal (T, R) in percent signal change."""
+    n_regions = coupling.shape[0]
+    hrf = glover_hrf(p.tr, oversampling=1, time_length=32.0)
+    burn = 50 + len(hrf)
+    transition = NEURAL_AR * np.eye(n_regions) + coupling
+    shocks = rng.standard_normal((p.n_timepoints + burn, n_regions))
+    common = rng.standard_normal((p.n_timepoints + burn, 1))
+    shocks = np.sqrt(1 - GLOBAL_SHOCK) * shocks + np.sqrt(GLOBAL_SHOCK) * common
+    x = np.zeros((p.n_timepoints + burn, n_regions))
+    for t in range(1, len(x)):
+        x[t] = transition @ x[t - 1] + shocks[t]
+    signal = lfilter(hrf, [1.0], x, axis=0)[burn:]
+    return SPONTANEOUS_PCT * signal / np.mean(np.std(signal, axis=0))
+
+
+def _one_over_f(rng: np.random.Generator, n_series: int, n_time: int) -> np.ndarray:
+    """Unit-variance series (n_series, n_time) with power spectrum ~ 1/f."""
+    freqs = np.fft.rfftfreq(n_time)
+    shape = 1.0 / np.sqrt(np.maximum(freqs, 1.0 / n_time))
+    spectrum = np.fft.rfft(rng.standard_normal((n_series, n_time)), axis=1) * shape
+    series = np.fft.irfft(spectrum, n=n_time, axis=1)
+    series -= series.mean(axis=1, keepdims=True)
+    return series / series.std(axis=1, keepdims=True)
+
+
+def _physiology(p: SyntheticParams, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Cardiac and respiratory waveforms (T, Z) at each slice's acquisition time."""
+    n_slices = p.grid_shape[2]
+    # ascending slices spread over the TR
+    acq = np.arange(p.n_timepoints)[:, None] * p.tr + np.arange(n_slices)[None, :] * (
+        p.tr / n_slices
+    )
+    dt = 0.05
+    fine = np.arange(0.0, p.n_timepoints * p.tr + dt, dt)
+
+    def phase(rate_hz: float, variability: float, period_s: float) -> np.ndarray:
+        rate = rate_hz * (
+            1.0
+            + variability * np.sin(2 * np.pi * fine / period_s + rng.uniform(0, 2 * np.pi))
+            + 0.3 * variability * _one_over_f(rng, 1, len(fine))[0]
+        )
+        return np.interp(acq, fine, 2 * np.pi * np.cumsum(rate) * dt) + rng.uniform(0, 2 * np.pi)
+
+    cardiac = phase(rng.uniform(1.0, 1.2), 0.05, rng.uniform(40, 90))
+    respiratory = phase(rng.uniform(0.25, 0.33), 0.08, rng.uniform(50, 120))
+    return np.cos(cardiac) + 0.4 * np.cos(2 * cardiac), np.sin(respiratory)
+
+
+def render_bold(p: SyntheticParams, truth: SubjectTruth, tissues: dict) -> BoldResult:
+    """Render one subject's BOLD run from its truth and tissue fractions.
+
+    Returns
+    -------
+    BoldResult
+        ``data`` (X, Y, Z, T) int16 with ``slope`` (values ~ a few hundred to
+        ~2000 in the head, exactly 0 outside it), and the regional truths.
+    """
+    tpl: Template = template(p)
+    rng = rng_for(p, truth.index, STREAM_BOLD)
+    cohort = cohort_constants(p)
+    n_t = p.n_timepoints
+
+    head = sum(tissues.values()) > 0.01
+    flat = np.flatnonzero(head.ravel(order="F"))
+
+    def voxels(volume: np.ndarray) -> np.ndarray:
+        return volume.ravel(order="F")[flat].astype(np.float32)
+
+    frac = {name: voxels(f) for name, f in tissues.items()}
+    bias = voxels(smooth_field(rng, tpl, 0.1))
+    baseline = sum(BOLD_INTENSITY[name] * f for name, f in frac.items()) * bias  # (n,)
+    coords = np.stack([voxels(c) for c in tpl.coords])  # (3, n)
+    z_index = np.unravel_index(flat, head.shape, order="F")[2]
+    membership = tpl.membership.reshape(p.n_regions, -1, order="F")[:, flat]  # (R, n)
+
+    # regional signal, percent
+    spontaneous = spontaneous_activity(p, truth.coupling, rng)
+    evoked = evoked_response(p, truth.amplitude, truth.latency, cohort.condition_weights)
+    percent = (spontaneous + evoked).astype(np.float32) @ membership * frac["gm"]  # (T, n)
+
+    # spatially smooth 1/f fluctuations: Gaussian blobs inside the brain
+    scale = p.noise_scale
+    brain_axes = 0.8 * tpl.head_axes[:, None]
+    centers = brain_axes * rng.uniform(-1, 1, (3, N_SMOOTH_MODES)) / np.sqrt(3)
+    widths = rng.uniform(12.0, 25.0, N_SMOOTH_MODES)
+    dist2 = np.sum((coords[:, :, None] - centers[:, None, :]) ** 2, axis=0)  # (n, K)
+    blobs = np.exp(-dist2 / (2 * widths**2)).astype(np.float32)
+    modes = _one_over_f(rng, N_SMOOTH_MODES, n_t).astype(np.float32)
+    percent += (scale * SMOOTH_NOISE_PCT) * (modes.T @ blobs.T)
+
+    # slow drift: linear, quadratic and half-cosine, with smooth spatial maps
+    t = np.linspace(-1.0, 1.0, n_t, dtype=np.float32)
+    drifts = np.stack([t, 1.5 * t**2 - 0.5, np.cos(np.pi * (t + 1) / 2)])  # (3, T)
+    q = coords / tpl.head_axes[:, None].astype(np.float32)
+    design = np.concatenate([np.ones((1, q.shape[1]), np.float32), q])  # (4, n)
+    maps = rng.standard_normal((3, 4)).astype(np.float32) @ design * (0.5 * DRIFT_PCT * scale)
+    percent += drifts.T @ maps
+
+    # cardiac and respiratory cycles, at each slice's time
+    cardiac, respiratory = _physiology(p, rng)
+    edge = np.sqrt(np.sum(q**2, axis=0))
+    cardiac_w = CARDIAC_PCT * scale * (0.2 + 1.5 * frac["csf"])
+    respiratory_w = RESPIRATORY_PCT * scale * (0.5 + edge)
+    percent += cardiac[:, z_index].astype(np.float32) * cardiac_w
+    percent += respiratory[:, z_index].astype(np.float32) * respiratory_w
+
+    bold = baseline * (1.0 + 0.01 * percent)
+    sigma = float(np.mean(baseline[frac["gm"] + frac["wm"] + frac["deep_gm"] > 0.5])) / p.tsnr
+    colored = rng.standard_normal(bold.shape, dtype=np.float32)
+    colored = lfilter([np.sqrt(1 - VOXEL_AR**2)], [1.0, -VOXEL_AR], colored, axis=0)
+    bold += (VOXEL_AR_REL * sigma * scale) * colored.astype(np.float32)
+    bold += sigma * rng.standard_normal(bold.shape, dtype=np.float32)
+    np.maximum(bold, 0.0, out=bold)
+
+    slope = float(bold.max()) / 32000.0
+    out = np.zeros((n_t, head.size), np.int16)
+    out[:, flat] = np.rint(bold / slope).astype(np.int16)
+    x, y, z = head.shape
+    data = out.reshape(n_t, z, y, x).transpose(3, 2, 1, 0)  # (X, Y, Z, T), Fortran order
+    return BoldResult(data=data, slope=slope, evoked=evoked, spontaneous=spontaneous)
