@@ -11,16 +11,19 @@ from __future__ import annotations
 from pathlib import Path
 from types import ModuleType
 
+from modalmerge.data import sources
+
 
 def source_module(kind: str) -> ModuleType:
     """The module that maps data of ``kind`` onto ``raw/``."""
-    if kind == "synthetic":
-        from modalmerge.data import synthetic
-
-        return synthetic
-    from modalmerge.data import sources
-
     return sources.get_source(kind)
+
+
+def source_module_name(kind: str) -> str:
+    """Dotted name of that module (the acquire rules fingerprint its code)."""
+    if kind not in sources.SOURCES:
+        raise ValueError(f"dataset.kind {kind!r} is not one of {sorted(sources.SOURCES)}")
+    return sources.SOURCES[kind]
 
 
 def source_subject_ids(dataset: dict) -> list[str]:
@@ -30,8 +33,12 @@ def source_subject_ids(dataset: dict) -> list[str]:
 
 def source_task(dataset: dict) -> str:
     """The BIDS task label of the functional runs the source writes."""
-    module = source_module(dataset["kind"])
     params = dataset.get("params", {})
+    if dataset["kind"] == "synthetic":
+        from modalmerge.data.synthetic_params import SyntheticParams
+
+        return SyntheticParams.from_dict(params).task
+    module = source_module(dataset["kind"])
     if hasattr(module, "task_label"):
         return module.task_label(params)
     return str(params.get("task", "rest"))

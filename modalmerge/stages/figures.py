@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from modalmerge.data.dataset import ShardDataset
+from modalmerge.data.dataset import ShardDataset, read_manifest
 from modalmerge.evaluation.metrics import connectivity
 from modalmerge.io import InputError, require_file
 from modalmerge.stages.common import TEXT_MAX_LENGTH, load_experiment_model
@@ -111,15 +111,13 @@ def draw_experiment_figures(
 
     model, tokenizer = load_experiment_model(model_path)
     if target == "tabular":
-        n_cat = len(model.config.get("categorical_cardinalities") or [])
-        n_cols = arrays["target"].shape[1]
-        columns = [f"column {i}" for i in range(n_cols)]
+        table = read_manifest(shard_dir)["tabular"]
         save(
             plot_tabular_prediction(
                 arrays["prediction"],
                 arrays["target"],
-                columns,
-                categorical=range(n_cols - n_cat, n_cols),
+                table["columns"],
+                categorical=table["categorical"],
             ),
             "tabular_prediction",
         )

@@ -8,7 +8,7 @@ rule acquire_cohort:
         labels=f"{ROOT}/atlas/labels.tsv",
     params:
         dataset=as_json(config["dataset"]),
-        code=fingerprint("modalmerge.stages.acquire"),
+        code=ACQUIRE_CODE,
         root=ROOT,
     log:
         f"{LOGS}/acquire/cohort.log",
@@ -31,7 +31,7 @@ rule acquire_subject:
         text=f"{ROOT}/raw/{{subject}}/{{subject}}_description.txt",
     params:
         dataset=as_json(config["dataset"]),
-        code=fingerprint("modalmerge.stages.acquire"),
+        code=ACQUIRE_CODE,
         root=ROOT,
     log:
         f"{LOGS}/acquire/{{subject}}.log",

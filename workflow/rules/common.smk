@@ -2,7 +2,7 @@
 import json
 
 from modalmerge.fingerprint import code_fingerprint
-from modalmerge.stages.acquire import source_subject_ids, source_task
+from modalmerge.stages.acquire import source_module_name, source_subject_ids, source_task
 
 ROOT = f"results/{config['dataset']['name']}"
 LOGS = f"logs/{config['dataset']['name']}"
@@ -10,6 +10,9 @@ BENCH = f"benchmarks/results/{config['dataset']['name']}"
 SUBJECTS = source_subject_ids(config["dataset"])
 TASK = source_task(config["dataset"])
 CLUSTER = config["cluster"]
+ACQUIRE_CODE = code_fingerprint(
+    "modalmerge.stages.acquire", source_module_name(config["dataset"]["kind"])
+)
 EXPERIMENTS = {e["name"]: e for e in config["experiments"]}
 ENV = "../../envs/modalmerge.yaml"
 
