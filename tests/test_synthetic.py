@@ -245,3 +245,23 @@ def test_failed_write_leaves_no_partial_file_and_keeps_the_old_one(tmp_path, mon
         write_subject(TINY, "sub-001", tmp_path)
     assert truth_path.read_bytes() == b"previous"
     assert [p for p in tmp_path.rglob("*") if p.name.startswith(".tmp-")] == []
+
+
+def test_anatomy_sets_the_shape_of_each_task_region_s_response():
+    """Task regions' left/right preference follows their grey-matter intensity asymmetry,
+    so the evoked time course's shape, not only its size, is predictable from anatomy."""
+    from modalmerge.data.synthetic_factors import cohort_constants, subject_truth
+
+    p = SyntheticParams(n_subjects=40, n_regions=8)
+    cohort = cohort_constants(p)
+    truths = [subject_truth(p, i) for i in range(40)]
+    share = np.array([t.condition_weights[0] / t.condition_weights.sum(0) for t in truths])
+    gmi = np.array([t.gm_intensity for t in truths])
+    asymmetry = gmi - np.roll(gmi, p.regions_per_hemisphere, axis=1)
+    task = np.flatnonzero(cohort.community != 1)
+    assert task.size
+    for r in task:
+        assert share[:, r].std() > 0.05
+        assert np.corrcoef(asymmetry[:, r], share[:, r])[0, 1] > 0.9
+    for r in np.flatnonzero(cohort.community == 1):
+        assert np.allclose(share[:, r], share[0, r])

@@ -41,7 +41,7 @@ from modalmerge.data.synthetic_anatomy import (
     tissue_fractions,
 )
 from modalmerge.data.synthetic_bold import render_bold
-from modalmerge.data.synthetic_factors import FEATURE_NAMES, cohort_constants, subject_truth
+from modalmerge.data.synthetic_factors import FEATURE_NAMES, subject_truth
 from modalmerge.data.synthetic_params import (
     SyntheticParams,
     as_params,
@@ -184,7 +184,6 @@ def write_subject(
     names = region_names(p)
     affine = grid_affine(p)
     v = float(p.voxel_size_mm)
-    cohort = cohort_constants(p)
 
     subject_dir = root / "raw" / subject
     bold_stem = f"{subject}_task-{p.task}_bold"
@@ -203,7 +202,7 @@ def write_subject(
         "coupling": truth.coupling,
         "structural": truth.structural,
         "feature_names": np.array(FEATURE_NAMES),
-        "condition_weights": cohort.condition_weights,
+        "condition_weights": truth.condition_weights,
         "trial_types": np.array(p.trial_types),
         "region_labels": np.arange(1, p.n_regions + 1),
         "region_names": np.array(names),

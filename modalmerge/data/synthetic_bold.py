@@ -25,7 +25,7 @@ from nilearn.glm.first_level import glover_hrf
 from scipy.signal import lfilter
 
 from modalmerge.data.synthetic_anatomy import Template, smooth_field, template
-from modalmerge.data.synthetic_factors import NEURAL_AR, SubjectTruth, cohort_constants
+from modalmerge.data.synthetic_factors import NEURAL_AR, SubjectTruth
 from modalmerge.data.synthetic_params import STREAM_BOLD, SyntheticParams, rng_for
 from modalmerge.data.synthetic_task import evoked_response
 
@@ -123,7 +123,6 @@ def render_bold(p: SyntheticParams, truth: SubjectTruth, tissues: dict) -> BoldR
     """
     tpl: Template = template(p)
     rng = rng_for(p, truth.index, STREAM_BOLD)
-    cohort = cohort_constants(p)
     n_t = p.n_timepoints
 
     head = sum(tissues.values()) > 0.01
@@ -141,7 +140,7 @@ def render_bold(p: SyntheticParams, truth: SubjectTruth, tissues: dict) -> BoldR
 
     # regional signal, percent
     spontaneous = spontaneous_activity(p, truth.coupling, rng)
-    evoked = evoked_response(p, truth.amplitude, truth.latency, cohort.condition_weights)
+    evoked = evoked_response(p, truth.amplitude, truth.latency, truth.condition_weights)
     percent = (spontaneous + evoked).astype(np.float32) @ membership * frac["gm"]  # (T, n)
 
     # spatially smooth 1/f fluctuations: Gaussian blobs inside the brain

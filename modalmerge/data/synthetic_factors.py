@@ -145,6 +145,7 @@ class SubjectTruth:
     amplitude: np.ndarray  # (R,) evoked amplitude, percent signal change
     latency: np.ndarray  # (R,) evoked-response delay, s
     coupling: np.ndarray  # (R, R) effective coupling of the neural process
+    condition_weights: np.ndarray  # (C, R) weight of each condition in each region
 
     @property
     def thickness(self) -> np.ndarray:
@@ -220,6 +221,8 @@ def subject_truth(p: SyntheticParams, index: int) -> SubjectTruth:
     latency = cohort.base_latency + p.latency_gain_s * (1.0 - gm_intensity) / 0.1
     latency = np.clip(latency, -2.0, 4.0)
 
+    condition_weights = _subject_condition_weights(p, cohort, gm_intensity)
+
     integrity = np.sqrt(np.clip(thickness / p.thickness_mean_mm, 0.3, 1.5))
     coupling_gain = float(
         p.coupling_strength
@@ -248,7 +251,38 @@ def subject_truth(p: SyntheticParams, index: int) -> SubjectTruth:
         amplitude=amplitude,
         latency=latency,
         coupling=coupling,
+        condition_weights=condition_weights,
     )
+
+
+LATERALITY_GAIN = 0.6  # share of a region's condition preference set by its anatomy
+
+
+def _subject_condition_weights(
+    p: SyntheticParams, cohort: Cohort, gm_intensity: np.ndarray
+) -> np.ndarray:
+    """A subject's (C, R) condition weights: the cohort's contralateral pattern, tilted
+    by each region's grey-matter intensity relative to its homologue.
+
+    A region brighter than its homologue prefers the condition its hemisphere
+    answers less in the cohort pattern, so the SHAPE of its evoked time course (not
+    only its size) differs between subjects and is predictable from the anatomy.
+    Default-mode-like regions (community 1) keep equal weights.
+    """
+    weights = cohort.condition_weights
+    if weights.shape[0] != 2:
+        return weights.copy()
+    n_half = p.regions_per_hemisphere
+    homologue = np.roll(np.arange(p.n_regions), n_half)
+    asymmetry = (gm_intensity - gm_intensity[homologue]) / max(p.intensity_sd, 1e-6)
+    tilt = expit(2.0 * asymmetry)  # 0.5 for symmetric anatomy
+    preference = weights[0] / (weights[0] + weights[1])  # cohort's share of condition 0
+    share = (1.0 - LATERALITY_GAIN) * preference + LATERALITY_GAIN * tilt
+    total = weights[0] + weights[1]
+    subject = np.stack([share * total, (1.0 - share) * total])
+    fixed = cohort.community == 1
+    subject[:, fixed] = weights[:, fixed]
+    return subject
 
 
 def _nearest_region(directions: np.ndarray, u: np.ndarray) -> int:

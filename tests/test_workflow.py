@@ -1,0 +1,250 @@
+"""The Snakemake workflow end to end on the tiny config, and what reruns after an edit.
+
+One session-scoped run of the whole DAG (about a minute on 2 cores) in a scratch
+copy of the project; the rerun tests then use dry runs against its outputs.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+from workflow_utils import (
+    copy_project,
+    load_yaml,
+    planned_jobs,
+    snakemake,
+    write_config,
+)
+
+pytestmark = pytest.mark.slow
+
+DATA_RULES = {"acquire_cohort", "acquire_subject", "preprocess", "parcellate", "shard"}
+MODEL_RULES = {"train", "evaluate", "summarize", "figures", "summary_chart"}
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """The whole tiny DAG, run once; yields (workdir, config)."""
+    workdir = copy_project(tmp_path_factory.mktemp("workflow"))
+    config = load_yaml(workdir / "configs" / "tiny.yaml")
+    write_config(workdir, config)
+    result = snakemake(workdir)
+    assert result.returncode == 0, result.stderr[-4000:]
+    return workdir, config
+
+
+def _dry_run(workdir, config=None):
+    if config is not None:
+        write_config(workdir, config)
+    result = snakemake(workdir, "--dry-run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return planned_jobs(result)
+
+
+@pytest.fixture
+def restore_config(tiny_run):
+    workdir, config = tiny_run
+    yield workdir, copy.deepcopy(config)
+    write_config(workdir, config)
+
+
+def test_tiny_workflow_writes_every_stage_output(tiny_run):
+    workdir, config = tiny_run
+    root = workdir / "results" / config["dataset"]["name"]
+    n = config["dataset"]["params"]["n_subjects"]
+    assert len(list((root / "raw").glob("sub-*/anat/*_T1w.nii.gz"))) == n
+    assert len(list((root / "preproc").glob("*_bold.nii.gz"))) == n
+    assert len(list((root / "parcellated").glob("sub-*.npz"))) == n
+    manifest = json.loads((root / "shards" / "manifest.json").read_text())
+    splits = manifest["splits"]
+    assert sum(len(v) for v in splits.values()) == n
+    assert not set(splits["train"]) & set(splits["test"])
+    for experiment in config["experiments"]:
+        name = experiment["name"]
+        assert (root / "models" / name / "model.pt").stat().st_size > 0
+        assert not (root / "models" / name / "checkpoints").exists()
+        metrics = json.loads((root / "eval" / name / "metrics.json").read_text())
+        assert {"model", "group_mean"} <= set(metrics["scores"])
+        assert metrics["n_test_subjects"] == len(splits["test"])
+        assert list((root / "figures" / name).glob("*.png"))
+    # no temporary files left anywhere
+    assert not [p for p in root.rglob("*") if p.name.startswith(".tmp-")]
+
+
+def test_summary_compares_every_experiment_with_its_baselines(tiny_run):
+    workdir, config = tiny_run
+    summary = pd.read_csv(workdir / "results" / config["dataset"]["name"] / "eval" / "summary.csv")
+    assert set(summary["experiment"]) == {e["name"] for e in config["experiments"]}
+    assert np.isfinite(summary["value"].replace([np.inf], 0)).all()
+    ts = summary[summary["target"] == "time_series"]
+    for predictor in ("model", "group_mean", "ridge", "noise_ceiling"):
+        assert predictor in set(ts["model"])
+    assert {"pearson_r", "fc_similarity", "fraction_of_noise_ceiling"} <= set(ts["metric"])
+
+
+def test_image_condition_draws_attention_on_the_anatomy(tiny_run):
+    workdir, config = tiny_run
+    figures = workdir / "results" / config["dataset"]["name"] / "figures"
+    names = {p.name for p in (figures / "image_to_timeseries_xattn").glob("*.png")}
+    assert {
+        "attention.png",
+        "attention_on_anatomy.png",
+        "predictions.png",
+        "connectivity.png",
+        "learning_curves.png",
+    } <= names
+    assert (figures / "summary.png").stat().st_size > 0
+
+
+def test_noop_rerun_runs_nothing(tiny_run):
+    workdir, _ = tiny_run
+    assert _dry_run(workdir) == {}
+
+
+def test_editing_train_settings_reruns_training_and_what_follows_only(restore_config):
+    workdir, config = restore_config
+    config["train"]["lr"] = config["train"]["lr"] * 2
+    jobs = _dry_run(workdir, config)
+    assert set(jobs) == MODEL_RULES
+    assert jobs["train"] == len(config["experiments"])
+
+
+def test_editing_one_experiment_reruns_that_experiment_only(restore_config):
+    workdir, config = restore_config
+    config["experiments"][0]["embedding_dim"] = 8
+    jobs = _dry_run(workdir, config)
+    assert jobs["train"] == 1 and jobs["evaluate"] == 1 and jobs["figures"] == 1
+    assert not set(jobs) & DATA_RULES
+
+
+def test_editing_a_figure_setting_reruns_figures_only(restore_config):
+    workdir, config = restore_config
+    config["figures"]["dpi"] = config["figures"]["dpi"] + 10
+    assert set(_dry_run(workdir, config)) == {"figures", "summary_chart"}
+
+
+def test_editing_a_stage_s_package_code_reruns_that_stage_and_what_follows(tiny_run):
+    workdir, config = tiny_run
+    source = workdir / "modalmerge" / "data" / "parcellate.py"
+    original = source.read_text()
+    try:
+        source.write_text(original + "\n# an edit\n")
+        jobs = _dry_run(workdir)
+    finally:
+        source.write_text(original)
+    assert jobs["parcellate"] == config["dataset"]["params"]["n_subjects"]
+    assert {"shard", "train", "evaluate", "figures"} <= set(jobs)
+    assert not {"acquire_subject", "acquire_cohort", "preprocess"} & set(jobs)
+    assert _dry_run(workdir) == {}
+
+
+def test_report_holds_figures_and_summary(tiny_run, tmp_path):
+    workdir, _ = tiny_run
+    report = tmp_path / "report.html"
+    result = snakemake(workdir, "--report", str(report))
+    assert result.returncode == 0, result.stderr[-3000:]
+    html = report.read_text(errors="replace")
+    assert "summary.csv" in html and "attention_on_anatomy" in html
+
+
+def test_lint_is_clean(tiny_run):
+    workdir, _ = tiny_run
+    result = snakemake(workdir, "--lint")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Lints for" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (lambda c: c["train"].update(epochz=3), "epochz"),
+        (lambda c: c["train"].update(epochs="many"), "epochs"),
+        (lambda c: c["experiments"][0].update(method="magic"), "magic"),
+        (lambda c: c["dataset"]["params"].update(n_subjectz=3), "n_subjectz"),
+    ],
+)
+def test_config_errors_stop_at_once_naming_the_key(tmp_path, edit, message):
+    workdir = copy_project(tmp_path / "project")
+    config = load_yaml(workdir / "configs" / "tiny.yaml")
+    edit(config)
+    write_config(workdir, config)
+    result = snakemake(workdir, "--dry-run")
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+
+
+def _cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "modalmerge.cli", *args], capture_output=True, text=True
+    )
+
+
+def test_corrupt_file_between_stages_gives_one_line_error_naming_it(tiny_run, tmp_path):
+    workdir, config = tiny_run
+    root = workdir / "results" / config["dataset"]["name"]
+    subjects = sorted(p.stem for p in (root / "parcellated").glob("sub-*.npz"))
+    parcellated = [tmp_path / f"{s}.npz" for s in subjects]
+    for s, dest in zip(subjects, parcellated, strict=True):
+        shutil.copy(root / "parcellated" / f"{s}.npz", dest)
+    parcellated[1].write_bytes(b"not an npz")
+    out = tmp_path / "shards"
+    result = _cli(
+        "shard",
+        "--settings",
+        json.dumps(config["shard"]),
+        "--subjects",
+        *subjects,
+        "--parcellated",
+        *map(str, parcellated),
+        "--anatomy",
+        *[str(root / "preproc" / f"{s}_T1w.nii.gz") for s in subjects],
+        "--texts",
+        *[str(root / "raw" / s / f"{s}_description.txt") for s in subjects],
+        "--participants",
+        str(root / "raw" / "participants.tsv"),
+        "--out",
+        str(out),
+    )
+    assert result.returncode == 1
+    assert str(parcellated[1]) in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not out.exists()
+
+
+def test_nan_in_bold_is_refused_naming_the_file(tiny_run, tmp_path):
+    import nibabel as nib
+
+    workdir, config = tiny_run
+    root = workdir / "results" / config["dataset"]["name"]
+    subject = "sub-001"
+    bold = nib.load(root / "raw" / subject / "func" / f"{subject}_task-motor_bold.nii.gz")
+    data = bold.get_fdata(dtype=np.float32)
+    data[5, 5, 5, 3] = np.nan
+    broken = tmp_path / f"{subject}_task-motor_bold.nii.gz"
+    nib.save(nib.Nifti1Image(data, bold.affine, bold.header), broken)
+    out_bold = tmp_path / "out_bold.nii.gz"
+    result = _cli(
+        "preprocess",
+        "--settings",
+        json.dumps(config["preprocess"]),
+        "--t1",
+        str(root / "raw" / subject / "anat" / f"{subject}_T1w.nii.gz"),
+        "--bold",
+        str(broken),
+        "--atlas",
+        str(root / "atlas" / "atlas.nii.gz"),
+        "--out-t1",
+        str(tmp_path / "out_t1.nii.gz"),
+        "--out-bold",
+        str(out_bold),
+    )
+    assert result.returncode == 1
+    assert str(broken) in result.stderr and "NaN" in result.stderr
+    assert not out_bold.exists()
