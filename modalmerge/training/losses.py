@@ -1,0 +1,251 @@
+"""Training losses chosen by the target modality.
+
+Each target modality of the model contract (``docs/architecture.md`` §3) has one
+loss, registered by name; :func:`make_loss` builds it with options::
+
+    loss_fn = make_loss("time_series", correlation_weight=0.5)
+    loss = loss_fn(output.prediction, batch["target"])   # scalar tensor
+
+Every loss is a mean over the batch's elements, so the gradient of a batch split
+across processes and averaged (DistributedDataParallel) equals the gradient of the
+whole batch (exactly so when the pieces are equal in size; for text, up to the
+number of non-pad tokens in each piece).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+LOSSES: dict[str, type[nn.Module]] = {}
+
+
+def register_loss(target_type: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Class decorator: register a loss module for a target modality name."""
+
+    def decorate(cls: type[nn.Module]) -> type[nn.Module]:
+        if target_type in LOSSES:
+            raise ValueError(f"a loss for target type {target_type!r} is already registered")
+        LOSSES[target_type] = cls
+        return cls
+
+    return decorate
+
+
+def make_loss(target_type: str, **options) -> nn.Module:
+    """Build the loss for ``target_type`` with keyword ``options``.
+
+    Parameters
+    ----------
+    target_type : str
+        A registered target modality: ``"time_series"``, ``"image"``, ``"text"``
+        or ``"tabular"``.
+    **options
+        Passed to the loss class (e.g. ``correlation_weight`` for time series,
+        ``kind`` for images, ``pad_id`` for text, ``categorical_weight`` for tables).
+
+    Returns
+    -------
+    torch.nn.Module
+        Called as ``loss(prediction, target)``; returns a scalar float32 tensor.
+
+    Raises
+    ------
+    ValueError
+        Unknown target type or unknown option.
+    """
+    if target_type not in LOSSES:
+        raise ValueError(
+            f"no loss for target type {target_type!r}; known: {', '.join(sorted(LOSSES))}"
+        )
+    try:
+        return LOSSES[target_type](**options)
+    except TypeError as err:
+        raise ValueError(f"bad loss option for target type {target_type!r}: {err}") from None
+
+
+def _check_same_shape(prediction: Tensor, target: Tensor, what: str) -> None:
+    if prediction.shape != target.shape:
+        raise ValueError(
+            f"{what} loss: prediction shape {tuple(prediction.shape)} "
+            f"!= target shape {tuple(target.shape)}"
+        )
+
+
+def pearson_per_channel(prediction: Tensor, target: Tensor, eps: float = 1e-8) -> Tensor:
+    """Pearson correlation over time for every sample and channel.
+
+    Parameters
+    ----------
+    prediction, target : Tensor
+        ``(B, T, R)``: batch, time points, channels (ROIs).
+    eps : float
+        Added to the product of norms; a constant series gets correlation 0.
+
+    Returns
+    -------
+    Tensor
+        ``(B, R)`` correlations in [-1, 1].
+    """
+    p = prediction - prediction.mean(dim=1, keepdim=True)
+    t = target - target.mean(dim=1, keepdim=True)
+    covariance = (p * t).sum(dim=1)
+    norms = p.pow(2).sum(dim=1).sqrt() * t.pow(2).sum(dim=1).sqrt()
+    return covariance / (norms + eps)
+
+
+@register_loss("time_series")
+class TimeSeriesLoss(nn.Module):
+    """MSE plus ``correlation_weight * (1 - r)``, r the Pearson correlation over time.
+
+    r is computed per sample and per ROI and averaged, so the loss rewards the
+    right time course in every region, not only the right overall level.
+
+    Parameters
+    ----------
+    correlation_weight : float
+        Weight lambda of the correlation term (0 gives plain MSE).
+    """
+
+    def __init__(self, correlation_weight: float = 0.5):
+        super().__init__()
+        if correlation_weight < 0:
+            raise ValueError(f"correlation_weight must be >= 0, got {correlation_weight}")
+        self.correlation_weight = float(correlation_weight)
+
+    def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
+        """Loss of ``prediction`` against ``target``, both ``(B, T, R)``."""
+        _check_same_shape(prediction, target, "time_series")
+        if prediction.dim() != 3:
+            raise ValueError(
+                f"time_series loss expects (B, T, R) tensors, got shape {tuple(prediction.shape)}"
+            )
+        prediction, target = prediction.float(), target.float()
+        loss = F.mse_loss(prediction, target)
+        if self.correlation_weight:
+            if prediction.shape[1] < 2:
+                raise ValueError("time_series correlation term needs at least 2 time points")
+            correlation = pearson_per_channel(prediction, target).mean()
+            loss = loss + self.correlation_weight * (1.0 - correlation)
+        return loss
+
+
+@register_loss("image")
+class ImageLoss(nn.Module):
+    """Voxel-wise L1 (default) or MSE between predicted and target images.
+
+    Parameters
+    ----------
+    kind : {"l1", "mse"}
+        The voxel-wise distance.
+    """
+
+    def __init__(self, kind: str = "l1"):
+        super().__init__()
+        if kind not in ("l1", "mse"):
+            raise ValueError(f"image loss kind must be 'l1' or 'mse', got {kind!r}")
+        self.kind = kind
+
+    def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
+        """Loss of ``prediction`` against ``target``, both ``(B, C, [D,] H, W)``."""
+        _check_same_shape(prediction, target, "image")
+        prediction, target = prediction.float(), target.float()
+        if self.kind == "l1":
+            return F.l1_loss(prediction, target)
+        return F.mse_loss(prediction, target)
+
+
+@register_loss("text")
+class TextLoss(nn.Module):
+    """Token cross-entropy that ignores padding.
+
+    ``prediction[:, i]`` holds the logits for ``target[:, i]``: the text decoder
+    feeds the target shifted right (bos first) for teacher forcing, so no shift
+    happens here.
+
+    Parameters
+    ----------
+    pad_id : int
+        Token id ignored by the loss (0 for :class:`modalmerge.models.text.Tokenizer`).
+    label_smoothing : float
+        Passed to :func:`torch.nn.functional.cross_entropy`.
+    """
+
+    def __init__(self, pad_id: int = 0, label_smoothing: float = 0.0):
+        super().__init__()
+        self.pad_id = int(pad_id)
+        self.label_smoothing = float(label_smoothing)
+
+    def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
+        """Loss of logits ``(B, L, V)`` against token ids ``(B, L)``."""
+        if prediction.dim() != 3 or target.dim() != 2 or prediction.shape[:2] != target.shape:
+            raise ValueError(
+                f"text loss expects logits (B, L, V) and ids (B, L); got "
+                f"{tuple(prediction.shape)} and {tuple(target.shape)}"
+            )
+        if (target != self.pad_id).sum() == 0:
+            raise ValueError("text loss: every target token is padding")
+        return F.cross_entropy(
+            prediction.float().flatten(0, 1),
+            target.long().flatten(),
+            ignore_index=self.pad_id,
+            label_smoothing=self.label_smoothing,
+        )
+
+
+@register_loss("tabular")
+class TabularLoss(nn.Module):
+    """MSE on numeric columns plus the mean cross-entropy of the categorical heads.
+
+    The target row holds the numeric columns first and one integer category code
+    per categorical column last (``docs/architecture.md`` §3); a negative code
+    marks a missing value and is ignored.
+
+    Parameters
+    ----------
+    categorical_weight : float
+        Weight of the categorical term.
+    """
+
+    def __init__(self, categorical_weight: float = 1.0):
+        super().__init__()
+        self.categorical_weight = float(categorical_weight)
+
+    def forward(self, prediction: dict, target: Tensor) -> Tensor:
+        """Loss of ``{"numeric": (B, n_num), "categorical": [(B, card_i), ...]}`` vs ``(B, n_num + n_cat)``."""
+        if not isinstance(prediction, dict) or "numeric" not in prediction:
+            raise ValueError(
+                "tabular loss expects a prediction dict {'numeric': ..., 'categorical': [...]}"
+            )
+        numeric = prediction["numeric"]
+        heads = list(prediction.get("categorical", []))
+        n_num, n_cat = numeric.shape[-1], len(heads)
+        if target.dim() != 2 or target.shape[1] != n_num + n_cat:
+            raise ValueError(
+                f"tabular target must be (B, {n_num} numeric + {n_cat} categorical), "
+                f"got {tuple(target.shape)}"
+            )
+        target = target.float()
+        loss = numeric.new_zeros((), dtype=torch.float32)
+        if n_num:
+            loss = loss + F.mse_loss(numeric.float(), target[:, :n_num])
+        if n_cat:
+            codes = target[:, n_num:].round().long()
+            codes = torch.where(codes < 0, torch.full_like(codes, -100), codes)
+            terms = []
+            for i, logits in enumerate(heads):
+                if logits.shape[0] != target.shape[0]:
+                    raise ValueError(f"tabular categorical head {i}: batch size mismatch")
+                if int(codes[:, i].max()) >= logits.shape[1]:
+                    raise ValueError(
+                        f"tabular categorical column {i}: code {int(codes[:, i].max())} "
+                        f">= head cardinality {logits.shape[1]}"
+                    )
+                if (codes[:, i] >= 0).any():
+                    terms.append(F.cross_entropy(logits.float(), codes[:, i], ignore_index=-100))
+            if terms:
+                loss = loss + self.categorical_weight * torch.stack(terms).mean()
+        return loss
