@@ -21,9 +21,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from nilearn.glm.first_level import glover_hrf
-from scipy.signal import lfilter
 
+from modalmerge.data.hrf import canonical_hrf
 from modalmerge.data.synthetic_anatomy import Template, smooth_field, template
 from modalmerge.data.synthetic_factors import NEURAL_AR, SubjectTruth
 from modalmerge.data.synthetic_params import STREAM_BOLD, SyntheticParams, rng_for
@@ -61,12 +60,21 @@ class BoldResult:
     spontaneous: np.ndarray  # (T, R) spontaneous regional signal, percent
 
 
+def _ar1(noise: np.ndarray, a: float) -> np.ndarray:
+    """AR(1) along axis 0 with unit stationary variance: y[t] = sqrt(1-a^2) x[t] + a y[t-1]
+    (in place; a loop over time, vectorised over voxels)."""
+    noise *= np.sqrt(1.0 - a * a)
+    for t in range(1, len(noise)):
+        noise[t] += a * noise[t - 1]
+    return noise
+
+
 def spontaneous_activity(
     p: SyntheticParams, coupling: np.ndarray, rng: np.random.Generator
 ) -> np.ndarray:
     """Spontaneous hemodynamic regional signal (T, R) in percent signal change."""
     n_regions = coupling.shape[0]
-    hrf = glover_hrf(p.tr, oversampling=1, time_length=32.0)
+    hrf = canonical_hrf(p.tr, 32.0)
     burn = 50 + len(hrf)
     transition = NEURAL_AR * np.eye(n_regions) + coupling
     shocks = rng.standard_normal((p.n_timepoints + burn, n_regions))
@@ -75,7 +83,8 @@ def spontaneous_activity(
     x = np.zeros((p.n_timepoints + burn, n_regions))
     for t in range(1, len(x)):
         x[t] = transition @ x[t - 1] + shocks[t]
-    signal = lfilter(hrf, [1.0], x, axis=0)[burn:]
+    signal = np.stack([np.convolve(x[:, r], hrf)[: len(x)] for r in range(n_regions)], 1)
+    signal = signal[burn:]
     return SPONTANEOUS_PCT * signal / np.mean(np.std(signal, axis=0))
 
 
@@ -172,7 +181,7 @@ def render_bold(p: SyntheticParams, truth: SubjectTruth, tissues: dict) -> BoldR
     bold = baseline * (1.0 + 0.01 * percent)
     sigma = float(np.mean(baseline[frac["gm"] + frac["wm"] + frac["deep_gm"] > 0.5])) / p.tsnr
     colored = rng.standard_normal(bold.shape, dtype=np.float32)
-    colored = lfilter([np.sqrt(1 - VOXEL_AR**2)], [1.0, -VOXEL_AR], colored, axis=0)
+    colored = _ar1(colored, VOXEL_AR)
     bold += (VOXEL_AR_REL * sigma * scale) * colored.astype(np.float32)
     bold += sigma * rng.standard_normal(bold.shape, dtype=np.float32)
     np.maximum(bold, 0.0, out=bold)

@@ -16,8 +16,7 @@ import functools
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import expit
-from scipy.stats import norm
+from scipy.special import expit, ndtri
 
 from modalmerge.data.synthetic_params import (
     STREAM_COHORT,
@@ -164,7 +163,7 @@ def subject_truth(p: SyntheticParams, index: int) -> SubjectTruth:
     age = float(rng.uniform(*p.age_range))
     sex = "F" if rng.random() < 0.5 else "M"
     liability = rng.standard_normal()
-    threshold = norm.ppf(1.0 - p.patient_fraction) if 0 < p.patient_fraction < 1 else None
+    threshold = ndtri(1.0 - p.patient_fraction) if 0 < p.patient_fraction < 1 else None
     if threshold is None:
         patient = p.patient_fraction >= 1
     else:

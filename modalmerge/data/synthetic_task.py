@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from nilearn.glm.first_level import compute_regressor
 
+from modalmerge.data.hrf import event_regressor
 from modalmerge.data.synthetic_params import STREAM_COHORT, SyntheticParams, rng_for
 
 REGRESSOR_OVERSAMPLING = 8  # regressor samples per TR before shifting by latency
@@ -45,7 +45,7 @@ def task_events(p: SyntheticParams) -> pd.DataFrame:
 
 
 def condition_regressors(p: SyntheticParams) -> tuple[np.ndarray, np.ndarray]:
-    """Each condition convolved with the Glover HRF on a fine time grid.
+    """Each condition convolved with the canonical (Glover) HRF on a fine time grid.
 
     Returns
     -------
@@ -62,9 +62,8 @@ def condition_regressors(p: SyntheticParams) -> tuple[np.ndarray, np.ndarray]:
         sel = events[events.trial_type == name]
         if len(sel) == 0:
             continue
-        condition = np.vstack([sel.onset, sel.duration, np.ones(len(sel))])
-        reg, _ = compute_regressor(condition, "glover", times, oversampling=4)
-        out[c] = reg[:, 0] / np.max(np.abs(reg[:, 0]))
+        reg = event_regressor(sel.onset.to_numpy(), sel.duration.to_numpy(), times)
+        out[c] = reg / np.max(np.abs(reg))
     return times, out
 
 

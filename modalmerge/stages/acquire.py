@@ -28,6 +28,10 @@ def source_module_name(kind: str) -> str:
 
 def source_subject_ids(dataset: dict) -> list[str]:
     """Subjects of the configured dataset (called when the workflow's DAG is built)."""
+    if dataset["kind"] == "synthetic":  # cheap: no imaging libraries at DAG-building time
+        from modalmerge.data.synthetic_params import subject_ids
+
+        return subject_ids(dataset.get("params", {}))
     return list(source_module(dataset["kind"]).subject_ids(dataset.get("params", {})))
 
 

@@ -9,15 +9,14 @@ rule acquire_cohort:
     params:
         dataset=as_json(config["dataset"]),
         code=ACQUIRE_CODE,
-        root=ROOT,
+        root=lambda wildcards, output: dataset_root(output.atlas),
     log:
         f"{LOGS}/acquire/cohort.log",
     benchmark:
         f"{BENCH}/acquire/cohort.tsv"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=CLUSTER["runtime_minutes"],
+        **cluster_resources(mem_mb=2000),
     conda:
         ENV
     shell:
@@ -32,15 +31,14 @@ rule acquire_subject:
     params:
         dataset=as_json(config["dataset"]),
         code=ACQUIRE_CODE,
-        root=ROOT,
+        root=lambda wildcards, output: dataset_root(output.text),
     log:
         f"{LOGS}/acquire/{{subject}}.log",
     benchmark:
         f"{BENCH}/acquire/{{subject}}.tsv"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=CLUSTER["runtime_minutes"],
+        **cluster_resources(mem_mb=2000),
     conda:
         ENV
     shell:

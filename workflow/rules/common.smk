@@ -1,5 +1,6 @@
 # Paths, parameters and code fingerprints shared by the rules: one place where paths are built.
 import json
+from pathlib import Path
 
 from modalmerge.fingerprint import code_fingerprint
 from modalmerge.stages.acquire import source_module_name, source_subject_ids, source_task
@@ -24,6 +25,12 @@ wildcard_constraints:
     experiment="|".join(EXPERIMENTS) or "NONE",
 
 
+def dataset_root(path):
+    """results/<dataset>/ of an output path under it (the rule's params derive it from outputs)."""
+    parts = Path(path).parts
+    return str(Path(*parts[: parts.index("results") + 2]))
+
+
 def as_json(value):
     """A config section as one canonical JSON string: the rule reruns when it changes."""
     return json.dumps(value, sort_keys=True)
@@ -40,6 +47,40 @@ def experiment_json(wildcards):
 
 def experiment_gpus(wildcards):
     return EXPERIMENTS[wildcards.experiment].get("gpus", 0)
+
+
+def train_launcher(wildcards):
+    """`modalmerge` for one process; torchrun (one process per GPU, DDP) when gpus > 1."""
+    gpus = experiment_gpus(wildcards)
+    if gpus > 1:
+        return f"torchrun --standalone --nproc_per_node={gpus} -m modalmerge.cli"
+    return "modalmerge"
+
+
+def cluster_resources(mem_mb=None):
+    """Resources every rule asks a cluster for, from config['cluster'] (local runs ignore
+    partition and account). Unset values are left out: a resource cannot be None."""
+    resources = {"runtime": CLUSTER["runtime_minutes"], "mem_mb": mem_mb or CLUSTER["mem_mb"]}
+    if CLUSTER["partition"]:
+        resources["slurm_partition"] = CLUSTER["partition"]
+    if CLUSTER["account"]:
+        resources["slurm_account"] = CLUSTER["account"]
+    return resources
+
+
+def train_resources():
+    """Cluster resources of a training job: GPUs (and their model and partition) on request."""
+    resources = cluster_resources()
+    resources["gpu"] = experiment_gpus
+    if CLUSTER["gpu_model"]:
+        resources["gpu_model"] = lambda wc: CLUSTER["gpu_model"] if experiment_gpus(wc) else ""
+    if CLUSTER["gpu_partition"] or CLUSTER["partition"]:
+        resources["slurm_partition"] = lambda wc: (
+            (CLUSTER["gpu_partition"] or CLUSTER["partition"])
+            if experiment_gpus(wc)
+            else CLUSTER["partition"]
+        )
+    return resources
 
 
 def final_outputs():

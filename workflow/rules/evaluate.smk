@@ -19,8 +19,7 @@ rule evaluate:
         f"{BENCH}/evaluate/{{experiment}}.tsv"
     threads: 1
     resources:
-        mem_mb=CLUSTER["mem_mb"],
-        runtime=CLUSTER["runtime_minutes"],
+        **cluster_resources(),
     conda:
         ENV
     shell:
@@ -46,8 +45,7 @@ rule summarize:
         f"{BENCH}/evaluate/summary.tsv"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=CLUSTER["runtime_minutes"],
+        **cluster_resources(mem_mb=1000),
     conda:
         ENV
     shell:

@@ -27,8 +27,7 @@ rule figures:
         f"{BENCH}/figures/{{experiment}}.tsv"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=CLUSTER["runtime_minutes"],
+        **cluster_resources(mem_mb=2000),
     conda:
         ENV
     shell:
@@ -56,8 +55,7 @@ rule summary_chart:
         f"{BENCH}/figures/summary.tsv"
     threads: 1
     resources:
-        mem_mb=1000,
-        runtime=CLUSTER["runtime_minutes"],
+        **cluster_resources(mem_mb=1000),
     conda:
         ENV
     shell:

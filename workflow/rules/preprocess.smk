@@ -18,8 +18,7 @@ rule preprocess:
         f"{BENCH}/preprocess/{{subject}}.tsv"
     threads: 1
     resources:
-        mem_mb=2000,
-        runtime=CLUSTER["runtime_minutes"],
+        **cluster_resources(mem_mb=2000),
     conda:
         ENV
     shell:

@@ -19,8 +19,7 @@ rule shard:
         f"{BENCH}/shard/shard.tsv"
     threads: 1
     resources:
-        mem_mb=4000,
-        runtime=CLUSTER["runtime_minutes"],
+        **cluster_resources(mem_mb=4000),
     conda:
         ENV
     shell:

@@ -12,17 +12,16 @@ rule train:
         experiment=experiment_json,
         code=fingerprint("modalmerge.stages.train"),
         out_dir=lambda wildcards, output: str(Path(output.model).parent),
+        launcher=train_launcher,
     log:
         f"{LOGS}/train/{{experiment}}.log",
     benchmark:
         f"{BENCH}/train/{{experiment}}.tsv"
     threads: config["train"]["threads"]
     resources:
-        mem_mb=CLUSTER["mem_mb"],
-        runtime=CLUSTER["runtime_minutes"],
-        gpu=experiment_gpus,
+        **train_resources(),
     conda:
         ENV
     shell:
-        "modalmerge train --settings {params.settings:q} --experiment {params.experiment:q}"
+        "{params.launcher} train --settings {params.settings:q} --experiment {params.experiment:q}"
         " --shards {input.shards:q} --out-dir {params.out_dir:q} --threads {threads} > {log:q} 2>&1"
