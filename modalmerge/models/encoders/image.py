@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 
 import torch
-from monai.networks import nets
 from torch import nn
 
 from modalmerge.models.layers import Encoder, GridPositionEmbedding, TokenProvenance, sample_shape
@@ -89,6 +88,9 @@ class ResNetEncoder(_GridEncoder):
             )
         if feature_layer not in ("auto", "layer3", "layer4"):
             raise ValueError(f"feature_layer must be auto, layer3 or layer4, got {feature_layer!r}")
+        # imported here, when a ResNet is built: at module level every import paid ~2 s
+        from monai.networks import nets
+
         builders = {18: nets.resnet18, 34: nets.resnet34, 50: nets.resnet50}
         if depth not in builders:
             raise ValueError(f"ResNet depth must be one of {sorted(builders)}, got {depth}")
