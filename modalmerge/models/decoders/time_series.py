@@ -56,7 +56,10 @@ class TimeSeriesDecoder(Decoder):
         self.query_kind = query
         self.dim = dim
         self.n_queries = n_time if query == "time" else n_channels
-        self.query = nn.Parameter(torch.randn(self.n_queries, dim) * 0.02)
+        # ROI queries differ only by their learned part: start them well apart (unit
+        # scale, like the sinusoidal time codes) so their attention can separate early.
+        scale = 1.0 if query == "roi" else 0.02
+        self.query = nn.Parameter(torch.randn(self.n_queries, dim) * scale)
         self.mixer = SequenceMixer(mixer, dim, n_heads, n_layers, dropout)
         self.readout = nn.Linear(dim, n_channels if query == "time" else n_time)
 
