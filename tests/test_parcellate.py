@@ -132,3 +132,28 @@ def test_parcellate_rejects_a_bold_without_tr(preprocessed, tmp_path):
             tmp_path / "out.npz", {},
         )  # fmt: skip
     assert str(bold) in str(exc.value)
+
+
+@pytest.mark.parametrize("order", ["F", "C"])
+def test_roi_means_equal_masker_with_one_voxel_regions_and_uneven_rows(order):
+    rng = np.random.default_rng(4)
+    shape = (13, 11, 9)  # 13-voxel x-rows: the row blocks do not divide the grid
+    data = (rng.standard_normal((*shape, 7)) * 3 + 10).astype(np.float32)
+    labels = np.zeros(shape, np.int32)
+    labels[2:11, 1:10, 1:8] = rng.choice([4, 9, 30], size=(9, 9, 7))
+    labels[0, 0, 0], labels[12, 10, 8], labels[6, 5, 0] = 41, 42, 43  # single voxels
+    expected = masker_means(data, labels)
+    got = roi_means(np.asarray(data, order=order), labels)
+    assert got.shape == (7, 6)
+    assert np.abs(got - expected).max() <= 1e-5
+
+
+def test_roi_means_cached_plan_follows_changed_labels():
+    rng = np.random.default_rng(5)
+    data = np.asfortranarray(rng.standard_normal((8, 7, 6, 5)).astype(np.float32))
+    labels = rng.integers(1, 4, (8, 7, 6)).astype(np.int32)
+    first = roi_means(data, labels)
+    labels[0, 0, 0] = 3 if labels[0, 0, 0] != 3 else 1  # same atlas bar one voxel
+    second = roi_means(data, labels)
+    assert np.abs(second - masker_means(data, labels)).max() <= 1e-5
+    assert not np.allclose(first, second)

@@ -192,3 +192,64 @@ def test_write_shards_rejects_bad_params_and_missing_participants(tmp_path):
     tsv.write_text("participant_id\tage\n" + "".join(f"{s}\tn/a\n" for s in subjects))
     with pytest.raises(InputError, match="missing values"):
         write_shards(subjects, parc, anat, tsv, texts, tmp_path / "s", PARAMS)
+
+
+def _compressed_copy(src, dst):
+    """The same shards with every dataset rewritten gzip-compressed."""
+    dst.mkdir()
+    (dst / "manifest.json").write_text((src / "manifest.json").read_text())
+    for path in src.glob("*.h5"):
+        with h5py.File(path, "r") as a, h5py.File(dst / path.name, "w") as b:
+            b.attrs.update(a.attrs)
+
+            def copy(name, obj, b=b):
+                if isinstance(obj, h5py.Dataset):
+                    opts = {"compression": "gzip"} if obj.ndim > 1 else {}
+                    new = b.create_dataset(name, data=obj[()], chunks=obj.chunks, **opts)
+                    new.attrs.update(obj.attrs)
+
+            a.visititems(copy)
+
+
+def test_memmap_path_serves_samples_identical_to_h5py_and_compressed_falls_back(shards, tmp_path):
+    _compressed_copy(shards, tmp_path / "gz")
+    fast = ShardDataset(shards, "train", "image", "time_series")
+    slow = ShardDataset(tmp_path / "gz", "train", "image", "time_series")
+    with h5py.File(shards / fast.files[0], "r") as h5:
+        expected = h5["samples/time_series"][1]
+    for i in range(len(fast)):
+        a, b = fast[i], slow[i]
+        assert torch.equal(a["target"], b["target"]) and torch.equal(a["condition"], b["condition"])
+        assert a["subject"] == b["subject"] and a["window_start"] == b["window_start"]
+    assert np.array_equal(fast[1]["target"].numpy(), expected)
+    assert fast._maps[0, "samples/time_series"] is not None  # served from the memmap
+    assert slow._maps[0, "samples/time_series"] is None  # gzip: read through h5py
+
+
+def test_get_batch_equals_default_collate_of_items_across_files(shards):
+    ds = ShardDataset(shards, "train", "structural_features", "time_series")
+    indices = [len(ds) - 1, 0, 3, -2, 1]  # spans both train files, out of order
+    got = ds.get_batch(indices)
+    want = torch.utils.data.default_collate([ds[i] for i in indices])
+    assert set(got) == set(want) and got["subject"] == want["subject"]
+    for key in ("condition", "target", "time_offset", "window_start"):
+        assert torch.equal(got[key], want[key]), key
+    items = ds.__getitems__(indices)
+    assert len(items) == len(indices) and items[2]["window_start"] == ds[3]["window_start"]
+    assert torch.equal(torch.utils.data.default_collate(items)["target"], want["target"])
+    with pytest.raises(IndexError):
+        ds.get_batch([0, len(ds)])
+
+
+def test_dataloader_with_two_workers_reads_every_sample_once(shards):
+    from modalmerge.data.dataset import collate_samples
+
+    ds = ShardDataset(shards, "train", "image", "time_series")
+    loader = torch.utils.data.DataLoader(
+        ds, batch_size=3, num_workers=2, collate_fn=collate_samples
+    )
+    batches = list(loader)
+    assert ds._handles is None  # only the workers opened the files
+    seen = torch.cat([b["target"] for b in batches])
+    assert seen.shape[0] == len(ds) and batches[0]["condition"].shape[1:] == (1, 3, 4, 2)
+    assert torch.equal(seen, ds.get_batch(range(len(ds)))["target"])

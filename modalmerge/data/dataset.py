@@ -1,29 +1,38 @@
 """Read the HDF5 shards: manifest validation, a lazy torch Dataset, whole-split arrays.
 
 :class:`ShardDataset` opens its HDF5 files on first use in each process (so a
-``DataLoader`` with workers forks before any handle exists), reads one sample
-per ``__getitem__`` with plain integer indexing, and caches the small
-subject-level arrays (tabular, text, structural features, connectivity) after
-their first read. Images are read per sample (one chunk each) and not cached.
+``DataLoader`` with workers forks before any handle exists) and caches the
+small subject-level arrays (tabular, text, structural features, connectivity)
+after their first read. The per-sample arrays (time-series windows, images)
+are uncompressed with one sample per chunk, so each chunk is one byte range of
+the file: their offsets are read once per file and samples are served from a
+read-only ``numpy.memmap`` (see :mod:`modalmerge.data.chunk_map`), falling
+back to h5py reads where a dataset is compressed or not chunked that way.
+``__getitems__`` (used by ``DataLoader``'s batched fetch) gathers a whole
+batch at once; pass ``collate_fn=collate_samples`` to keep it stacked.
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import h5py
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
+from modalmerge.data.chunk_map import ChunkMap, map_chunks
 from modalmerge.data.shards import FORMAT_VERSION, SPLITS
 from modalmerge.io import InputError, require_file
 
 __all__ = [
     "MODALITIES",
+    "SampleBatch",
     "ShardDataset",
+    "collate_samples",
     "load_split_arrays",
     "read_manifest",
     "split_texts",
@@ -121,8 +130,9 @@ class ShardDataset(Dataset):
         self._handles: list[h5py.File] | None = None
         self._pid: int | None = None
         self._provenance: dict[int, tuple[np.ndarray, np.ndarray, list[str]]] = {}
-        self._cache: dict[tuple[int, int, str], torch.Tensor] = {}
+        self._cache: dict[tuple[int, int, str], torch.Tensor | np.ndarray] = {}
         self._datasets: dict[tuple[int, str], h5py.Dataset] = {}
+        self._maps: dict[tuple[int, str], ChunkMap | None] = {}
 
     def __len__(self) -> int:
         return int(self._offsets[-1])
@@ -130,6 +140,7 @@ class ShardDataset(Dataset):
     def __getstate__(self) -> dict:  # never pickle open handles into workers
         state = self.__dict__.copy()
         state["_handles"], state["_pid"], state["_datasets"] = None, None, {}
+        state["_maps"] = {}
         return state
 
     def _open(self) -> list[h5py.File]:
@@ -137,6 +148,7 @@ class ShardDataset(Dataset):
             self._handles = [h5py.File(self.shard_dir / f, "r") for f in self.files]
             self._pid = os.getpid()
             self._provenance, self._cache, self._datasets = {}, {}, {}
+            self._maps = {}
         return self._handles
 
     def _locate(self, index: int) -> tuple[h5py.File, int, int]:
@@ -161,11 +173,21 @@ class ShardDataset(Dataset):
             self._datasets[fi, key] = h5[key]
         return self._datasets[fi, key]
 
-    def _modality(self, name: str, h5: h5py.File, fi: int, local: int, row: int) -> torch.Tensor:
-        if name == "time_series":
-            return torch.from_numpy(self._dataset(h5, fi, "samples/time_series")[local])
-        if name == "image":
-            return torch.from_numpy(self._dataset(h5, fi, "subjects/image")[row])
+    def _chunk_map(self, fi: int, key: str) -> ChunkMap | None:
+        if (fi, key) not in self._maps:  # None: read this dataset through h5py
+            self._maps[fi, key] = map_chunks(self._dataset(self._open()[fi], fi, key))
+        return self._maps[fi, key]
+
+    def _per_sample(self, name: str, fi: int, rows: np.ndarray) -> np.ndarray:
+        """(n, ...) array of a per-sample modality for local sample/subject rows."""
+        key = "samples/time_series" if name == "time_series" else "subjects/image"
+        chunk_map = self._chunk_map(fi, key)
+        if chunk_map is not None:
+            return chunk_map.take(rows)
+        dataset = self._dataset(self._open()[fi], fi, key)
+        return np.stack([dataset[int(r)] for r in rows])
+
+    def _subject_level(self, name: str, h5: h5py.File, fi: int, row: int) -> torch.Tensor:
         key = (fi, row, name)
         if key not in self._cache:
             if name == "text":
@@ -179,6 +201,12 @@ class ShardDataset(Dataset):
                 self._cache[key] = torch.from_numpy(h5[f"subjects/{name}"][row])
         return self._cache[key]
 
+    def _modality(self, name: str, h5: h5py.File, fi: int, local: int, row: int) -> torch.Tensor:
+        if name in ("time_series", "image"):
+            index = local if name == "time_series" else row
+            return torch.from_numpy(self._per_sample(name, fi, np.array([index]))[0])
+        return self._subject_level(name, h5, fi, row)
+
     def __getitem__(self, index: int) -> dict:
         h5, fi, local = self._locate(index)
         subject_index, window_start, ids = self._sample_info(fi, h5)
@@ -191,11 +219,136 @@ class ShardDataset(Dataset):
             "window_start": start,
         }
 
+    def _subject_rows(self, name: str, h5: h5py.File, fi: int, rows: np.ndarray) -> torch.Tensor:
+        """(n, ...) tensor of a subject-level modality for subject rows of file ``fi``."""
+        if name == "text":
+            return torch.stack([self._subject_level(name, h5, fi, r) for r in rows.tolist()])
+        key = (fi, -1, name)  # the whole (n_subjects, ...) array, read once
+        if key not in self._cache:
+            self._cache[key] = h5[f"subjects/{name}"][()]
+        # numpy's gather: torch's indexing kernel spins up threads for a tiny copy
+        return torch.from_numpy(self._cache[key][rows])
+
+    def get_batch(self, indices) -> dict:
+        """A collated batch: what ``default_collate([self[i] for i in indices])`` gives.
+
+        Parameters
+        ----------
+        indices : sequence of int, length n
+
+        Returns
+        -------
+        dict
+            ``condition`` and ``target`` (n, ...) tensors, ``time_offset`` and
+            ``window_start`` (n,) long tensors, ``subject`` (list of n str).
+            Per-sample arrays are gathered per file in one vectorised copy.
+        """
+        index = np.asarray(indices, dtype=np.int64).reshape(-1)
+        n = len(self)
+        bad = index[(index < -n) | (index >= n)]
+        if bad.size:
+            raise IndexError(f"sample {int(bad[0])} out of range for {n} samples")
+        index = index % max(n, 1)
+        files = np.searchsorted(self._offsets, index, side="right") - 1
+        handles = self._open()
+        parts: dict[str, list] = {"condition": [], "target": []}
+        starts = np.empty(len(index), dtype=np.int64)
+        subjects: list = [None] * len(index)
+        order = []
+        for fi in np.unique(files).tolist():
+            where = np.flatnonzero(files == fi)
+            order.append(where)
+            local = index[where] - self._offsets[fi]
+            subject_index, window_start, ids = self._sample_info(fi, handles[fi])
+            rows = subject_index[local]
+            starts[where] = window_start[local]
+            for j, row in zip(where.tolist(), rows.tolist(), strict=True):
+                subjects[j] = ids[row]
+            for role, name in (("condition", self.condition), ("target", self.target)):
+                if name in ("time_series", "image"):
+                    picked = local if name == "time_series" else rows
+                    parts[role].append(torch.from_numpy(self._per_sample(name, fi, picked)))
+                else:
+                    parts[role].append(self._subject_rows(name, handles[fi], fi, rows))
+        batch = {}
+        for role, chunks in parts.items():
+            if len(chunks) == 1:
+                batch[role] = chunks[0]
+            else:  # several files: put the rows back in the requested order
+                merged = np.empty((len(index), *chunks[0].shape[1:]), dtype=chunks[0].numpy().dtype)
+                for where, chunk in zip(order, chunks, strict=True):
+                    merged[where] = chunk.numpy()
+                batch[role] = torch.from_numpy(merged)
+        offsets = torch.from_numpy(starts)
+        batch.update(time_offset=offsets, subject=subjects, window_start=offsets.clone())
+        return batch
+
+    def __getitems__(self, indices: list[int]) -> SampleBatch:
+        """The samples ``indices`` as a :class:`SampleBatch` (a sequence of item dicts).
+
+        ``torch.utils.data.DataLoader`` calls this for each batch when the
+        dataset defines it. With ``collate_fn=collate_samples`` the batch
+        gathered by :meth:`get_batch` is returned as is; the default collate
+        also works (it rebuilds and restacks the items, which is slower).
+        """
+        return SampleBatch(self.get_batch(indices))
+
     def close(self) -> None:
         """Close the open HDF5 files (reopened on next access)."""
         for handle in self._handles or []:
             handle.close()
         self._handles = None
+        self._datasets, self._maps = {}, {}
+
+
+class SampleBatch(Sequence):
+    """A collated batch that also reads as the list of its item dicts.
+
+    Parameters
+    ----------
+    batch : dict
+        As :meth:`ShardDataset.get_batch` returns it.
+    """
+
+    def __init__(self, batch: dict):
+        self.batch = batch
+        self._items: list[dict] | None = None
+
+    def __len__(self) -> int:
+        return len(self.batch["subject"])
+
+    def __getitem__(self, j):
+        if self._items is None:  # built once, from one unbind per tensor
+            b = self.batch
+            self._items = [
+                {
+                    "condition": condition,
+                    "target": target,
+                    "time_offset": offset,
+                    "subject": subject,
+                    "window_start": start,
+                }
+                for condition, target, offset, subject, start in zip(
+                    b["condition"].unbind(0),
+                    b["target"].unbind(0),
+                    b["time_offset"].clone().unbind(0),
+                    b["subject"],
+                    b["window_start"].tolist(),
+                    strict=True,
+                )
+            ]
+        return self._items[j]
+
+
+def collate_samples(samples) -> dict:
+    """``collate_fn`` for a DataLoader over :class:`ShardDataset`.
+
+    Returns a :class:`SampleBatch`'s gathered batch directly; any other list
+    of samples goes through ``torch.utils.data.default_collate``.
+    """
+    if isinstance(samples, SampleBatch):
+        return samples.batch
+    return default_collate(samples)
 
 
 def load_split_arrays(shard_dir: str | os.PathLike, split: str, modality: str) -> dict:

@@ -13,10 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
-import torch
 from nilearn.connectome import ConnectivityMeasure
 
+from modalmerge.data.label_runs import column_plan, region_sums_rows, row_plan
 from modalmerge.data.nifti import check_same_grid, load_image, load_labels
 from modalmerge.data.preprocess import read_tr
 from modalmerge.io import InputError, atomic_path, require_file
@@ -74,6 +73,9 @@ def _validate_params(params: dict | None) -> dict:
     return merged
 
 
+_ROW_BLOCK = 360  # voxels per dense product in Fortran order (bench_parcellate.py)
+
+
 def _column_index(flat_labels: np.ndarray, roi_labels: np.ndarray) -> np.ndarray:
     """Map each voxel's label to its output column; voxels of other labels -> R."""
     n_roi = len(roi_labels)
@@ -92,9 +94,11 @@ def roi_means(
     ----------
     data : ndarray, shape (X, Y, Z, T), (X, Y, Z) or (V, T)
         Voxel signals. A 4D array in Fortran order (as NIfTI stores it) is read
-        through its (T, V) view with a sparse (V, R) averaging matrix; a
-        C-ordered one (time contiguous per voxel) through a single
-        ``index_add`` over its (V, T) view. Neither copies the array.
+        through its (T, V) view, one small dense product per labelled x-row
+        of the atlas (see :mod:`modalmerge.data.label_runs`); a C-ordered one
+        (time contiguous per voxel) through one sparse (R, V) @ (V, T)
+        product. Neither copies the array nor reads label-0 voxels, and the
+        per-atlas plans are cached.
     labels : ndarray of int, shape (X, Y, Z) or (V,)
         Region label per voxel; 0 (or any label not in ``roi_labels``) is ignored.
     roi_labels : ndarray of int, shape (R,), optional
@@ -123,11 +127,16 @@ def roi_means(
         order = "F" if fortran else "C"
         data_vt = data.reshape(n_vox, n_time, order=order)  # a view when contiguous
         flat_labels = labels.reshape(-1, order=order)
+        # Fortran order: each volume is x-rows of X voxels (x fastest); products over
+        # blocks of ~360 voxels (whole x-rows) balance BLAS call overhead and flops
+        row_length = data.shape[0] * max(1, _ROW_BLOCK // data.shape[0]) if fortran else None
+        rows_per_chunk = 2
     elif data.ndim == 2:
         if labels.shape != (data.shape[0],):
             raise ValueError(f"2D data (V, T) needs labels of shape ({data.shape[0]},)")
         data_vt, flat_labels = data, labels
         n_vox, n_time = data.shape
+        row_length, rows_per_chunk = None, 1
     else:
         raise ValueError(f"data must be 2D, 3D or 4D, got shape {data.shape}")
     if not np.issubdtype(flat_labels.dtype, np.integer):
@@ -145,15 +154,14 @@ def roi_means(
     if not (values.flags.c_contiguous or values.flags.f_contiguous):
         values = np.ascontiguousarray(values)
 
-    if values.flags.c_contiguous:  # (V, T) rows contiguous: one streaming index_add
-        sums = torch.zeros((n_roi + 1, n_time), dtype=torch.from_numpy(values[:0]).dtype)
-        sums.index_add_(0, torch.from_numpy(column), torch.from_numpy(values))
-        means = sums[:n_roi].numpy().T / counts
-    else:  # (T, V) rows contiguous: dense (T, V) @ sparse (V, R)
-        keep = np.flatnonzero(column < n_roi)
-        weights = (1.0 / counts[column[keep]]).astype(values.dtype)
-        averaging = sp.csr_matrix((weights, (keep, column[keep])), shape=(n_vox, n_roi))
-        means = np.asarray(values.T @ averaging)
+    if values.flags.c_contiguous:  # (V, T) rows contiguous: sparse (R, V) @ (V, T)
+        sums = column_plan(column, n_roi, values.dtype) @ values
+    elif row_length is not None:  # (T, V) rows contiguous: one small product per x-row
+        plan = row_plan(column, n_roi, row_length, rows_per_chunk)
+        sums = region_sums_rows(values.T, plan, row_length)
+    else:  # 2D (V, T) in Fortran order: no grid to find rows in
+        sums = (values.T @ column_plan(column, n_roi, values.dtype).T).T
+    means = np.asarray(sums).T / counts
     return means.astype(np.float32, copy=False)
 
 

@@ -3,11 +3,12 @@
 Layout of each ``{split}-NNNN.h5`` (docs/architecture.md §2)::
 
     /attrs: format_version, config_hash, split
-    /samples/time_series   (n_samples, window, R) float32, chunks=(1, window, R)
+    /samples/time_series   (n_samples, window, R) float32, chunks=(1, window, R),
+                           uncompressed, allocated at creation (constant chunk stride)
     /samples/subject_index (n_samples,) int64   -> row in /subjects/*
     /samples/window_start  (n_samples,) int64   (volumes from run start)
     /subjects/id           (n_subjects,) str
-    /subjects/image        (n_subjects, 1, D, H, W) float32, chunks=(1, 1, D, H, W)
+    /subjects/image        (n_subjects, 1, D, H, W) float32, chunks=(1, 1, D, H, W), ditto
     /subjects/tabular      (n_subjects, n_columns) float32 (attrs: columns, categorical,
                            categories = JSON {column: [names by code]})
     /subjects/text         (n_subjects,) str
@@ -191,6 +192,22 @@ def _load_parcellated(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
+def _n_windows(path: Path, window: int, stride: int) -> int:
+    """Windows one subject will give (0 if too short: the main pass reports it)."""
+    n_time = _load_parcellated(path)["roi_timeseries"].shape[0]
+    return 0 if n_time < window else (n_time - window) // stride + 1
+
+
+def _contiguous_chunks() -> h5py.h5p.PropDCID:
+    """Creation properties that place every chunk at creation, in order and
+    uncompressed, so sample i is one byte range at a constant stride (what
+    :mod:`modalmerge.data.chunk_map` serves from a memmap); no fill pass."""
+    dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
+    dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
+    dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
+    return dcpl
+
+
 def _check_name(path: Path, subject: str, what: str) -> None:
     if subject not in path.name:
         raise ValueError(f"{what} {path} does not belong to subject {subject}")
@@ -213,7 +230,7 @@ def _write_file(
     """Write one shard file with the given subjects; return its sample count."""
     window, stride, factor = params["window"], params["stride"], params["image_downsample"]
     n = len(members)
-    with h5py.File(path, "w") as h5:
+    with h5py.File(path, "w", libver=("v110", "latest")) as h5:  # fixed-array chunk index
         h5.attrs.update(format_version=FORMAT_VERSION, config_hash=chash, split=split)
         samples, subj = h5.create_group("samples"), h5.create_group("subjects")
         subj.create_dataset("id", data=[subjects[i] for i in members], dtype=h5py.string_dtype())
@@ -250,17 +267,22 @@ def _write_file(
                 raise InputError(anatomy[i], f"image shape {image.shape} differs from others'")
             text = require_file(texts[i], "description text").read_text(encoding="utf-8").strip()
             if series_ds is None:
+                total = sum(_n_windows(parcellated[j], window, stride) for j in members)
                 series_ds = samples.create_dataset(
                     "time_series",
-                    (0, window, n_roi),
-                    maxshape=(None, window, n_roi),
+                    (total, window, n_roi),
                     chunks=(1, window, n_roi),
                     dtype=np.float32,
+                    dcpl=_contiguous_chunks(),
                 )
-                index_ds = samples.create_dataset("subject_index", (0,), np.int64, maxshape=(None,))
-                starts_ds = samples.create_dataset("window_start", (0,), np.int64, maxshape=(None,))
+                index_ds = samples.create_dataset("subject_index", (total,), np.int64)
+                starts_ds = samples.create_dataset("window_start", (total,), np.int64)
                 image_ds = subj.create_dataset(
-                    "image", (n, *shapes["image"]), np.float32, chunks=(1, *shapes["image"])
+                    "image",
+                    (n, *shapes["image"]),
+                    np.float32,
+                    chunks=(1, *shapes["image"]),
+                    dcpl=_contiguous_chunks(),
                 )
                 feat_ds = subj.create_dataset(
                     "structural_features", (n, *shapes["structural_features"]), np.float32
@@ -272,8 +294,6 @@ def _write_file(
             starts = np.arange(0, n_time - window + 1, stride, dtype=np.int64)
             windows = np.lib.stride_tricks.sliding_window_view(series, window, axis=0)[starts]
             k = len(starts)
-            for ds in (series_ds, index_ds, starts_ds):
-                ds.resize(written + k, axis=0)
             series_ds[written : written + k] = windows.transpose(0, 2, 1)  # (k, window, R)
             index_ds[written : written + k] = row
             starts_ds[written : written + k] = starts

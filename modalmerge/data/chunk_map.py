@@ -1,0 +1,111 @@
+"""Serve samples of an HDF5 dataset straight from a memory map of its file.
+
+The shards store per-sample arrays uncompressed, one sample per chunk, so every
+sample is one contiguous byte range of the file. :func:`map_chunks` reads
+those ranges once (h5py's low-level chunk query) and :class:`ChunkMap` then
+gathers samples with numpy from a read-only ``numpy.memmap``: no HDF5 call per
+read, and a batch is one vectorised copy when the chunks lie at a constant
+stride (as :mod:`modalmerge.data.shards` writes them).
+"""
+
+from __future__ import annotations
+
+import mmap
+
+import h5py
+import numpy as np
+
+__all__ = ["ChunkMap", "map_chunks"]
+
+
+class ChunkMap:
+    """Samples of a one-sample-per-chunk dataset, read from a memory map of its file.
+
+    Parameters
+    ----------
+    path : str
+        The HDF5 file.
+    offsets : ndarray of int64, shape (n,)
+        Byte offset of each sample's chunk in the file.
+    shape : tuple of int
+        Shape of one sample.
+    dtype : numpy dtype
+    """
+
+    def __init__(self, path: str, offsets: np.ndarray, shape: tuple, dtype: np.dtype):
+        self.shape, self.dtype = tuple(shape), np.dtype(dtype)
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+        with open(path, "rb") as handle:  # the mapping outlives the descriptor
+            self._mmap = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        self._file = np.frombuffer(self._mmap, dtype=np.uint8)  # a plain read-only ndarray
+        nbytes = self.dtype.itemsize * int(np.prod(self.shape))
+        if len(self.offsets) and int(self.offsets.max()) + nbytes > len(self._file):
+            raise ValueError(f"chunk offsets run past the end of {path}")
+        steps = np.diff(self.offsets)
+        self._strided = None
+        if len(self.offsets) and (len(steps) == 0 or (steps == steps[0]).all()):
+            stride = int(steps[0]) if len(steps) else nbytes
+            if stride >= nbytes and stride > 0:  # all samples in one (n, ...) strided view
+                self._strided = np.lib.stride_tricks.as_strided(
+                    self._file[int(self.offsets[0]) :],
+                    shape=(len(self.offsets), nbytes),
+                    strides=(stride, 1),
+                    writeable=False,
+                )
+        self._nbytes = nbytes
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """Copy the samples ``rows`` (n,) into a new (n, *shape) array."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if self._strided is not None:
+            raw = self._strided[rows]  # one fancy-indexed copy of n byte ranges
+        else:
+            raw = np.empty((len(rows), self._nbytes), dtype=np.uint8)
+            for j, start in enumerate(self.offsets[rows].tolist()):
+                raw[j] = self._file[start : start + self._nbytes]
+        return raw.view(self.dtype).reshape(len(rows), *self.shape)
+
+
+def map_chunks(dataset: h5py.Dataset) -> ChunkMap | None:
+    """A :class:`ChunkMap` of ``dataset``, or None where it cannot serve it.
+
+    Needs: chunks of exactly one sample ``(1, *shape[1:])``, no filters
+    (compression, shuffle, checksums), a little-endian or byte-order-free
+    numeric dtype, and every chunk written and stored at its full size.
+    Anything else (compressed, contiguous, unwritten chunks, an HDF5 build
+    without the chunk query) returns None: read through h5py instead.
+    """
+    shape = dataset.shape
+    dtype = dataset.dtype
+    if dataset.chunks != (1, *shape[1:]) or len(shape) < 1 or shape[0] == 0:
+        return None
+    if dtype.kind not in "fiu" or dtype.byteorder == ">":
+        return None
+    if dataset.id.get_create_plist().get_nfilters() != 0:
+        return None
+    nbytes = dtype.itemsize * int(np.prod(shape[1:]))
+    offsets = np.full(shape[0], -1, dtype=np.int64)
+    try:
+        if hasattr(dataset.id, "chunk_iter"):
+
+            def record(info) -> None:
+                if info.size == nbytes and info.filter_mask == 0:
+                    offsets[info.chunk_offset[0]] = info.byte_offset
+
+            dataset.id.chunk_iter(record)
+        else:
+            for i in range(dataset.id.get_num_chunks()):
+                info = dataset.id.get_chunk_info(i)
+                if info.size == nbytes and info.filter_mask == 0:
+                    offsets[info.chunk_offset[0]] = info.byte_offset
+    except (AttributeError, RuntimeError, ValueError, OSError):
+        return None
+    if (offsets < 0).any():  # a chunk never written (fill value) or stored oddly
+        return None
+    try:
+        return ChunkMap(dataset.file.filename, offsets, shape[1:], dtype.newbyteorder("="))
+    except (OSError, ValueError):
+        return None
