@@ -113,7 +113,10 @@ def test_shard_layout_follows_the_contract(shards):
         i = int(sid[-3:]) - 1
         expected = np.arange(start, start + 8)[:, None] + 100 * i + np.arange(R)[None]
         assert np.array_equal(ts[1], expected)
-        assert h5["subjects/tabular"][0, 0] == 20 + int(h5["subjects/id"].asstr()[0][-3:]) - 1
+        age = 20 + int(h5["subjects/id"].asstr()[0][-3:]) - 1
+        stats = manifest["tabular"]
+        z = (age - stats["numeric_mean"][0]) / stats["numeric_std"][0]
+        assert h5["subjects/tabular"][0, 0] == pytest.approx(z, rel=1e-5)
 
 
 def test_dataset_items_have_contract_shapes_and_dtypes(shards):
@@ -253,3 +256,19 @@ def test_dataloader_with_two_workers_reads_every_sample_once(shards):
     seen = torch.cat([b["target"] for b in batches])
     assert seen.shape[0] == len(ds) and batches[0]["condition"].shape[1:] == (1, 3, 4, 2)
     assert torch.equal(seen, ds.get_batch(range(len(ds)))["target"])
+
+
+def test_numeric_columns_are_z_scored_with_training_subjects_only(shards):
+    manifest = read_manifest(shards)
+    train_ages = np.array([20 + int(s[4:]) - 1 for s in manifest["splits"]["train"]], float)
+    assert manifest["tabular"]["numeric_mean"] == pytest.approx([train_ages.mean()])
+    assert manifest["tabular"]["numeric_std"] == pytest.approx([train_ages.std()])
+    train = load_split_arrays(shards, "train", "tabular")["data"]
+    assert train[:, 0].mean() == pytest.approx(0.0, abs=1e-5)
+    assert train[:, 0].std() == pytest.approx(1.0, abs=1e-4)
+    test = load_split_arrays(shards, "test", "tabular")
+    ages = np.array([20 + int(s[4:]) - 1 for s in test["subject"]], float)
+    expected = (ages - train_ages.mean()) / train_ages.std()
+    np.testing.assert_allclose(test["data"][:, 0], expected, rtol=1e-5)
+    # categorical codes are untouched integers
+    assert np.all(np.mod(test["data"][:, 1:], 1) == 0)

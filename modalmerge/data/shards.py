@@ -305,6 +305,28 @@ def _write_file(
         return written
 
 
+def _standardize_numeric(
+    tabular: pd.DataFrame, categorical: list[str], train_subjects: list[str]
+) -> tuple[pd.DataFrame, dict]:
+    """Z-score the table's numeric columns with the TRAINING subjects' mean and SD.
+
+    Models then see (and predict) ages and scores on a unit scale whatever their
+    units; the statistics go into the manifest, so values can be mapped back.
+    Test subjects never inform them.
+    """
+    numeric = [c for c in tabular.columns if c not in categorical]
+    train = tabular.loc[train_subjects, numeric]
+    mean = train.mean()
+    std = train.std(ddof=0).replace(0.0, 1.0).fillna(1.0)
+    out = tabular.copy()
+    out[numeric] = ((tabular[numeric] - mean) / std).astype(np.float32)
+    stats = {
+        "numeric_mean": [float(v) for v in mean],
+        "numeric_std": [float(v) for v in std],
+    }
+    return out, stats
+
+
 def write_shards(
     subjects: list[str],
     parcellated: list[Path],
@@ -365,6 +387,7 @@ def write_shards(
         "categories": json.dumps(categories),
     }
     splits = split_subjects(subjects, params["fractions"], params["seed"])
+    tabular, numeric_stats = _standardize_numeric(tabular, categorical, splits["train"])
     chash = config_hash(params)
     position = {s: i for i, s in enumerate(subjects)}
 
@@ -402,7 +425,8 @@ def write_shards(
             }
             | {"tabular": [len(tabular.columns)]},
             "tabular": {"columns": list(tabular.columns), "categorical": categorical}
-            | {"categories": categories},
+            | {"categories": categories}
+            | numeric_stats,
             "feature_names": shapes["feature_names"],
             "roi_labels": shapes["roi_labels"],
             "tr": shapes["tr"],

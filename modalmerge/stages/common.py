@@ -9,7 +9,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from modalmerge.data.dataset import ShardDataset, read_manifest, split_texts, tabular_schema
+from modalmerge.data.dataset import (
+    ShardDataset,
+    collate_samples,
+    read_manifest,
+    split_texts,
+    tabular_schema,
+)
 from modalmerge.io import InputError, require_file
 from modalmerge.models.model import MultiModalModel
 from modalmerge.models.text import Tokenizer
@@ -109,7 +115,9 @@ def collect_split(
     dataset = ShardDataset(
         shard_dir, split, condition, target, tokenizer=tokenizer, text_max_length=TEXT_MAX_LENGTH
     )
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_samples
+    )
     out = SplitArrays()
     conditions, targets, predictions, starts = [], [], [], []
     scores: list[list[np.ndarray]] = []

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from modalmerge.data.dataset import ShardDataset
+from modalmerge.data.dataset import ShardDataset, collate_samples
 from modalmerge.io import atomic_path
 from modalmerge.stages.common import TEXT_MAX_LENGTH, build_model, fit_tokenizer
 from modalmerge.training.trainer import Trainer
@@ -37,6 +37,7 @@ def _loader(dataset, batch_size: int, shuffle: bool, seed: int, workers: int):
         persistent_workers=workers > 0,
         pin_memory=torch.cuda.is_available(),
         drop_last=False,
+        collate_fn=collate_samples,
     )
 
 
