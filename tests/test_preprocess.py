@@ -73,7 +73,9 @@ def test_preprocess_skips_resampling_when_already_on_grid(subject, monkeypatch):
     def fail(*args, **kwargs):
         raise AssertionError("resample_to_img called for an on-grid image")
 
-    monkeypatch.setattr(pp, "resample_to_img", fail)
+    import nilearn.image
+
+    monkeypatch.setattr(nilearn.image, "resample_to_img", fail)
     run(subject)
     assert (subject["out"] / "bold.nii.gz").exists()
 

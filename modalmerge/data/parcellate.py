@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from nilearn.connectome import ConnectivityMeasure
 
 from modalmerge.data.label_runs import column_plan, region_sums_rows, row_plan
 from modalmerge.data.nifti import check_same_grid, load_image, load_labels
@@ -252,6 +251,8 @@ def connectivity(roi_timeseries: np.ndarray, kind: str = "correlation") -> np.nd
     -------
     ndarray of float32, shape (R, R)
     """
+    from nilearn.connectome import ConnectivityMeasure
+
     measure = ConnectivityMeasure(kind=kind, standardize=False)
     matrix = measure.fit_transform([roi_timeseries.astype(np.float64)])[0]
     return matrix.astype(np.float32)

@@ -33,8 +33,6 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pandas as pd
-from nilearn.image import resample_to_img
-from nilearn.signal import clean
 
 from modalmerge.data.nifti import load_image, load_labels, same_grid, save_image
 from modalmerge.io import InputError, require_file
@@ -170,6 +168,8 @@ def _read_confounds(path: str | os.PathLike, n_volumes: int) -> np.ndarray:
 def _to_grid(img: nib.Nifti1Image, atlas: nib.Nifti1Image) -> nib.Nifti1Image:
     if same_grid(img, atlas):
         return img
+    from nilearn.image import resample_to_img  # lazy: parcellate imports this module for read_tr
+
     return resample_to_img(
         img, atlas, interpolation="continuous", force_resample=True, copy_header=True
     )
@@ -281,6 +281,8 @@ def preprocess_subject(
     bold = _to_grid(bold, atlas)
     signals = np.asanyarray(bold.dataobj)[mask]  # (V_mask, T) gather
     del bold
+    from nilearn.signal import clean
+
     cleaned = clean(
         signals.T,  # (T, V_mask)
         detrend=params["detrend"],
