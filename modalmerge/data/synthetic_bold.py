@@ -29,7 +29,7 @@ from modalmerge.data.synthetic_params import STREAM_BOLD, SyntheticParams, rng_f
 from modalmerge.data.synthetic_task import evoked_response
 
 SPONTANEOUS_PCT = 1.0  # mean std of spontaneous regional signal, percent
-GLOBAL_SHOCK = 0.05  # share of the neural innovations' variance common to all regions
+GLOBAL_SHOCK = 0.15  # share of the neural innovations' variance common to all regions
 SMOOTH_NOISE_PCT = 0.3  # std of each spatially smooth 1/f noise mode, percent
 N_SMOOTH_MODES = 24
 DRIFT_PCT = 0.2  # typical size of slow drift over the run, percent

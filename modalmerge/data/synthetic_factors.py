@@ -254,7 +254,7 @@ def subject_truth(p: SyntheticParams, index: int) -> SubjectTruth:
     )
 
 
-LATERALITY_GAIN = 0.6  # share of a region's condition preference set by its anatomy
+LATERALITY_GAIN = 0.9  # share of a region's condition preference set by its anatomy
 
 
 def _subject_condition_weights(

@@ -129,7 +129,7 @@ class SyntheticParams:
     intensity_sd: float = 0.05
     age_effect_mm: float = 0.12
     disease_effect_mm: float = 0.6
-    amplitude_max: float = 4.0
+    amplitude_max: float = 10.0
     latency_gain_s: float = 1.5
     coupling_strength: float = 0.3
     noise_scale: float = 1.0
