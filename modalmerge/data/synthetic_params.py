@@ -126,11 +126,11 @@ class SyntheticParams:
     ventricle_gain: float = 1.0
     thickness_mean_mm: float = 5.0
     thickness_sd_mm: float = 0.6
-    intensity_sd: float = 0.05
+    intensity_sd: float = 0.15
     age_effect_mm: float = 0.12
     disease_effect_mm: float = 0.6
     amplitude_max: float = 10.0
-    latency_gain_s: float = 1.5
+    latency_gain_s: float = 0.5
     coupling_strength: float = 0.3
     noise_scale: float = 1.0
 
