@@ -208,9 +208,14 @@ def subject_truth(p: SyntheticParams, index: int) -> SubjectTruth:
         - p.disease_effect_mm * severity * cohort.vulnerability
     )
     thickness = np.maximum(thickness, 1.0)
+    # hemispheric asymmetry of grey-matter intensity, one latent per subject: through
+    # _subject_condition_weights it sets which hemifield all task regions prefer
+    laterality = rng.standard_normal()
+    hemisphere_sign = np.where(np.arange(n_regions) < p.regions_per_hemisphere, 1.0, -1.0)
     gm_intensity = (
         1.0
-        + p.intensity_sd * (0.8 * intensity_noise + 0.4 * brain_factor)
+        + p.intensity_sd
+        * (0.5 * intensity_noise + 0.4 * brain_factor + 0.6 * laterality * hemisphere_sign)
         - 0.01 * (age - 50.0) / 10.0
     )
     structural = np.stack([thickness, gm_intensity, lesion_ml], axis=1)
