@@ -101,7 +101,10 @@ def attention_on_anatomy(
         cmap="hot",
         vmin=0.0,
         vmax=vmax,
-        threshold=vmax * 1e-3,
+        # show the anatomy where attention is below its median (a map of softmax
+        # weights is positive everywhere: without a threshold it hides the brain)
+        threshold=float(np.median(att)),
+        alpha=0.8,
         black_bg=True,
         dim=0,
     )
