@@ -2,6 +2,7 @@
 
 Usage: .venv/bin/python benchmarks/bench_parcellate.py [--n-time 200] [--n-roi 400]
 Prints seconds (best of --repeat) and ratios; the array is 91x109x91xT float32.
+Times the numba kernel (when numba is installed) and the numpy/BLAS fallback.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import nibabel as nib
 import numpy as np
 from scipy.spatial import cKDTree
 
+from modalmerge.data import roi_kernel
 from modalmerge.data.parcellate import roi_means
 
 
@@ -52,13 +54,21 @@ def main() -> None:
     print(f"array {data.shape} float32 ({data.nbytes / 1e6:.0f} MB), {args.n_roi} regions, "
           f"{(labels > 0).mean():.0%} of voxels labelled")  # fmt: skip
 
-    t_sum = best(lambda: data.sum(), args.repeat)
-    t_first_f = best(lambda: roi_means(data, labels), 1)  # builds the per-atlas plan
-    t_f = best(lambda: roi_means(data, labels), args.repeat)
     data_c = np.ascontiguousarray(data)  # time contiguous per voxel
-    t_first_c = best(lambda: roi_means(data_c, labels), 1)
-    t_c = best(lambda: roi_means(data_c, labels), args.repeat)
+    t_sum = best(lambda: data.sum(), args.repeat)
     t_sum_c = best(lambda: data_c.sum(), args.repeat)
+    paths = (["numba"] if roi_kernel.HAVE_NUMBA else []) + ["numpy"]
+    results = {}
+    for path in paths:
+        roi_kernel.HAVE_NUMBA = path == "numba"
+        row = {}
+        for order, array in (("F", data), ("C", data_c)):
+            # the first call builds the per-atlas plan (and, for numba, loads or compiles
+            # the kernel: run with NUMBA_CACHE_DIR=$(mktemp -d) to time a cold compile)
+            row[f"first_{order}"] = best(lambda a=array: roi_means(a, labels), 1)
+            row[order] = best(lambda a=array: roi_means(a, labels), args.repeat)
+            row[f"out_{order}"] = roi_means(array, labels)
+        results[path] = row
 
     affine = np.diag([2.0, 2.0, 2.0, 1.0])
     img, atlas = nib.Nifti1Image(data, affine), nib.Nifti1Image(labels, affine)
@@ -69,17 +79,23 @@ def main() -> None:
         start = time.perf_counter()
         expected = NiftiLabelsMasker(atlas, strategy="mean").fit_transform(img)
         t_nilearn = time.perf_counter() - start
-    diff_f = np.abs(roi_means(data, labels) - expected).max()
-    diff_c = np.abs(roi_means(data_c, labels) - expected).max()
 
+    if roi_kernel.HAVE_NUMBA or "numba" in results:
+        import numba
+
+        print(f"numba {numba.__version__}")
     print(f"data.sum() F-order            {t_sum:8.3f} s")
     print(f"data.sum() C-order            {t_sum_c:8.3f} s")
-    print(f"roi_means F-order (NIfTI)     {t_f:8.3f} s   {t_f / t_sum:5.1f}x sum")
-    print(f"roi_means C-order (time-contig){t_c:7.3f} s   {t_c / t_sum_c:5.1f}x sum")
-    print(f"first call (plan build) F {t_first_f:6.3f} s, C {t_first_c:6.3f} s")
     print(f"NiftiLabelsMasker             {t_nilearn:8.3f} s")
-    print(f"speed-up vs NiftiLabelsMasker F {t_nilearn / t_f:6.1f}x, C {t_nilearn / t_c:6.1f}x")
-    print(f"max |roi_means - masker|      F {diff_f:.2e}, C {diff_c:.2e}")
+    for path, row in results.items():
+        for order, t_ref in (("F", t_sum), ("C", t_sum_c)):
+            t = row[order]
+            diff = np.abs(row[f"out_{order}"] - expected).max()
+            print(
+                f"roi_means {path:5s} {order}-order {t:8.3f} s  {t / t_ref:5.2f}x sum  "
+                f"{t_nilearn / t:6.1f}x masker  first call {row[f'first_{order}']:6.3f} s  "
+                f"max|diff| {diff:.1e}"
+            )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import pytest
 from _nifti_fixtures import AFFINE, N_ROI, TR, write_atlas, write_subject
 from nilearn.maskers import NiftiLabelsMasker
 
+from modalmerge.data import parcellate, roi_kernel
 from modalmerge.data.parcellate import FEATURE_NAMES, parcellate_subject, roi_means
 from modalmerge.data.preprocess import preprocess_subject
 from modalmerge.io import InputError
@@ -25,6 +26,18 @@ def preprocessed(tmp_path_factory):
     return {"t1": out_t1, "bold": out_bold, "atlas": atlas, "labels": labels, "root": root}
 
 
+@pytest.fixture(params=["numba", "numpy"])
+def kernel(request, monkeypatch):
+    """Run a test through the compiled kernel and through the numpy fallback."""
+    if request.param == "numba":
+        pytest.importorskip("numba")
+        monkeypatch.setattr(roi_kernel, "HAVE_NUMBA", True)
+        monkeypatch.setattr(roi_kernel, "MIN_ELEMENTS", 0)
+    else:
+        monkeypatch.setattr(roi_kernel, "HAVE_NUMBA", False)
+    return request.param
+
+
 def masker_means(data, labels):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -33,7 +46,7 @@ def masker_means(data, labels):
 
 
 @pytest.mark.parametrize("order", ["F", "C"])
-def test_roi_means_equal_nilearn_labels_masker(order):
+def test_roi_means_equal_nilearn_labels_masker(order, kernel):
     rng = np.random.default_rng(1)
     data = (rng.standard_normal((9, 8, 7, 25)) * 4 + 10).astype(np.float32)
     labels = rng.choice([0, 2, 3, 7, 11], size=(9, 8, 7)).astype(np.int32)  # gaps in numbering
@@ -43,7 +56,7 @@ def test_roi_means_equal_nilearn_labels_masker(order):
     assert np.abs(got - expected).max() <= 1e-5
 
 
-def test_roi_means_accepts_3d_2d_and_strided_input():
+def test_roi_means_accepts_3d_2d_and_strided_input(kernel):
     rng = np.random.default_rng(2)
     data = rng.standard_normal((6, 5, 4, 10)).astype(np.float32)
     labels = rng.integers(0, 4, (6, 5, 4))
@@ -135,7 +148,7 @@ def test_parcellate_rejects_a_bold_without_tr(preprocessed, tmp_path):
 
 
 @pytest.mark.parametrize("order", ["F", "C"])
-def test_roi_means_equal_masker_with_one_voxel_regions_and_uneven_rows(order):
+def test_roi_means_equal_masker_with_one_voxel_regions_and_uneven_rows(order, kernel):
     rng = np.random.default_rng(4)
     shape = (13, 11, 9)  # 13-voxel x-rows: the row blocks do not divide the grid
     data = (rng.standard_normal((*shape, 7)) * 3 + 10).astype(np.float32)
@@ -148,7 +161,7 @@ def test_roi_means_equal_masker_with_one_voxel_regions_and_uneven_rows(order):
     assert np.abs(got - expected).max() <= 1e-5
 
 
-def test_roi_means_cached_plan_follows_changed_labels():
+def test_roi_means_cached_plan_follows_changed_labels(kernel):
     rng = np.random.default_rng(5)
     data = np.asfortranarray(rng.standard_normal((8, 7, 6, 5)).astype(np.float32))
     labels = rng.integers(1, 4, (8, 7, 6)).astype(np.int32)
@@ -157,3 +170,43 @@ def test_roi_means_cached_plan_follows_changed_labels():
     second = roi_means(data, labels)
     assert np.abs(second - masker_means(data, labels)).max() <= 1e-5
     assert not np.allclose(first, second)
+
+
+@pytest.mark.parametrize("order", ["F", "C"])
+def test_roi_means_uses_the_compiled_kernel_when_numba_is_installed(order, monkeypatch):
+    pytest.importorskip("numba")
+    monkeypatch.setattr(roi_kernel, "HAVE_NUMBA", True)
+    monkeypatch.setattr(roi_kernel, "MIN_ELEMENTS", 0)
+
+    def numpy_path(*args, **kwargs):
+        raise AssertionError("numpy fallback used although numba is available")
+
+    monkeypatch.setattr(parcellate, "column_plan", numpy_path)
+    monkeypatch.setattr(parcellate, "region_sums_rows", numpy_path)
+    rng = np.random.default_rng(6)
+    data = rng.standard_normal((7, 6, 5, 19))  # float64, 2 blocks of 8 volumes + 3
+    labels = rng.choice([0, 5, 6, 8], size=(7, 6, 5)).astype(np.int16)
+    labels[3, 3, 3] = 12  # a one-voxel region
+    got = roi_means(np.asarray(data, order=order), labels)
+    assert np.abs(got - masker_means(data, labels)).max() <= 1e-5
+
+
+def test_region_sums_rejects_non_contiguous_and_integer_data():
+    pytest.importorskip("numba")
+    column = np.zeros(4, np.int64)
+    with pytest.raises(ValueError, match="contiguous"):
+        roi_kernel.region_sums(np.zeros((4, 6), np.float32)[:, ::2], column, 1)
+    with pytest.raises(ValueError, match="float32 or float64"):
+        roi_kernel.region_sums(np.zeros((4, 3), np.int16), column, 1)
+
+
+def test_roi_means_equal_masker_for_long_runs_and_large_intensities(kernel):
+    rng = np.random.default_rng(7)
+    shape = (40, 3, 2)  # one region fills whole 40-voxel x-rows: runs longer than 16
+    data = np.asfortranarray(rng.normal(1000.0, 50.0, (*shape, 11)).astype(np.float32))
+    labels = np.ones(shape, np.int32)
+    labels[:, 2, :] = 2
+    labels[5:9, 0, 1] = 0
+    expected = masker_means(data, labels)
+    got = roi_means(data, labels)
+    assert np.allclose(got, expected, rtol=1e-6, atol=0)

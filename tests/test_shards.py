@@ -11,7 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from modalmerge.data.dataset import ShardDataset, load_split_arrays, read_manifest
+from modalmerge.data.dataset import (
+    ShardDataset,
+    collate_samples,
+    load_split_arrays,
+    read_manifest,
+)
 from modalmerge.data.shards import split_subjects, write_shards
 from modalmerge.io import InputError
 
@@ -272,3 +277,39 @@ def test_numeric_columns_are_z_scored_with_training_subjects_only(shards):
     np.testing.assert_allclose(test["data"][:, 0], expected, rtol=1e-5)
     # categorical codes are untouched integers
     assert np.all(np.mod(test["data"][:, 1:], 1) == 0)
+
+
+class _Tok:
+    def encode(self, text, max_length):
+        return [4 + len(w) for w in text.split()][:max_length]
+
+
+@pytest.mark.parametrize("split", ["train", "val"])  # train: two files, val: one
+@pytest.mark.parametrize(
+    ("condition", "target"),
+    [("text", "image"), ("connectivity", "tabular"), ("image", "time_series")],
+)
+def test_get_batch_equals_default_collate_for_every_modality(shards, split, condition, target):
+    ds = ShardDataset(shards, split, condition, target, tokenizer=_Tok(), text_max_length=6)
+    n = len(ds)
+    indices = [n - 1, 0, -1, -n, n // 2, 1, n - 1]  # negatives and repeats
+    got = collate_samples(ds.__getitems__(indices))
+    want = torch.utils.data.default_collate([ds[i] for i in indices])
+    assert got["subject"] == want["subject"]
+    for key in ("condition", "target", "time_offset", "window_start"):
+        assert got[key].dtype == want[key].dtype and torch.equal(got[key], want[key]), key
+    with pytest.raises(IndexError, match="out of range"):
+        ds.get_batch([0, -n - 1])
+
+
+def test_get_batch_survives_close_and_pickling(shards):
+    ds = ShardDataset(shards, "val", "structural_features", "time_series")
+    first = ds.get_batch([0, 2])
+    ds.close()
+    again = ds.get_batch([0, 2])
+    clone = pickle.loads(pickle.dumps(ds))
+    assert clone._index is None  # lookups are rebuilt in the new process, not pickled
+    for batch in (again, clone.get_batch([0, 2])):
+        assert (
+            torch.equal(batch["target"], first["target"]) and batch["subject"] == first["subject"]
+        )

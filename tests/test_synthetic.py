@@ -250,6 +250,8 @@ def test_failed_write_leaves_no_partial_file_and_keeps_the_old_one(tmp_path, mon
 def test_anatomy_sets_the_shape_of_each_task_region_s_response():
     """Task regions' left/right preference follows their grey-matter intensity asymmetry,
     so the evoked time course's shape, not only its size, is predictable from anatomy."""
+    from scipy.stats import spearmanr
+
     from modalmerge.data.synthetic_factors import cohort_constants, subject_truth
 
     p = SyntheticParams(n_subjects=40, n_regions=8)
@@ -262,6 +264,7 @@ def test_anatomy_sets_the_shape_of_each_task_region_s_response():
     assert task.size
     for r in task:
         assert share[:, r].std() > 0.05
-        assert np.corrcoef(asymmetry[:, r], share[:, r])[0, 1] > 0.9
+        # a monotonic (saturating) function of the asymmetry
+        assert spearmanr(asymmetry[:, r], share[:, r])[0] > 0.95
     for r in np.flatnonzero(cohort.community == 1):
         assert np.allclose(share[:, r], share[0, r])

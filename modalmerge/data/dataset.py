@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import h5py
@@ -83,6 +84,19 @@ def _check_modality(name: str, role: str) -> None:
         raise ValueError(f"{role} modality {name!r} is not one of {MODALITIES}")
 
 
+@dataclass
+class _SampleIndex:
+    """Per-sample lookups over a split's files, each an int64 (N,) array but ``subject``."""
+
+    file: np.ndarray  # shard file of the sample
+    local: np.ndarray  # its row in that file's samples/*
+    row: np.ndarray  # its subject's row in that file's subjects/*
+    global_row: np.ndarray  # its subject's row among all subjects of the split
+    start: np.ndarray  # window start (volumes)
+    subject: np.ndarray  # object (N,): subject id
+    readers: list  # (role, read(index) -> (n, ...) tensor) for condition and target
+
+
 class ShardDataset(Dataset):
     """Samples (sliding windows) of one split as dicts of tensors.
 
@@ -133,6 +147,7 @@ class ShardDataset(Dataset):
         self._cache: dict[tuple[int, int, str], torch.Tensor | np.ndarray] = {}
         self._datasets: dict[tuple[int, str], h5py.Dataset] = {}
         self._maps: dict[tuple[int, str], ChunkMap | None] = {}
+        self._index: _SampleIndex | None = None
 
     def __len__(self) -> int:
         return int(self._offsets[-1])
@@ -140,7 +155,7 @@ class ShardDataset(Dataset):
     def __getstate__(self) -> dict:  # never pickle open handles into workers
         state = self.__dict__.copy()
         state["_handles"], state["_pid"], state["_datasets"] = None, None, {}
-        state["_maps"] = {}
+        state["_maps"], state["_index"] = {}, None
         return state
 
     def _open(self) -> list[h5py.File]:
@@ -148,7 +163,7 @@ class ShardDataset(Dataset):
             self._handles = [h5py.File(self.shard_dir / f, "r") for f in self.files]
             self._pid = os.getpid()
             self._provenance, self._cache, self._datasets = {}, {}, {}
-            self._maps = {}
+            self._maps, self._index = {}, None
         return self._handles
 
     def _locate(self, index: int) -> tuple[h5py.File, int, int]:
@@ -219,15 +234,95 @@ class ShardDataset(Dataset):
             "window_start": start,
         }
 
-    def _subject_rows(self, name: str, h5: h5py.File, fi: int, rows: np.ndarray) -> torch.Tensor:
-        """(n, ...) tensor of a subject-level modality for subject rows of file ``fi``."""
+    def _global_index(self) -> _SampleIndex:
+        """Per-sample lookup arrays over all files of the split, built once per process."""
+        handles = self._open()  # a new process (or reopened files) starts afresh
+        if self._index is None:
+            files, local, rows, global_rows, starts, ids_all = [], [], [], [], [], []
+            for fi, h5 in enumerate(handles):
+                subject_index, window_start, ids = self._sample_info(fi, h5)
+                n = len(subject_index)
+                files.append(np.full(n, fi, dtype=np.int64))
+                local.append(np.arange(n, dtype=np.int64))
+                rows.append(subject_index.astype(np.int64))
+                global_rows.append(subject_index.astype(np.int64) + len(ids_all))
+                starts.append(window_start.astype(np.int64))
+                ids_all += ids
+            if sum(len(x) for x in files) != len(self):
+                raise InputError(
+                    self.shard_dir / "manifest.json", "n_samples disagree with the shard files"
+                )
+
+            def cat(parts: list) -> np.ndarray:
+                return np.concatenate(parts) if parts else np.zeros(0, np.int64)
+
+            global_row = cat(global_rows)
+            lookup = _SampleIndex(
+                file=cat(files),
+                local=cat(local),
+                row=cat(rows),
+                global_row=global_row,
+                start=cat(starts),
+                subject=np.array(ids_all, dtype=object)[global_row],
+                readers=[],
+            )
+            self._index = lookup  # readers below may look it up
+            lookup.readers.extend(
+                (role, self._reader(name, lookup))
+                for role, name in (("condition", self.condition), ("target", self.target))
+            )
+        return self._index
+
+    def _reader(self, name: str, lookup: _SampleIndex):
+        """``read(index) -> (n, ...) tensor`` of one modality for global sample indices."""
         if name == "text":
-            return torch.stack([self._subject_level(name, h5, fi, r) for r in rows.tolist()])
-        key = (fi, -1, name)  # the whole (n_subjects, ...) array, read once
+            handles = self._open()
+
+            def read_text(index: np.ndarray) -> torch.Tensor:
+                files, rows = lookup.file[index].tolist(), lookup.row[index].tolist()
+                return torch.stack(
+                    [
+                        self._subject_level(name, handles[f], f, r)
+                        for f, r in zip(files, rows, strict=True)
+                    ]
+                )
+
+            return read_text
+        if name in ("time_series", "image"):
+            rows = lookup.local if name == "time_series" else lookup.row
+            key = "samples/time_series" if name == "time_series" else "subjects/image"
+            chunk_map = self._chunk_map(0, key) if len(self.files) == 1 else None
+            if chunk_map is not None and chunk_map.array is not None and name == "time_series":
+                array = chunk_map.array  # one file: the sample index is the row (or -row)
+                return lambda index: torch.from_numpy(array.take(index, axis=0))
+            return lambda index: torch.from_numpy(
+                self._per_sample_rows(name, lookup.file[index], rows[index])
+            )
+        # numpy's gather (np.take beats fancy indexing): torch's indexing kernel spins up
+        # threads for a tiny copy
+        table, rows = self._subject_table(name), lookup.global_row
+        return lambda index: torch.from_numpy(table.take(rows.take(index), axis=0))
+
+    def _per_sample_rows(self, name: str, files: np.ndarray, picked: np.ndarray) -> np.ndarray:
+        """(n, ...) per-sample array for (file, local row) pairs, in the given order."""
+        if len(self.files) == 1:
+            return self._per_sample(name, 0, picked)
+        out = None
+        for fi in np.unique(files).tolist():
+            where = np.flatnonzero(files == fi)
+            part = self._per_sample(name, fi, picked[where])
+            if out is None:
+                out = np.empty((len(files), *part.shape[1:]), dtype=part.dtype)
+            out[where] = part
+        return out
+
+    def _subject_table(self, name: str) -> np.ndarray:
+        """(all subjects of the split, ...) array of a subject-level modality, read once."""
+        key = (-1, -1, name)
         if key not in self._cache:
-            self._cache[key] = h5[f"subjects/{name}"][()]
-        # numpy's gather: torch's indexing kernel spins up threads for a tiny copy
-        return torch.from_numpy(self._cache[key][rows])
+            parts = [h5[f"subjects/{name}"][()] for h5 in self._open()]
+            self._cache[key] = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        return self._cache[key]
 
     def get_batch(self, indices) -> dict:
         """A collated batch: what ``default_collate([self[i] for i in indices])`` gives.
@@ -235,53 +330,40 @@ class ShardDataset(Dataset):
         Parameters
         ----------
         indices : sequence of int, length n
+            Sample indices; negative ones count from the end.
 
         Returns
         -------
         dict
             ``condition`` and ``target`` (n, ...) tensors, ``time_offset`` and
             ``window_start`` (n,) long tensors, ``subject`` (list of n str).
-            Per-sample arrays are gathered per file in one vectorised copy.
+            Every lookup (file, row, subject, window start) is a numpy gather
+            from arrays built once per process; per-sample arrays are gathered
+            per file in one vectorised copy of the memory map.
+
+        Raises
+        ------
+        IndexError
+            An index outside ``[-len(self), len(self))``.
         """
         index = np.asarray(indices, dtype=np.int64).reshape(-1)
-        n = len(self)
-        bad = index[(index < -n) | (index >= n)]
-        if bad.size:
-            raise IndexError(f"sample {int(bad[0])} out of range for {n} samples")
-        index = index % max(n, 1)
-        files = np.searchsorted(self._offsets, index, side="right") - 1
-        handles = self._open()
-        parts: dict[str, list] = {"condition": [], "target": []}
-        starts = np.empty(len(index), dtype=np.int64)
-        subjects: list = [None] * len(index)
-        order = []
-        for fi in np.unique(files).tolist():
-            where = np.flatnonzero(files == fi)
-            order.append(where)
-            local = index[where] - self._offsets[fi]
-            subject_index, window_start, ids = self._sample_info(fi, handles[fi])
-            rows = subject_index[local]
-            starts[where] = window_start[local]
-            for j, row in zip(where.tolist(), rows.tolist(), strict=True):
-                subjects[j] = ids[row]
-            for role, name in (("condition", self.condition), ("target", self.target)):
-                if name in ("time_series", "image"):
-                    picked = local if name == "time_series" else rows
-                    parts[role].append(torch.from_numpy(self._per_sample(name, fi, picked)))
-                else:
-                    parts[role].append(self._subject_rows(name, handles[fi], fi, rows))
-        batch = {}
-        for role, chunks in parts.items():
-            if len(chunks) == 1:
-                batch[role] = chunks[0]
-            else:  # several files: put the rows back in the requested order
-                merged = np.empty((len(index), *chunks[0].shape[1:]), dtype=chunks[0].numpy().dtype)
-                for where, chunk in zip(order, chunks, strict=True):
-                    merged[where] = chunk.numpy()
-                batch[role] = torch.from_numpy(merged)
+        lookup = self._index if self._pid == os.getpid() else None
+        if lookup is None:
+            lookup = self._global_index()
+        try:
+            starts = lookup.start.take(index)  # numpy checks the bounds (negatives wrap)
+        except IndexError:
+            bad = index[(index < -len(self)) | (index >= len(self))]
+            raise IndexError(f"sample {int(bad[0])} out of range for {len(self)} samples") from None
+        (role_a, read_a), (role_b, read_b) = lookup.readers
         offsets = torch.from_numpy(starts)
-        batch.update(time_offset=offsets, subject=subjects, window_start=offsets.clone())
-        return batch
+        return {
+            role_a: read_a(index),
+            role_b: read_b(index),
+            "time_offset": offsets,
+            "subject": lookup.subject.take(index).tolist(),
+            "window_start": offsets.clone(),
+        }
 
     def __getitems__(self, indices: list[int]) -> SampleBatch:
         """The samples ``indices`` as a :class:`SampleBatch` (a sequence of item dicts).
@@ -298,7 +380,7 @@ class ShardDataset(Dataset):
         for handle in self._handles or []:
             handle.close()
         self._handles = None
-        self._datasets, self._maps = {}, {}
+        self._datasets, self._maps, self._index = {}, {}, None
 
 
 class SampleBatch(Sequence):

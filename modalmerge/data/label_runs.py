@@ -30,7 +30,7 @@ import scipy.sparse as sp
 __all__ = ["RowPlan", "column_plan", "region_sums_rows", "row_plan"]
 
 _CACHE: dict[tuple, object] = {}
-_CACHE_SIZE = 8
+_CACHE_SIZE = 12  # a few plans per atlas and memory order (parcellate, roi_kernel)
 _BLAS: list = []  # the threadpoolctl controller, made on first use
 
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from modalmerge.data.label_runs import column_plan, region_sums_rows, row_plan
+from modalmerge.data import roi_kernel
+from modalmerge.data.label_runs import _cached, column_plan, region_sums_rows, row_plan
 from modalmerge.data.nifti import check_same_grid, load_image, load_labels
 from modalmerge.data.preprocess import read_tr
 from modalmerge.io import InputError, atomic_path, require_file
@@ -84,6 +85,28 @@ def _column_index(flat_labels: np.ndarray, roi_labels: np.ndarray) -> np.ndarray
     return lut[flat_labels]
 
 
+def _atlas_columns(
+    labels: np.ndarray, flat_labels: np.ndarray | None, order: str, roi_labels
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(roi_labels, column per voxel in memory order, voxels per region), cached per atlas."""
+    requested = None if roi_labels is None else tuple(np.asarray(roi_labels).ravel().tolist())
+
+    def build() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        flat = labels.reshape(-1, order=order) if flat_labels is None else flat_labels
+        if requested is None:
+            present = np.flatnonzero(np.bincount(flat))
+            rois = present[present != 0]
+        else:
+            rois = np.asarray(requested, dtype=np.int64)
+        column = _column_index(flat, rois)
+        counts = np.bincount(column, minlength=len(rois) + 1)[: len(rois)]
+        return rois, column, counts
+
+    # keyed by the labels' bytes in memory order (a view when contiguous) and their layout
+    key = (order, labels.shape, labels.strides, labels.dtype.str, requested)
+    return _cached("columns", labels.ravel(order="K"), key, build)
+
+
 def roi_means(
     data: np.ndarray, labels: np.ndarray, roi_labels: np.ndarray | None = None
 ) -> np.ndarray:
@@ -92,12 +115,14 @@ def roi_means(
     Parameters
     ----------
     data : ndarray, shape (X, Y, Z, T), (X, Y, Z) or (V, T)
-        Voxel signals. A 4D array in Fortran order (as NIfTI stores it) is read
-        through its (T, V) view, one small dense product per labelled x-row
-        of the atlas (see :mod:`modalmerge.data.label_runs`); a C-ordered one
-        (time contiguous per voxel) through one sparse (R, V) @ (V, T)
-        product. Neither copies the array nor reads label-0 voxels, and the
-        per-atlas plans are cached.
+        Voxel signals, read once in their memory order, label-0 voxels
+        skipped, without copying a contiguous array; per-atlas plans are
+        cached. With numba installed a compiled kernel sums them in float64
+        (:mod:`modalmerge.data.roi_kernel`); without it, a 4D array in Fortran
+        order (as NIfTI stores it) goes through its (T, V) view, one small
+        dense product per labelled x-row of the atlas
+        (:mod:`modalmerge.data.label_runs`), and a C-ordered one (time
+        contiguous per voxel) through one sparse (R, V) @ (V, T) product.
     labels : ndarray of int, shape (X, Y, Z) or (V,)
         Region label per voxel; 0 (or any label not in ``roi_labels``) is ignored.
     roi_labels : ndarray of int, shape (R,), optional
@@ -125,7 +150,7 @@ def roi_means(
         fortran = data.flags.f_contiguous and not data.flags.c_contiguous
         order = "F" if fortran else "C"
         data_vt = data.reshape(n_vox, n_time, order=order)  # a view when contiguous
-        flat_labels = labels.reshape(-1, order=order)
+        flat_labels = None  # labels.reshape(-1, order=order), made only on a cache miss
         # Fortran order: each volume is x-rows of X voxels (x fastest); products over
         # blocks of ~360 voxels (whole x-rows) balance BLAS call overhead and flops
         row_length = data.shape[0] * max(1, _ROW_BLOCK // data.shape[0]) if fortran else None
@@ -133,26 +158,25 @@ def roi_means(
     elif data.ndim == 2:
         if labels.shape != (data.shape[0],):
             raise ValueError(f"2D data (V, T) needs labels of shape ({data.shape[0]},)")
-        data_vt, flat_labels = data, labels
+        data_vt, flat_labels, order = data, labels, "C"
         n_vox, n_time = data.shape
         row_length, rows_per_chunk = None, 1
     else:
         raise ValueError(f"data must be 2D, 3D or 4D, got shape {data.shape}")
-    if not np.issubdtype(flat_labels.dtype, np.integer):
-        raise ValueError(f"labels must be integers, got {flat_labels.dtype}")
-    if roi_labels is None:
-        present = np.flatnonzero(np.bincount(flat_labels.ravel()))
-        roi_labels = present[present != 0]
-    roi_labels = np.asarray(roi_labels, dtype=np.int64)
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be integers, got {labels.dtype}")
+    roi_labels, column, counts = _atlas_columns(labels, flat_labels, order, roi_labels)
     n_roi = len(roi_labels)
-    column = _column_index(flat_labels, roi_labels)
-    counts = np.bincount(column, minlength=n_roi + 1)[:n_roi]
     if (counts == 0).any():
         raise ValueError(f"regions {roi_labels[counts == 0].tolist()} have no voxel")
     values = data_vt if data_vt.dtype == np.float64 else data_vt.astype(np.float32, copy=False)
     if not (values.flags.c_contiguous or values.flags.f_contiguous):
         values = np.ascontiguousarray(values)
 
+    if roi_kernel.HAVE_NUMBA and values.size >= roi_kernel.MIN_ELEMENTS:
+        # compiled, one pass in memory order over labelled voxels
+        means = roi_kernel.region_sums(values, column, n_roi) / counts
+        return means.astype(np.float32, copy=False)
     if values.flags.c_contiguous:  # (V, T) rows contiguous: sparse (R, V) @ (V, T)
         sums = column_plan(column, n_roi, values.dtype) @ values
     elif row_length is not None:  # (T, V) rows contiguous: one small product per x-row

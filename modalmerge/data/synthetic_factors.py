@@ -215,7 +215,7 @@ def subject_truth(p: SyntheticParams, index: int) -> SubjectTruth:
     gm_intensity = (
         1.0
         + p.intensity_sd
-        * (0.5 * intensity_noise + 0.4 * brain_factor + 0.6 * laterality * hemisphere_sign)
+        * (0.5 * intensity_noise + 0.4 * brain_factor + 0.8 * laterality * hemisphere_sign)
         - 0.01 * (age - 50.0) / 10.0
     )
     structural = np.stack([thickness, gm_intensity, lesion_ml], axis=1)

@@ -104,7 +104,7 @@ def attention_on_anatomy(
         # show the anatomy where attention is below its median (a map of softmax
         # weights is positive everywhere: without a threshold it hides the brain)
         threshold=float(np.median(att)),
-        alpha=0.8,
+        transparency=0.8,
         black_bg=True,
         dim=0,
     )
