@@ -490,7 +490,7 @@ def test_summary_chart_groups_experiments_against_baselines_per_metric():
     assert titles(fig) == ["pearson_r", "fc_similarity"]
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["img2ts", "tab2ts"]
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == [
         "model",
         "group_mean",
         "noise_ceiling",

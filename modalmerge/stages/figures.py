@@ -37,6 +37,9 @@ from modalmerge.viz.visualizer import Visualizer
 
 log = logging.getLogger(__name__)
 
+#: Metrics drawn in the summary chart (higher is better for each).
+SUMMARY_METRICS = ("pearson_r", "fc_similarity", "r2", "ssim", "psnr", "accuracy")
+
 
 def _roi_labels(labels_path: str | Path) -> list[str]:
     table = pd.read_csv(require_file(labels_path, "atlas labels"), sep="\t")
@@ -166,5 +169,8 @@ def _attention_figures(model, tokenizer, shard_dir, atlas_path, experiment, save
 def draw_summary_chart(summary_csv, settings: dict, out_path) -> Path:
     """Each experiment against its baselines, per metric."""
     summary = pd.read_csv(require_file(summary_csv, "summary table"))
+    summary = summary[summary["metric"].isin(SUMMARY_METRICS)]
+    if summary.empty:
+        raise InputError(summary_csv, f"no rows with any of the metrics {SUMMARY_METRICS}")
     fig = fig_lib.summary_chart(summary)
     return fig_lib.save_figure(fig, out_path, dpi=int(settings.get("dpi", 110)))

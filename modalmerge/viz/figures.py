@@ -262,15 +262,21 @@ def summary_chart(summary: pd.DataFrame) -> Figure:
     if "model" in models:  # the trained model first, then its baselines
         models.remove("model")
         models.insert(0, "model")
-    fig = new_figure(max(5.0, 1.2 * len(experiments) * len(metrics)), 4.0, layout="constrained")
-    axes = np.atleast_1d(fig.subplots(1, len(metrics), squeeze=False)[0])
+    n_cols = min(3, len(metrics))
+    n_rows = -(-len(metrics) // n_cols)
+    fig = new_figure(
+        max(5.0, 1.0 * len(experiments) * n_cols + 1.5), 3.6 * n_rows, layout="constrained"
+    )
+    grid = fig.subplots(n_rows, n_cols, squeeze=False)
+    axes = grid.ravel()
     width = 0.8 / len(models)
-    x = np.arange(len(experiments))
-    for ax, metric in zip(axes, metrics, strict=True):
+    for ax, metric in zip(axes, metrics, strict=False):
         table = summary[summary["metric"] == metric].pivot(
             index="experiment", columns="model", values="value"
         )
-        table = table.reindex(index=experiments, columns=models)
+        shown = [e for e in experiments if e in table.index]  # experiments with this metric
+        table = table.reindex(index=shown, columns=models)
+        x = np.arange(len(shown))
         for m, model in enumerate(models):
             ax.bar(
                 x + (m - (len(models) - 1) / 2) * width,
@@ -279,10 +285,13 @@ def summary_chart(summary: pd.DataFrame) -> Figure:
                 label=model,
             )
         ax.set_xticks(x)
-        ax.set_xticklabels(experiments, rotation=30, ha="right")
+        ax.set_xticklabels(shown, rotation=30, ha="right")
         ax.set_title(metric)
         ax.axhline(0.0, color="black", lw=0.5)
-    axes[0].legend(fontsize="small")
+    for ax in axes[len(metrics) :]:
+        ax.set_axis_off()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside right upper", fontsize="small")
     return fig
 
 
