@@ -228,7 +228,9 @@ def test_nan_in_bold_is_refused_naming_the_file(tiny_run, tmp_path):
     data = bold.get_fdata(dtype=np.float32)
     data[5, 5, 5, 3] = np.nan
     broken = tmp_path / f"{subject}_task-motor_bold.nii.gz"
-    nib.save(nib.Nifti1Image(data, bold.affine, bold.header), broken)
+    image = nib.Nifti1Image(data, bold.affine, bold.header)
+    image.set_data_dtype(np.float32)  # the raw run is int16, which cannot hold a NaN
+    nib.save(image, broken)
     out_bold = tmp_path / "out_bold.nii.gz"
     result = _cli(
         "preprocess",
