@@ -42,9 +42,9 @@ TEST_OVERLAY = {
     "slurm-keep-successful-logs": True,
     "latency-wait": 5,
     "cores": min(os.cpu_count() or 1, 2),
-    # the local reference trains with config train.threads (1): CPU float reductions depend
-    # on the thread count, so bitwise-equal weights need the same count on the node
-    "set-threads": {"train": 1},
+    # the local reference runs train and evaluate on 1 thread: CPU float reductions (torch,
+    # BLAS under ridge) depend on the thread count, so bitwise-equal outputs need the same
+    "set-threads": {"train": 1, "evaluate": 1},
 }
 RUN_TIMEOUT_S = 900
 
