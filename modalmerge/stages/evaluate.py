@@ -26,6 +26,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import torch
+from threadpoolctl import threadpool_limits
 
 from modalmerge.evaluation import metrics as ts_metrics
 from modalmerge.evaluation import modality_metrics
@@ -115,6 +117,18 @@ def evaluate_experiment(
         The metrics record written to ``out_metrics``.
     """
     require_file(model_path, "trained model")
+    # One thread for torch and BLAS: float sums then do not depend on the machine's core
+    # count, so a run on a cluster node reproduces a workstation's metrics to the bit.
+    torch.set_num_threads(1)
+    with threadpool_limits(limits=1):
+        return _evaluate(
+            model_path, shard_dir, experiment, settings, out_metrics, out_predictions, truth_dir
+        )
+
+
+def _evaluate(
+    model_path, shard_dir, experiment, settings, out_metrics, out_predictions, truth_dir
+) -> dict:
     model, tokenizer = load_experiment_model(model_path)
     condition, target = experiment["condition"], experiment["target"]
     train = collect_split(shard_dir, "train", condition, target, tokenizer)
