@@ -118,7 +118,7 @@ def evaluate_experiment(
     """
     require_file(model_path, "trained model")
     # One thread for torch and BLAS: float sums then do not depend on the machine's core
-    # count, so a run on a cluster node reproduces a workstation's metrics to the bit.
+    # count, so a cluster node reproduces a workstation's metrics (to the last bit or so).
     torch.set_num_threads(1)
     with threadpool_limits(limits=1):
         return _evaluate(
