@@ -55,18 +55,17 @@ def _stitch(windows: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.nda
     return (total[covered] / count[covered, None]).astype(np.float32), covered
 
 
-def _per_subject(subjects: list[str], values: np.ndarray) -> dict[str, np.ndarray]:
-    groups: dict[str, list[int]] = defaultdict(list)
-    for i, subject in enumerate(subjects):
-        groups[subject].append(i)
-    return {s: values[np.asarray(rows)] for s, rows in groups.items()}
-
-
 def _subject_rows(subjects: list[str]) -> dict[str, np.ndarray]:
+    """Row indices of each subject's samples, in order of first appearance."""
     groups: dict[str, list[int]] = defaultdict(list)
     for i, subject in enumerate(subjects):
         groups[subject].append(i)
     return {s: np.asarray(rows) for s, rows in groups.items()}
+
+
+def _per_subject(subjects: list[str], values: np.ndarray) -> dict[str, np.ndarray]:
+    """Each subject's rows of ``values``."""
+    return {s: values[rows] for s, rows in _subject_rows(subjects).items()}
 
 
 def _condition_features(modality: str, condition: np.ndarray, vocab_size: int | None) -> np.ndarray:
