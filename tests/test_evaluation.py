@@ -461,3 +461,12 @@ def test_write_metrics_refuses_a_record_that_breaks_the_schema(tmp_path):
     assert not path.exists()
     with pytest.raises(ValueError, match="no metrics"):
         summarize([], tmp_path / "s.csv")
+
+
+def test_ridge_with_pca_is_deterministic_across_fits():
+    """The baseline's PCA must not be randomised: two fits on the same data agree exactly."""
+    rng = np.random.default_rng(3)
+    X, Y = rng.standard_normal((30, 2000)), rng.standard_normal((30, 40))
+    first = RidgeBaseline(pca=True, n_components=10).fit(X, Y).predict(X[:5])
+    second = RidgeBaseline(pca=True, n_components=10).fit(X, Y).predict(X[:5])
+    np.testing.assert_array_equal(first, second)

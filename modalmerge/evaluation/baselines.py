@@ -278,7 +278,9 @@ class RidgeBaseline:
         use_pca = self.pca is True or (self.pca == "auto" and X2.shape[1] > 10 * len(X2))
         if use_pca:
             cap = len(X2) - 1
-            steps.append(("pca", PCA(n_components=min(self.n_components or cap, cap))))
+            steps.append(
+                ("pca", PCA(n_components=min(self.n_components or cap, cap), svd_solver="full"))
+            )
         steps.append(("ridge", RidgeCV(alphas=self.alphas)))
         self.model_ = TransformedTargetRegressor(
             regressor=Pipeline(steps), transformer=StandardScaler(), check_inverse=False
