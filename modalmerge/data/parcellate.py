@@ -18,7 +18,7 @@ from modalmerge.data import roi_kernel
 from modalmerge.data.label_runs import _cached, column_plan, region_sums_rows, row_plan
 from modalmerge.data.nifti import check_same_grid, load_image, load_labels
 from modalmerge.data.preprocess import read_tr
-from modalmerge.io import InputError, atomic_path, require_file
+from modalmerge.io import InputError, atomic_path, merge_params, require_file
 
 __all__ = [
     "CONNECTIVITY_KINDS",
@@ -49,13 +49,7 @@ FEATURE_NAMES = (
 
 
 def _validate_params(params: dict | None) -> dict:
-    params = dict(params or {})
-    unknown = sorted(set(params) - set(DEFAULT_PARAMS))
-    if unknown:
-        raise ValueError(
-            f"unknown parcellate parameter(s) {unknown}; known: {sorted(DEFAULT_PARAMS)}"
-        )
-    merged = {**DEFAULT_PARAMS, **params}
+    merged = merge_params(params, DEFAULT_PARAMS, "parcellate")
     if merged["connectivity"] == "tangent":
         raise ValueError(
             "parcellate.connectivity 'tangent' is a group-level measure (relative to the "

@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 
 from modalmerge.data.nifti import load_image, load_labels, same_grid, save_image
-from modalmerge.io import InputError, require_file
+from modalmerge.io import InputError, merge_params, require_file
 
 __all__ = ["DEFAULT_PARAMS", "preprocess_subject", "read_tr", "validate_params"]
 
@@ -55,13 +55,7 @@ def validate_params(params: dict | None) -> dict:
 
     Unknown keys are rejected so a typo in the config fails at once.
     """
-    params = dict(params or {})
-    unknown = sorted(set(params) - set(DEFAULT_PARAMS))
-    if unknown:
-        raise ValueError(
-            f"unknown preprocess parameter(s) {unknown}; known: {sorted(DEFAULT_PARAMS)}"
-        )
-    merged = {**DEFAULT_PARAMS, **params}
+    merged = merge_params(params, DEFAULT_PARAMS, "preprocess")
     for key in ("detrend", "standardize"):
         if not isinstance(merged[key], bool):
             raise ValueError(f"preprocess.{key} must be true or false, got {merged[key]!r}")

@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from modalmerge.data.nifti import load_image
-from modalmerge.io import InputError, require_file
+from modalmerge.io import InputError, merge_params, require_file
 
 __all__ = [
     "DEFAULT_PARAMS",
@@ -58,11 +58,7 @@ DEFAULT_PARAMS: dict = {
 
 
 def _validate_params(params: dict | None) -> dict:
-    params = dict(params or {})
-    unknown = sorted(set(params) - set(DEFAULT_PARAMS))
-    if unknown:
-        raise ValueError(f"unknown shard parameter(s) {unknown}; known: {sorted(DEFAULT_PARAMS)}")
-    merged = {**DEFAULT_PARAMS, **params}
+    merged = merge_params(params, DEFAULT_PARAMS, "shard")
     for key in ("window", "stride", "image_downsample", "subjects_per_shard"):
         value = merged[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
