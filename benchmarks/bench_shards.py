@@ -5,7 +5,9 @@ Both sides read (time_series window, structural_features) per sample for the sam
 the baseline with one fancy-indexed read per array and batch (numpy arrays out),
 ShardDataset through ``__getitems__`` (what DataLoader calls) collated by
 ``collate_samples`` or by torch's ``default_collate`` (tensors out), and through 32
-``__getitem__`` calls (a list of item dicts out).
+``__getitem__`` calls (a list of item dicts out); the dataset cases run with each of
+``--threads`` torch threads (the training stage reads in its main process with the
+rule's threads; DataLoader workers run with one).
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import torch
 from torch.utils.data import default_collate
 
-from modalmerge.data.dataset import ShardDataset, collate_samples, load_split_arrays
+from modalmerge.data.dataset import ShardDataset, collate_samples
 from modalmerge.data.shards import write_shards
+from modalmerge.data.split_arrays import load_split_arrays
 
 
 def main() -> None:
@@ -29,7 +33,14 @@ def main() -> None:
     parser.add_argument("--n-time", type=int, default=200)
     parser.add_argument("--n-roi", type=int, default=400)
     parser.add_argument("--batches", type=int, default=50)
-    parser.add_argument("--passes", type=int, default=9, help="best of this many passes")
+    parser.add_argument("--passes", type=int, default=15, help="interleaved passes over all cases")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        nargs="+",
+        default=[1, 2],
+        help="torch thread counts to run the dataset cases with (the baseline is numpy's one)",
+    )
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
@@ -90,23 +101,38 @@ def main() -> None:
             for batch in batches:
                 np.asarray(mm_series[batch]), np.asarray(mm_feats[subj_row[batch]])
 
-        cases = (
-            ("np.load mmap", read_mmap),
-            ("__getitems__+collate_samples", read_getitems),
-            ("__getitems__+default_collate", read_collated),
-            ("__getitem__ x 32", read_getitem),
-        )
+        cases = [("np.load mmap", read_mmap)]
+        for threads in args.threads:
+
+            def pinned(fn, threads=threads):
+                def run():
+                    torch.set_num_threads(threads)
+                    fn()
+
+                return run
+
+            cases += [
+                (f"__getitems__+collate_samples {threads}t", pinned(read_getitems)),
+                (f"__getitems__+default_collate {threads}t", pinned(read_collated)),
+                (f"__getitem__ x 32 {threads}t", pinned(read_getitem)),
+            ]
         for _, fn in cases:
             fn()  # warm the page cache (and the per-process lookups) for all
-        timings = dict.fromkeys([name for name, _ in cases], float("inf"))
+        timings = {name: [] for name, _ in cases}
         for _ in range(args.passes):  # interleaved, so load from others hits every case alike
             for name, fn in cases:
                 start = time.perf_counter()
                 fn()
-                timings[name] = min(timings[name], (time.perf_counter() - start) / args.batches)
-        for name, best in timings.items():
-            ratio = best / timings["np.load mmap"]
-            print(f"{name:29s} {best * 1e3:7.3f} ms per batch of 32  ({ratio:4.2f}x mmap)")
+                timings[name].append((time.perf_counter() - start) / args.batches)
+        reference = np.array(timings["np.load mmap"])
+        print("per batch of 32: best of the passes; ratio: median over passes of the pass's")
+        print("time over np.load mmap's in the same pass (range: min-max)")
+        for name, times in timings.items():
+            ratios = np.array(times) / reference
+            print(
+                f"{name:32s} {min(times) * 1e3:7.3f} ms  ratio {np.median(ratios):4.2f}"
+                f" ({ratios.min():4.2f}-{ratios.max():4.2f})"
+            )
         direct = ds._maps.get((0, "samples/time_series"))
         print(
             f"memmap path: {direct is not None}, strided: {getattr(direct, 'array', None) is not None}"

@@ -11,13 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from modalmerge.data.dataset import (
-    ShardDataset,
-    collate_samples,
-    load_split_arrays,
-    read_manifest,
-)
+from modalmerge.data.dataset import ShardDataset, collate_samples
 from modalmerge.data.shards import split_subjects, write_shards
+from modalmerge.data.split_arrays import load_split_arrays, read_manifest
 from modalmerge.io import InputError
 
 N_SUBJ, T, R, F = 8, 20, 5, 3
@@ -284,12 +280,23 @@ class _Tok:
         return [4 + len(w) for w in text.split()][:max_length]
 
 
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def torch_threads(request):
+    """Run with 1 and 2 torch threads: one-file windows are gathered by numpy or by torch."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
 @pytest.mark.parametrize("split", ["train", "val"])  # train: two files, val: one
 @pytest.mark.parametrize(
     ("condition", "target"),
     [("text", "image"), ("connectivity", "tabular"), ("image", "time_series")],
 )
-def test_get_batch_equals_default_collate_for_every_modality(shards, split, condition, target):
+def test_get_batch_equals_default_collate_for_every_modality(
+    shards, split, condition, target, torch_threads
+):
     ds = ShardDataset(shards, split, condition, target, tokenizer=_Tok(), text_max_length=6)
     n = len(ds)
     indices = [n - 1, 0, -1, -n, n // 2, 1, n - 1]  # negatives and repeats

@@ -22,7 +22,8 @@ import numpy as np
 import pandas as pd
 import torch
 
-from modalmerge.data.dataset import ShardDataset, read_manifest
+from modalmerge.data.dataset import ShardDataset
+from modalmerge.data.split_arrays import read_manifest
 from modalmerge.evaluation.metrics import connectivity
 from modalmerge.io import InputError, require_file
 from modalmerge.stages.common import TEXT_MAX_LENGTH, load_experiment_model

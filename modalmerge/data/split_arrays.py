@@ -1,0 +1,139 @@
+"""The shards' manifest and whole-split arrays (for baselines, evaluation, tokenizers).
+
+:func:`read_manifest` validates ``manifest.json``; :func:`load_split_arrays`
+reads every row of one modality in one split at once, which baselines and
+evaluation need and which is small at the subject level. Per-sample reads for
+training go through :class:`modalmerge.data.dataset.ShardDataset` instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from modalmerge.data.shards import FORMAT_VERSION
+from modalmerge.io import InputError, require_file
+
+__all__ = [
+    "MODALITIES",
+    "check_modality",
+    "load_split_arrays",
+    "read_manifest",
+    "split_texts",
+    "tabular_schema",
+]
+
+MODALITIES = ("image", "time_series", "tabular", "text", "structural_features", "connectivity")
+_REQUIRED_KEYS = ("format_version", "config_hash", "splits", "shards", "shapes", "tabular")
+
+
+def read_manifest(shard_dir: str | os.PathLike) -> dict:
+    """Load and validate ``shard_dir/manifest.json``.
+
+    Checks the format version, the required keys, that no subject sits in two
+    splits and that every listed shard file exists.
+
+    Raises
+    ------
+    modalmerge.io.InputError
+        Missing or invalid manifest, or a missing shard file.
+    """
+    path = require_file(Path(shard_dir) / "manifest.json", "shard manifest")
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise InputError(path, f"invalid JSON ({exc})") from None
+    missing = [k for k in _REQUIRED_KEYS if k not in manifest]
+    if missing:
+        raise InputError(path, f"manifest lacks {missing}")
+    if manifest["format_version"] != FORMAT_VERSION:
+        raise InputError(
+            path, f"format_version {manifest['format_version']}, this code reads {FORMAT_VERSION}"
+        )
+    seen: dict[str, str] = {}
+    for split, ids in manifest["splits"].items():
+        for sid in ids:
+            if sid in seen:
+                raise InputError(path, f"subject {sid} is in both {seen[sid]} and {split}")
+            seen[sid] = split
+    for entry in manifest["shards"]:
+        require_file(Path(shard_dir) / entry["file"], f"{entry['split']} shard")
+    return manifest
+
+
+def check_modality(name: str, role: str) -> None:
+    if name not in MODALITIES:
+        raise ValueError(f"{role} modality {name!r} is not one of {MODALITIES}")
+
+
+def load_split_arrays(shard_dir: str | os.PathLike, split: str, modality: str) -> dict:
+    """All arrays of one modality in one split, for baselines and evaluation.
+
+    Parameters
+    ----------
+    shard_dir : path-like
+    split : {"train", "val", "test"}
+    modality : str
+        ``time_series`` gives every window; the other modalities one row per
+        subject (``text`` as a list of str).
+
+    Returns
+    -------
+    dict
+        ``data`` (ndarray (N, ...) or list of str), ``subject`` (list of str,
+        per row) and ``window_start`` (int64 ndarray per row, time_series only;
+        else None).
+    """
+    check_modality(modality, "requested")
+    manifest = read_manifest(shard_dir)
+    parts, subjects, starts = [], [], []
+    for entry in manifest["shards"]:
+        if entry["split"] != split:
+            continue
+        with h5py.File(Path(shard_dir) / entry["file"], "r") as h5:
+            ids = [s.decode() if isinstance(s, bytes) else s for s in h5["subjects/id"][()]]
+            if modality == "time_series":
+                index = h5["samples/subject_index"][()]
+                parts.append(h5["samples/time_series"][()])
+                subjects += [ids[i] for i in index]
+                starts.append(h5["samples/window_start"][()])
+            else:
+                values = h5[f"subjects/{modality}"][()]
+                if modality == "text":
+                    values = [v.decode() if isinstance(v, bytes) else str(v) for v in values]
+                parts.append(values)
+                subjects += ids
+    if modality == "text":
+        data = [t for part in parts for t in part]
+    elif parts:
+        data = np.concatenate(parts)
+    else:
+        shape = manifest["shapes"].get(modality, [])
+        data = np.zeros((0, *shape), dtype=np.float32)
+    return {
+        "data": data,
+        "subject": subjects,
+        "window_start": np.concatenate(starts) if starts else None,
+    }
+
+
+def split_texts(shard_dir: str | os.PathLike, split: str) -> list[str]:
+    """The subject texts of one split (e.g. the training corpus of a tokenizer)."""
+    return list(load_split_arrays(shard_dir, split, "text")["data"])
+
+
+def tabular_schema(shard_dir: str | os.PathLike) -> tuple[int, list[int]]:
+    """``(n_numeric, categorical_cardinalities)`` of the shards' table.
+
+    Cardinalities count the categories seen in the whole cohort's
+    ``participants.tsv`` (stored in the manifest), so every split codes alike.
+    """
+    manifest = read_manifest(shard_dir)
+    table = manifest["tabular"]
+    categorical = list(table["categorical"])
+    n_numeric = len(table["columns"]) - len(categorical)
+    return n_numeric, [len(table["categories"][c]) for c in categorical]
