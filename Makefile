@@ -9,19 +9,25 @@ CORES ?= 2
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup run test lint report clean
+.PHONY: setup run real-demo test lint report clean
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
 	$(BIN)/python -m pip install -q -e ".[dev,cluster]"
+	# brainspace ships the real resting-state run of configs/real_demo.yaml; only its
+	# data files are read, so its 640 MB vtk dependency is not installed
+	$(BIN)/python -m pip install -q --no-deps "brainspace==0.3.0"
 	touch $@
 
 run: setup
 	$(BIN)/snakemake --cores $(CORES) --profile workflow/profiles/default
+
+real-demo: setup
+	$(BIN)/snakemake --cores $(CORES) --configfile configs/real_demo.yaml --profile workflow/profiles/default
 
 report: setup
 	$(BIN)/snakemake --cores $(CORES) --profile workflow/profiles/default --report results/report.html

@@ -148,8 +148,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("shard", _shard, "write HDF5 shards with subject-level splits")
     p.add_argument("--settings", type=_json, required=True, help="config['shard'] as JSON")
-    for name in ("subjects", "parcellated", "anatomy", "texts"):
+    for name in ("subjects", "parcellated", "anatomy"):
         p.add_argument(f"--{name}", nargs="+", required=True)
+    p.add_argument("--texts", nargs="+", default=None, help="omit for data without texts")
     p.add_argument("--participants", required=True)
     p.add_argument("--out", required=True)
 

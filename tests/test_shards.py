@@ -193,7 +193,11 @@ def test_write_shards_rejects_bad_params_and_missing_participants(tmp_path):
     with pytest.raises(InputError, match="no row") as exc:
         write_shards(subjects, parc, anat, tsv, texts, tmp_path / "s", PARAMS)
     assert str(tsv) in str(exc.value)
-    tsv.write_text("participant_id\tage\n" + "".join(f"{s}\tn/a\n" for s in subjects))
+    ages = ["n/a"] + ["30"] * (len(subjects) - 1)  # one gap; a column all n/a is dropped
+    tsv.write_text(
+        "participant_id\tage\n"
+        + "".join(f"{s}\t{a}\n" for s, a in zip(subjects, ages, strict=True))
+    )
     with pytest.raises(InputError, match="missing values"):
         write_shards(subjects, parc, anat, tsv, texts, tmp_path / "s", PARAMS)
 

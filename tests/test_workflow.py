@@ -7,6 +7,7 @@ copy of the project; the rerun tests then use dry runs against its outputs.
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -250,3 +251,32 @@ def test_nan_in_bold_is_refused_naming_the_file(tiny_run, tmp_path):
     assert result.returncode == 1
     assert str(broken) in result.stderr and "NaN" in result.stderr
     assert not out_bold.exists()
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("brainspace") is None,
+    reason="brainspace is not installed (pip install --no-deps brainspace; make setup does)",
+)
+def test_real_demo_runs_offline_from_the_brainspace_run_to_surface_figures(tmp_path):
+    """configs/real_demo.yaml end to end (training cut to 2 epochs): real data, no download."""
+    workdir = copy_project(tmp_path / "real")
+    config = load_yaml(workdir / "configs" / "real_demo.yaml")
+    config["train"]["epochs"] = 2
+    write_config(workdir, config, "real.yaml")
+    result = snakemake(workdir, "--configfile", "real.yaml")
+    assert result.returncode == 0, result.stderr[-4000:]
+    root = workdir / "results" / "real_demo"
+    manifest = json.loads((root / "shards" / "manifest.json").read_text())
+    assert manifest["split_by"] == "time" and len(manifest["roi_names"]) == 68
+    metrics = json.loads((root / "eval" / "left_to_right_xattn" / "metrics.json").read_text())
+    assert {"model", "group_mean", "ridge"} <= set(metrics["scores"])
+    assert len(metrics["per_roi"]["model"]["pearson_r"]) == 34  # the right hemisphere only
+    homolog = metrics["homolog_attention"]
+    assert homolog["n_pairs"] == 34 and np.shape(homolog["mean_attention"]) == (34, 34)
+    assert 0 <= metrics["scores"]["model"]["homolog_attention_fraction"] <= 1
+    assert metrics["scores"]["ridge"]["pearson_r"] > 0.3  # left predicts right at the same time
+    figures = root / "figures" / "left_to_right_xattn"
+    for name in ("surface_accuracy", "surface_attention", "attention", "predictions"):
+        assert (figures / f"{name}.png").stat().st_size > 0, name
+    again = snakemake(workdir, "--configfile", "real.yaml", "--dry-run")
+    assert planned_jobs(again) == {}

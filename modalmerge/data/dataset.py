@@ -27,7 +27,7 @@ from torch.utils.data import Dataset, default_collate
 
 from modalmerge.data.chunk_map import ChunkMap, map_chunks
 from modalmerge.data.shards import SPLITS
-from modalmerge.data.split_arrays import check_modality, read_manifest
+from modalmerge.data.split_arrays import check_modality, read_manifest, roi_columns
 from modalmerge.io import InputError
 
 __all__ = ["SampleBatch", "ShardDataset", "collate_samples"]
@@ -63,6 +63,11 @@ class ShardDataset(Dataset):
         Needed for ``text``: ``encode(text, max_length) -> list[int]``; ids are
         cut or padded with 0 to ``text_max_length``.
     text_max_length : int
+    condition_rois, target_rois : str or list, optional
+        ``time_series`` only: a view on a subset of the ROIs, in the order
+        picked (a regular expression on ROI names, or a list of names or atlas
+        labels; see :func:`modalmerge.data.split_arrays.roi_columns`). Lets one
+        modality condition another part of itself, e.g. left -> right hemisphere.
 
     Each item also holds ``time_offset`` (long scalar tensor, window start in
     volumes), ``subject`` (str) and ``window_start`` (int).
@@ -76,6 +81,8 @@ class ShardDataset(Dataset):
         target: str,
         tokenizer=None,
         text_max_length: int = 32,
+        condition_rois=None,
+        target_rois=None,
     ):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -87,6 +94,14 @@ class ShardDataset(Dataset):
         self.split, self.condition, self.target = split, condition, target
         self.tokenizer, self.text_max_length = tokenizer, text_max_length
         self.manifest = read_manifest(self.shard_dir)
+        self.columns: dict[str, np.ndarray | None] = {}
+        for role, name, selector in (
+            ("condition", condition, condition_rois),
+            ("target", target, target_rois),
+        ):
+            if selector is not None and name != "time_series":
+                raise ValueError(f"{role}_rois applies to time_series, not {name!r}")
+            self.columns[role] = roi_columns(self.manifest, selector, f"{role}_rois")
         self.files = [e["file"] for e in self.manifest["shards"] if e["split"] == split]
         counts = [e["n_samples"] for e in self.manifest["shards"] if e["split"] == split]
         self._offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
@@ -175,9 +190,15 @@ class ShardDataset(Dataset):
         h5, fi, local = self._locate(index)
         subject_index, window_start, ids = self._sample_info(fi, h5)
         row, start = int(subject_index[local]), int(window_start[local])
+        condition = self._modality(self.condition, h5, fi, local, row)
+        target = self._modality(self.target, h5, fi, local, row)
+        if self.columns["condition"] is not None:
+            condition = condition[:, torch.from_numpy(self.columns["condition"])]
+        if self.columns["target"] is not None:
+            target = target[:, torch.from_numpy(self.columns["target"])]
         return {
-            "condition": self._modality(self.condition, h5, fi, local, row),
-            "target": self._modality(self.target, h5, fi, local, row),
+            "condition": condition,
+            "target": target,
             "time_offset": torch.tensor(start, dtype=torch.long),
             "subject": ids[row],
             "window_start": start,
@@ -217,7 +238,7 @@ class ShardDataset(Dataset):
             )
             self._index = lookup  # readers below may look it up
             lookup.readers.extend(
-                (role, self._reader(name, lookup))
+                (role, _view(self._reader(name, lookup), self.columns[role]))
                 for role, name in (("condition", self.condition), ("target", self.target))
             )
         return self._index
@@ -331,6 +352,14 @@ class ShardDataset(Dataset):
             handle.close()
         self._handles = None
         self._datasets, self._maps, self._index = {}, {}, None
+
+
+def _view(read, columns: np.ndarray | None):
+    """``read`` restricted to the ROI ``columns`` of its (n, window, R) batches."""
+    if columns is None:
+        return read
+    index = torch.from_numpy(columns)
+    return lambda rows: read(rows).index_select(2, index)
 
 
 def _strided_reader(array: np.ndarray):

@@ -350,7 +350,7 @@ def parcellate_subject(
             structural_features=features,
             feature_names=np.array(FEATURE_NAMES),
             roi_labels=roi_labels.astype(np.int32),
-            roi_names=table["name"].astype(str).to_numpy(),
+            roi_names=np.asarray(table["name"].astype(str).tolist(), dtype=str),  # no pickle
             roi_coords=table[["x", "y", "z"]].to_numpy(dtype=np.float32),
             tr=np.float64(tr),
             connectivity_kind=np.array(params["connectivity"]),

@@ -54,7 +54,10 @@ DEFAULT_PARAMS: dict = {
     "stride": 16,  # volumes between window starts
     "image_downsample": 1,  # integer block-mean factor for the subject image
     "subjects_per_shard": 64,  # subjects per .h5 file
+    "split_by": "subject",  # "subject": whole subjects per split; "time": blocks of each run
+    "gap": None,  # split_by time: volumes left out between blocks (None = one window)
 }
+SPLIT_BY = ("subject", "time")
 
 
 def _validate_params(params: dict | None) -> dict:
@@ -73,7 +76,46 @@ def _validate_params(params: dict | None) -> dict:
         raise ValueError("shard.fractions must be non-negative numbers")
     if abs(sum(values) - 1.0) > 1e-6 or fractions["train"] <= 0:
         raise ValueError(f"shard.fractions must sum to 1 with train > 0, got {fractions}")
+    if merged["split_by"] not in SPLIT_BY:
+        raise ValueError(f"shard.split_by must be one of {SPLIT_BY}, got {merged['split_by']!r}")
+    gap = merged["gap"]
+    if gap is not None and (isinstance(gap, bool) or not isinstance(gap, int) or gap < 0):
+        raise ValueError(f"shard.gap must be a non-negative integer or null, got {gap!r}")
     return merged
+
+
+def time_blocks(n_time: int, fractions: dict, window: int, gap: int) -> dict[str, tuple[int, int]]:
+    """Contiguous blocks ``[start, stop)`` of a run for train, val and test, in that order.
+
+    The run's volumes are cut by ``fractions`` and ``gap`` volumes are left out
+    between consecutive blocks, so no window of one split overlaps (or sits
+    within ``gap`` volumes of) a window of another: slow autocorrelation does
+    not leak the held-out block into training. A block with fraction 0 is empty.
+
+    Raises
+    ------
+    ValueError
+        A block with a positive fraction holds fewer than ``window`` volumes.
+    """
+    wanted = [s for s in SPLITS if fractions[s] > 0]
+    usable = n_time - gap * (len(wanted) - 1)
+    blocks, start = {}, 0
+    for name in SPLITS:
+        if fractions[name] <= 0:
+            blocks[name] = (start, start)
+            continue
+        length = int(round(fractions[name] * usable))
+        if name == wanted[-1]:
+            length = n_time - start
+        blocks[name] = (start, start + length)
+        if length < window:
+            raise ValueError(
+                f"split_by time: the {name} block has {length} volumes, fewer than the "
+                f"window ({window}) — a run of {n_time} volumes is too short for these "
+                "fractions and this gap"
+            )
+        start += length + gap
+    return blocks
 
 
 def config_hash(params: dict) -> str:
@@ -145,6 +187,7 @@ def read_participants(path: str | os.PathLike) -> tuple[pd.DataFrame, list[str],
     table = table.set_index("participant_id")
     if table.index.duplicated().any():
         raise InputError(path, "participants TSV lists a participant twice")
+    table = table.dropna(axis=1, how="all")  # a column no subject fills carries nothing
     numeric = [c for c in table.columns if pd.api.types.is_numeric_dtype(table[c])]
     categorical = [c for c in table.columns if c not in numeric]
     if table.isna().any(axis=None):
@@ -178,6 +221,8 @@ def _load_parcellated(path: Path) -> dict[str, np.ndarray]:
             out["feature_names"] = npz["feature_names"]
             out["roi_labels"] = npz["roi_labels"]
             out["tr"] = npz["tr"] if "tr" in npz.files else np.float64("nan")
+            if "roi_names" in npz.files:
+                out["roi_names"] = npz["roi_names"]
     except KeyError as exc:
         raise InputError(path, f"parcellated file lacks {exc}") from None
     except (OSError, ValueError, EOFError) as exc:
@@ -188,10 +233,27 @@ def _load_parcellated(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def _n_windows(path: Path, window: int, stride: int) -> int:
+def _window_starts(n_time: int, params: dict, split: str, path: Path) -> np.ndarray:
+    """Window starts (volumes) of one subject's run in ``split``.
+
+    ``split_by: subject``: every window of the run; ``split_by: time``: the
+    windows that lie inside the split's block (:func:`time_blocks`).
+    """
+    window, stride = params["window"], params["stride"]
+    start, stop = 0, n_time
+    if params["split_by"] == "time":
+        gap = window if params["gap"] is None else params["gap"]
+        try:
+            start, stop = time_blocks(n_time, params["fractions"], window, gap)[split]
+        except ValueError as exc:
+            raise InputError(path, str(exc)) from None
+    return np.arange(start, stop - window + 1, stride, dtype=np.int64)
+
+
+def _n_windows(path: Path, params: dict, split: str) -> int:
     """Windows one subject will give (0 if too short: the main pass reports it)."""
     n_time = _load_parcellated(path)["roi_timeseries"].shape[0]
-    return 0 if n_time < window else (n_time - window) // stride + 1
+    return 0 if n_time < params["window"] else len(_window_starts(n_time, params, split, path))
 
 
 def _contiguous_chunks() -> h5py.h5p.PropDCID:
@@ -216,7 +278,7 @@ def _write_file(
     subjects: list[str],
     parcellated: list[Path],
     anatomy: list[Path],
-    texts: list[Path],
+    texts: list[Path] | None,
     tabular: pd.DataFrame,
     tabular_attrs: dict,
     params: dict,
@@ -224,7 +286,7 @@ def _write_file(
     shapes: dict,
 ) -> int:
     """Write one shard file with the given subjects; return its sample count."""
-    window, stride, factor = params["window"], params["stride"], params["image_downsample"]
+    window, factor = params["window"], params["image_downsample"]
     n = len(members)
     with h5py.File(path, "w", libver=("v110", "latest")) as h5:  # fixed-array chunk index
         h5.attrs.update(format_version=FORMAT_VERSION, config_hash=chash, split=split)
@@ -248,6 +310,7 @@ def _write_file(
                     connectivity=list(parc["connectivity"].shape),
                     feature_names=parc["feature_names"].tolist(),
                     roi_labels=parc["roi_labels"].tolist(),
+                    roi_names=parc["roi_names"].tolist() if "roi_names" in parc else None,
                     tr=float(parc["tr"]) if np.isfinite(parc["tr"]) else None,
                 )
             if (
@@ -261,9 +324,12 @@ def _write_file(
             shapes.setdefault("image", [1, *image.shape])
             if [1, *image.shape] != shapes["image"]:
                 raise InputError(anatomy[i], f"image shape {image.shape} differs from others'")
-            text = require_file(texts[i], "description text").read_text(encoding="utf-8").strip()
+            text = ""
+            if texts is not None:
+                text = require_file(texts[i], "description text").read_text(encoding="utf-8")
+                text = text.strip()
             if series_ds is None:
-                total = sum(_n_windows(parcellated[j], window, stride) for j in members)
+                total = sum(_n_windows(parcellated[j], params, split) for j in members)
                 series_ds = samples.create_dataset(
                     "time_series",
                     (total, window, n_roi),
@@ -287,7 +353,7 @@ def _write_file(
                 conn_ds = subj.create_dataset(
                     "connectivity", (n, *shapes["connectivity"]), np.float32
                 )
-            starts = np.arange(0, n_time - window + 1, stride, dtype=np.int64)
+            starts = _window_starts(n_time, params, split, parcellated[i])
             windows = np.lib.stride_tricks.sliding_window_view(series, window, axis=0)[starts]
             k = len(starts)
             series_ds[written : written + k] = windows.transpose(0, 2, 1)  # (k, window, R)
@@ -328,7 +394,7 @@ def write_shards(
     parcellated: list[Path],
     anatomy: list[Path],
     participants_tsv: Path,
-    texts: list[Path],
+    texts: list[Path] | None,
     out_dir: Path,
     params: dict,
 ) -> None:
@@ -348,14 +414,17 @@ def write_shards(
         BIDS ``participants.tsv``; every subject must have a row. Numeric
         columns (e.g. age) come first, categorical ones (sex, group) follow as
         integer codes, names in the dataset attrs and the manifest.
-    texts : list of Path
-        One UTF-8 description per subject.
+    texts : list of Path or None
+        One UTF-8 description per subject; None (real data) stores empty texts.
     out_dir : Path
         Output directory, replaced atomically.
     params : dict
         ``seed``, ``fractions`` ({train, val, test}), ``window``, ``stride``
-        (volumes), ``image_downsample``, ``subjects_per_shard``; missing keys
-        take :data:`DEFAULT_PARAMS`, unknown keys raise ValueError.
+        (volumes), ``image_downsample``, ``subjects_per_shard``, ``split_by``
+        (``subject``: whole subjects per split, drawn with ``seed``; ``time``:
+        every subject in every split, each split a block of the run in time,
+        ``gap`` volumes apart — for one long run, or to forecast later volumes);
+        missing keys take :data:`DEFAULT_PARAMS`, unknown keys raise ValueError.
 
     Raises
     ------
@@ -366,13 +435,16 @@ def write_shards(
     """
     params = _validate_params(params)
     subjects = list(subjects)
-    lists = {"parcellated": parcellated, "anatomy": anatomy, "texts": texts}
+    lists = {"parcellated": parcellated, "anatomy": anatomy, "texts": texts or []}
+    if texts is None:
+        lists.pop("texts")
     for name, paths in lists.items():
         if len(paths) != len(subjects):
             raise ValueError(f"{len(paths)} {name} paths for {len(subjects)} subjects")
         for sid, p in zip(subjects, paths, strict=True):
             _check_name(Path(p), sid, name)
-    parcellated, anatomy, texts = ([Path(p) for p in v] for v in lists.values())
+    parcellated, anatomy = [Path(p) for p in parcellated], [Path(p) for p in anatomy]
+    texts = None if texts is None else [Path(p) for p in texts]
     tabular, categorical, categories = read_participants(participants_tsv)
     absent = [s for s in subjects if s not in tabular.index]
     if absent:
@@ -382,7 +454,13 @@ def write_shards(
         "categorical": categorical,
         "categories": json.dumps(categories),
     }
-    splits = split_subjects(subjects, params["fractions"], params["seed"])
+    if params["split_by"] == "time":  # every subject in each split with a positive fraction
+        if len(set(subjects)) != len(subjects):
+            raise ValueError("duplicate subject ids")
+        fractions = params["fractions"]
+        splits = {s: sorted(subjects) if fractions[s] > 0 else [] for s in SPLITS}
+    else:
+        splits = split_subjects(subjects, params["fractions"], params["seed"])
     tabular, numeric_stats = _standardize_numeric(tabular, categorical, splits["train"])
     chash = config_hash(params)
     position = {s: i for i, s in enumerate(subjects)}
@@ -425,7 +503,9 @@ def write_shards(
             | numeric_stats,
             "feature_names": shapes["feature_names"],
             "roi_labels": shapes["roi_labels"],
+            "roi_names": shapes["roi_names"],
             "tr": shapes["tr"],
+            "split_by": params["split_by"],
         }
         (tmp_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
         old = out_dir.with_name(f".old-{os.getpid()}-{out_dir.name}")

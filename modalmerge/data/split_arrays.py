@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import h5py
@@ -23,6 +24,8 @@ __all__ = [
     "check_modality",
     "load_split_arrays",
     "read_manifest",
+    "roi_columns",
+    "roi_names",
     "split_texts",
     "tabular_schema",
 ]
@@ -35,7 +38,8 @@ def read_manifest(shard_dir: str | os.PathLike) -> dict:
     """Load and validate ``shard_dir/manifest.json``.
 
     Checks the format version, the required keys, that no subject sits in two
-    splits and that every listed shard file exists.
+    splits (unless ``split_by`` is ``time``: then every split holds blocks of
+    the same runs) and that every listed shard file exists.
 
     Raises
     ------
@@ -55,7 +59,10 @@ def read_manifest(shard_dir: str | os.PathLike) -> dict:
             path, f"format_version {manifest['format_version']}, this code reads {FORMAT_VERSION}"
         )
     seen: dict[str, str] = {}
-    for split, ids in manifest["splits"].items():
+    if manifest.get("split_by", "subject") not in ("subject", "time"):
+        raise InputError(path, f"split_by {manifest['split_by']!r} is not 'subject' or 'time'")
+    by_time = manifest.get("split_by") == "time"  # blocks of each run: subjects in all splits
+    for split, ids in ({} if by_time else manifest["splits"]).items():
         for sid in ids:
             if sid in seen:
                 raise InputError(path, f"subject {sid} is in both {seen[sid]} and {split}")
@@ -137,3 +144,58 @@ def tabular_schema(shard_dir: str | os.PathLike) -> tuple[int, list[int]]:
     categorical = list(table["categorical"])
     n_numeric = len(table["columns"]) - len(categorical)
     return n_numeric, [len(table["categories"][c]) for c in categorical]
+
+
+def roi_columns(manifest: dict, selector, what: str = "ROI selector") -> np.ndarray | None:
+    """Column indices of the ROIs a selector picks from the shards' time series.
+
+    Parameters
+    ----------
+    manifest : dict
+        From :func:`read_manifest` (``roi_names``, ``roi_labels``).
+    selector : None, str or list
+        None: every ROI (returns None). A string: a regular expression searched
+        in each ROI name (``"_L$"`` or ``"^L_"`` for one hemisphere; see
+        ``atlas/labels.tsv`` for the names). A list: ROI names, or integer
+        atlas labels, in the order wanted.
+
+    Raises
+    ------
+    ValueError
+        The selector picks nothing, names an unknown ROI, or the shards carry
+        no ROI names and the selector needs them.
+    """
+    if selector is None:
+        return None
+    names = manifest.get("roi_names")
+    labels = [int(v) for v in manifest.get("roi_labels", [])]
+    if isinstance(selector, str):
+        if not names:
+            raise ValueError(f"{what} {selector!r} needs ROI names; the shards carry none")
+        try:
+            pattern = re.compile(selector)
+        except re.error as exc:
+            raise ValueError(f"{what} {selector!r} is not a regular expression ({exc})") from None
+        picked = [i for i, name in enumerate(names) if pattern.search(str(name))]
+        if not picked:
+            raise ValueError(f"{what} {selector!r} matches no ROI (names: {names[:6]} ...)")
+        return np.asarray(picked, dtype=np.int64)
+    if not isinstance(selector, list | tuple) or not selector:
+        raise ValueError(f"{what} must be a regular expression or a non-empty list")
+    picked = []
+    for item in selector:
+        if isinstance(item, int) and not isinstance(item, bool) and item in labels:
+            picked.append(labels.index(item))
+        elif names and str(item) in names:
+            picked.append(names.index(str(item)))
+        else:
+            raise ValueError(f"{what}: no ROI named or labelled {item!r}")
+    if len(set(picked)) != len(picked):
+        raise ValueError(f"{what} lists an ROI twice")
+    return np.asarray(picked, dtype=np.int64)
+
+
+def roi_names(manifest: dict, columns: np.ndarray | None) -> list[str]:
+    """Names of the selected ROI columns (labels as strings when the shards carry no names)."""
+    names = manifest.get("roi_names") or [str(v) for v in manifest.get("roi_labels", [])]
+    return list(names) if columns is None else [str(names[i]) for i in columns]

@@ -35,6 +35,16 @@ def source_subject_ids(dataset: dict) -> list[str]:
     return list(source_module(dataset["kind"]).subject_ids(dataset.get("params", {})))
 
 
+#: Kinds whose subjects come with a confounds TSV beside the BOLD run.
+CONFOUND_KINDS = frozenset({"fmriprep", "hcp", "brainspace"})
+
+
+def source_writes(dataset: dict) -> dict[str, bool]:
+    """Which optional per-subject files the source writes: ``text``, ``confounds``."""
+    kind = dataset["kind"]
+    return {"text": kind == "synthetic", "confounds": kind in CONFOUND_KINDS}
+
+
 def source_task(dataset: dict) -> str:
     """The BIDS task label of the functional runs the source writes."""
     params = dataset.get("params", {})

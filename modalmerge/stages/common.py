@@ -26,14 +26,28 @@ def fit_tokenizer(shard_dir: str | Path) -> Tokenizer:
     return Tokenizer.fit(corpus)
 
 
+def experiment_dataset(
+    shard_dir: str | Path, split: str, experiment: dict, tokenizer: Tokenizer | None = None
+) -> ShardDataset:
+    """The experiment's view of one split: its condition and target, ROI subsets included."""
+    return ShardDataset(
+        shard_dir,
+        split,
+        experiment["condition"],
+        experiment["target"],
+        tokenizer=tokenizer,
+        text_max_length=TEXT_MAX_LENGTH,
+        condition_rois=experiment.get("condition_rois"),
+        target_rois=experiment.get("target_rois"),
+    )
+
+
 def build_model(
     shard_dir: str | Path, experiment: dict, tokenizer: Tokenizer | None = None
 ) -> MultiModalModel:
     """Build the experiment's model with the shapes the shards hold."""
     condition, target = experiment["condition"], experiment["target"]
-    probe = ShardDataset(
-        shard_dir, "train", condition, target, tokenizer=tokenizer, text_max_length=TEXT_MAX_LENGTH
-    )
+    probe = experiment_dataset(shard_dir, "train", experiment, tokenizer)
     if len(probe) == 0:
         raise InputError(shard_dir, "the train split has no samples")
     sample = probe[0]
@@ -100,16 +114,14 @@ def _prediction_arrays(prediction) -> tuple[np.ndarray, list[np.ndarray]]:
 def collect_split(
     shard_dir: str | Path,
     split: str,
-    condition: str,
-    target: str,
+    experiment: dict,
     tokenizer: Tokenizer | None = None,
     model: MultiModalModel | None = None,
     batch_size: int = 32,
 ) -> SplitArrays:
     """Read every sample of ``split``; with ``model``, also its predictions (eval mode)."""
-    dataset = ShardDataset(
-        shard_dir, split, condition, target, tokenizer=tokenizer, text_max_length=TEXT_MAX_LENGTH
-    )
+    target = experiment["target"]
+    dataset = experiment_dataset(shard_dir, split, experiment, tokenizer)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_samples
     )
@@ -145,6 +157,7 @@ def collect_split(
 __all__ = [
     "build_model",
     "collect_split",
+    "experiment_dataset",
     "fit_tokenizer",
     "load_experiment_model",
     "read_manifest",

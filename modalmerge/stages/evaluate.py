@@ -7,8 +7,16 @@ Predictors, all scored on the same test subjects of the same split:
   target at the same absolute time points (time series) or the mean / majority
   target (other modalities);
 - ``ridge`` — scikit-learn ``RidgeCV`` from the condition's features (image
-  voxels through a train-only PCA, table columns one-hot, word counts, window
-  values), fitted on the training subjects only;
+  voxels through a train-only PCA, table columns one-hot, word counts; for a
+  time-series condition the condition ROIs at each volume -> the target ROIs at
+  the same volume), fitted on the training subjects only;
+
+With ``shard.split_by: time`` (blocks of the same runs), ``group_mean`` is the
+mean training window (nothing else is known about later volumes), and a
+time-series -> time-series cross-attention model between two ROI views whose
+names pair up (left/right homologs) also reports
+``homolog_attention_fraction``: the fraction of target ROIs whose attention,
+averaged over heads and test windows, peaks on their homolog.
 - ``noise_ceiling`` — synthetic data only: the correlation of the true evoked
   signal with the observed one.
 
@@ -22,6 +30,7 @@ time series ``time_index``, ``truth_evoked`` when known).
 from __future__ import annotations
 
 import logging
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -29,12 +38,13 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
+from modalmerge.data.split_arrays import read_manifest, roi_columns, roi_names
 from modalmerge.evaluation import metrics as ts_metrics
 from modalmerge.evaluation import modality_metrics
 from modalmerge.evaluation.baselines import GroupMeanBaseline, RidgeBaseline
 from modalmerge.evaluation.summary import write_metrics
 from modalmerge.io import InputError, atomic_path, require_file
-from modalmerge.stages.common import collect_split, load_experiment_model
+from modalmerge.stages.common import collect_split, experiment_dataset, load_experiment_model
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +140,8 @@ def _evaluate(
 ) -> dict:
     model, tokenizer = load_experiment_model(model_path)
     condition, target = experiment["condition"], experiment["target"]
-    train = collect_split(shard_dir, "train", condition, target, tokenizer)
-    test = collect_split(shard_dir, "test", condition, target, tokenizer, model=model)
+    train = collect_split(shard_dir, "train", experiment, tokenizer)
+    test = collect_split(shard_dir, "test", experiment, tokenizer, model=model)
     if not test.subjects:
         raise InputError(shard_dir, "the test split has no samples")
     log.info(
@@ -158,9 +168,23 @@ def _evaluate(
     n_components = settings.get("pca_components")
 
     if target == "time_series":
+        by_time = read_manifest(shard_dir).get("split_by") == "time"
+        record["split_by"] = "time" if by_time else "subject"
         _evaluate_time_series(
-            record, arrays, train, test, x_train, x_test, condition, alphas, n_components, truth_dir
+            record,
+            arrays,
+            train,
+            test,
+            x_train,
+            x_test,
+            condition,
+            alphas,
+            n_components,
+            truth_dir,
+            by_time,
         )
+        if condition == "time_series" and record["method"] == "cross_attention":
+            _homolog_attention(record, model, shard_dir, experiment)
     elif target == "image":
         _evaluate_image(record, arrays, train, test, x_train, x_test, alphas, n_components)
     elif target == "tabular":
@@ -187,7 +211,17 @@ def _ridge(x_train, y_train, alphas, n_components, categorical_columns=()):
 
 
 def _evaluate_time_series(
-    record, arrays, train, test, x_train, x_test, condition, alphas, n_components, truth_dir
+    record,
+    arrays,
+    train,
+    test,
+    x_train,
+    x_test,
+    condition,
+    alphas,
+    n_components,
+    truth_dir,
+    by_time=False,
 ):
     test_rows, train_rows = _subject_rows(test.subjects), _subject_rows(train.subjects)
     subjects = sorted(test_rows)
@@ -196,17 +230,29 @@ def _evaluate_time_series(
         pred[s], time_index[s] = _stitch(test.prediction[rows], test.window_start[rows])
         true[s], _ = _stitch(test.target[rows], test.window_start[rows])
 
-    group = GroupMeanBaseline("time_series").fit(
-        None, train.target, time_offsets=train.window_start
-    )
-    group_windows = group.predict(len(test.subjects), time_offsets=test.window_start)
+    if by_time:  # test volumes lie after every training volume: the mean training window
+        group = GroupMeanBaseline("time_series").fit(None, train.target)
+        group_windows = group.predict(len(test.subjects))
+    else:  # the training subjects' average at the same absolute volumes
+        group = GroupMeanBaseline("time_series").fit(
+            None, train.target, time_offsets=train.window_start
+        )
+        group_windows = group.predict(len(test.subjects), time_offsets=test.window_start)
     group_pred = {
         s: _stitch(group_windows[r], test.window_start[r])[0] for s, r in test_rows.items()
     }
 
-    if condition == "time_series":  # window-level condition: ridge per window, then stitched
-        ridge = _ridge(x_train, train.target, alphas, n_components)
-        ridge_windows = ridge.predict(x_test)
+    if condition == "time_series":  # same-time map: condition ROIs at t -> target ROIs at t
+        n_cond, n_target = train.condition.shape[-1], train.target.shape[-1]
+        ridge = _ridge(
+            train.condition.reshape(-1, n_cond),
+            train.target.reshape(-1, n_target),
+            alphas,
+            n_components,
+        )
+        ridge_windows = ridge.predict(test.condition.reshape(-1, n_cond)).reshape(
+            test.target.shape
+        )
         ridge_pred = {
             s: _stitch(ridge_windows[r], test.window_start[r])[0] for s, r in test_rows.items()
         }
@@ -373,3 +419,61 @@ def _evaluate_text(record, arrays, train, test):
         "group_mean": modality_metrics.text_metrics(unigram, true)["scores"],
     }
     arrays.update(subjects=np.asarray(test.subjects), prediction=logits.argmax(-1), target=true)
+
+
+_HEMI = re.compile(r"(^(l|r|lh|rh|left|right)[_\-. ])|([_\-. ](l|r|lh|rh|left|right)$)", re.I)
+
+
+def homolog_base(name: str) -> str:
+    """An ROI name without its hemisphere tag (``L_insula``, ``insula_rh`` -> ``insula``)."""
+    return _HEMI.sub("", str(name)).lower()
+
+
+def homolog_pairs(target_names: list[str], condition_names: list[str]) -> dict[int, int]:
+    """``{target column: condition column}`` of ROIs with the same name but hemisphere."""
+    where = {}
+    for j, name in enumerate(condition_names):
+        where.setdefault(homolog_base(name), []).append(j)
+    pairs = {}
+    for i, name in enumerate(target_names):
+        base = homolog_base(name)
+        if base != str(name).lower() and len(where.get(base, [])) == 1:
+            pairs[i] = where[base][0]
+    return pairs
+
+
+@torch.no_grad()
+def mean_attention(model, dataset, batch_size: int = 64) -> np.ndarray:
+    """Cross-attention (n_target, n_condition) averaged over heads and every sample."""
+    total, count = None, 0
+    for first in range(0, len(dataset), batch_size):
+        batch = dataset.get_batch(list(range(first, min(first + batch_size, len(dataset)))))
+        out = model(batch["condition"], time_offset=batch["time_offset"], return_attention=True)
+        att = out.attention.float().mean(dim=1).sum(dim=0).numpy()  # over heads, then samples
+        total = att if total is None else total + att
+        count += len(batch["subject"])
+    return total / count
+
+
+def _homolog_attention(record, model, shard_dir, experiment) -> None:
+    manifest = read_manifest(shard_dir)
+    cond = roi_names(manifest, roi_columns(manifest, experiment.get("condition_rois")))
+    target = roi_names(manifest, roi_columns(manifest, experiment.get("target_rois")))
+    pairs = homolog_pairs(target, cond)
+    if not pairs:
+        return
+    dataset = experiment_dataset(shard_dir, "test", experiment, model.tokenizer)
+    attention = mean_attention(model, dataset)
+    dataset.close()
+    peaks = attention.argmax(axis=1)
+    hits = [i for i, j in pairs.items() if peaks[i] == j]
+    record["scores"]["model"]["homolog_attention_fraction"] = len(hits) / len(pairs)
+    record["scores"]["model"]["homolog_attention_chance"] = 1.0 / attention.shape[1]
+    record["homolog_attention"] = {
+        "n_pairs": len(pairs),
+        "peaks_on_homolog": [target[i] for i in hits],
+        "mean_attention": attention.round(6).tolist(),
+        "condition_rois": cond,
+        "target_rois": target,
+    }
+    log.info("attention peaks on the homolog for %d of %d target ROIs", len(hits), len(pairs))

@@ -7,6 +7,10 @@ Writes into ``figures/<experiment>/``:
   series of the first test subject) and ``connectivity.png`` (true against
   predicted connectivity, mean over test subjects);
 - image targets: ``image_prediction.png``; tabular targets: ``tabular_prediction.png``;
+- time-series targets on an fsaverage5 surface atlas: ``surface_accuracy.png``
+  (the model's Pearson r per region on the inflated surface) and, when
+  evaluate measured homolog attention, ``surface_attention.png`` (the
+  best-predicted target region's mean attention over the condition regions);
 - cross-attention models: ``attention.png`` (the Visualizer's view of one test
   sample) and, for image conditions, ``attention_on_anatomy.png`` (the mean
   attention of all target queries drawn on the subject's anatomy with nilearn).
@@ -22,11 +26,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from modalmerge.data.dataset import ShardDataset
-from modalmerge.data.split_arrays import read_manifest
+from modalmerge.data.split_arrays import read_manifest, roi_columns, roi_names
 from modalmerge.evaluation.metrics import connectivity
 from modalmerge.io import InputError, require_file
-from modalmerge.stages.common import TEXT_MAX_LENGTH, load_experiment_model
+from modalmerge.stages.common import experiment_dataset, load_experiment_model
 from modalmerge.viz import figures as fig_lib
 from modalmerge.viz.attention import project_to_image, select_heads
 from modalmerge.viz.predictions import (
@@ -37,6 +40,8 @@ from modalmerge.viz.predictions import (
 from modalmerge.viz.visualizer import Visualizer
 
 log = logging.getLogger(__name__)
+
+N_VERTICES_FSAVERAGE5 = 10242  # per hemisphere
 
 #: Metrics drawn in the summary chart (higher is better for each).
 SUMMARY_METRICS = ("pearson_r", "fc_similarity", "r2", "ssim", "psnr", "accuracy")
@@ -98,6 +103,10 @@ def draw_experiment_figures(
     if target == "time_series":
         pred, true, group = arrays["prediction"], arrays["target"], arrays["group_mean"]
         n_rois = min(int(settings.get("n_rois", 4)), true.shape[-1])
+        manifest = read_manifest(shard_dir)
+        target_columns = roi_columns(manifest, experiment.get("target_rois"))
+        if target_columns is not None:
+            roi_labels = roi_names(manifest, target_columns)
         names = roi_labels if len(roi_labels) == true.shape[-1] else None
         save(
             plot_timeseries_prediction(
@@ -108,6 +117,8 @@ def draw_experiment_figures(
         true_fc = np.mean([connectivity(t) for t in true], axis=0)
         pred_fc = np.mean([connectivity(p) for p in pred], axis=0)
         save(fig_lib.connectivity_comparison(true_fc, pred_fc, labels=names), "connectivity")
+        if _surface_atlas(atlas_path) is not None:
+            _surface_figures(metrics_path, manifest, atlas_path, experiment, save)
     elif target == "image":
         save(
             plot_image_prediction(arrays["prediction"][0], arrays["target"][0]), "image_prediction"
@@ -133,14 +144,7 @@ def draw_experiment_figures(
 
 @torch.no_grad()
 def _attention_figures(model, tokenizer, shard_dir, atlas_path, experiment, save) -> None:
-    dataset = ShardDataset(
-        shard_dir,
-        "test",
-        experiment["condition"],
-        experiment["target"],
-        tokenizer=tokenizer,
-        text_max_length=TEXT_MAX_LENGTH,
-    )
+    dataset = experiment_dataset(shard_dir, "test", experiment, tokenizer)
     if len(dataset) == 0:
         raise InputError(shard_dir, "the test split has no samples to draw attention for")
     sample = dataset[0]
@@ -164,6 +168,70 @@ def _attention_figures(model, tokenizer, shard_dir, atlas_path, experiment, save
             title=f"{experiment['name']}: mean attention, subject {sample['subject']}",
         ),
         "attention_on_anatomy",
+    )
+
+
+def _surface_atlas(atlas_path) -> np.ndarray | None:
+    """Per-vertex labels of an fsaverage5 atlas stored as a (20484, 1, 1) image, else None."""
+    image = nib.load(require_file(atlas_path, "atlas"))
+    if tuple(image.shape) != (2 * N_VERTICES_FSAVERAGE5, 1, 1):
+        return None
+    return np.asarray(image.dataobj).astype(np.int64).ravel()
+
+
+def _hemisphere_of(vertex_labels: np.ndarray, label: int) -> str:
+    where = np.flatnonzero(vertex_labels == label)
+    return "left" if where.size and where[0] < N_VERTICES_FSAVERAGE5 else "right"
+
+
+def _surface_figures(metrics_path, manifest, atlas_path, experiment, save) -> None:
+    """Per-ROI accuracy on the surface and, with ROI views, one region's attention there."""
+    from modalmerge.evaluation.summary import read_metrics
+    from modalmerge.viz import surface
+
+    vertex = _surface_atlas(atlas_path)
+    halves = {"left": vertex[:N_VERTICES_FSAVERAGE5], "right": vertex[N_VERTICES_FSAVERAGE5:]}
+    labels = np.asarray(manifest["roi_labels"], dtype=np.int64)
+    record = read_metrics(metrics_path)
+    target_cols = roi_columns(manifest, experiment.get("target_rois"))
+    target_ids = labels if target_cols is None else labels[target_cols]
+    r = np.asarray(record.get("per_roi", {}).get("model", {}).get("pearson_r", []), float)
+    if len(r) != len(target_ids):
+        return
+    by_hemi = {"left": [], "right": []}
+    for i, label in enumerate(target_ids.tolist()):
+        by_hemi[_hemisphere_of(vertex, label)].append(i)
+    hemis = [h for h in ("left", "right") if by_hemi[h]]
+    save(
+        surface.surface_region_map(
+            {h: r[by_hemi[h]] for h in hemis},
+            {h: halves[h] for h in hemis},
+            {h: target_ids[by_hemi[h]] for h in hemis},
+            title=f"{experiment['name']}: Pearson r per region, held-out volumes",
+            cmap="RdBu_r",
+            symmetric=True,
+            colorbar_label="Pearson r",
+        ),
+        "surface_accuracy",
+    )
+    attention = record.get("homolog_attention")
+    if not attention:
+        return
+    weights = np.asarray(attention["mean_attention"], float)  # (n_target, n_condition)
+    cond_cols = roi_columns(manifest, experiment.get("condition_rois"))
+    cond_ids = labels if cond_cols is None else labels[cond_cols]
+    hemi = _hemisphere_of(vertex, int(cond_ids[0]))
+    best = int(np.argmax(r))  # the best-predicted target region
+    save(
+        surface.attention_on_surface(
+            weights[best],
+            cond_ids,
+            halves[hemi],
+            hemi,
+            attention["target_rois"][best],
+            region_names=dict(zip(cond_ids.tolist(), attention["condition_rois"], strict=True)),
+        ),
+        "surface_attention",
     )
 
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from modalmerge.data.dataset import ShardDataset, collate_samples
+from modalmerge.data.dataset import collate_samples
 from modalmerge.io import atomic_path
-from modalmerge.stages.common import TEXT_MAX_LENGTH, build_model, fit_tokenizer
+from modalmerge.stages.common import build_model, experiment_dataset, fit_tokenizer
 from modalmerge.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
@@ -79,14 +79,7 @@ def train_experiment(
     workers = max(0, threads - 1) if torch.cuda.is_available() else 0
     batch_size = int(experiment.get("batch_size", settings.get("batch_size", 16)))
     datasets = {
-        split: ShardDataset(
-            shard_dir,
-            split,
-            condition,
-            target,
-            tokenizer=tokenizer,
-            text_max_length=TEXT_MAX_LENGTH,
-        )
+        split: experiment_dataset(shard_dir, split, experiment, tokenizer)
         for split in ("train", "val")
     }
     train_loader = _loader(datasets["train"], batch_size, True, seed, workers)

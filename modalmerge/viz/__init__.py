@@ -20,13 +20,21 @@ from modalmerge.viz.predictions import (
     plot_text_prediction,
     plot_timeseries_prediction,
 )
+from modalmerge.viz.surface import (
+    attention_on_surface,
+    dk_surface_labels,
+    region_values_to_vertices,
+    surface_region_map,
+)
 from modalmerge.viz.visualizer import Visualizer
 
 __all__ = [
     "Visualizer",
     "attention_on_anatomy",
+    "attention_on_surface",
     "attention_peak",
     "connectivity_comparison",
+    "dk_surface_labels",
     "fc_similarity",
     "learning_curves",
     "plot_image_prediction",
@@ -34,7 +42,9 @@ __all__ = [
     "plot_text_prediction",
     "plot_timeseries_prediction",
     "project_to_image",
+    "region_values_to_vertices",
     "roi_attention_matrix",
     "save_figure",
     "summary_chart",
+    "surface_region_map",
 ]

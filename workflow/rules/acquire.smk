@@ -25,13 +25,11 @@ rule acquire_cohort:
 
 rule acquire_subject:
     output:
-        t1=f"{ROOT}/raw/{{subject}}/anat/{{subject}}_T1w.nii.gz",
-        bold=f"{ROOT}/raw/{{subject}}/func/{{subject}}_task-{TASK}_bold.nii.gz",
-        text=f"{ROOT}/raw/{{subject}}/{{subject}}_description.txt",
+        **subject_outputs(),
     params:
         dataset=as_json(config["dataset"]),
         code=ACQUIRE_CODE,
-        root=lambda wildcards, output: dataset_root(output.text),
+        root=lambda wildcards, output: dataset_root(output.t1),
     log:
         f"{LOGS}/acquire/{{subject}}.log",
     benchmark:

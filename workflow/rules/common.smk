@@ -1,15 +1,22 @@
 # Paths, parameters and code fingerprints shared by the rules: one place where paths are built.
 import json
+import shlex
 from pathlib import Path
 
 from modalmerge.fingerprint import code_fingerprint
-from modalmerge.stages.acquire import source_module_name, source_subject_ids, source_task
+from modalmerge.stages.acquire import (
+    source_module_name,
+    source_subject_ids,
+    source_task,
+    source_writes,
+)
 
 ROOT = f"results/{config['dataset']['name']}"
 LOGS = f"logs/{config['dataset']['name']}"
 BENCH = f"benchmarks/results/{config['dataset']['name']}"
 SUBJECTS = source_subject_ids(config["dataset"])
 TASK = source_task(config["dataset"])
+WRITES = source_writes(config["dataset"])  # optional per-subject files: text, confounds
 CLUSTER = config["cluster"]
 ACQUIRE_CODE = code_fingerprint(
     "modalmerge.stages.acquire", source_module_name(config["dataset"]["kind"])
@@ -23,6 +30,21 @@ if len(EXPERIMENTS) != len(config["experiments"]):
 wildcard_constraints:
     subject="sub-[A-Za-z0-9]+",
     experiment="|".join(EXPERIMENTS) or "NONE",
+
+
+def subject_outputs():
+    """acquire_subject's outputs: anatomy and BOLD always; description text (synthetic)
+    and confounds TSV (fMRIPrep, HCP, brainspace) when the source writes them."""
+    raw = f"{ROOT}/raw/{{subject}}"
+    outputs = {
+        "t1": f"{raw}/anat/{{subject}}_T1w.nii.gz",
+        "bold": f"{raw}/func/{{subject}}_task-{TASK}_bold.nii.gz",
+    }
+    if WRITES["text"]:
+        outputs["text"] = f"{raw}/{{subject}}_description.txt"
+    if WRITES["confounds"]:
+        outputs["confounds"] = f"{raw}/func/{{subject}}_task-{TASK}_desc-confounds_timeseries.tsv"
+    return outputs
 
 
 def dataset_root(path):

@@ -5,7 +5,9 @@ rule shard:
     input:
         parcellated=expand(rules.parcellate.output[0], subject=SUBJECTS),
         anatomy=expand(rules.preprocess.output.t1, subject=SUBJECTS),
-        texts=expand(rules.acquire_subject.output.text, subject=SUBJECTS),
+        texts=(
+            expand(rules.acquire_subject.output.text, subject=SUBJECTS) if WRITES["text"] else []
+        ),
         participants=rules.acquire_cohort.output.participants,
     output:
         directory(f"{ROOT}/shards"),
@@ -13,6 +15,9 @@ rule shard:
         settings=as_json(config["shard"]),
         subjects=SUBJECTS,
         code=fingerprint("modalmerge.data.shards"),
+        texts=lambda wildcards, input: (
+            "--texts " + " ".join(shlex.quote(t) for t in input.texts) if input.texts else ""
+        ),
     log:
         f"{LOGS}/shard/shard.log",
     benchmark:
@@ -24,5 +29,5 @@ rule shard:
         ENV
     shell:
         "modalmerge shard --settings {params.settings:q} --subjects {params.subjects:q}"
-        " --parcellated {input.parcellated:q} --anatomy {input.anatomy:q} --texts {input.texts:q}"
+        " --parcellated {input.parcellated:q} --anatomy {input.anatomy:q} {params.texts}"
         " --participants {input.participants:q} --out {output:q} > {log:q} 2>&1"

@@ -29,6 +29,7 @@ SOURCES: dict[str, str] = {
     "hcp": "modalmerge.data.sources.hcp",
     "brats": "modalmerge.data.sources.brats",
     "adni": "modalmerge.data.sources.adni",
+    "brainspace": "modalmerge.data.sources.brainspace",
 }
 
 
@@ -39,7 +40,7 @@ def get_source(kind: str) -> ModuleType:
     ----------
     kind : str
         One of :data:`SOURCES` (``synthetic``, ``bids``, ``fmriprep``, ``hcp``,
-        ``brats``, ``adni``).
+        ``brats``, ``adni``, ``brainspace``).
 
     Returns
     -------
