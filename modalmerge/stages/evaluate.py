@@ -250,9 +250,7 @@ def _evaluate_time_series(
             alphas,
             n_components,
         )
-        ridge_windows = ridge.predict(test.condition.reshape(-1, n_cond)).reshape(
-            test.target.shape
-        )
+        ridge_windows = ridge.predict(test.condition.reshape(-1, n_cond)).reshape(test.target.shape)
         ridge_pred = {
             s: _stitch(ridge_windows[r], test.window_start[r])[0] for s, r in test_rows.items()
         }
