@@ -48,7 +48,7 @@ def test_the_run_is_written_as_a_vertex_grid_with_its_tr_and_confounds(written):
 def test_the_atlas_has_34_cortical_regions_per_hemisphere_on_the_same_grid(written):
     labels = pd.read_csv(written / "atlas" / "labels.tsv", sep="\t")
     assert (labels["hemisphere"] == "L").sum() == 34 and (labels["hemisphere"] == "R").sum() == 34
-    assert labels["name"].str.endswith(("_L", "_R")).all()
+    assert labels["name"].str.startswith(("L_", "R_")).all()
     image = np.asarray(nib.load(written / "atlas" / "atlas.nii.gz").dataobj).ravel()
     assert image.shape == (20484,)
     assert set(np.unique(image[:10242])) - {0} == set(labels.loc[labels.hemisphere == "L", "index"])

