@@ -223,3 +223,11 @@ def test_adni_missing_tabular_column_names_the_csv(tmp_path):
     ds = make_adni(tmp_path / "adni")
     with pytest.raises(ValueError, match=r"ADNIMERGE.csv: has no tabular column\(s\) \['ABETA'\]"):
         get_source("adni").subject_ids({"path": str(ds), "tabular": ["ABETA"]})
+
+
+def test_the_workflow_expects_texts_and_confounds_only_from_sources_that_write_them():
+    from modalmerge.stages.acquire import source_writes
+
+    assert source_writes({"kind": "synthetic"}) == {"text": True, "confounds": False}
+    for kind, confounds in (("bids", False), ("fmriprep", True), ("hcp", True), ("adni", False)):
+        assert source_writes({"kind": kind}) == {"text": False, "confounds": confounds}, kind

@@ -94,14 +94,15 @@ class ShardDataset(Dataset):
         self.split, self.condition, self.target = split, condition, target
         self.tokenizer, self.text_max_length = tokenizer, text_max_length
         self.manifest = read_manifest(self.shard_dir)
-        self.columns: dict[str, np.ndarray | None] = {}
+        self.columns: dict[str, torch.Tensor | None] = {}  # ROI view per role (None: all)
         for role, name, selector in (
             ("condition", condition, condition_rois),
             ("target", target, target_rois),
         ):
             if selector is not None and name != "time_series":
                 raise ValueError(f"{role}_rois applies to time_series, not {name!r}")
-            self.columns[role] = roi_columns(self.manifest, selector, f"{role}_rois")
+            columns = roi_columns(self.manifest, selector, f"{role}_rois")
+            self.columns[role] = None if columns is None else torch.from_numpy(columns)
         self.files = [e["file"] for e in self.manifest["shards"] if e["split"] == split]
         counts = [e["n_samples"] for e in self.manifest["shards"] if e["split"] == split]
         self._offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
@@ -190,15 +191,13 @@ class ShardDataset(Dataset):
         h5, fi, local = self._locate(index)
         subject_index, window_start, ids = self._sample_info(fi, h5)
         row, start = int(subject_index[local]), int(window_start[local])
-        condition = self._modality(self.condition, h5, fi, local, row)
-        target = self._modality(self.target, h5, fi, local, row)
-        if self.columns["condition"] is not None:
-            condition = condition[:, torch.from_numpy(self.columns["condition"])]
-        if self.columns["target"] is not None:
-            target = target[:, torch.from_numpy(self.columns["target"])]
         return {
-            "condition": condition,
-            "target": target,
+            "condition": _select(
+                self._modality(self.condition, h5, fi, local, row), self.columns["condition"]
+            ),
+            "target": _select(
+                self._modality(self.target, h5, fi, local, row), self.columns["target"]
+            ),
             "time_offset": torch.tensor(start, dtype=torch.long),
             "subject": ids[row],
             "window_start": start,
@@ -354,12 +353,16 @@ class ShardDataset(Dataset):
         self._datasets, self._maps, self._index = {}, {}, None
 
 
-def _view(read, columns: np.ndarray | None):
+def _select(x: torch.Tensor, columns: torch.Tensor | None) -> torch.Tensor:
+    """The ROI ``columns`` (last axis) of a window or a batch of windows; all for None."""
+    return x if columns is None else x.index_select(-1, columns)
+
+
+def _view(read, columns: torch.Tensor | None):
     """``read`` restricted to the ROI ``columns`` of its (n, window, R) batches."""
     if columns is None:
         return read
-    index = torch.from_numpy(columns)
-    return lambda rows: read(rows).index_select(2, index)
+    return lambda rows: _select(read(rows), columns)
 
 
 def _strided_reader(array: np.ndarray):

@@ -124,13 +124,17 @@ def config_hash(params: dict) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
-def split_subjects(subjects: list[str], fractions: dict, seed: int) -> dict[str, list[str]]:
-    """Assign whole subjects to train/val/test, deterministically.
+def split_subjects(
+    subjects: list[str], fractions: dict, seed: int, by: str = "subject"
+) -> dict[str, list[str]]:
+    """Assign subjects to train/val/test, deterministically.
 
-    The sorted subject ids are permuted with ``numpy.random.default_rng(seed)``
-    and cut by ``fractions`` (largest-remainder rounding; a split with a
-    positive fraction gets at least one subject). The result does not depend on
-    the order of ``subjects``.
+    ``by="subject"``: the sorted subject ids are permuted with
+    ``numpy.random.default_rng(seed)`` and cut by ``fractions``
+    (largest-remainder rounding; a split with a positive fraction gets at least
+    one subject). ``by="time"``: every subject goes to every split with a
+    positive fraction (each split then holds one block of each run, see
+    :func:`time_blocks`). The result does not depend on the order of ``subjects``.
 
     Returns
     -------
@@ -145,6 +149,8 @@ def split_subjects(subjects: list[str], fractions: dict, seed: int) -> dict[str,
     ids = sorted(subjects)
     if len(set(ids)) != len(ids):
         raise ValueError("duplicate subject ids")
+    if by == "time":
+        return {s: list(ids) if fractions[s] > 0 else [] for s in SPLITS}
     wanted = [s for s in SPLITS if fractions[s] > 0]
     if len(ids) < len(wanted):
         raise ValueError(f"{len(ids)} subject(s) cannot fill the splits {wanted}")
@@ -435,9 +441,9 @@ def write_shards(
     """
     params = _validate_params(params)
     subjects = list(subjects)
-    lists = {"parcellated": parcellated, "anatomy": anatomy, "texts": texts or []}
-    if texts is None:
-        lists.pop("texts")
+    lists = {"parcellated": parcellated, "anatomy": anatomy}
+    if texts is not None:
+        lists["texts"] = texts
     for name, paths in lists.items():
         if len(paths) != len(subjects):
             raise ValueError(f"{len(paths)} {name} paths for {len(subjects)} subjects")
@@ -454,13 +460,7 @@ def write_shards(
         "categorical": categorical,
         "categories": json.dumps(categories),
     }
-    if params["split_by"] == "time":  # every subject in each split with a positive fraction
-        if len(set(subjects)) != len(subjects):
-            raise ValueError("duplicate subject ids")
-        fractions = params["fractions"]
-        splits = {s: sorted(subjects) if fractions[s] > 0 else [] for s in SPLITS}
-    else:
-        splits = split_subjects(subjects, params["fractions"], params["seed"])
+    splits = split_subjects(subjects, params["fractions"], params["seed"], params["split_by"])
     tabular, numeric_stats = _standardize_numeric(tabular, categorical, splits["train"])
     chash = config_hash(params)
     position = {s: i for i, s in enumerate(subjects)}

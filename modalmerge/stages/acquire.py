@@ -35,14 +35,19 @@ def source_subject_ids(dataset: dict) -> list[str]:
     return list(source_module(dataset["kind"]).subject_ids(dataset.get("params", {})))
 
 
-#: Kinds whose subjects come with a confounds TSV beside the BOLD run.
-CONFOUND_KINDS = frozenset({"fmriprep", "hcp", "brainspace"})
-
-
 def source_writes(dataset: dict) -> dict[str, bool]:
-    """Which optional per-subject files the source writes: ``text``, ``confounds``."""
+    """Which optional per-subject files the source writes: ``text``, ``confounds``.
+
+    A source module that writes a confounds TSV beside every BOLD run says so
+    with ``WRITES_CONFOUNDS = True``; only the synthetic generator writes texts.
+    """
     kind = dataset["kind"]
-    return {"text": kind == "synthetic", "confounds": kind in CONFOUND_KINDS}
+    if kind == "synthetic":  # cheap: no imaging libraries at DAG-building time
+        return {"text": True, "confounds": False}
+    return {
+        "text": False,
+        "confounds": bool(getattr(source_module(kind), "WRITES_CONFOUNDS", False)),
+    }
 
 
 def source_task(dataset: dict) -> str:

@@ -99,6 +99,7 @@ class SplitArrays:
     target: np.ndarray | None = None
     prediction: np.ndarray | None = None
     categorical_scores: list[np.ndarray] = field(default_factory=list)
+    attention: np.ndarray | None = None  # (n_target, n_condition), mean over heads and samples
 
 
 def _prediction_arrays(prediction) -> tuple[np.ndarray, list[np.ndarray]]:
@@ -118,8 +119,13 @@ def collect_split(
     tokenizer: Tokenizer | None = None,
     model: MultiModalModel | None = None,
     batch_size: int = 32,
+    attention: bool = False,
 ) -> SplitArrays:
-    """Read every sample of ``split``; with ``model``, also its predictions (eval mode)."""
+    """Read every sample of ``split``; with ``model``, also its predictions (eval mode).
+
+    With ``attention`` (a cross-attention ``model``), the same forward passes
+    also give the cross-attention weights averaged over heads and samples.
+    """
     target = experiment["target"]
     dataset = experiment_dataset(shard_dir, split, experiment, tokenizer)
     loader = torch.utils.data.DataLoader(
@@ -128,6 +134,7 @@ def collect_split(
     out = SplitArrays()
     conditions, targets, predictions, starts = [], [], [], []
     scores: list[list[np.ndarray]] = []
+    attention_sum = None
     for batch in loader:
         out.subjects.extend(batch["subject"])
         starts.append(np.asarray(batch["window_start"]))
@@ -138,7 +145,11 @@ def collect_split(
                 batch["condition"],
                 target=batch["target"] if target == "text" else None,
                 time_offset=batch.get("time_offset"),
+                return_attention=attention,
             )
+            if attention:  # (B, heads, n_target, n_condition) -> summed over the batch
+                part = result.attention.float().mean(dim=1).sum(dim=0).numpy()
+                attention_sum = part if attention_sum is None else attention_sum + part
             values, cat_scores = _prediction_arrays(result.prediction)
             predictions.append(values)
             scores.append(cat_scores)
@@ -151,6 +162,8 @@ def collect_split(
     if predictions:
         out.prediction = np.concatenate(predictions)
         out.categorical_scores = [np.concatenate(col) for col in zip(*scores, strict=True)]
+    if attention_sum is not None:
+        out.attention = attention_sum / len(out.subjects)
     return out
 
 

@@ -44,7 +44,7 @@ from modalmerge.evaluation import modality_metrics
 from modalmerge.evaluation.baselines import GroupMeanBaseline, RidgeBaseline
 from modalmerge.evaluation.summary import write_metrics
 from modalmerge.io import InputError, atomic_path, require_file
-from modalmerge.stages.common import collect_split, experiment_dataset, load_experiment_model
+from modalmerge.stages.common import collect_split, load_experiment_model
 
 log = logging.getLogger(__name__)
 
@@ -140,8 +140,14 @@ def _evaluate(
 ) -> dict:
     model, tokenizer = load_experiment_model(model_path)
     condition, target = experiment["condition"], experiment["target"]
+    manifest = read_manifest(shard_dir)
+    # left/right-style ROI views: the test pass also averages the attention (homologs below)
+    homologs = (
+        condition == target == "time_series"
+        and experiment.get("method", "cross_attention") == "cross_attention"
+    )
     train = collect_split(shard_dir, "train", experiment, tokenizer)
-    test = collect_split(shard_dir, "test", experiment, tokenizer, model=model)
+    test = collect_split(shard_dir, "test", experiment, tokenizer, model=model, attention=homologs)
     if not test.subjects:
         raise InputError(shard_dir, "the test split has no samples")
     log.info(
@@ -168,7 +174,7 @@ def _evaluate(
     n_components = settings.get("pca_components")
 
     if target == "time_series":
-        by_time = read_manifest(shard_dir).get("split_by") == "time"
+        by_time = manifest.get("split_by") == "time"
         record["split_by"] = "time" if by_time else "subject"
         _evaluate_time_series(
             record,
@@ -183,8 +189,8 @@ def _evaluate(
             truth_dir,
             by_time,
         )
-        if condition == "time_series" and record["method"] == "cross_attention":
-            _homolog_attention(record, model, shard_dir, experiment)
+        if homologs:
+            _homolog_attention(record, test.attention, manifest, experiment)
     elif target == "image":
         _evaluate_image(record, arrays, train, test, x_train, x_test, alphas, n_components)
     elif target == "tabular":
@@ -440,29 +446,13 @@ def homolog_pairs(target_names: list[str], condition_names: list[str]) -> dict[i
     return pairs
 
 
-@torch.no_grad()
-def mean_attention(model, dataset, batch_size: int = 64) -> np.ndarray:
-    """Cross-attention (n_target, n_condition) averaged over heads and every sample."""
-    total, count = None, 0
-    for first in range(0, len(dataset), batch_size):
-        batch = dataset.get_batch(list(range(first, min(first + batch_size, len(dataset)))))
-        out = model(batch["condition"], time_offset=batch["time_offset"], return_attention=True)
-        att = out.attention.float().mean(dim=1).sum(dim=0).numpy()  # over heads, then samples
-        total = att if total is None else total + att
-        count += len(batch["subject"])
-    return total / count
-
-
-def _homolog_attention(record, model, shard_dir, experiment) -> None:
-    manifest = read_manifest(shard_dir)
+def _homolog_attention(record, attention: np.ndarray, manifest: dict, experiment) -> None:
+    """Score where each target ROI's mean attention peaks against its homolog, if any pair."""
     cond = roi_names(manifest, roi_columns(manifest, experiment.get("condition_rois")))
     target = roi_names(manifest, roi_columns(manifest, experiment.get("target_rois")))
     pairs = homolog_pairs(target, cond)
     if not pairs:
         return
-    dataset = experiment_dataset(shard_dir, "test", experiment, model.tokenizer)
-    attention = mean_attention(model, dataset)
-    dataset.close()
     peaks = attention.argmax(axis=1)
     hits = [i for i, j in pairs.items() if peaks[i] == j]
     record["scores"]["model"]["homolog_attention_fraction"] = len(hits) / len(pairs)

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from modalmerge.data.split_arrays import read_manifest, roi_columns, roi_names
+from modalmerge.data.split_arrays import read_manifest, roi_columns, roi_labels, roi_names
 from modalmerge.evaluation.metrics import connectivity
 from modalmerge.io import InputError, require_file
 from modalmerge.stages.common import experiment_dataset, load_experiment_model
@@ -98,7 +98,7 @@ def draw_experiment_figures(
     save(fig_lib.learning_curves(history), "learning_curves")
 
     arrays = _load_predictions(predictions_path)
-    roi_labels = _roi_labels(labels_path)
+    atlas_names = _roi_labels(labels_path)
     target = experiment["target"]
     if target == "time_series":
         pred, true, group = arrays["prediction"], arrays["target"], arrays["group_mean"]
@@ -106,8 +106,8 @@ def draw_experiment_figures(
         manifest = read_manifest(shard_dir)
         target_columns = roi_columns(manifest, experiment.get("target_rois"))
         if target_columns is not None:
-            roi_labels = roi_names(manifest, target_columns)
-        names = roi_labels if len(roi_labels) == true.shape[-1] else None
+            atlas_names = roi_names(manifest, target_columns)
+        names = atlas_names if len(atlas_names) == true.shape[-1] else None
         save(
             plot_timeseries_prediction(
                 pred[0], true[0], roi_labels=names, rois=range(n_rois), baseline=group[0]
@@ -117,8 +117,11 @@ def draw_experiment_figures(
         true_fc = np.mean([connectivity(t) for t in true], axis=0)
         pred_fc = np.mean([connectivity(p) for p in pred], axis=0)
         save(fig_lib.connectivity_comparison(true_fc, pred_fc, labels=names), "connectivity")
-        if _surface_atlas(atlas_path) is not None:
-            _surface_figures(metrics_path, manifest, atlas_path, experiment, save)
+        vertex_labels = _surface_atlas(atlas_path)
+        if vertex_labels is not None:
+            _surface_figures(
+                metrics_path, manifest, vertex_labels, target_columns, experiment, save
+            )
     elif target == "image":
         save(
             plot_image_prediction(arrays["prediction"][0], arrays["target"][0]), "image_prediction"
@@ -184,17 +187,18 @@ def _hemisphere_of(vertex_labels: np.ndarray, label: int) -> str:
     return "left" if where.size and where[0] < N_VERTICES_FSAVERAGE5 else "right"
 
 
-def _surface_figures(metrics_path, manifest, atlas_path, experiment, save) -> None:
-    """Per-ROI accuracy on the surface and, with ROI views, one region's attention there."""
+def _surface_figures(metrics_path, manifest, vertex, target_columns, experiment, save) -> None:
+    """Per-ROI accuracy on the surface and, with ROI views, one region's attention there.
+
+    ``vertex``: the atlas label of each of fsaverage5's 20484 vertices, left first;
+    ``target_columns``: the target's ROI view (None: every ROI).
+    """
     from modalmerge.evaluation.summary import read_metrics
     from modalmerge.viz import surface
 
-    vertex = _surface_atlas(atlas_path)
     halves = {"left": vertex[:N_VERTICES_FSAVERAGE5], "right": vertex[N_VERTICES_FSAVERAGE5:]}
-    labels = np.asarray(manifest["roi_labels"], dtype=np.int64)
     record = read_metrics(metrics_path)
-    target_cols = roi_columns(manifest, experiment.get("target_rois"))
-    target_ids = labels if target_cols is None else labels[target_cols]
+    target_ids = roi_labels(manifest, target_columns)
     r = np.asarray(record.get("per_roi", {}).get("model", {}).get("pearson_r", []), float)
     if len(r) != len(target_ids):
         return
@@ -218,8 +222,7 @@ def _surface_figures(metrics_path, manifest, atlas_path, experiment, save) -> No
     if not attention:
         return
     weights = np.asarray(attention["mean_attention"], float)  # (n_target, n_condition)
-    cond_cols = roi_columns(manifest, experiment.get("condition_rois"))
-    cond_ids = labels if cond_cols is None else labels[cond_cols]
+    cond_ids = roi_labels(manifest, roi_columns(manifest, experiment.get("condition_rois")))
     hemi = _hemisphere_of(vertex, int(cond_ids[0]))
     best = int(np.argmax(r))  # the best-predicted target region
     save(

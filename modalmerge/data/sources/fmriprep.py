@@ -32,6 +32,7 @@ from modalmerge.data.sources._common import Source, SubjectFiles
 from modalmerge.io import InputError
 
 DEFAULT_SPACE = "MNI152NLin2009cAsym"
+WRITES_CONFOUNDS = True  # a confounds TSV beside every BOLD run (workflow input)
 KEYS = bids.KEYS | {"space", "confounds", "participants"}
 
 
