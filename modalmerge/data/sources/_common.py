@@ -80,7 +80,12 @@ class SubjectFiles:
 
 @dataclass
 class Source:
-    """The three layout functions of one source (see the module docstring)."""
+    """One layout: the functions that read it, and the interface the workflow calls.
+
+    A source module builds its ``SOURCE`` and exposes the bound methods
+    :meth:`subject_ids`, :meth:`write_cohort` and :meth:`write_subject` as its
+    module-level interface (see :mod:`modalmerge.data.sources`).
+    """
 
     kind: str
     keys: set[str]
@@ -93,6 +98,23 @@ class Source:
     #: that lists more subjects than a download holds: only unlisted and
     #: duplicated subjects are faults then.
     complete_table: bool = True
+    #: Writes more cohort files into ``raw/`` (BIDS: the events TSV): ``(params, raw)``.
+    cohort_extra: Callable[[dict, Path], None] | None = None
+
+    def subject_ids(self, params: dict) -> list[str]:
+        """Subjects to process (``sub-<label>``), after filters and, with ``on_error:
+        exclude``, without those that fail validation."""
+        return plan(self, params)[0]
+
+    def write_cohort(self, params: dict, root: Path) -> None:
+        """``raw/participants.tsv``, ``raw/dataset_description.json`` (``raw/excluded.tsv``)
+        and ``atlas/`` under ``root``."""
+        extra = None if self.cohort_extra is None else (lambda raw: self.cohort_extra(params, raw))
+        write_cohort(self, params, Path(root), extra=extra)
+
+    def write_subject(self, params: dict, subject: str, root: Path) -> None:
+        """Place ``subject``'s files under ``root/raw/<subject>/`` (checked, atomic)."""
+        write_subject(self, params, subject, Path(root))
 
 
 # --------------------------------------------------------------------------- params

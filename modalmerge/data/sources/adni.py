@@ -137,16 +137,9 @@ SOURCE = Source(
 )
 
 
-def subject_ids(params: dict) -> list[str]:
-    """Subjects with an image and a clinical row at the visit, after filters (and exclusions)."""
-    return _common.plan(SOURCE, params)[0]
-
-
-def write_cohort(params: dict, root: Path) -> None:
-    """Write ``raw/participants.tsv`` (contract columns + tabular), description and ``atlas/``."""
-    _common.write_cohort(SOURCE, params, Path(root))
-
-
-def write_subject(params: dict, subject: str, root: Path) -> None:
-    """Place the visit's T1w as ``root/raw/<subject>/anat/<subject>_T1w.nii.gz``."""
-    _common.write_subject(SOURCE, params, subject, Path(root))
+# the interface the workflow calls (modalmerge.data.sources)
+subject_ids, write_cohort, write_subject = (
+    SOURCE.subject_ids,
+    SOURCE.write_cohort,
+    SOURCE.write_subject,
+)

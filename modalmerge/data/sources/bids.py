@@ -230,19 +230,13 @@ SOURCE = Source(
     ),
     collect=_collect,
     task=lambda params: params["task"],
+    cohort_extra=lambda params, raw: _copy_events(params, raw),
 )
 
 
-def subject_ids(params: dict) -> list[str]:
-    """Subjects to process, ``sub-<label>``, after filters (and exclusions); see the module docstring."""
-    return _common.plan(SOURCE, params)[0]
-
-
-def write_cohort(params: dict, root: Path) -> None:
-    """Write ``raw/participants.tsv``, ``raw/dataset_description.json``, events and ``atlas/`` under ``root``."""
-    _common.write_cohort(SOURCE, params, Path(root), extra=lambda raw: _copy_events(params, raw))
-
-
-def write_subject(params: dict, subject: str, root: Path) -> None:
-    """Place ``subject``'s T1w, BOLD (+ sidecar, events) under ``root/raw/<subject>/``."""
-    _common.write_subject(SOURCE, params, subject, Path(root))
+# the interface the workflow calls (modalmerge.data.sources)
+subject_ids, write_cohort, write_subject = (
+    SOURCE.subject_ids,
+    SOURCE.write_cohort,
+    SOURCE.write_subject,
+)

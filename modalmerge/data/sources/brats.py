@@ -149,16 +149,9 @@ SOURCE = Source(
 )
 
 
-def subject_ids(params: dict) -> list[str]:
-    """Cases to process as ``sub-<label>``, after filters (and exclusions)."""
-    return _common.plan(SOURCE, params)[0]
-
-
-def write_cohort(params: dict, root: Path) -> None:
-    """Write ``raw/participants.tsv`` and ``raw/dataset_description.json`` (atlas only if configured)."""
-    _common.write_cohort(SOURCE, params, Path(root))
-
-
-def write_subject(params: dict, subject: str, root: Path) -> None:
-    """Place the case's four contrasts and segmentation under ``root/raw/<subject>/anat/``."""
-    _common.write_subject(SOURCE, params, subject, Path(root))
+# the interface the workflow calls (modalmerge.data.sources)
+subject_ids, write_cohort, write_subject = (
+    SOURCE.subject_ids,
+    SOURCE.write_cohort,
+    SOURCE.write_subject,
+)

@@ -150,16 +150,9 @@ SOURCE = Source(
 )
 
 
-def subject_ids(params: dict) -> list[str]:
-    """Subjects to process, ``sub-<label>``, after filters (and exclusions)."""
-    return _common.plan(SOURCE, params)[0]
-
-
-def write_cohort(params: dict, root: Path) -> None:
-    """Write ``raw/participants.tsv``, ``raw/dataset_description.json`` and ``atlas/`` under ``root``."""
-    _common.write_cohort(SOURCE, params, Path(root))
-
-
-def write_subject(params: dict, subject: str, root: Path) -> None:
-    """Place ``subject``'s MNI T1w, BOLD, brain mask and reduced confounds under ``root/raw/``."""
-    _common.write_subject(SOURCE, params, subject, Path(root))
+# the interface the workflow calls (modalmerge.data.sources)
+subject_ids, write_cohort, write_subject = (
+    SOURCE.subject_ids,
+    SOURCE.write_cohort,
+    SOURCE.write_subject,
+)
