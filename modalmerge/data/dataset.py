@@ -27,7 +27,12 @@ from torch.utils.data import Dataset, default_collate
 
 from modalmerge.data.chunk_map import ChunkMap, map_chunks
 from modalmerge.data.shards import SPLITS
-from modalmerge.data.split_arrays import check_modality, read_manifest, roi_columns
+from modalmerge.data.split_arrays import (
+    check_modality,
+    read_manifest,
+    roi_columns,
+    table_columns,
+)
 from modalmerge.io import InputError
 
 __all__ = ["SampleBatch", "ShardDataset", "collate_samples"]
@@ -68,6 +73,12 @@ class ShardDataset(Dataset):
         picked (a regular expression on ROI names, or a list of names or atlas
         labels; see :func:`modalmerge.data.split_arrays.roi_columns`). Lets one
         modality condition another part of itself, e.g. left -> right hemisphere.
+    condition_columns, target_columns : str or list, optional
+        ``tabular`` only: a view on a subset of the table's columns (a regular
+        expression on column names, or a list of names; numeric columns first,
+        see :func:`modalmerge.data.split_arrays.table_columns`), so one table
+        can condition another part of itself, e.g. a region's structural
+        profile -> its connectivity profile.
 
     Each item also holds ``time_offset`` (long scalar tensor, window start in
     volumes), ``subject`` (str) and ``window_start`` (int).
@@ -83,6 +94,8 @@ class ShardDataset(Dataset):
         text_max_length: int = 32,
         condition_rois=None,
         target_rois=None,
+        condition_columns=None,
+        target_columns=None,
     ):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -94,14 +107,20 @@ class ShardDataset(Dataset):
         self.split, self.condition, self.target = split, condition, target
         self.tokenizer, self.text_max_length = tokenizer, text_max_length
         self.manifest = read_manifest(self.shard_dir)
-        self.columns: dict[str, torch.Tensor | None] = {}  # ROI view per role (None: all)
-        for role, name, selector in (
-            ("condition", condition, condition_rois),
-            ("target", target, target_rois),
+        # column view per role (None: all): ROIs of a time series, columns of a table
+        self.columns: dict[str, torch.Tensor | None] = {}
+        for role, name, rois, table in (
+            ("condition", condition, condition_rois, condition_columns),
+            ("target", target, target_rois, target_columns),
         ):
-            if selector is not None and name != "time_series":
+            if rois is not None and name != "time_series":
                 raise ValueError(f"{role}_rois applies to time_series, not {name!r}")
-            columns = roi_columns(self.manifest, selector, f"{role}_rois")
+            if table is not None and name != "tabular":
+                raise ValueError(f"{role}_columns applies to tabular, not {name!r}")
+            if name == "tabular":
+                columns = table_columns(self.manifest, table, f"{role}_columns")
+            else:
+                columns = roi_columns(self.manifest, rois, f"{role}_rois")
             self.columns[role] = None if columns is None else torch.from_numpy(columns)
         self.files = [e["file"] for e in self.manifest["shards"] if e["split"] == split]
         counts = [e["n_samples"] for e in self.manifest["shards"] if e["split"] == split]
@@ -354,7 +373,7 @@ class ShardDataset(Dataset):
 
 
 def _select(x: torch.Tensor, columns: torch.Tensor | None) -> torch.Tensor:
-    """The ROI ``columns`` (last axis) of a window or a batch of windows; all for None."""
+    """The ``columns`` (last axis: ROIs of a window, columns of a table row); all for None."""
     return x if columns is None else x.index_select(-1, columns)
 
 

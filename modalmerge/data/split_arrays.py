@@ -28,6 +28,7 @@ __all__ = [
     "roi_labels",
     "roi_names",
     "split_texts",
+    "table_columns",
     "tabular_schema",
 ]
 
@@ -60,8 +61,8 @@ def read_manifest(shard_dir: str | os.PathLike) -> dict:
             path, f"format_version {manifest['format_version']}, this code reads {FORMAT_VERSION}"
         )
     seen: dict[str, str] = {}
-    if manifest.get("split_by", "subject") not in ("subject", "time"):
-        raise InputError(path, f"split_by {manifest['split_by']!r} is not 'subject' or 'time'")
+    if manifest.get("split_by", "subject") not in ("subject", "time", "space"):
+        raise InputError(path, f"split_by {manifest['split_by']!r} is not subject, time or space")
     by_time = manifest.get("split_by") == "time"  # blocks of each run: subjects in all splits
     for split, ids in ({} if by_time else manifest["splits"]).items():
         for sid in ids:
@@ -134,17 +135,65 @@ def split_texts(shard_dir: str | os.PathLike, split: str) -> list[str]:
     return list(load_split_arrays(shard_dir, split, "text")["data"])
 
 
-def tabular_schema(shard_dir: str | os.PathLike) -> tuple[int, list[int]]:
-    """``(n_numeric, categorical_cardinalities)`` of the shards' table.
+def tabular_schema(shard_dir: str | os.PathLike, selector=None) -> tuple[int, list[int]]:
+    """``(n_numeric, categorical_cardinalities)`` of the shards' table (or of a column view).
 
     Cardinalities count the categories seen in the whole cohort's
     ``participants.tsv`` (stored in the manifest), so every split codes alike.
+    ``selector``: a column view as in :func:`table_columns` (None: every column).
     """
     manifest = read_manifest(shard_dir)
     table = manifest["tabular"]
-    categorical = list(table["categorical"])
-    n_numeric = len(table["columns"]) - len(categorical)
-    return n_numeric, [len(table["categories"][c]) for c in categorical]
+    columns = list(table["columns"])
+    picked = table_columns(manifest, selector)
+    if picked is not None:
+        columns = [columns[i] for i in picked]
+    categorical = [c for c in columns if c in set(table["categorical"])]
+    return len(columns) - len(categorical), [len(table["categories"][c]) for c in categorical]
+
+
+def table_columns(manifest: dict, selector, what: str = "column selector") -> np.ndarray | None:
+    """Indices of the table columns a selector picks, numeric columns first.
+
+    Parameters
+    ----------
+    manifest : dict
+        From :func:`read_manifest` (``tabular.columns``, ``tabular.categorical``).
+    selector : None, str or list
+        None: every column (returns None). A string: a regular expression
+        searched in each column name (``"^fc_"``). A list: column names in the
+        order wanted. Picked numeric columns come before picked categorical
+        ones (the order a model's table expects), each group in selector order.
+
+    Raises
+    ------
+    ValueError
+        The selector picks nothing, names an unknown column, or lists one twice.
+    """
+    if selector is None:
+        return None
+    columns = [str(c) for c in manifest["tabular"]["columns"]]
+    if isinstance(selector, str):
+        try:
+            pattern = re.compile(selector)
+        except re.error as exc:
+            raise ValueError(f"{what} {selector!r} is not a regular expression ({exc})") from None
+        picked = [i for i, name in enumerate(columns) if pattern.search(name)]
+        if not picked:
+            raise ValueError(f"{what} {selector!r} matches no column (columns: {columns[:6]} ...)")
+    elif isinstance(selector, list | tuple) and selector:
+        unknown = [c for c in selector if str(c) not in columns]
+        if unknown:
+            raise ValueError(f"{what}: no column named {unknown[:5]}")
+        picked = [columns.index(str(c)) for c in selector]
+        if len(set(picked)) != len(picked):
+            raise ValueError(f"{what} lists a column twice")
+    else:
+        raise ValueError(f"{what} must be a regular expression or a non-empty list")
+    categorical = set(manifest["tabular"].get("categorical", []))
+    ordered = [i for i in picked if columns[i] not in categorical]
+    ordered += [i for i in picked if columns[i] in categorical]
+    return np.asarray(ordered, dtype=np.int64)
 
 
 def roi_columns(manifest: dict, selector, what: str = "ROI selector") -> np.ndarray | None:

@@ -84,6 +84,11 @@ class MultiModalModel(nn.Module):
         Leading numeric columns of a table.
     categorical_cardinalities : list of int, optional
         Category counts of a table's trailing categorical columns.
+    target_n_numeric, target_categorical_cardinalities : optional
+        The target table's schema when condition and target are both tables
+        with different columns (e.g. one region's structural profile -> its
+        connectivity profile); None: the target uses ``n_numeric`` and
+        ``categorical_cardinalities`` too.
     dropout : float
         Dropout everywhere.
     encoder_options, decoder_options, conditioning_options : dict, optional
@@ -108,6 +113,8 @@ class MultiModalModel(nn.Module):
         max_length: int = 32,
         n_numeric: int | None = None,
         categorical_cardinalities: list[int] | None = None,
+        target_n_numeric: int | None = None,
+        target_categorical_cardinalities: list[int] | None = None,
         dropout: float = 0.1,
         encoder_options: dict | None = None,
         decoder_options: dict | None = None,
@@ -131,16 +138,31 @@ class MultiModalModel(nn.Module):
                 )
             vocab_size = self.tokenizer.vocab_size
         cards = [int(c) for c in (categorical_cardinalities or [])]
-        if any(c < 1 for c in cards):
-            raise ValueError(f"categorical_cardinalities must be >= 1, got {cards}")
+        target_cards = (
+            None
+            if target_categorical_cardinalities is None
+            else [int(c) for c in target_categorical_cardinalities]
+        )
+        if any(c < 1 for c in cards + (target_cards or [])):
+            raise ValueError(f"categorical_cardinalities must be >= 1, got {cards}, {target_cards}")
+        if (target_n_numeric is not None or target_cards is not None) and target_type != "tabular":
+            raise ValueError(
+                "target_n_numeric / target_categorical_cardinalities need a tabular target"
+            )
         self.condition_type, self.target_type = condition_type, target_type
         self.condition_encoder_name = condition_encoder or DEFAULT_ENCODERS[condition_type]
         self.target_decoder_name = target_decoder or DEFAULT_DECODERS[target_type]
         self.conditioning_method = conditioning
         self.vocab_size, self.max_length = vocab_size, int(max_length)
         self.n_numeric, self.categorical_cardinalities = n_numeric, cards
+        # (n_numeric, cardinalities) of each role's table; the target may have its own
+        self._tables = {"condition": (n_numeric, cards), "target": (n_numeric, cards)}
+        if target_n_numeric is not None or target_cards is not None:
+            self._tables["target"] = (target_n_numeric, target_cards or [])
         self.condition_shape = self._shape(condition_type, condition_shape, "condition_shape")
         self.target_shape = self._shape(target_type, target_shape, "target_shape")
+        if "tabular" in (condition_type, target_type):
+            self.n_numeric = int(n_numeric or 0)
         self.validate_inputs = True  # set False to skip the per-batch checks (they sync a GPU)
         self._config = {
             "condition_type": condition_type,
@@ -158,6 +180,8 @@ class MultiModalModel(nn.Module):
             "max_length": self.max_length,
             "n_numeric": n_numeric,
             "categorical_cardinalities": cards,
+            "target_n_numeric": target_n_numeric,
+            "target_categorical_cardinalities": target_cards,
             "dropout": float(dropout),
             "encoder_options": dict(encoder_options or {}),
             "decoder_options": dict(decoder_options or {}),
@@ -172,7 +196,8 @@ class MultiModalModel(nn.Module):
         self.encoder = get_encoder(condition_type, self.condition_encoder_name)(
             self.condition_shape,
             embedding_dim,
-            **{**common, **self._modality_kwargs(condition_type), **(encoder_options or {})},
+            **{**common, **self._modality_kwargs(condition_type, "condition")},
+            **(encoder_options or {}),
         )
         self.conditioner = Conditioning(
             conditioning,
@@ -185,7 +210,8 @@ class MultiModalModel(nn.Module):
         self.decoder = get_decoder(target_type, self.target_decoder_name)(
             self.target_shape,
             embedding_dim,
-            **{**common, **self._modality_kwargs(target_type), **(decoder_options or {})},
+            **{**common, **self._modality_kwargs(target_type, "target")},
+            **(decoder_options or {}),
         )
 
     # ----------------------------------------------------------------- shapes
@@ -195,12 +221,14 @@ class MultiModalModel(nn.Module):
                 raise ValueError("a text modality needs vocab_size or a tokenizer")
             derived = (self.max_length,)
         elif modality == "tabular":
-            if self.n_numeric is None and not self.categorical_cardinalities:
+            role = name.split("_")[0]
+            n_numeric, cards = self._tables[role]
+            if n_numeric is None and not cards:
                 raise ValueError(
-                    "a tabular modality needs n_numeric and/or categorical_cardinalities"
+                    f"a tabular {role} needs n_numeric and/or categorical_cardinalities"
                 )
-            self.n_numeric = int(self.n_numeric or 0)
-            derived = (self.n_numeric + len(self.categorical_cardinalities),)
+            self._tables[role] = (int(n_numeric or 0), cards)
+            derived = (int(n_numeric or 0) + len(cards),)
         else:
             derived = tuple(int(n) for n in (shape or DEFAULT_SHAPES[modality]))
             ndims = (3, 4) if modality == "image" else (2,)
@@ -213,15 +241,18 @@ class MultiModalModel(nn.Module):
             )
         return derived
 
-    def _modality_kwargs(self, modality: str) -> dict:
+    def _modality_kwargs(self, modality: str, role: str) -> dict:
         if modality == "text":
             return {"vocab_size": self.vocab_size}
         if modality == "tabular":
-            return {
-                "n_numeric": self.n_numeric,
-                "categorical_cardinalities": self.categorical_cardinalities,
-            }
+            n_numeric, cards = self._tables[role]
+            return {"n_numeric": n_numeric, "categorical_cardinalities": cards}
         return {}
+
+    def table_schema(self, role: str = "target") -> tuple[int, list[int]]:
+        """``(n_numeric, categorical_cardinalities)`` of the condition's or target's table."""
+        n_numeric, cards = self._tables[role]
+        return int(n_numeric or 0), list(cards)
 
     def _check(self, x, modality: str, shape, role: str) -> None:
         check_batch(
@@ -230,8 +261,8 @@ class MultiModalModel(nn.Module):
             shape,
             role,
             vocab_size=self.vocab_size,
-            n_numeric=self.n_numeric or 0,
-            categorical_cardinalities=tuple(self.categorical_cardinalities),
+            n_numeric=self.table_schema(role)[0],
+            categorical_cardinalities=tuple(self.table_schema(role)[1]),
             allow_shorter=True,  # text may be shorter than max_length
         )
 

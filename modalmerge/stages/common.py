@@ -39,6 +39,8 @@ def experiment_dataset(
         text_max_length=TEXT_MAX_LENGTH,
         condition_rois=experiment.get("condition_rois"),
         target_rois=experiment.get("target_rois"),
+        condition_columns=experiment.get("condition_columns"),
+        target_columns=experiment.get("target_columns"),
     )
 
 
@@ -54,8 +56,14 @@ def build_model(
     probe.close()
     kwargs: dict = {}
     if "tabular" in (condition, target):
-        n_numeric, cardinalities = tabular_schema(shard_dir)
+        role = "condition" if condition == "tabular" else "target"
+        n_numeric, cardinalities = tabular_schema(shard_dir, experiment.get(f"{role}_columns"))
         kwargs.update(n_numeric=n_numeric, categorical_cardinalities=cardinalities)
+        if condition == target == "tabular":  # two views of one table
+            n_numeric, cardinalities = tabular_schema(shard_dir, experiment.get("target_columns"))
+            kwargs.update(
+                target_n_numeric=n_numeric, target_categorical_cardinalities=cardinalities
+            )
     if "text" in (condition, target):
         kwargs.update(tokenizer=tokenizer, max_length=TEXT_MAX_LENGTH)
     if condition in ("image", "time_series"):
