@@ -59,6 +59,12 @@ def _shard(a: argparse.Namespace) -> None:
     write_shards(a.subjects, a.parcellated, a.anatomy, a.participants, a.texts, a.out, a.settings)
 
 
+def _shard_regions(a: argparse.Namespace) -> None:
+    from modalmerge.data.region_shards import write_region_shards
+
+    write_region_shards(a.regions, a.out, a.settings)
+
+
 def _train(a: argparse.Namespace) -> None:
     from modalmerge.stages.train import train_experiment
 
@@ -152,6 +158,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{name}", nargs="+", required=True)
     p.add_argument("--texts", nargs="+", default=None, help="omit for data without texts")
     p.add_argument("--participants", required=True)
+    p.add_argument("--out", required=True)
+
+    p = command(
+        "shard-regions",
+        _shard_regions,
+        "write HDF5 shards whose samples are regions, split in spatial blocks",
+    )
+    p.add_argument("--settings", type=_json, required=True, help="config['shard'] as JSON")
+    p.add_argument("--regions", required=True, help="raw/regions.tsv")
     p.add_argument("--out", required=True)
 
     p = command("train", _train, "train one experiment")

@@ -50,6 +50,14 @@ def source_writes(dataset: dict) -> dict[str, bool]:
     }
 
 
+def source_sample_unit(dataset: dict) -> str:
+    """``"subject"`` (the subject DAG) or ``"region"`` (sources of group data whose
+    samples are regions; the module says so with ``SAMPLE_UNIT = "region"``)."""
+    if dataset["kind"] == "synthetic":
+        return "subject"
+    return str(getattr(source_module(dataset["kind"]), "SAMPLE_UNIT", "subject"))
+
+
 def source_task(dataset: dict) -> str:
     """The BIDS task label of the functional runs the source writes."""
     params = dataset.get("params", {})

@@ -30,6 +30,7 @@ SOURCES: dict[str, str] = {
     "brats": "modalmerge.data.sources.brats",
     "adni": "modalmerge.data.sources.adni",
     "brainspace": "modalmerge.data.sources.brainspace",
+    "brainspace_group": "modalmerge.data.sources.brainspace_group",
 }
 
 
@@ -40,7 +41,7 @@ def get_source(kind: str) -> ModuleType:
     ----------
     kind : str
         One of :data:`SOURCES` (``synthetic``, ``bids``, ``fmriprep``, ``hcp``,
-        ``brats``, ``adni``, ``brainspace``).
+        ``brats``, ``adni``, ``brainspace``, ``brainspace_group``).
 
     Returns
     -------

@@ -1,0 +1,326 @@
+"""Shards whose samples are regions: a spatially blocked split of one region table.
+
+For group-level data (one value per region and feature, e.g. brainspace's HCP
+group matrices, :mod:`modalmerge.data.sources.brainspace_group`) the samples
+are the cortical regions themselves. Their shards follow the same contract as
+the subject shards (docs/architecture.md §2), with one row of
+``/subjects/*`` per region and one sample per row::
+
+    /samples/subject_index (n_regions,) int64   -> row in /subjects/*
+    /samples/window_start  (n_regions,) int64   (zeros)
+    /subjects/id           (n_regions,) str     region names
+    /subjects/tabular      (n_regions, n_columns) float32 (attrs: columns, ...)
+    /subjects/text         (n_regions,) str     (empty)
+
+so :class:`~modalmerge.data.dataset.ShardDataset` and the train, evaluate and
+figures stages read them unchanged; an experiment picks its condition and
+target as two column views of the table (``condition_columns`` /
+``target_columns``). The manifest says ``split_by: space`` and
+``sample_unit: region`` and keeps each region's hemisphere and centroid.
+
+Neighbouring regions have similar profiles, so a random split would leak:
+regions are grouped into ``n_blocks`` spatial blocks (k-means on their
+centroids, within each hemisphere), whole blocks go to train, val or test,
+and training regions closer than ``buffer_mm`` to a held-out region are left
+out of every split (listed in the manifest as ``excluded``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+
+from modalmerge.data.shards import (
+    FORMAT_VERSION,
+    SPLITS,
+    config_hash,
+)
+from modalmerge.io import InputError, merge_params, require_file
+
+__all__ = [
+    "DEFAULT_PARAMS",
+    "read_region_table",
+    "spatial_blocks",
+    "split_regions",
+    "write_region_shards",
+]
+
+DEFAULT_PARAMS: dict = {
+    "seed": 0,
+    "fractions": {"train": 0.7, "val": 0.1, "test": 0.2},
+    "n_blocks": 20,  # spatial blocks (k-means clusters of region centroids)
+    "buffer_mm": 0.0,  # training regions this close to a held-out region are left out
+}
+#: Columns of ``regions.tsv`` that identify and place a region; every other column is a feature.
+ID_COLUMNS = ("region", "label", "hemisphere", "x", "y", "z")
+
+
+def _validate_params(params: dict | None) -> dict:
+    merged = merge_params(params, DEFAULT_PARAMS, "shard")
+    for key in ("seed", "n_blocks"):
+        value = merged[key]
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or value < (0 if key == "seed" else 2)
+        ):
+            raise ValueError(
+                f"shard.{key} must be an integer{' >= 2' if key == 'n_blocks' else ''}, got {value!r}"
+            )
+    buffer = merged["buffer_mm"]
+    if isinstance(buffer, bool) or not isinstance(buffer, int | float) or buffer < 0:
+        raise ValueError(f"shard.buffer_mm must be a non-negative number, got {buffer!r}")
+    fractions = merged["fractions"]
+    if not isinstance(fractions, dict) or set(fractions) != set(SPLITS):
+        raise ValueError(f"shard.fractions must map exactly {SPLITS} to fractions")
+    values = [fractions[s] for s in SPLITS]
+    if any(isinstance(v, bool) or not isinstance(v, int | float) or v < 0 for v in values):
+        raise ValueError("shard.fractions must be non-negative numbers")
+    if abs(sum(values) - 1.0) > 1e-6 or fractions["train"] <= 0:
+        raise ValueError(f"shard.fractions must sum to 1 with train > 0, got {fractions}")
+    return merged
+
+
+def read_region_table(path: str | os.PathLike) -> pd.DataFrame:
+    """Read ``regions.tsv``: identity columns plus numeric feature columns, no gaps.
+
+    Raises
+    ------
+    modalmerge.io.InputError
+        Unreadable file, missing identity columns, duplicate regions,
+        non-numeric or missing/infinite feature values (the message names them).
+    """
+    path = require_file(path, "region table")
+    try:
+        table = pd.read_csv(path, sep="\t", na_values=["n/a"], dtype={"region": str})
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise InputError(path, f"unreadable region table ({exc})") from None
+    missing = [c for c in ID_COLUMNS if c not in table.columns]
+    if missing:
+        raise InputError(path, f"region table lacks column(s) {missing}")
+    if table["region"].duplicated().any():
+        raise InputError(
+            path,
+            f"region(s) listed twice: {table['region'][table['region'].duplicated()].tolist()[:5]}",
+        )
+    features = [c for c in table.columns if c not in ID_COLUMNS]
+    if not features:
+        raise InputError(path, "region table has no feature columns")
+    text = [c for c in features if not pd.api.types.is_numeric_dtype(table[c])]
+    if text:
+        raise InputError(path, f"non-numeric feature column(s) {text[:5]}")
+    values = table[features + ["x", "y", "z"]].to_numpy(dtype=np.float64)
+    if not np.isfinite(values).all():
+        bad = [c for c in features + ["x", "y", "z"] if not np.isfinite(table[c]).all()]
+        raise InputError(path, f"missing or infinite values in column(s) {bad[:5]}")
+    return table.set_index("region")
+
+
+def spatial_blocks(coords: np.ndarray, hemispheres, n_blocks: int, seed: int) -> np.ndarray:
+    """Block id of each region: k-means on the centroids, within each hemisphere.
+
+    Blocks are shared out between hemispheres in proportion to their regions
+    (each hemisphere gets at least one), so no block spans the midline.
+    """
+    from sklearn.cluster import KMeans
+
+    coords = np.asarray(coords, dtype=np.float64)
+    hemispheres = np.asarray(hemispheres).astype(str)
+    names = sorted(set(hemispheres))
+    if n_blocks < len(names) or n_blocks > len(coords):
+        raise ValueError(
+            f"n_blocks {n_blocks} must lie between {len(names)} and {len(coords)} regions"
+        )
+    blocks = np.empty(len(coords), dtype=np.int64)
+    counts = np.array([(hemispheres == h).sum() for h in names])
+    shares = np.maximum(1, np.floor(n_blocks * counts / counts.sum()).astype(int))
+    shares[np.argmax(counts)] += n_blocks - shares.sum()
+    first = 0
+    for hemi, k in zip(names, shares, strict=True):
+        where = np.flatnonzero(hemispheres == hemi)
+        k = int(min(k, len(where)))
+        labels = KMeans(n_clusters=k, n_init=10, random_state=seed).fit_predict(coords[where])
+        blocks[where] = labels + first
+        first += k
+    return blocks
+
+
+def split_regions(
+    regions: list[str], coords: np.ndarray, hemispheres, params: dict
+) -> tuple[dict[str, list[str]], list[str], np.ndarray]:
+    """Assign whole spatial blocks to train / val / test.
+
+    Blocks are shuffled with ``params['seed']`` and dealt to test, then val,
+    until each holds its fraction of the regions (at least one block each when
+    its fraction is positive); the rest train. Training regions within
+    ``buffer_mm`` of a held-out region are then excluded.
+
+    Returns
+    -------
+    splits : dict
+        ``{"train": [...], "val": [...], "test": [...]}`` region names, sorted.
+    excluded : list of str
+        Training-side regions dropped by the buffer.
+    blocks : ndarray
+        Block id of each region.
+    """
+    params = _validate_params(params)
+    coords = np.asarray(coords, dtype=np.float64)
+    blocks = spatial_blocks(coords, hemispheres, params["n_blocks"], params["seed"])
+    order = np.random.default_rng(params["seed"]).permutation(np.unique(blocks))
+    assigned: dict[str, list[int]] = {s: [] for s in SPLITS}
+    queue = list(order)
+    for split in ("test", "val"):
+        wanted = params["fractions"][split] * len(regions)
+        taken = 0
+        while queue and wanted > 0 and (taken == 0 or taken < wanted):
+            block = queue.pop(0)
+            members = np.flatnonzero(blocks == block).tolist()
+            assigned[split] += members
+            taken += len(members)
+    assigned["train"] = [i for b in queue for i in np.flatnonzero(blocks == b).tolist()]
+    if not assigned["train"]:
+        raise ValueError(f"n_blocks {params['n_blocks']} leaves no block for training")
+    held = assigned["val"] + assigned["test"]
+    excluded = []
+    if params["buffer_mm"] > 0 and held:
+        distance = np.linalg.norm(coords[assigned["train"], None] - coords[None, held], axis=-1)
+        near = distance.min(axis=1) < params["buffer_mm"]
+        excluded = sorted(regions[i] for i, n in zip(assigned["train"], near, strict=True) if n)
+        assigned["train"] = [i for i, n in zip(assigned["train"], near, strict=True) if not n]
+        if not assigned["train"]:
+            raise ValueError(f"buffer_mm {params['buffer_mm']} excludes every training region")
+    splits = {s: sorted(regions[i] for i in assigned[s]) for s in SPLITS}
+    return splits, excluded, blocks
+
+
+def column_groups(columns: list[str], regions: list[str]) -> list[str]:
+    """The standardisation group of each column: ``<prefix>`` for a per-region
+    column ``<prefix>_<region>`` (one row of a region x region matrix), else itself."""
+    names = set(regions)
+    groups = []
+    for column in columns:
+        prefix, _, suffix = column.partition("_")
+        while suffix and suffix not in names and "_" in suffix:
+            head, _, suffix = suffix.partition("_")
+            prefix = f"{prefix}_{head}"
+        groups.append(prefix if suffix in names else column)
+    return groups
+
+
+def standardize_by_group(
+    features: pd.DataFrame, regions: list[str], train: list[str]
+) -> tuple[pd.DataFrame, dict]:
+    """Z-score features with the TRAINING regions' statistics, one mean and SD per group.
+
+    A matrix's columns (``fc_<region>`` ...) share one mean and SD, so a row
+    keeps its shape (z-scoring each column alone would blow up the columns of
+    held-out regions, which training regions barely connect to); scalar
+    columns (thickness ...) get their own. Per-column statistics go into the
+    manifest, as for subject tables.
+    """
+    groups = column_groups(list(features.columns), regions)
+    rows = features.loc[train]
+    mean = pd.Series(0.0, index=features.columns)
+    std = pd.Series(1.0, index=features.columns)
+    for group in dict.fromkeys(groups):
+        members = [c for c, g in zip(features.columns, groups, strict=True) if g == group]
+        values = rows[members].to_numpy(np.float64)
+        mean[members] = values.mean()
+        std[members] = values.std() or 1.0
+    out = ((features - mean) / std).astype(np.float32)
+    return out, {"numeric_mean": [float(v) for v in mean], "numeric_std": [float(v) for v in std]}
+
+
+def write_region_shards(
+    regions_tsv: str | os.PathLike, out_dir: str | os.PathLike, params: dict
+) -> dict:
+    """Split the regions of ``regions_tsv`` in space and write ``out_dir`` (shards + manifest).
+
+    Feature columns are z-scored with the TRAINING regions' mean and SD, one
+    pair per matrix (:func:`standardize_by_group`; the statistics go into the
+    manifest, so predictions can be mapped back to the table's units).
+    ``out_dir`` is replaced atomically.
+
+    Returns
+    -------
+    dict
+        The manifest.
+    """
+    params = _validate_params(params)
+    table = read_region_table(regions_tsv)
+    regions = list(table.index)
+    coords = table[["x", "y", "z"]].to_numpy(np.float64)
+    splits, excluded, blocks = split_regions(regions, coords, table["hemisphere"], params)
+    features = table[[c for c in table.columns if c not in ID_COLUMNS]].astype(np.float32)
+    features, stats = standardize_by_group(features, regions, splits["train"])
+    chash = config_hash(params)
+    attrs = {"columns": list(features.columns), "categorical": [], "categories": json.dumps({})}
+
+    out_dir = Path(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp_dir = out_dir.with_name(f".tmp-{os.getpid()}-{out_dir.name}")
+    shutil.rmtree(tmp_dir, ignore_errors=True)
+    tmp_dir.mkdir()
+    files = []
+    try:
+        for split in SPLITS:
+            members = splits[split]
+            name = f"{split}-0000.h5"
+            with h5py.File(tmp_dir / name, "w", libver=("v110", "latest")) as h5:
+                h5.attrs.update(format_version=FORMAT_VERSION, config_hash=chash, split=split)
+                samples, rows = h5.create_group("samples"), h5.create_group("subjects")
+                n = len(members)
+                rows.create_dataset("id", data=members, dtype=h5py.string_dtype())
+                rows.create_dataset("text", data=[""] * n, dtype=h5py.string_dtype())
+                tab = rows.create_dataset(
+                    "tabular", data=features.loc[members].to_numpy(np.float32).reshape(n, -1)
+                )
+                tab.attrs.update(attrs)
+                samples.create_dataset("subject_index", data=np.arange(n, dtype=np.int64))
+                samples.create_dataset("window_start", data=np.zeros(n, dtype=np.int64))
+            files.append({"file": name, "split": split, "n_subjects": n, "n_samples": n})
+        position = {r: i for i, r in enumerate(regions)}
+        manifest = {
+            "format_version": FORMAT_VERSION,
+            "config_hash": chash,
+            "params": params,
+            "splits": splits,
+            "shards": files,
+            "n_samples": {s: len(splits[s]) for s in SPLITS},
+            "shapes": {"tabular": [features.shape[1]]},
+            "tabular": {"columns": list(features.columns), "categorical": [], "categories": {}}
+            | stats,
+            "roi_labels": [int(v) for v in table["label"]],
+            "roi_names": regions,
+            "split_by": "space",
+            "sample_unit": "region",
+            "regions": {
+                r: {
+                    "label": int(table.at[r, "label"]),
+                    "hemisphere": str(table.at[r, "hemisphere"]),
+                    "xyz": [round(float(v), 3) for v in coords[position[r]]],
+                    "block": int(blocks[position[r]]),
+                }
+                for r in regions
+            },
+            "excluded": excluded,
+        }
+        (tmp_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        old = out_dir.with_name(f".old-{os.getpid()}-{out_dir.name}")
+        if out_dir.exists():
+            os.replace(out_dir, old)
+        os.replace(tmp_dir, out_dir)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(tmp_dir)
+        raise
+    return manifest
