@@ -30,6 +30,9 @@ One JSON object::
   number, never NaN; ``inf`` is allowed (PSNR of an exact prediction) and is
   stored as JSON ``Infinity``.
 - Every ``per_roi`` list of one file has the same length R.
+- Other keys are free and not checked: e.g. ``per_region`` (region samples:
+  predictor -> metric -> one number per test region, plus ``regions``),
+  ``homolog_attention``, ``matched_attention``.
 
 :func:`write_metrics` checks a record against this schema and writes it
 atomically; :func:`read_metrics` checks a file on the way in.

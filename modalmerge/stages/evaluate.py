@@ -142,12 +142,18 @@ def _evaluate(
     condition, target = experiment["condition"], experiment["target"]
     manifest = read_manifest(shard_dir)
     # left/right-style ROI views: the test pass also averages the attention (homologs below)
-    homologs = (
-        condition == target == "time_series"
-        and experiment.get("method", "cross_attention") == "cross_attention"
-    )
+    cross_attention = experiment.get("method", "cross_attention") == "cross_attention"
+    homologs = condition == target == "time_series" and cross_attention
+    regions = manifest.get("sample_unit") == "region" and target == "tabular"
     train = collect_split(shard_dir, "train", experiment, tokenizer)
-    test = collect_split(shard_dir, "test", experiment, tokenizer, model=model, attention=homologs)
+    test = collect_split(
+        shard_dir,
+        "test",
+        experiment,
+        tokenizer,
+        model=model,
+        attention=homologs or (regions and cross_attention and condition == "tabular"),
+    )
     if not test.subjects:
         raise InputError(shard_dir, "the test split has no samples")
     log.info(
@@ -195,6 +201,8 @@ def _evaluate(
         _evaluate_image(record, arrays, train, test, x_train, x_test, alphas, n_components)
     elif target == "tabular":
         _evaluate_tabular(record, arrays, train, test, x_train, x_test, alphas, n_components, model)
+        if regions:
+            _evaluate_region_profiles(record, arrays, test, manifest, experiment, shard_dir)
     elif target == "text":
         _evaluate_text(record, arrays, train, test)
     else:  # pragma: no cover - the schema allows only the four modalities
@@ -360,7 +368,7 @@ def _evaluate_image(record, arrays, train, test, x_train, x_test, alphas, n_comp
 
 
 def _evaluate_tabular(record, arrays, train, test, x_train, x_test, alphas, n_components, model):
-    n_cat = len(model.config.get("categorical_cardinalities") or [])
+    n_cat = len(model.table_schema("target")[1])
     n_num = train.target.shape[1] - n_cat
     keys, true = _subject_mean(test.target, test.subjects)
     numeric_pred = _per_subject(test.subjects, test.prediction[:, :n_num])
@@ -392,9 +400,9 @@ def _evaluate_tabular(record, arrays, train, test, x_train, x_test, alphas, n_co
     ridge_pred = np.concatenate([ridge_num, group_pred[:, n_num:]], axis=1)
 
     def score(p):
-        return modality_metrics.tabular_metrics(
-            p[:, :n_num], true[:, :n_num], p[:, n_num:], true[:, n_num:]
-        )["scores"]
+        numeric = (p[:, :n_num], true[:, :n_num]) if n_num else (None, None)
+        codes = (p[:, n_num:], true[:, n_num:]) if n_cat else (None, None)
+        return modality_metrics.tabular_metrics(*numeric, *codes)["scores"]
 
     record["scores"] = {
         "model": score(pred),
@@ -423,6 +431,121 @@ def _evaluate_text(record, arrays, train, test):
         "group_mean": modality_metrics.text_metrics(unigram, true)["scores"],
     }
     arrays.update(subjects=np.asarray(test.subjects), prediction=logits.argmax(-1), target=true)
+
+
+def _row_r(pred: np.ndarray, true: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """Pearson r of each row of ``pred`` with the same row of ``true`` over the ``keep`` mask."""
+    out = np.empty(len(pred))
+    for i in range(len(pred)):
+        p, t = pred[i, keep[i]], true[i, keep[i]]
+        p, t = p - p.mean(), t - t.mean()
+        denominator = np.sqrt((p * p).sum() * (t * t).sum())
+        out[i] = (p * t).sum() / denominator if denominator > 0 else 0.0
+    return out
+
+
+def _evaluate_region_profiles(record, arrays, test, manifest, experiment, shard_dir) -> None:
+    """Region samples (group data): score each held-out region's target PROFILE.
+
+    The target columns ``<prefix>_<region>`` (e.g. ``fc_L_001``) are mapped
+    back to the table's units and each test region's predicted row is
+    correlated with its true row, leaving out the region's own column (FC with
+    itself is 1 by definition):
+
+    - ``pearson_r``: over every other region;
+    - ``pearson_r_heldout_columns``: only over the other TEST regions. A test
+      region's FC with a training region is also, transposed, a value in that
+      training region's own target row; this score never uses such entries;
+    - ``pearson_r_holdout_group``: against the same row of the held-out group's
+      matrix (``holdout_<prefix>_<region>`` columns, which no model sees).
+
+    ``noise_ceiling`` is the held-out group's row used as the prediction of the
+    discovery group's row: how far the profile itself reproduces. With
+    cross-attention, ``matched_attention_fraction`` is the fraction of target
+    columns whose mean attention peaks on the condition column of the same
+    region (``fc_L_001`` -> ``mpc_L_001``).
+    """
+    from modalmerge.data.split_arrays import load_split_arrays, table_columns
+
+    columns = list(manifest["tabular"]["columns"])
+    mean = np.asarray(manifest["tabular"]["numeric_mean"], dtype=np.float64)
+    std = np.asarray(manifest["tabular"]["numeric_std"], dtype=np.float64)
+    picked = table_columns(manifest, experiment.get("target_columns"))
+    picked = np.arange(len(columns)) if picked is None else picked
+    names = [columns[i] for i in picked]
+    regions = list(manifest.get("roi_names") or [])
+    column_region = [next((r for r in regions if n.endswith(f"_{r}")), None) for n in names]
+    if not all(column_region):
+        log.info("target columns are not per-region (<prefix>_<region>): no profile scores")
+        return
+    prefix = names[0][: -len(column_region[0]) - 1]
+    keys = [str(k) for k in arrays["subjects"]]
+    held_out = set(keys)
+
+    def raw(values):
+        return np.asarray(values, np.float64) * std[picked] + mean[picked]
+
+    true = raw(arrays["target"])
+    self_column = np.array([[c == k for c in column_region] for k in keys])
+    keep_all = ~self_column
+    keep_heldout = keep_all & np.array([c in held_out for c in column_region])[None, :]
+    table = load_split_arrays(shard_dir, "test", "tabular")
+    row_of = {s: i for i, s in enumerate(table["subject"])}
+    holdout_names = [f"holdout_{n}" for n in names]
+    holdout = None
+    if all(n in columns for n in holdout_names):
+        index = [columns.index(n) for n in holdout_names]
+        rows = np.asarray(table["data"], np.float64)[[row_of[k] for k in keys]][:, index]
+        holdout = rows * std[index] + mean[index]
+
+    per_region: dict = {"regions": keys}
+    predictions = {"model": arrays["prediction"], "group_mean": arrays["group_mean"]}
+    predictions["ridge"] = arrays["ridge"]
+    for name, values in predictions.items():
+        pred = raw(values)
+        r = _row_r(pred, true, keep_all)
+        scores = record["scores"].setdefault(name, {})
+        scores["pearson_r"] = float(r.mean())
+        if len(held_out) > 2:
+            scores["pearson_r_heldout_columns"] = float(_row_r(pred, true, keep_heldout).mean())
+        if holdout is not None:
+            scores["pearson_r_holdout_group"] = float(_row_r(pred, holdout, keep_all).mean())
+        per_region[name] = {"pearson_r": r.round(6).tolist()}
+        arrays[f"{name}_raw"] = pred.astype(np.float32)
+    arrays["target_raw"] = true.astype(np.float32)
+    if holdout is not None:
+        ceiling = _row_r(holdout, true, keep_all)
+        record["scores"]["noise_ceiling"] = {"pearson_r": float(ceiling.mean())}
+        per_region["noise_ceiling"] = {"pearson_r": ceiling.round(6).tolist()}
+    record["per_region"] = per_region
+    record["profile"] = {"prefix": prefix, "columns": names}
+    if test.attention is not None:
+        condition_names = [
+            columns[i]
+            for i in (
+                table_columns(manifest, experiment.get("condition_columns"))
+                if experiment.get("condition_columns") is not None
+                else range(len(columns))
+            )
+        ]
+        where = {}
+        for j, name in enumerate(condition_names):
+            region = next((r for r in regions if name.endswith(f"_{r}")), None)
+            if region is not None:
+                where.setdefault(region, []).append(j)
+        pairs = {i: where[r][0] for i, r in enumerate(column_region) if len(where.get(r, [])) == 1}
+        if pairs:
+            peaks = test.attention.argmax(axis=1)
+            hits = sum(peaks[i] == j for i, j in pairs.items())
+            record["scores"]["model"]["matched_attention_fraction"] = hits / len(pairs)
+            record["scores"]["model"]["matched_attention_chance"] = 1.0 / test.attention.shape[1]
+            record["matched_attention"] = {
+                "n_pairs": len(pairs),
+                "mean_attention": test.attention.round(6).tolist(),
+                "condition_columns": condition_names,
+                "target_columns": names,
+            }
+            log.info("attention peaks on the same region for %d of %d columns", hits, len(pairs))
 
 
 _HEMI = re.compile(r"(^(l|r|lh|rh|left|right)[_\-. ])|([_\-. ](l|r|lh|rh|left|right)$)", re.I)

@@ -11,6 +11,12 @@ Writes into ``figures/<experiment>/``:
   (the model's Pearson r per region on the inflated surface) and, when
   evaluate measured homolog attention, ``surface_attention.png`` (the
   best-predicted target region's mean attention over the condition regions);
+- region samples (group data, e.g. ``brainspace_group``): ``profiles.png``
+  (true and predicted profiles of the held-out regions: model, ridge, mean),
+  ``surface_split.png`` (which regions trained, validated, tested or were
+  left out by the buffer), ``surface_accuracy.png`` (each held-out region's
+  profile r) and, with cross-attention, ``surface_attention.png`` (the mean
+  attention of the target columns on each region's condition column);
 - cross-attention models: ``attention.png`` (the Visualizer's view of one test
   sample) and, for image conditions, ``attention_on_anatomy.png`` (the mean
   attention of all target queries drawn on the subject's anatomy with nilearn).
@@ -26,7 +32,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from modalmerge.data.split_arrays import read_manifest, roi_columns, roi_labels, roi_names
+from modalmerge.data.split_arrays import (
+    read_manifest,
+    roi_columns,
+    roi_labels,
+    roi_names,
+    table_columns,
+)
 from modalmerge.evaluation.metrics import connectivity
 from modalmerge.io import InputError, require_file
 from modalmerge.stages.common import experiment_dataset, load_experiment_model
@@ -41,7 +53,8 @@ from modalmerge.viz.visualizer import Visualizer
 
 log = logging.getLogger(__name__)
 
-N_VERTICES_FSAVERAGE5 = 10242  # per hemisphere
+#: Surface meshes an atlas image of shape (2 * V, 1, 1) may live on, by V (per hemisphere).
+SURFACE_MESHES = {10242: "fsaverage5", 32492: "conte69"}
 
 #: Metrics drawn in the summary chart (higher is better for each).
 SUMMARY_METRICS = ("pearson_r", "fc_similarity", "r2", "ssim", "psnr", "accuracy")
@@ -117,10 +130,10 @@ def draw_experiment_figures(
         true_fc = np.mean([connectivity(t) for t in true], axis=0)
         pred_fc = np.mean([connectivity(p) for p in pred], axis=0)
         save(fig_lib.connectivity_comparison(true_fc, pred_fc, labels=names), "connectivity")
-        vertex_labels = _surface_atlas(atlas_path)
-        if vertex_labels is not None:
+        surface_atlas = _surface_atlas(atlas_path)
+        if surface_atlas is not None and surface_atlas[1] == "fsaverage5":
             _surface_figures(
-                metrics_path, manifest, vertex_labels, target_columns, experiment, save
+                metrics_path, manifest, surface_atlas[0], target_columns, experiment, save
             )
     elif target == "image":
         save(
@@ -129,16 +142,23 @@ def draw_experiment_figures(
 
     model, tokenizer = load_experiment_model(model_path)
     if target == "tabular":
-        table = read_manifest(shard_dir)["tabular"]
-        save(
-            plot_tabular_prediction(
-                arrays["prediction"],
-                arrays["target"],
-                table["columns"],
-                categorical=table["categorical"],
-            ),
-            "tabular_prediction",
-        )
+        manifest = read_manifest(shard_dir)
+        table = manifest["tabular"]
+        picked = table_columns(manifest, experiment.get("target_columns"))
+        names = table["columns"] if picked is None else [table["columns"][i] for i in picked]
+        if manifest.get("sample_unit") == "region" and "target_raw" in arrays:
+            # hundreds of profile columns: matrices and surfaces instead of one scatter each
+            _region_figures(arrays, metrics_path, manifest, atlas_path, experiment, save)
+        else:
+            save(
+                plot_tabular_prediction(
+                    arrays["prediction"],
+                    arrays["target"],
+                    names,
+                    categorical=[c for c in table["categorical"] if c in names],
+                ),
+                "tabular_prediction",
+            )
     if experiment.get("method", "cross_attention") == "cross_attention":
         _attention_figures(model, tokenizer, shard_dir, atlas_path, experiment, save)
     log.info("wrote %d figures to %s", len(written), out_dir)
@@ -174,43 +194,154 @@ def _attention_figures(model, tokenizer, shard_dir, atlas_path, experiment, save
     )
 
 
-def _surface_atlas(atlas_path) -> np.ndarray | None:
-    """Per-vertex labels of an fsaverage5 atlas stored as a (20484, 1, 1) image, else None."""
+def _surface_atlas(atlas_path) -> tuple[np.ndarray, str] | None:
+    """Per-vertex labels and mesh name of a surface atlas stored as a (2V, 1, 1)
+    image (fsaverage5 or conte69, left hemisphere first); None for a volume atlas."""
     image = nib.load(require_file(atlas_path, "atlas"))
-    if tuple(image.shape) != (2 * N_VERTICES_FSAVERAGE5, 1, 1):
+    shape = tuple(image.shape)
+    if len(shape) != 3 or shape[1:] != (1, 1) or shape[0] // 2 not in SURFACE_MESHES:
         return None
-    return np.asarray(image.dataobj).astype(np.int64).ravel()
+    if shape[0] % 2:
+        return None
+    return np.asarray(image.dataobj).astype(np.int64).ravel(), SURFACE_MESHES[shape[0] // 2]
 
 
 def _hemisphere_of(vertex_labels: np.ndarray, label: int) -> str:
     where = np.flatnonzero(vertex_labels == label)
-    return "left" if where.size and where[0] < N_VERTICES_FSAVERAGE5 else "right"
+    return "left" if where.size and where[0] < len(vertex_labels) // 2 else "right"
+
+
+def _halves(vertex: np.ndarray) -> dict[str, np.ndarray]:
+    n = len(vertex) // 2
+    return {"left": vertex[:n], "right": vertex[n:]}
+
+
+def _region_map(values, labels, vertex, mesh, **kwargs):
+    """``surface.surface_region_map`` of one value per region label, both hemispheres as given."""
+    from modalmerge.viz import surface
+
+    labels = np.asarray(labels, dtype=np.int64)
+    values = np.asarray(values, dtype=np.float64)
+    by_hemi: dict[str, list[int]] = {"left": [], "right": []}
+    for i, label in enumerate(labels.tolist()):
+        by_hemi[_hemisphere_of(vertex, label)].append(i)
+    hemis = [h for h in ("left", "right") if by_hemi[h]]
+    halves = _halves(vertex)
+    return surface.surface_region_map(
+        {h: values[by_hemi[h]] for h in hemis},
+        {h: halves[h] for h in hemis},
+        {h: labels[by_hemi[h]] for h in hemis},
+        mesh=mesh,
+        **kwargs,
+    )
+
+
+def _region_figures(arrays, metrics_path, manifest, atlas_path, experiment, save) -> None:
+    """Region samples: held-out profiles as matrices, the split and accuracy on the surface."""
+    from modalmerge.evaluation.summary import read_metrics
+
+    record = read_metrics(metrics_path)
+    regions = [str(r) for r in arrays["subjects"]]
+    predictions = {
+        name: arrays[f"{name}_raw"]
+        for name in ("model", "ridge", "group_mean")
+        if f"{name}_raw" in arrays
+    }
+    save(
+        fig_lib.profile_matrices(
+            arrays["target_raw"],
+            predictions,
+            regions,
+            title=f"{experiment['name']}: profiles of the held-out regions",
+            row_r={k: v["pearson_r"] for k, v in record["scores"].items() if "pearson_r" in v},
+        ),
+        "profiles",
+    )
+    surface_atlas = _surface_atlas(atlas_path)
+    if surface_atlas is None:
+        return
+    vertex, mesh = surface_atlas
+    info = manifest.get("regions", {})
+    split_of = {r: i for i, split in enumerate(("train", "val", "test"))
+                for r in manifest["splits"][split]}  # fmt: skip
+    split_of.update({r: 3 for r in manifest.get("excluded", [])})
+    names = [r for r in info if r in split_of]
+    save(
+        _region_map(
+            [split_of[r] for r in names],
+            [info[r]["label"] for r in names],
+            vertex,
+            mesh,
+            title="regions: 0 train, 1 val, 2 test, 3 left out (buffer)",
+            cmap="viridis",
+            vmin=0,
+            vmax=3,
+            colorbar_label="split",
+        ),
+        "surface_split",
+    )
+    r = record.get("per_region", {}).get("model", {}).get("pearson_r")
+    if r is not None and len(r) == len(regions):
+        save(
+            _region_map(
+                r,
+                [info[k]["label"] for k in regions],
+                vertex,
+                mesh,
+                title=f"{experiment['name']}: profile r of each held-out region",
+                cmap="RdBu_r",
+                symmetric=True,
+                colorbar_label="Pearson r (true vs predicted row)",
+            ),
+            "surface_accuracy",
+        )
+    matched = record.get("matched_attention")
+    if matched:
+        weights = np.asarray(matched["mean_attention"], float).mean(axis=0)  # over target columns
+        columns = matched["condition_columns"]
+        on_region = [
+            (info[r]["label"], weights[j])
+            for j, c in enumerate(columns)
+            for r in [next((k for k in info if c.endswith(f"_{k}")), None)]
+            if r is not None
+        ]
+        if on_region:
+            labels, values = zip(*on_region, strict=True)
+            save(
+                _region_map(
+                    values,
+                    labels,
+                    vertex,
+                    mesh,
+                    title=f"{experiment['name']}: mean attention on each region's condition column",
+                    cmap="viridis",
+                    colorbar_label="attention",
+                ),
+                "surface_attention",
+            )
 
 
 def _surface_figures(metrics_path, manifest, vertex, target_columns, experiment, save) -> None:
     """Per-ROI accuracy on the surface and, with ROI views, one region's attention there.
 
-    ``vertex``: the atlas label of each of fsaverage5's 20484 vertices, left first;
+    ``vertex``: the atlas label of each fsaverage5 vertex, left first;
     ``target_columns``: the target's ROI view (None: every ROI).
     """
     from modalmerge.evaluation.summary import read_metrics
     from modalmerge.viz import surface
 
-    halves = {"left": vertex[:N_VERTICES_FSAVERAGE5], "right": vertex[N_VERTICES_FSAVERAGE5:]}
+    halves = _halves(vertex)
     record = read_metrics(metrics_path)
     target_ids = roi_labels(manifest, target_columns)
     r = np.asarray(record.get("per_roi", {}).get("model", {}).get("pearson_r", []), float)
     if len(r) != len(target_ids):
         return
-    by_hemi = {"left": [], "right": []}
-    for i, label in enumerate(target_ids.tolist()):
-        by_hemi[_hemisphere_of(vertex, label)].append(i)
-    hemis = [h for h in ("left", "right") if by_hemi[h]]
     save(
-        surface.surface_region_map(
-            {h: r[by_hemi[h]] for h in hemis},
-            {h: halves[h] for h in hemis},
-            {h: target_ids[by_hemi[h]] for h in hemis},
+        _region_map(
+            r,
+            target_ids,
+            vertex,
+            "fsaverage5",
             title=f"{experiment['name']}: Pearson r per region, held-out volumes",
             cmap="RdBu_r",
             symmetric=True,

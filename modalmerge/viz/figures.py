@@ -9,7 +9,7 @@ Each function validates its inputs (a bad shape or a missing column raises
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import nibabel as nib
@@ -132,6 +132,72 @@ def fc_similarity(true_fc: np.ndarray, pred_fc: np.ndarray) -> float:
         return float("nan")
     iu = np.triu_indices(true_m.shape[0], k=1)
     return pearson_r(true_m[iu], pred_m[iu])
+
+
+def profile_matrices(
+    true: np.ndarray,
+    predictions: Mapping[str, np.ndarray],
+    row_labels: Sequence[str],
+    title: str = "connectivity profiles of held-out regions",
+    row_r: Mapping[str, float] | None = None,
+) -> Figure:
+    """True and predicted profiles (one row per held-out region) side by side.
+
+    Parameters
+    ----------
+    true : ndarray, shape (n_rows, n_columns)
+        E.g. each held-out region's row of the FC matrix.
+    predictions : dict of str to ndarray, shape (n_rows, n_columns)
+        Predictors by name (model, ridge, ...), drawn in the given order.
+    row_labels : sequence of str
+        One name per row.
+    row_r : dict of str to float, optional
+        Each prediction's score for its panel title (e.g. the evaluate stage's
+        row r without self-connections); by default the mean row-wise Pearson r
+        over all columns.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        ``1 + len(predictions)`` matrix panels on one colour scale, titled with
+        each prediction's mean row-wise Pearson r.
+
+    Raises
+    ------
+    ValueError
+        When a prediction differs from ``true`` in shape or ``row_labels`` in length.
+    """
+    from nilearn import plotting
+
+    true_m = to_numpy(true, "true")
+    if true_m.ndim != 2:
+        raise ValueError(f"true must be (n_rows, n_columns), got shape {true_m.shape}")
+    if len(row_labels) != true_m.shape[0]:
+        raise ValueError(f"row_labels has {len(row_labels)} names for {true_m.shape[0]} rows")
+    panels = [("true", true_m, None)]
+    for name, values in predictions.items():
+        pred = to_numpy(values, name)
+        if pred.shape != true_m.shape:
+            raise ValueError(f"{name} has shape {pred.shape}, true has {true_m.shape}")
+        if row_r is not None and name in row_r:
+            r = row_r[name]
+        else:
+            r = np.nanmean([pearson_r(p, t) for p, t in zip(pred, true_m, strict=True)])
+        panels.append((name, pred, float(r)))
+    lo, hi = np.percentile(np.concatenate([m.ravel() for _, m, _ in panels]), [1, 99])
+    fig = new_figure(3.4 * len(panels) + 1.0, 4.2, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(panels)))
+    for ax, (name, matrix, r) in zip(axes, panels, strict=True):
+        plotting.plot_matrix(
+            matrix, axes=ax, vmin=lo, vmax=hi, cmap="RdBu_r", colorbar=ax is axes[-1]
+        )
+        ax.set_aspect("auto")  # rows are few, columns many
+        ax.set_title(name if r is None else f"{name} (row {format_r(r)})", fontsize=9)
+        ax.set_xlabel("region")
+        ax.set_yticks(range(len(row_labels)))
+        ax.set_yticklabels(row_labels if len(row_labels) <= 30 else [], fontsize=5)
+    fig.suptitle(title)
+    return fig
 
 
 def connectivity_comparison(

@@ -109,12 +109,41 @@ def region_values_to_vertices(values, region_labels, vertex_labels) -> np.ndarra
 # --------------------------------------------------------------------------- meshes
 
 
+#: Vertices per hemisphere of the meshes :func:`surface_region_map` can draw.
+MESH_VERTICES = {"fsaverage5": 10242, "conte69": 32492}
+
+
+def _conte69_surface():
+    """brainspace's conte69 32k midthickness meshes, curvature as the background."""
+    from nilearn.surface import InMemoryMesh, load_surf_mesh
+
+    from modalmerge.data.sources.brainspace import package_dir
+
+    root = package_dir().parent
+    meshes = {}
+    for hemi, tag in zip(HEMISPHERES, ("lh", "rh"), strict=True):
+        path = root / "surfaces" / f"conte69_32k_{tag}.gii"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: conte69 surface missing (is brainspace installed?)")
+        coords, faces = load_surf_mesh(str(path))
+        meshes[hemi] = InMemoryMesh(np.asarray(coords), np.asarray(faces))
+    curvature = root / "matrices" / "main_group" / "conte69_32k_curvature.csv"
+    background = None
+    if curvature.is_file():
+        values = np.nan_to_num(np.loadtxt(curvature, delimiter=","))
+        n = MESH_VERTICES["conte69"]
+        background = {"left": -values[:n], "right": -values[n:]}  # sulci dark, as sulcal depth
+    return meshes, background
+
+
 @lru_cache(maxsize=2)
 def _load_surface(mesh: str):
-    """Inflated meshes and sulcal depth (or None) per hemisphere, kept in memory."""
+    """Meshes (inflated fsaverage; conte69 midthickness) and a background per hemisphere."""
     from nilearn import datasets
     from nilearn.surface import InMemoryMesh, load_surf_mesh
 
+    if mesh == "conte69":
+        return _conte69_surface()
     fsaverage = datasets.load_fsaverage(mesh)
     meshes = {}
     for hemi in HEMISPHERES:
@@ -220,9 +249,10 @@ def surface_region_map(
     vmin, vmax : float, optional
         Colour limits; by default the smallest and largest value over all hemispheres.
     mesh : str
-        fsaverage mesh name for :func:`nilearn.datasets.load_fsaverage`; only
-        ``"fsaverage5"`` (10242 vertices per hemisphere) ships with nilearn, the
-        others are downloaded by nilearn.
+        fsaverage mesh name for :func:`nilearn.datasets.load_fsaverage` (only
+        ``"fsaverage5"``, 10242 vertices per hemisphere, ships with nilearn; the
+        others are downloaded by nilearn), or ``"conte69"`` (32492 vertices per
+        hemisphere, the midthickness meshes shipped with brainspace).
     highlight : dict of {"left", "right"} to int, optional
         A region id per hemisphere whose outline is drawn in red (with
         :func:`nilearn.plotting.plot_surf_contours`); it is also named under the
