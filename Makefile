@@ -9,7 +9,7 @@ CORES ?= 2
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup run real-demo test lint report clean
+.PHONY: setup run real-demo real-group test lint report clean
 
 setup: $(VENV)/.installed
 
@@ -28,6 +28,9 @@ run: setup
 
 real-demo: setup
 	$(BIN)/snakemake --cores $(CORES) --configfile configs/real_demo.yaml --profile workflow/profiles/default
+
+real-group: setup
+	$(BIN)/snakemake --cores $(CORES) --configfile configs/real_group.yaml --profile workflow/profiles/default
 
 report: setup
 	$(BIN)/snakemake --cores $(CORES) --profile workflow/profiles/default --report results/report.html

@@ -19,10 +19,20 @@ report: "workflow/report/workflow.rst"
 
 
 include: "workflow/rules/common.smk"
-include: "workflow/rules/acquire.smk"
-include: "workflow/rules/preprocess.smk"
-include: "workflow/rules/parcellate.smk"
-include: "workflow/rules/shard.smk"
+
+
+if SAMPLE_UNIT == "region":  # group data: one region table -> spatially split shards
+
+    include: "workflow/rules/regions.smk"
+
+else:  # per subject: acquire -> preprocess -> parcellate -> shard
+
+    include: "workflow/rules/acquire.smk"
+    include: "workflow/rules/preprocess.smk"
+    include: "workflow/rules/parcellate.smk"
+    include: "workflow/rules/shard.smk"
+
+
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/figures.smk"

@@ -6,6 +6,7 @@ from pathlib import Path
 from modalmerge.fingerprint import code_fingerprint
 from modalmerge.stages.acquire import (
     source_module_name,
+    source_sample_unit,
     source_subject_ids,
     source_task,
     source_writes,
@@ -17,6 +18,7 @@ BENCH = f"benchmarks/results/{config['dataset']['name']}"
 SUBJECTS = source_subject_ids(config["dataset"])
 TASK = source_task(config["dataset"])
 WRITES = source_writes(config["dataset"])  # optional per-subject files: text, confounds
+SAMPLE_UNIT = source_sample_unit(config["dataset"])  # "subject", or "region" (group data)
 CLUSTER = config["cluster"]
 ACQUIRE_CODE = code_fingerprint(
     "modalmerge.stages.acquire", source_module_name(config["dataset"]["kind"])
@@ -45,6 +47,12 @@ def subject_outputs():
     if WRITES["confounds"]:
         outputs["confounds"] = f"{raw}/func/{{subject}}_task-{TASK}_desc-confounds_timeseries.tsv"
     return outputs
+
+
+def region_shard_settings():
+    """config['shard'] keys a region split reads (the schema fills in the window defaults too)."""
+    keys = ("seed", "fractions", "n_blocks", "buffer_mm")
+    return {k: v for k, v in config["shard"].items() if k in keys}
 
 
 def dataset_root(path):

@@ -1,0 +1,47 @@
+# Region data (dataset kinds whose samples are regions, e.g. brainspace_group): the source
+# writes one region table; shards split its regions in spatial blocks. The rules keep the
+# subject DAG's names (acquire_cohort, shard), so train, evaluate and figures run unchanged.
+
+
+rule acquire_cohort:
+    output:
+        regions=f"{ROOT}/raw/regions.tsv",
+        atlas=f"{ROOT}/atlas/atlas.nii.gz",
+        labels=f"{ROOT}/atlas/labels.tsv",
+    params:
+        dataset=as_json(config["dataset"]),
+        code=ACQUIRE_CODE,
+        root=lambda wildcards, output: dataset_root(output.atlas),
+    log:
+        f"{LOGS}/acquire/cohort.log",
+    benchmark:
+        f"{BENCH}/acquire/cohort.tsv"
+    threads: 1
+    resources:
+        **cluster_resources(mem_mb=2000),
+    conda:
+        ENV
+    shell:
+        "modalmerge acquire-cohort --dataset {params.dataset:q} --root {params.root:q} > {log:q} 2>&1"
+
+
+rule shard:
+    input:
+        regions=rules.acquire_cohort.output.regions,
+    output:
+        directory(f"{ROOT}/shards"),
+    params:
+        settings=as_json(region_shard_settings()),
+        code=fingerprint("modalmerge.data.region_shards"),
+    log:
+        f"{LOGS}/shard/shard.log",
+    benchmark:
+        f"{BENCH}/shard/shard.tsv"
+    threads: 1
+    resources:
+        **cluster_resources(mem_mb=2000),
+    conda:
+        ENV
+    shell:
+        "modalmerge shard-regions --settings {params.settings:q} --regions {input.regions:q}"
+        " --out {output:q} > {log:q} 2>&1"
