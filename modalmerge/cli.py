@@ -141,16 +141,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("preprocess", _preprocess, "resample, mask, clean one subject")
     p.add_argument("--settings", type=_json, required=True, help="config['preprocess'] as JSON")
-    for name in ("t1", "bold", "atlas", "out-t1", "out-bold"):
+    for name in ("t1", "atlas", "out-t1"):
         p.add_argument(f"--{name}", required=True)
+    for name in ("bold", "out-bold"):  # both omitted for anatomy-only data
+        p.add_argument(f"--{name}", default=None)
     p.add_argument("--confounds", default=None)
 
     p = command(
         "parcellate", _parcellate, "ROI time series, connectivity and features of one subject"
     )
     p.add_argument("--settings", type=_json, required=True, help="config['parcellate'] as JSON")
-    for name in ("t1", "bold", "atlas", "labels", "out"):
+    for name in ("t1", "atlas", "labels", "out"):
         p.add_argument(f"--{name}", required=True)
+    p.add_argument("--bold", default=None, help="omit for anatomy-only data")
 
     p = command("shard", _shard, "write HDF5 shards with subject-level splits")
     p.add_argument("--settings", type=_json, required=True, help="config['shard'] as JSON")

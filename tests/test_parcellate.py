@@ -210,3 +210,13 @@ def test_roi_means_equal_masker_for_long_runs_and_large_intensities(kernel):
     expected = masker_means(data, labels)
     got = roi_means(data, labels)
     assert np.allclose(got, expected, rtol=1e-6, atol=0)
+
+
+def test_parcellate_without_bold_writes_structural_features_only(preprocessed, tmp_path):
+    p = preprocessed
+    out = tmp_path / "anat_only.npz"
+    parcellate_subject(p["t1"], None, p["atlas"], p["labels"], out, {})
+    with np.load(out) as npz:
+        assert npz["structural_features"].shape == (N_ROI, len(FEATURE_NAMES))
+        assert not {"roi_timeseries", "connectivity", "tr"} & set(npz.files)
+        assert len(npz["roi_names"]) == N_ROI

@@ -184,3 +184,18 @@ def test_sidecar_without_number_is_an_error_naming_it(subject):
     with pytest.raises(InputError) as exc:
         run(subject)
     assert_one_line_naming(exc, sidecar)
+
+
+def test_anatomy_only_subjects_get_the_t1_alone(subject):
+    out_t1 = subject["out"] / "t1.nii.gz"
+    pp.preprocess_subject(subject["t1"], None, subject["atlas"], out_t1, None, PARAMS)
+    assert nib.load(out_t1).shape == nib.load(subject["atlas"]).shape
+    assert sorted(p.name for p in subject["out"].iterdir()) == ["t1.nii.gz"]
+    with pytest.raises(ValueError, match="both bold_path and out_bold, or neither"):
+        pp.preprocess_subject(
+            subject["t1"], subject["bold"], subject["atlas"], out_t1, None, PARAMS
+        )
+    with pytest.raises(ValueError, match="confounds need a BOLD run"):
+        pp.preprocess_subject(
+            subject["t1"], None, subject["atlas"], out_t1, None, PARAMS, confounds_path="c.tsv"
+        )

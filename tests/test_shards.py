@@ -324,3 +324,44 @@ def test_get_batch_survives_close_and_pickling(shards):
         assert (
             torch.equal(batch["target"], first["target"]) and batch["subject"] == first["subject"]
         )
+
+
+def _drop_series(paths):
+    """Rewrite parcellated files as anatomy-only data writes them (no BOLD)."""
+    for path in paths:
+        with np.load(path) as npz:
+            kept = {
+                k: npz[k] for k in npz.files if k not in ("roi_timeseries", "connectivity", "tr")
+            }
+        np.savez(path, **kept)
+
+
+def test_anatomy_only_subjects_give_one_sample_each(tmp_path):
+    subjects, parc, anat, tsv, texts = make_inputs(tmp_path)
+    _drop_series(parc)
+    write_shards(subjects, parc, anat, tsv, None, tmp_path / "shards", PARAMS)
+    manifest = read_manifest(tmp_path / "shards")
+    assert "time_series" not in manifest["shapes"] and "connectivity" not in manifest["shapes"]
+    assert sum(manifest["n_samples"].values()) == N_SUBJ
+    data = ShardDataset(tmp_path / "shards", "train", "image", "tabular")
+    assert len(data) == len(manifest["splits"]["train"])
+    assert data[0]["condition"].shape == (1, 3, 4, 2) and data[0]["window_start"] == 0
+    with pytest.raises(ValueError, match="'time_series' is not in these shards"):
+        ShardDataset(tmp_path / "shards", "train", "image", "time_series")
+
+
+def test_a_cohort_mixing_bold_and_anatomy_only_subjects_names_the_odd_file(tmp_path):
+    subjects, parc, anat, tsv, texts = make_inputs(tmp_path)
+    _drop_series(parc[1:])
+    with pytest.raises(InputError, match="ROI time series, unlike the other subjects"):
+        write_shards(subjects, parc, anat, tsv, None, tmp_path / "shards", {**PARAMS, "seed": 0})
+    assert not (tmp_path / "shards").exists()
+
+
+def test_split_by_time_needs_time_series(tmp_path):
+    subjects, parc, anat, tsv, texts = make_inputs(tmp_path)
+    _drop_series(parc)
+    with pytest.raises(InputError, match="split_by time needs ROI time series"):
+        write_shards(
+            subjects, parc, anat, tsv, None, tmp_path / "shards", {**PARAMS, "split_by": "time"}
+        )

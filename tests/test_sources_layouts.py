@@ -225,9 +225,19 @@ def test_adni_missing_tabular_column_names_the_csv(tmp_path):
         get_source("adni").subject_ids({"path": str(ds), "tabular": ["ABETA"]})
 
 
-def test_the_workflow_expects_texts_and_confounds_only_from_sources_that_write_them():
-    from modalmerge.stages.acquire import source_writes
+def test_the_workflow_expects_bold_texts_and_confounds_only_from_sources_that_write_them():
+    from modalmerge.stages.acquire import source_sample_unit, source_writes
 
-    assert source_writes({"kind": "synthetic"}) == {"text": True, "confounds": False}
-    for kind, confounds in (("bids", False), ("fmriprep", True), ("hcp", True), ("adni", False)):
-        assert source_writes({"kind": kind}) == {"text": False, "confounds": confounds}, kind
+    assert source_writes({"kind": "synthetic"}) == {"bold": True, "text": True, "confounds": False}
+    for kind, bold, confounds in (
+        ("bids", True, False),
+        ("fmriprep", True, True),
+        ("hcp", True, True),
+        ("brainspace", True, True),
+        ("adni", False, False),
+        ("brats", False, False),
+    ):
+        expected = {"bold": bold, "text": False, "confounds": confounds}
+        assert source_writes({"kind": kind}) == expected, kind
+    assert source_sample_unit({"kind": "brainspace_group"}) == "region"
+    assert source_sample_unit({"kind": "adni"}) == source_sample_unit({"kind": "synthetic"})

@@ -122,6 +122,15 @@ class ShardDataset(Dataset):
             else:
                 columns = roi_columns(self.manifest, rois, f"{role}_rois")
             self.columns[role] = None if columns is None else torch.from_numpy(columns)
+        held = self.manifest["shapes"]
+        for role, name in (("condition", condition), ("target", target)):
+            if name in ("time_series", "image", "structural_features", "connectivity") and (
+                name not in held
+            ):
+                raise ValueError(
+                    f"the {role} {name!r} is not in these shards (they hold {sorted(held)}; "
+                    "anatomy-only data has no time series, region data only a table)"
+                )
         self.files = [e["file"] for e in self.manifest["shards"] if e["split"] == split]
         counts = [e["n_samples"] for e in self.manifest["shards"] if e["split"] == split]
         self._offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])

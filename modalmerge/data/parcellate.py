@@ -278,7 +278,7 @@ def connectivity(roi_timeseries: np.ndarray, kind: str = "correlation") -> np.nd
 
 def parcellate_subject(
     t1_path: str | os.PathLike,
-    bold_path: str | os.PathLike,
+    bold_path: str | os.PathLike | None,
     atlas_path: str | os.PathLike,
     labels_path: str | os.PathLike,
     out_path: str | os.PathLike,
@@ -290,7 +290,9 @@ def parcellate_subject(
     ----------
     t1_path, bold_path : path-like
         Preprocessed T1 (3D) and BOLD (4D, TR in the header or sidecar), on the
-        atlas grid.
+        atlas grid. ``bold_path`` None (anatomy-only data): the file holds the
+        structural features and ROI tables only — no ``roi_timeseries``,
+        ``connectivity``, ``tr`` or ``connectivity_kind``.
     atlas_path : path-like
         3D integer label image.
     labels_path : path-like
@@ -328,30 +330,33 @@ def parcellate_subject(
         )
     t1 = load_image(t1_path, ndim=3, what="preprocessed T1")
     check_same_grid(t1, atlas, t1_path, "preprocessed T1")
-    bold = load_image(bold_path, ndim=4, what="preprocessed BOLD")
-    check_same_grid(bold, atlas, bold_path, "preprocessed BOLD")
-    tr = read_tr(bold_path, bold)
-
-    series = roi_means(np.asanyarray(bold.dataobj), labels, roi_labels)
-    del bold
-    flat = roi_labels[np.ptp(series, axis=0) == 0]
-    if flat.size:
-        raise InputError(bold_path, f"regions {flat[:10].tolist()} have a constant time series")
+    function = {}
+    if bold_path is not None:
+        bold = load_image(bold_path, ndim=4, what="preprocessed BOLD")
+        check_same_grid(bold, atlas, bold_path, "preprocessed BOLD")
+        tr = read_tr(bold_path, bold)
+        series = roi_means(np.asanyarray(bold.dataobj), labels, roi_labels)
+        del bold
+        flat = roi_labels[np.ptp(series, axis=0) == 0]
+        if flat.size:
+            raise InputError(bold_path, f"regions {flat[:10].tolist()} have a constant time series")
+        function = {
+            "roi_timeseries": series,
+            "connectivity": connectivity(series, params["connectivity"]),
+            "tr": np.float64(tr),
+            "connectivity_kind": np.array(params["connectivity"]),
+        }
     voxel_volume = float(np.prod(atlas.header.get_zooms()[:3]))
     features = structural_features(
         np.asanyarray(t1.dataobj), labels, roi_labels, voxel_volume, params["tissue_threshold"]
     )
-    conn = connectivity(series, params["connectivity"])
     with atomic_path(out_path) as tmp:
         np.savez(
             tmp,
-            roi_timeseries=series,
-            connectivity=conn,
+            **function,
             structural_features=features,
             feature_names=np.array(FEATURE_NAMES),
             roi_labels=roi_labels.astype(np.int32),
             roi_names=np.asarray(table["name"].astype(str).tolist(), dtype=str),  # no pickle
             roi_coords=table[["x", "y", "z"]].to_numpy(dtype=np.float32),
-            tr=np.float64(tr),
-            connectivity_kind=np.array(params["connectivity"]),
         )

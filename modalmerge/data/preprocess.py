@@ -202,12 +202,21 @@ def normalize_anatomy(t1: np.ndarray, mask: np.ndarray, method: str) -> np.ndarr
     return out
 
 
+def _write_t1(t1, atlas, mask, params: dict, out_t1) -> None:
+    """The T1 on the atlas grid, normalised inside the mask."""
+    t1 = _to_grid(t1, atlas)
+    t1_data = normalize_anatomy(np.asanyarray(t1.dataobj), mask, params["normalize_anatomy"])
+    t1_out = nib.Nifti1Image(t1_data, atlas.affine)
+    t1_out.header.set_xyzt_units("mm")
+    save_image(t1_out, out_t1)
+
+
 def preprocess_subject(
     t1_path: str | os.PathLike,
-    bold_path: str | os.PathLike,
+    bold_path: str | os.PathLike | None,
     atlas_path: str | os.PathLike,
     out_t1: str | os.PathLike,
-    out_bold: str | os.PathLike,
+    out_bold: str | os.PathLike | None,
     params: dict,
     tr: float | None = None,
     confounds_path: str | os.PathLike | None = None,
@@ -218,14 +227,16 @@ def preprocess_subject(
     ----------
     t1_path : path-like
         T1-weighted image, 3D.
-    bold_path : path-like
+    bold_path : path-like or None
         BOLD run, 4D (X, Y, Z, T); its TR comes from ``tr``, the ``_bold.json``
-        sidecar or the header (see :func:`read_tr`).
+        sidecar or the header (see :func:`read_tr`). None for anatomy-only
+        data (ADNI, BraTS): only the T1 is written.
     atlas_path : path-like
         3D integer label image defining the output grid and the brain mask (> 0).
     out_t1, out_bold : path-like
         Outputs (``.nii.gz``), float32 on the atlas grid, written atomically.
-        The BOLD header stores the TR in seconds.
+        The BOLD header stores the TR in seconds. ``out_bold`` is None exactly
+        when ``bold_path`` is.
     params : dict
         ``detrend`` (bool), ``high_pass``/``low_pass`` (Hz or None),
         ``standardize`` (bool), ``normalize_anatomy``
@@ -249,7 +260,14 @@ def preprocess_subject(
     mask = labels > 0
     if not mask.any():
         raise InputError(atlas_path, "atlas has no labelled voxel")
+    if (bold_path is None) != (out_bold is None):
+        raise ValueError("give both bold_path and out_bold, or neither (anatomy only)")
     t1 = load_image(t1_path, ndim=3, what="T1 image")
+    if bold_path is None:
+        if confounds_path is not None:
+            raise ValueError("confounds need a BOLD run")
+        _write_t1(t1, atlas, mask, params, out_t1)
+        return
     bold = load_image(bold_path, ndim=4, what="BOLD run")
     n_volumes = bold.shape[3]
     if n_volumes < 3:
@@ -263,13 +281,8 @@ def preprocess_subject(
         )
     confounds = None if confounds_path is None else _read_confounds(confounds_path, n_volumes)
 
-    # anatomy
-    t1 = _to_grid(t1, atlas)
-    t1_data = normalize_anatomy(np.asanyarray(t1.dataobj), mask, params["normalize_anatomy"])
-    t1_out = nib.Nifti1Image(t1_data, atlas.affine)
-    t1_out.header.set_xyzt_units("mm")
-    save_image(t1_out, out_t1)
-    del t1, t1_data, t1_out
+    _write_t1(t1, atlas, mask, params, out_t1)
+    del t1
 
     # function: only the in-mask voxels are resampled-out and cleaned
     bold = _to_grid(bold, atlas)

@@ -4,7 +4,8 @@ Layout of each ``{split}-NNNN.h5`` (docs/architecture.md §2)::
 
     /attrs: format_version, config_hash, split
     /samples/time_series   (n_samples, window, R) float32, chunks=(1, window, R),
-                           uncompressed, allocated at creation (constant chunk stride)
+                           uncompressed, allocated at creation (constant chunk stride);
+                           absent for anatomy-only data (then one sample per subject)
     /samples/subject_index (n_samples,) int64   -> row in /subjects/*
     /samples/window_start  (n_samples,) int64   (volumes from run start)
     /subjects/id           (n_subjects,) str
@@ -13,7 +14,7 @@ Layout of each ``{split}-NNNN.h5`` (docs/architecture.md §2)::
                            categories = JSON {column: [names by code]})
     /subjects/text         (n_subjects,) str
     /subjects/structural_features (n_subjects, R, F) float32 (attrs: feature_names)
-    /subjects/connectivity (n_subjects, R, R) float32
+    /subjects/connectivity (n_subjects, R, R) float32 (absent for anatomy-only data)
 
 Inputs are read one subject at a time; everything is written into a temporary
 directory that replaces ``out_dir`` only when complete.
@@ -223,7 +224,9 @@ def _load_parcellated(path: Path) -> dict[str, np.ndarray]:
     require_file(path, "parcellated subject")
     try:
         with np.load(path, allow_pickle=False) as npz:
-            out = {k: npz[k] for k in ("roi_timeseries", "structural_features", "connectivity")}
+            out = {"structural_features": npz["structural_features"]}
+            if "roi_timeseries" in npz.files or "connectivity" in npz.files:  # BOLD was there
+                out.update(roi_timeseries=npz["roi_timeseries"], connectivity=npz["connectivity"])
             out["feature_names"] = npz["feature_names"]
             out["roi_labels"] = npz["roi_labels"]
             out["tr"] = npz["tr"] if "tr" in npz.files else np.float64("nan")
@@ -234,7 +237,7 @@ def _load_parcellated(path: Path) -> dict[str, np.ndarray]:
     except (OSError, ValueError, EOFError) as exc:
         raise InputError(path, f"unreadable .npz ({exc})") from None
     for key in ("roi_timeseries", "structural_features", "connectivity"):
-        if not np.isfinite(out[key]).all():
+        if key in out and not np.isfinite(out[key]).all():
             raise InputError(path, f"{key} holds NaN or infinite values")
     return out
 
@@ -257,8 +260,12 @@ def _window_starts(n_time: int, params: dict, split: str, path: Path) -> np.ndar
 
 
 def _n_windows(path: Path, params: dict, split: str) -> int:
-    """Windows one subject will give (0 if too short: the main pass reports it)."""
-    n_time = _load_parcellated(path)["roi_timeseries"].shape[0]
+    """Windows one subject will give (0 if too short: the main pass reports it; 1 sample
+    per subject for anatomy-only data)."""
+    parc = _load_parcellated(path)
+    if "roi_timeseries" not in parc:
+        return 1
+    n_time = parc["roi_timeseries"].shape[0]
     return 0 if n_time < params["window"] else len(_window_starts(n_time, params, split, path))
 
 
@@ -305,24 +312,38 @@ def _write_file(
         written = 0
         for row, i in enumerate(members):
             parc = _load_parcellated(parcellated[i])
-            series = parc["roi_timeseries"].astype(np.float32)
-            n_time, n_roi = series.shape
-            if n_time < window:
-                raise InputError(parcellated[i], f"{n_time} volumes < window {window}")
-            if "time_series" not in shapes:
+            series = parc.get("roi_timeseries")  # None: anatomy only, one sample per subject
+            if series is not None:
+                series = series.astype(np.float32)
+                n_time, n_roi = series.shape
+                if n_time < window:
+                    raise InputError(parcellated[i], f"{n_time} volumes < window {window}")
+            elif params["split_by"] == "time":
+                raise InputError(
+                    parcellated[i], "split_by time needs ROI time series; this subject has none"
+                )
+            window_shape = None if series is None else [window, n_roi]
+            conn_shape = list(parc["connectivity"].shape) if "connectivity" in parc else None
+            if "structural_features" not in shapes:
                 shapes.update(
-                    time_series=[window, n_roi],
+                    time_series=window_shape,
                     structural_features=list(parc["structural_features"].shape),
-                    connectivity=list(parc["connectivity"].shape),
+                    connectivity=conn_shape,
                     feature_names=parc["feature_names"].tolist(),
                     roi_labels=parc["roi_labels"].tolist(),
                     roi_names=parc["roi_names"].tolist() if "roi_names" in parc else None,
                     tr=float(parc["tr"]) if np.isfinite(parc["tr"]) else None,
                 )
+            if (window_shape is None) != (shapes["time_series"] is None):
+                raise InputError(
+                    parcellated[i],
+                    "has " + ("no " if series is None else "") + "ROI time series, unlike the "
+                    "other subjects (a cohort is all BOLD or all anatomy-only)",
+                )
             if (
-                [window, n_roi] != shapes["time_series"]
+                window_shape != shapes["time_series"]
                 or list(parc["structural_features"].shape) != shapes["structural_features"]
-                or list(parc["connectivity"].shape) != shapes["connectivity"]
+                or conn_shape != shapes["connectivity"]
             ):
                 raise InputError(parcellated[i], "array shapes differ from the other subjects'")
             t1 = load_image(anatomy[i], ndim=3, what="preprocessed T1")
@@ -334,15 +355,16 @@ def _write_file(
             if texts is not None:
                 text = require_file(texts[i], "description text").read_text(encoding="utf-8")
                 text = text.strip()
-            if series_ds is None:
+            if index_ds is None:
                 total = sum(_n_windows(parcellated[j], params, split) for j in members)
-                series_ds = samples.create_dataset(
-                    "time_series",
-                    (total, window, n_roi),
-                    chunks=(1, window, n_roi),
-                    dtype=np.float32,
-                    dcpl=_contiguous_chunks(),
-                )
+                if series is not None:
+                    series_ds = samples.create_dataset(
+                        "time_series",
+                        (total, window, n_roi),
+                        chunks=(1, window, n_roi),
+                        dtype=np.float32,
+                        dcpl=_contiguous_chunks(),
+                    )
                 index_ds = samples.create_dataset("subject_index", (total,), np.int64)
                 starts_ds = samples.create_dataset("window_start", (total,), np.int64)
                 image_ds = subj.create_dataset(
@@ -356,19 +378,22 @@ def _write_file(
                     "structural_features", (n, *shapes["structural_features"]), np.float32
                 )
                 feat_ds.attrs["feature_names"] = shapes["feature_names"]
-                conn_ds = subj.create_dataset(
-                    "connectivity", (n, *shapes["connectivity"]), np.float32
-                )
-            starts = _window_starts(n_time, params, split, parcellated[i])
-            windows = np.lib.stride_tricks.sliding_window_view(series, window, axis=0)[starts]
+                if conn_shape is not None:
+                    conn_ds = subj.create_dataset("connectivity", (n, *conn_shape), np.float32)
+            if series is None:
+                starts = np.zeros(1, dtype=np.int64)
+            else:
+                starts = _window_starts(n_time, params, split, parcellated[i])
+                windows = np.lib.stride_tricks.sliding_window_view(series, window, axis=0)
+                series_ds[written : written + len(starts)] = windows[starts].transpose(0, 2, 1)
             k = len(starts)
-            series_ds[written : written + k] = windows.transpose(0, 2, 1)  # (k, window, R)
             index_ds[written : written + k] = row
             starts_ds[written : written + k] = starts
             written += k
             image_ds[row, 0] = image
             feat_ds[row] = parc["structural_features"]
-            conn_ds[row] = parc["connectivity"]
+            if conn_shape is not None:
+                conn_ds[row] = parc["connectivity"]
             subj["text"][row] = text
         return written
 
@@ -496,6 +521,7 @@ def write_shards(
             "shapes": {
                 k: shapes[k]
                 for k in ("time_series", "image", "structural_features", "connectivity")
+                if shapes.get(k) is not None  # anatomy-only data: no time series, no FC
             }
             | {"tabular": [len(tabular.columns)]},
             "tabular": {"columns": list(tabular.columns), "categorical": categorical}

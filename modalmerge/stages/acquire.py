@@ -36,17 +36,20 @@ def source_subject_ids(dataset: dict) -> list[str]:
 
 
 def source_writes(dataset: dict) -> dict[str, bool]:
-    """Which optional per-subject files the source writes: ``text``, ``confounds``.
+    """Which optional per-subject files the source writes: ``bold``, ``text``, ``confounds``.
 
     A source module that writes a confounds TSV beside every BOLD run says so
-    with ``WRITES_CONFOUNDS = True``; only the synthetic generator writes texts.
+    with ``WRITES_CONFOUNDS = True``, one without BOLD runs (anatomy only: ADNI,
+    BraTS) with ``WRITES_BOLD = False``; only the synthetic generator writes texts.
     """
     kind = dataset["kind"]
     if kind == "synthetic":  # cheap: no imaging libraries at DAG-building time
-        return {"text": True, "confounds": False}
+        return {"bold": True, "text": True, "confounds": False}
+    module = source_module(kind)
     return {
+        "bold": bool(getattr(module, "WRITES_BOLD", True)),
         "text": False,
-        "confounds": bool(getattr(source_module(kind), "WRITES_CONFOUNDS", False)),
+        "confounds": bool(getattr(module, "WRITES_CONFOUNDS", False)),
     }
 
 

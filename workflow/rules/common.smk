@@ -17,7 +17,7 @@ LOGS = f"logs/{config['dataset']['name']}"
 BENCH = f"benchmarks/results/{config['dataset']['name']}"
 SUBJECTS = source_subject_ids(config["dataset"])
 TASK = source_task(config["dataset"])
-WRITES = source_writes(config["dataset"])  # optional per-subject files: text, confounds
+WRITES = source_writes(config["dataset"])  # optional per-subject files: bold, text, confounds
 SAMPLE_UNIT = source_sample_unit(config["dataset"])  # "subject", or "region" (group data)
 CLUSTER = config["cluster"]
 ACQUIRE_CODE = code_fingerprint(
@@ -35,18 +35,41 @@ wildcard_constraints:
 
 
 def subject_outputs():
-    """acquire_subject's outputs: anatomy and BOLD always; description text (synthetic)
-    and confounds TSV (fMRIPrep, HCP, brainspace) when the source writes them."""
+    """acquire_subject's outputs: anatomy always; BOLD unless the source is anatomy-only
+    (ADNI, BraTS); description text (synthetic) and confounds TSV (fMRIPrep, HCP,
+    brainspace) when the source writes them."""
     raw = f"{ROOT}/raw/{{subject}}"
-    outputs = {
-        "t1": f"{raw}/anat/{{subject}}_T1w.nii.gz",
-        "bold": f"{raw}/func/{{subject}}_task-{TASK}_bold.nii.gz",
-    }
+    outputs = {"t1": f"{raw}/anat/{{subject}}_T1w.nii.gz"}
+    if WRITES["bold"]:
+        outputs["bold"] = f"{raw}/func/{{subject}}_task-{TASK}_bold.nii.gz"
     if WRITES["text"]:
         outputs["text"] = f"{raw}/{{subject}}_description.txt"
     if WRITES["confounds"]:
         outputs["confounds"] = f"{raw}/func/{{subject}}_task-{TASK}_desc-confounds_timeseries.tsv"
     return outputs
+
+
+def preprocess_outputs():
+    """preprocess's outputs: the T1 on the atlas grid, and the cleaned BOLD when there is one."""
+    outputs = {"t1": f"{ROOT}/preproc/{{subject}}_T1w.nii.gz"}
+    if WRITES["bold"]:
+        outputs["bold"] = f"{ROOT}/preproc/{{subject}}_bold.nii.gz"
+    return outputs
+
+
+def optional_args(wildcards, input, output=None):
+    """``--bold``/``--out-bold``/``--confounds`` for the inputs and outputs a rule has
+    (anatomy-only data has no BOLD; only some sources write confounds)."""
+    args = []
+    for flag, files, key in (
+        ("--bold", input, "bold"),
+        ("--confounds", input, "confounds"),
+        ("--out-bold", output, "bold"),
+    ):
+        value = files.get(key) if files is not None else None
+        if value:
+            args += [flag, shlex.quote(str(value))]
+    return " ".join(args)
 
 
 def region_shard_settings():

@@ -1,10 +1,11 @@
-# parcellate: per subject ROI time series, connectivity and ROI structural features.
+# parcellate: per subject ROI time series, connectivity and ROI structural features
+# (structural features only for anatomy-only sources).
 
 
 rule parcellate:
     input:
         t1=rules.preprocess.output.t1,
-        bold=rules.preprocess.output.bold,
+        bold=rules.preprocess.output.bold if WRITES["bold"] else [],
         atlas=rules.acquire_cohort.output.atlas,
         labels=rules.acquire_cohort.output.labels,
     output:
@@ -12,6 +13,7 @@ rule parcellate:
     params:
         settings=as_json(config["parcellate"]),
         code=fingerprint("modalmerge.data.parcellate"),
+        optional=lambda wildcards, input: optional_args(wildcards, input),
     log:
         f"{LOGS}/parcellate/{{subject}}.log",
     benchmark:
@@ -22,5 +24,6 @@ rule parcellate:
     conda:
         ENV
     shell:
-        "modalmerge parcellate --settings {params.settings:q} --t1 {input.t1:q} --bold {input.bold:q}"
-        " --atlas {input.atlas:q} --labels {input.labels:q} --out {output:q} > {log:q} 2>&1"
+        "modalmerge parcellate --settings {params.settings:q} --t1 {input.t1:q}"
+        " {params.optional} --atlas {input.atlas:q} --labels {input.labels:q} --out {output:q}"
+        " > {log:q} 2>&1"

@@ -51,6 +51,7 @@ SEG_LABELS = {
     "brats2023": {0: "background", 1: "necrotic_core", 2: "edema", 3: "enhancing_tumor"},
 }
 KEYS = {"naming", "participants", "participants_id_column"}
+WRITES_BOLD = False  # anatomy only: the workflow runs no BOLD stages for it
 
 
 def _naming(params: dict) -> str:

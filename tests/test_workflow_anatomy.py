@@ -1,0 +1,110 @@
+"""Anatomy-only data (ADNI, BraTS: no BOLD) through the workflow.
+
+An ADNI-layout folder built by the tests (8 subjects, one T1 per baseline visit,
+an ADNIMERGE-like table) runs acquire -> preprocess (T1 only) -> parcellate
+(structural features only) -> shard (one sample per subject) -> train an
+image -> clinical-table model -> evaluate against the mean and ridge -> figures.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from _sources_fixtures import make_adni, make_brats, tiny_atlas  # noqa: E402
+from workflow_utils import (  # noqa: E402
+    copy_project,
+    load_yaml,
+    planned_jobs,
+    snakemake,
+    write_config,
+)
+
+PTIDS = tuple(f"{100 + i:03d}_S_{2000 + i}" for i in range(8))
+
+
+def _config(workdir: Path, dataset: dict) -> dict:
+    config = load_yaml(workdir / "configs" / "tiny.yaml")
+    config["dataset"] = dataset
+    config["shard"] = {"seed": 0, "fractions": {"train": 0.5, "val": 0.25, "test": 0.25}}
+    config["evaluate"] = {"pca_components": 2}
+    config["experiments"] = [
+        {
+            "name": "t1_to_clinical",
+            "condition": "image",
+            "target": "tabular",
+            "encoder": "cnn",
+            "decoder": "mlp",
+            "embedding_dim": 8,
+            "heads": 2,
+        }
+    ]
+    return config
+
+
+@pytest.fixture(scope="module")
+def adni_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("adni")
+    data = make_adni(root / "ADNI", ptids=PTIDS)
+    workdir = copy_project(root / "project")
+    dataset = {
+        "name": "adni_tiny",
+        "kind": "adni",
+        "params": {"path": str(data), "atlas": tiny_atlas(root)},
+    }
+    write_config(workdir, _config(workdir, dataset), "adni.yaml")
+    result = snakemake(workdir, "--configfile", "adni.yaml")
+    assert result.returncode == 0, result.stderr[-4000:]
+    return workdir, workdir / "results" / "adni_tiny"
+
+
+def test_anatomy_only_cohort_runs_from_t1_to_clinical_predictions(adni_run):
+    workdir, root = adni_run
+    assert not list(root.glob("raw/sub-*/func")) and not list(root.glob("preproc/*_bold*"))
+    assert len(list(root.glob("preproc/sub-*_T1w.nii.gz"))) == len(PTIDS)
+    with np.load(next(root.glob("parcellated/*.npz"))) as npz:
+        assert "structural_features" in npz.files and "roi_timeseries" not in npz.files
+    manifest = json.loads((root / "shards" / "manifest.json").read_text())
+    assert "time_series" not in manifest["shapes"] and "image" in manifest["shapes"]
+    assert sum(manifest["n_samples"].values()) == len(PTIDS)  # one sample per subject
+    with h5py.File(root / "shards" / "train-0000.h5") as h5:
+        assert "time_series" not in h5["samples"] and "connectivity" not in h5["subjects"]
+    assert "MMSE" in manifest["tabular"]["columns"]
+    metrics = json.loads((root / "eval" / "t1_to_clinical" / "metrics.json").read_text())
+    assert {"model", "group_mean", "ridge"} <= set(metrics["scores"])
+    assert metrics["n_test_subjects"] == len(manifest["splits"]["test"])
+    figures = root / "figures" / "t1_to_clinical"
+    for name in ("tabular_prediction", "attention", "learning_curves"):
+        assert (figures / f"{name}.png").stat().st_size > 0, name
+    again = snakemake(workdir, "--configfile", "adni.yaml", "--dry-run")
+    assert planned_jobs(again) == {}
+
+
+def test_a_time_series_experiment_on_anatomy_only_data_fails_with_a_clear_error(adni_run):
+    workdir, _ = adni_run
+    config = load_yaml(workdir / "adni.yaml")
+    config["experiments"][0] = {**config["experiments"][0], "name": "bad", "target": "time_series"}
+    write_config(workdir, config, "bad.yaml")
+    result = snakemake(workdir, "--configfile", "bad.yaml")
+    assert result.returncode != 0
+    log = (workdir / "logs" / "adni_tiny" / "train" / "bad.log").read_text()
+    assert "the target 'time_series' is not in these shards" in log
+
+
+def test_brats_plans_no_bold_stage(tmp_path):
+    data = make_brats(tmp_path / "BraTS")
+    workdir = copy_project(tmp_path / "project")
+    dataset = {"name": "brats_tiny", "kind": "brats", "params": {"path": str(data)}}
+    dataset["params"]["atlas"] = tiny_atlas(tmp_path)
+    write_config(workdir, _config(workdir, dataset), "brats.yaml")
+    result = snakemake(workdir, "--configfile", "brats.yaml", "--dry-run")
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = planned_jobs(result)
+    assert jobs["preprocess"] == 2 and jobs["parcellate"] == 2
+    assert "bold.nii" not in result.stdout
