@@ -43,7 +43,15 @@ def _preprocess(a: argparse.Namespace) -> None:
     from modalmerge.data.preprocess import preprocess_subject
 
     preprocess_subject(
-        a.t1, a.bold, a.atlas, a.out_t1, a.out_bold, a.settings, confounds_path=a.confounds
+        a.t1,
+        a.bold,
+        a.atlas,
+        a.out_t1,
+        a.out_bold,
+        a.settings,
+        confounds_path=a.confounds,
+        extra_anatomy=[tuple(x) for x in a.extra],
+        label_anatomy=a.label,
     )
 
 
@@ -56,7 +64,26 @@ def _parcellate(a: argparse.Namespace) -> None:
 def _shard(a: argparse.Namespace) -> None:
     from modalmerge.data.shards import write_shards
 
-    write_shards(a.subjects, a.parcellated, a.anatomy, a.participants, a.texts, a.out, a.settings)
+    extra = None
+    if a.channels:
+        n = len(a.channels)
+        if len(a.extra_anatomy or []) != n * len(a.subjects):
+            raise ValueError(
+                f"--extra-anatomy needs {n} file(s) per subject ({n * len(a.subjects)}), "
+                f"got {len(a.extra_anatomy or [])}"
+            )
+        extra = {c: a.extra_anatomy[i::n] for i, c in enumerate(a.channels)}
+    write_shards(
+        a.subjects,
+        a.parcellated,
+        a.anatomy,
+        a.participants,
+        a.texts,
+        a.out,
+        a.settings,
+        extra_anatomy=extra,
+        label_channels=a.label_channels,
+    )
 
 
 def _shard_regions(a: argparse.Namespace) -> None:
@@ -146,6 +173,17 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("bold", "out-bold"):  # both omitted for anatomy-only data
         p.add_argument(f"--{name}", default=None)
     p.add_argument("--confounds", default=None)
+    p.add_argument(
+        "--extra",
+        nargs=3,
+        action="append",
+        default=[],
+        metavar=("NAME", "IN", "OUT"),
+        help="another anatomy image onto the atlas grid (repeatable), e.g. FLAIR",
+    )
+    p.add_argument(
+        "--label", action="append", default=[], help="an --extra NAME that is a label image"
+    )
 
     p = command(
         "parcellate", _parcellate, "ROI time series, connectivity and features of one subject"
@@ -160,6 +198,11 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("subjects", "parcellated", "anatomy"):
         p.add_argument(f"--{name}", nargs="+", required=True)
     p.add_argument("--texts", nargs="+", default=None, help="omit for data without texts")
+    p.add_argument("--channels", nargs="+", default=[], help="names of further image channels")
+    p.add_argument(
+        "--extra-anatomy", nargs="+", default=None, help="their files, subject-major order"
+    )
+    p.add_argument("--label-channels", nargs="+", default=[], help="channels holding labels")
     p.add_argument("--participants", required=True)
     p.add_argument("--out", required=True)
 

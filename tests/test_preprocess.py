@@ -199,3 +199,40 @@ def test_anatomy_only_subjects_get_the_t1_alone(subject):
         pp.preprocess_subject(
             subject["t1"], None, subject["atlas"], out_t1, None, PARAMS, confounds_path="c.tsv"
         )
+
+
+def test_extra_anatomy_is_resampled_labels_by_nearest_neighbour(subject, tmp_path):
+    atlas = nib.load(subject["atlas"])
+    coarse = atlas.affine.copy()
+    coarse[:3, :3] *= 2  # another grid: both images must be resampled
+    shape = tuple(max(1, n // 2) for n in atlas.shape)
+    rng = np.random.default_rng(0)
+    seg = rng.choice([0, 1, 2, 4], size=shape).astype(np.float32)
+    flair = rng.uniform(1, 2, size=shape).astype(np.float32)
+    nib.save(nib.Nifti1Image(seg, coarse), tmp_path / "seg.nii.gz")
+    nib.save(nib.Nifti1Image(flair, coarse), tmp_path / "flair.nii.gz")
+    out = subject["out"]
+    extra = [
+        ("dseg", tmp_path / "seg.nii.gz", out / "dseg.nii.gz"),
+        ("FLAIR", tmp_path / "flair.nii.gz", out / "flair.nii.gz"),
+    ]
+    pp.preprocess_subject(
+        subject["t1"], None, subject["atlas"], out / "t1.nii.gz", None, PARAMS,
+        extra_anatomy=extra, label_anatomy=["dseg"],
+    )  # fmt: skip
+    labels = nib.load(out / "dseg.nii.gz")
+    assert labels.shape == atlas.shape and set(np.unique(labels.get_fdata())) <= {0, 1, 2, 4}
+    values = nib.load(out / "flair.nii.gz").get_fdata()
+    brain = np.asanyarray(atlas.dataobj) > 0
+    assert abs(np.median(values[brain])) < 0.5  # normalised like the T1
+    with pytest.raises(ValueError, match="not among the extra anatomy"):
+        pp.preprocess_subject(
+            subject["t1"], None, subject["atlas"], out / "t1.nii.gz", None, PARAMS,
+            label_anatomy=["dseg"],
+        )  # fmt: skip
+    nib.save(nib.Nifti1Image(seg + 0.5, coarse), tmp_path / "seg.nii.gz")
+    with pytest.raises(InputError, match="label image dseg holds non-integer values"):
+        pp.preprocess_subject(
+            subject["t1"], None, subject["atlas"], out / "t1.nii.gz", None, PARAMS,
+            extra_anatomy=extra, label_anatomy=["dseg"],
+        )  # fmt: skip

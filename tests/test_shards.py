@@ -365,3 +365,41 @@ def test_split_by_time_needs_time_series(tmp_path):
         write_shards(
             subjects, parc, anat, tsv, None, tmp_path / "shards", {**PARAMS, "split_by": "time"}
         )
+
+
+def test_extra_anatomy_becomes_named_image_channels(tmp_path):
+    subjects, parc, anat, tsv, texts = make_inputs(tmp_path)
+    seg = []
+    for sid in subjects:
+        labels = np.zeros((6, 8, 5), np.float32)
+        labels[0::2] = 4  # alternate slices: a block mean would give 2, picking keeps 0/4
+        path = tmp_path / "preproc" / f"{sid}_dseg.nii.gz"
+        nib.save(nib.Nifti1Image(labels, np.eye(4)), path)
+        seg.append(path)
+    write_shards(
+        subjects, parc, anat, tsv, None, tmp_path / "shards", PARAMS,
+        extra_anatomy={"dseg": seg}, label_channels=["dseg"],
+    )  # fmt: skip
+    manifest = read_manifest(tmp_path / "shards")
+    assert manifest["image_channels"] == ["T1w", "dseg"]
+    assert manifest["label_channels"] == ["dseg"] and manifest["shapes"]["image"] == [2, 3, 4, 2]
+    data = ShardDataset(
+        tmp_path / "shards", "train", "image", "image",
+        condition_channels="T1w", target_channels=["dseg"],
+    )  # fmt: skip
+    item = data[0]
+    assert item["condition"].shape == (1, 3, 4, 2) and item["target"].shape == (1, 3, 4, 2)
+    assert set(np.unique(item["target"].numpy())) <= {0.0, 4.0}
+    batch = data.__getitems__([0, 1])
+    assert tuple(batch[1]["target"].shape) == (1, 3, 4, 2)
+    with pytest.raises(ValueError, match="target_channels applies to image"):
+        ShardDataset(tmp_path / "shards", "train", "image", "tabular", target_channels="dseg")
+    with pytest.raises(ValueError, match="not among extra_anatomy"):
+        write_shards(
+            subjects, parc, anat, tsv, None, tmp_path / "s2", PARAMS, label_channels=["dseg"]
+        )
+    with pytest.raises(ValueError, match="dseg"):  # a path of another subject
+        write_shards(
+            subjects, parc, anat, tsv, None, tmp_path / "s3", PARAMS,
+            extra_anatomy={"dseg": seg[::-1]},
+        )  # fmt: skip

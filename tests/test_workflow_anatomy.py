@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import h5py
+import nibabel as nib
 import numpy as np
 import pytest
 
@@ -97,14 +98,52 @@ def test_a_time_series_experiment_on_anatomy_only_data_fails_with_a_clear_error(
     assert "the target 'time_series' is not in these shards" in log
 
 
-def test_brats_plans_no_bold_stage(tmp_path):
-    data = make_brats(tmp_path / "BraTS")
+CASES = tuple(f"BraTS20_Training_{i:03d}" for i in range(1, 9))
+
+
+def test_brats_contrasts_and_segmentation_become_image_channels_for_image_targets(tmp_path):
+    """BraTS through the workflow: T1w -> FLAIR (image -> image) and T1w -> dseg
+    (image -> segmentation, scored by Dice), on 8 generated cases."""
+    data = make_brats(tmp_path / "BraTS", cases=CASES)
     workdir = copy_project(tmp_path / "project")
     dataset = {"name": "brats_tiny", "kind": "brats", "params": {"path": str(data)}}
     dataset["params"]["atlas"] = tiny_atlas(tmp_path)
-    write_config(workdir, _config(workdir, dataset), "brats.yaml")
-    result = snakemake(workdir, "--configfile", "brats.yaml", "--dry-run")
-    assert result.returncode == 0, result.stderr[-3000:]
-    jobs = planned_jobs(result)
-    assert jobs["preprocess"] == 2 and jobs["parcellate"] == 2
-    assert "bold.nii" not in result.stdout
+    config = _config(workdir, dataset)
+    image_to_image = {"condition": "image", "target": "image", "encoder": "cnn"}
+    image_to_image |= {"decoder": "deconv", "embedding_dim": 8, "heads": 2}
+    config["experiments"] = [
+        {"name": "t1_to_flair", **image_to_image, "condition_channels": "T1w",
+         "target_channels": "FLAIR"},
+        {"name": "t1_to_seg", **image_to_image, "condition_channels": ["T1w"],
+         "target_channels": ["dseg"]},
+    ]  # fmt: skip
+    write_config(workdir, config, "brats.yaml")
+    result = snakemake(workdir, "--configfile", "brats.yaml")
+    assert result.returncode == 0, result.stderr[-4000:]
+    root = workdir / "results" / "brats_tiny"
+    assert not list(root.glob("raw/sub-*/func")) and not list(root.glob("preproc/*_bold*"))
+    seg = nib.load(next(root.glob("preproc/*_dseg.nii.gz"))).get_fdata()
+    assert set(np.unique(seg)) <= {0, 1, 2, 4}  # nearest neighbour: labels stay labels
+    manifest = json.loads((root / "shards" / "manifest.json").read_text())
+    assert manifest["image_channels"] == ["T1w", "ce-gd_T1w", "T2w", "FLAIR", "dseg"]
+    assert manifest["label_channels"] == ["dseg"] and manifest["shapes"]["image"][0] == 5
+    flair = json.loads((root / "eval" / "t1_to_flair" / "metrics.json").read_text())
+    assert {"ssim", "psnr", "mse"} <= set(flair["scores"]["model"])
+    assert "dice" not in flair["scores"]["model"]
+    seg_metrics = json.loads((root / "eval" / "t1_to_seg" / "metrics.json").read_text())
+    for predictor in ("model", "group_mean", "ridge"):
+        assert 0 <= seg_metrics["scores"][predictor]["dice_foreground"] <= 1
+    with np.load(root / "eval" / "t1_to_seg" / "predictions.npz") as npz:
+        assert npz["target"].shape[1:] == (1, 4, 5, 4)  # one target channel
+    assert (root / "figures" / "t1_to_flair" / "image_prediction.png").stat().st_size > 0
+
+
+def test_channel_views_reject_unknown_channels_and_other_modalities(tmp_path):
+    from modalmerge.data.split_arrays import image_channels
+
+    manifest = {"image_channels": ["T1w", "FLAIR", "dseg"]}
+    assert image_channels(manifest, ["dseg", "T1w"]).tolist() == [2, 0]
+    assert image_channels(manifest, "FLAIR").tolist() == [1]
+    assert image_channels({}, "T1w").tolist() == [0]  # older shards: the T1w alone
+    with pytest.raises(ValueError, match=r"no image channel \['T2w'\]"):
+        image_channels(manifest, ["T2w"])

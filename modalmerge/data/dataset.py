@@ -29,6 +29,7 @@ from modalmerge.data.chunk_map import ChunkMap, map_chunks
 from modalmerge.data.shards import SPLITS
 from modalmerge.data.split_arrays import (
     check_modality,
+    image_channels,
     read_manifest,
     roi_columns,
     table_columns,
@@ -79,6 +80,11 @@ class ShardDataset(Dataset):
         see :func:`modalmerge.data.split_arrays.table_columns`), so one table
         can condition another part of itself, e.g. a region's structural
         profile -> its connectivity profile.
+    condition_channels, target_channels : str or list, optional
+        ``image`` only: the image channels to use, by name (the manifest's
+        ``image_channels``: ``T1w`` first, then e.g. BraTS's ``ce-gd_T1w``,
+        ``T2w``, ``FLAIR``, ``dseg``), so one subject's T1w can condition its
+        FLAIR or its segmentation.
 
     Each item also holds ``time_offset`` (long scalar tensor, window start in
     volumes), ``subject`` (str) and ``window_start`` (int).
@@ -96,6 +102,8 @@ class ShardDataset(Dataset):
         target_rois=None,
         condition_columns=None,
         target_columns=None,
+        condition_channels=None,
+        target_channels=None,
     ):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -108,17 +116,24 @@ class ShardDataset(Dataset):
         self.tokenizer, self.text_max_length = tokenizer, text_max_length
         self.manifest = read_manifest(self.shard_dir)
         # column view per role (None: all): ROIs of a time series, columns of a table
+        # image channels (axis -4 of a (C, D, H, W) image) or the last axis for the others
         self.columns: dict[str, torch.Tensor | None] = {}
-        for role, name, rois, table in (
-            ("condition", condition, condition_rois, condition_columns),
-            ("target", target, target_rois, target_columns),
+        self.axes = {role: -4 if name == "image" else -1 for role, name in (
+            ("condition", condition), ("target", target))}  # fmt: skip
+        for role, name, rois, table, channels in (
+            ("condition", condition, condition_rois, condition_columns, condition_channels),
+            ("target", target, target_rois, target_columns, target_channels),
         ):
             if rois is not None and name != "time_series":
                 raise ValueError(f"{role}_rois applies to time_series, not {name!r}")
             if table is not None and name != "tabular":
                 raise ValueError(f"{role}_columns applies to tabular, not {name!r}")
+            if channels is not None and name != "image":
+                raise ValueError(f"{role}_channels applies to image, not {name!r}")
             if name == "tabular":
                 columns = table_columns(self.manifest, table, f"{role}_columns")
+            elif name == "image":
+                columns = image_channels(self.manifest, channels, f"{role}_channels")
             else:
                 columns = roi_columns(self.manifest, rois, f"{role}_rois")
             self.columns[role] = None if columns is None else torch.from_numpy(columns)
@@ -221,10 +236,14 @@ class ShardDataset(Dataset):
         row, start = int(subject_index[local]), int(window_start[local])
         return {
             "condition": _select(
-                self._modality(self.condition, h5, fi, local, row), self.columns["condition"]
+                self._modality(self.condition, h5, fi, local, row),
+                self.columns["condition"],
+                self.axes["condition"],
             ),
             "target": _select(
-                self._modality(self.target, h5, fi, local, row), self.columns["target"]
+                self._modality(self.target, h5, fi, local, row),
+                self.columns["target"],
+                self.axes["target"],
             ),
             "time_offset": torch.tensor(start, dtype=torch.long),
             "subject": ids[row],
@@ -265,7 +284,7 @@ class ShardDataset(Dataset):
             )
             self._index = lookup  # readers below may look it up
             lookup.readers.extend(
-                (role, _view(self._reader(name, lookup), self.columns[role]))
+                (role, _view(self._reader(name, lookup), self.columns[role], self.axes[role]))
                 for role, name in (("condition", self.condition), ("target", self.target))
             )
         return self._index
@@ -381,16 +400,17 @@ class ShardDataset(Dataset):
         self._datasets, self._maps, self._index = {}, {}, None
 
 
-def _select(x: torch.Tensor, columns: torch.Tensor | None) -> torch.Tensor:
-    """The ``columns`` (last axis: ROIs of a window, columns of a table row); all for None."""
-    return x if columns is None else x.index_select(-1, columns)
+def _select(x: torch.Tensor, columns: torch.Tensor | None, axis: int = -1) -> torch.Tensor:
+    """The ``columns`` along ``axis`` (ROIs of a window, columns of a table row, channels of
+    an image at axis -4); all for None."""
+    return x if columns is None else x.index_select(axis, columns)
 
 
-def _view(read, columns: torch.Tensor | None):
-    """``read`` restricted to the ROI ``columns`` of its (n, window, R) batches."""
+def _view(read, columns: torch.Tensor | None, axis: int = -1):
+    """``read`` restricted to ``columns`` along ``axis`` of its batches."""
     if columns is None:
         return read
-    return lambda rows: _select(read(rows), columns)
+    return lambda rows: _select(read(rows), columns, axis)
 
 
 def _strided_reader(array: np.ndarray):

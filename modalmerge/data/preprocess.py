@@ -159,13 +159,15 @@ def _read_confounds(path: str | os.PathLike, n_volumes: int) -> np.ndarray:
     return values
 
 
-def _to_grid(img: nib.Nifti1Image, atlas: nib.Nifti1Image) -> nib.Nifti1Image:
+def _to_grid(
+    img: nib.Nifti1Image, atlas: nib.Nifti1Image, interpolation: str = "continuous"
+) -> nib.Nifti1Image:
     if same_grid(img, atlas):
         return img
     from nilearn.image import resample_to_img  # lazy: parcellate imports this module for read_tr
 
     return resample_to_img(
-        img, atlas, interpolation="continuous", force_resample=True, copy_header=True
+        img, atlas, interpolation=interpolation, force_resample=True, copy_header=True
     )
 
 
@@ -203,12 +205,30 @@ def normalize_anatomy(t1: np.ndarray, mask: np.ndarray, method: str) -> np.ndarr
 
 
 def _write_t1(t1, atlas, mask, params: dict, out_t1) -> None:
-    """The T1 on the atlas grid, normalised inside the mask."""
+    """The T1 (or another contrast) on the atlas grid, normalised inside the mask."""
     t1 = _to_grid(t1, atlas)
     t1_data = normalize_anatomy(np.asanyarray(t1.dataobj), mask, params["normalize_anatomy"])
     t1_out = nib.Nifti1Image(t1_data, atlas.affine)
     t1_out.header.set_xyzt_units("mm")
     save_image(t1_out, out_t1)
+
+
+def _write_extra_anatomy(extra, labels: set, atlas, mask, params: dict) -> None:
+    """Further anatomy images onto the atlas grid: contrasts normalised like the T1, label
+    images (segmentations) resampled nearest-neighbour and kept as integer labels."""
+    for name, src, out in extra:
+        img = load_image(src, ndim=3, what=f"{name} image")
+        if name not in labels:
+            _write_t1(img, atlas, mask, params, out)
+            continue
+        values = np.asanyarray(img.dataobj)
+        if not np.array_equal(values, np.round(values)):
+            raise InputError(src, f"label image {name} holds non-integer values")
+        resampled = _to_grid(img, atlas, interpolation="nearest")
+        data = np.rint(np.asanyarray(resampled.dataobj)).astype(np.float32)
+        out_img = nib.Nifti1Image(data, atlas.affine)
+        out_img.header.set_xyzt_units("mm")
+        save_image(out_img, out)
 
 
 def preprocess_subject(
@@ -220,6 +240,8 @@ def preprocess_subject(
     params: dict,
     tr: float | None = None,
     confounds_path: str | os.PathLike | None = None,
+    extra_anatomy=(),
+    label_anatomy=(),
 ) -> None:
     """Put one subject's T1 and BOLD on the atlas grid, clean the BOLD, normalise the T1.
 
@@ -246,6 +268,12 @@ def preprocess_subject(
         Repetition time in seconds, overriding (and checked against) the files.
     confounds_path : path-like, optional
         TSV with one row per volume of nuisance regressors ("n/a" allowed).
+    extra_anatomy : sequence of (name, in_path, out_path)
+        Further 3D anatomy images (BraTS: ``ce-gd_T1w``, ``T2w``, ``FLAIR``,
+        ``dseg``) put on the atlas grid: contrasts normalised like the T1.
+    label_anatomy : sequence of str
+        Names among ``extra_anatomy`` that are label images: resampled
+        nearest-neighbour, integer values required, never normalised.
 
     Raises
     ------
@@ -262,7 +290,11 @@ def preprocess_subject(
         raise InputError(atlas_path, "atlas has no labelled voxel")
     if (bold_path is None) != (out_bold is None):
         raise ValueError("give both bold_path and out_bold, or neither (anatomy only)")
+    unknown = set(label_anatomy) - {name for name, _, _ in extra_anatomy}
+    if unknown:
+        raise ValueError(f"label image(s) {sorted(unknown)} are not among the extra anatomy")
     t1 = load_image(t1_path, ndim=3, what="T1 image")
+    _write_extra_anatomy(extra_anatomy, set(label_anatomy), atlas, mask, params)
     if bold_path is None:
         if confounds_path is not None:
             raise ValueError("confounds need a BOLD run")

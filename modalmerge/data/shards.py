@@ -220,6 +220,32 @@ def _downsample(volume: np.ndarray, factor: int) -> np.ndarray:
     return blocks.mean(axis=(1, 3, 5))
 
 
+def _downsample_labels(volume: np.ndarray, factor: int) -> np.ndarray:
+    """A label image at the block-mean grid: the first voxel of each block (no mixing)."""
+    if factor == 1:
+        return volume
+    shape = [n // factor for n in volume.shape]
+    return volume[: shape[0] * factor : factor, : shape[1] * factor : factor,
+                  : shape[2] * factor : factor]  # fmt: skip
+
+
+def _subject_image(
+    anatomy: dict[str, list[Path]], i: int, factor: int, label_channels
+) -> np.ndarray:
+    """Subject ``i``'s image channels ``(C, D, H, W)``: T1w first, then the extra anatomy."""
+    channels, grid = [], None
+    for name, paths in anatomy.items():
+        img = load_image(paths[i], ndim=3, what=f"preprocessed {name}")
+        if grid is None:
+            grid = img
+        elif img.shape != grid.shape or not np.allclose(img.affine, grid.affine, atol=1e-3):
+            raise InputError(paths[i], f"{name} is not on the grid of {anatomy['T1w'][i]}")
+        volume = np.asarray(img.dataobj, dtype=np.float32)
+        down = _downsample_labels if name in label_channels else _downsample
+        channels.append(down(volume, factor))
+    return np.stack(channels)
+
+
 def _load_parcellated(path: Path) -> dict[str, np.ndarray]:
     require_file(path, "parcellated subject")
     try:
@@ -290,13 +316,14 @@ def _write_file(
     members: list[int],
     subjects: list[str],
     parcellated: list[Path],
-    anatomy: list[Path],
+    anatomy: dict[str, list[Path]],
     texts: list[Path] | None,
     tabular: pd.DataFrame,
     tabular_attrs: dict,
     params: dict,
     chash: str,
     shapes: dict,
+    label_channels: tuple[str, ...] = (),
 ) -> int:
     """Write one shard file with the given subjects; return its sample count."""
     window, factor = params["window"], params["image_downsample"]
@@ -346,11 +373,12 @@ def _write_file(
                 or conn_shape != shapes["connectivity"]
             ):
                 raise InputError(parcellated[i], "array shapes differ from the other subjects'")
-            t1 = load_image(anatomy[i], ndim=3, what="preprocessed T1")
-            image = _downsample(np.asarray(t1.dataobj, dtype=np.float32), factor)
-            shapes.setdefault("image", [1, *image.shape])
-            if [1, *image.shape] != shapes["image"]:
-                raise InputError(anatomy[i], f"image shape {image.shape} differs from others'")
+            image = _subject_image(anatomy, i, factor, label_channels)
+            shapes.setdefault("image", list(image.shape))
+            if list(image.shape) != shapes["image"]:
+                raise InputError(
+                    anatomy["T1w"][i], f"image shape {image.shape[1:]} differs from others'"
+                )
             text = ""
             if texts is not None:
                 text = require_file(texts[i], "description text").read_text(encoding="utf-8")
@@ -390,7 +418,7 @@ def _write_file(
             index_ds[written : written + k] = row
             starts_ds[written : written + k] = starts
             written += k
-            image_ds[row, 0] = image
+            image_ds[row] = image
             feat_ds[row] = parc["structural_features"]
             if conn_shape is not None:
                 conn_ds[row] = parc["connectivity"]
@@ -428,6 +456,8 @@ def write_shards(
     texts: list[Path] | None,
     out_dir: Path,
     params: dict,
+    extra_anatomy: dict[str, list[Path]] | None = None,
+    label_channels=(),
 ) -> None:
     """Split subjects, cut sliding windows and write ``out_dir`` (shards + manifest.json).
 
@@ -449,6 +479,14 @@ def write_shards(
         One UTF-8 description per subject; None (real data) stores empty texts.
     out_dir : Path
         Output directory, replaced atomically.
+    extra_anatomy : dict of str to list of Path, optional
+        Further preprocessed anatomy per channel name (BraTS: ``ce-gd_T1w``,
+        ``T2w``, ``FLAIR``, ``dseg``), each aligned with ``subjects`` and on
+        the T1's grid: the image becomes ``(1 + n_extra, D, H, W)``, channel
+        names in the manifest's ``image_channels``.
+    label_channels : sequence of str
+        Channels that hold labels (downsampled by picking, not averaging;
+        listed as ``label_channels`` in the manifest).
     params : dict
         ``seed``, ``fractions`` ({train, val, test}), ``window``, ``stride``
         (volumes), ``image_downsample``, ``subjects_per_shard``, ``split_by``
@@ -469,12 +507,21 @@ def write_shards(
     lists = {"parcellated": parcellated, "anatomy": anatomy}
     if texts is not None:
         lists["texts"] = texts
+    extra_anatomy = dict(extra_anatomy or {})
+    if "T1w" in extra_anatomy:
+        raise ValueError("extra_anatomy must not repeat the T1w channel")
+    unknown = set(label_channels) - set(extra_anatomy)
+    if unknown:
+        raise ValueError(f"label channel(s) {sorted(unknown)} are not among extra_anatomy")
+    lists.update(extra_anatomy)
     for name, paths in lists.items():
         if len(paths) != len(subjects):
             raise ValueError(f"{len(paths)} {name} paths for {len(subjects)} subjects")
         for sid, p in zip(subjects, paths, strict=True):
             _check_name(Path(p), sid, name)
-    parcellated, anatomy = [Path(p) for p in parcellated], [Path(p) for p in anatomy]
+    parcellated = [Path(p) for p in parcellated]
+    channels = {"T1w": [Path(p) for p in anatomy]}
+    channels.update({name: [Path(p) for p in paths] for name, paths in extra_anatomy.items()})
     texts = None if texts is None else [Path(p) for p in texts]
     tabular, categorical, categories = read_participants(participants_tsv)
     absent = [s for s in subjects if s not in tabular.index]
@@ -505,8 +552,8 @@ def write_shards(
                 name = f"{split}-{number:04d}.h5"
                 group = members[first : first + size]
                 n_samples = _write_file(
-                    tmp_dir / name, split, group, subjects, parcellated, anatomy, texts,
-                    tabular, tabular_attrs, params, chash, shapes,
+                    tmp_dir / name, split, group, subjects, parcellated, channels, texts,
+                    tabular, tabular_attrs, params, chash, shapes, tuple(label_channels),
                 )  # fmt: skip
                 files.append(
                     {"file": name, "split": split, "n_subjects": len(group), "n_samples": n_samples}
@@ -532,6 +579,8 @@ def write_shards(
             "roi_names": shapes["roi_names"],
             "tr": shapes["tr"],
             "split_by": params["split_by"],
+            "image_channels": list(channels),
+            "label_channels": [c for c in channels if c in set(label_channels)],
         }
         (tmp_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
         old = out_dir.with_name(f".old-{os.getpid()}-{out_dir.name}")

@@ -22,6 +22,7 @@ from modalmerge.io import InputError, require_file
 __all__ = [
     "MODALITIES",
     "check_modality",
+    "image_channels",
     "load_split_arrays",
     "read_manifest",
     "roi_columns",
@@ -243,6 +244,27 @@ def roi_columns(manifest: dict, selector, what: str = "ROI selector") -> np.ndar
     if len(set(picked)) != len(picked):
         raise ValueError(f"{what} lists an ROI twice")
     return np.asarray(picked, dtype=np.int64)
+
+
+def image_channels(manifest: dict, selector, what: str = "channel selector") -> np.ndarray | None:
+    """Indices of the image channels a selector picks (None: every channel).
+
+    ``selector``: a channel name, a list of names in the order wanted (names
+    from the manifest's ``image_channels``: ``T1w`` first, then e.g. BraTS's
+    ``ce-gd_T1w``, ``T2w``, ``FLAIR``, ``dseg``).
+    """
+    if selector is None:
+        return None
+    names = [str(c) for c in manifest.get("image_channels", ["T1w"])]
+    wanted = [selector] if isinstance(selector, str) else list(selector)
+    if not wanted:
+        raise ValueError(f"{what} must name at least one channel")
+    unknown = [c for c in wanted if str(c) not in names]
+    if unknown:
+        raise ValueError(f"{what}: no image channel {unknown} (channels: {names})")
+    if len(set(wanted)) != len(wanted):
+        raise ValueError(f"{what} lists a channel twice")
+    return np.asarray([names.index(str(c)) for c in wanted], dtype=np.int64)
 
 
 def roi_labels(manifest: dict, columns: np.ndarray | None) -> np.ndarray:

@@ -53,6 +53,17 @@ def source_writes(dataset: dict) -> dict[str, bool]:
     }
 
 
+def source_anatomy(dataset: dict) -> tuple[list[str], list[str]]:
+    """Anatomy images besides the T1w that the source writes (``anat/sub-X_<name>.nii.gz``),
+    and which of them are label images: BraTS's contrasts and segmentation. They travel
+    into the shards as further channels of the image (the T1w is channel 0)."""
+    if dataset["kind"] == "synthetic":
+        return [], []
+    module = source_module(dataset["kind"])
+    extra = [str(n) for n in getattr(module, "EXTRA_ANATOMY", ())]
+    return extra, [str(n) for n in getattr(module, "LABEL_ANATOMY", ()) if n in extra]
+
+
 def source_sample_unit(dataset: dict) -> str:
     """``"subject"`` (the subject DAG) or ``"region"`` (sources of group data whose
     samples are regions; the module says so with ``SAMPLE_UNIT = "region"``)."""

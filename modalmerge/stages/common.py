@@ -41,6 +41,8 @@ def experiment_dataset(
         target_rois=experiment.get("target_rois"),
         condition_columns=experiment.get("condition_columns"),
         target_columns=experiment.get("target_columns"),
+        condition_channels=experiment.get("condition_channels"),
+        target_channels=experiment.get("target_channels"),
     )
 
 

@@ -199,6 +199,10 @@ def _evaluate(
             _homolog_attention(record, test.attention, manifest, experiment)
     elif target == "image":
         _evaluate_image(record, arrays, train, test, x_train, x_test, alphas, n_components)
+        channels = experiment.get("target_channels")
+        channels = [channels] if isinstance(channels, str) else list(channels or ["T1w"])
+        if set(channels) <= set(manifest.get("label_channels", [])):
+            _segmentation_scores(record, arrays, train.target)
     elif target == "tabular":
         _evaluate_tabular(record, arrays, train, test, x_train, x_test, alphas, n_components, model)
         if regions:
@@ -354,8 +358,14 @@ def _evaluate_image(record, arrays, train, test, x_train, x_test, alphas, n_comp
     group_pred = group.predict(len(keys))
     ridge = _ridge(x_train, train.target, alphas, n_components)
     _, ridge_pred = _subject_mean(ridge.predict(x_test), test.subjects)
+    # SSIM's standard 11-voxel window (sigma 1.5), narrowed for images smaller than it
+    smallest = min(true.shape[2:])
+    sigma = min(1.5, ((smallest - 1) // 2) / 3.5)
+    if sigma < 1.5:
+        log.info("images of side %d: SSIM with sigma %.3g (window %d)", smallest, sigma, smallest)
+        record["ssim_sigma"] = sigma
     record["scores"] = {
-        name: modality_metrics.image_metrics(p, true, data_range=data_range)["scores"]
+        name: modality_metrics.image_metrics(p, true, data_range=data_range, sigma=sigma)["scores"]
         for name, p in (("model", pred), ("group_mean", group_pred), ("ridge", ridge_pred))
     }
     arrays.update(
@@ -365,6 +375,37 @@ def _evaluate_image(record, arrays, train, test, x_train, x_test, alphas, n_comp
         group_mean=group_pred,
         ridge=ridge_pred,
     )
+
+
+def _nearest_label(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Each value replaced by the nearest of the (sorted) label values."""
+    edges = (labels[1:] + labels[:-1]) / 2
+    return labels[np.searchsorted(edges, values)]
+
+
+def dice_scores(pred: np.ndarray, true: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """Dice of label images, pooled over all images: ``dice`` (mean over the non-zero
+    labels present in ``true``) and ``dice_foreground`` (any non-zero label)."""
+
+    def dice(p, t):
+        total = p.sum() + t.sum()
+        return 1.0 if total == 0 else float(2 * np.logical_and(p, t).sum() / total)
+
+    present = [v for v in labels if v != 0 and (true == v).any()]
+    scores = {"dice_foreground": dice(pred != 0, true != 0)}
+    if present:
+        scores["dice"] = float(np.mean([dice(pred == v, true == v) for v in present]))
+    return scores
+
+
+def _segmentation_scores(record, arrays, train_target: np.ndarray) -> None:
+    """Label-image targets (e.g. BraTS's ``dseg``): predictions are rounded to the nearest
+    label value seen in training and scored by Dice, next to the image metrics."""
+    labels = np.unique(np.rint(train_target))
+    true = np.rint(arrays["target"])
+    for name in ("model", "group_mean", "ridge"):
+        values = arrays["prediction" if name == "model" else name]
+        record["scores"][name].update(dice_scores(_nearest_label(values, labels), true, labels))
 
 
 def _evaluate_tabular(record, arrays, train, test, x_train, x_test, alphas, n_components, model):

@@ -137,7 +137,9 @@ def draw_experiment_figures(
             )
     elif target == "image":
         save(
-            plot_image_prediction(arrays["prediction"][0], arrays["target"][0]), "image_prediction"
+            # first test subject, first target channel
+            plot_image_prediction(arrays["prediction"][0][0], arrays["target"][0][0]),
+            "image_prediction",
         )
 
     model, tokenizer = load_experiment_model(model_path)

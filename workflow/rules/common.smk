@@ -1,10 +1,12 @@
 # Paths, parameters and code fingerprints shared by the rules: one place where paths are built.
 import json
+import re
 import shlex
 from pathlib import Path
 
 from modalmerge.fingerprint import code_fingerprint
 from modalmerge.stages.acquire import (
+    source_anatomy,
     source_module_name,
     source_sample_unit,
     source_subject_ids,
@@ -19,6 +21,8 @@ SUBJECTS = source_subject_ids(config["dataset"])
 TASK = source_task(config["dataset"])
 WRITES = source_writes(config["dataset"])  # optional per-subject files: bold, text, confounds
 SAMPLE_UNIT = source_sample_unit(config["dataset"])  # "subject", or "region" (group data)
+# anatomy besides the T1w (BraTS: contrasts, segmentation) -> further image channels
+ANATOMY, LABEL_ANATOMY = source_anatomy(config["dataset"])
 CLUSTER = config["cluster"]
 ACQUIRE_CODE = code_fingerprint(
     "modalmerge.stages.acquire", source_module_name(config["dataset"]["kind"])
@@ -42,6 +46,8 @@ def subject_outputs():
     outputs = {"t1": f"{raw}/anat/{{subject}}_T1w.nii.gz"}
     if WRITES["bold"]:
         outputs["bold"] = f"{raw}/func/{{subject}}_task-{TASK}_bold.nii.gz"
+    for name in ANATOMY:
+        outputs[anatomy_key(name)] = f"{raw}/anat/{{subject}}_{name}.nii.gz"
     if WRITES["text"]:
         outputs["text"] = f"{raw}/{{subject}}_description.txt"
     if WRITES["confounds"]:
@@ -54,7 +60,43 @@ def preprocess_outputs():
     outputs = {"t1": f"{ROOT}/preproc/{{subject}}_T1w.nii.gz"}
     if WRITES["bold"]:
         outputs["bold"] = f"{ROOT}/preproc/{{subject}}_bold.nii.gz"
+    for name in ANATOMY:
+        outputs[anatomy_key(name)] = f"{ROOT}/preproc/{{subject}}_{name}.nii.gz"
     return outputs
+
+
+def anatomy_key(name):
+    """A rule's input/output name for an extra anatomy image (``ce-gd_T1w`` -> ``anat_ce_gd_T1w``)."""
+    safe = re.sub(r"\W", "_", name)
+    return f"anat_{safe}"
+
+
+def anatomy_inputs(wildcards):
+    """preprocess's extra anatomy inputs, by key."""
+    return {
+        anatomy_key(n): f"{ROOT}/raw/{wildcards.subject}/anat/{wildcards.subject}_{n}.nii.gz"
+        for n in ANATOMY
+    }
+
+
+def extra_anatomy_args(wildcards, input, output):
+    """``--extra NAME IN OUT`` for each extra anatomy image, ``--label NAME`` for label images."""
+    args = []
+    for name in ANATOMY:
+        key = anatomy_key(name)
+        args += ["--extra", name, shlex.quote(input[key]), shlex.quote(output[key])]
+    for name in LABEL_ANATOMY:
+        args += ["--label", name]
+    return " ".join(args)
+
+
+def shard_anatomy_args(wildcards, input):
+    """``--channels`` and ``--extra-anatomy`` (subject-major) for the shard stage."""
+    if not ANATOMY:
+        return ""
+    paths = [shlex.quote(p) for p in input.extra_anatomy]
+    labels = " ".join(["--label-channels", *LABEL_ANATOMY]) if LABEL_ANATOMY else ""
+    return f"--channels {' '.join(ANATOMY)} --extra-anatomy {' '.join(paths)} {labels}"
 
 
 def optional_args(wildcards, input, output=None):

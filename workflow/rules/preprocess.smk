@@ -1,9 +1,11 @@
 # preprocess: anatomy and BOLD onto the atlas grid; BOLD detrended, band-passed, standardised.
-# Anatomy-only sources (ADNI, BraTS) have no BOLD: the T1 alone.
+# Anatomy-only sources (ADNI, BraTS) have no BOLD: the T1 alone, plus BraTS's other
+# contrasts (normalised like the T1) and its segmentation (nearest neighbour).
 
 
 rule preprocess:
     input:
+        unpack(anatomy_inputs),
         t1=rules.acquire_subject.output.t1,
         bold=rules.acquire_subject.output.bold if WRITES["bold"] else [],
         atlas=rules.acquire_cohort.output.atlas,
@@ -14,6 +16,7 @@ rule preprocess:
         settings=as_json(config["preprocess"]),
         code=fingerprint("modalmerge.data.preprocess"),
         optional=optional_args,
+        extra=extra_anatomy_args,
     log:
         f"{LOGS}/preprocess/{{subject}}.log",
     benchmark:
@@ -25,4 +28,5 @@ rule preprocess:
         ENV
     shell:
         "modalmerge preprocess --settings {params.settings:q} --t1 {input.t1:q}"
-        " --atlas {input.atlas:q} {params.optional} --out-t1 {output.t1:q} > {log:q} 2>&1"
+        " --atlas {input.atlas:q} {params.optional} {params.extra} --out-t1 {output.t1:q}"
+        " > {log:q} 2>&1"

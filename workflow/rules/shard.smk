@@ -9,12 +9,16 @@ rule shard:
             expand(rules.acquire_subject.output.text, subject=SUBJECTS) if WRITES["text"] else []
         ),
         participants=rules.acquire_cohort.output.participants,
+        extra_anatomy=[  # subject-major: every extra image of one subject, then the next
+            f"{ROOT}/preproc/{s}_{n}.nii.gz" for s in SUBJECTS for n in ANATOMY
+        ],
     output:
         directory(f"{ROOT}/shards"),
     params:
         settings=as_json(config["shard"]),
         subjects=SUBJECTS,
         code=fingerprint("modalmerge.data.shards"),
+        channels=shard_anatomy_args,
         texts=lambda wildcards, input: (
             "--texts " + " ".join(shlex.quote(t) for t in input.texts) if input.texts else ""
         ),
@@ -30,4 +34,4 @@ rule shard:
     shell:
         "modalmerge shard --settings {params.settings:q} --subjects {params.subjects:q}"
         " --parcellated {input.parcellated:q} --anatomy {input.anatomy:q} {params.texts}"
-        " --participants {input.participants:q} --out {output:q} > {log:q} 2>&1"
+        " {params.channels} --participants {input.participants:q} --out {output:q} > {log:q} 2>&1"

@@ -52,6 +52,10 @@ SEG_LABELS = {
 }
 KEYS = {"naming", "participants", "participants_id_column"}
 WRITES_BOLD = False  # anatomy only: the workflow runs no BOLD stages for it
+#: Anatomy files besides the T1w (``anat/sub-X_<name>.nii.gz``) that travel as image channels.
+EXTRA_ANATOMY = ("ce-gd_T1w", "T2w", "FLAIR", "dseg")
+#: Of those, the label images (resampled nearest-neighbour, never normalised).
+LABEL_ANATOMY = ("dseg",)
 
 
 def _naming(params: dict) -> str:
