@@ -99,6 +99,8 @@ def test_image_condition_draws_attention_on_the_anatomy(tiny_run):
         "attention_on_anatomy.png",
         "predictions.png",
         "connectivity.png",
+        "connectome_true.png",  # glass-brain connectomes at the atlas coordinates
+        "connectome_predicted.png",
         "learning_curves.png",
     } <= names
     assert (figures / "summary.png").stat().st_size > 0

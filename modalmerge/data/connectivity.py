@@ -70,6 +70,7 @@ def plot_connectivity(
     output: str | Path | None = None,
     edge_threshold: str | float = "95%",
     title: str | None = None,
+    vmax: float | None = None,
 ):
     """Draw a connectivity matrix, and the connectome at ``coords`` when given.
 
@@ -84,32 +85,31 @@ def plot_connectivity(
         Save the figure there (PNG by the suffix) and close it.
     edge_threshold : str or float
         Edges drawn in the connectome (nilearn's syntax, e.g. ``"95%"``).
+    title : str, optional
+    vmax : float, optional
+        Colour limit (symmetric); by default the largest absolute off-diagonal value.
 
     Returns
     -------
     matplotlib.figure.Figure
+        Agg-backed, never registered with pyplot (as every ModalMerge figure).
     """
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
     from nilearn import plotting
+
+    from modalmerge.viz._common import new_figure
 
     matrix = np.asarray(matrix, float)
     if matrix.ndim != 2 or matrix.shape[0] != matrix.shape[1]:
         raise ValueError(f"matrix must be (R, R), got {matrix.shape}")
     panels = 2 if coords is not None else 1
-    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 5), squeeze=False)
+    fig = new_figure(6 * panels, 5)
+    axes = fig.subplots(1, panels, squeeze=False)
     shown = np.array(matrix)
     np.fill_diagonal(shown, 0.0)
     names = list(labels) if labels is not None and len(labels) <= 40 else None
+    limit = vmax or float(np.abs(shown).max()) or 1.0
     plotting.plot_matrix(
-        shown,
-        labels=names,
-        axes=axes[0, 0],
-        colorbar=True,
-        vmax=np.abs(shown).max() or 1.0,
-        vmin=-(np.abs(shown).max() or 1.0),
+        shown, labels=names, axes=axes[0, 0], colorbar=True, vmax=limit, vmin=-limit
     )
     if coords is not None:
         coords = np.asarray(coords, float)
@@ -122,10 +122,13 @@ def plot_connectivity(
             axes=axes[0, 1],
             display_mode="ortho",
             colorbar=False,
+            edge_vmin=-limit,
+            edge_vmax=limit,
         )
     if title:
         fig.suptitle(title)
     if output is not None:
-        fig.savefig(output, dpi=110)
-        plt.close(fig)
+        from modalmerge.viz.figures import save_figure
+
+        save_figure(fig, output, dpi=110)
     return fig

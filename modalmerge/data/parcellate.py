@@ -269,11 +269,9 @@ def connectivity(roi_timeseries: np.ndarray, kind: str = "correlation") -> np.nd
     -------
     ndarray of float32, shape (R, R)
     """
-    from nilearn.connectome import ConnectivityMeasure
+    from modalmerge.data import connectivity as fc  # the one place connectivity is computed
 
-    measure = ConnectivityMeasure(kind=kind, standardize=False)
-    matrix = measure.fit_transform([roi_timeseries.astype(np.float64)])[0]
-    return matrix.astype(np.float32)
+    return fc.connectivity(roi_timeseries, kind).astype(np.float32)
 
 
 def parcellate_subject(

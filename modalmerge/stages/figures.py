@@ -4,8 +4,10 @@ Writes into ``figures/<experiment>/``:
 
 - ``learning_curves.png`` — training and validation loss per epoch;
 - time-series targets: ``predictions.png`` (predicted, group-mean and true ROI
-  series of the first test subject) and ``connectivity.png`` (true against
-  predicted connectivity, mean over test subjects);
+  series of the first test subject), ``connectivity.png`` (true against
+  predicted connectivity, mean over test subjects) and ``connectome_true.png``
+  / ``connectome_predicted.png`` (each matrix beside its glass-brain connectome
+  at the atlas coordinates, one colour scale);
 - image targets: ``image_prediction.png``; tabular targets: ``tabular_prediction.png``;
 - time-series targets on an fsaverage5 surface atlas: ``surface_accuracy.png``
   (the model's Pearson r per region on the inflated surface) and, when
@@ -65,6 +67,19 @@ def _roi_labels(labels_path: str | Path) -> list[str]:
     if "name" not in table:
         raise InputError(labels_path, "atlas labels need a 'name' column")
     return [str(n) for n in table["name"]]
+
+
+def _roi_coordinates(labels_path, manifest: dict, columns) -> np.ndarray | None:
+    """Atlas centres (mm) of the target ROIs, from ``labels.tsv``; None when absent."""
+    table = pd.read_csv(require_file(labels_path, "atlas labels"), sep="\t")
+    if not {"index", "x", "y", "z"} <= set(table) or table[["x", "y", "z"]].isna().any(axis=None):
+        return None
+    wanted = roi_labels(manifest, columns)
+    where = {int(k): i for i, k in enumerate(table["index"])}
+    if any(int(k) not in where for k in wanted):
+        return None
+    rows = [where[int(k)] for k in wanted]
+    return table[["x", "y", "z"]].to_numpy(float)[rows]
 
 
 def _load_predictions(path: str | Path) -> dict[str, np.ndarray]:
@@ -130,6 +145,19 @@ def draw_experiment_figures(
         true_fc = np.mean([connectivity(t) for t in true], axis=0)
         pred_fc = np.mean([connectivity(p) for p in pred], axis=0)
         save(fig_lib.connectivity_comparison(true_fc, pred_fc, labels=names), "connectivity")
+        coords = _roi_coordinates(labels_path, manifest, target_columns)
+        if coords is not None:
+            from modalmerge.data.connectivity import plot_connectivity
+
+            limit = float(np.abs(true_fc - np.diag(np.diag(true_fc))).max()) or 1.0
+            for name, matrix in (("true", true_fc), ("predicted", pred_fc)):
+                save(
+                    plot_connectivity(
+                        matrix, labels=names, coords=coords, vmax=limit,
+                        title=f"{experiment['name']}: {name} FC of the test subjects (mean)",
+                    ),
+                    f"connectome_{name}",
+                )  # fmt: skip
         surface_atlas = _surface_atlas(atlas_path)
         if surface_atlas is not None and surface_atlas[1] == "fsaverage5":
             _surface_figures(
