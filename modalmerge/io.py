@@ -43,6 +43,33 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary directory beside ``path``; swap it in for ``path`` on success.
+
+    On failure the temporary directory is removed and ``path`` is untouched: a
+    directory output (shards, a subject's ``raw/`` folder, an atlas) is either
+    the old one or the complete new one.
+    """
+    import shutil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        yield tmp
+        old = path.with_name(f".old-{os.getpid()}-{path.name}")
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def require_file(path: str | os.PathLike, what: str = "input file") -> Path:
     """Return ``path`` as a Path, or raise InputError when it is missing or empty."""
     path = Path(path)

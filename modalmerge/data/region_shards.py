@@ -27,10 +27,8 @@ out of every split (listed in the manifest as ``excluded``).
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
 from pathlib import Path
 
 import h5py
@@ -42,7 +40,7 @@ from modalmerge.data.shards import (
     SPLITS,
     config_hash,
 )
-from modalmerge.io import InputError, merge_params, require_file
+from modalmerge.io import InputError, atomic_dir, merge_params, require_file
 
 __all__ = [
     "DEFAULT_PARAMS",
@@ -265,12 +263,8 @@ def write_region_shards(
     attrs = {"columns": list(features.columns), "categorical": [], "categories": json.dumps({})}
 
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = out_dir.with_name(f".tmp-{os.getpid()}-{out_dir.name}")
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    tmp_dir.mkdir()
     files = []
-    try:
+    with atomic_dir(out_dir) as tmp_dir:  # the old shards stay until the new are whole
         for split in SPLITS:
             members = splits[split]
             name = f"{split}-0000.h5"
@@ -314,13 +308,4 @@ def write_region_shards(
             "excluded": excluded,
         }
         (tmp_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        old = out_dir.with_name(f".old-{os.getpid()}-{out_dir.name}")
-        if out_dir.exists():
-            os.replace(out_dir, old)
-        os.replace(tmp_dir, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(tmp_dir)
-        raise
     return manifest

@@ -22,11 +22,9 @@ directory that replaces ``out_dir`` only when complete.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 
 import h5py
@@ -34,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from modalmerge.data.nifti import load_image
-from modalmerge.io import InputError, merge_params, require_file
+from modalmerge.io import InputError, atomic_dir, merge_params, require_file
 
 __all__ = [
     "DEFAULT_PARAMS",
@@ -538,13 +536,9 @@ def write_shards(
     position = {s: i for i, s in enumerate(subjects)}
 
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp_dir = out_dir.with_name(f".tmp-{os.getpid()}-{out_dir.name}")
-    shutil.rmtree(tmp_dir, ignore_errors=True)
-    tmp_dir.mkdir()
     shapes: dict = {}
     files = []
-    try:
+    with atomic_dir(out_dir) as tmp_dir:  # the old shards stay until the new are whole
         for split in SPLITS:
             members = [position[s] for s in splits[split]]
             size = params["subjects_per_shard"]
@@ -583,12 +577,3 @@ def write_shards(
             "label_channels": [c for c in channels if c in set(label_channels)],
         }
         (tmp_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
-        old = out_dir.with_name(f".old-{os.getpid()}-{out_dir.name}")
-        if out_dir.exists():
-            os.replace(out_dir, old)
-        os.replace(tmp_dir, out_dir)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            shutil.rmtree(tmp_dir)
-        raise

@@ -20,12 +20,10 @@ run in :func:`write_subject` and, with ``on_error: exclude``, once in
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import re
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,7 +32,11 @@ import nibabel as nib
 import pandas as pd
 
 from modalmerge.data.sources import validate
-from modalmerge.io import InputError, atomic_path
+from modalmerge.io import (  # atomic_dir: re-exported for the sources
+    InputError,
+    atomic_dir,
+    atomic_path,
+)
 
 COMMON_KEYS = {"path", "subjects", "on_error", "place", "atlas", "validation_cache"}
 PARTICIPANT_COLUMNS = ["participant_id", "age", "sex", "group"]
@@ -231,28 +233,6 @@ def plan(source: Source, params: dict) -> tuple[list[str], list[tuple[str, str]]
 # --------------------------------------------------------------------------- writing
 
 
-@contextlib.contextmanager
-def atomic_dir(path: Path) -> Iterator[Path]:
-    """Yield a temporary directory beside ``path``; swap it in for ``path`` on success.
-
-    On failure the temporary directory is removed and ``path`` is untouched.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
-        yield tmp
-        old = path.with_name(f".old-{os.getpid()}-{path.name}")
-        if path.exists():
-            os.replace(path, old)
-        os.replace(tmp, path)
-        shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def place_image(src: Path, dst: Path, mode: str) -> None:
     """Put ``src`` at ``dst`` (a ``.nii.gz`` name): a symlink, a copy, or, for ``.nii``, recompressed."""
     if mode not in ("symlink", "copy"):
@@ -332,6 +312,21 @@ def dataset_description(name: str, kind: str, source_path: str | Path) -> dict:
         ],
         "SourceDatasets": [{"URL": Path(source_path).resolve().as_uri()}],
     }
+
+
+def write_cohort_files(root: Path, table_name: str, table: pd.DataFrame, description: dict,
+                       atlas) -> None:  # fmt: skip
+    """A cohort's ``raw/<table_name>`` (participants or regions), ``raw/dataset_description.json``
+    and ``atlas/``, each written atomically (for the sources that build them in one go)."""
+    from modalmerge.data.atlases import write_atlas
+
+    raw = Path(root) / "raw"
+    with atomic_path(raw / table_name) as tmp:
+        write_tsv(table, tmp)
+    with atomic_path(raw / "dataset_description.json") as tmp:
+        write_json(description, tmp)
+    with atomic_dir(Path(root) / "atlas") as tmp:
+        write_atlas(atlas, tmp)
 
 
 def write_cohort(

@@ -51,7 +51,7 @@ import numpy as np
 import pandas as pd
 
 from modalmerge.data.sources import _common
-from modalmerge.io import InputError, atomic_path, require_file
+from modalmerge.io import InputError, require_file
 
 SUBJECT = "sub-010188"
 RUN = "sub-010188_ses-02_task-rest_acq-AP_run-01"
@@ -161,22 +161,13 @@ def _sulcal_depth() -> np.ndarray:
 
 def write_cohort(params: dict, root: Path) -> None:
     """``raw/participants.tsv``, ``raw/dataset_description.json`` and the surface ``atlas/``."""
-    from modalmerge.data.atlases import write_atlas
-
     path, _ = _check(params)
-    atlas = surface_atlas()
-    raw = Path(root) / "raw"
     table = pd.DataFrame({c: [SUBJECT if c == "participant_id" else pd.NA]
                           for c in _common.PARTICIPANT_COLUMNS})  # fmt: skip
     description = _common.dataset_description(
         "brainspace resting-state run on fsaverage5", "brainspace", path
     )
-    with atomic_path(raw / "participants.tsv") as tmp:
-        _common.write_tsv(table, tmp)
-    with atomic_path(raw / "dataset_description.json") as tmp:
-        _common.write_json(description, tmp)
-    with _common.atomic_dir(Path(root) / "atlas") as tmp:
-        write_atlas(atlas, tmp)
+    _common.write_cohort_files(root, "participants.tsv", table, description, surface_atlas())
 
 
 def write_subject(params: dict, subject: str, root: Path) -> None:

@@ -48,7 +48,7 @@ import numpy as np
 import pandas as pd
 
 from modalmerge.data.sources import _common
-from modalmerge.io import InputError, atomic_path, require_file
+from modalmerge.io import InputError, require_file
 
 KEYS = {"path", "scale"}
 SAMPLE_UNIT = "region"  # the workflow builds its region DAG for this source (no subjects)
@@ -178,7 +178,7 @@ def region_table(params: dict) -> tuple[pd.DataFrame, np.ndarray]:
 
 def write_cohort(params: dict, root: Path) -> None:
     """``raw/regions.tsv``, ``raw/dataset_description.json`` and the conte69 ``atlas/``."""
-    from modalmerge.data.atlases import Atlas, write_atlas
+    from modalmerge.data.atlases import Atlas
 
     path, scale = _check(params)
     table, vertex = region_table(params)
@@ -197,13 +197,7 @@ def write_cohort(params: dict, root: Path) -> None:
         "brainspace_group",
         path,
     )
-    raw = Path(root) / "raw"
-    with atomic_path(raw / "regions.tsv") as tmp:
-        _common.write_tsv(table, tmp)
-    with atomic_path(raw / "dataset_description.json") as tmp:
-        _common.write_json(description, tmp)
-    with _common.atomic_dir(Path(root) / "atlas") as tmp:
-        write_atlas(atlas, tmp)
+    _common.write_cohort_files(root, "regions.tsv", table, description, atlas)
 
 
 def write_subject(params: dict, subject: str, root: Path) -> None:
