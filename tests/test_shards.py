@@ -403,3 +403,38 @@ def test_extra_anatomy_becomes_named_image_channels(tmp_path):
             subjects, parc, anat, tsv, None, tmp_path / "s3", PARAMS,
             extra_anatomy={"dseg": seg[::-1]},
         )  # fmt: skip
+
+
+def test_tangent_connectivity_is_referenced_to_training_subjects_only(tmp_path):
+    subjects, parc, anat, tsv, texts = make_inputs(tmp_path)
+    rng = np.random.default_rng(0)
+    for path in parc:  # realistic series: random, so covariances are full rank
+        with np.load(path) as npz:
+            kept = {k: npz[k] for k in npz.files}
+        kept["roi_timeseries"] = rng.normal(size=(40, R)).astype(np.float32)
+        np.savez(path, **kept)
+    params = {**PARAMS, "connectivity": "tangent"}
+    write_shards(subjects, parc, anat, tsv, None, tmp_path / "a", params)
+    manifest = read_manifest(tmp_path / "a")
+    assert manifest["connectivity"] == "tangent"
+    train = load_split_arrays(tmp_path / "a", "train", "connectivity")
+    # the reference is the training subjects' geometric mean: their tangent vectors average ~0
+    assert np.abs(train["data"].mean(axis=0)).max() < 0.05
+    assert np.abs(train["data"]).max() > 0.1
+    # changing a held-out subject's data leaves every training subject's matrix unchanged
+    held = manifest["splits"]["test"][0]
+    path = parc[subjects.index(held)]
+    with np.load(path) as npz:
+        kept = {k: npz[k] for k in npz.files}
+    kept["roi_timeseries"] = rng.normal(size=(40, R)).astype(np.float32)
+    np.savez(path, **kept)
+    write_shards(subjects, parc, anat, tsv, None, tmp_path / "b", params)
+    again = load_split_arrays(tmp_path / "b", "train", "connectivity")
+    np.testing.assert_array_equal(train["data"], again["data"])
+    _drop_series(parc)
+    with pytest.raises(InputError, match="tangent connectivity needs ROI time series"):
+        write_shards(subjects, parc, anat, tsv, None, tmp_path / "c", params)
+    with pytest.raises(ValueError, match="shard.connectivity must be null or 'tangent'"):
+        write_shards(
+            subjects, parc, anat, tsv, None, tmp_path / "d", {**PARAMS, "connectivity": "x"}
+        )

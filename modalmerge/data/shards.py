@@ -41,6 +41,7 @@ __all__ = [
     "config_hash",
     "read_participants",
     "split_subjects",
+    "tangent_connectivity",
     "write_shards",
 ]
 
@@ -55,6 +56,7 @@ DEFAULT_PARAMS: dict = {
     "subjects_per_shard": 64,  # subjects per .h5 file
     "split_by": "subject",  # "subject": whole subjects per split; "time": blocks of each run
     "gap": None,  # split_by time: volumes left out between blocks (None = one window)
+    "connectivity": None,  # None: as parcellated; "tangent": tangent space of the train subjects
 }
 SPLIT_BY = ("subject", "time")
 
@@ -80,7 +82,44 @@ def _validate_params(params: dict | None) -> dict:
     gap = merged["gap"]
     if gap is not None and (isinstance(gap, bool) or not isinstance(gap, int) or gap < 0):
         raise ValueError(f"shard.gap must be a non-negative integer or null, got {gap!r}")
+    if merged["connectivity"] not in (None, "tangent"):
+        raise ValueError(
+            f"shard.connectivity must be null or 'tangent', got {merged['connectivity']!r}"
+        )
     return merged
+
+
+def tangent_connectivity(
+    parcellated: list[Path], subjects: list[str], train: list[str]
+) -> dict[str, np.ndarray]:
+    """Each subject's connectivity in the tangent space at the TRAINING subjects' mean.
+
+    :class:`nilearn.connectome.ConnectivityMeasure` (``kind="tangent"``) is
+    fitted on the training subjects' ROI series only (their geometric-mean
+    covariance is the reference), then every subject is projected one at a
+    time, so held-out subjects never shape the reference. The fit holds one
+    ``(T, R)`` series per training subject in memory (the geometric mean needs
+    them together); the projection streams.
+
+    Raises
+    ------
+    modalmerge.io.InputError
+        A subject has no ROI time series (anatomy-only data).
+    """
+    from nilearn.connectome import ConnectivityMeasure
+
+    def series(i: int) -> np.ndarray:
+        parc = _load_parcellated(parcellated[i])
+        if "roi_timeseries" not in parc:
+            raise InputError(parcellated[i], "tangent connectivity needs ROI time series")
+        return parc["roi_timeseries"].astype(np.float64)
+
+    position = {s: i for i, s in enumerate(subjects)}
+    if len(train) < 2:
+        raise ValueError("tangent connectivity needs at least two training subjects")
+    measure = ConnectivityMeasure(kind="tangent", standardize="zscore_sample")
+    measure.fit([series(position[s]) for s in train])
+    return {s: measure.transform([series(i)])[0].astype(np.float32) for s, i in position.items()}
 
 
 def time_blocks(n_time: int, fractions: dict, window: int, gap: int) -> dict[str, tuple[int, int]]:
@@ -534,6 +573,11 @@ def write_shards(
     tabular, numeric_stats = _standardize_numeric(tabular, categorical, splits["train"])
     chash = config_hash(params)
     position = {s: i for i, s in enumerate(subjects)}
+    tangent = None
+    if params["connectivity"] == "tangent":
+        if params["split_by"] == "time":
+            raise ValueError("shard.connectivity tangent needs split_by subject")
+        tangent = tangent_connectivity(parcellated, subjects, splits["train"])
 
     out_dir = Path(out_dir)
     shapes: dict = {}
@@ -549,6 +593,11 @@ def write_shards(
                     tmp_dir / name, split, group, subjects, parcellated, channels, texts,
                     tabular, tabular_attrs, params, chash, shapes, tuple(label_channels),
                 )  # fmt: skip
+                if tangent is not None:  # replace the per-subject correlations
+                    with h5py.File(tmp_dir / name, "r+") as h5:
+                        h5["subjects/connectivity"][...] = np.stack(
+                            [tangent[subjects[i]] for i in group]
+                        )
                 files.append(
                     {"file": name, "split": split, "n_subjects": len(group), "n_samples": n_samples}
                 )
@@ -573,6 +622,7 @@ def write_shards(
             "roi_names": shapes["roi_names"],
             "tr": shapes["tr"],
             "split_by": params["split_by"],
+            "connectivity": params["connectivity"] or "as parcellated",
             "image_channels": list(channels),
             "label_channels": [c for c in channels if c in set(label_channels)],
         }
