@@ -21,6 +21,9 @@ $(VENV)/.installed: pyproject.toml Makefile
 	# brainspace ships the real resting-state run of configs/real_demo.yaml; only its
 	# data files are read, so its 640 MB vtk dependency is not installed
 	$(BIN)/python -m pip install -q --no-deps "brainspace==0.3.0"
+	# nitime ships a real 28-ROI fMRI table the tests read (its networkx/matplotlib
+	# dependencies are not needed for that)
+	$(BIN)/python -m pip install -q --no-deps "nitime==0.12.1"
 	touch $@
 
 run: setup
