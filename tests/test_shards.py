@@ -38,6 +38,7 @@ def make_inputs(root, n=N_SUBJ):
             path, roi_timeseries=series, connectivity=np.eye(R, dtype=np.float32) * i,
             structural_features=np.full((R, F), i, np.float32),
             feature_names=np.array(["a", "b", "c"]), roi_labels=np.arange(1, R + 1), tr=2.0,
+            roi_coords=np.arange(3 * R, dtype=np.float32).reshape(R, 3),
         )  # fmt: skip
         img = root / "preproc" / f"{sid}_T1w.nii.gz"
         img.parent.mkdir(parents=True, exist_ok=True)
@@ -92,6 +93,8 @@ def test_small_cohorts_still_fill_every_split():
 
 def test_shard_layout_follows_the_contract(shards):
     manifest = read_manifest(shards)
+    assert np.shape(manifest["roi_coords"]) == (R, 3)  # atlas centres travel with the labels
+    assert manifest["roi_coords"][1] == [3.0, 4.0, 5.0]
     n_windows = (T - PARAMS["window"]) // PARAMS["stride"] + 1
     assert manifest["n_samples"]["train"] == 4 * n_windows
     assert manifest["shapes"]["image"] == [1, 3, 4, 2]  # (6, 8, 5) downsampled by 2

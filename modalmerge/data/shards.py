@@ -293,8 +293,9 @@ def _load_parcellated(path: Path) -> dict[str, np.ndarray]:
             out["feature_names"] = npz["feature_names"]
             out["roi_labels"] = npz["roi_labels"]
             out["tr"] = npz["tr"] if "tr" in npz.files else np.float64("nan")
-            if "roi_names" in npz.files:
-                out["roi_names"] = npz["roi_names"]
+            for key in ("roi_names", "roi_coords"):
+                if key in npz.files:
+                    out[key] = npz[key]
     except KeyError as exc:
         raise InputError(path, f"parcellated file lacks {exc}") from None
     except (OSError, ValueError, EOFError) as exc:
@@ -396,6 +397,11 @@ def _write_file(
                     feature_names=parc["feature_names"].tolist(),
                     roi_labels=parc["roi_labels"].tolist(),
                     roi_names=parc["roi_names"].tolist() if "roi_names" in parc else None,
+                    roi_coords=(
+                        np.round(parc["roi_coords"].astype(float), 2).tolist()
+                        if "roi_coords" in parc
+                        else None
+                    ),
                     tr=float(parc["tr"]) if np.isfinite(parc["tr"]) else None,
                 )
             if (window_shape is None) != (shapes["time_series"] is None):
@@ -620,6 +626,7 @@ def write_shards(
             "feature_names": shapes["feature_names"],
             "roi_labels": shapes["roi_labels"],
             "roi_names": shapes["roi_names"],
+            "roi_coords": shapes["roi_coords"],  # mm, the atlas's region centres
             "tr": shapes["tr"],
             "split_by": params["split_by"],
             "connectivity": params["connectivity"] or "as parcellated",

@@ -70,7 +70,13 @@ def _roi_labels(labels_path: str | Path) -> list[str]:
 
 
 def _roi_coordinates(labels_path, manifest: dict, columns) -> np.ndarray | None:
-    """Atlas centres (mm) of the target ROIs, from ``labels.tsv``; None when absent."""
+    """Atlas centres (mm) of the target ROIs: the shards' ``roi_coords``, else
+    ``labels.tsv``; None when unknown (e.g. NaN)."""
+    coords = manifest.get("roi_coords")
+    if coords is not None:
+        coords = np.asarray(coords, dtype=float)
+        coords = coords if columns is None else coords[columns]
+        return coords if np.isfinite(coords).all() else None
     table = pd.read_csv(require_file(labels_path, "atlas labels"), sep="\t")
     if not {"index", "x", "y", "z"} <= set(table) or table[["x", "y", "z"]].isna().any(axis=None):
         return None
