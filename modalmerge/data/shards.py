@@ -119,7 +119,14 @@ def tangent_connectivity(
         raise ValueError("tangent connectivity needs at least two training subjects")
     measure = ConnectivityMeasure(kind="tangent", standardize="zscore_sample")
     measure.fit([series(position[s]) for s in train])
-    return {s: measure.transform([series(i)])[0].astype(np.float32) for s, i in position.items()}
+
+    def project(i: int) -> np.ndarray:
+        # nilearn >= 0.14 refuses to transform a single subject; the projection of each
+        # subject depends only on the fitted reference, so a duplicate pair gives it
+        x = series(i)
+        return measure.transform([x, x])[0].astype(np.float32)
+
+    return {s: project(i) for s, i in position.items()}
 
 
 def time_blocks(n_time: int, fractions: dict, window: int, gap: int) -> dict[str, tuple[int, int]]:
