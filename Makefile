@@ -5,6 +5,8 @@
 VENV ?= .venv
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
+# the versions CI tested (see its header); `make setup CONSTRAINTS=` resolves afresh
+CONSTRAINTS ?= constraints.txt
 CORES ?= 2
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
@@ -13,11 +15,11 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml Makefile
+$(VENV)/.installed: pyproject.toml Makefile $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[dev,cluster]"
+	$(BIN)/python -m pip install -q -e ".[dev,cluster]" $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
 	# brainspace ships the real resting-state run of configs/real_demo.yaml; only its
 	# data files are read, so its 640 MB vtk dependency is not installed
 	$(BIN)/python -m pip install -q --no-deps "brainspace==0.3.0"
