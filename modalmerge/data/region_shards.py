@@ -38,6 +38,7 @@ import pandas as pd
 from modalmerge.data.shards import (
     FORMAT_VERSION,
     SPLITS,
+    check_fractions,
     config_hash,
 )
 from modalmerge.io import InputError, atomic_dir, merge_params, require_file
@@ -75,14 +76,7 @@ def _validate_params(params: dict | None) -> dict:
     buffer = merged["buffer_mm"]
     if isinstance(buffer, bool) or not isinstance(buffer, int | float) or buffer < 0:
         raise ValueError(f"shard.buffer_mm must be a non-negative number, got {buffer!r}")
-    fractions = merged["fractions"]
-    if not isinstance(fractions, dict) or set(fractions) != set(SPLITS):
-        raise ValueError(f"shard.fractions must map exactly {SPLITS} to fractions")
-    values = [fractions[s] for s in SPLITS]
-    if any(isinstance(v, bool) or not isinstance(v, int | float) or v < 0 for v in values):
-        raise ValueError("shard.fractions must be non-negative numbers")
-    if abs(sum(values) - 1.0) > 1e-6 or fractions["train"] <= 0:
-        raise ValueError(f"shard.fractions must sum to 1 with train > 0, got {fractions}")
+    check_fractions(merged["fractions"])
     return merged
 
 

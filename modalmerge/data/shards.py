@@ -69,14 +69,7 @@ def _validate_params(params: dict | None) -> dict:
             raise ValueError(f"shard.{key} must be a positive integer, got {value!r}")
     if isinstance(merged["seed"], bool) or not isinstance(merged["seed"], int):
         raise ValueError(f"shard.seed must be an integer, got {merged['seed']!r}")
-    fractions = merged["fractions"]
-    if not isinstance(fractions, dict) or set(fractions) != set(SPLITS):
-        raise ValueError(f"shard.fractions must map exactly {SPLITS} to fractions")
-    values = [fractions[s] for s in SPLITS]
-    if any(isinstance(v, bool) or not isinstance(v, int | float) or v < 0 for v in values):
-        raise ValueError("shard.fractions must be non-negative numbers")
-    if abs(sum(values) - 1.0) > 1e-6 or fractions["train"] <= 0:
-        raise ValueError(f"shard.fractions must sum to 1 with train > 0, got {fractions}")
+    check_fractions(merged["fractions"])
     if merged["split_by"] not in SPLIT_BY:
         raise ValueError(f"shard.split_by must be one of {SPLIT_BY}, got {merged['split_by']!r}")
     gap = merged["gap"]
@@ -127,6 +120,17 @@ def tangent_connectivity(
         return measure.transform([x, x])[0].astype(np.float32)
 
     return {s: project(i) for s, i in position.items()}
+
+
+def check_fractions(fractions) -> None:
+    """``shard.fractions``: exactly train/val/test, non-negative, summing to 1, train > 0."""
+    if not isinstance(fractions, dict) or set(fractions) != set(SPLITS):
+        raise ValueError(f"shard.fractions must map exactly {SPLITS} to fractions")
+    values = [fractions[s] for s in SPLITS]
+    if any(isinstance(v, bool) or not isinstance(v, int | float) or v < 0 for v in values):
+        raise ValueError("shard.fractions must be non-negative numbers")
+    if abs(sum(values) - 1.0) > 1e-6 or fractions["train"] <= 0:
+        raise ValueError(f"shard.fractions must sum to 1 with train > 0, got {fractions}")
 
 
 def time_blocks(n_time: int, fractions: dict, window: int, gap: int) -> dict[str, tuple[int, int]]:
