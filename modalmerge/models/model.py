@@ -154,15 +154,12 @@ class MultiModalModel(nn.Module):
         self.target_decoder_name = target_decoder or DEFAULT_DECODERS[target_type]
         self.conditioning_method = conditioning
         self.vocab_size, self.max_length = vocab_size, int(max_length)
-        self.n_numeric, self.categorical_cardinalities = n_numeric, cards
         # (n_numeric, cardinalities) of each role's table; the target may have its own
         self._tables = {"condition": (n_numeric, cards), "target": (n_numeric, cards)}
         if target_n_numeric is not None or target_cards is not None:
             self._tables["target"] = (target_n_numeric, target_cards or [])
-        self.condition_shape = self._shape(condition_type, condition_shape, "condition_shape")
-        self.target_shape = self._shape(target_type, target_shape, "target_shape")
-        if "tabular" in (condition_type, target_type):
-            self.n_numeric = int(n_numeric or 0)
+        self.condition_shape = self._shape("condition", condition_type, condition_shape)
+        self.target_shape = self._shape("target", target_type, target_shape)
         self.validate_inputs = True  # set False to skip the per-batch checks (they sync a GPU)
         self._config = {
             "condition_type": condition_type,
@@ -215,13 +212,13 @@ class MultiModalModel(nn.Module):
         )
 
     # ----------------------------------------------------------------- shapes
-    def _shape(self, modality: str, shape, name: str) -> tuple[int, ...]:
+    def _shape(self, role: str, modality: str, shape) -> tuple[int, ...]:
+        name = f"{role}_shape"
         if modality == "text":
             if self.vocab_size is None:
                 raise ValueError("a text modality needs vocab_size or a tokenizer")
             derived = (self.max_length,)
         elif modality == "tabular":
-            role = name.split("_")[0]
             n_numeric, cards = self._tables[role]
             if n_numeric is None and not cards:
                 raise ValueError(
@@ -248,6 +245,16 @@ class MultiModalModel(nn.Module):
             n_numeric, cards = self._tables[role]
             return {"n_numeric": n_numeric, "categorical_cardinalities": cards}
         return {}
+
+    @property
+    def n_numeric(self) -> int | None:
+        """Numeric columns of the model's table (the condition's when both are tables)."""
+        return self._tables["condition" if self.condition_type == "tabular" else "target"][0]
+
+    @property
+    def categorical_cardinalities(self) -> list[int]:
+        """Category counts of the model's table (the condition's when both are tables)."""
+        return self._tables["condition" if self.condition_type == "tabular" else "target"][1]
 
     def table_schema(self, role: str = "target") -> tuple[int, list[int]]:
         """``(n_numeric, categorical_cardinalities)`` of the condition's or target's table."""
