@@ -36,10 +36,11 @@ import numpy as np
 import pandas as pd
 
 from modalmerge.data.shards import (
-    FORMAT_VERSION,
     SPLITS,
     check_fractions,
     config_hash,
+    manifest_head,
+    shard_file_head,
 )
 from modalmerge.io import InputError, atomic_dir, merge_params, require_file
 
@@ -262,27 +263,15 @@ def write_region_shards(
         for split in SPLITS:
             members = splits[split]
             name = f"{split}-0000.h5"
+            n = len(members)
             with h5py.File(tmp_dir / name, "w", libver=("v110", "latest")) as h5:
-                h5.attrs.update(format_version=FORMAT_VERSION, config_hash=chash, split=split)
-                samples, rows = h5.create_group("samples"), h5.create_group("subjects")
-                n = len(members)
-                rows.create_dataset("id", data=members, dtype=h5py.string_dtype())
-                rows.create_dataset("text", data=[""] * n, dtype=h5py.string_dtype())
-                tab = rows.create_dataset(
-                    "tabular", data=features.loc[members].to_numpy(np.float32).reshape(n, -1)
-                )
-                tab.attrs.update(attrs)
+                values = features.loc[members].to_numpy(np.float32).reshape(n, -1)
+                samples, _ = shard_file_head(h5, split, chash, members, values, attrs)
                 samples.create_dataset("subject_index", data=np.arange(n, dtype=np.int64))
                 samples.create_dataset("window_start", data=np.zeros(n, dtype=np.int64))
             files.append({"file": name, "split": split, "n_subjects": n, "n_samples": n})
         position = {r: i for i, r in enumerate(regions)}
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "config_hash": chash,
-            "params": params,
-            "splits": splits,
-            "shards": files,
-            "n_samples": {s: len(splits[s]) for s in SPLITS},
+        manifest = manifest_head(params, chash, splits, files) | {
             "shapes": {"tabular": [features.shape[1]]},
             "tabular": {"columns": list(features.columns), "categorical": [], "categories": {}}
             | stats,

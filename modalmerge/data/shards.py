@@ -39,7 +39,9 @@ __all__ = [
     "FORMAT_VERSION",
     "SPLITS",
     "config_hash",
+    "manifest_head",
     "read_participants",
+    "shard_file_head",
     "split_subjects",
     "tangent_connectivity",
     "write_shards",
@@ -344,6 +346,29 @@ def _n_windows(path: Path, params: dict, split: str) -> int:
     return 0 if n_time < params["window"] else len(_window_starts(n_time, params, split, path))
 
 
+def shard_file_head(h5: h5py.File, split: str, chash: str, ids: list[str], table, table_attrs):
+    """What every shard file starts with: the format attributes, the ``samples`` and
+    ``subjects`` groups, the row ids, (empty) texts and the table; returns the two groups."""
+    h5.attrs.update(format_version=FORMAT_VERSION, config_hash=chash, split=split)
+    samples, rows = h5.create_group("samples"), h5.create_group("subjects")
+    rows.create_dataset("id", data=ids, dtype=h5py.string_dtype())
+    rows.create_dataset("text", (len(ids),), dtype=h5py.string_dtype())  # unwritten: ""
+    rows.create_dataset("tabular", data=table).attrs.update(table_attrs)
+    return samples, rows
+
+
+def manifest_head(params: dict, chash: str, splits: dict, files: list[dict]) -> dict:
+    """The manifest keys every shard directory has (format, parameters, splits, files)."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "config_hash": chash,
+        "params": params,
+        "splits": splits,
+        "shards": files,
+        "n_samples": {s: sum(f["n_samples"] for f in files if f["split"] == s) for s in SPLITS},
+    }
+
+
 def _contiguous_chunks() -> h5py.h5p.PropDCID:
     """Creation properties that place every chunk at creation, in order and
     uncompressed, so sample i is one byte range at a constant stride (what
@@ -373,17 +398,18 @@ def _write_file(
     chash: str,
     shapes: dict,
     label_channels: tuple[str, ...] = (),
+    connectivity: dict[str, np.ndarray] | None = None,
 ) -> int:
-    """Write one shard file with the given subjects; return its sample count."""
+    """Write one shard file with the given subjects; return its sample count.
+
+    ``connectivity``: per-subject matrices to store instead of the parcellated
+    ones (the tangent-space matrices of ``shard.connectivity: tangent``).
+    """
     window, factor = params["window"], params["image_downsample"]
     n = len(members)
+    ids = [subjects[i] for i in members]
     with h5py.File(path, "w", libver=("v110", "latest")) as h5:  # fixed-array chunk index
-        h5.attrs.update(format_version=FORMAT_VERSION, config_hash=chash, split=split)
-        samples, subj = h5.create_group("samples"), h5.create_group("subjects")
-        subj.create_dataset("id", data=[subjects[i] for i in members], dtype=h5py.string_dtype())
-        subj.create_dataset("text", (n,), dtype=h5py.string_dtype())
-        tab = subj.create_dataset("tabular", data=tabular.loc[[subjects[i] for i in members]])
-        tab.attrs.update(tabular_attrs)
+        samples, subj = shard_file_head(h5, split, chash, ids, tabular.loc[ids], tabular_attrs)
         series_ds = starts_ds = index_ds = None
         written = 0
         for row, i in enumerate(members):
@@ -475,7 +501,8 @@ def _write_file(
             image_ds[row] = image
             feat_ds[row] = parc["structural_features"]
             if conn_shape is not None:
-                conn_ds[row] = parc["connectivity"]
+                own = parc["connectivity"] if connectivity is None else connectivity[subjects[i]]
+                conn_ds[row] = own
             subj["text"][row] = text
         return written
 
@@ -609,22 +636,12 @@ def write_shards(
                 n_samples = _write_file(
                     tmp_dir / name, split, group, subjects, parcellated, channels, texts,
                     tabular, tabular_attrs, params, chash, shapes, tuple(label_channels),
+                    tangent,
                 )  # fmt: skip
-                if tangent is not None:  # replace the per-subject correlations
-                    with h5py.File(tmp_dir / name, "r+") as h5:
-                        h5["subjects/connectivity"][...] = np.stack(
-                            [tangent[subjects[i]] for i in group]
-                        )
                 files.append(
                     {"file": name, "split": split, "n_subjects": len(group), "n_samples": n_samples}
                 )
-        manifest = {
-            "format_version": FORMAT_VERSION,
-            "config_hash": chash,
-            "params": params,
-            "splits": splits,
-            "shards": files,
-            "n_samples": {s: sum(f["n_samples"] for f in files if f["split"] == s) for s in SPLITS},
+        manifest = manifest_head(params, chash, splits, files) | {
             "shapes": {
                 k: shapes[k]
                 for k in ("time_series", "image", "structural_features", "connectivity")
