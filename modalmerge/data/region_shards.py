@@ -47,6 +47,7 @@ from modalmerge.io import InputError, atomic_dir, merge_params, require_file
 __all__ = [
     "DEFAULT_PARAMS",
     "read_region_table",
+    "region_of_column",
     "spatial_blocks",
     "split_regions",
     "write_region_shards",
@@ -194,18 +195,23 @@ def split_regions(
     return splits, excluded, blocks
 
 
+def region_of_column(column: str, regions) -> tuple[str, str] | None:
+    """``(prefix, region)`` of a per-region column ``<prefix>_<region>`` (one entry of a
+    region x region matrix row, e.g. ``holdout_fc_L_001``), else None."""
+    names = regions if isinstance(regions, set | frozenset | dict) else set(regions)
+    cut = column.find("_")
+    while cut != -1:
+        if column[cut + 1 :] in names:
+            return column[:cut], column[cut + 1 :]
+        cut = column.find("_", cut + 1)
+    return None
+
+
 def column_groups(columns: list[str], regions: list[str]) -> list[str]:
     """The standardisation group of each column: ``<prefix>`` for a per-region
     column ``<prefix>_<region>`` (one row of a region x region matrix), else itself."""
     names = set(regions)
-    groups = []
-    for column in columns:
-        prefix, _, suffix = column.partition("_")
-        while suffix and suffix not in names and "_" in suffix:
-            head, _, suffix = suffix.partition("_")
-            prefix = f"{prefix}_{head}"
-        groups.append(prefix if suffix in names else column)
-    return groups
+    return [(region_of_column(c, names) or (c,))[0] for c in columns]
 
 
 def standardize_by_group(

@@ -475,14 +475,11 @@ def _evaluate_text(record, arrays, train, test):
 
 
 def _row_r(pred: np.ndarray, true: np.ndarray, keep: np.ndarray) -> np.ndarray:
-    """Pearson r of each row of ``pred`` with the same row of ``true`` over the ``keep`` mask."""
-    out = np.empty(len(pred))
-    for i in range(len(pred)):
-        p, t = pred[i, keep[i]], true[i, keep[i]]
-        p, t = p - p.mean(), t - t.mean()
-        denominator = np.sqrt((p * p).sum() * (t * t).sum())
-        out[i] = (p * t).sum() / denominator if denominator > 0 else 0.0
-    return out
+    """Pearson r of each row of ``pred`` with the same row of ``true`` over the ``keep``
+    mask, which keeps as many entries in every row (0 for a constant row)."""
+    n = len(pred)
+    p, t = pred[keep].reshape(n, -1), true[keep].reshape(n, -1)
+    return ts_metrics.pearson_per_roi(p[:, :, None], t[:, :, None])[:, 0]  # rows as series
 
 
 def _evaluate_region_profiles(record, arrays, test, manifest, experiment, shard_dir) -> None:
@@ -506,16 +503,21 @@ def _evaluate_region_profiles(record, arrays, test, manifest, experiment, shard_
     columns whose mean attention peaks on the condition column of the same
     region (``fc_L_001`` -> ``mpc_L_001``).
     """
+    from modalmerge.data.region_shards import region_of_column
     from modalmerge.data.split_arrays import load_split_arrays, table_columns
 
     columns = list(manifest["tabular"]["columns"])
     mean = np.asarray(manifest["tabular"]["numeric_mean"], dtype=np.float64)
     std = np.asarray(manifest["tabular"]["numeric_std"], dtype=np.float64)
-    picked = table_columns(manifest, experiment.get("target_columns"))
-    picked = np.arange(len(columns)) if picked is None else picked
+
+    def view(role: str) -> np.ndarray:
+        picked = table_columns(manifest, experiment.get(f"{role}_columns"))
+        return np.arange(len(columns)) if picked is None else picked
+
+    picked = view("target")
     names = [columns[i] for i in picked]
-    regions = list(manifest.get("roi_names") or [])
-    column_region = [next((r for r in regions if n.endswith(f"_{r}")), None) for n in names]
+    regions = set(manifest.get("roi_names") or [])
+    column_region = [(region_of_column(n, regions) or (None, None))[1] for n in names]
     if not all(column_region):
         log.info("target columns are not per-region (<prefix>_<region>): no profile scores")
         return
@@ -561,19 +563,12 @@ def _evaluate_region_profiles(record, arrays, test, manifest, experiment, shard_
     record["per_region"] = per_region
     record["profile"] = {"prefix": prefix, "columns": names}
     if test.attention is not None:
-        condition_names = [
-            columns[i]
-            for i in (
-                table_columns(manifest, experiment.get("condition_columns"))
-                if experiment.get("condition_columns") is not None
-                else range(len(columns))
-            )
-        ]
+        condition_names = [columns[i] for i in view("condition")]
         where = {}
         for j, name in enumerate(condition_names):
-            region = next((r for r in regions if name.endswith(f"_{r}")), None)
-            if region is not None:
-                where.setdefault(region, []).append(j)
+            hit = region_of_column(name, regions)
+            if hit is not None:
+                where.setdefault(hit[1], []).append(j)
         pairs = {i: where[r][0] for i, r in enumerate(column_region) if len(where.get(r, [])) == 1}
         if pairs:
             peaks = test.attention.argmax(axis=1)

@@ -334,13 +334,10 @@ def _region_figures(arrays, metrics_path, manifest, atlas_path, experiment, save
     matched = record.get("matched_attention")
     if matched:
         weights = np.asarray(matched["mean_attention"], float).mean(axis=0)  # over target columns
-        columns = matched["condition_columns"]
-        on_region = [
-            (info[r]["label"], weights[j])
-            for j, c in enumerate(columns)
-            for r in [next((k for k in info if c.endswith(f"_{k}")), None)]
-            if r is not None
-        ]
+        from modalmerge.data.region_shards import region_of_column
+
+        hits = [region_of_column(c, info) for c in matched["condition_columns"]]
+        on_region = [(info[h[1]]["label"], w) for h, w in zip(hits, weights, strict=True) if h]
         if on_region:
             labels, values = zip(*on_region, strict=True)
             save(
