@@ -69,23 +69,15 @@ def _roi_labels(labels_path: str | Path) -> list[str]:
     return [str(n) for n in table["name"]]
 
 
-def _roi_coordinates(labels_path, manifest: dict, columns) -> np.ndarray | None:
-    """Atlas centres (mm) of the target ROIs: the shards' ``roi_coords``, else
-    ``labels.tsv``; None when unknown (e.g. NaN)."""
+def _roi_coordinates(manifest: dict, columns) -> np.ndarray | None:
+    """Atlas centres (mm) of the target ROIs from the shards' ``roi_coords``; None when
+    unknown (shards without coordinates, NaN centres)."""
     coords = manifest.get("roi_coords")
-    if coords is not None:
-        coords = np.asarray(coords, dtype=float)
-        coords = coords if columns is None else coords[columns]
-        return coords if np.isfinite(coords).all() else None
-    table = pd.read_csv(require_file(labels_path, "atlas labels"), sep="\t")
-    if not {"index", "x", "y", "z"} <= set(table) or table[["x", "y", "z"]].isna().any(axis=None):
+    if coords is None:
         return None
-    wanted = roi_labels(manifest, columns)
-    where = {int(k): i for i, k in enumerate(table["index"])}
-    if any(int(k) not in where for k in wanted):
-        return None
-    rows = [where[int(k)] for k in wanted]
-    return table[["x", "y", "z"]].to_numpy(float)[rows]
+    coords = np.asarray(coords, dtype=float)
+    coords = coords if columns is None else coords[columns]
+    return coords if np.isfinite(coords).all() else None
 
 
 def _load_predictions(path: str | Path) -> dict[str, np.ndarray]:
@@ -151,7 +143,7 @@ def draw_experiment_figures(
         true_fc = np.mean([connectivity(t) for t in true], axis=0)
         pred_fc = np.mean([connectivity(p) for p in pred], axis=0)
         save(fig_lib.connectivity_comparison(true_fc, pred_fc, labels=names), "connectivity")
-        coords = _roi_coordinates(labels_path, manifest, target_columns)
+        coords = _roi_coordinates(manifest, target_columns)
         if coords is not None:
             from modalmerge.data.connectivity import plot_connectivity
 
@@ -179,13 +171,13 @@ def draw_experiment_figures(
     model, tokenizer = load_experiment_model(model_path)
     if target == "tabular":
         manifest = read_manifest(shard_dir)
-        table = manifest["tabular"]
-        picked = table_columns(manifest, experiment.get("target_columns"))
-        names = table["columns"] if picked is None else [table["columns"][i] for i in picked]
         if manifest.get("sample_unit") == "region" and "target_raw" in arrays:
             # hundreds of profile columns: matrices and surfaces instead of one scatter each
             _region_figures(arrays, metrics_path, manifest, atlas_path, experiment, save)
         else:
+            table = manifest["tabular"]
+            picked = table_columns(manifest, experiment.get("target_columns"))
+            names = table["columns"] if picked is None else [table["columns"][i] for i in picked]
             save(
                 plot_tabular_prediction(
                     arrays["prediction"],
@@ -235,16 +227,20 @@ def _surface_atlas(atlas_path) -> tuple[np.ndarray, str] | None:
     image (fsaverage5 or conte69, left hemisphere first); None for a volume atlas."""
     image = nib.load(require_file(atlas_path, "atlas"))
     shape = tuple(image.shape)
-    if len(shape) != 3 or shape[1:] != (1, 1) or shape[0] // 2 not in SURFACE_MESHES:
+    if len(shape) != 3 or shape[1:] != (1, 1) or shape[0] % 2:
         return None
-    if shape[0] % 2:
+    if shape[0] // 2 not in SURFACE_MESHES:
         return None
     return np.asarray(image.dataobj).astype(np.int64).ravel(), SURFACE_MESHES[shape[0] // 2]
 
 
 def _hemisphere_of(vertex_labels: np.ndarray, label: int) -> str:
-    where = np.flatnonzero(vertex_labels == label)
-    return "left" if where.size and where[0] < len(vertex_labels) // 2 else "right"
+    return "left" if label in _left_labels(vertex_labels) else "right"
+
+
+def _left_labels(vertex_labels: np.ndarray) -> set[int]:
+    """Region labels painted on the left half of the vertices (left hemisphere first)."""
+    return set(np.unique(vertex_labels[: len(vertex_labels) // 2]).tolist())
 
 
 def _halves(vertex: np.ndarray) -> dict[str, np.ndarray]:
@@ -258,9 +254,10 @@ def _region_map(values, labels, vertex, mesh, **kwargs):
 
     labels = np.asarray(labels, dtype=np.int64)
     values = np.asarray(values, dtype=np.float64)
+    left = _left_labels(vertex)  # one pass over the vertices, not one per region
     by_hemi: dict[str, list[int]] = {"left": [], "right": []}
     for i, label in enumerate(labels.tolist()):
-        by_hemi[_hemisphere_of(vertex, label)].append(i)
+        by_hemi["left" if label in left else "right"].append(i)
     hemis = [h for h in ("left", "right") if by_hemi[h]]
     halves = _halves(vertex)
     return surface.surface_region_map(
