@@ -204,13 +204,18 @@ def normalize_anatomy(t1: np.ndarray, mask: np.ndarray, method: str) -> np.ndarr
     return out
 
 
+def _save_anatomy(data: np.ndarray, atlas, out) -> None:
+    """A 3D image on the atlas grid (mm units), written atomically."""
+    image = nib.Nifti1Image(data, atlas.affine)
+    image.header.set_xyzt_units("mm")
+    save_image(image, out)
+
+
 def _write_t1(t1, atlas, mask, params: dict, out_t1) -> None:
     """The T1 (or another contrast) on the atlas grid, normalised inside the mask."""
     t1 = _to_grid(t1, atlas)
-    t1_data = normalize_anatomy(np.asanyarray(t1.dataobj), mask, params["normalize_anatomy"])
-    t1_out = nib.Nifti1Image(t1_data, atlas.affine)
-    t1_out.header.set_xyzt_units("mm")
-    save_image(t1_out, out_t1)
+    data = normalize_anatomy(np.asanyarray(t1.dataobj), mask, params["normalize_anatomy"])
+    _save_anatomy(data, atlas, out_t1)
 
 
 def _write_extra_anatomy(extra, labels: set, atlas, mask, params: dict) -> None:
@@ -225,10 +230,7 @@ def _write_extra_anatomy(extra, labels: set, atlas, mask, params: dict) -> None:
         if not np.array_equal(values, np.round(values)):
             raise InputError(src, f"label image {name} holds non-integer values")
         resampled = _to_grid(img, atlas, interpolation="nearest")
-        data = np.rint(np.asanyarray(resampled.dataobj)).astype(np.float32)
-        out_img = nib.Nifti1Image(data, atlas.affine)
-        out_img.header.set_xyzt_units("mm")
-        save_image(out_img, out)
+        _save_anatomy(np.rint(np.asanyarray(resampled.dataobj)).astype(np.float32), atlas, out)
 
 
 def preprocess_subject(

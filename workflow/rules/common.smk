@@ -71,12 +71,16 @@ def anatomy_key(name):
     return f"anat_{safe}"
 
 
-def anatomy_inputs(wildcards):
-    """preprocess's extra anatomy inputs, by key."""
-    return {
-        anatomy_key(n): f"{ROOT}/raw/{wildcards.subject}/anat/{wildcards.subject}_{n}.nii.gz"
-        for n in ANATOMY
-    }
+def anatomy_outputs(rule):
+    """A rule's extra anatomy outputs by key (acquire_subject's feed preprocess)."""
+    return {anatomy_key(n): getattr(rule.output, anatomy_key(n)) for n in ANATOMY}
+
+
+def preprocessed_anatomy():
+    """Every subject's preprocessed extra anatomy, subject-major (the shard stage's order)."""
+    keys = [anatomy_key(n) for n in ANATOMY]
+    outputs = [getattr(rules.preprocess.output, k) for k in keys]
+    return [expand(out, subject=s)[0] for s in SUBJECTS for out in outputs]
 
 
 def extra_anatomy_args(wildcards, input, output):

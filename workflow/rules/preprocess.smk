@@ -5,7 +5,7 @@
 
 rule preprocess:
     input:
-        unpack(anatomy_inputs),
+        **anatomy_outputs(rules.acquire_subject),
         t1=rules.acquire_subject.output.t1,
         bold=rules.acquire_subject.output.bold if WRITES["bold"] else [],
         atlas=rules.acquire_cohort.output.atlas,

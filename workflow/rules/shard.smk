@@ -9,9 +9,7 @@ rule shard:
             expand(rules.acquire_subject.output.text, subject=SUBJECTS) if WRITES["text"] else []
         ),
         participants=rules.acquire_cohort.output.participants,
-        extra_anatomy=[  # subject-major: every extra image of one subject, then the next
-            f"{ROOT}/preproc/{s}_{n}.nii.gz" for s in SUBJECTS for n in ANATOMY
-        ],
+        extra_anatomy=preprocessed_anatomy(),
     output:
         directory(f"{ROOT}/shards"),
     params:
