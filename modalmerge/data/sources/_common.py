@@ -317,7 +317,7 @@ def dataset_description(name: str, kind: str, source_path: str | Path) -> dict:
 def write_cohort_files(root: Path, table_name: str, table: pd.DataFrame, description: dict,
                        atlas) -> None:  # fmt: skip
     """A cohort's ``raw/<table_name>`` (participants or regions), ``raw/dataset_description.json``
-    and ``atlas/``, each written atomically (for the sources that build them in one go)."""
+    and ``atlas/`` (when ``atlas`` is not None), each written atomically."""
     from modalmerge.data.atlases import write_atlas
 
     raw = Path(root) / "raw"
@@ -325,8 +325,9 @@ def write_cohort_files(root: Path, table_name: str, table: pd.DataFrame, descrip
         write_tsv(table, tmp)
     with atomic_path(raw / "dataset_description.json") as tmp:
         write_json(description, tmp)
-    with atomic_dir(Path(root) / "atlas") as tmp:
-        write_atlas(atlas, tmp)
+    if atlas is not None:
+        with atomic_dir(Path(root) / "atlas") as tmp:
+            write_atlas(atlas, tmp)
 
 
 def write_cohort(
@@ -354,15 +355,9 @@ def write_cohort(
 
         atlas = atlases.load_atlas(spec, images=bold_images)
     raw = root / "raw"
-    with atomic_path(raw / "participants.tsv") as tmp:
-        write_tsv(table, tmp)
-    with atomic_path(raw / "dataset_description.json") as tmp:
-        write_json(description, tmp)
+    write_cohort_files(root, "participants.tsv", table, description, atlas)
     if on_error_mode(params) == "exclude":
         with atomic_path(raw / "excluded.tsv") as tmp:
             write_tsv(pd.DataFrame(excluded, columns=["participant_id", "reason"]), tmp)
     if extra is not None:
         extra(raw)
-    if atlas is not None:
-        with atomic_dir(root / "atlas") as tmp:
-            atlases.write_atlas(atlas, tmp)
