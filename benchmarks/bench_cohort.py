@@ -85,10 +85,15 @@ def run_data_stages(params: dict, root: Path, trace: bool) -> dict:
         ``retained_mib`` (traced memory still live after the last stage minus
         before the first) when ``trace``.
     """
-    from modalmerge.data.parcellate import parcellate_subject
+    from modalmerge.data.parcellation.parcellate import parcellate_subject
     from modalmerge.data.preprocess import preprocess_subject
-    from modalmerge.data.shards import write_shards
-    from modalmerge.data.synthetic import SyntheticParams, subject_ids, write_cohort, write_subject
+    from modalmerge.data.shards.subjects import write_shards
+    from modalmerge.data.synthetic.cohort import (
+        SyntheticParams,
+        subject_ids,
+        write_cohort,
+        write_subject,
+    )
 
     p = SyntheticParams.from_dict(params)
     subjects = subject_ids(p)
@@ -180,10 +185,10 @@ def worker(args: argparse.Namespace) -> None:
     import nilearn.image  # noqa: F401
     import nilearn.signal  # noqa: F401
 
-    import modalmerge.data.parcellate  # noqa: F401  (imports: the per-process fixed cost)
+    import modalmerge.data.parcellation.parcellate  # noqa: F401  (imports: the per-process fixed cost)
     import modalmerge.data.preprocess  # noqa: F401
-    import modalmerge.data.shards  # noqa: F401
-    import modalmerge.data.synthetic  # noqa: F401
+    import modalmerge.data.shards.subjects  # noqa: F401
+    import modalmerge.data.synthetic.cohort  # noqa: F401
 
     import_s = time.perf_counter() - start
     rss_imports = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / MIB
@@ -330,7 +335,7 @@ def in_process_report(args: argparse.Namespace) -> None:
     print_table("tracemalloc: largest peak of one call above memory live before it", rows, n)
     # what write_shards reads per subject (float32): a shard writer that held every
     # subject would show N times this more at 2N than at N
-    from modalmerge.data.parcellate import FEATURE_NAMES
+    from modalmerge.data.parcellation.parcellate import FEATURE_NAMES
 
     r = args.n_regions
     per_subject = 4 * (

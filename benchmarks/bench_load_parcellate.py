@@ -10,7 +10,7 @@ times, from the files, in the same process and in turn:
 
 - reference: ``nibabel.load`` both files + ``NiftiLabelsMasker(labels).fit_transform(bold)``
   (default settings: mean, no standardisation, no resampling on the shared grid);
-- ours: what ``modalmerge.data.parcellate.parcellate_subject`` does to get the ROI
+- ours: what ``modalmerge.data.parcellation.parcellate.parcellate_subject`` does to get the ROI
   series: ``load_labels(atlas)``, the present labels, ``load_image(bold, ndim=4)``,
   ``check_same_grid``, ``roi_means(bold, labels, roi_labels)``, with the per-atlas
   plan cache cleared before every pass (a workflow job parcellates one subject).
@@ -37,9 +37,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from modalmerge.data import label_runs
 from modalmerge.data.nifti import check_same_grid, load_image, load_labels
-from modalmerge.data.parcellate import roi_means
+from modalmerge.data.parcellation import label_runs
+from modalmerge.data.parcellation.parcellate import roi_means
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_parcellate import synthetic_atlas  # noqa: E402

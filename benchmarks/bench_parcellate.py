@@ -15,8 +15,8 @@ import nibabel as nib
 import numpy as np
 from scipy.spatial import cKDTree
 
-from modalmerge.data import roi_kernel
-from modalmerge.data.parcellate import roi_means
+from modalmerge.data.parcellation import roi_kernel
+from modalmerge.data.parcellation.parcellate import roi_means
 
 
 def synthetic_atlas(shape: tuple, n_roi: int, seed: int = 0) -> np.ndarray:

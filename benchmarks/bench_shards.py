@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torch.utils.data import default_collate
 
-from modalmerge.data.dataset import ShardDataset, collate_samples
-from modalmerge.data.shards import write_shards
-from modalmerge.data.split_arrays import load_split_arrays
+from modalmerge.data.shards.dataset import ShardDataset, collate_samples
+from modalmerge.data.shards.split_arrays import load_split_arrays
+from modalmerge.data.shards.subjects import write_shards
 
 
 def main() -> None:

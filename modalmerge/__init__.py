@@ -10,7 +10,7 @@ the ``modalmerge`` command line (see :mod:`modalmerge.cli`).
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from modalmerge._version import __version__
 
 __all__ = ["MultiModalModel", "Trainer", "Visualizer", "__version__"]
 

@@ -56,13 +56,13 @@ def _preprocess(a: argparse.Namespace) -> None:
 
 
 def _parcellate(a: argparse.Namespace) -> None:
-    from modalmerge.data.parcellate import parcellate_subject
+    from modalmerge.data.parcellation.parcellate import parcellate_subject
 
     parcellate_subject(a.t1, a.bold, a.atlas, a.labels, a.out, a.settings)
 
 
 def _shard(a: argparse.Namespace) -> None:
-    from modalmerge.data.shards import write_shards
+    from modalmerge.data.shards.subjects import write_shards
 
     extra = None
     if a.channels:
@@ -87,7 +87,7 @@ def _shard(a: argparse.Namespace) -> None:
 
 
 def _shard_regions(a: argparse.Namespace) -> None:
-    from modalmerge.data.region_shards import write_region_shards
+    from modalmerge.data.shards.regions import write_region_shards
 
     write_region_shards(a.regions, a.out, a.settings)
 

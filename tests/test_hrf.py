@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from modalmerge.data.hrf import canonical_hrf, event_regressor
+from modalmerge.data.synthetic.hrf import canonical_hrf, event_regressor
 
 
 def test_canonical_hrf_peaks_near_five_seconds_and_undershoots():

@@ -10,8 +10,8 @@ import pytest
 from _nifti_fixtures import AFFINE, N_ROI, TR, write_atlas, write_subject
 from nilearn.maskers import NiftiLabelsMasker
 
-from modalmerge.data import parcellate, roi_kernel
-from modalmerge.data.parcellate import FEATURE_NAMES, parcellate_subject, roi_means
+from modalmerge.data.parcellation import parcellate, roi_kernel
+from modalmerge.data.parcellation.parcellate import FEATURE_NAMES, parcellate_subject, roi_means
 from modalmerge.data.preprocess import preprocess_subject
 from modalmerge.io import InputError
 

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from modalmerge.data.connectivity import connectivity
+from modalmerge.data.parcellation.connectivity import connectivity
 from modalmerge.stages.evaluate import homolog_pairs
 
 SPEC = importlib.util.find_spec("nitime")

@@ -17,15 +17,15 @@ import pandas as pd
 import pytest
 import torch
 
-from modalmerge.data.dataset import ShardDataset
-from modalmerge.data.region_shards import (
+from modalmerge.data.shards.dataset import ShardDataset
+from modalmerge.data.shards.regions import (
     column_groups,
     read_region_table,
     split_regions,
     write_region_shards,
 )
+from modalmerge.data.shards.split_arrays import read_manifest, table_columns, tabular_schema
 from modalmerge.data.sources import brainspace_group
-from modalmerge.data.split_arrays import read_manifest, table_columns, tabular_schema
 from modalmerge.io import InputError
 from modalmerge.models.model import MultiModalModel
 from modalmerge.stages.evaluate import _row_r

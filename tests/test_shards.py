@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from modalmerge.data.dataset import ShardDataset, collate_samples
-from modalmerge.data.shards import split_subjects, write_shards
-from modalmerge.data.split_arrays import load_split_arrays, read_manifest
+from modalmerge.data.shards.dataset import ShardDataset, collate_samples
+from modalmerge.data.shards.split_arrays import load_split_arrays, read_manifest
+from modalmerge.data.shards.subjects import split_subjects, write_shards
 from modalmerge.io import InputError
 
 N_SUBJ, T, R, F = 8, 20, 5, 3
@@ -253,7 +253,7 @@ def test_get_batch_equals_default_collate_of_items_across_files(shards):
 
 
 def test_dataloader_with_two_workers_reads_every_sample_once(shards):
-    from modalmerge.data.dataset import collate_samples
+    from modalmerge.data.shards.dataset import collate_samples
 
     ds = ShardDataset(shards, "train", "image", "time_series")
     loader = torch.utils.data.DataLoader(

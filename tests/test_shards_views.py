@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from modalmerge.data.dataset import ShardDataset
-from modalmerge.data.shards import time_blocks, write_shards
-from modalmerge.data.split_arrays import read_manifest, roi_columns, roi_names
+from modalmerge.data.shards.dataset import ShardDataset
+from modalmerge.data.shards.split_arrays import read_manifest, roi_columns, roi_names
+from modalmerge.data.shards.subjects import time_blocks, write_shards
 from modalmerge.io import InputError
 
 T, NAMES = 120, ["insula_L", "cuneus_L", "precuneus_L", "insula_R", "cuneus_R", "precuneus_R"]

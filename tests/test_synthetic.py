@@ -10,8 +10,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from modalmerge.data.synthetic import SyntheticParams, subject_ids, write_cohort, write_subject
-from modalmerge.data.synthetic_anatomy import grid_affine
+from modalmerge.data.synthetic.anatomy import grid_affine
+from modalmerge.data.synthetic.cohort import (
+    SyntheticParams,
+    subject_ids,
+    write_cohort,
+    write_subject,
+)
 
 TINY = {
     "seed": 0,
@@ -252,7 +257,7 @@ def test_anatomy_sets_the_shape_of_each_task_region_s_response():
     so the evoked time course's shape, not only its size, is predictable from anatomy."""
     from scipy.stats import spearmanr
 
-    from modalmerge.data.synthetic_factors import cohort_constants, subject_truth
+    from modalmerge.data.synthetic.factors import cohort_constants, subject_truth
 
     p = SyntheticParams(n_subjects=40, n_regions=8)
     cohort = cohort_constants(p)

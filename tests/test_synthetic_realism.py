@@ -8,9 +8,9 @@ import pytest
 from nilearn.maskers import NiftiLabelsMasker
 from scipy.signal import periodogram
 
-from modalmerge.data.synthetic import SyntheticParams, write_cohort, write_subject
-from modalmerge.data.synthetic_anatomy import render_t1, template, tissue_fractions
-from modalmerge.data.synthetic_factors import cohort_constants, subject_truth
+from modalmerge.data.synthetic.anatomy import render_t1, template, tissue_fractions
+from modalmerge.data.synthetic.cohort import SyntheticParams, write_cohort, write_subject
+from modalmerge.data.synthetic.factors import cohort_constants, subject_truth
 
 TINY = {
     "n_subjects": 3,

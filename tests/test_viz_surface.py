@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from matplotlib.figure import Figure
 
-from modalmerge.data import atlases
+from modalmerge.data.parcellation import atlases
 from modalmerge.viz.figures import save_figure
 from modalmerge.viz.surface import (
     attention_on_surface,

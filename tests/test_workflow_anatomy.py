@@ -139,7 +139,7 @@ def test_brats_contrasts_and_segmentation_become_image_channels_for_image_target
 
 
 def test_channel_views_reject_unknown_channels_and_other_modalities(tmp_path):
-    from modalmerge.data.split_arrays import image_channels
+    from modalmerge.data.shards.split_arrays import image_channels
 
     manifest = {"image_channels": ["T1w", "FLAIR", "dseg"]}
     assert image_channels(manifest, ["dseg", "T1w"]).tolist() == [2, 0]

@@ -29,7 +29,7 @@ def source_module_name(kind: str) -> str:
 def source_subject_ids(dataset: dict) -> list[str]:
     """Subjects of the configured dataset (called when the workflow's DAG is built)."""
     if dataset["kind"] == "synthetic":  # cheap: no imaging libraries at DAG-building time
-        from modalmerge.data.synthetic_params import subject_ids
+        from modalmerge.data.synthetic.params import subject_ids
 
         return subject_ids(dataset.get("params", {}))
     return list(source_module(dataset["kind"]).subject_ids(dataset.get("params", {})))
@@ -76,7 +76,7 @@ def source_task(dataset: dict) -> str:
     """The BIDS task label of the functional runs the source writes."""
     params = dataset.get("params", {})
     if dataset["kind"] == "synthetic":
-        from modalmerge.data.synthetic_params import SyntheticParams
+        from modalmerge.data.synthetic.params import SyntheticParams
 
         return SyntheticParams.from_dict(params).task
     module = source_module(dataset["kind"])

@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from modalmerge.data.dataset import ShardDataset, collate_samples
-from modalmerge.data.split_arrays import read_manifest, split_texts, tabular_schema
+from modalmerge.data.shards.dataset import ShardDataset, collate_samples
+from modalmerge.data.shards.split_arrays import read_manifest, split_texts, tabular_schema
 from modalmerge.io import InputError, require_file
 from modalmerge.models.model import MultiModalModel
 from modalmerge.models.text import Tokenizer

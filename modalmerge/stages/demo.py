@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from modalmerge.data.planted import PlantedTask
+from modalmerge.data.synthetic.planted import PlantedTask
 from modalmerge.io import atomic_path
 from modalmerge.models.model import MultiModalModel
 from modalmerge.training.trainer import Trainer

@@ -38,7 +38,7 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from modalmerge.data.split_arrays import read_manifest, roi_columns, roi_names
+from modalmerge.data.shards.split_arrays import read_manifest, roi_columns, roi_names
 from modalmerge.evaluation import metrics as ts_metrics
 from modalmerge.evaluation import modality_metrics
 from modalmerge.evaluation.baselines import GroupMeanBaseline, RidgeBaseline
@@ -503,8 +503,8 @@ def _evaluate_region_profiles(record, arrays, test, manifest, experiment, shard_
     columns whose mean attention peaks on the condition column of the same
     region (``fc_L_001`` -> ``mpc_L_001``).
     """
-    from modalmerge.data.region_shards import region_of_column
-    from modalmerge.data.split_arrays import load_split_arrays, table_columns
+    from modalmerge.data.shards.regions import region_of_column
+    from modalmerge.data.shards.split_arrays import load_split_arrays, table_columns
 
     columns = list(manifest["tabular"]["columns"])
     mean = np.asarray(manifest["tabular"]["numeric_mean"], dtype=np.float64)

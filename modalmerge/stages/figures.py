@@ -34,7 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from modalmerge.data.split_arrays import (
+from modalmerge.data.shards.split_arrays import (
     read_manifest,
     roi_columns,
     roi_labels,
@@ -145,7 +145,7 @@ def draw_experiment_figures(
         save(fig_lib.connectivity_comparison(true_fc, pred_fc, labels=names), "connectivity")
         coords = _roi_coordinates(manifest, target_columns)
         if coords is not None:
-            from modalmerge.data.connectivity import plot_connectivity
+            from modalmerge.viz.connectome import plot_connectivity
 
             limit = float(np.abs(true_fc - np.diag(np.diag(true_fc))).max()) or 1.0
             for name, matrix in (("true", true_fc), ("predicted", pred_fc)):
@@ -331,7 +331,7 @@ def _region_figures(arrays, metrics_path, manifest, atlas_path, experiment, save
     matched = record.get("matched_attention")
     if matched:
         weights = np.asarray(matched["mean_attention"], float).mean(axis=0)  # over target columns
-        from modalmerge.data.region_shards import region_of_column
+        from modalmerge.data.shards.regions import region_of_column
 
         hits = [region_of_column(c, info) for c in matched["condition_columns"]]
         on_region = [(info[h[1]]["label"], w) for h, w in zip(hits, weights, strict=True) if h]

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from modalmerge.data.dataset import collate_samples
+from modalmerge.data.shards.dataset import collate_samples
 from modalmerge.io import atomic_path
 from modalmerge.stages.common import build_model, experiment_dataset, fit_tokenizer
 from modalmerge.training.trainer import Trainer

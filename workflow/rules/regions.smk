@@ -32,7 +32,7 @@ rule shard:
         directory(f"{ROOT}/shards"),
     params:
         settings=as_json(region_shard_settings()),
-        code=fingerprint("modalmerge.data.region_shards"),
+        code=fingerprint("modalmerge.data.shards.regions"),
     log:
         f"{LOGS}/shard/shard.log",
     benchmark:

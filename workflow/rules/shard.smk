@@ -15,7 +15,7 @@ rule shard:
     params:
         settings=as_json(config["shard"]),
         subjects=SUBJECTS,
-        code=fingerprint("modalmerge.data.shards"),
+        code=fingerprint("modalmerge.data.shards.subjects"),
         channels=shard_anatomy_args,
         texts=lambda wildcards, input: (
             "--texts " + " ".join(shlex.quote(t) for t in input.texts) if input.texts else ""

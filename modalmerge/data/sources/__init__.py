@@ -23,7 +23,7 @@ from types import ModuleType
 
 #: ``dataset.kind`` -> module implementing it.
 SOURCES: dict[str, str] = {
-    "synthetic": "modalmerge.data.synthetic",
+    "synthetic": "modalmerge.data.synthetic.cohort",
     "bids": "modalmerge.data.sources.bids",
     "fmriprep": "modalmerge.data.sources.fmriprep",
     "hcp": "modalmerge.data.sources.hcp",

@@ -301,7 +301,7 @@ def cohort_table(source: Source, params: dict, subjects: list[str]) -> pd.DataFr
 
 def dataset_description(name: str, kind: str, source_path: str | Path) -> dict:
     """``raw/dataset_description.json`` of a dataset mapped from ``source_path``."""
-    from modalmerge import __version__
+    from modalmerge._version import __version__
 
     return {
         "Name": name,
@@ -318,7 +318,7 @@ def write_cohort_files(root: Path, table_name: str, table: pd.DataFrame, descrip
                        atlas) -> None:  # fmt: skip
     """A cohort's ``raw/<table_name>`` (participants or regions), ``raw/dataset_description.json``
     and ``atlas/`` (when ``atlas`` is not None), each written atomically."""
-    from modalmerge.data.atlases import write_atlas
+    from modalmerge.data.parcellation.atlases import write_atlas
 
     raw = Path(root) / "raw"
     with atomic_path(raw / table_name) as tmp:
@@ -338,7 +338,7 @@ def write_cohort(
     Everything is computed and checked before the first write; each file is
     written atomically, the atlas as one directory swap.
     """
-    from modalmerge.data import atlases
+    from modalmerge.data.parcellation import atlases
 
     root = Path(root)
     subjects, excluded = plan(source, params)

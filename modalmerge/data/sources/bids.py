@@ -17,7 +17,7 @@ same_grid : bool, default False
 place : {"symlink", "copy"}, default "symlink"
 on_error : {"stop", "exclude"}, default "stop"
 atlas : dict, default ``{"kind": "dk"}``
-    See :func:`modalmerge.data.atlases.load_atlas`.
+    See :func:`modalmerge.data.parcellation.atlases.load_atlas`.
 
 Why not pybids: it installs and imports here beside Snakemake 9, but brings 11
 packages (SQLAlchemy index, formulaic, num2words, bids-validator ...) and
@@ -179,7 +179,7 @@ def participants_table(tsv: Path) -> pd.DataFrame | None:
 
 def atlas_grid_check(params: dict, ref_path: Path, ref: nib.Nifti1Image) -> None:
     """With ``same_grid``, require the configured label atlas on ``ref``'s grid."""
-    from modalmerge.data import atlases
+    from modalmerge.data.parcellation import atlases
 
     path = atlases.atlas_image_path(params.get("atlas", {"kind": "dk"}))
     if path is not None:

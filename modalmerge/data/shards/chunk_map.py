@@ -5,7 +5,7 @@ sample is one contiguous byte range of the file. :func:`map_chunks` reads
 those ranges once (h5py's low-level chunk query) and :class:`ChunkMap` then
 gathers samples with numpy from a read-only ``numpy.memmap``: no HDF5 call per
 read, and a batch is one vectorised copy when the chunks lie at a constant
-stride (as :mod:`modalmerge.data.shards` writes them).
+stride (as :mod:`modalmerge.data.shards.subjects` writes them).
 """
 
 from __future__ import annotations

@@ -13,7 +13,7 @@ generates other subjects. Layout under the dataset root (docs/architecture.md §
 
 Example
 -------
->>> from modalmerge.data.synthetic import SyntheticParams, subject_ids, write_cohort, write_subject
+>>> from modalmerge.data.synthetic.cohort import SyntheticParams, subject_ids, write_cohort, write_subject
 >>> params = SyntheticParams(n_subjects=4)
 >>> write_cohort(params, root)                        # doctest: +SKIP
 >>> for subject in subject_ids(params):               # doctest: +SKIP
@@ -31,8 +31,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from modalmerge import __version__
-from modalmerge.data.synthetic_anatomy import (
+from modalmerge._version import __version__
+from modalmerge.data.synthetic.anatomy import (
     atlas_centroids,
     grid_affine,
     region_names,
@@ -40,16 +40,16 @@ from modalmerge.data.synthetic_anatomy import (
     template,
     tissue_fractions,
 )
-from modalmerge.data.synthetic_bold import render_bold
-from modalmerge.data.synthetic_factors import FEATURE_NAMES, subject_truth
-from modalmerge.data.synthetic_params import (
+from modalmerge.data.synthetic.bold import render_bold
+from modalmerge.data.synthetic.factors import FEATURE_NAMES, subject_truth
+from modalmerge.data.synthetic.params import (
     SyntheticParams,
     as_params,
     subject_ids,
     subject_index,
 )
-from modalmerge.data.synthetic_task import task_events
-from modalmerge.data.synthetic_text import describe_subject
+from modalmerge.data.synthetic.task import task_events
+from modalmerge.data.synthetic.text import describe_subject
 from modalmerge.io import atomic_path
 
 __all__ = ["SyntheticParams", "subject_ids", "write_cohort", "write_subject"]
@@ -113,7 +113,7 @@ def write_cohort(params: Mapping[str, Any] | SyntheticParams, root: str | Path) 
         "License": "CC0",
         "GeneratedBy": [
             {
-                "Name": "modalmerge.data.synthetic",
+                "Name": "modalmerge.data.synthetic.cohort",
                 "Version": __version__,
                 "Description": "synthetic anatomy and task BOLD with known truth; "
                 f"settings: {json.dumps(p.to_dict(), sort_keys=True)}",

@@ -1,4 +1,4 @@
-"""Data-driven parcellation of a cohort's BOLD runs into an :class:`~modalmerge.data.atlases.Atlas`."""
+"""Data-driven parcellation of a cohort's BOLD runs into an :class:`~modalmerge.data.parcellation.atlases.Atlas`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from modalmerge.data.atlases import PARCELLATION_METHODS, Atlas, label_coordinates
+from modalmerge.data.parcellation.atlases import PARCELLATION_METHODS, Atlas, label_coordinates
 
 
 def data_driven(

@@ -22,11 +22,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from modalmerge.data.hrf import canonical_hrf
-from modalmerge.data.synthetic_anatomy import Template, smooth_field, template
-from modalmerge.data.synthetic_factors import NEURAL_AR, SubjectTruth
-from modalmerge.data.synthetic_params import STREAM_BOLD, SyntheticParams, rng_for
-from modalmerge.data.synthetic_task import evoked_response
+from modalmerge.data.synthetic.anatomy import Template, smooth_field, template
+from modalmerge.data.synthetic.factors import NEURAL_AR, SubjectTruth
+from modalmerge.data.synthetic.hrf import canonical_hrf
+from modalmerge.data.synthetic.params import STREAM_BOLD, SyntheticParams, rng_for
+from modalmerge.data.synthetic.task import evoked_response
 
 SPONTANEOUS_PCT = 1.0  # mean std of spontaneous regional signal, percent
 GLOBAL_SHOCK = 0.15  # share of the neural innovations' variance common to all regions

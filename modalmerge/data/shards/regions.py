@@ -12,7 +12,7 @@ the subject shards (docs/architecture.md §2), with one row of
     /subjects/tabular      (n_regions, n_columns) float32 (attrs: columns, ...)
     /subjects/text         (n_regions,) str     (empty)
 
-so :class:`~modalmerge.data.dataset.ShardDataset` and the train, evaluate and
+so :class:`~modalmerge.data.shards.dataset.ShardDataset` and the train, evaluate and
 figures stages read them unchanged; an experiment picks its condition and
 target as two column views of the table (``condition_columns`` /
 ``target_columns``). The manifest says ``split_by: space`` and
@@ -35,7 +35,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from modalmerge.data.shards import (
+from modalmerge.data.shards.subjects import (
     SPLITS,
     check_fractions,
     config_hash,

@@ -1,4 +1,4 @@
-"""Per-atlas plans for :func:`modalmerge.data.parcellate.roi_means`.
+"""Per-atlas plans for :func:`modalmerge.data.parcellation.parcellate.roi_means`.
 
 Two memory orders reach the kernel:
 

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from modalmerge.data.synthetic_factors import SubjectTruth, cohort_constants
-from modalmerge.data.synthetic_params import SyntheticParams
+from modalmerge.data.synthetic.factors import SubjectTruth, cohort_constants
+from modalmerge.data.synthetic.params import SyntheticParams
 
 
 def _grade(value: float, cuts: tuple[float, float], words: tuple[str, str, str]) -> str:

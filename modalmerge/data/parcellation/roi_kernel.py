@@ -1,12 +1,12 @@
 """Region sums through compiled numba kernels, when numba is installed.
 
-:func:`modalmerge.data.parcellate.roi_means` calls :func:`region_sums` when
+:func:`modalmerge.data.parcellation.parcellate.roi_means` calls :func:`region_sums` when
 :data:`HAVE_NUMBA` is true and its numpy/BLAS plans
-(:mod:`modalmerge.data.label_runs`) otherwise. Per atlas, the labelled voxels
+(:mod:`modalmerge.data.parcellation.label_runs`) otherwise. Per atlas, the labelled voxels
 are listed once in memory order (flat index and region), and for the
 time-major layout merged into runs of consecutive voxels of one region; both
 plans are cached like the numpy ones. The kernels live in
-:mod:`modalmerge.data._roi_numba`, imported on first use so that importing
+:mod:`modalmerge.data.parcellation._roi_numba`, imported on first use so that importing
 this package does not pay numba's import time.
 """
 
@@ -16,7 +16,7 @@ import importlib.util
 
 import numpy as np
 
-from modalmerge.data.label_runs import _cached
+from modalmerge.data.parcellation.label_runs import _cached
 
 __all__ = ["HAVE_NUMBA", "MIN_ELEMENTS", "region_sums"]
 
@@ -84,7 +84,7 @@ def region_sums(values: np.ndarray, column: np.ndarray, n_roi: int) -> np.ndarra
     ValueError
         ``values`` is neither C- nor Fortran-contiguous, or not float32/float64.
     """
-    from modalmerge.data import _roi_numba
+    from modalmerge.data.parcellation import _roi_numba
 
     values = np.asarray(values)  # a view; numba takes plain ndarrays (not np.memmap)
     if values.dtype not in (np.float32, np.float64):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from modalmerge.data.hrf import event_regressor
-from modalmerge.data.synthetic_params import STREAM_COHORT, SyntheticParams, rng_for
+from modalmerge.data.synthetic.hrf import event_regressor
+from modalmerge.data.synthetic.params import STREAM_COHORT, SyntheticParams, rng_for
 
 REGRESSOR_OVERSAMPLING = 8  # regressor samples per TR before shifting by latency
 

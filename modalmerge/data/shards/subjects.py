@@ -372,7 +372,7 @@ def manifest_head(params: dict, chash: str, splits: dict, files: list[dict]) -> 
 def _contiguous_chunks() -> h5py.h5p.PropDCID:
     """Creation properties that place every chunk at creation, in order and
     uncompressed, so sample i is one byte range at a constant stride (what
-    :mod:`modalmerge.data.chunk_map` serves from a memmap); no fill pass."""
+    :mod:`modalmerge.data.shards.chunk_map` serves from a memmap); no fill pass."""
     dcpl = h5py.h5p.create(h5py.h5p.DATASET_CREATE)
     dcpl.set_alloc_time(h5py.h5d.ALLOC_TIME_EARLY)
     dcpl.set_fill_time(h5py.h5d.FILL_TIME_NEVER)
@@ -548,7 +548,7 @@ def write_shards(
         Subject ids (``sub-001`` ...), aligned with the three path lists; each
         path's file name must contain its subject id.
     parcellated : list of Path
-        ``parcellated/sub-XXX.npz`` files (see :mod:`modalmerge.data.parcellate`).
+        ``parcellated/sub-XXX.npz`` files (see :mod:`modalmerge.data.parcellation.parcellate`).
     anatomy : list of Path
         Preprocessed T1 images (atlas grid); stored as ``(1, D, H, W)`` after an
         optional integer block-mean downsampling.

@@ -1,4 +1,4 @@
-"""Compiled region-sum kernels (numba); imported lazily by :mod:`modalmerge.data.roi_kernel`.
+"""Compiled region-sum kernels (numba); imported lazily by :mod:`modalmerge.data.parcellation.roi_kernel`.
 
 Both kernels read the data once in memory order, touch only labelled voxels and
 accumulate region sums in float64 (the time-major one sums short runs of at most

@@ -6,7 +6,7 @@ small subject-level arrays (tabular, text, structural features, connectivity)
 after their first read. The per-sample arrays (time-series windows, images)
 are uncompressed with one sample per chunk, so each chunk is one byte range of
 the file: their offsets are read once per file and samples are served from a
-read-only ``numpy.memmap`` (see :mod:`modalmerge.data.chunk_map`), falling
+read-only ``numpy.memmap`` (see :mod:`modalmerge.data.shards.chunk_map`), falling
 back to h5py reads where a dataset is compressed or not chunked that way.
 ``__getitems__`` (used by ``DataLoader``'s batched fetch) gathers a whole
 batch at once; pass ``collate_fn=collate_samples`` to keep it stacked.
@@ -25,15 +25,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from modalmerge.data.chunk_map import ChunkMap, map_chunks
-from modalmerge.data.shards import SPLITS
-from modalmerge.data.split_arrays import (
+from modalmerge.data.shards.chunk_map import ChunkMap, map_chunks
+from modalmerge.data.shards.split_arrays import (
     check_modality,
     image_channels,
     read_manifest,
     roi_columns,
     table_columns,
 )
+from modalmerge.data.shards.subjects import SPLITS
 from modalmerge.io import InputError
 
 __all__ = ["SampleBatch", "ShardDataset", "collate_samples"]
@@ -72,12 +72,12 @@ class ShardDataset(Dataset):
     condition_rois, target_rois : str or list, optional
         ``time_series`` only: a view on a subset of the ROIs, in the order
         picked (a regular expression on ROI names, or a list of names or atlas
-        labels; see :func:`modalmerge.data.split_arrays.roi_columns`). Lets one
+        labels; see :func:`modalmerge.data.shards.split_arrays.roi_columns`). Lets one
         modality condition another part of itself, e.g. left -> right hemisphere.
     condition_columns, target_columns : str or list, optional
         ``tabular`` only: a view on a subset of the table's columns (a regular
         expression on column names, or a list of names; numeric columns first,
-        see :func:`modalmerge.data.split_arrays.table_columns`), so one table
+        see :func:`modalmerge.data.shards.split_arrays.table_columns`), so one table
         can condition another part of itself, e.g. a region's structural
         profile -> its connectivity profile.
     condition_channels, target_channels : str or list, optional

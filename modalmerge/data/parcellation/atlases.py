@@ -13,7 +13,7 @@ label image or sphere centres):
   :class:`~nilearn.maskers.NiftiSpheresMasker` (Seitzman's overlap at 2 mm,
   so ``allow_overlap`` defaults to True for it);
 - ``ward``, ``kmeans``, ``hierarchical_kmeans``, ``rena``: data-driven
-  parcellation of the cohort's BOLD runs (:mod:`modalmerge.data.parcellations`).
+  parcellation of the cohort's BOLD runs (:mod:`modalmerge.data.parcellation.parcellations`).
 
 On disk (``atlas/``): ``atlas.nii.gz`` (3D int label image), ``labels.tsv``
 (``index, name, x, y, z`` then extra columns such as ``hemisphere`` or
@@ -389,7 +389,7 @@ def load_atlas(spec: dict, images: Callable[[], Sequence[Path]] | None = None) -
     if kind in PARCELLATION_METHODS:
         if images is None:
             raise ValueError(f"atlas kind {kind!r} is data-driven and needs the cohort's BOLD runs")
-        from modalmerge.data.parcellations import data_driven
+        from modalmerge.data.parcellation.parcellations import data_driven
 
         return data_driven(images(), method=kind, **spec)
     known = ["dk", "nifti", *SPHERE_ATLASES, *PARCELLATION_METHODS]

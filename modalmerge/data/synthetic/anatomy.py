@@ -19,8 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from modalmerge.data.synthetic_factors import BRAIN_FRACTION, SubjectTruth, cohort_constants
-from modalmerge.data.synthetic_params import STREAM_ANATOMY, STREAM_COHORT, SyntheticParams, rng_for
+from modalmerge.data.synthetic.factors import BRAIN_FRACTION, SubjectTruth, cohort_constants
+from modalmerge.data.synthetic.params import STREAM_ANATOMY, STREAM_COHORT, SyntheticParams, rng_for
 
 HEAD_FILL = 0.92  # head semi-axes as a fraction of half the field of view
 SKULL_OUTER, SKULL_INNER = 0.955, 0.9  # skull surfaces, fractions of head radius

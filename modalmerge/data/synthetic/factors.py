@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.special import expit, ndtri
 
-from modalmerge.data.synthetic_params import (
+from modalmerge.data.synthetic.params import (
     STREAM_COHORT,
     STREAM_FACTORS,
     SyntheticParams,

@@ -3,7 +3,7 @@
 :func:`read_manifest` validates ``manifest.json``; :func:`load_split_arrays`
 reads every row of one modality in one split at once, which baselines and
 evaluation need and which is small at the subject level. Per-sample reads for
-training go through :class:`modalmerge.data.dataset.ShardDataset` instead.
+training go through :class:`modalmerge.data.shards.dataset.ShardDataset` instead.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from modalmerge.data.shards import FORMAT_VERSION
+from modalmerge.data.shards.subjects import FORMAT_VERSION
 from modalmerge.io import InputError, require_file
 
 __all__ = [

@@ -14,9 +14,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from modalmerge.data import roi_kernel
-from modalmerge.data.label_runs import _cached, column_plan, region_sums_rows, row_plan
 from modalmerge.data.nifti import check_same_grid, load_image, load_labels
+from modalmerge.data.parcellation import roi_kernel
+from modalmerge.data.parcellation.label_runs import _cached, column_plan, region_sums_rows, row_plan
 from modalmerge.data.preprocess import read_tr
 from modalmerge.io import InputError, atomic_path, merge_params, require_file
 
@@ -112,10 +112,10 @@ def roi_means(
         Voxel signals, read once in their memory order, label-0 voxels
         skipped, without copying a contiguous array; per-atlas plans are
         cached. With numba installed a compiled kernel sums them in float64
-        (:mod:`modalmerge.data.roi_kernel`); without it, a 4D array in Fortran
+        (:mod:`modalmerge.data.parcellation.roi_kernel`); without it, a 4D array in Fortran
         order (as NIfTI stores it) goes through its (T, V) view, one small
         dense product per labelled x-row of the atlas
-        (:mod:`modalmerge.data.label_runs`), and a C-ordered one (time
+        (:mod:`modalmerge.data.parcellation.label_runs`), and a C-ordered one (time
         contiguous per voxel) through one sparse (R, V) @ (V, T) product.
     labels : ndarray of int, shape (X, Y, Z) or (V,)
         Region label per voxel; 0 (or any label not in ``roi_labels``) is ignored.
@@ -269,7 +269,9 @@ def connectivity(roi_timeseries: np.ndarray, kind: str = "correlation") -> np.nd
     -------
     ndarray of float32, shape (R, R)
     """
-    from modalmerge.data import connectivity as fc  # the one place connectivity is computed
+    from modalmerge.data.parcellation import (
+        connectivity as fc,  # the one place connectivity is computed
+    )
 
     return fc.connectivity(roi_timeseries, kind).astype(np.float32)
 
