@@ -2,23 +2,36 @@
 
 Snakemake's ``code`` rerun trigger sees only a rule's own code, not the package
 functions the rule calls. Each rule therefore carries, in its ``params``, a
-fingerprint of the source of its stage module and of every ``modalmerge``
-module that module imports, followed transitively by static analysis (no
-import is executed, so fingerprinting is fast and needs no torch).
+fingerprint of its stage module and of every ``modalmerge`` module that module
+imports, followed transitively by static analysis (no import is executed, so
+fingerprinting is fast and needs no torch).
 
-Editing one stage's code then reruns that stage and the stages that consume its
-outputs, and nothing else.
+What enters a fingerprint, and what does not:
+
+- each module's *syntax*, with docstrings removed (comments, blank lines and
+  formatting are not in the syntax tree): editing a comment or a docstring
+  reruns nothing, changing behaviour reruns the stage and what follows;
+- imports inside a module's ``__getattr__`` (lazy re-exports) and inside
+  ``if TYPE_CHECKING:`` blocks are not followed: they run no code at stage time;
+- ``modalmerge/cli.py``, the entry point every rule calls, in every fingerprint;
+- the installed version of every third-party distribution the modules import
+  (nilearn, nibabel, numpy, torch, ...; ``absent`` for an optional one that is
+  not installed), so an upgrade, or installing a speed-up, reruns the stages
+  whose code imports it.
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
+import sys
 from functools import cache
+from importlib import metadata
 from pathlib import Path
 
 PACKAGE_ROOT = Path(__file__).resolve().parent
 PACKAGE = PACKAGE_ROOT.name
+ENTRY_POINT = f"{PACKAGE}.cli"
 
 
 def module_path(module: str) -> Path:
@@ -33,25 +46,67 @@ def module_path(module: str) -> Path:
     raise ValueError(f"module {module!r} has no source file under {PACKAGE_ROOT}")
 
 
-def _imported_modules(path: Path, module: str) -> set[str]:
+@cache
+def _tree(path: Path) -> ast.Module:
+    """The module's syntax tree with its docstrings removed (comments never enter it)."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+def _is_type_checking(node: ast.AST) -> bool:
+    test = getattr(node, "test", None)
+    return isinstance(node, ast.If) and (
+        (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING")
+        or (isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING")
+    )
+
+
+def _import_nodes(tree: ast.AST):
+    """Import statements that run code at stage time (lazy ``__getattr__`` and
+    ``TYPE_CHECKING`` imports are skipped)."""
+    for node in ast.iter_child_nodes(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) and node.name == "__getattr__":
+            continue
+        if _is_type_checking(node):
+            continue
+        if isinstance(node, ast.Import | ast.ImportFrom):
+            yield node
+        yield from _import_nodes(node)
+
+
+def _imported_names(path: Path, module: str) -> set[str]:
     is_package = path.name == "__init__.py"
     found: set[str] = set()
-    for node in ast.walk(tree):
+    for node in _import_nodes(_tree(path)):
         if isinstance(node, ast.Import):
             found.update(alias.name for alias in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:  # relative import
-                anchor = module.split(".")
-                anchor = anchor if is_package else anchor[:-1]
-                anchor = anchor[: len(anchor) - (node.level - 1)]
-                base = ".".join(anchor + ([node.module] if node.module else []))
-            else:
-                base = node.module or ""
+        elif node.level:  # relative import
+            anchor = module.split(".")
+            anchor = anchor if is_package else anchor[:-1]
+            anchor = anchor[: len(anchor) - (node.level - 1)]
+            base = ".".join(anchor + ([node.module] if node.module else []))
             found.add(base)
             found.update(f"{base}.{alias.name}" for alias in node.names)
+        else:
+            base = node.module or ""
+            found.add(base)
+            found.update(f"{base}.{alias.name}" for alias in node.names)
+    return found
+
+
+def _package_modules(names: set[str]) -> set[str]:
     resolved = set()
-    for name in found:
+    for name in names:
         if name == PACKAGE or name.startswith(PACKAGE + "."):
             try:
                 module_path(name)
@@ -71,15 +126,63 @@ def module_closure(module: str) -> tuple[str, ...]:
         if name in seen:
             continue
         seen.add(name)
-        stack.extend(_imported_modules(module_path(name), name) - seen)
+        path = module_path(name)
+        stack.extend(_package_modules(_imported_names(path, name)) - seen)
     return tuple(sorted(seen))
 
 
+@cache
+def third_party_imports(module: str) -> tuple[str, ...]:
+    """Top-level names of the non-stdlib, non-``modalmerge`` modules the closure imports."""
+    tops = set()
+    for name in module_closure(module):
+        for imported in _imported_names(module_path(name), name):
+            top = imported.split(".")[0]
+            if top and top != PACKAGE and top not in sys.stdlib_module_names:
+                tops.add(top)
+    return tuple(sorted(tops))
+
+
+#: Import names whose distribution is named otherwise (``importlib.metadata.packages_distributions``
+#: would find them too, but scans every installed distribution: ~0.5 s per Snakemake start).
+DISTRIBUTION_NAMES = {"sklearn": "scikit-learn", "skimage": "scikit-image", "yaml": "pyyaml"}
+
+
+def dependency_versions(module: str) -> dict[str, str]:
+    """``{distribution: version}`` of what ``module``'s closure imports (``absent`` if not installed)."""
+    versions = {}
+    for top in third_party_imports(module):
+        dist = DISTRIBUTION_NAMES.get(top, top)
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = "absent"
+    return dict(sorted(versions.items()))
+
+
+@cache
+def normalised_source(module: str) -> str:
+    """The module's syntax without docstrings and source positions."""
+    return ast.dump(_tree(module_path(module)), annotate_fields=False, include_attributes=False)
+
+
+@cache
 def code_fingerprint(*modules: str) -> str:
-    """SHA-256 (first 16 hex digits) of the sources of ``modules`` and everything they import."""
-    names = sorted({m for module in modules for m in module_closure(module)})
+    """SHA-256 (first 16 hex digits) of what a stage running ``modules`` depends on.
+
+    The syntax of ``modules``, of every package module they import and of the
+    command-line entry point, plus the versions of the third-party
+    distributions those modules import.
+    """
+    roots = (*modules, ENTRY_POINT)
+    names = sorted({m for module in modules for m in module_closure(module)} | {ENTRY_POINT})
+    versions: dict[str, str] = {}
+    for module in roots:
+        versions.update(dependency_versions(module))
     digest = hashlib.sha256()
     for name in names:
         digest.update(name.encode())
-        digest.update(module_path(name).read_bytes())
+        digest.update(normalised_source(name).encode())
+    for dist, version in sorted(versions.items()):
+        digest.update(f"{dist}=={version}".encode())
     return digest.hexdigest()[:16]

@@ -1,0 +1,140 @@
+"""Code fingerprints: what reruns a stage and what does not.
+
+Each test edits a copy of the package (never the checkout) and compares the
+fingerprint a rule would carry before and after the edit.
+"""
+
+from __future__ import annotations
+
+import importlib
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+
+import modalmerge
+from modalmerge import fingerprint
+
+DATA_STAGES = (
+    "modalmerge.stages.acquire",
+    "modalmerge.data.synthetic.cohort",
+    "modalmerge.data.preprocess",
+    "modalmerge.data.parcellation.parcellate",
+    "modalmerge.data.shards.subjects",
+    "modalmerge.data.shards.regions",
+)
+
+
+@pytest.fixture
+def package_copy(tmp_path, monkeypatch):
+    """A fresh ``fingerprint`` module reading a copy of the package under tmp_path."""
+    root = tmp_path / "modalmerge"
+    shutil.copytree(
+        Path(modalmerge.__file__).parent, root, ignore=shutil.ignore_patterns("__pycache__")
+    )
+    module = importlib.util.module_from_spec(
+        importlib.util.spec_from_file_location("fp_copy", root / "fingerprint.py")
+    )
+    module.__spec__.loader.exec_module(module)
+    return root, module
+
+
+def _append(path: Path, text: str) -> None:
+    path.write_text(path.read_text() + text)
+
+
+@pytest.mark.parametrize("stage", DATA_STAGES)
+def test_data_stages_never_depend_on_models_training_or_figures(stage):
+    closure = fingerprint.module_closure(stage)
+    heavy = [m for m in closure if m.split(".")[1] in ("models", "training", "viz")]
+    assert heavy == [], f"{stage} imports {heavy}"
+    assert "torch" not in fingerprint.third_party_imports(stage)
+
+
+def test_lazy_package_exports_are_not_followed():
+    # modalmerge/__init__.py names models, training and viz in its __getattr__ only
+    assert fingerprint.module_closure("modalmerge") == ("modalmerge", "modalmerge._version")
+
+
+def test_comment_and_docstring_edits_keep_the_fingerprint(package_copy):
+    root, fp = package_copy
+    before = fp.code_fingerprint("modalmerge.data.parcellation.parcellate")
+    target = root / "data" / "parcellation" / "connectivity.py"
+    text = target.read_text()
+    text = text.replace('"""Functional', '"""Edited docstring.\n\nFunctional', 1)
+    target.write_text(text + "\n\n# a comment\n")
+    fp = _reload(fp, root)
+    assert fp.code_fingerprint("modalmerge.data.parcellation.parcellate") == before
+
+
+def test_behaviour_edit_in_an_imported_module_changes_the_fingerprint(package_copy):
+    root, fp = package_copy
+    before = fp.code_fingerprint("modalmerge.data.parcellation.parcellate")
+    untouched = fp.code_fingerprint("modalmerge.data.preprocess")
+    _append(root / "data" / "parcellation" / "connectivity.py", "\nEXTRA = 1\n")
+    fp = _reload(fp, root)
+    assert fp.code_fingerprint("modalmerge.data.parcellation.parcellate") != before
+    assert fp.code_fingerprint("modalmerge.data.preprocess") == untouched
+
+
+def test_figure_code_edit_leaves_data_stages_alone(package_copy):
+    root, fp = package_copy
+    data = [fp.code_fingerprint(s) for s in DATA_STAGES]
+    figures = fp.code_fingerprint("modalmerge.stages.figures")
+    _append(root / "viz" / "figures.py", "\nEXTRA = 1\n")
+    fp = _reload(fp, root)
+    assert [fp.code_fingerprint(s) for s in DATA_STAGES] == data
+    assert fp.code_fingerprint("modalmerge.stages.figures") != figures
+
+
+def test_command_line_edit_changes_every_stage(package_copy):
+    root, fp = package_copy
+    before = [fp.code_fingerprint(s) for s in DATA_STAGES]
+    _append(root / "cli.py", "\nEXTRA = 1\n")
+    fp = _reload(fp, root)
+    after = [fp.code_fingerprint(s) for s in DATA_STAGES]
+    assert all(a != b for a, b in zip(after, before, strict=True))
+
+
+def test_dependency_version_enters_the_fingerprint(monkeypatch):
+    stage = "modalmerge.data.parcellation.parcellate"
+    versions = fingerprint.dependency_versions(stage)
+    assert {"nilearn", "nibabel", "numpy"} <= set(versions)
+    before = fingerprint.code_fingerprint(stage)
+    real = fingerprint.metadata.version
+
+    def upgraded(dist):
+        return "99.0" if dist == "nilearn" else real(dist)
+
+    monkeypatch.setattr(fingerprint.metadata, "version", upgraded)
+    fingerprint.code_fingerprint.cache_clear()
+    try:
+        assert fingerprint.code_fingerprint(stage) != before
+        assert fingerprint.dependency_versions(stage)["nilearn"] == "99.0"
+    finally:
+        fingerprint.code_fingerprint.cache_clear()
+
+
+def test_optional_dependency_absent_is_recorded(monkeypatch):
+    stage = "modalmerge.data.parcellation.parcellate"
+    assert "numba" in fingerprint.third_party_imports(stage)
+    real = fingerprint.metadata.version
+
+    def without_numba(dist):
+        if dist == "numba":
+            raise fingerprint.metadata.PackageNotFoundError(dist)
+        return real(dist)
+
+    monkeypatch.setattr(fingerprint.metadata, "version", without_numba)
+    assert fingerprint.dependency_versions(stage)["numba"] == "absent"
+
+
+def _reload(fp, root: Path):
+    """A fresh copy of the fingerprint module (its caches are per module object)."""
+    module = importlib.util.module_from_spec(
+        importlib.util.spec_from_file_location("fp_copy", root / "fingerprint.py")
+    )
+    module.__spec__.loader.exec_module(module)
+    sys.modules.pop("fp_copy", None)
+    return module
