@@ -135,10 +135,12 @@ def test_editing_a_figure_setting_reruns_figures_only(restore_config):
 
 def test_editing_a_stage_s_package_code_reruns_that_stage_and_what_follows(tiny_run):
     workdir, config = tiny_run
-    source = workdir / "modalmerge" / "data" / "parcellate.py"
+    source = workdir / "modalmerge" / "data" / "parcellation" / "parcellate.py"
     original = source.read_text()
     try:
-        source.write_text(original + "\n# an edit\n")
+        source.write_text(original + "\n# a comment only\n")
+        assert _dry_run(workdir) == {}  # fingerprints hash syntax, not bytes
+        source.write_text(original + "\nAN_EDIT = 1\n")
         jobs = _dry_run(workdir)
     finally:
         source.write_text(original)
