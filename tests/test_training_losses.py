@@ -44,6 +44,29 @@ def test_constant_series_gives_finite_loss():
     assert math.isfinite(loss.item())
 
 
+@pytest.mark.parametrize("wiggle", [0.0, 1e-7, 1e-5, 1e-3])
+def test_constant_or_nearly_constant_prediction_gives_finite_bounded_gradients(wiggle):
+    g = torch.Generator().manual_seed(0)
+    target = torch.randn(4, 20, 5, generator=g)
+    prediction = 0.3 + wiggle * torch.randn(4, 20, 5, generator=g)
+    prediction.requires_grad_(True)
+    make_loss("time_series", correlation_weight=0.5)(prediction, target).backward()
+    assert torch.isfinite(prediction.grad).all()
+    assert prediction.grad.abs().max().item() < 1e3
+
+
+def test_correlation_of_ordinary_series_is_the_textbook_pearson_r():
+    g = torch.Generator().manual_seed(1)
+    target = torch.randn(3, 30, 4, generator=g, dtype=torch.float64)
+    prediction = 0.5 * target + torch.randn(3, 30, 4, generator=g, dtype=torch.float64)
+    p = prediction - prediction.mean(1, keepdim=True)
+    t = target - target.mean(1, keepdim=True)
+    textbook = (p * t).sum(1) / (p.norm(dim=1) * t.norm(dim=1))
+    torch.testing.assert_close(
+        pearson_per_channel(prediction, target), textbook, atol=1e-5, rtol=1e-5
+    )
+
+
 def test_time_series_loss_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="prediction shape"):
         make_loss("time_series")(torch.zeros(1, 4, 2), torch.zeros(1, 4, 3))

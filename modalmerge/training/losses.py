@@ -78,12 +78,20 @@ def _check_same_shape(prediction: Tensor, target: Tensor, what: str) -> None:
 def pearson_per_channel(prediction: Tensor, target: Tensor, eps: float = 1e-8) -> Tensor:
     """Pearson correlation over time for every sample and channel.
 
+    ``r = mean(p t) / sqrt((var(p) + eps) (var(t) + eps))`` with ``p``, ``t`` centred
+    over time. ``eps`` sits inside the root, with each variance (per time point), so
+    a constant or nearly constant series has correlation about 0 and finite,
+    bounded gradients (at most about ``max|t| / (T sqrt(eps var(t)))`` per entry)
+    instead of the ``0 / 0`` of ``sqrt(var(p))`` at a constant series.
+
     Parameters
     ----------
     prediction, target : Tensor
         ``(B, T, R)``: batch, time points, channels (ROIs).
     eps : float
-        Added to the product of norms; a constant series gets correlation 0.
+        Added to each variance (a floor of ``sqrt(eps)`` on each standard
+        deviation); it changes r by about ``(eps / var(p) + eps / var(t)) / 2``,
+        relatively: 1e-8 for standardised series.
 
     Returns
     -------
@@ -92,9 +100,10 @@ def pearson_per_channel(prediction: Tensor, target: Tensor, eps: float = 1e-8) -
     """
     p = prediction - prediction.mean(dim=1, keepdim=True)
     t = target - target.mean(dim=1, keepdim=True)
-    covariance = (p * t).sum(dim=1)
-    norms = p.pow(2).sum(dim=1).sqrt() * t.pow(2).sum(dim=1).sqrt()
-    return covariance / (norms + eps)
+    covariance = (p * t).mean(dim=1)
+    variance_p = p.pow(2).mean(dim=1) + eps
+    variance_t = t.pow(2).mean(dim=1) + eps
+    return covariance * torch.rsqrt(variance_p * variance_t)
 
 
 @register_loss("time_series")
