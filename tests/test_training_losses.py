@@ -95,9 +95,25 @@ def test_text_loss_ignores_padding():
 
 def test_text_loss_matches_hand_computed_cross_entropy():
     logits = torch.tensor([[[2.0, 0.0, 0.0]]])  # (1, 1, 3)
-    target = torch.tensor([[1]])
+    target = torch.tensor([[2]])
     expected = -(0.0 - math.log(math.exp(2) + 2))
     assert make_loss("text", pad_id=-1)(logits, target).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_text_loss_does_not_score_the_given_bos_at_position_0():
+    # the decoder is fed bos and the target starts with bos: position 0 is free
+    target = torch.tensor([[1, 5, 6, 2, 0], [1, 7, 2, 0, 0]])
+    logits = torch.randn(2, 5, 9, generator=torch.Generator().manual_seed(0))
+    loss = make_loss("text")(logits, target)
+    words = torch.nn.functional.cross_entropy(
+        logits[:, 1:].flatten(0, 1), target[:, 1:].flatten(), ignore_index=0
+    )
+    assert loss.item() == pytest.approx(words.item(), rel=1e-6)
+    cheat = logits.clone()
+    cheat[:, 0, 1] = 100.0  # a sure bos at position 0 earns nothing
+    assert make_loss("text")(cheat, target).item() == pytest.approx(loss.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="padding or bos"):
+        make_loss("text")(logits[:, :1], target[:, :1])
 
 
 def test_text_loss_rejects_all_padding_and_bad_shapes():

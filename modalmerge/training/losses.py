@@ -169,23 +169,29 @@ class ImageLoss(nn.Module):
 
 @register_loss("text")
 class TextLoss(nn.Module):
-    """Token cross-entropy that ignores padding.
+    """Token cross-entropy that scores neither padding nor the given ``bos``.
 
     ``prediction[:, i]`` holds the logits for ``target[:, i]``: the text decoder
     feeds the target shifted right (bos first) for teacher forcing, so no shift
-    happens here.
+    happens here. Position 0 of a target is always ``bos``, which the decoder is
+    given rather than predicts (``generate`` writes it without asking the
+    model); a target id equal to ``bos_id`` is therefore not scored, like padding.
 
     Parameters
     ----------
     pad_id : int
         Token id ignored by the loss (0 for :class:`modalmerge.models.text.Tokenizer`).
+    bos_id : int or None
+        Beginning-of-sequence id, not scored either (1 for the Tokenizer); None
+        scores it.
     label_smoothing : float
         Passed to :func:`torch.nn.functional.cross_entropy`.
     """
 
-    def __init__(self, pad_id: int = 0, label_smoothing: float = 0.0):
+    def __init__(self, pad_id: int = 0, bos_id: int | None = 1, label_smoothing: float = 0.0):
         super().__init__()
         self.pad_id = int(pad_id)
+        self.bos_id = None if bos_id is None else int(bos_id)
         self.label_smoothing = float(label_smoothing)
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
@@ -195,11 +201,14 @@ class TextLoss(nn.Module):
                 f"text loss expects logits (B, L, V) and ids (B, L); got "
                 f"{tuple(prediction.shape)} and {tuple(target.shape)}"
             )
+        target = target.long()
+        if self.bos_id is not None:
+            target = target.masked_fill(target == self.bos_id, self.pad_id)
         if (target != self.pad_id).sum() == 0:
-            raise ValueError("text loss: every target token is padding")
+            raise ValueError("text loss: every target token is padding or bos")
         return F.cross_entropy(
             prediction.float().flatten(0, 1),
-            target.long().flatten(),
+            target.flatten(),
             ignore_index=self.pad_id,
             label_smoothing=self.label_smoothing,
         )

@@ -14,8 +14,11 @@ class TextDecoder(Decoder):
     """A causal language model whose position queries are conditioned before decoding.
 
     Query ``i`` is the embedding of the previous target id (``bos`` for ``i = 0``)
-    plus a learned position, so ``logits[:, i]`` predicts ``target[:, i]``: train
-    with ``cross_entropy(logits.transpose(1, 2), target, ignore_index=0)``.
+    plus a learned position, so ``logits[:, i]`` predicts ``target[:, i]``. A
+    target starts with ``bos``, which the decoder is given, not asked for
+    (:meth:`generate` writes it): train and score on positions ``1..`` only, as
+    :class:`~modalmerge.training.losses.TextLoss` does (padding and ``bos`` are
+    not scored).
 
     Parameters
     ----------
