@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from modalmerge.models import MultiModalModel
 
@@ -46,3 +47,47 @@ def test_trailing_padding_does_not_change_a_recurrent_text_encoding(encoder):
         torch.testing.assert_close(
             model(long).prediction, model(short).prediction, atol=1e-6, rtol=1e-5
         )
+
+
+# ------------------------------------------- FiLM / adaptive layer norm (item 6)
+
+
+@pytest.mark.parametrize("method", ["film", "adaln", "adain"])
+def test_film_and_adaptive_layer_norm_start_as_the_unconditioned_path(method):
+    from modalmerge.models.registry import get_conditioning
+
+    torch.manual_seed(0)
+    layer = get_conditioning(method)(dim=DIM, n_heads=2, dropout=0.0).eval()
+    queries = torch.randn(2, 5, DIM)
+    one, other = torch.randn(2, 7, DIM), 3 * torch.randn(2, 4, DIM) + 1
+    with torch.no_grad():
+        unconditioned = queries if method == "film" else F.layer_norm(queries, (DIM,), eps=1e-5)
+        expected = layer.ff(unconditioned)
+        torch.testing.assert_close(layer(queries, one)[0], expected, atol=1e-6, rtol=0)
+        torch.testing.assert_close(layer(queries, other)[0], expected, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize("part", ["gain", "shift"])
+def test_a_uniform_film_gain_or_shift_is_not_cancelled(part):
+    from modalmerge.models.conditioning import FiLMLayer
+
+    torch.manual_seed(0)
+    layer = FiLMLayer(DIM, 2, 0.0).eval()
+    last = layer.to_scale_shift[-1]
+    queries, condition = torch.randn(2, 5, DIM), torch.randn(2, 3, DIM)
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.zero_()
+        plain = layer(queries, condition)[0]
+        # the same gain (1 + 1 = 2) or shift (+1) on every feature of every query
+        half = slice(0, DIM) if part == "gain" else slice(DIM, 2 * DIM)
+        last.bias[half] = 1.0
+        modulated = layer(queries, condition)[0]
+    assert (modulated - plain).abs().max() > 1e-2
+
+
+def test_adain_is_the_adaptive_layer_norm_under_its_older_name():
+    from modalmerge.models.registry import available, get_conditioning
+
+    assert {"adaln", "adain"} <= set(available()["conditioning"])
+    assert get_conditioning("adain") is get_conditioning("adaln")

@@ -66,7 +66,8 @@ class MultiModalModel(nn.Module):
     num_attention_heads : int
         Heads of the cross-attention and of transformer blocks; divides ``embedding_dim``.
     conditioning : str
-        ``cross_attention``, ``film``, ``adain`` or ``concat`` (or any registered method).
+        ``cross_attention``, ``film``, ``adaln`` (adaptive layer norm; ``adain``
+        is an accepted older name for it) or ``concat`` (or any registered method).
     conditioning_layers : int
         Conditioning layers stacked.
     condition_shape, target_shape : tuple of int, optional
