@@ -49,6 +49,85 @@ def test_trailing_padding_does_not_change_a_recurrent_text_encoding(encoder):
         )
 
 
+# ------------------------------------------------------ unknown options (item 4)
+
+
+def ts_model(**kw) -> MultiModalModel:
+    args = dict(
+        condition_type="tabular",
+        target_type="time_series",
+        embedding_dim=DIM,
+        num_attention_heads=2,
+        n_numeric=3,
+        target_shape=(6, 3),
+        dropout=0.0,
+    )
+    return MultiModalModel(**{**args, **kw})
+
+
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (
+            {"decoder_options": {"querry": "roi"}},
+            r"^transformer decoder: unknown option 'querry'; known: labels, n_layers, query$",
+        ),
+        (
+            {
+                "condition_type": "time_series",
+                "condition_shape": (6, 3),
+                "encoder_options": {"tokenise": "roi"},
+            },
+            r"^transformer encoder: unknown option 'tokenise'; known: labels, n_layers, tokenize$",
+        ),
+        (
+            {"encoder_options": {"n_layer": 2}},
+            r"^mlp encoder: unknown option 'n_layer'; known: labels, n_layers$",
+        ),
+        (
+            {"conditioning": "adaln", "conditioning_options": {"epsilon": 1e-3}},
+            r"^adaln conditioning: unknown option 'epsilon'; known: eps$",
+        ),
+        (
+            {"conditioning_options": {"temperature": 2.0}},
+            r"^cross_attention conditioning: unknown option 'temperature'; known: \(none\)$",
+        ),
+        (
+            {"decoder_options": {"dropout": 0.5}},
+            r"transformer decoder: 'dropout' is a model setting \(dropout=0.0\), not an option",
+        ),
+        (
+            {"decoder_options": {"mixer": "lstm"}},
+            r"transformer decoder: unknown option 'mixer'",
+        ),
+    ],
+)
+def test_an_unknown_option_is_refused_listing_the_known_ones(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ts_model(**kwargs)
+
+
+def test_known_options_still_reach_their_block_and_settings_reach_those_that_take_them():
+    model = ts_model(
+        decoder_options={"query": "roi", "n_layers": 1},
+        encoder_options={"n_layers": 2},
+        conditioning="adaln",
+        conditioning_options={"eps": 1e-3},
+    )
+    assert model.decoder.query_kind == "roi" and len(model.decoder.mixer.transformer.layers) == 1
+    assert len(model.encoder.mixers) == 2 and model.conditioner.layers[0].eps == 1e-3
+    image = MultiModalModel(  # the cnn takes neither n_heads nor dropout: they are not passed
+        "image",
+        "tabular",
+        condition_encoder="cnn",
+        condition_shape=(1, 8, 8, 8),
+        embedding_dim=DIM,
+        num_attention_heads=2,
+        n_numeric=2,
+    )
+    assert image.encoder.n_blocks >= 1
+
+
 # ------------------------------------------- FiLM / adaptive layer norm (item 6)
 
 

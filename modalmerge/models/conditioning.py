@@ -29,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from modalmerge.models.layers import FeedForward, masked_mean
-from modalmerge.models.registry import get_conditioning, register_conditioning
+from modalmerge.models.registry import build, get_conditioning, register_conditioning
 
 
 class _ResidualFeedForward(nn.Module):
@@ -225,8 +225,9 @@ class Conditioning(nn.Module):
             raise ValueError(f"conditioning n_layers must be >= 1, got {n_layers}")
         layer_cls = get_conditioning(method)
         self.method = method
+        settings = {"dim": dim, "n_heads": n_heads, "dropout": dropout}
         self.layers = nn.ModuleList(
-            layer_cls(dim=dim, n_heads=n_heads, dropout=dropout, **(options or {}))
+            build(layer_cls, f"{method} conditioning", (), settings, options)
             for _ in range(n_layers)
         )
 

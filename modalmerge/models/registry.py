@@ -8,13 +8,17 @@ without editing the factory::
     class MyGRUEncoder(nn.Module):
         ...
 
-Lookups of unknown names raise ``ValueError`` listing the known ones.
+Lookups of unknown names raise ``ValueError`` listing the known ones; so does
+an option a block does not take (:func:`build`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Iterable
 from typing import TypeVar
+
+from torch import nn
 
 MODALITIES = ("image", "time_series", "text", "tabular")
 
@@ -45,9 +49,15 @@ def _register(table: dict[str, type], name: str, what: str) -> Callable[[T], T]:
 def register_encoder(modality: str, name: str) -> Callable[[T], T]:
     """Class decorator: register an encoder of ``modality`` under ``name``.
 
-    The class is built as ``cls(input_shape=..., dim=..., n_heads=..., dropout=...,
-    **modality_kwargs, **encoder_options)`` and must map a batch of its modality
-    to tokens ``(B, n_tokens, dim)`` and implement ``token_provenance(input_shape)``.
+    The class (an ``nn.Module``) is built as ``cls(input_shape, dim, **settings,
+    **encoder_options)``: ``input_shape`` is the per-sample shape, ``settings``
+    are those of the model's settings ``n_heads``, ``dropout`` and, by modality,
+    ``vocab_size`` (text) or ``n_numeric`` and ``categorical_cardinalities``
+    (tabular) that ``__init__`` names (a ``**kwargs`` catch-all gets them all),
+    and ``encoder_options`` must be parameters it names (:func:`build`).
+    ``forward(x)`` maps a batch of the modality to tokens ``(B, n_tokens, dim)``;
+    ``token_provenance(input_shape)`` says where each token comes from;
+    ``padding_mask(x)`` returns ``(B, n_tokens)`` bool, True at real tokens, or None.
     """
     return _register(_ENCODERS[check_modality(modality)], name, f"{modality} encoder")
 
@@ -55,8 +65,11 @@ def register_encoder(modality: str, name: str) -> Callable[[T], T]:
 def register_decoder(modality: str, name: str) -> Callable[[T], T]:
     """Class decorator: register a decoder of ``modality`` under ``name``.
 
-    The class owns ``n_queries`` learned query tokens (``queries(batch_size, ...)``)
-    and maps conditioned queries ``(B, n_queries, dim)`` to its modality.
+    Built like an encoder (``cls(output_shape, dim, **settings, **decoder_options)``,
+    see :func:`register_encoder`). It owns ``n_queries`` learned query tokens,
+    returned by ``queries(batch_size, target=None, time_offset=None)`` as
+    ``(B, n_queries, dim)``; ``forward(conditioned)`` maps the conditioned queries
+    to its modality; ``query_provenance()`` says what each query stands for.
     """
     return _register(_DECODERS[check_modality(modality)], name, f"{modality} decoder")
 
@@ -64,11 +77,86 @@ def register_decoder(modality: str, name: str) -> Callable[[T], T]:
 def register_conditioning(name: str) -> Callable[[T], T]:
     """Class decorator: register a conditioning layer under ``name``.
 
-    The class is built as ``cls(dim=..., n_heads=..., dropout=..., **options)`` and
-    is called as ``layer(queries, condition, condition_mask, return_attention)``,
-    returning ``(conditioned_queries, attention_or_None)``.
+    The class is built as ``cls(dim=..., n_heads=..., dropout=..., **options)``
+    (``n_heads`` and ``dropout`` only when ``__init__`` names them; ``options``
+    must be parameters it names) and is called as ``layer(queries, condition,
+    condition_mask, return_attention)``, returning ``(conditioned_queries,
+    attention_or_None)``.
     """
     return _register(_CONDITIONING, name, "conditioning method")
+
+
+# ------------------------------------------------------------------ building
+
+
+def _parameters(cls: type) -> tuple[set[str], bool]:
+    """Keyword parameters ``cls(...)`` takes, following ``**kwargs`` handed to a base class.
+
+    Returns ``(names, open_ended)``; ``open_ended`` is True when a ``**kwargs``
+    catch-all leads nowhere named (the class takes any keyword).
+    """
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        if klass in (nn.Module, object):
+            return names, True
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(klass.__init__).parameters.values()
+        kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+        names |= {p.name for p in params if p.kind in kinds and p.name != "self"}
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            return names, False
+    return names, True  # pragma: no cover - every class ends at object
+
+
+def known_options(cls: type, settings: Iterable[str] = (), positional: int = 0) -> list[str]:
+    """The options a block takes: its keyword parameters less the model's own settings.
+
+    ``positional`` leading parameters (``input_shape, dim``) and any names in
+    ``cls.fixed_options`` (set by a subclass, e.g. the mixer of ``gru``) are left out.
+    """
+    names, _ = _parameters(cls)
+    leading: list[str] = []
+    for klass in cls.__mro__:  # the leading positional names of the first __init__
+        if "__init__" in vars(klass):
+            params = list(inspect.signature(klass.__init__).parameters)[1:]
+            leading = params[:positional]
+            break
+    fixed = set(getattr(cls, "fixed_options", ()))
+    return sorted(names - set(settings) - set(leading) - fixed)
+
+
+def build(
+    cls: type,
+    what: str,
+    args: tuple = (),
+    settings: dict | None = None,
+    options: dict | None = None,
+):
+    """Build ``cls(*args, **settings, **options)`` checking ``options`` first.
+
+    ``settings`` are the model's plumbing (``n_heads``, ``dropout``, ``vocab_size``,
+    ...): each is passed only when ``cls`` names it, or takes ``**kwargs``.
+    ``options`` are the user's: a name ``cls`` does not take raises
+    ``ValueError("<what>: unknown option 'x'; known: a, b")``, and a name that is
+    one of the model's settings raises too (set it on the model).
+    """
+    settings, options = dict(settings or {}), dict(options or {})
+    names, open_ended = _parameters(cls)
+    for key in options:
+        if key in settings:
+            raise ValueError(
+                f"{what}: {key!r} is a model setting ({key}={settings[key]!r}), not an option"
+            )
+    if not open_ended:
+        known = known_options(cls, settings, len(args))
+        for key in options:
+            if key not in known:
+                raise ValueError(
+                    f"{what}: unknown option {key!r}; known: {', '.join(known) or '(none)'}"
+                )
+        settings = {k: v for k, v in settings.items() if k in names}
+    return cls(*args, **settings, **options)
 
 
 def _lookup(table: dict[str, type], name: str, what: str) -> type:

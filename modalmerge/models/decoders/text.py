@@ -32,6 +32,8 @@ class TextDecoder(Decoder):
         Causal sequence model (a one-way GRU, or a transformer with a causal mask).
     """
 
+    fixed_options = ("mixer",)  # the registered subclasses choose it
+
     def __init__(
         self,
         output_shape,
@@ -41,7 +43,6 @@ class TextDecoder(Decoder):
         n_layers: int = 2,
         n_heads: int = 4,
         dropout: float = 0.0,
-        **_: object,
     ):
         super().__init__()
         (self.max_length,) = sample_shape(output_shape, 1, "text")
