@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -126,6 +128,137 @@ def test_known_options_still_reach_their_block_and_settings_reach_those_that_tak
         n_numeric=2,
     )
     assert image.encoder.n_blocks >= 1
+
+
+# ------------------------------------------------- plugin encoders (item 5)
+
+PLUGIN = """
+from torch import nn
+
+from modalmerge.models import TokenProvenance, register_encoder
+
+
+@register_encoder("time_series", "my_gru")
+class MyGRUEncoder(nn.Module):
+    def __init__(self, input_shape, dim, hidden=32):  # hidden: an encoder option
+        super().__init__()
+        self.gru = nn.GRU(input_shape[1], hidden, batch_first=True)
+        self.proj = nn.Linear(hidden, dim)
+
+    def forward(self, x):  # (B, T, channels) -> tokens (B, T, dim)
+        return self.proj(self.gru(x)[0])
+
+    def token_provenance(self, input_shape):
+        return TokenProvenance("time", input_shape[-2])
+"""
+
+
+@pytest.fixture
+def plugin_module(tmp_path, monkeypatch):
+    """The registry docstring's plain-nn.Module encoder, in a module on sys.path."""
+    from modalmerge.models import registry
+
+    name = "mm_test_plugin_encoders"
+    (tmp_path / f"{name}.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    # forget the plugin again after the test (the registry and sys.modules as before)
+    monkeypatch.setitem(registry._ENCODERS, "time_series", dict(registry._ENCODERS["time_series"]))
+    monkeypatch.delitem(sys.modules, name, raising=False)
+    return name
+
+
+def test_the_registry_docstring_example_matches_the_plugin_used_here():
+    from modalmerge.models import registry
+
+    assert "class MyGRUEncoder(nn.Module):" in registry.__doc__
+    example = [line.strip() for line in registry.__doc__.splitlines() if line.strip()]
+    for line in PLUGIN.splitlines()[5:]:  # from the decorator on
+        assert not line.strip() or line.strip() in example
+
+
+def test_a_plain_module_plugin_encoder_builds_trains_saves_and_loads(plugin_module, tmp_path):
+    from modalmerge.models import registry
+    from modalmerge.stages.common import load_experiment_model
+    from modalmerge.training.losses import make_loss
+    from modalmerge.training.schedule import make_optimizer
+
+    registry.import_plugins([plugin_module])
+    torch.manual_seed(0)
+    model = MultiModalModel(
+        "time_series",
+        "time_series",
+        condition_encoder="my_gru",
+        condition_shape=(6, 3),
+        target_shape=(6, 2),
+        embedding_dim=DIM,
+        num_attention_heads=2,
+        dropout=0.0,
+        encoder_options={"hidden": 8},
+    )
+    x, y = torch.randn(4, 6, 3), torch.randn(4, 6, 2)
+    before = model.encoder.proj.weight.detach().clone()
+    optimizer = make_optimizer(model, lr=1e-2, weight_decay=0.01)
+    make_loss("time_series")(model(x).prediction, y).backward()
+    optimizer.step()
+    assert not torch.equal(model.encoder.proj.weight, before)
+    path = model.save(tmp_path / "model.pt")
+    model.eval()
+    with torch.no_grad():
+        expected = model(x).prediction
+
+    # a fresh process: the plugin is neither imported nor registered
+    del registry._ENCODERS["time_series"]["my_gru"]
+    del sys.modules[plugin_module]
+    with pytest.raises(ValueError, match=r"unknown time_series encoder 'my_gru'.*plugins"):
+        MultiModalModel.load(path)
+    loaded, _ = load_experiment_model(path, plugins=[plugin_module])
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x).prediction, expected)
+
+
+def test_build_model_imports_the_experiment_plugins_first(plugin_module, tmp_path):
+    from modalmerge.io import InputError
+    from modalmerge.stages.common import build_model
+
+    experiment = {"name": "p", "condition": "time_series", "target": "time_series"}
+    with pytest.raises(ValueError, match="plugin module 'no_such_plugin_xyz' cannot be imported"):
+        build_model(tmp_path, {**experiment, "plugins": ["no_such_plugin_xyz"]})
+    with pytest.raises(InputError):  # no shards here; the plugin was imported before
+        build_model(tmp_path, {**experiment, "encoder": "my_gru", "plugins": [plugin_module]})
+    assert plugin_module in sys.modules
+
+
+def test_the_workflow_config_has_a_plugins_list_and_passes_it_to_the_stages():
+    from pathlib import Path
+
+    import yaml
+    from snakemake.utils import validate
+
+    root = Path(__file__).resolve().parents[1]
+    schema = str(root / "workflow/schemas/config.schema.yaml")
+    config = yaml.safe_load((root / "config.yaml").read_text())
+    validate(config, schema)
+    assert config["plugins"] == []
+    validate({**config, "plugins": ["my_lab.encoders"]}, schema)
+    with pytest.raises(Exception, match="plugins"):
+        validate({**config, "plugins": "my_lab.encoders"}, schema)
+    rules = (root / "workflow/rules/common.smk").read_text()
+    assert '"plugins": PLUGINS' in rules  # the experiment JSON of train/evaluate/figures
+
+
+def test_registration_refuses_what_the_model_could_not_use():
+    from modalmerge.models import register_decoder, register_encoder
+
+    with pytest.raises(TypeError, match="must be a torch.nn.Module class"):
+        register_encoder("time_series", "not_a_module")(object)
+
+    class NoProvenance(torch.nn.Module):
+        pass
+
+    with pytest.raises(TypeError, match=r"lacks token_provenance\(\)"):
+        register_encoder("time_series", "no_provenance")(NoProvenance)
+    with pytest.raises(TypeError, match=r"lacks queries\(\), query_provenance\(\)"):
+        register_decoder("time_series", "no_queries")(NoProvenance)
 
 
 # ------------------------------------------- FiLM / adaptive layer norm (item 6)

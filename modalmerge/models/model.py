@@ -286,7 +286,8 @@ class MultiModalModel(nn.Module):
         """Condition batch -> tokens ``(B, n_condition, dim)`` and padding mask ``(B, n)`` or None."""
         if self.validate_inputs:
             self._check(condition, self.condition_type, self.condition_shape, "condition")
-        return self.encoder(condition), self.encoder.padding_mask(condition)
+        padding_mask = getattr(self.encoder, "padding_mask", None)  # optional for plugins
+        return self.encoder(condition), None if padding_mask is None else padding_mask(condition)
 
     def forward(
         self,

@@ -2,20 +2,34 @@
 
 Every building block registers itself under a name with a decorator, so a new
 encoder, decoder or method plugs into :class:`~modalmerge.models.MultiModalModel`
-without editing the factory::
+without editing the factory. A plain ``nn.Module`` will do::
 
     @register_encoder("time_series", "my_gru")
     class MyGRUEncoder(nn.Module):
-        ...
+        def __init__(self, input_shape, dim, hidden=32):  # hidden: an encoder option
+            super().__init__()
+            self.gru = nn.GRU(input_shape[1], hidden, batch_first=True)
+            self.proj = nn.Linear(hidden, dim)
+
+        def forward(self, x):  # (B, T, channels) -> tokens (B, T, dim)
+            return self.proj(self.gru(x)[0])
+
+        def token_provenance(self, input_shape):
+            return TokenProvenance("time", input_shape[-2])
 
 Lookups of unknown names raise ``ValueError`` listing the known ones; so does
-an option a block does not take (:func:`build`).
+an option a block does not take (:func:`build`). A block defined outside the
+package is known once its module is imported: in the workflow, list the module
+under ``plugins:`` in the config (:func:`import_plugins`); in Python, import it
+before :meth:`MultiModalModel.load <modalmerge.models.MultiModalModel.load>`.
 """
 
 from __future__ import annotations
 
+import importlib
 import inspect
 from collections.abc import Callable, Iterable
+from types import ModuleType
 from typing import TypeVar
 
 from torch import nn
@@ -36,8 +50,16 @@ def check_modality(modality: str, role: str = "modality") -> str:
     return modality
 
 
-def _register(table: dict[str, type], name: str, what: str) -> Callable[[T], T]:
+def _register(
+    table: dict[str, type], name: str, what: str, methods: tuple[str, ...] = ()
+) -> Callable[[T], T]:
     def decorator(cls: T) -> T:
+        if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+            raise TypeError(f"{what} {name!r} must be a torch.nn.Module class, got {cls!r}")
+        missing = [m for m in methods if not callable(getattr(cls, m, None))]
+        if missing:
+            lacks = ", ".join(f"{m}()" for m in missing)
+            raise TypeError(f"{what} {name!r} ({cls.__name__}) lacks {lacks}")
         if name in table and table[name] is not cls:
             raise ValueError(f"{what} {name!r} is already registered as {table[name].__name__}")
         table[name] = cls
@@ -56,10 +78,13 @@ def register_encoder(modality: str, name: str) -> Callable[[T], T]:
     (tabular) that ``__init__`` names (a ``**kwargs`` catch-all gets them all),
     and ``encoder_options`` must be parameters it names (:func:`build`).
     ``forward(x)`` maps a batch of the modality to tokens ``(B, n_tokens, dim)``;
-    ``token_provenance(input_shape)`` says where each token comes from;
-    ``padding_mask(x)`` returns ``(B, n_tokens)`` bool, True at real tokens, or None.
+    ``token_provenance(input_shape)`` says where each token comes from. An
+    optional ``padding_mask(x)`` returns ``(B, n_tokens)`` bool, True at real
+    tokens (without it every token is real).
     """
-    return _register(_ENCODERS[check_modality(modality)], name, f"{modality} encoder")
+    return _register(
+        _ENCODERS[check_modality(modality)], name, f"{modality} encoder", ("token_provenance",)
+    )
 
 
 def register_decoder(modality: str, name: str) -> Callable[[T], T]:
@@ -71,7 +96,12 @@ def register_decoder(modality: str, name: str) -> Callable[[T], T]:
     ``(B, n_queries, dim)``; ``forward(conditioned)`` maps the conditioned queries
     to its modality; ``query_provenance()`` says what each query stands for.
     """
-    return _register(_DECODERS[check_modality(modality)], name, f"{modality} decoder")
+    return _register(
+        _DECODERS[check_modality(modality)],
+        name,
+        f"{modality} decoder",
+        ("queries", "query_provenance"),
+    )
 
 
 def register_conditioning(name: str) -> Callable[[T], T]:
@@ -159,10 +189,41 @@ def build(
     return cls(*args, **settings, **options)
 
 
+def import_plugins(modules: Iterable[str] | None) -> list[ModuleType]:
+    """Import third-party modules that register blocks (the config's ``plugins:``).
+
+    Parameters
+    ----------
+    modules : iterable of str
+        Importable module names (``my_lab.encoders``); importing one runs its
+        ``@register_encoder`` / ``@register_decoder`` / ``@register_conditioning``
+        decorators. None or empty imports nothing.
+
+    Raises
+    ------
+    ValueError
+        A name that is not a string or a module that cannot be imported.
+    """
+    if isinstance(modules, str):
+        modules = [modules]
+    imported = []
+    for name in modules or ():
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"plugins must be module names (strings), got {name!r}")
+        try:
+            imported.append(importlib.import_module(name))
+        except ImportError as err:
+            raise ValueError(f"plugin module {name!r} cannot be imported: {err}") from err
+    return imported
+
+
 def _lookup(table: dict[str, type], name: str, what: str) -> type:
     _import_builtins()
     if name not in table:
-        raise ValueError(f"unknown {what} {name!r}; known: {sorted(table)}")
+        raise ValueError(
+            f"unknown {what} {name!r}; known: {sorted(table)} (a block from outside "
+            "modalmerge is known once its module is imported: the config's plugins:)"
+        )
     return table[name]
 
 

@@ -139,7 +139,7 @@ def evaluate_experiment(
 def _evaluate(
     model_path, shard_dir, experiment, settings, out_metrics, out_predictions, truth_dir
 ) -> dict:
-    model, tokenizer = load_experiment_model(model_path)
+    model, tokenizer = load_experiment_model(model_path, experiment.get("plugins"))
     condition, target = experiment["condition"], experiment["target"]
     manifest = read_manifest(shard_dir)
     # left/right-style ROI views: the test pass also averages the attention (homologs below)
