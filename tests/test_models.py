@@ -151,7 +151,9 @@ def test_encoder_token_count_matches_its_provenance(modality, name, shape, optio
 def test_image_attention_reshapes_onto_grid_and_upsamples_onto_the_image():
     torch.manual_seed(0)
     shape = (1, 36, 44, 36)
-    model = tiny_model("image", "tabular", condition_encoder="resnet18", condition_shape=shape)
+    model = tiny_model(
+        "image", "tabular", condition_encoder="resnet18", condition_shape=shape, encoder_options={}
+    )
     model.eval()
     x = torch.randn(1, *shape)
     with torch.no_grad():
@@ -165,7 +167,11 @@ def test_image_attention_reshapes_onto_grid_and_upsamples_onto_the_image():
 
 def test_resnet_falls_back_to_layer3_on_small_images():
     model = tiny_model(
-        "image", "tabular", condition_encoder="resnet18", condition_shape=(1, 16, 16, 16)
+        "image",
+        "tabular",
+        condition_encoder="resnet18",
+        condition_shape=(1, 16, 16, 16),
+        encoder_options={},  # the cnn's n_blocks is no resnet option
     )
     assert model.encoder.feature_layer == "layer3"
     assert model.condition_provenance().grid_shape == (2, 2, 2)

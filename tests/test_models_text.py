@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -142,3 +143,40 @@ def test_generate_needs_a_text_target():
     )
     with pytest.raises(ValueError, match="needs a text target"):
         model.generate(torch.ones(1, 32, dtype=torch.long))
+
+
+def test_token_metrics_do_not_score_the_given_bos():
+    from modalmerge.evaluation.modality_metrics import text_metrics, token_accuracy, token_nll
+
+    true = np.array([[BOS_ID, 5, 6, EOS_ID, PAD_ID]])
+    pred = np.array([[BOS_ID, 5, 9, 7, 4]])  # bos right for free, 1 of 3 words right
+    assert token_accuracy(pred, true, bos_id=BOS_ID) == pytest.approx(1 / 3)
+    logits = np.zeros((1, 5, 8))
+    logits[0, 0, BOS_ID] = 50.0  # a sure bos does not lower the NLL of the words
+    assert token_nll(logits, true, bos_id=BOS_ID) == pytest.approx(np.log(8))
+    scores = text_metrics(logits, true, bos_id=BOS_ID)["scores"]
+    assert scores["perplexity"] == pytest.approx(8.0)
+    assert scores["token_accuracy"] == pytest.approx(0.0)
+
+
+def test_the_evaluate_stage_scores_text_without_the_given_bos():
+    from types import SimpleNamespace
+
+    from modalmerge.stages.evaluate import _evaluate_text
+
+    vocab = 8
+    true = np.array([[BOS_ID, 5, 6, EOS_ID, PAD_ID], [BOS_ID, 7, EOS_ID, PAD_ID, PAD_ID]])
+    logits = np.zeros((2, 5, vocab))
+    logits[:, 0, BOS_ID] = 50.0  # right at position 0 only, uniform elsewhere
+    test = SimpleNamespace(prediction=logits, target=true, subjects=["a", "b"])
+    train = SimpleNamespace(target=true)
+    record, arrays = {}, {}
+    _evaluate_text(record, arrays, train, test)
+    model, unigram = record["scores"]["model"], record["scores"]["group_mean"]
+    assert model["token_accuracy"] == pytest.approx(0.0)  # no free bos
+    assert model["perplexity"] == pytest.approx(vocab)
+    # the unigram baseline puts no mass on bos (or padding): 5, 6, 7 once, eos twice
+    counts = np.array([0, 0, 2, 0, 0, 1, 1, 1]) + 1.0
+    probs = counts / counts.sum()
+    words = [5, 6, EOS_ID, 7, EOS_ID]
+    assert unigram["perplexity"] == pytest.approx(np.exp(-np.mean(np.log(probs[words]))))

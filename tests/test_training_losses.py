@@ -44,6 +44,29 @@ def test_constant_series_gives_finite_loss():
     assert math.isfinite(loss.item())
 
 
+@pytest.mark.parametrize("wiggle", [0.0, 1e-7, 1e-5, 1e-3])
+def test_constant_or_nearly_constant_prediction_gives_finite_bounded_gradients(wiggle):
+    g = torch.Generator().manual_seed(0)
+    target = torch.randn(4, 20, 5, generator=g)
+    prediction = 0.3 + wiggle * torch.randn(4, 20, 5, generator=g)
+    prediction.requires_grad_(True)
+    make_loss("time_series", correlation_weight=0.5)(prediction, target).backward()
+    assert torch.isfinite(prediction.grad).all()
+    assert prediction.grad.abs().max().item() < 1e3
+
+
+def test_correlation_of_ordinary_series_is_the_textbook_pearson_r():
+    g = torch.Generator().manual_seed(1)
+    target = torch.randn(3, 30, 4, generator=g, dtype=torch.float64)
+    prediction = 0.5 * target + torch.randn(3, 30, 4, generator=g, dtype=torch.float64)
+    p = prediction - prediction.mean(1, keepdim=True)
+    t = target - target.mean(1, keepdim=True)
+    textbook = (p * t).sum(1) / (p.norm(dim=1) * t.norm(dim=1))
+    torch.testing.assert_close(
+        pearson_per_channel(prediction, target), textbook, atol=1e-5, rtol=1e-5
+    )
+
+
 def test_time_series_loss_rejects_mismatched_shapes():
     with pytest.raises(ValueError, match="prediction shape"):
         make_loss("time_series")(torch.zeros(1, 4, 2), torch.zeros(1, 4, 3))
@@ -72,9 +95,25 @@ def test_text_loss_ignores_padding():
 
 def test_text_loss_matches_hand_computed_cross_entropy():
     logits = torch.tensor([[[2.0, 0.0, 0.0]]])  # (1, 1, 3)
-    target = torch.tensor([[1]])
+    target = torch.tensor([[2]])
     expected = -(0.0 - math.log(math.exp(2) + 2))
     assert make_loss("text", pad_id=-1)(logits, target).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_text_loss_does_not_score_the_given_bos_at_position_0():
+    # the decoder is fed bos and the target starts with bos: position 0 is free
+    target = torch.tensor([[1, 5, 6, 2, 0], [1, 7, 2, 0, 0]])
+    logits = torch.randn(2, 5, 9, generator=torch.Generator().manual_seed(0))
+    loss = make_loss("text")(logits, target)
+    words = torch.nn.functional.cross_entropy(
+        logits[:, 1:].flatten(0, 1), target[:, 1:].flatten(), ignore_index=0
+    )
+    assert loss.item() == pytest.approx(words.item(), rel=1e-6)
+    cheat = logits.clone()
+    cheat[:, 0, 1] = 100.0  # a sure bos at position 0 earns nothing
+    assert make_loss("text")(cheat, target).item() == pytest.approx(loss.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="padding or bos"):
+        make_loss("text")(logits[:, :1], target[:, :1])
 
 
 def test_text_loss_rejects_all_padding_and_bad_shapes():

@@ -140,7 +140,18 @@ def _check_ids(ids, name: str) -> np.ndarray:
     return arr
 
 
-def token_accuracy(pred_ids: np.ndarray, true_ids: np.ndarray, pad_id: int = 0) -> float:
+def _scored(true_ids: np.ndarray, pad_id: int, bos_id: int | None) -> np.ndarray:
+    scored = true_ids != pad_id
+    if bos_id is not None:
+        scored &= true_ids != bos_id
+    if not scored.any():
+        raise ValueError("true_ids holds only padding: there is nothing to score")
+    return scored
+
+
+def token_accuracy(
+    pred_ids: np.ndarray, true_ids: np.ndarray, pad_id: int = 0, *, bos_id: int | None = None
+) -> float:
     """Fraction of non-padding positions where the predicted token is the true one.
 
     Parameters
@@ -149,6 +160,10 @@ def token_accuracy(pred_ids: np.ndarray, true_ids: np.ndarray, pad_id: int = 0) 
         Predicted (e.g. ``logits.argmax(-1)``) and true token ids, aligned by position.
     pad_id : int
         Positions where ``true_ids == pad_id`` are not scored.
+    bos_id : int, optional
+        Positions where ``true_ids == bos_id`` are not scored either: pass the
+        tokenizer's ``BOS_ID`` for the text decoder, which is given ``bos`` at
+        position 0 rather than predicting it.
 
     Returns
     -------
@@ -158,13 +173,13 @@ def token_accuracy(pred_ids: np.ndarray, true_ids: np.ndarray, pad_id: int = 0) 
     pred_ids, true_ids = _check_ids(pred_ids, "pred_ids"), _check_ids(true_ids, "true_ids")
     if pred_ids.shape != true_ids.shape:
         raise ValueError(f"pred_ids shape {pred_ids.shape} differs from true_ids {true_ids.shape}")
-    scored = true_ids != pad_id
-    if not scored.any():
-        raise ValueError("true_ids holds only padding: there is nothing to score")
+    scored = _scored(true_ids, pad_id, bos_id)
     return float((pred_ids[scored] == true_ids[scored]).mean())
 
 
-def token_nll(logits: np.ndarray, true_ids: np.ndarray, pad_id: int = 0) -> float:
+def token_nll(
+    logits: np.ndarray, true_ids: np.ndarray, pad_id: int = 0, *, bos_id: int | None = None
+) -> float:
     """Mean negative log-likelihood of the true tokens, in nats per non-padding token.
 
     Parameters
@@ -174,6 +189,9 @@ def token_nll(logits: np.ndarray, true_ids: np.ndarray, pad_id: int = 0) -> floa
     true_ids : ndarray of int, shape (n, L)
     pad_id : int
         Positions where ``true_ids == pad_id`` are not scored.
+    bos_id : int, optional
+        Positions where ``true_ids == bos_id`` are not scored either (see
+        :func:`token_accuracy`).
     """
     true_ids = _check_ids(true_ids, "true_ids")
     logits = np.asarray(logits, dtype=np.float64)
@@ -185,9 +203,7 @@ def token_nll(logits: np.ndarray, true_ids: np.ndarray, pad_id: int = 0) -> floa
         raise ValueError("logits hold NaN or infinite values")
     if true_ids.min() < 0 or true_ids.max() >= logits.shape[2]:
         raise ValueError(f"true_ids must lie in [0, {logits.shape[2]}) (the vocabulary)")
-    scored = true_ids != pad_id
-    if not scored.any():
-        raise ValueError("true_ids holds only padding: there is nothing to score")
+    scored = _scored(true_ids, pad_id, bos_id)
     logp = np.take_along_axis(log_softmax(logits, axis=-1), true_ids[..., None], axis=-1)[..., 0]
     return float(-logp[scored].mean())
 
@@ -223,19 +239,24 @@ def perplexity(
     return float(np.exp(nll))
 
 
-def text_metrics(logits: np.ndarray, true_ids: np.ndarray, pad_id: int = 0) -> dict[str, dict]:
+def text_metrics(
+    logits: np.ndarray, true_ids: np.ndarray, pad_id: int = 0, *, bos_id: int | None = None
+) -> dict[str, dict]:
     """Token accuracy and perplexity from logits ``(n, L, V)``, for ``metrics.json``.
+
+    Padding, and ``bos`` when ``bos_id`` is given, are not scored (see
+    :func:`token_accuracy`).
 
     Returns
     -------
     dict
         ``{"scores": {"token_accuracy": float, "perplexity": float}}``.
     """
-    nll = token_nll(logits, true_ids, pad_id)
+    nll = token_nll(logits, true_ids, pad_id, bos_id=bos_id)
     pred_ids = np.asarray(logits).argmax(axis=-1)
     return {
         "scores": {
-            "token_accuracy": token_accuracy(pred_ids, true_ids, pad_id),
+            "token_accuracy": token_accuracy(pred_ids, true_ids, pad_id, bos_id=bos_id),
             "perplexity": perplexity(nll),
         }
     }

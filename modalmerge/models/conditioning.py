@@ -7,8 +7,15 @@ by name; :class:`Conditioning` stacks ``n_layers`` of one method.
 - ``cross_attention``: multi-head attention, queries from the target, keys/values
   from the condition, then residual + LayerNorm + feed-forward.
 - ``film``: the pooled condition sets a per-feature scale and shift of the queries.
-- ``adain``: queries are normalised, then re-scaled/shifted from the condition
-  tokens' mean and standard deviation.
+- ``adaln`` (adaptive layer norm; ``adain`` is an older name for it, still
+  accepted): each query is layer-normalised over its features, then re-scaled
+  and shifted from the condition tokens' mean and standard deviation. It is not
+  instance normalisation: no statistic is taken across queries (tokens), so a
+  causal text decoder stays causal.
+
+``film`` and ``adaln`` start as the identity modulation: their last layer is
+zero-initialised, so at initialisation the scale is 1 and the shift 0 whatever
+the condition, and the output equals the unconditioned path.
 - ``concat``: the pooled condition is concatenated to every query and projected
   (the plain baseline).
 """
@@ -22,7 +29,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from modalmerge.models.layers import FeedForward, masked_mean
-from modalmerge.models.registry import get_conditioning, register_conditioning
+from modalmerge.models.registry import build, get_conditioning, register_conditioning
 
 
 class _ResidualFeedForward(nn.Module):
@@ -101,51 +108,72 @@ class CrossAttentionLayer(nn.Module):
         return self.ff(x), weights
 
 
+def _zero_init(linear: nn.Linear) -> nn.Linear:
+    """Zero weight and bias: a modulation head that starts at scale 1, shift 0."""
+    nn.init.zeros_(linear.weight)
+    nn.init.zeros_(linear.bias)
+    return linear
+
+
 @register_conditioning("film")
 class FiLMLayer(nn.Module):
-    """Feature-wise linear modulation: ``q * (1 + gamma(c)) + beta(c)`` from the pooled condition."""
+    """Feature-wise linear modulation: ``q * (1 + gamma(c)) + beta(c)`` from the pooled condition.
+
+    The last layer of ``gamma, beta`` starts at zero (identity modulation). No
+    normalisation follows the modulation (a LayerNorm there would cancel a gain
+    or shift shared by all features); the residual feed-forward block follows.
+    """
 
     def __init__(self, dim: int, n_heads: int = 8, dropout: float = 0.0):
         super().__init__()
         self.to_scale_shift = nn.Sequential(
-            nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU(), nn.Linear(dim, 2 * dim)
+            nn.LayerNorm(dim), nn.Linear(dim, dim), nn.GELU(), _zero_init(nn.Linear(dim, 2 * dim))
         )
-        self.norm = nn.LayerNorm(dim)
         self.ff = _ResidualFeedForward(dim, dropout)
+
+    def modulate(self, queries, condition, mask=None):
+        """The modulated queries ``q * (1 + gamma) + beta``, before the feed-forward block."""
+        gamma, beta = self.to_scale_shift(masked_mean(condition, mask)).chunk(2, dim=-1)
+        return queries * (1 + gamma.unsqueeze(1)) + beta.unsqueeze(1)
 
     def forward(self, queries, condition, mask=None, return_attention=False):
         """Queries (B, Q, dim), condition (B, N, dim) -> (B, Q, dim), None."""
-        gamma, beta = self.to_scale_shift(masked_mean(condition, mask)).chunk(2, dim=-1)
-        x = queries * (1 + gamma.unsqueeze(1)) + beta.unsqueeze(1)
-        return self.ff(self.norm(x)), None
+        return self.ff(self.modulate(queries, condition, mask)), None
 
 
-@register_conditioning("adain")
-class AdaINLayer(nn.Module):
-    """Adaptive instance normalisation driven by condition statistics.
+@register_conditioning("adaln")
+@register_conditioning("adain")  # its former name: older configs and saved models use it
+class AdaptiveLayerNormLayer(nn.Module):
+    """Adaptive layer normalisation driven by condition statistics (``adaln``, alias ``adain``).
 
     Each query is normalised over its features (no information passes between
-    queries, so causal text decoding stays causal); the condition tokens'
+    queries, so causal text decoding stays causal: this is a layer norm, not the
+    instance norm over tokens of AdaIN proper); the condition tokens'
     per-feature mean and standard deviation (after a linear projection) are mapped
-    to a scale ``1 + s`` and a shift ``b`` applied to the normalised queries.
+    to a scale ``1 + s`` and a shift ``b`` applied to the normalised queries. The
+    map starts at zero, so at initialisation the layer is
+    ``feed_forward(layer_norm(q))`` whatever the condition.
     """
 
     def __init__(self, dim: int, n_heads: int = 8, dropout: float = 0.0, eps: float = 1e-5):
         super().__init__()
         self.eps = eps
         self.project = nn.Linear(dim, dim)
-        self.to_scale_shift = nn.Linear(2 * dim, 2 * dim)
+        self.to_scale_shift = _zero_init(nn.Linear(2 * dim, 2 * dim))
         self.ff = _ResidualFeedForward(dim, dropout)
 
-    def forward(self, queries, condition, mask=None, return_attention=False):
-        """Queries (B, Q, dim), condition (B, N, dim) -> (B, Q, dim), None."""
+    def modulate(self, queries, condition, mask=None):
+        """The normalised, modulated queries, before the feed-forward block."""
         normalised = F.layer_norm(queries, queries.shape[-1:], eps=self.eps)
         c = self.project(condition)  # (B, N, dim)
         c_mean = masked_mean(c, mask)
         c_std = torch.sqrt(masked_mean((c - c_mean.unsqueeze(1)) ** 2, mask) + self.eps)
         scale, shift = self.to_scale_shift(torch.cat([c_mean, c_std], dim=-1)).chunk(2, dim=-1)
-        x = normalised * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
-        return self.ff(x), None
+        return normalised * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+
+    def forward(self, queries, condition, mask=None, return_attention=False):
+        """Queries (B, Q, dim), condition (B, N, dim) -> (B, Q, dim), None."""
+        return self.ff(self.modulate(queries, condition, mask)), None
 
 
 @register_conditioning("concat")
@@ -173,7 +201,8 @@ class Conditioning(nn.Module):
     Parameters
     ----------
     method : str
-        A registered name (``cross_attention``, ``film``, ``adain``, ``concat``, ...).
+        A registered name (``cross_attention``, ``film``, ``adaln`` (alias
+        ``adain``), ``concat``, ...).
     dim, n_heads, dropout : int, int, float
         Passed to every layer.
     n_layers : int
@@ -196,8 +225,9 @@ class Conditioning(nn.Module):
             raise ValueError(f"conditioning n_layers must be >= 1, got {n_layers}")
         layer_cls = get_conditioning(method)
         self.method = method
+        settings = {"dim": dim, "n_heads": n_heads, "dropout": dropout}
         self.layers = nn.ModuleList(
-            layer_cls(dim=dim, n_heads=n_heads, dropout=dropout, **(options or {}))
+            build(layer_cls, f"{method} conditioning", (), settings, options)
             for _ in range(n_layers)
         )
 

@@ -178,7 +178,13 @@ class SequenceMixer(nn.Module):
             raise ValueError(f"sequence mixer must be 'lstm', 'gru' or 'transformer', got {kind!r}")
 
     def forward(self, x: torch.Tensor, padding_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """``x`` (B, N, dim); ``padding_mask`` (B, N) True for real tokens (transformer only)."""
+        """``x`` (B, N, dim); ``padding_mask`` (B, N) True for real tokens.
+
+        The transformer masks the padded keys. Recurrent mixers expect the padding
+        at the end (``[bos, words, eos, pad, ...]``) and run on packed sequences of
+        each row's real length, so a backward pass starts at the last real token,
+        not at the padding; padded positions come out as ``norm(x)``.
+        """
         if self.kind == "transformer":
             n = x.shape[1]
             causal_mask = (
@@ -192,7 +198,17 @@ class SequenceMixer(nn.Module):
             return self.transformer(
                 x, mask=causal_mask, src_key_padding_mask=pad, is_causal=self.causal
             )
-        out, _ = self.rnn(x)
+        if padding_mask is None:
+            out, _ = self.rnn(x)
+        else:
+            lengths = padding_mask.sum(dim=1).clamp_min(1).cpu()
+            packed = nn.utils.rnn.pack_padded_sequence(
+                x, lengths, batch_first=True, enforce_sorted=False
+            )
+            out, _ = self.rnn(packed)
+            out, _ = nn.utils.rnn.pad_packed_sequence(
+                out, batch_first=True, total_length=x.shape[1]
+            )
         return self.norm(x + out)
 
 

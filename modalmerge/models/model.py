@@ -13,7 +13,7 @@ from torch import nn
 from modalmerge.io import InputError, atomic_path, require_file
 from modalmerge.models.conditioning import Conditioning
 from modalmerge.models.layers import TokenProvenance
-from modalmerge.models.registry import check_modality, get_decoder, get_encoder
+from modalmerge.models.registry import build, check_modality, get_decoder, get_encoder
 from modalmerge.models.text import Tokenizer
 from modalmerge.models.validation import check_batch, check_time_offset
 
@@ -66,7 +66,8 @@ class MultiModalModel(nn.Module):
     num_attention_heads : int
         Heads of the cross-attention and of transformer blocks; divides ``embedding_dim``.
     conditioning : str
-        ``cross_attention``, ``film``, ``adain`` or ``concat`` (or any registered method).
+        ``cross_attention``, ``film``, ``adaln`` (adaptive layer norm; ``adain``
+        is an accepted older name for it) or ``concat`` (or any registered method).
     conditioning_layers : int
         Conditioning layers stacked.
     condition_shape, target_shape : tuple of int, optional
@@ -94,6 +95,9 @@ class MultiModalModel(nn.Module):
     encoder_options, decoder_options, conditioning_options : dict, optional
         Extra keyword arguments (JSON-able) for the encoder, decoder and method,
         e.g. ``encoder_options={"tokenize": "roi"}``, ``decoder_options={"query": "roi"}``.
+        A name the block does not take is refused (``ValueError`` listing the
+        ones it takes); so is one of the model's own settings (``n_heads``,
+        ``dropout``, ``vocab_size``, ...), which are set above.
     """
 
     def __init__(
@@ -189,12 +193,15 @@ class MultiModalModel(nn.Module):
         except TypeError as err:
             raise ValueError(f"model options must be plain JSON values: {err}") from None
 
+        # the model's own settings reach a block when its __init__ names them;
+        # encoder_options / decoder_options are the user's, checked against the block
         common = {"n_heads": num_attention_heads, "dropout": dropout}
-        self.encoder = get_encoder(condition_type, self.condition_encoder_name)(
-            self.condition_shape,
-            embedding_dim,
-            **{**common, **self._modality_kwargs(condition_type, "condition")},
-            **(encoder_options or {}),
+        self.encoder = build(
+            get_encoder(condition_type, self.condition_encoder_name),
+            f"{self.condition_encoder_name} encoder",
+            (self.condition_shape, embedding_dim),
+            {**common, **self._modality_kwargs(condition_type, "condition")},
+            encoder_options,
         )
         self.conditioner = Conditioning(
             conditioning,
@@ -204,11 +211,12 @@ class MultiModalModel(nn.Module):
             conditioning_layers,
             conditioning_options,
         )
-        self.decoder = get_decoder(target_type, self.target_decoder_name)(
-            self.target_shape,
-            embedding_dim,
-            **{**common, **self._modality_kwargs(target_type, "target")},
-            **(decoder_options or {}),
+        self.decoder = build(
+            get_decoder(target_type, self.target_decoder_name),
+            f"{self.target_decoder_name} decoder",
+            (self.target_shape, embedding_dim),
+            {**common, **self._modality_kwargs(target_type, "target")},
+            decoder_options,
         )
 
     # ----------------------------------------------------------------- shapes
@@ -278,7 +286,8 @@ class MultiModalModel(nn.Module):
         """Condition batch -> tokens ``(B, n_condition, dim)`` and padding mask ``(B, n)`` or None."""
         if self.validate_inputs:
             self._check(condition, self.condition_type, self.condition_shape, "condition")
-        return self.encoder(condition), self.encoder.padding_mask(condition)
+        padding_mask = getattr(self.encoder, "padding_mask", None)  # optional for plugins
+        return self.encoder(condition), None if padding_mask is None else padding_mask(condition)
 
     def forward(
         self,

@@ -13,6 +13,7 @@ from modalmerge.data.shards.dataset import ShardDataset, collate_samples
 from modalmerge.data.shards.split_arrays import read_manifest, split_texts, tabular_schema
 from modalmerge.io import InputError, require_file
 from modalmerge.models.model import MultiModalModel
+from modalmerge.models.registry import import_plugins
 from modalmerge.models.text import Tokenizer
 
 TEXT_MAX_LENGTH = 48
@@ -49,7 +50,13 @@ def experiment_dataset(
 def build_model(
     shard_dir: str | Path, experiment: dict, tokenizer: Tokenizer | None = None
 ) -> MultiModalModel:
-    """Build the experiment's model with the shapes the shards hold."""
+    """Build the experiment's model with the shapes the shards hold.
+
+    The modules in ``experiment["plugins"]`` (the config's top-level ``plugins:``,
+    which the workflow adds to each experiment) are imported first, so the
+    experiment may name the blocks they register.
+    """
+    import_plugins(experiment.get("plugins"))
     condition, target = experiment["condition"], experiment["target"]
     probe = experiment_dataset(shard_dir, "train", experiment, tokenizer)
     if len(probe) == 0:
@@ -88,8 +95,15 @@ def build_model(
     )
 
 
-def load_experiment_model(model_path: str | Path) -> tuple[MultiModalModel, Tokenizer | None]:
-    """A trained model (eval mode, CPU) and its tokenizer (None without text)."""
+def load_experiment_model(
+    model_path: str | Path, plugins: list[str] | None = None
+) -> tuple[MultiModalModel, Tokenizer | None]:
+    """A trained model (eval mode, CPU) and its tokenizer (None without text).
+
+    ``plugins`` (the experiment's ``plugins``) are imported first: a model built
+    from a plugin's blocks loads only once they are registered again.
+    """
+    import_plugins(plugins)
     require_file(model_path, "trained model")
     try:
         model = MultiModalModel.load(model_path, map_location="cpu")

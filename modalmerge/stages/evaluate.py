@@ -44,6 +44,7 @@ from modalmerge.evaluation import modality_metrics
 from modalmerge.evaluation.baselines import GroupMeanBaseline, RidgeBaseline
 from modalmerge.evaluation.summary import write_metrics
 from modalmerge.io import InputError, atomic_path, require_file
+from modalmerge.models.text import BOS_ID, PAD_ID
 from modalmerge.stages.common import collect_split, load_experiment_model
 
 log = logging.getLogger(__name__)
@@ -138,7 +139,7 @@ def evaluate_experiment(
 def _evaluate(
     model_path, shard_dir, experiment, settings, out_metrics, out_predictions, truth_dir
 ) -> dict:
-    model, tokenizer = load_experiment_model(model_path)
+    model, tokenizer = load_experiment_model(model_path, experiment.get("plugins"))
     condition, target = experiment["condition"], experiment["target"]
     manifest = read_manifest(shard_dir)
     # left/right-style ROI views: the test pass also averages the attention (homologs below)
@@ -461,15 +462,16 @@ def _evaluate_tabular(record, arrays, train, test, x_train, x_test, alphas, n_co
 
 def _evaluate_text(record, arrays, train, test):
     logits, true = test.prediction, test.target.astype(np.int64)
-    model_scores = modality_metrics.text_metrics(logits, true)["scores"]
+    # bos at position 0 is given to the decoder, not predicted: neither side is scored on it
+    model_scores = modality_metrics.text_metrics(logits, true, bos_id=BOS_ID)["scores"]
     # group "mean" for text: the training corpus's unigram distribution at every position
     counts = np.bincount(train.target.astype(np.int64).ravel(), minlength=logits.shape[-1])
-    counts[0] = 0
+    counts[[PAD_ID, BOS_ID]] = 0
     probs = (counts + 1.0) / (counts + 1.0).sum()
     unigram = np.broadcast_to(np.log(probs), logits.shape)
     record["scores"] = {
         "model": model_scores,
-        "group_mean": modality_metrics.text_metrics(unigram, true)["scores"],
+        "group_mean": modality_metrics.text_metrics(unigram, true, bos_id=BOS_ID)["scores"],
     }
     arrays.update(subjects=np.asarray(test.subjects), prediction=logits.argmax(-1), target=true)
 

@@ -168,7 +168,7 @@ def draw_experiment_figures(
             "image_prediction",
         )
 
-    model, tokenizer = load_experiment_model(model_path)
+    model, tokenizer = load_experiment_model(model_path, experiment.get("plugins"))
     if target == "tabular":
         manifest = read_manifest(shard_dir)
         if manifest.get("sample_unit") == "region" and "target_raw" in arrays:

@@ -78,12 +78,20 @@ def _check_same_shape(prediction: Tensor, target: Tensor, what: str) -> None:
 def pearson_per_channel(prediction: Tensor, target: Tensor, eps: float = 1e-8) -> Tensor:
     """Pearson correlation over time for every sample and channel.
 
+    ``r = mean(p t) / sqrt((var(p) + eps) (var(t) + eps))`` with ``p``, ``t`` centred
+    over time. ``eps`` sits inside the root, with each variance (per time point), so
+    a constant or nearly constant series has correlation about 0 and finite,
+    bounded gradients (at most about ``max|t| / (T sqrt(eps var(t)))`` per entry)
+    instead of the ``0 / 0`` of ``sqrt(var(p))`` at a constant series.
+
     Parameters
     ----------
     prediction, target : Tensor
         ``(B, T, R)``: batch, time points, channels (ROIs).
     eps : float
-        Added to the product of norms; a constant series gets correlation 0.
+        Added to each variance (a floor of ``sqrt(eps)`` on each standard
+        deviation); it changes r by about ``(eps / var(p) + eps / var(t)) / 2``,
+        relatively: 1e-8 for standardised series.
 
     Returns
     -------
@@ -92,9 +100,10 @@ def pearson_per_channel(prediction: Tensor, target: Tensor, eps: float = 1e-8) -
     """
     p = prediction - prediction.mean(dim=1, keepdim=True)
     t = target - target.mean(dim=1, keepdim=True)
-    covariance = (p * t).sum(dim=1)
-    norms = p.pow(2).sum(dim=1).sqrt() * t.pow(2).sum(dim=1).sqrt()
-    return covariance / (norms + eps)
+    covariance = (p * t).mean(dim=1)
+    variance_p = p.pow(2).mean(dim=1) + eps
+    variance_t = t.pow(2).mean(dim=1) + eps
+    return covariance * torch.rsqrt(variance_p * variance_t)
 
 
 @register_loss("time_series")
@@ -160,23 +169,29 @@ class ImageLoss(nn.Module):
 
 @register_loss("text")
 class TextLoss(nn.Module):
-    """Token cross-entropy that ignores padding.
+    """Token cross-entropy that scores neither padding nor the given ``bos``.
 
     ``prediction[:, i]`` holds the logits for ``target[:, i]``: the text decoder
     feeds the target shifted right (bos first) for teacher forcing, so no shift
-    happens here.
+    happens here. Position 0 of a target is always ``bos``, which the decoder is
+    given rather than predicts (``generate`` writes it without asking the
+    model); a target id equal to ``bos_id`` is therefore not scored, like padding.
 
     Parameters
     ----------
     pad_id : int
         Token id ignored by the loss (0 for :class:`modalmerge.models.text.Tokenizer`).
+    bos_id : int or None
+        Beginning-of-sequence id, not scored either (1 for the Tokenizer); None
+        scores it.
     label_smoothing : float
         Passed to :func:`torch.nn.functional.cross_entropy`.
     """
 
-    def __init__(self, pad_id: int = 0, label_smoothing: float = 0.0):
+    def __init__(self, pad_id: int = 0, bos_id: int | None = 1, label_smoothing: float = 0.0):
         super().__init__()
         self.pad_id = int(pad_id)
+        self.bos_id = None if bos_id is None else int(bos_id)
         self.label_smoothing = float(label_smoothing)
 
     def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
@@ -186,11 +201,14 @@ class TextLoss(nn.Module):
                 f"text loss expects logits (B, L, V) and ids (B, L); got "
                 f"{tuple(prediction.shape)} and {tuple(target.shape)}"
             )
+        target = target.long()
+        if self.bos_id is not None:
+            target = target.masked_fill(target == self.bos_id, self.pad_id)
         if (target != self.pad_id).sum() == 0:
-            raise ValueError("text loss: every target token is padding")
+            raise ValueError("text loss: every target token is padding or bos")
         return F.cross_entropy(
             prediction.float().flatten(0, 1),
-            target.long().flatten(),
+            target.flatten(),
             ignore_index=self.pad_id,
             label_smoothing=self.label_smoothing,
         )

@@ -6,12 +6,44 @@ import math
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 SCHEDULERS = ("cosine", "onecycle", "constant")
 
 
+# layers whose ``weight`` is a weight matrix (or kernel) that weight decay should shrink
+_DECAYED_LAYERS = (nn.Linear, nn.modules.conv._ConvNd)
+
+
+def decay_parameter_names(model: nn.Module) -> set[str]:
+    """Names of the parameters AdamW decays: the weight matrices of the model's layers.
+
+    These are the ``weight`` of linear and (transposed) convolution layers, the
+    weight matrices of recurrent layers (``weight_ih_l*``, ``weight_hh_l*``) and
+    the input projections of multi-head attention (``in_proj_weight``, ...).
+    Nothing else is decayed: biases, normalisation scales, embedding tables,
+    learned queries and position tables (decay would pull a lookup table or a
+    query towards zero without regularising any map).
+    """
+    names = set()
+    for module_name, module in model.named_modules():
+        prefix = f"{module_name}." if module_name else ""
+        for param_name, param in module.named_parameters(recurse=False):
+            if param is None:
+                continue
+            if (
+                (isinstance(module, _DECAYED_LAYERS) and param_name == "weight")
+                or (isinstance(module, nn.RNNBase) and param_name.startswith("weight_"))
+                or (
+                    isinstance(module, nn.MultiheadAttention) and param_name.endswith("proj_weight")
+                )
+            ):
+                names.add(prefix + param_name)
+    return names
+
+
 def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> torch.optim.AdamW:
-    """AdamW (betas 0.9, 0.95) decaying matrices and kernels, not biases or norm scales.
+    """AdamW (betas 0.9, 0.95) decaying only the weight matrices of layers.
 
     Parameters
     ----------
@@ -20,12 +52,22 @@ def make_optimizer(model: torch.nn.Module, lr: float, weight_decay: float) -> to
     lr : float
         Peak learning rate.
     weight_decay : float
-        Decoupled weight decay of parameters with two or more dimensions.
+        Decoupled weight decay of the parameters :func:`decay_parameter_names`
+        lists (linear, convolution, recurrent and attention weight matrices);
+        embeddings, learned queries, position tables, biases and norms get none.
+
+    Returns
+    -------
+    torch.optim.AdamW
+        Two parameter groups: decayed first, then not decayed.
     """
-    decay, no_decay = [], []
-    for param in model.parameters():
-        if param.requires_grad:
-            (decay if param.dim() >= 2 else no_decay).append(param)
+    decayed = decay_parameter_names(model)
+    decay, no_decay, seen = [], [], set()
+    for name, param in model.named_parameters():
+        if not param.requires_grad or id(param) in seen:
+            continue
+        seen.add(id(param))
+        (decay if name in decayed else no_decay).append(param)
     groups = [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
@@ -49,7 +91,8 @@ def make_scheduler(
     name : {"cosine", "onecycle", "constant"}
         ``cosine``: linear warm-up over ``warmup_fraction`` of the steps, then a
         cosine decay to ``min_lr_ratio`` x peak; ``onecycle``:
-        :class:`torch.optim.lr_scheduler.OneCycleLR` with ``pct_start=warmup_fraction``;
+        :class:`torch.optim.lr_scheduler.OneCycleLR` with ``pct_start=warmup_fraction``
+        and ``cycle_momentum=False``, so Adam's betas stay the optimizer's (0.9, 0.95);
         ``constant``: the peak rate throughout.
     total_steps : int
         Optimizer steps in the whole run (epochs x batches per epoch).
@@ -70,7 +113,11 @@ def make_scheduler(
     if name == "onecycle":
         peak = [group["lr"] for group in optimizer.param_groups]
         return torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, max_lr=peak, total_steps=total_steps, pct_start=max(warmup_fraction, 1e-3)
+            optimizer,
+            max_lr=peak,
+            total_steps=total_steps,
+            pct_start=max(warmup_fraction, 1e-3),
+            cycle_momentum=False,  # OneCycleLR would cycle beta1 between 0.85 and 0.95
         )
     if name == "constant":
         return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)

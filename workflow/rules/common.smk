@@ -28,6 +28,7 @@ ACQUIRE_CODE = code_fingerprint(
     "modalmerge.stages.acquire", source_module_name(config["dataset"]["kind"])
 )
 EXPERIMENTS = {e["name"]: e for e in config["experiments"]}
+PLUGINS = config.get("plugins", [])  # modules registering model blocks, imported by the stages
 ENV = "../../envs/modalmerge.yaml"
 
 if len(EXPERIMENTS) != len(config["experiments"]):
@@ -141,7 +142,10 @@ def fingerprint(*modules):
 
 
 def experiment_json(wildcards):
-    return as_json(EXPERIMENTS[wildcards.experiment])
+    """The experiment's config, plus the top-level `plugins` (when there are any) for the
+    stages that build or load its model."""
+    experiment = EXPERIMENTS[wildcards.experiment]
+    return as_json({**experiment, "plugins": PLUGINS} if PLUGINS else experiment)
 
 
 def experiment_gpus(wildcards):

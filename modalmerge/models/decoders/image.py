@@ -40,7 +40,6 @@ class DeconvImageDecoder(Decoder):
         n_upsample: int | None = None,
         max_queries: int = 256,
         min_channels: int = 16,
-        **_: object,
     ):
         super().__init__()
         spatial_dims = len(output_shape) - 1

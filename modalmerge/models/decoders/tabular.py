@@ -38,7 +38,6 @@ class TabularDecoder(Decoder):
         n_layers: int = 1,
         dropout: float = 0.0,
         labels: list[str] | None = None,
-        **_: object,
     ):
         super().__init__()
         cards = [int(c) for c in categorical_cardinalities]

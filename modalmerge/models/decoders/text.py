@@ -14,8 +14,11 @@ class TextDecoder(Decoder):
     """A causal language model whose position queries are conditioned before decoding.
 
     Query ``i`` is the embedding of the previous target id (``bos`` for ``i = 0``)
-    plus a learned position, so ``logits[:, i]`` predicts ``target[:, i]``: train
-    with ``cross_entropy(logits.transpose(1, 2), target, ignore_index=0)``.
+    plus a learned position, so ``logits[:, i]`` predicts ``target[:, i]``. A
+    target starts with ``bos``, which the decoder is given, not asked for
+    (:meth:`generate` writes it): train and score on positions ``1..`` only, as
+    :class:`~modalmerge.training.losses.TextLoss` does (padding and ``bos`` are
+    not scored).
 
     Parameters
     ----------
@@ -29,6 +32,8 @@ class TextDecoder(Decoder):
         Causal sequence model (a one-way GRU, or a transformer with a causal mask).
     """
 
+    fixed_options = ("mixer",)  # the registered subclasses choose it
+
     def __init__(
         self,
         output_shape,
@@ -38,7 +43,6 @@ class TextDecoder(Decoder):
         n_layers: int = 2,
         n_heads: int = 4,
         dropout: float = 0.0,
-        **_: object,
     ):
         super().__init__()
         (self.max_length,) = sample_shape(output_shape, 1, "text")

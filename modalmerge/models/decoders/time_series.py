@@ -35,6 +35,8 @@ class TimeSeriesDecoder(Decoder):
         Sequence-model sizes.
     """
 
+    fixed_options = ("mixer",)  # the registered subclasses choose it
+
     def __init__(
         self,
         output_shape,
@@ -45,7 +47,6 @@ class TimeSeriesDecoder(Decoder):
         n_heads: int = 4,
         dropout: float = 0.0,
         labels: list[str] | None = None,
-        **_: object,
     ):
         super().__init__()
         if query not in ("time", "roi"):

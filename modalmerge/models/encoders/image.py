@@ -70,6 +70,8 @@ class ResNetEncoder(_GridEncoder):
         ``("group", {"num_groups": 8})``.
     """
 
+    fixed_options = ("depth",)  # resnet18/34/50 choose it
+
     def __init__(
         self,
         input_shape,
@@ -79,7 +81,6 @@ class ResNetEncoder(_GridEncoder):
         min_tokens: int = 8,
         conv1_stride: int = 1,
         norm: str | tuple = "batch",
-        **_: object,
     ):
         spatial_dims = len(input_shape) - 1
         if spatial_dims not in (2, 3):
@@ -187,7 +188,6 @@ class CNNEncoder(_GridEncoder):
         channels: int = 16,
         n_blocks: int | str = "auto",
         min_side: int = 4,
-        **_: object,
     ):
         spatial_dims = len(input_shape) - 1
         if spatial_dims not in (2, 3):

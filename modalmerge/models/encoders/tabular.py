@@ -57,7 +57,6 @@ class TabularEncoder(Encoder):
         n_layers: int = 1,
         dropout: float = 0.0,
         labels: list[str] | None = None,
-        **_: object,
     ):
         super().__init__()
         cards = [int(c) for c in categorical_cardinalities]

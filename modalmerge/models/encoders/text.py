@@ -25,6 +25,8 @@ class TextEncoder(Encoder):
         Sequence model.
     """
 
+    fixed_options = ("mixer",)  # the registered subclasses choose it
+
     def __init__(
         self,
         input_shape,
@@ -34,7 +36,6 @@ class TextEncoder(Encoder):
         n_layers: int = 1,
         n_heads: int = 4,
         dropout: float = 0.0,
-        **_: object,
     ):
         super().__init__()
         (self.max_length,) = sample_shape(input_shape, 1, "text")

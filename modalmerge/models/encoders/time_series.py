@@ -38,6 +38,8 @@ class TimeSeriesEncoder(Encoder):
         Channel names (``tokenize="roi"``), reported in the provenance.
     """
 
+    fixed_options = ("mixer",)  # the registered subclasses choose it
+
     def __init__(
         self,
         input_shape,
@@ -48,7 +50,6 @@ class TimeSeriesEncoder(Encoder):
         n_heads: int = 4,
         dropout: float = 0.0,
         labels: list[str] | None = None,
-        **_: object,
     ):
         super().__init__()
         if tokenize not in TOKENIZATIONS:
