@@ -115,3 +115,15 @@ def test_settings_import_no_numpy_or_torch():
     code = "import sys, modalmerge.settings; print(sorted(m for m in ('numpy', 'torch', 'yaml') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_cli_refuses_a_bad_setting_naming_the_key(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "modalmerge.cli", "parcellate", "--settings",
+         '{"connectivity": "tangent"}', "--t1", "a", "--atlas", "b", "--labels", "c",
+         "--out", str(tmp_path / "o.npz")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert result.returncode != 0
+    assert "parcellate.connectivity: must be one of" in result.stderr
+    assert "Traceback" not in result.stderr
