@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 import pytest
-from workflow_utils import REPO, load_yaml
+from workflow_utils import REPO, copy_project, load_yaml, snakemake, write_config
 
 from modalmerge import settings as typed
 from modalmerge.settings_schema import SCHEMA_PATH, render
@@ -127,3 +127,34 @@ def test_cli_refuses_a_bad_setting_naming_the_key(tmp_path):
     assert result.returncode != 0
     assert "parcellate.connectivity: must be one of" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    workdir = copy_project(tmp_path_factory.mktemp("settings_project"))
+    return workdir, load_yaml(workdir / "configs" / "tiny.yaml")
+
+
+@pytest.mark.parametrize(
+    ("section", "edit", "message"),
+    [
+        ("parcellate", {"connectivity": "tangent"}, "parcellate.connectivity: must be one of"),
+        ("preprocess", {"high_pass": 0}, "preprocess.high_pass: must be > 0 or null, got 0"),
+        ("shard", {"windw": 30}, "shard.windw: unknown key"),
+    ],
+)
+def test_dry_run_with_a_bad_value_stops_naming_the_key(project, section, edit, message):
+    workdir, config = project
+    write_config(workdir, {**config, section: {**config[section], **edit}})
+    result = snakemake(workdir, "--dry-run")
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("kind", ["covariance", "precision"])
+def test_dry_run_accepts_the_connectivity_kinds_parcellate_computes(project, kind):
+    workdir, config = project
+    write_config(workdir, {**config, "parcellate": {"connectivity": kind}})
+    result = snakemake(workdir, "--dry-run", "--printshellcmds")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f'"connectivity": "{kind}"' in result.stdout  # the parcellate jobs' --settings
