@@ -137,7 +137,7 @@ class Fractions(_Section):
     SECTION = "shard.fractions"
     train: float = F(0.7, doc="training share", gt=0, le=1)
     val: float = F(0.15, doc="validation share", ge=0, le=1)
-    test: float = F(0.15, doc="test share", gt=0, le=1)
+    test: float = F(0.15, doc="test share (> 0 in the workflow: evaluate scores it)", ge=0, le=1)
     path: InitVar[str | None] = None
 
     def __post_init__(self, path: str | None = None) -> None:
@@ -373,6 +373,8 @@ def from_config(config: Mapping) -> WorkflowSettings:
     sections = {
         name: from_dict(name, config.get(name)) for name in SECTIONS if name != "experiments"
     }
+    if sections["shard"].fractions.test == 0:  # the package may write shards without a test split
+        raise ValueError("shard.fractions.test: must be > 0 (the evaluate stage scores it), got 0")
     return WorkflowSettings(experiments=experiments, **sections)
 
 

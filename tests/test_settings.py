@@ -105,6 +105,15 @@ def test_whole_config_is_typed_and_duplicate_experiment_names_are_refused():
             "name": "b", "condition": "image", "target": "text", "heads": 0}]})  # fmt: skip
 
 
+def test_a_workflow_needs_a_test_split_the_package_does_not():
+    fractions = {"train": 1.0, "val": 0.0, "test": 0.0}  # e.g. a benchmark's shards
+    assert typed.from_dict("shard", {"fractions": fractions}).fractions.test == 0
+    config = load_yaml(REPO / "config.yaml")
+    config["shard"]["fractions"] = fractions
+    with pytest.raises(ValueError, match=r"shard\.fractions\.test: must be > 0"):
+        typed.from_config(config)
+
+
 def test_dataset_kinds_are_the_registered_sources():
     from modalmerge.data.sources import SOURCES
 
