@@ -11,7 +11,7 @@ CORES ?= 2
 BIN := $(VENV)/bin
 export PATH := $(abspath $(BIN)):$(PATH)
 
-.PHONY: setup run real-demo real-group test lint report clean
+.PHONY: setup run real-demo real-group test lint report schema clean
 
 setup: $(VENV)/.installed
 
@@ -43,9 +43,14 @@ report: setup
 test: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
+# the config schema is generated from modalmerge/settings.py (the one definition of the settings)
+schema: setup
+	$(BIN)/python -m modalmerge.settings_schema
+
 lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/python -m modalmerge.settings_schema --check
 	$(BIN)/snakemake --lint --cores 1
 
 clean:

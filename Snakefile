@@ -2,6 +2,8 @@
 # The science lives in the `modalmerge` package; each rule calls one `modalmerge` subcommand.
 from snakemake.utils import min_version, validate
 
+from modalmerge.settings import from_config
+
 min_version("9.0")
 
 
@@ -12,6 +14,11 @@ if not workflow.overwrite_configfiles:
     configfile: "config.yaml"
 
 
+# Every section typed (modalmerge/settings.py, the one definition of keys, defaults and allowed
+# values): a bad value stops the DAG here with a message naming its key, e.g.
+# "preprocess.high_pass: must be > 0 or null, got 0". The schema, generated from the same
+# dataclasses (`make schema`), then fills their defaults into `config`.
+SETTINGS = from_config(config)
 validate(config, "workflow/schemas/config.schema.yaml")
 
 

@@ -14,6 +14,8 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 
+from modalmerge import settings as typed
+
 log = logging.getLogger("modalmerge")
 
 
@@ -25,6 +27,20 @@ def _json(text: str) -> dict:
     if not isinstance(value, dict):
         raise argparse.ArgumentTypeError(f"expected a JSON object, got {type(value).__name__}")
     return value
+
+
+def _section(name: str) -> Callable[[str], object]:
+    """An argparse type: JSON text -> the typed settings of config section ``name``
+    (defaults filled; a bad key is an error naming it, e.g. ``preprocess.high_pass``)."""
+
+    def parse(text: str):
+        try:
+            return typed.from_dict(name, _json(text))
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    parse.__name__ = f"{name} settings"
+    return parse
 
 
 def _acquire_cohort(a: argparse.Namespace) -> None:
@@ -104,8 +120,8 @@ def _evaluate(a: argparse.Namespace) -> None:
     evaluate_experiment(
         a.model,
         a.shards,
-        a.experiment,
-        a.settings,
+        typed.to_dict(a.experiment),
+        typed.to_dict(a.settings),
         a.out_metrics,
         a.out_predictions,
         truth_dir=a.truth,
@@ -167,7 +183,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subject", required=True)
 
     p = command("preprocess", _preprocess, "resample, mask, clean one subject")
-    p.add_argument("--settings", type=_json, required=True, help="config['preprocess'] as JSON")
+    p.add_argument(
+        "--settings",
+        type=_section("preprocess"),
+        required=True,
+        help="config['preprocess'] as JSON",
+    )
     for name in ("t1", "atlas", "out-t1"):
         p.add_argument(f"--{name}", required=True)
     for name in ("bold", "out-bold"):  # both omitted for anatomy-only data
@@ -188,13 +209,20 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(
         "parcellate", _parcellate, "ROI time series, connectivity and features of one subject"
     )
-    p.add_argument("--settings", type=_json, required=True, help="config['parcellate'] as JSON")
+    p.add_argument(
+        "--settings",
+        type=_section("parcellate"),
+        required=True,
+        help="config['parcellate'] as JSON",
+    )
     for name in ("t1", "atlas", "labels", "out"):
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--bold", default=None, help="omit for anatomy-only data")
 
     p = command("shard", _shard, "write HDF5 shards with subject-level splits")
-    p.add_argument("--settings", type=_json, required=True, help="config['shard'] as JSON")
+    p.add_argument(
+        "--settings", type=_section("shard"), required=True, help="config['shard'] as JSON"
+    )
     for name in ("subjects", "parcellated", "anatomy"):
         p.add_argument(f"--{name}", nargs="+", required=True)
     p.add_argument("--texts", nargs="+", default=None, help="omit for data without texts")
@@ -211,22 +239,36 @@ def build_parser() -> argparse.ArgumentParser:
         _shard_regions,
         "write HDF5 shards whose samples are regions, split in spatial blocks",
     )
-    p.add_argument("--settings", type=_json, required=True, help="config['shard'] as JSON")
+    p.add_argument(
+        "--settings", type=_section("shard"), required=True, help="config['shard'] as JSON"
+    )
     p.add_argument("--regions", required=True, help="raw/regions.tsv")
     p.add_argument("--out", required=True)
 
     p = command("train", _train, "train one experiment")
-    p.add_argument("--settings", type=_json, required=True, help="config['train'] as JSON")
     p.add_argument(
-        "--experiment", type=_json, required=True, help="one entry of config['experiments']"
+        "--settings", type=_section("train"), required=True, help="config['train'] as JSON"
+    )
+    p.add_argument(
+        "--experiment",
+        type=_section("experiments"),
+        required=True,
+        help="one entry of config['experiments']",
     )
     p.add_argument("--shards", required=True)
     p.add_argument("--out-dir", required=True)
     p.add_argument("--threads", type=int, default=1)
 
     p = command("evaluate", _evaluate, "evaluate one experiment on held-out test subjects")
-    p.add_argument("--settings", type=_json, required=True, help="config['evaluate'] as JSON")
-    p.add_argument("--experiment", type=_json, required=True)
+    p.add_argument(
+        "--settings", type=_section("evaluate"), required=True, help="config['evaluate'] as JSON"
+    )
+    p.add_argument(
+        "--experiment",
+        type=_section("experiments"),
+        required=True,
+        help="one entry of config['experiments']",
+    )
     for name in ("model", "shards", "out-metrics", "out-predictions"):
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--truth", default=None, help="truth/ of a synthetic dataset (noise ceiling)")
@@ -236,8 +278,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
 
     p = command("figures", _figures, "draw one experiment's figures")
-    p.add_argument("--settings", type=_json, required=True, help="config['figures'] as JSON")
-    p.add_argument("--experiment", type=_json, required=True)
+    p.add_argument(
+        "--settings", type=_section("figures"), required=True, help="config['figures'] as JSON"
+    )
+    p.add_argument(
+        "--experiment",
+        type=_section("experiments"),
+        required=True,
+        help="one entry of config['experiments']",
+    )
     for name in (
         "model",
         "history",
@@ -251,7 +300,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{name}", required=True)
 
     p = command("summary-chart", _summary_chart, "draw every experiment against its baselines")
-    p.add_argument("--settings", type=_json, required=True)
+    p.add_argument(
+        "--settings", type=_section("figures"), required=True, help="config['figures'] as JSON"
+    )
     p.add_argument("--summary", required=True)
     p.add_argument("--out", required=True)
 

@@ -78,16 +78,3 @@ def require_file(path: str | os.PathLike, what: str = "input file") -> Path:
     if path.is_file() and path.stat().st_size == 0:
         raise InputError(path, f"{what} is empty")
     return path
-
-
-def merge_params(params: dict | None, defaults: dict, stage: str) -> dict:
-    """``params`` merged over ``defaults``; an unknown key is a ValueError naming it.
-
-    Every stage validates its config section this way, so a typo fails at once
-    with the list of the keys the stage knows.
-    """
-    params = dict(params or {})
-    unknown = sorted(set(params) - set(defaults))
-    if unknown:
-        raise ValueError(f"unknown {stage} parameter(s) {unknown}; known: {sorted(defaults)}")
-    return {**defaults, **params}

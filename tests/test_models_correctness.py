@@ -242,8 +242,16 @@ def test_the_workflow_config_has_a_plugins_list_and_passes_it_to_the_stages():
     validate({**config, "plugins": ["my_lab.encoders"]}, schema)
     with pytest.raises(Exception, match="plugins"):
         validate({**config, "plugins": "my_lab.encoders"}, schema)
-    rules = (root / "workflow/rules/common.smk").read_text()
-    assert '"plugins": PLUGINS' in rules  # the experiment JSON of train/evaluate/figures
+    # the typed settings give every experiment the plugins, so the experiment JSON that
+    # train, evaluate and figures receive carries them
+    from modalmerge.settings import from_config, to_dict
+
+    settings = from_config({**config, "plugins": ["my_lab.encoders"]})
+    assert all(e.plugins == ("my_lab.encoders",) for e in settings.experiments)
+    assert to_dict(settings.experiments[0])["plugins"] == ["my_lab.encoders"]
+    assert from_config(config).experiments[0].plugins is None
+    with pytest.raises(ValueError, match="plugins"):
+        from_config({**config, "plugins": "my_lab.encoders"})
 
 
 def test_registration_refuses_what_the_model_could_not_use():

@@ -109,7 +109,7 @@ def test_parcellate_partial_correlation_and_rejects_tangent(preprocessed, tmp_pa
         assert str(npz["connectivity_kind"]) == "partial correlation"
     with pytest.raises(ValueError, match="group-level"):
         parcellate_subject(*args, out, {"connectivity": "tangent"})
-    with pytest.raises(ValueError, match="unknown parcellate parameter"):
+    with pytest.raises(ValueError, match=r"parcellate\.kind: unknown key"):
         parcellate_subject(*args, out, {"kind": "correlation"})
 
 

@@ -275,7 +275,7 @@ def test_the_buffer_leaves_out_training_regions_next_to_held_out_ones():
         ({"n_blocks": 1}, "n_blocks"),
         ({"buffer_mm": -1}, "buffer_mm"),
         ({"fractions": {"train": 0.5, "val": 0.2, "test": 0.2}}, "sum to 1"),
-        ({"window": 4}, "unknown"),
+        ({"blocks": 4}, r"shard\.blocks: unknown key"),  # window is a shard key too
         ({"buffer_mm": 1000}, "excludes every training region"),
     ],
 )

@@ -190,7 +190,7 @@ def test_write_shards_is_atomic_and_names_broken_files(tmp_path):
 
 def test_write_shards_rejects_bad_params_and_missing_participants(tmp_path):
     subjects, parc, anat, tsv, texts = make_inputs(tmp_path, n=4)
-    with pytest.raises(ValueError, match="unknown shard parameter"):
+    with pytest.raises(ValueError, match=r"shard\.windows: unknown key"):
         write_shards(subjects, parc, anat, tsv, texts, tmp_path / "s", {"windows": 3})
     tsv.write_text("participant_id\tage\nsub-001\t20\n")
     with pytest.raises(InputError, match="no row") as exc:
@@ -437,7 +437,7 @@ def test_tangent_connectivity_is_referenced_to_training_subjects_only(tmp_path):
     _drop_series(parc)
     with pytest.raises(InputError, match="tangent connectivity needs ROI time series"):
         write_shards(subjects, parc, anat, tsv, None, tmp_path / "c", params)
-    with pytest.raises(ValueError, match="shard.connectivity must be null or 'tangent'"):
+    with pytest.raises(ValueError, match=r"shard\.connectivity: must be one of 'tangent' or null"):
         write_shards(
             subjects, parc, anat, tsv, None, tmp_path / "d", {**PARAMS, "connectivity": "x"}
         )

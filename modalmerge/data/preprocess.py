@@ -35,47 +35,12 @@ import numpy as np
 import pandas as pd
 
 from modalmerge.data.nifti import load_image, load_labels, same_grid, save_image
-from modalmerge.io import InputError, merge_params, require_file
+from modalmerge.io import InputError, require_file
+from modalmerge.settings import PreprocessSettings
 
-__all__ = ["DEFAULT_PARAMS", "preprocess_subject", "read_tr", "validate_params"]
+__all__ = ["preprocess_subject", "read_tr"]
 
-DEFAULT_PARAMS: dict = {
-    "detrend": True,
-    "high_pass": 0.01,  # Hz, None = no high-pass
-    "low_pass": 0.1,  # Hz, None = no low-pass
-    "standardize": True,  # z-score each voxel's time series
-    "normalize_anatomy": "robust_zscore",  # "robust_zscore" | "median" | "none"
-}
-_ANATOMY_METHODS = ("robust_zscore", "median", "none")
 _TR_TOLERANCE = 0.01  # relative disagreement allowed between TR sources
-
-
-def validate_params(params: dict | None) -> dict:
-    """Return ``params`` merged over :data:`DEFAULT_PARAMS`, or raise ValueError.
-
-    Unknown keys are rejected so a typo in the config fails at once.
-    """
-    merged = merge_params(params, DEFAULT_PARAMS, "preprocess")
-    for key in ("detrend", "standardize"):
-        if not isinstance(merged[key], bool):
-            raise ValueError(f"preprocess.{key} must be true or false, got {merged[key]!r}")
-    for key in ("high_pass", "low_pass"):
-        value = merged[key]
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int | float) or value <= 0
-        ):
-            raise ValueError(f"preprocess.{key} must be a positive frequency in Hz or null")
-    if merged["high_pass"] and merged["low_pass"] and merged["high_pass"] >= merged["low_pass"]:
-        raise ValueError(
-            f"preprocess.high_pass ({merged['high_pass']} Hz) must be below "
-            f"low_pass ({merged['low_pass']} Hz)"
-        )
-    if merged["normalize_anatomy"] not in _ANATOMY_METHODS:
-        raise ValueError(
-            f"preprocess.normalize_anatomy must be one of {_ANATOMY_METHODS}, "
-            f"got {merged['normalize_anatomy']!r}"
-        )
-    return merged
 
 
 def _sidecar_path(bold_path: Path) -> Path:
@@ -211,14 +176,14 @@ def _save_anatomy(data: np.ndarray, atlas, out) -> None:
     save_image(image, out)
 
 
-def _write_t1(t1, atlas, mask, params: dict, out_t1) -> None:
+def _write_t1(t1, atlas, mask, params: PreprocessSettings, out_t1) -> None:
     """The T1 (or another contrast) on the atlas grid, normalised inside the mask."""
     t1 = _to_grid(t1, atlas)
-    data = normalize_anatomy(np.asanyarray(t1.dataobj), mask, params["normalize_anatomy"])
+    data = normalize_anatomy(np.asanyarray(t1.dataobj), mask, params.normalize_anatomy)
     _save_anatomy(data, atlas, out_t1)
 
 
-def _write_extra_anatomy(extra, labels: set, atlas, mask, params: dict) -> None:
+def _write_extra_anatomy(extra, labels: set, atlas, mask, params: PreprocessSettings) -> None:
     """Further anatomy images onto the atlas grid: contrasts normalised like the T1, label
     images (segmentations) resampled nearest-neighbour and kept as integer labels."""
     for name, src, out in extra:
@@ -239,7 +204,7 @@ def preprocess_subject(
     atlas_path: str | os.PathLike,
     out_t1: str | os.PathLike,
     out_bold: str | os.PathLike | None,
-    params: dict,
+    params: PreprocessSettings | dict | None,
     tr: float | None = None,
     confounds_path: str | os.PathLike | None = None,
     extra_anatomy=(),
@@ -261,11 +226,11 @@ def preprocess_subject(
         Outputs (``.nii.gz``), float32 on the atlas grid, written atomically.
         The BOLD header stores the TR in seconds. ``out_bold`` is None exactly
         when ``bold_path`` is.
-    params : dict
-        ``detrend`` (bool), ``high_pass``/``low_pass`` (Hz or None),
-        ``standardize`` (bool), ``normalize_anatomy``
-        (``"robust_zscore"``/``"median"``/``"none"``); missing keys take
-        :data:`DEFAULT_PARAMS`, unknown keys raise ValueError.
+    params : PreprocessSettings or dict
+        :class:`modalmerge.settings.PreprocessSettings` (``detrend``,
+        ``high_pass``/``low_pass`` in Hz or None, ``standardize``,
+        ``normalize_anatomy``), or a ``preprocess:`` mapping: missing keys take
+        the settings' defaults, unknown keys and bad values raise ValueError.
     tr : float, optional
         Repetition time in seconds, overriding (and checked against) the files.
     confounds_path : path-like, optional
@@ -285,7 +250,7 @@ def preprocess_subject(
     ValueError
         Bad ``params`` or a low-pass at or above the Nyquist frequency.
     """
-    params = validate_params(params)
+    params = PreprocessSettings.coerce(params)
     atlas, labels = load_labels(atlas_path, what="atlas")
     mask = labels > 0
     if not mask.any():
@@ -308,9 +273,9 @@ def preprocess_subject(
         raise InputError(bold_path, f"BOLD run has {n_volumes} volumes; need at least 3")
     tr = read_tr(bold_path, bold, tr)
     nyquist = 0.5 / tr
-    if params["low_pass"] is not None and params["low_pass"] >= nyquist:
+    if params.low_pass is not None and params.low_pass >= nyquist:
         raise ValueError(
-            f"preprocess.low_pass {params['low_pass']} Hz is at or above the Nyquist "
+            f"preprocess.low_pass {params.low_pass} Hz is at or above the Nyquist "
             f"frequency {nyquist:.4g} Hz of {bold_path} (TR {tr} s)"
         )
     confounds = None if confounds_path is None else _read_confounds(confounds_path, n_volumes)
@@ -326,11 +291,11 @@ def preprocess_subject(
 
     cleaned = clean(
         signals.T,  # (T, V_mask)
-        detrend=params["detrend"],
-        standardize="zscore_sample" if params["standardize"] else False,
+        detrend=params.detrend,
+        standardize="zscore_sample" if params.standardize else False,
         confounds=confounds,
-        low_pass=params["low_pass"],
-        high_pass=params["high_pass"],
+        low_pass=params.low_pass,
+        high_pass=params.high_pass,
         t_r=tr,
         ensure_finite=False,
     )

@@ -15,6 +15,7 @@ from modalmerge.io import InputError, require_file
 from modalmerge.models.model import MultiModalModel
 from modalmerge.models.registry import import_plugins
 from modalmerge.models.text import Tokenizer
+from modalmerge.settings import ExperimentSettings
 
 TEXT_MAX_LENGTH = 48
 
@@ -28,36 +29,44 @@ def fit_tokenizer(shard_dir: str | Path) -> Tokenizer:
 
 
 def experiment_dataset(
-    shard_dir: str | Path, split: str, experiment: dict, tokenizer: Tokenizer | None = None
+    shard_dir: str | Path,
+    split: str,
+    experiment: ExperimentSettings | dict,
+    tokenizer: Tokenizer | None = None,
 ) -> ShardDataset:
-    """The experiment's view of one split: its condition and target, ROI subsets included."""
+    """The experiment's view of one split: its condition and target, ROI subsets included.
+
+    ``experiment``: its settings, or its ``experiments:`` entry as a mapping.
+    """
+    experiment = ExperimentSettings.coerce(experiment)
     return ShardDataset(
         shard_dir,
         split,
-        experiment["condition"],
-        experiment["target"],
+        experiment.condition,
+        experiment.target,
         tokenizer=tokenizer,
         text_max_length=TEXT_MAX_LENGTH,
-        condition_rois=experiment.get("condition_rois"),
-        target_rois=experiment.get("target_rois"),
-        condition_columns=experiment.get("condition_columns"),
-        target_columns=experiment.get("target_columns"),
-        condition_channels=experiment.get("condition_channels"),
-        target_channels=experiment.get("target_channels"),
+        condition_rois=experiment.condition_rois,
+        target_rois=experiment.target_rois,
+        condition_columns=experiment.condition_columns,
+        target_columns=experiment.target_columns,
+        condition_channels=experiment.condition_channels,
+        target_channels=experiment.target_channels,
     )
 
 
 def build_model(
-    shard_dir: str | Path, experiment: dict, tokenizer: Tokenizer | None = None
+    shard_dir: str | Path, experiment: ExperimentSettings | dict, tokenizer: Tokenizer | None = None
 ) -> MultiModalModel:
     """Build the experiment's model with the shapes the shards hold.
 
-    The modules in ``experiment["plugins"]`` (the config's top-level ``plugins:``,
-    which the workflow adds to each experiment) are imported first, so the
-    experiment may name the blocks they register.
+    The modules in ``experiment.plugins`` (the config's top-level ``plugins:``,
+    which :func:`modalmerge.settings.from_config` gives every experiment) are
+    imported first, so the experiment may name the blocks they register.
     """
-    import_plugins(experiment.get("plugins"))
-    condition, target = experiment["condition"], experiment["target"]
+    experiment = ExperimentSettings.coerce(experiment)
+    import_plugins(experiment.plugins)
+    condition, target = experiment.condition, experiment.target
     probe = experiment_dataset(shard_dir, "train", experiment, tokenizer)
     if len(probe) == 0:
         raise InputError(shard_dir, "the train split has no samples")
@@ -66,10 +75,10 @@ def build_model(
     kwargs: dict = {}
     if "tabular" in (condition, target):
         role = "condition" if condition == "tabular" else "target"
-        n_numeric, cardinalities = tabular_schema(shard_dir, experiment.get(f"{role}_columns"))
+        n_numeric, cardinalities = tabular_schema(shard_dir, getattr(experiment, f"{role}_columns"))
         kwargs.update(n_numeric=n_numeric, categorical_cardinalities=cardinalities)
         if condition == target == "tabular":  # two views of one table
-            n_numeric, cardinalities = tabular_schema(shard_dir, experiment.get("target_columns"))
+            n_numeric, cardinalities = tabular_schema(shard_dir, experiment.target_columns)
             kwargs.update(
                 target_n_numeric=n_numeric, target_categorical_cardinalities=cardinalities
             )
@@ -82,15 +91,15 @@ def build_model(
     return MultiModalModel(
         condition_type=condition,
         target_type=target,
-        condition_encoder=experiment.get("encoder"),
-        target_decoder=experiment.get("decoder"),
-        embedding_dim=experiment.get("embedding_dim", 64),
-        num_attention_heads=experiment.get("heads", 4),
-        conditioning=experiment.get("method", "cross_attention"),
-        conditioning_layers=experiment.get("layers", 1),
-        dropout=experiment.get("dropout", 0.1),
-        encoder_options=experiment.get("encoder_options") or {},
-        decoder_options=experiment.get("decoder_options") or {},
+        condition_encoder=experiment.encoder,
+        target_decoder=experiment.decoder,
+        embedding_dim=experiment.embedding_dim,
+        num_attention_heads=experiment.heads,
+        conditioning=experiment.method,
+        conditioning_layers=experiment.layers,
+        dropout=experiment.dropout,
+        encoder_options=dict(experiment.encoder_options),
+        decoder_options=dict(experiment.decoder_options),
         **kwargs,
     )
 
@@ -139,7 +148,7 @@ def _prediction_arrays(prediction) -> tuple[np.ndarray, list[np.ndarray]]:
 def collect_split(
     shard_dir: str | Path,
     split: str,
-    experiment: dict,
+    experiment: ExperimentSettings | dict,
     tokenizer: Tokenizer | None = None,
     model: MultiModalModel | None = None,
     batch_size: int = 32,
@@ -150,7 +159,8 @@ def collect_split(
     With ``attention`` (a cross-attention ``model``), the same forward passes
     also give the cross-attention weights averaged over heads and samples.
     """
-    target = experiment["target"]
+    experiment = ExperimentSettings.coerce(experiment)
+    target = experiment.target
     dataset = experiment_dataset(shard_dir, split, experiment, tokenizer)
     loader = torch.utils.data.DataLoader(
         dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_samples

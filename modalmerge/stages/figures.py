@@ -43,6 +43,7 @@ from modalmerge.data.shards.split_arrays import (
 )
 from modalmerge.evaluation.metrics import connectivity
 from modalmerge.io import InputError, require_file
+from modalmerge.settings import ExperimentSettings, FiguresSettings
 from modalmerge.stages.common import experiment_dataset, load_experiment_model
 from modalmerge.viz import figures as fig_lib
 from modalmerge.viz.attention import project_to_image, select_heads
@@ -106,15 +107,20 @@ def draw_experiment_figures(
     shard_dir,
     atlas_path,
     labels_path,
-    experiment: dict,
-    settings: dict,
+    experiment: ExperimentSettings | dict,
+    settings: FiguresSettings | dict | None,
     out_dir,
 ) -> list[Path]:
-    """Draw every figure that applies to ``experiment``; returns the written paths."""
+    """Draw every figure that applies to ``experiment``; returns the written paths.
+
+    ``experiment`` and ``settings``: settings objects or their config mappings.
+    """
+    experiment = ExperimentSettings.coerce(experiment)
+    settings = FiguresSettings.coerce(settings)
     require_file(metrics_path, "metrics")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    dpi = int(settings.get("dpi", 110))
+    dpi = settings.dpi
     written = []
 
     def save(fig, name):
@@ -125,12 +131,12 @@ def draw_experiment_figures(
 
     arrays = _load_predictions(predictions_path)
     atlas_names = _roi_labels(labels_path)
-    target = experiment["target"]
+    target = experiment.target
     if target == "time_series":
         pred, true, group = arrays["prediction"], arrays["target"], arrays["group_mean"]
-        n_rois = min(int(settings.get("n_rois", 4)), true.shape[-1])
+        n_rois = min(settings.n_rois, true.shape[-1])
         manifest = read_manifest(shard_dir)
-        target_columns = roi_columns(manifest, experiment.get("target_rois"))
+        target_columns = roi_columns(manifest, experiment.target_rois)
         if target_columns is not None:
             atlas_names = roi_names(manifest, target_columns)
         names = atlas_names if len(atlas_names) == true.shape[-1] else None
@@ -152,7 +158,7 @@ def draw_experiment_figures(
                 save(
                     plot_connectivity(
                         matrix, labels=names, coords=coords, vmax=limit,
-                        title=f"{experiment['name']}: {name} FC of the test subjects (mean)",
+                        title=f"{experiment.name}: {name} FC of the test subjects (mean)",
                     ),
                     f"connectome_{name}",
                 )  # fmt: skip
@@ -168,7 +174,7 @@ def draw_experiment_figures(
             "image_prediction",
         )
 
-    model, tokenizer = load_experiment_model(model_path, experiment.get("plugins"))
+    model, tokenizer = load_experiment_model(model_path, experiment.plugins)
     if target == "tabular":
         manifest = read_manifest(shard_dir)
         if manifest.get("sample_unit") == "region" and "target_raw" in arrays:
@@ -176,7 +182,7 @@ def draw_experiment_figures(
             _region_figures(arrays, metrics_path, manifest, atlas_path, experiment, save)
         else:
             table = manifest["tabular"]
-            picked = table_columns(manifest, experiment.get("target_columns"))
+            picked = table_columns(manifest, experiment.target_columns)
             names = table["columns"] if picked is None else [table["columns"][i] for i in picked]
             save(
                 plot_tabular_prediction(
@@ -187,7 +193,7 @@ def draw_experiment_figures(
                 ),
                 "tabular_prediction",
             )
-    if experiment.get("method", "cross_attention") == "cross_attention":
+    if experiment.method == "cross_attention":
         _attention_figures(model, tokenizer, shard_dir, atlas_path, experiment, save)
     log.info("wrote %d figures to %s", len(written), out_dir)
     return written
@@ -202,7 +208,7 @@ def _attention_figures(model, tokenizer, shard_dir, atlas_path, experiment, save
     dataset.close()
     offset = int(sample["window_start"])
     save(Visualizer.plot_attention(model, sample["condition"], time_offset=offset), "attention")
-    if experiment["condition"] != "image" or sample["condition"].ndim != 4:
+    if experiment.condition != "image" or sample["condition"].ndim != 4:
         return
     x = sample["condition"][None]
     output = model(x, time_offset=torch.as_tensor([offset]), return_attention=True)
@@ -216,7 +222,7 @@ def _attention_figures(model, tokenizer, shard_dir, atlas_path, experiment, save
             volume,
             image,
             affine,
-            title=f"{experiment['name']}: mean attention, subject {sample['subject']}",
+            title=f"{experiment.name}: mean attention, subject {sample['subject']}",
         ),
         "attention_on_anatomy",
     )
@@ -285,7 +291,7 @@ def _region_figures(arrays, metrics_path, manifest, atlas_path, experiment, save
             arrays["target_raw"],
             predictions,
             regions,
-            title=f"{experiment['name']}: profiles of the held-out regions",
+            title=f"{experiment.name}: profiles of the held-out regions",
             row_r={k: v["pearson_r"] for k, v in record["scores"].items() if "pearson_r" in v},
         ),
         "profiles",
@@ -321,7 +327,7 @@ def _region_figures(arrays, metrics_path, manifest, atlas_path, experiment, save
                 [info[k]["label"] for k in regions],
                 vertex,
                 mesh,
-                title=f"{experiment['name']}: profile r of each held-out region",
+                title=f"{experiment.name}: profile r of each held-out region",
                 cmap="RdBu_r",
                 symmetric=True,
                 colorbar_label="Pearson r (true vs predicted row)",
@@ -343,7 +349,7 @@ def _region_figures(arrays, metrics_path, manifest, atlas_path, experiment, save
                     labels,
                     vertex,
                     mesh,
-                    title=f"{experiment['name']}: mean attention on each region's condition column",
+                    title=f"{experiment.name}: mean attention on each region's condition column",
                     cmap="viridis",
                     colorbar_label="attention",
                 ),
@@ -372,7 +378,7 @@ def _surface_figures(metrics_path, manifest, vertex, target_columns, experiment,
             target_ids,
             vertex,
             "fsaverage5",
-            title=f"{experiment['name']}: Pearson r per region, held-out volumes",
+            title=f"{experiment.name}: Pearson r per region, held-out volumes",
             cmap="RdBu_r",
             symmetric=True,
             colorbar_label="Pearson r",
@@ -383,7 +389,7 @@ def _surface_figures(metrics_path, manifest, vertex, target_columns, experiment,
     if not attention:
         return
     weights = np.asarray(attention["mean_attention"], float)  # (n_target, n_condition)
-    cond_ids = roi_labels(manifest, roi_columns(manifest, experiment.get("condition_rois")))
+    cond_ids = roi_labels(manifest, roi_columns(manifest, experiment.condition_rois))
     hemi = _hemisphere_of(vertex, int(cond_ids[0]))
     best = int(np.argmax(r))  # the best-predicted target region
     save(
@@ -399,11 +405,11 @@ def _surface_figures(metrics_path, manifest, vertex, target_columns, experiment,
     )
 
 
-def draw_summary_chart(summary_csv, settings: dict, out_path) -> Path:
+def draw_summary_chart(summary_csv, settings: FiguresSettings | dict | None, out_path) -> Path:
     """Each experiment against its baselines, per metric."""
     summary = pd.read_csv(require_file(summary_csv, "summary table"))
     summary = summary[summary["metric"].isin(SUMMARY_METRICS)]
     if summary.empty:
         raise InputError(summary_csv, f"no rows with any of the metrics {SUMMARY_METRICS}")
     fig = fig_lib.summary_chart(summary)
-    return fig_lib.save_figure(fig, out_path, dpi=int(settings.get("dpi", 110)))
+    return fig_lib.save_figure(fig, out_path, dpi=FiguresSettings.coerce(settings).dpi)

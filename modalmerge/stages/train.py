@@ -20,6 +20,7 @@ import torch
 
 from modalmerge.data.shards.dataset import collate_samples
 from modalmerge.io import atomic_path
+from modalmerge.settings import ExperimentSettings, TrainSettings, to_dict
 from modalmerge.stages.common import build_model, experiment_dataset, fit_tokenizer
 from modalmerge.training.trainer import Trainer
 
@@ -41,14 +42,15 @@ def _loader(dataset, batch_size: int, shuffle: bool, seed: int, workers: int):
     )
 
 
-def _checkpoint_dir(out_dir: Path, experiment: dict, settings: dict) -> Path:
+def _checkpoint_dir(out_dir: Path, experiment: ExperimentSettings, settings: TrainSettings) -> Path:
     """``out_dir/checkpoints``, emptied when it holds the resume state of another configuration.
 
     A killed job resumes from its last checkpoint only if the experiment and
     training settings are unchanged; otherwise training starts afresh.
     """
     checkpoints = out_dir / "checkpoints"
-    key = hashlib.sha256(json.dumps([experiment, settings], sort_keys=True).encode()).hexdigest()
+    blob = json.dumps([to_dict(experiment), to_dict(settings)], sort_keys=True)
+    key = hashlib.sha256(blob.encode()).hexdigest()
     stamp = checkpoints / "run.json"
     if checkpoints.exists() and (not stamp.exists() or json.loads(stamp.read_text()) != key):
         log.info("discarding checkpoints of another configuration in %s", checkpoints)
@@ -59,25 +61,33 @@ def _checkpoint_dir(out_dir: Path, experiment: dict, settings: dict) -> Path:
 
 
 def train_experiment(
-    shard_dir: str | Path, experiment: dict, settings: dict, out_dir: str | Path, threads: int = 1
+    shard_dir: str | Path,
+    experiment: ExperimentSettings | dict,
+    settings: TrainSettings | dict | None,
+    out_dir: str | Path,
+    threads: int = 1,
 ) -> Path:
     """Train ``experiment`` (an entry of ``config['experiments']``) with ``settings`` (``config['train']``).
 
-    Returns the path of the saved model.
+    Either may be its settings object or a mapping (defaults filled, bad values
+    refused). The experiment's ``epochs``, ``lr`` and ``batch_size`` override
+    the train settings'. Returns the path of the saved model.
     """
+    experiment = ExperimentSettings.coerce(experiment)
+    settings = experiment.training(TrainSettings.coerce(settings))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(max(1, threads))
-    seed = int(settings.get("seed", 0))
+    seed = settings.seed
     torch.manual_seed(seed)
-    condition, target = experiment["condition"], experiment["target"]
+    condition, target = experiment.condition, experiment.target
     tokenizer = fit_tokenizer(shard_dir) if "text" in (condition, target) else None
     model = build_model(shard_dir, experiment, tokenizer)
-    log.info("experiment %s: %s", experiment["name"], model.config)
+    log.info("experiment %s: %s", experiment.name, model.config)
 
     # Loader workers on GPU nodes come from the job's CPUs; on CPU the main process reads.
     workers = max(0, threads - 1) if torch.cuda.is_available() else 0
-    batch_size = int(experiment.get("batch_size", settings.get("batch_size", 16)))
+    batch_size = settings.batch_size
     datasets = {
         split: experiment_dataset(shard_dir, split, experiment, tokenizer)
         for split in ("train", "val")
@@ -90,15 +100,14 @@ def train_experiment(
     checkpoints = _checkpoint_dir(out_dir, experiment, settings)
     trainer = Trainer(
         model,
-        lr=float(experiment.get("lr", settings.get("lr", 1e-3))),
-        weight_decay=float(settings.get("weight_decay", 0.01)),
-        patience=int(settings.get("patience", 5)),
+        lr=settings.lr,
+        weight_decay=settings.weight_decay,
+        patience=settings.patience,
         checkpoint_dir=checkpoints,
         seed=seed,
         progress=bool(os.environ.get("MODALMERGE_PROGRESS", "")),
     )
-    epochs = int(experiment.get("epochs", settings.get("epochs", 30)))
-    history = trainer.train(train_loader, val_loader, epochs=epochs, resume=True)
+    history = trainer.train(train_loader, val_loader, epochs=settings.epochs, resume=True)
     if trainer.ctx.rank != 0:  # under torchrun only rank 0 writes
         return out_dir / "model.pt"
     model_path = trainer.save_model(out_dir / "model.pt")

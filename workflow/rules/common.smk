@@ -5,6 +5,7 @@ import shlex
 from pathlib import Path
 
 from modalmerge.fingerprint import code_fingerprint
+from modalmerge.settings import to_dict
 from modalmerge.stages.acquire import (
     source_anatomy,
     source_module_name,
@@ -23,16 +24,12 @@ WRITES = source_writes(config["dataset"])  # optional per-subject files: bold, t
 SAMPLE_UNIT = source_sample_unit(config["dataset"])  # "subject", or "region" (group data)
 # anatomy besides the T1w (BraTS: contrasts, segmentation) -> further image channels
 ANATOMY, LABEL_ANATOMY = source_anatomy(config["dataset"])
-CLUSTER = config["cluster"]
+CLUSTER = SETTINGS.cluster  # typed settings of every section: built in the Snakefile
 ACQUIRE_CODE = code_fingerprint(
     "modalmerge.stages.acquire", source_module_name(config["dataset"]["kind"])
 )
-EXPERIMENTS = {e["name"]: e for e in config["experiments"]}
-PLUGINS = config.get("plugins", [])  # modules registering model blocks, imported by the stages
+EXPERIMENTS = {e.name: e for e in SETTINGS.experiments}  # names are unique (from_config)
 ENV = "../../envs/modalmerge.yaml"
-
-if len(EXPERIMENTS) != len(config["experiments"]):
-    raise ValueError("config.yaml: experiment names must be unique")
 
 wildcard_constraints:
     subject="sub-[A-Za-z0-9]+",
@@ -119,10 +116,14 @@ def optional_args(wildcards, input, output=None):
     return " ".join(args)
 
 
-def region_shard_settings():
-    """config['shard'] keys a region split reads (the schema fills in the window defaults too)."""
-    keys = ("seed", "fractions", "n_blocks", "buffer_mm")
-    return {k: v for k, v in config["shard"].items() if k in keys}
+def section_json(name):
+    """One config section's typed settings (defaults filled) as a rule's params: only the
+    keys that stage reads, so editing another section does not rerun it."""
+    if name == "shard":  # subject shards; region shards read other keys (regions.smk)
+        return as_json(SETTINGS.shard.subject_params())
+    if name == "shard_regions":
+        return as_json(SETTINGS.shard.region_params())
+    return as_json(to_dict(getattr(SETTINGS, name)))
 
 
 def dataset_root(path):
@@ -142,14 +143,11 @@ def fingerprint(*modules):
 
 
 def experiment_json(wildcards):
-    """The experiment's config, plus the top-level `plugins` (when there are any) for the
-    stages that build or load its model."""
-    experiment = EXPERIMENTS[wildcards.experiment]
-    return as_json({**experiment, "plugins": PLUGINS} if PLUGINS else experiment)
+    return as_json(to_dict(EXPERIMENTS[wildcards.experiment]))
 
 
 def experiment_gpus(wildcards):
-    return EXPERIMENTS[wildcards.experiment].get("gpus", 0)
+    return EXPERIMENTS[wildcards.experiment].gpus
 
 
 def train_launcher(wildcards):
@@ -163,11 +161,11 @@ def train_launcher(wildcards):
 def cluster_resources(mem_mb=None):
     """Resources every rule asks a cluster for, from config['cluster'] (local runs ignore
     partition and account). Unset values are left out: a resource cannot be None."""
-    resources = {"runtime": CLUSTER["runtime_minutes"], "mem_mb": mem_mb or CLUSTER["mem_mb"]}
-    if CLUSTER["partition"]:
-        resources["slurm_partition"] = CLUSTER["partition"]
-    if CLUSTER["account"]:
-        resources["slurm_account"] = CLUSTER["account"]
+    resources = {"runtime": CLUSTER.runtime_minutes, "mem_mb": mem_mb or CLUSTER.mem_mb}
+    if CLUSTER.partition:
+        resources["slurm_partition"] = CLUSTER.partition
+    if CLUSTER.account:
+        resources["slurm_account"] = CLUSTER.account
     return resources
 
 
@@ -175,13 +173,13 @@ def train_resources():
     """Cluster resources of a training job: GPUs (and their model and partition) on request."""
     resources = cluster_resources()
     resources["gpu"] = experiment_gpus
-    if CLUSTER["gpu_model"]:
-        resources["gpu_model"] = lambda wc: CLUSTER["gpu_model"] if experiment_gpus(wc) else ""
-    if CLUSTER["gpu_partition"] or CLUSTER["partition"]:
+    if CLUSTER.gpu_model:
+        resources["gpu_model"] = lambda wc: CLUSTER.gpu_model if experiment_gpus(wc) else ""
+    if CLUSTER.gpu_partition or CLUSTER.partition:
         resources["slurm_partition"] = lambda wc: (
-            (CLUSTER["gpu_partition"] or CLUSTER["partition"])
+            (CLUSTER.gpu_partition or CLUSTER.partition)
             if experiment_gpus(wc)
-            else CLUSTER["partition"]
+            else CLUSTER.partition
         )
     return resources
 

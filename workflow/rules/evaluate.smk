@@ -9,7 +9,7 @@ rule evaluate:
         metrics=f"{ROOT}/eval/{{experiment}}/metrics.json",
         predictions=f"{ROOT}/eval/{{experiment}}/predictions.npz",
     params:
-        settings=as_json(config["evaluate"]),
+        settings=section_json("evaluate"),
         experiment=experiment_json,
         truth=f"{ROOT}/truth",
         code=fingerprint("modalmerge.stages.evaluate"),

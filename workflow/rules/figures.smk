@@ -18,7 +18,7 @@ rule figures:
             category="{experiment}",
         ),
     params:
-        settings=as_json(config["figures"]),
+        settings=section_json("figures"),
         experiment=experiment_json,
         code=fingerprint("modalmerge.stages.figures"),
     log:
@@ -47,7 +47,7 @@ rule summary_chart:
             category="Summary",
         ),
     params:
-        settings=as_json(config["figures"]),
+        settings=section_json("figures"),
         code=fingerprint("modalmerge.stages.figures"),
     log:
         f"{LOGS}/figures/summary.log",

@@ -11,7 +11,7 @@ rule parcellate:
     output:
         f"{ROOT}/parcellated/{{subject}}.npz",
     params:
-        settings=as_json(config["parcellate"]),
+        settings=section_json("parcellate"),
         code=fingerprint("modalmerge.data.parcellation.parcellate"),
         optional=lambda wildcards, input: optional_args(wildcards, input),
     log:

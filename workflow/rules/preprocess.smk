@@ -13,7 +13,7 @@ rule preprocess:
     output:
         **preprocess_outputs(),
     params:
-        settings=as_json(config["preprocess"]),
+        settings=section_json("preprocess"),
         code=fingerprint("modalmerge.data.preprocess"),
         optional=optional_args,
         extra=extra_anatomy_args,

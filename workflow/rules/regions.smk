@@ -31,7 +31,7 @@ rule shard:
     output:
         directory(f"{ROOT}/shards"),
     params:
-        settings=as_json(region_shard_settings()),
+        settings=section_json("shard_regions"),
         code=fingerprint("modalmerge.data.shards.regions"),
     log:
         f"{LOGS}/shard/shard.log",

@@ -13,7 +13,7 @@ rule shard:
     output:
         directory(f"{ROOT}/shards"),
     params:
-        settings=as_json(config["shard"]),
+        settings=section_json("shard"),
         subjects=SUBJECTS,
         code=fingerprint("modalmerge.data.shards.subjects"),
         channels=shard_anatomy_args,

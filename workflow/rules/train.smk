@@ -8,7 +8,7 @@ rule train:
         model=f"{ROOT}/models/{{experiment}}/model.pt",
         history=f"{ROOT}/models/{{experiment}}/history.csv",
     params:
-        settings=as_json(config["train"]),
+        settings=section_json("train"),
         experiment=experiment_json,
         code=fingerprint("modalmerge.stages.train"),
         out_dir=lambda wildcards, output: str(Path(output.model).parent),
@@ -17,7 +17,7 @@ rule train:
         f"{LOGS}/train/{{experiment}}.log",
     benchmark:
         f"{BENCH}/train/{{experiment}}.tsv"
-    threads: config["train"]["threads"]
+    threads: SETTINGS.train.threads
     resources:
         **train_resources(),
     conda:

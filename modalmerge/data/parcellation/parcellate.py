@@ -18,11 +18,11 @@ from modalmerge.data.nifti import check_same_grid, load_image, load_labels
 from modalmerge.data.parcellation import roi_kernel
 from modalmerge.data.parcellation.label_runs import _cached, column_plan, region_sums_rows, row_plan
 from modalmerge.data.preprocess import read_tr
-from modalmerge.io import InputError, atomic_path, merge_params, require_file
+from modalmerge.io import InputError, atomic_path, require_file
+from modalmerge.settings import CONNECTIVITY_KINDS, ParcellateSettings
 
 __all__ = [
     "CONNECTIVITY_KINDS",
-    "DEFAULT_PARAMS",
     "FEATURE_NAMES",
     "connectivity",
     "parcellate_subject",
@@ -31,13 +31,6 @@ __all__ = [
     "structural_features",
 ]
 
-CONNECTIVITY_KINDS = ("correlation", "partial correlation", "covariance", "precision")
-DEFAULT_PARAMS: dict = {
-    "connectivity": "correlation",
-    # normalised T1 intensity above which a voxel counts as tissue (preprocess's
-    # robust z-score puts the brain median at 0)
-    "tissue_threshold": 0.0,
-}
 FEATURE_NAMES = (
     "t1_mean",  # mean normalised T1 intensity in the region
     "t1_std",  # its standard deviation
@@ -46,25 +39,6 @@ FEATURE_NAMES = (
     "tissue_volume_mm3",  # the same in mm^3
     "tissue_fraction",  # tissue voxels / region voxels
 )
-
-
-def _validate_params(params: dict | None) -> dict:
-    merged = merge_params(params, DEFAULT_PARAMS, "parcellate")
-    if merged["connectivity"] == "tangent":
-        raise ValueError(
-            "parcellate.connectivity 'tangent' is a group-level measure (relative to the "
-            "group mean covariance) and cannot be computed per subject; use one of "
-            f"{CONNECTIVITY_KINDS}"
-        )
-    if merged["connectivity"] not in CONNECTIVITY_KINDS:
-        raise ValueError(
-            f"parcellate.connectivity must be one of {CONNECTIVITY_KINDS}, "
-            f"got {merged['connectivity']!r}"
-        )
-    threshold = merged["tissue_threshold"]
-    if isinstance(threshold, bool) or not isinstance(threshold, int | float):
-        raise ValueError(f"parcellate.tissue_threshold must be a number, got {threshold!r}")
-    return merged
 
 
 _ROW_BLOCK = 360  # voxels per dense product in Fortran order (bench_parcellate.py)
@@ -282,7 +256,7 @@ def parcellate_subject(
     atlas_path: str | os.PathLike,
     labels_path: str | os.PathLike,
     out_path: str | os.PathLike,
-    params: dict,
+    params: ParcellateSettings | dict | None,
 ) -> None:
     """Write one subject's ``parcellated/sub-XXX.npz``.
 
@@ -304,8 +278,10 @@ def parcellate_subject(
         ``feature_names`` (F,) str, ``roi_labels`` (R,) int32, ``roi_names``
         (R,) str, ``roi_coords`` (R, 3) float32 mm, ``tr`` (s),
         ``connectivity_kind`` str.
-    params : dict
-        ``connectivity`` (see :data:`CONNECTIVITY_KINDS`), ``tissue_threshold``.
+    params : ParcellateSettings or dict
+        :class:`modalmerge.settings.ParcellateSettings` (``connectivity``, see
+        :data:`CONNECTIVITY_KINDS`; ``tissue_threshold``) or a ``parcellate:``
+        mapping (defaults filled, unknown keys and bad values raise ValueError).
 
     Raises
     ------
@@ -314,7 +290,7 @@ def parcellate_subject(
     ValueError
         Bad ``params``.
     """
-    params = _validate_params(params)
+    params = ParcellateSettings.coerce(params)
     atlas, labels = load_labels(atlas_path, what="atlas")
     table = read_labels_table(labels_path)
     roi_labels = table["index"].to_numpy(dtype=np.int64)
@@ -342,13 +318,13 @@ def parcellate_subject(
             raise InputError(bold_path, f"regions {flat[:10].tolist()} have a constant time series")
         function = {
             "roi_timeseries": series,
-            "connectivity": connectivity(series, params["connectivity"]),
+            "connectivity": connectivity(series, params.connectivity),
             "tr": np.float64(tr),
-            "connectivity_kind": np.array(params["connectivity"]),
+            "connectivity_kind": np.array(params.connectivity),
         }
     voxel_volume = float(np.prod(atlas.header.get_zooms()[:3]))
     features = structural_features(
-        np.asanyarray(t1.dataobj), labels, roi_labels, voxel_volume, params["tissue_threshold"]
+        np.asanyarray(t1.dataobj), labels, roi_labels, voxel_volume, params.tissue_threshold
     )
     with atomic_path(out_path) as tmp:
         np.savez(

@@ -37,15 +37,14 @@ import pandas as pd
 
 from modalmerge.data.shards.subjects import (
     SPLITS,
-    check_fractions,
     config_hash,
     manifest_head,
     shard_file_head,
 )
-from modalmerge.io import InputError, atomic_dir, merge_params, require_file
+from modalmerge.io import InputError, atomic_dir, require_file
+from modalmerge.settings import ShardSettings
 
 __all__ = [
-    "DEFAULT_PARAMS",
     "read_region_table",
     "region_of_column",
     "spatial_blocks",
@@ -53,33 +52,8 @@ __all__ = [
     "write_region_shards",
 ]
 
-DEFAULT_PARAMS: dict = {
-    "seed": 0,
-    "fractions": {"train": 0.7, "val": 0.1, "test": 0.2},
-    "n_blocks": 20,  # spatial blocks (k-means clusters of region centroids)
-    "buffer_mm": 0.0,  # training regions this close to a held-out region are left out
-}
 #: Columns of ``regions.tsv`` that identify and place a region; every other column is a feature.
 ID_COLUMNS = ("region", "label", "hemisphere", "x", "y", "z")
-
-
-def _validate_params(params: dict | None) -> dict:
-    merged = merge_params(params, DEFAULT_PARAMS, "shard")
-    for key in ("seed", "n_blocks"):
-        value = merged[key]
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, int)
-            or value < (0 if key == "seed" else 2)
-        ):
-            raise ValueError(
-                f"shard.{key} must be an integer{' >= 2' if key == 'n_blocks' else ''}, got {value!r}"
-            )
-    buffer = merged["buffer_mm"]
-    if isinstance(buffer, bool) or not isinstance(buffer, int | float) or buffer < 0:
-        raise ValueError(f"shard.buffer_mm must be a non-negative number, got {buffer!r}")
-    check_fractions(merged["fractions"])
-    return merged
 
 
 def read_region_table(path: str | os.PathLike) -> pd.DataFrame:
@@ -147,11 +121,11 @@ def spatial_blocks(coords: np.ndarray, hemispheres, n_blocks: int, seed: int) ->
 
 
 def split_regions(
-    regions: list[str], coords: np.ndarray, hemispheres, params: dict
+    regions: list[str], coords: np.ndarray, hemispheres, params: ShardSettings | dict | None
 ) -> tuple[dict[str, list[str]], list[str], np.ndarray]:
     """Assign whole spatial blocks to train / val / test.
 
-    Blocks are shuffled with ``params['seed']`` and dealt to test, then val,
+    Blocks are shuffled with ``params.seed`` and dealt to test, then val,
     until each holds its fraction of the regions (at least one block each when
     its fraction is positive); the rest train. Training regions within
     ``buffer_mm`` of a held-out region are then excluded.
@@ -165,14 +139,14 @@ def split_regions(
     blocks : ndarray
         Block id of each region.
     """
-    params = _validate_params(params)
+    params = ShardSettings.coerce(params)
     coords = np.asarray(coords, dtype=np.float64)
-    blocks = spatial_blocks(coords, hemispheres, params["n_blocks"], params["seed"])
-    order = np.random.default_rng(params["seed"]).permutation(np.unique(blocks))
+    blocks = spatial_blocks(coords, hemispheres, params.n_blocks, params.seed)
+    order = np.random.default_rng(params.seed).permutation(np.unique(blocks))
     assigned: dict[str, list[int]] = {s: [] for s in SPLITS}
     queue = list(order)
     for split in ("test", "val"):
-        wanted = params["fractions"][split] * len(regions)
+        wanted = getattr(params.fractions, split) * len(regions)
         taken = 0
         while queue and wanted > 0 and (taken == 0 or taken < wanted):
             block = queue.pop(0)
@@ -181,16 +155,16 @@ def split_regions(
             taken += len(members)
     assigned["train"] = [i for b in queue for i in np.flatnonzero(blocks == b).tolist()]
     if not assigned["train"]:
-        raise ValueError(f"n_blocks {params['n_blocks']} leaves no block for training")
+        raise ValueError(f"n_blocks {params.n_blocks} leaves no block for training")
     held = assigned["val"] + assigned["test"]
     excluded = []
-    if params["buffer_mm"] > 0 and held:
+    if params.buffer_mm > 0 and held:
         distance = np.linalg.norm(coords[assigned["train"], None] - coords[None, held], axis=-1)
-        near = distance.min(axis=1) < params["buffer_mm"]
+        near = distance.min(axis=1) < params.buffer_mm
         excluded = sorted(regions[i] for i, n in zip(assigned["train"], near, strict=True) if n)
         assigned["train"] = [i for i, n in zip(assigned["train"], near, strict=True) if not n]
         if not assigned["train"]:
-            raise ValueError(f"buffer_mm {params['buffer_mm']} excludes every training region")
+            raise ValueError(f"buffer_mm {params.buffer_mm} excludes every training region")
     splits = {s: sorted(regions[i] for i in assigned[s]) for s in SPLITS}
     return splits, excluded, blocks
 
@@ -239,7 +213,9 @@ def standardize_by_group(
 
 
 def write_region_shards(
-    regions_tsv: str | os.PathLike, out_dir: str | os.PathLike, params: dict
+    regions_tsv: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    params: ShardSettings | dict | None,
 ) -> dict:
     """Split the regions of ``regions_tsv`` in space and write ``out_dir`` (shards + manifest).
 
@@ -253,14 +229,15 @@ def write_region_shards(
     dict
         The manifest.
     """
-    params = _validate_params(params)
+    params = ShardSettings.coerce(params)
+    record = params.region_params()  # what the manifest and the config hash hold
     table = read_region_table(regions_tsv)
     regions = list(table.index)
     coords = table[["x", "y", "z"]].to_numpy(np.float64)
     splits, excluded, blocks = split_regions(regions, coords, table["hemisphere"], params)
     features = table[[c for c in table.columns if c not in ID_COLUMNS]].astype(np.float32)
     features, stats = standardize_by_group(features, regions, splits["train"])
-    chash = config_hash(params)
+    chash = config_hash(record)
     attrs = {"columns": list(features.columns), "categorical": [], "categories": json.dumps({})}
 
     out_dir = Path(out_dir)
@@ -277,7 +254,7 @@ def write_region_shards(
                 samples.create_dataset("window_start", data=np.zeros(n, dtype=np.int64))
             files.append({"file": name, "split": split, "n_subjects": n, "n_samples": n})
         position = {r: i for i, r in enumerate(regions)}
-        manifest = manifest_head(params, chash, splits, files) | {
+        manifest = manifest_head(record, chash, splits, files) | {
             "shapes": {"tabular": [features.shape[1]]},
             "tabular": {"columns": list(features.columns), "categorical": [], "categories": {}}
             | stats,

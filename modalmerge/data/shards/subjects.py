@@ -32,10 +32,10 @@ import numpy as np
 import pandas as pd
 
 from modalmerge.data.nifti import load_image
-from modalmerge.io import InputError, atomic_dir, merge_params, require_file
+from modalmerge.io import InputError, atomic_dir, require_file
+from modalmerge.settings import ShardSettings
 
 __all__ = [
-    "DEFAULT_PARAMS",
     "FORMAT_VERSION",
     "SPLITS",
     "config_hash",
@@ -49,39 +49,6 @@ __all__ = [
 
 FORMAT_VERSION = 1
 SPLITS = ("train", "val", "test")
-DEFAULT_PARAMS: dict = {
-    "seed": 0,
-    "fractions": {"train": 0.7, "val": 0.15, "test": 0.15},
-    "window": 32,  # volumes per sample
-    "stride": 16,  # volumes between window starts
-    "image_downsample": 1,  # integer block-mean factor for the subject image
-    "subjects_per_shard": 64,  # subjects per .h5 file
-    "split_by": "subject",  # "subject": whole subjects per split; "time": blocks of each run
-    "gap": None,  # split_by time: volumes left out between blocks (None = one window)
-    "connectivity": None,  # None: as parcellated; "tangent": tangent space of the train subjects
-}
-SPLIT_BY = ("subject", "time")
-
-
-def _validate_params(params: dict | None) -> dict:
-    merged = merge_params(params, DEFAULT_PARAMS, "shard")
-    for key in ("window", "stride", "image_downsample", "subjects_per_shard"):
-        value = merged[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"shard.{key} must be a positive integer, got {value!r}")
-    if isinstance(merged["seed"], bool) or not isinstance(merged["seed"], int):
-        raise ValueError(f"shard.seed must be an integer, got {merged['seed']!r}")
-    check_fractions(merged["fractions"])
-    if merged["split_by"] not in SPLIT_BY:
-        raise ValueError(f"shard.split_by must be one of {SPLIT_BY}, got {merged['split_by']!r}")
-    gap = merged["gap"]
-    if gap is not None and (isinstance(gap, bool) or not isinstance(gap, int) or gap < 0):
-        raise ValueError(f"shard.gap must be a non-negative integer or null, got {gap!r}")
-    if merged["connectivity"] not in (None, "tangent"):
-        raise ValueError(
-            f"shard.connectivity must be null or 'tangent', got {merged['connectivity']!r}"
-        )
-    return merged
 
 
 def tangent_connectivity(
@@ -319,31 +286,31 @@ def _load_parcellated(path: Path) -> dict[str, np.ndarray]:
     return out
 
 
-def _window_starts(n_time: int, params: dict, split: str, path: Path) -> np.ndarray:
+def _window_starts(n_time: int, params: ShardSettings, split: str, path: Path) -> np.ndarray:
     """Window starts (volumes) of one subject's run in ``split``.
 
     ``split_by: subject``: every window of the run; ``split_by: time``: the
     windows that lie inside the split's block (:func:`time_blocks`).
     """
-    window, stride = params["window"], params["stride"]
+    window, stride = params.window, params.stride
     start, stop = 0, n_time
-    if params["split_by"] == "time":
-        gap = window if params["gap"] is None else params["gap"]
+    if params.split_by == "time":
+        gap = window if params.gap is None else params.gap
         try:
-            start, stop = time_blocks(n_time, params["fractions"], window, gap)[split]
+            start, stop = time_blocks(n_time, params.fractions.as_dict(), window, gap)[split]
         except ValueError as exc:
             raise InputError(path, str(exc)) from None
     return np.arange(start, stop - window + 1, stride, dtype=np.int64)
 
 
-def _n_windows(path: Path, params: dict, split: str) -> int:
+def _n_windows(path: Path, params: ShardSettings, split: str) -> int:
     """Windows one subject will give (0 if too short: the main pass reports it; 1 sample
     per subject for anatomy-only data)."""
     parc = _load_parcellated(path)
     if "roi_timeseries" not in parc:
         return 1
     n_time = parc["roi_timeseries"].shape[0]
-    return 0 if n_time < params["window"] else len(_window_starts(n_time, params, split, path))
+    return 0 if n_time < params.window else len(_window_starts(n_time, params, split, path))
 
 
 def shard_file_head(h5: h5py.File, split: str, chash: str, ids: list[str], table, table_attrs):
@@ -394,7 +361,7 @@ def _write_file(
     texts: list[Path] | None,
     tabular: pd.DataFrame,
     tabular_attrs: dict,
-    params: dict,
+    params: ShardSettings,
     chash: str,
     shapes: dict,
     label_channels: tuple[str, ...] = (),
@@ -405,7 +372,7 @@ def _write_file(
     ``connectivity``: per-subject matrices to store instead of the parcellated
     ones (the tangent-space matrices of ``shard.connectivity: tangent``).
     """
-    window, factor = params["window"], params["image_downsample"]
+    window, factor = params.window, params.image_downsample
     n = len(members)
     ids = [subjects[i] for i in members]
     with h5py.File(path, "w", libver=("v110", "latest")) as h5:  # fixed-array chunk index
@@ -420,7 +387,7 @@ def _write_file(
                 n_time, n_roi = series.shape
                 if n_time < window:
                     raise InputError(parcellated[i], f"{n_time} volumes < window {window}")
-            elif params["split_by"] == "time":
+            elif params.split_by == "time":
                 raise InputError(
                     parcellated[i], "split_by time needs ROI time series; this subject has none"
                 )
@@ -536,7 +503,7 @@ def write_shards(
     participants_tsv: Path,
     texts: list[Path] | None,
     out_dir: Path,
-    params: dict,
+    params: ShardSettings | dict | None,
     extra_anatomy: dict[str, list[Path]] | None = None,
     label_channels=(),
 ) -> None:
@@ -568,13 +535,15 @@ def write_shards(
     label_channels : sequence of str
         Channels that hold labels (downsampled by picking, not averaging;
         listed as ``label_channels`` in the manifest).
-    params : dict
-        ``seed``, ``fractions`` ({train, val, test}), ``window``, ``stride``
-        (volumes), ``image_downsample``, ``subjects_per_shard``, ``split_by``
+    params : ShardSettings or dict
+        :class:`modalmerge.settings.ShardSettings` or a ``shard:`` mapping
+        (defaults filled, unknown keys and bad values raise ValueError). Read
+        here: ``seed``, ``fractions``, ``window``, ``stride`` (volumes),
+        ``image_downsample``, ``subjects_per_shard``, ``split_by``
         (``subject``: whole subjects per split, drawn with ``seed``; ``time``:
         every subject in every split, each split a block of the run in time,
-        ``gap`` volumes apart — for one long run, or to forecast later volumes);
-        missing keys take :data:`DEFAULT_PARAMS`, unknown keys raise ValueError.
+        ``gap`` volumes apart — for one long run, or to forecast later
+        volumes), ``connectivity``.
 
     Raises
     ------
@@ -583,7 +552,8 @@ def write_shards(
     ValueError
         Bad params, misaligned lists, too few subjects.
     """
-    params = _validate_params(params)
+    params = ShardSettings.coerce(params)
+    record = params.subject_params()  # what the manifest and the config hash hold
     subjects = list(subjects)
     lists = {"parcellated": parcellated, "anatomy": anatomy}
     if texts is not None:
@@ -613,13 +583,13 @@ def write_shards(
         "categorical": categorical,
         "categories": json.dumps(categories),
     }
-    splits = split_subjects(subjects, params["fractions"], params["seed"], params["split_by"])
+    splits = split_subjects(subjects, params.fractions.as_dict(), params.seed, params.split_by)
     tabular, numeric_stats = _standardize_numeric(tabular, categorical, splits["train"])
-    chash = config_hash(params)
+    chash = config_hash(record)
     position = {s: i for i, s in enumerate(subjects)}
     tangent = None
-    if params["connectivity"] == "tangent":
-        if params["split_by"] == "time":
+    if params.connectivity == "tangent":
+        if params.split_by == "time":
             raise ValueError("shard.connectivity tangent needs split_by subject")
         tangent = tangent_connectivity(parcellated, subjects, splits["train"])
 
@@ -629,7 +599,7 @@ def write_shards(
     with atomic_dir(out_dir) as tmp_dir:  # the old shards stay until the new are whole
         for split in SPLITS:
             members = [position[s] for s in splits[split]]
-            size = params["subjects_per_shard"]
+            size = params.subjects_per_shard
             for number, first in enumerate(range(0, len(members), size)):
                 name = f"{split}-{number:04d}.h5"
                 group = members[first : first + size]
@@ -641,7 +611,7 @@ def write_shards(
                 files.append(
                     {"file": name, "split": split, "n_subjects": len(group), "n_samples": n_samples}
                 )
-        manifest = manifest_head(params, chash, splits, files) | {
+        manifest = manifest_head(record, chash, splits, files) | {
             "shapes": {
                 k: shapes[k]
                 for k in ("time_series", "image", "structural_features", "connectivity")
@@ -656,8 +626,8 @@ def write_shards(
             "roi_names": shapes["roi_names"],
             "roi_coords": shapes["roi_coords"],  # mm, the atlas's region centres
             "tr": shapes["tr"],
-            "split_by": params["split_by"],
-            "connectivity": params["connectivity"] or "as parcellated",
+            "split_by": params.split_by,
+            "connectivity": params.connectivity or "as parcellated",
             "image_channels": list(channels),
             "label_channels": [c for c in channels if c in set(label_channels)],
         }

@@ -1,0 +1,424 @@
+"""The typed settings of every workflow stage: the ONE definition of their keys and defaults.
+
+One frozen dataclass per config section the stages read (``preprocess``,
+``parcellate``, ``shard``, ``train``, ``evaluate``, ``figures``, ``cluster``)
+plus one per ``experiments:`` entry and the ``dataset:`` header. Each field
+carries its type, its default, its allowed values or range and a one-line doc;
+``workflow/schemas/config.schema.yaml`` is generated from them
+(``make schema``, :mod:`modalmerge.settings_schema`), so the package, the CLI
+and the workflow apply the same defaults and refuse the same values.
+
+Stdlib only (no numpy, torch or yaml): every stage module and every Snakemake
+job imports it, and it must neither slow them down nor widen code fingerprints.
+
+>>> from_dict("preprocess", {"high_pass": 0.01}).low_pass
+0.15
+>>> from_dict("preprocess", {"high_pass": 0})
+Traceback (most recent call last):
+ValueError: preprocess.high_pass: must be > 0 or null, got 0
+"""
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import InitVar, dataclass, field
+
+from modalmerge._settings_check import build, check_fields, field_spec
+
+__all__ = [
+    "CONNECTIVITY_KINDS",
+    "SECTIONS",
+    "SOURCE_KINDS",
+    "ClusterSettings",
+    "DatasetSettings",
+    "EvaluateSettings",
+    "ExperimentSettings",
+    "FiguresSettings",
+    "Fractions",
+    "ParcellateSettings",
+    "PreprocessSettings",
+    "ShardSettings",
+    "TrainSettings",
+    "WorkflowSettings",
+    "from_config",
+    "from_dict",
+    "to_dict",
+]
+
+F = field_spec  # field(default, doc, choices=, ge=, gt=, le=, ...): see _settings_check
+MODALITIES = ("image", "time_series", "text", "tabular")
+#: per-subject connectivity kinds (tangent is group-level: the shard stage's)
+CONNECTIVITY_KINDS = ("correlation", "partial correlation", "covariance", "precision")
+#: dataset kinds: the keys of modalmerge.data.sources.SOURCES (a test keeps them equal)
+SOURCE_KINDS = ("synthetic", "bids", "fmriprep", "hcp", "brats", "adni", "brainspace")
+SOURCE_KINDS += ("brainspace_group",)
+
+
+class _Section:
+    """Shared behaviour: check every field after construction; build from a mapping."""
+
+    SECTION = ""
+
+    def __post_init__(self, path: str | None = None) -> None:
+        check_fields(self, path or self.SECTION)
+
+    @classmethod
+    def from_dict(cls, mapping: Mapping | None, path: str | None = None):
+        """Defaults filled in; an unknown key or a bad value is a ValueError naming its path."""
+        return build(cls, mapping, path or cls.SECTION)
+
+    @classmethod
+    def coerce(cls, value):
+        """``value`` itself when it is already this type, else :meth:`from_dict` of it."""
+        return value if isinstance(value, cls) else cls.from_dict(value)
+
+
+@dataclass(frozen=True)
+class DatasetSettings(_Section):
+    """``dataset:`` — which data the workflow runs on (its ``params`` belong to the source)."""
+
+    SECTION = "dataset"
+    name: str = F(doc="results/<name>/ holds this dataset's outputs", pattern=r"^[A-Za-z0-9_.-]+$")
+    kind: str = F(
+        doc="which source maps the data onto raw/ (brainspace_group: regions are the samples)",
+        choices=SOURCE_KINDS,
+    )
+    params: dict = F(
+        {}, doc="source parameters (synthetic: SyntheticParams fields; real: path, filters)"
+    )
+    path: InitVar[str | None] = None
+
+
+@dataclass(frozen=True)
+class PreprocessSettings(_Section):
+    """``preprocess:`` — BOLD cleaning and anatomy normalisation on the atlas grid."""
+
+    SECTION = "preprocess"
+    detrend: bool = F(True, doc="remove a linear trend from each voxel's series")
+    high_pass: float | None = F(0.008, doc="high-pass cut-off in Hz (null: none)", gt=0)
+    low_pass: float | None = F(0.15, doc="low-pass cut-off in Hz (null: none)", gt=0)
+    standardize: bool = F(True, doc="z-score each voxel's time series")
+    normalize_anatomy: str = F(
+        "robust_zscore",
+        doc="T1 intensity normalisation inside the brain mask",
+        choices=("robust_zscore", "median", "none"),
+    )
+    path: InitVar[str | None] = None
+
+    def __post_init__(self, path: str | None = None) -> None:
+        super().__post_init__(path)
+        if self.high_pass and self.low_pass and self.high_pass >= self.low_pass:
+            raise ValueError(
+                f"{path or self.SECTION}.high_pass: must be below low_pass "
+                f"({self.low_pass} Hz), got {self.high_pass}"
+            )
+
+
+@dataclass(frozen=True)
+class ParcellateSettings(_Section):
+    """``parcellate:`` — per-subject ROI series, connectivity and structural features."""
+
+    SECTION = "parcellate"
+    connectivity: str = F(
+        "correlation",
+        doc="per-subject connectivity (tangent is group-level: set shard.connectivity instead)",
+        choices=CONNECTIVITY_KINDS,
+        hint={"tangent": "tangent is a group-level measure: set shard.connectivity: tangent"},
+    )
+    tissue_threshold: float = F(
+        0.0, doc="normalised T1 intensity above which a voxel counts as tissue"
+    )
+    path: InitVar[str | None] = None
+
+
+@dataclass(frozen=True)
+class Fractions(_Section):
+    """``shard.fractions`` — share of the subjects (or of each run, or regions) per split."""
+
+    SECTION = "shard.fractions"
+    train: float = F(0.7, doc="training share", gt=0, le=1)
+    val: float = F(0.15, doc="validation share", ge=0, le=1)
+    test: float = F(0.15, doc="test share (> 0 in the workflow: evaluate scores it)", ge=0, le=1)
+    path: InitVar[str | None] = None
+
+    def __post_init__(self, path: str | None = None) -> None:
+        super().__post_init__(path)
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"{path or self.SECTION}: must sum to 1, got {total:g}")
+
+    def as_dict(self) -> dict[str, float]:
+        return {"train": self.train, "val": self.val, "test": self.test}
+
+
+@dataclass(frozen=True)
+class ShardSettings(_Section):
+    """``shard:`` — splits, sliding windows and HDF5 shards (subject data and region data)."""
+
+    SECTION = "shard"
+    #: keys the subject shard stage reads, and those the region shard stage reads
+    SUBJECT_KEYS = (
+        "seed", "fractions", "window", "stride", "image_downsample", "subjects_per_shard",
+        "split_by", "gap", "connectivity",
+    )  # fmt: skip
+    REGION_KEYS = ("seed", "fractions", "n_blocks", "buffer_mm")
+    seed: int = F(0, doc="seed of the subject (or block) draw", ge=0)
+    fractions: Fractions = F(Fractions(), doc="share per split; must sum to 1")
+    window: int = F(50, doc="volumes per sample", ge=2)
+    stride: int = F(25, doc="volumes between window starts", ge=1)
+    image_downsample: int = F(1, doc="integer block-mean factor for the subject image", ge=1)
+    subjects_per_shard: int = F(64, doc="subjects per .h5 file", ge=1)
+    split_by: str = F(
+        "subject",
+        doc="subject: whole subjects per split; time: every subject in every split, "
+        "each split a block of the run (for one long run)",
+        choices=("subject", "time"),
+    )
+    gap: int | None = F(
+        None, doc="split_by time: volumes left out between blocks (null: one window)", ge=0
+    )
+    connectivity: str | None = F(
+        None,
+        doc="FC stored in the shards: null keeps parcellate's kind; tangent projects every "
+        "subject at the training subjects' geometric mean",
+        choices=("tangent",),
+    )
+    n_blocks: int = F(
+        20, doc="region data only: spatial blocks (k-means of centroids) dealt to splits", ge=2
+    )
+    buffer_mm: float = F(
+        0.0, doc="region data only: training regions this close to a held-out one are dropped", ge=0
+    )
+    path: InitVar[str | None] = None
+
+    def subject_params(self) -> dict:
+        """The keys the subject shard stage reads, as plain JSON values (rule params, manifest)."""
+        return {k: v for k, v in to_dict(self).items() if k in self.SUBJECT_KEYS}
+
+    def region_params(self) -> dict:
+        """The keys the region shard stage reads, as plain JSON values."""
+        return {k: v for k, v in to_dict(self).items() if k in self.REGION_KEYS}
+
+
+@dataclass(frozen=True)
+class TrainSettings(_Section):
+    """``train:`` — optimisation shared by every experiment (an experiment may override some)."""
+
+    SECTION = "train"
+    seed: int = F(0, doc="torch seed (weights, shuffling)")
+    epochs: int = F(40, doc="maximum epochs", ge=1)
+    batch_size: int = F(16, doc="samples per batch", ge=1)
+    lr: float = F(0.002, doc="peak AdamW learning rate", gt=0)
+    weight_decay: float = F(0.01, doc="AdamW weight decay (matrices only)", ge=0)
+    patience: int = F(8, doc="epochs without validation improvement before stopping", ge=1)
+    threads: int = F(1, doc="CPU threads per training job", ge=1)
+    path: InitVar[str | None] = None
+
+
+@dataclass(frozen=True)
+class ExperimentSettings(_Section):
+    """One ``experiments:`` entry: condition -> target with an encoder, decoder and method."""
+
+    SECTION = "experiments[]"
+    name: str = F(
+        doc="outputs go to models/<name>/, eval/<name>/, figures/<name>/",
+        pattern=r"^[A-Za-z0-9_.-]+$",
+    )
+    condition: str = F(doc="the conditioning modality", choices=MODALITIES)
+    target: str = F(doc="the modality generated", choices=MODALITIES)
+    encoder: str | None = F(None, doc="registered condition encoder (e.g. cnn, resnet18, lstm)")
+    decoder: str | None = F(None, doc="registered target decoder (e.g. transformer, deconv, mlp)")
+    method: str = F(
+        "cross_attention",
+        doc=(
+            "conditioning method: cross_attention (multi-head cross-attention), film "
+            "(feature-wise scale and shift from the pooled condition), adaln (adaptive layer "
+            "norm: each target query normalised over its features, then scaled and shifted from "
+            "the condition tokens' mean and SD; adain is an older name for the same method, not "
+            "instance normalisation), concat (the pooled condition concatenated to every query)"
+        ),
+        choices=("cross_attention", "film", "adaln", "adain", "concat"),
+    )
+    embedding_dim: int = F(64, doc="token width", ge=4)
+    heads: int = F(4, doc="attention heads", ge=1)
+    layers: int = F(1, doc="conditioning layers", ge=1)
+    dropout: float = F(0.1, doc="dropout rate", ge=0, le=0.9)
+    encoder_options: dict = F({}, doc="keyword options of the encoder")
+    decoder_options: dict = F({}, doc="keyword options of the decoder")
+    epochs: int | None = F(None, doc="overrides train.epochs", ge=1)
+    lr: float | None = F(None, doc="overrides train.lr", gt=0)
+    batch_size: int | None = F(None, doc="overrides train.batch_size", ge=1)
+    gpus: int = F(0, doc="GPUs asked for on a cluster (more than 1 launches torchrun)", ge=0)
+    condition_rois: str | list | None = F(
+        None, doc="time_series condition: ROIs (regex on names, or names/labels)", items=(str, int)
+    )
+    target_rois: str | list | None = F(
+        None, doc="time_series target: ROIs, as condition_rois", items=(str, int)
+    )
+    condition_columns: str | list | None = F(
+        None, doc="tabular condition: columns (regex on names, or names)", items=(str,)
+    )
+    target_columns: str | list | None = F(
+        None, doc="tabular target: columns, as condition_columns", items=(str,)
+    )
+    condition_channels: str | list | None = F(
+        None, doc="image condition: channels by name (T1w; BraTS adds T2w, FLAIR...)", items=(str,)
+    )
+    target_channels: str | list | None = F(
+        None, doc="image target: channels by name, as condition_channels", items=(str,)
+    )
+    plugins: tuple[str, ...] | None = F(
+        None,
+        doc="modules imported before the model is built or loaded (from the top-level plugins:)",
+    )
+    path: InitVar[str | None] = None
+
+    def training(self, train: TrainSettings) -> TrainSettings:
+        """``train`` with this experiment's overrides (epochs, lr, batch_size) applied."""
+        overrides = {k: getattr(self, k) for k in ("epochs", "lr", "batch_size")}
+        return dataclasses.replace(train, **{k: v for k, v in overrides.items() if v is not None})
+
+
+@dataclass(frozen=True)
+class EvaluateSettings(_Section):
+    """``evaluate:`` — baselines the held-out scores are compared with."""
+
+    SECTION = "evaluate"
+    ridge_alphas: tuple[float, ...] = F(
+        (0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0),
+        doc="ridge penalties searched on validation data",
+        gt=0,
+    )
+    pca_components: int = F(20, doc="PCA components of image voxels for the ridge baseline", ge=1)
+    path: InitVar[str | None] = None
+
+
+@dataclass(frozen=True)
+class FiguresSettings(_Section):
+    """``figures:`` — drawing options."""
+
+    SECTION = "figures"
+    dpi: int = F(110, doc="resolution of the PNG figures", ge=30)
+    n_rois: int = F(4, doc="ROIs drawn in the prediction figure", ge=1)
+    path: InitVar[str | None] = None
+
+
+@dataclass(frozen=True)
+class ClusterSettings(_Section):
+    """``cluster:`` — where the slurm profile sends jobs and how big they are."""
+
+    SECTION = "cluster"
+    partition: str = F("", doc="SLURM partition (empty: the cluster's default)")
+    account: str = F("", doc="SLURM account (empty: none)")
+    gpu_partition: str = F("", doc="partition of GPU jobs (empty: partition)")
+    gpu_model: str = F("", doc="GPU model asked for (empty: any)")
+    runtime_minutes: int = F(60, doc="runtime limit per job", ge=1)
+    mem_mb: int = F(4000, doc="memory per job (MB)", ge=100)
+    path: InitVar[str | None] = None
+
+
+#: config section name -> its settings class (``experiments`` holds a list of entries)
+SECTIONS: dict[str, type] = {
+    "dataset": DatasetSettings,
+    "preprocess": PreprocessSettings,
+    "parcellate": ParcellateSettings,
+    "shard": ShardSettings,
+    "train": TrainSettings,
+    "experiments": ExperimentSettings,
+    "evaluate": EvaluateSettings,
+    "figures": FiguresSettings,
+    "cluster": ClusterSettings,
+}
+REQUIRED_SECTIONS = ("dataset", "experiments")
+
+
+@dataclass(frozen=True)
+class WorkflowSettings:
+    """A whole config: every section typed, defaults filled (see :func:`from_config`)."""
+
+    dataset: DatasetSettings
+    experiments: tuple[ExperimentSettings, ...]
+    preprocess: PreprocessSettings = field(default_factory=PreprocessSettings)
+    parcellate: ParcellateSettings = field(default_factory=ParcellateSettings)
+    shard: ShardSettings = field(default_factory=ShardSettings)
+    train: TrainSettings = field(default_factory=TrainSettings)
+    evaluate: EvaluateSettings = field(default_factory=EvaluateSettings)
+    figures: FiguresSettings = field(default_factory=FiguresSettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
+    plugins: tuple[str, ...] = ()
+
+
+def from_dict(section: str, mapping: Mapping | None):
+    """Typed settings of one config ``section`` (``experiments``: one entry) from a mapping.
+
+    Missing keys take their defaults; an unknown key, a wrong type or an
+    out-of-range value is a ValueError naming the key path.
+    """
+    if section not in SECTIONS:
+        raise ValueError(f"{section}: unknown config section; known: {', '.join(SECTIONS)}")
+    cls = SECTIONS[section]
+    return cls.from_dict(mapping, "experiments[]" if section == "experiments" else section)
+
+
+def from_config(config: Mapping) -> WorkflowSettings:
+    """Every section of a whole config, typed; the first bad key raises ValueError naming it.
+
+    The Snakefile calls this before the schema validation, so a value the
+    stages would refuse stops ``snakemake -n`` before any job runs, with a
+    message naming its key (``preprocess.high_pass: must be > 0 or null, got 0``).
+    """
+    unknown = sorted(set(config) - set(SECTIONS) - {"plugins"})
+    if unknown:
+        raise ValueError(f"{unknown[0]}: unknown config section; known: {', '.join(SECTIONS)}")
+    for name in REQUIRED_SECTIONS:
+        if name not in config:
+            raise ValueError(f"{name}: required")
+    entries = config["experiments"]
+    if not isinstance(entries, list | tuple) or not entries:
+        raise ValueError("experiments: must be a non-empty list")
+    experiments = tuple(
+        ExperimentSettings.from_dict(e, f"experiments[{i}]") for i, e in enumerate(entries)
+    )
+    plugins = _plugins(config.get("plugins"))
+    if plugins:  # every stage that builds or loads a model imports them first
+        experiments = tuple(dataclasses.replace(e, plugins=plugins) for e in experiments)
+    names = [e.name for e in experiments]
+    if len(set(names)) != len(names):
+        raise ValueError(f"experiments: names must be unique, got {names}")
+    sections = {
+        name: from_dict(name, config.get(name)) for name in SECTIONS if name != "experiments"
+    }
+    if sections["shard"].fractions.test == 0:  # the package may write shards without a test split
+        raise ValueError("shard.fractions.test: must be > 0 (the evaluate stage scores it), got 0")
+    return WorkflowSettings(experiments=experiments, plugins=plugins, **sections)
+
+
+PLUGINS_DOC = (
+    "importable Python modules that register encoders, decoders or conditioning methods "
+    "(modalmerge.models.register_encoder, ...); train, evaluate and figures import them before "
+    "building or loading a model, so an experiment can name their blocks. Editing a plugin's "
+    "code does not rerun anything by itself (use --forcerun train)"
+)
+
+
+def _plugins(value) -> tuple[str, ...]:
+    """The top-level ``plugins:`` list (module names), checked."""
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError(f"plugins: must be a list of module names, got {value!r}")
+    return tuple(value)
+
+
+def to_dict(settings) -> dict:
+    """Plain JSON-ready values of a settings object (tuples as lists, nested as dicts)."""
+
+    def plain(value):
+        if isinstance(value, _Section):
+            return {f.name: plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+        if isinstance(value, tuple | list):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(settings)
