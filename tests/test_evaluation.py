@@ -570,3 +570,44 @@ def test_dice_scores_on_a_tiny_label_image():
     assert scores["dice_foreground"] == 1.0
     assert scores["dice"] == pytest.approx(np.mean([2 * 1 / 3, 2 * 1 / 3]))
     assert dice_scores(np.zeros(3), np.zeros(3), labels) == {"dice_foreground": 1.0}
+
+
+# --- one definition of FC and of FC similarity (issue #10) --------------------------------
+
+
+def test_one_connectivity_definition_is_exact_pearson_everywhere(rng):
+    """Parcellation, scores and figures share one FC: ``correlation`` is the exact sample
+    Pearson matrix (not nilearn's Ledoit-Wolf shrunk one, whose off-diagonals are smaller)."""
+    from modalmerge.data.parcellation.connectivity import connectivity as data_connectivity
+    from modalmerge.evaluation import metrics
+
+    assert metrics.connectivity is data_connectivity
+    x = rng.standard_normal((12, 8))  # few volumes: shrinkage would be large here
+    np.testing.assert_allclose(data_connectivity(x), np.corrcoef(x.T), atol=1e-12)
+    stacked = data_connectivity([x, x[::-1]])
+    np.testing.assert_allclose(stacked[1], np.corrcoef(x[::-1].T), atol=1e-12)
+    x[:, 3] = 1.5  # a constant ROI: 0 off the diagonal, 1 on it, never NaN
+    fc = data_connectivity(x)
+    assert fc[3, 3] == 1.0 and not fc[3, np.arange(8) != 3].any()
+    assert data_connectivity(x[:2]).shape == (8, 8)  # two volumes suffice for a correlation
+    with pytest.raises(ValueError, match="T >= 3"):
+        data_connectivity(x[:2], "partial correlation")
+
+
+def test_fc_similarity_of_matrices_defines_the_constant_case(rng):
+    from modalmerge.evaluation.metrics import fc_matrix_similarity
+
+    true = np.corrcoef(rng.standard_normal((5, 40)))
+    assert fc_matrix_similarity(true * 0.5 + 0.1, true) == pytest.approx(1.0)
+    flat = np.eye(5)  # e.g. the connectivity of an all-constant prediction
+    assert fc_matrix_similarity(flat, true) == 0.0
+    with pytest.raises(ValueError, match="constant"):
+        fc_matrix_similarity(flat, true, on_constant="raise")
+    with pytest.raises(ValueError, match="at least 3 ROIs"):
+        fc_matrix_similarity(np.eye(2), np.eye(2))
+    series = rng.standard_normal((2, 30, 5))  # the series form is the same number
+    expected = [fc_matrix_similarity(np.corrcoef(p.T), np.corrcoef(t.T)) for p, t in
+                zip(series, series[::-1], strict=True)]  # fmt: skip
+    np.testing.assert_allclose(fc_similarity(series, series[::-1]), expected, atol=1e-12)
+    constant = np.ones((1, 30, 5))
+    assert fc_similarity(constant, series[:1])[0] == 0.0

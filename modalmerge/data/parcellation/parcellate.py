@@ -16,6 +16,7 @@ import pandas as pd
 
 from modalmerge.data.nifti import check_same_grid, load_image, load_labels
 from modalmerge.data.parcellation import roi_kernel
+from modalmerge.data.parcellation.connectivity import connectivity
 from modalmerge.data.parcellation.label_runs import _cached, column_plan, region_sums_rows, row_plan
 from modalmerge.data.preprocess import read_tr
 from modalmerge.io import InputError, atomic_path, merge_params, require_file
@@ -24,7 +25,6 @@ __all__ = [
     "CONNECTIVITY_KINDS",
     "DEFAULT_PARAMS",
     "FEATURE_NAMES",
-    "connectivity",
     "parcellate_subject",
     "read_labels_table",
     "roi_means",
@@ -255,27 +255,6 @@ def structural_features(
     return features.astype(np.float32)
 
 
-def connectivity(roi_timeseries: np.ndarray, kind: str = "correlation") -> np.ndarray:
-    """Functional connectivity of one subject's ROI series via nilearn.
-
-    Parameters
-    ----------
-    roi_timeseries : ndarray, shape (T, R)
-    kind : str
-        One of :data:`CONNECTIVITY_KINDS` (Ledoit-Wolf shrunk covariance, so
-        valid when T < R).
-
-    Returns
-    -------
-    ndarray of float32, shape (R, R)
-    """
-    from modalmerge.data.parcellation import (
-        connectivity as fc,  # the one place connectivity is computed
-    )
-
-    return fc.connectivity(roi_timeseries, kind).astype(np.float32)
-
-
 def parcellate_subject(
     t1_path: str | os.PathLike,
     bold_path: str | os.PathLike | None,
@@ -342,7 +321,7 @@ def parcellate_subject(
             raise InputError(bold_path, f"regions {flat[:10].tolist()} have a constant time series")
         function = {
             "roi_timeseries": series,
-            "connectivity": connectivity(series, params["connectivity"]),
+            "connectivity": connectivity(series, params["connectivity"]).astype(np.float32),
             "tr": np.float64(tr),
             "connectivity_kind": np.array(params["connectivity"]),
         }
