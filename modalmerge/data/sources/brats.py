@@ -30,6 +30,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from modalmerge.data.nifti import check_same_grid
 from modalmerge.data.sources import _common, validate
 from modalmerge.data.sources._common import Source, SubjectFiles
 from modalmerge.io import InputError, require_file
@@ -110,7 +111,7 @@ def _collect(params: dict, subject: str) -> SubjectFiles:
         if ref is None:
             ref = (path, img)
         else:
-            validate.check_same_grid(ref[0], ref[1], path, img)
+            check_same_grid(img, ref[1], path, f"{tag} image", f"the grid of {ref[0].name}", "")
         files.anat[suffix] = path
     seg = files.anat["dseg"]
     labels = SEG_LABELS[naming]

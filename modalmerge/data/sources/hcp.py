@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from modalmerge.data.nifti import check_same_grid
 from modalmerge.data.sources import _common, bids, validate
 from modalmerge.data.sources._common import Source, SubjectFiles
 from modalmerge.io import InputError, require_file
@@ -107,7 +108,7 @@ def _collect(params: dict, subject: str) -> SubjectFiles:
     validate.require_ndim(bold, bold_img, 4, "BOLD run")
     tr = validate.check_tr(bold, bold_img, None, None)
     if params.get("same_grid", False):
-        validate.check_same_grid(bold, bold_img, t1, t1_img)
+        check_same_grid(t1_img, bold_img, t1, "T1w image", f"the grid of {bold.name}", "")
         bids.atlas_grid_check(params, bold, bold_img)
     confounds = read_movement(run / "Movement_Regressors.txt", bold_img.shape[3])
     files = SubjectFiles(subject, anat={"T1w": t1}, bold=bold, confounds=confounds)
