@@ -52,11 +52,6 @@ SEG_LABELS = {
     "brats2023": {0: "background", 1: "necrotic_core", 2: "edema", 3: "enhancing_tumor"},
 }
 KEYS = {"naming", "participants", "participants_id_column"}
-WRITES_BOLD = False  # anatomy only: the workflow runs no BOLD stages for it
-#: Anatomy files besides the T1w (``anat/sub-X_<name>.nii.gz``) that travel as image channels.
-EXTRA_ANATOMY = ("ce-gd_T1w", "T2w", "FLAIR", "dseg")
-#: Of those, the label images (resampled nearest-neighbour, never normalised).
-LABEL_ANATOMY = ("dseg",)
 
 
 def _naming(params: dict) -> str:
@@ -152,6 +147,11 @@ SOURCE = Source(
     collect=_collect,
     default_atlas=None,
     complete_table=False,
+    writes_bold=False,  # anatomy only: the workflow runs no BOLD stages for it
+    # anatomy besides the T1w (anat/sub-X_<name>.nii.gz), travelling as image channels;
+    # the label image among them is resampled nearest-neighbour and never normalised
+    extra_anatomy=("ce-gd_T1w", "T2w", "FLAIR", "dseg"),
+    label_anatomy=("dseg",),
 )
 
 

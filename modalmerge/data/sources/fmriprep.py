@@ -33,7 +33,6 @@ from modalmerge.data.sources._common import Source, SubjectFiles
 from modalmerge.io import InputError
 
 DEFAULT_SPACE = "MNI152NLin2009cAsym"
-WRITES_CONFOUNDS = True  # a confounds TSV beside every BOLD run (workflow input)
 KEYS = bids.KEYS | {"space", "confounds", "participants"}
 
 
@@ -148,6 +147,7 @@ SOURCE = Source(
     participants=_participants,
     collect=_collect,
     task=lambda params: params["task"],
+    writes_confounds=True,  # a confounds TSV beside every BOLD run (workflow input)
 )
 
 

@@ -40,7 +40,6 @@ from modalmerge.data.sources import _common, bids, validate
 from modalmerge.data.sources._common import Source, SubjectFiles
 from modalmerge.io import InputError, require_file
 
-WRITES_CONFOUNDS = True  # a confounds TSV beside every BOLD run (workflow input)
 KEYS = {"task", "run", "participants", "same_grid"}
 MOTION = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]
 MOVEMENT_COLUMNS = MOTION + [f"{c}_derivative1" for c in MOTION]
@@ -154,6 +153,7 @@ SOURCE = Source(
     collect=_collect,
     task=_task,
     complete_table=False,
+    writes_confounds=True,  # the movement regressors beside every BOLD run (workflow input)
 )
 
 
