@@ -1,3 +1,4 @@
+# Over 400 lines on purpose: one module of pure figure functions the figures stage draws from (predictions and surfaces live apart).
 """Pure figure functions for the workflow's figures stage: arrays and tables in, Figure out.
 
 Each function validates its inputs (a bad shape or a missing column raises

@@ -1,7 +1,11 @@
+# Over 400 lines on purpose: the Source contract and the one generic driver it runs (plan, place, write) read best side by side.
 """What every source shares: parameters, the subject plan, and atomic placement.
 
-A source module provides three small functions and hands them to the driver
-here (:func:`plan`, :func:`write_cohort`, :func:`write_subject`):
+A source is a :class:`Source`: what it writes (its capability attributes) and
+how. A layout on disk provides three small functions and hands them to the
+driver here (:func:`plan`, :func:`write_cohort`, :func:`write_subject`); a
+source that writes ``raw/`` itself (the synthetic generator, packaged data)
+gives its own ``own_subject_ids`` / ``own_write_cohort`` / ``own_write_subject``:
 
 ``on_disk(params) -> list[str]``
     subject ids (``sub-<label>``) found in the layout, after the subject filter;
