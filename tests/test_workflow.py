@@ -135,7 +135,7 @@ def test_editing_a_figure_setting_reruns_figures_only(restore_config):
 
 def test_editing_a_stage_s_package_code_reruns_that_stage_and_what_follows(tiny_run):
     workdir, config = tiny_run
-    source = workdir / "modalmerge" / "data" / "parcellate.py"
+    source = workdir / "modalmerge" / "data" / "parcellation" / "parcellate.py"
     original = source.read_text()
     try:
         source.write_text(original + "\n# an edit\n")

@@ -128,7 +128,7 @@ def _evaluate(
             n_components=settings.get("pca_components"),
         ),
     )
-    scored = _score(data, experiment, manifest, shard_dir, truth_dir, model, homologs, regions)
+    scored = _score(data, experiment, manifest, model, shard_dir, truth_dir)
     record = {
         "experiment": experiment["name"],
         "condition": condition,
@@ -146,12 +146,12 @@ def _evaluate(
     return record
 
 
-def _score(data, experiment, manifest, shard_dir, truth_dir, model, homologs, regions) -> Scored:
+def _score(data, experiment, manifest, model, shard_dir, truth_dir) -> Scored:
     """Dispatch on the target modality to its scorer in :mod:`modalmerge.evaluation`."""
     target = experiment["target"]
     if target == "time_series":
         views = None
-        if homologs:
+        if data.test.attention is not None:  # cross-attention between two ROI views
             views = tuple(
                 roi_names(manifest, roi_columns(manifest, experiment.get(f"{role}_rois")))
                 for role in ("target", "condition")
@@ -169,6 +169,7 @@ def _score(data, experiment, manifest, shard_dir, truth_dir, model, homologs, re
         return score_image(data, segmentation=labels)
     if target == "tabular":
         scored = score_tabular(data, n_categorical=len(model.table_schema("target")[1]))
+        regions = manifest.get("sample_unit") == "region"
         table = profile_table(manifest, experiment, shard_dir) if regions else None
         if table is None:
             return scored
