@@ -611,3 +611,33 @@ def test_fc_similarity_of_matrices_defines_the_constant_case(rng):
     np.testing.assert_allclose(fc_similarity(series, series[::-1]), expected, atol=1e-12)
     constant = np.ones((1, 30, 5))
     assert fc_similarity(constant, series[:1])[0] == 0.0
+
+
+def test_region_profile_scores_leave_out_the_self_column_and_mutate_nothing():
+    from modalmerge.evaluation.region_profiles import ProfileTable, score_region_profiles
+    from modalmerge.evaluation.scoring import Scored
+
+    regions = ["L_1", "L_2", "L_3", "R_1"]
+    true = np.array([[1.0, 5, 2, 3], [4, 1.0, 0, 2], [2, 3, 1.0, 1]])  # rows: test L_1..L_3
+    pred = true.copy()
+    pred[[0, 1, 2], [0, 1, 2]] = [-9.0, 9.0, -9.0]  # only the self columns differ
+    table = ProfileTable(
+        target_names=[f"fc_{r}" for r in regions],
+        condition_names=[f"mpc_{r}" for r in regions],
+        target_regions=regions,
+        mean=np.zeros(4),
+        std=np.ones(4),
+        holdout=None,
+        regions=set(regions),
+    )
+    arrays = {"subjects": np.array(regions[:3]), "prediction": pred, "target": true,
+              "group_mean": np.tile(true.mean(0), (3, 1)), "ridge": pred}  # fmt: skip
+    scored = Scored(scores={"model": {"r2": 0.5}}, arrays=dict(arrays))
+    attention = np.eye(4)[[0, 1, 3, 2]]  # R_1 and L_3 attend elsewhere
+    out = score_region_profiles(scored, table, attention)
+    assert out.scores["model"]["r2"] == 0.5 and out.scores["model"]["pearson_r"] == 1.0
+    assert out.scores["ridge"]["pearson_r"] == 1.0
+    assert out.scores["model"]["matched_attention_fraction"] == 0.5
+    assert out.extra["profile"] == {"prefix": "fc", "columns": table.target_names}
+    assert scored.scores == {"model": {"r2": 0.5}} and set(scored.arrays) == set(arrays)
+    assert "model_raw" in out.arrays and scored.extra == {}
