@@ -120,8 +120,8 @@ def _evaluate(a: argparse.Namespace) -> None:
     evaluate_experiment(
         a.model,
         a.shards,
-        typed.to_dict(a.experiment),
-        typed.to_dict(a.settings),
+        a.experiment,
+        a.settings,
         a.out_metrics,
         a.out_predictions,
         truth_dir=a.truth,

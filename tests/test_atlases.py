@@ -128,3 +128,26 @@ def test_connectivity_kinds_shapes_and_errors(tmp_path):
     coords = np.array([[-40, 0, 0], [40, 0, 0], [0, -60, 20], [0, 40, 20]], float)
     plot_connectivity(corr, labels=list("abcd"), coords=coords, output=tmp_path / "c.png")
     assert (tmp_path / "c.png").stat().st_size > 1000
+
+
+def test_one_labels_reader_checks_indices_and_coordinates(tmp_path):
+    from modalmerge.data.parcellation.labels import read_labels
+    from modalmerge.io import InputError
+
+    path = tmp_path / "labels.tsv"
+    path.write_text("index\tname\tx\ty\tz\themisphere\n2\tb\t1\t2\t3\tL\n1\ta\t4\t5\tn/a\tR\n")
+    table = read_labels(path)  # file order; coordinates may have gaps unless required
+    assert table["index"].tolist() == [2, 1] and table["name"].tolist() == ["b", "a"]
+    assert list(table.columns) == ["index", "name", "x", "y", "z", "hemisphere"]
+    with pytest.raises(InputError, match="coordinates x, y, z must be numbers"):
+        read_labels(path, require_coordinates=True)
+    path.write_text("index\tname\n1\ta\n1\tb\n")
+    with pytest.raises(InputError, match="duplicate indices"):
+        read_labels(path)
+    path.write_text("index\tname\n0\tbackground\n")
+    with pytest.raises(InputError, match="positive integers"):
+        read_labels(path)
+    path.write_text("index\tname\n1\ta\n")
+    assert read_labels(path)["name"].tolist() == ["a"]
+    with pytest.raises(InputError, match=r"lacks column\(s\) \['x', 'y', 'z'\]"):
+        read_labels(path, require_coordinates=True)

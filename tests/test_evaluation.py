@@ -470,3 +470,174 @@ def test_ridge_with_pca_is_deterministic_across_fits():
     first = RidgeBaseline(pca=True, n_components=10).fit(X, Y).predict(X[:5])
     second = RidgeBaseline(pca=True, n_components=10).fit(X, Y).predict(X[:5])
     np.testing.assert_array_equal(first, second)
+
+
+# --- scorers (modalmerge.evaluation.{time_series,image,tabular}) -------------------------
+
+
+def _tiny_time_series_input():
+    """Three training and two test subjects, runs of 8 volumes in windows of 4 (stride 2)."""
+    from modalmerge.evaluation.scoring import BaselineSettings, ScoringInput
+    from modalmerge.stages.common import SplitArrays
+
+    t = np.arange(8, dtype=np.float32)
+
+    def windows(subjects, offset):
+        subs, starts, wins, conds = [], [], [], []
+        for k, s in enumerate(subjects):
+            phase, amp = 0.3 * k + offset, 1 + 0.1 * k
+            run = np.stack([np.sin(t + phase) * amp, np.cos(0.7 * t + phase), t % 3 - 1 + phase], 1)
+            for st in (0, 2, 4):
+                subs.append(s)
+                starts.append(st)
+                wins.append(run[st : st + 4])
+                conds.append(run[st : st + 4, :2] * 0.5)
+        return subs, np.asarray(starts), np.stack(wins).astype(np.float32), np.stack(conds)
+
+    trs, trst, trt, trc = windows(["sub-1", "sub-2", "sub-3"], 0.0)
+    tes, test_, tet, tec = windows(["sub-4", "sub-5"], 0.1)
+    train = SplitArrays(subjects=trs, window_start=trst, condition=trc, target=trt)
+    prediction = tet * 0.5 + 0.1 * np.roll(tet, 1, axis=1)
+    test = SplitArrays(tes, test_, condition=tec, target=tet, prediction=prediction)
+    return ScoringInput(
+        condition="time_series",
+        train=train,
+        test=test,
+        x_train=trc.reshape(len(trc), -1),
+        x_test=tec.reshape(len(tec), -1),
+        baselines=BaselineSettings(alphas=np.array([0.1, 1.0, 10.0])),
+    )
+
+
+def test_time_series_scorer_output_is_pinned_on_a_tiny_fixed_input():
+    from modalmerge.evaluation.time_series import score_time_series
+
+    data = _tiny_time_series_input()
+    before = {k: np.copy(v) for k, v in vars(data.test).items() if isinstance(v, np.ndarray)}
+    out = score_time_series(data)
+    expected = {
+        "model": (0.984865, 0.744104, 0.13548, 0.999918),
+        "group_mean": (0.990281, 0.963494, 0.018859, 0.999616),
+        "ridge": (0.786718, 0.690938, 0.188333, 0.989348),
+    }
+    assert list(out.scores) == list(expected)
+    for name, values in expected.items():
+        got = out.scores[name]
+        assert [got[m] for m in ("pearson_r", "r2", "mse", "fc_similarity")] == pytest.approx(
+            values, abs=2e-6
+        )
+        assert got["n_constant_series"] == 0
+        assert len(out.per_roi[name]["pearson_r"]) == 3
+    assert out.extra == {"split_by": "subject"}
+    assert list(out.arrays["subjects"]) == ["sub-4", "sub-5"]
+    assert out.arrays["prediction"].shape == out.arrays["ridge"].shape == (2, 8, 3)
+    np.testing.assert_array_equal(out.arrays["time_index"], np.arange(8))
+    for key, value in before.items():  # a scorer returns; it changes nothing it was given
+        np.testing.assert_array_equal(getattr(data.test, key), value)
+
+
+def test_time_series_scorer_adds_the_noise_ceiling_from_the_truth_it_is_given():
+    from modalmerge.evaluation.time_series import score_time_series
+
+    data = _tiny_time_series_input()
+    true = score_time_series(data).arrays["target"]
+    out = score_time_series(data, truth=lambda subjects, index: true * 2.0)
+    assert out.scores["noise_ceiling"]["pearson_r"] == pytest.approx(1.0)
+    assert out.scores["model"]["fraction_of_noise_ceiling"] == pytest.approx(
+        out.scores["model"]["pearson_r"]
+    )
+    np.testing.assert_array_equal(out.arrays["truth_evoked"], true * 2.0)
+
+
+def test_homolog_attention_scores_peaks_on_the_other_hemisphere():
+    from modalmerge.evaluation.homologs import homolog_attention
+
+    attention = np.array([[0.1, 0.9, 0.0], [0.2, 0.3, 0.5]])  # target R_a, R_b; cond L_b, L_a, x
+    scores, record = homolog_attention(attention, ["R_a", "R_b"], ["L_b", "L_a", "x"])
+    assert scores == {"homolog_attention_fraction": 0.5, "homolog_attention_chance": 1 / 3}
+    assert record["peaks_on_homolog"] == ["R_a"] and record["n_pairs"] == 2
+    assert homolog_attention(attention, ["a", "b"], ["c", "d", "e"]) is None
+
+
+def test_dice_scores_on_a_tiny_label_image():
+    from modalmerge.evaluation.image import dice_scores, nearest_label
+
+    labels = np.array([0.0, 1.0, 2.0])
+    true = np.array([[0, 1, 1, 2]], dtype=float)
+    pred = nearest_label(np.array([[0.2, 0.9, 1.6, 2.4]]), labels)
+    np.testing.assert_array_equal(pred, [[0, 1, 2, 2]])
+    scores = dice_scores(pred, true, labels)
+    assert scores["dice_foreground"] == 1.0
+    assert scores["dice"] == pytest.approx(np.mean([2 * 1 / 3, 2 * 1 / 3]))
+    assert dice_scores(np.zeros(3), np.zeros(3), labels) == {"dice_foreground": 1.0}
+
+
+# --- one definition of FC and of FC similarity (issue #10) --------------------------------
+
+
+def test_one_connectivity_definition_is_exact_pearson_everywhere(rng):
+    """Parcellation, scores and figures share one FC: ``correlation`` is the exact sample
+    Pearson matrix (not nilearn's Ledoit-Wolf shrunk one, whose off-diagonals are smaller)."""
+    from modalmerge.data.parcellation.connectivity import connectivity as data_connectivity
+    from modalmerge.evaluation import metrics
+
+    assert metrics.connectivity is data_connectivity
+    x = rng.standard_normal((12, 8))  # few volumes: shrinkage would be large here
+    np.testing.assert_allclose(data_connectivity(x), np.corrcoef(x.T), atol=1e-12)
+    stacked = data_connectivity([x, x[::-1]])
+    np.testing.assert_allclose(stacked[1], np.corrcoef(x[::-1].T), atol=1e-12)
+    x[:, 3] = 1.5  # a constant ROI: 0 off the diagonal, 1 on it, never NaN
+    fc = data_connectivity(x)
+    assert fc[3, 3] == 1.0 and not fc[3, np.arange(8) != 3].any()
+    assert data_connectivity(x[:2]).shape == (8, 8)  # two volumes suffice for a correlation
+    with pytest.raises(ValueError, match="T >= 3"):
+        data_connectivity(x[:2], "partial correlation")
+
+
+def test_fc_similarity_of_matrices_defines_the_constant_case(rng):
+    from modalmerge.evaluation.metrics import fc_matrix_similarity
+
+    true = np.corrcoef(rng.standard_normal((5, 40)))
+    assert fc_matrix_similarity(true * 0.5 + 0.1, true) == pytest.approx(1.0)
+    flat = np.eye(5)  # e.g. the connectivity of an all-constant prediction
+    assert fc_matrix_similarity(flat, true) == 0.0
+    with pytest.raises(ValueError, match="constant"):
+        fc_matrix_similarity(flat, true, on_constant="raise")
+    with pytest.raises(ValueError, match="at least 3 ROIs"):
+        fc_matrix_similarity(np.eye(2), np.eye(2))
+    series = rng.standard_normal((2, 30, 5))  # the series form is the same number
+    expected = [fc_matrix_similarity(np.corrcoef(p.T), np.corrcoef(t.T)) for p, t in
+                zip(series, series[::-1], strict=True)]  # fmt: skip
+    np.testing.assert_allclose(fc_similarity(series, series[::-1]), expected, atol=1e-12)
+    constant = np.ones((1, 30, 5))
+    assert fc_similarity(constant, series[:1])[0] == 0.0
+
+
+def test_region_profile_scores_leave_out_the_self_column_and_mutate_nothing():
+    from modalmerge.evaluation.region_profiles import ProfileTable, score_region_profiles
+    from modalmerge.evaluation.scoring import Scored
+
+    regions = ["L_1", "L_2", "L_3", "R_1"]
+    true = np.array([[1.0, 5, 2, 3], [4, 1.0, 0, 2], [2, 3, 1.0, 1]])  # rows: test L_1..L_3
+    pred = true.copy()
+    pred[[0, 1, 2], [0, 1, 2]] = [-9.0, 9.0, -9.0]  # only the self columns differ
+    table = ProfileTable(
+        target_names=[f"fc_{r}" for r in regions],
+        condition_names=[f"mpc_{r}" for r in regions],
+        target_regions=regions,
+        mean=np.zeros(4),
+        std=np.ones(4),
+        holdout=None,
+        regions=set(regions),
+    )
+    arrays = {"subjects": np.array(regions[:3]), "prediction": pred, "target": true,
+              "group_mean": np.tile(true.mean(0), (3, 1)), "ridge": pred}  # fmt: skip
+    scored = Scored(scores={"model": {"r2": 0.5}}, arrays=dict(arrays))
+    attention = np.eye(4)[[0, 1, 3, 2]]  # R_1 and L_3 attend elsewhere
+    out = score_region_profiles(scored, table, attention)
+    assert out.scores["model"]["r2"] == 0.5 and out.scores["model"]["pearson_r"] == 1.0
+    assert out.scores["ridge"]["pearson_r"] == 1.0
+    assert out.scores["model"]["matched_attention_fraction"] == 0.5
+    assert out.extra["profile"] == {"prefix": "fc", "columns": table.target_names}
+    assert scored.scores == {"model": {"r2": 0.5}} and set(scored.arrays) == set(arrays)
+    assert "model_raw" in out.arrays and scored.extra == {}

@@ -162,7 +162,8 @@ def test_token_metrics_do_not_score_the_given_bos():
 def test_the_evaluate_stage_scores_text_without_the_given_bos():
     from types import SimpleNamespace
 
-    from modalmerge.stages.evaluate import _evaluate_text
+    from modalmerge.evaluation.scoring import BaselineSettings, ScoringInput
+    from modalmerge.evaluation.tabular import score_text
 
     vocab = 8
     true = np.array([[BOS_ID, 5, 6, EOS_ID, PAD_ID], [BOS_ID, 7, EOS_ID, PAD_ID, PAD_ID]])
@@ -170,9 +171,16 @@ def test_the_evaluate_stage_scores_text_without_the_given_bos():
     logits[:, 0, BOS_ID] = 50.0  # right at position 0 only, uniform elsewhere
     test = SimpleNamespace(prediction=logits, target=true, subjects=["a", "b"])
     train = SimpleNamespace(target=true)
-    record, arrays = {}, {}
-    _evaluate_text(record, arrays, train, test)
-    model, unigram = record["scores"]["model"], record["scores"]["group_mean"]
+    data = ScoringInput(
+        condition="image",
+        train=train,
+        test=test,
+        x_train=np.zeros((2, 1)),
+        x_test=np.zeros((2, 1)),
+        baselines=BaselineSettings(alphas=np.ones(1), n_components=None),
+    )
+    scores = score_text(data).scores
+    model, unigram = scores["model"], scores["group_mean"]
     assert model["token_accuracy"] == pytest.approx(0.0)  # no free bos
     assert model["perplexity"] == pytest.approx(vocab)
     # the unigram baseline puts no mass on bos (or padding): 5, 6, 7 once, eos twice

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from modalmerge.data.parcellation.connectivity import connectivity
-from modalmerge.stages.evaluate import homolog_pairs
+from modalmerge.evaluation.homologs import homolog_pairs
 
 SPEC = importlib.util.find_spec("nitime")
 pytestmark = pytest.mark.skipif(SPEC is None, reason="nitime is not installed (make setup does)")

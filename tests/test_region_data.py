@@ -26,9 +26,9 @@ from modalmerge.data.shards.regions import (
 )
 from modalmerge.data.shards.split_arrays import read_manifest, table_columns, tabular_schema
 from modalmerge.data.sources import brainspace_group
+from modalmerge.evaluation.region_profiles import row_r
 from modalmerge.io import InputError
 from modalmerge.models.model import MultiModalModel
-from modalmerge.stages.evaluate import _row_r
 
 N = brainspace_group.N_VERTICES
 HAS_BRAINSPACE = importlib.util.find_spec("brainspace") is not None
@@ -378,8 +378,8 @@ def test_row_r_leaves_out_the_masked_self_column():
     true = np.array([[1.0, 0.2, 0.4, 0.6], [0.1, 1.0, 0.3, 0.5]])
     pred = np.array([[-5.0, 0.2, 0.4, 0.6], [0.1, -5.0, 0.3, 0.5]])  # wrong only on self
     keep = ~np.eye(2, 4, dtype=bool)
-    np.testing.assert_allclose(_row_r(pred, true, keep), [1.0, 1.0])
-    assert (_row_r(pred, true, np.ones_like(keep)) < 0.5).all()
+    np.testing.assert_allclose(row_r(pred, true, keep), [1.0, 1.0])
+    assert (row_r(pred, true, np.ones_like(keep)) < 0.5).all()
 
 
 @pytest.mark.skipif(not HAS_BRAINSPACE, reason="brainspace is not installed")

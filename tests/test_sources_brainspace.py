@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from modalmerge.data.sources import brainspace as source
+from modalmerge.evaluation.homologs import homolog_base, homolog_pairs
 from modalmerge.io import InputError
-from modalmerge.stages.evaluate import homolog_base, homolog_pairs
 
 if importlib.util.find_spec("brainspace") is None:  # `make setup` installs it
     pytest.skip(

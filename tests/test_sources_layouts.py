@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 
 import nibabel as nib
@@ -36,12 +37,16 @@ def run_source(kind, params, root):
     return subjects
 
 
-def test_registry_selects_module_by_kind_and_rejects_unknown():
-    assert set(SOURCES) >= {"bids", "fmriprep", "hcp", "brats", "adni"}
-    for kind in ("bids", "fmriprep", "hcp", "brats", "adni"):
-        module = get_source(kind)
+def test_registry_selects_the_source_by_kind_and_rejects_unknown():
+    from modalmerge.data.sources._common import Source
+
+    assert set(SOURCES) == {"synthetic", "bids", "fmriprep", "hcp", "brats", "adni",
+                            "brainspace", "brainspace_group"}  # fmt: skip
+    for kind in SOURCES:
+        source = get_source(kind)
+        assert isinstance(source, Source) and source.kind == kind
         assert all(
-            callable(getattr(module, f)) for f in ("subject_ids", "write_cohort", "write_subject")
+            callable(getattr(source, f)) for f in ("subject_ids", "write_cohort", "write_subject")
         )
     with pytest.raises(ValueError, match="not one of"):
         get_source("nope")
@@ -241,3 +246,33 @@ def test_the_workflow_expects_bold_texts_and_confounds_only_from_sources_that_wr
         assert source_writes({"kind": kind}) == expected, kind
     assert source_sample_unit({"kind": "brainspace_group"}) == "region"
     assert source_sample_unit({"kind": "adni"}) == source_sample_unit({"kind": "synthetic"})
+
+
+def test_capabilities_are_declared_once_on_the_source():
+    """The workflow's questions are answered by Source attributes alone: no module
+    constants, no branch on the kind (issue #10)."""
+    from modalmerge.data.sources import _common
+    from modalmerge.stages import acquire
+
+    assert get_source("brats").extra_anatomy == ("ce-gd_T1w", "T2w", "FLAIR", "dseg")
+    assert acquire.source_anatomy({"kind": "brats"}) == (
+        ["ce-gd_T1w", "T2w", "FLAIR", "dseg"],
+        ["dseg"],
+    )
+    assert acquire.source_anatomy({"kind": "synthetic"}) == ([], [])
+    assert acquire.source_task({"kind": "synthetic", "params": {}}) == "motor"  # its paradigm
+    assert acquire.source_task({"kind": "brainspace", "params": {"tr": 1.0}}) == "rest"
+    assert acquire.source_task({"kind": "hcp", "params": {"task": "MOTOR"}}) == "MOTOR"
+    assert acquire.source_task({"kind": "adni", "params": {}}) == "rest"
+    assert acquire.source_subject_ids({"kind": "synthetic", "params": {"n_subjects": 3}}) == [
+        "sub-001", "sub-002", "sub-003"
+    ]  # fmt: skip
+    code = inspect.getsource(acquire)
+    assert '== "synthetic"' not in code and "getattr" not in code
+    for kind in SOURCES:
+        module = __import__(SOURCES[kind], fromlist=["SOURCE"])
+        for constant in ("WRITES_BOLD", "WRITES_CONFOUNDS", "EXTRA_ANATOMY", "LABEL_ANATOMY",
+                         "SAMPLE_UNIT"):  # fmt: skip
+            assert not hasattr(module, constant), (kind, constant)
+    with pytest.raises(TypeError, match="needs on_disk"):
+        _common.Source(kind="half", on_disk=lambda params: [])

@@ -183,7 +183,7 @@ def test_missing_and_inconsistent_repetition_time(bids, tmp_path):
     sidecar = bold.with_name("sub-01_task-rest_bold.json")
     write = lambda: get_source("bids").write_subject(params, "sub-01", tmp_path / "o")  # noqa: E731
     sidecar.write_text(json.dumps({"RepetitionTime": 3.0}))
-    fails(write, bold, "TR is 3 s in sub-01_task-rest_bold.json but 2 s in the NIfTI header")
+    fails(write, bold, "3 s in sidecar sub-01_task-rest_bold.json, 2 s in the NIfTI header")
     sidecar.write_text(json.dumps({"TaskName": "rest"}))
     fails(write, bold, "no RepetitionTime in sidecar")
     sidecar.unlink()

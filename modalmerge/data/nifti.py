@@ -28,7 +28,27 @@ try:  # ISA-L gzip: same API as the standard library's gzip module
 except ImportError:  # pragma: no cover - isal is a declared dependency
     _gzip = gzip
 
-__all__ = ["load_image", "load_labels", "same_grid", "save_image", "check_same_grid"]
+__all__ = [
+    "GRID_ATOL_MM",
+    "TR_RTOL",
+    "check_same_grid",
+    "grid_mismatch",
+    "header_tr",
+    "load_image",
+    "load_labels",
+    "repetition_time",
+    "same_grid",
+    "save_image",
+]
+
+#: Two images share a voxel grid when their 3D shapes are equal and their affines differ
+#: by at most this many mm in any entry.
+GRID_ATOL_MM = 1e-3
+#: Relative disagreement allowed between two statements of a run's repetition time
+#: (sidecar, header, configuration). 0.1 %: far above float32 storage in a header
+#: (~1e-7) and a sidecar's rounding to the ms, far below a real mismatch (2.0 s against
+#: 2.02 s, which 1 % would have let through and which shifts every filter frequency).
+TR_RTOL = 1e-3
 
 _GZIP_ERRORS = (OSError, EOFError, zlib.error, ValueError)
 
@@ -178,21 +198,98 @@ def load_labels(path: str | os.PathLike, what: str = "atlas") -> tuple[nib.Nifti
     return img, data.astype(np.int32, copy=False)
 
 
-def same_grid(a: nib.Nifti1Image, b: nib.Nifti1Image, atol: float = 1e-3) -> bool:
-    """True when two images share their spatial shape and voxel-to-mm affine."""
-    return tuple(a.shape[:3]) == tuple(b.shape[:3]) and np.allclose(a.affine, b.affine, atol=atol)
+def grid_mismatch(img: nib.Nifti1Image, reference: nib.Nifti1Image) -> str | None:
+    """None when ``img`` lies on ``reference``'s voxel grid (3D shape equal, affine within
+    :data:`GRID_ATOL_MM`), else what differs, in words."""
+    if tuple(img.shape[:3]) != tuple(reference.shape[:3]):
+        return f"grid {tuple(img.shape[:3])} does not match {tuple(reference.shape[:3])}"
+    diff = float(np.abs(np.asarray(img.affine) - np.asarray(reference.affine)).max())
+    if diff > GRID_ATOL_MM:
+        return f"affine differs by up to {diff:.3g} mm"
+    return None
+
+
+def same_grid(a: nib.Nifti1Image, b: nib.Nifti1Image) -> bool:
+    """True when two images share their voxel grid (see :func:`grid_mismatch`)."""
+    return grid_mismatch(a, b) is None
 
 
 def check_same_grid(
-    img: nib.Nifti1Image, reference: nib.Nifti1Image, path: str | os.PathLike, what: str
+    img: nib.Nifti1Image,
+    reference: nib.Nifti1Image,
+    path: str | os.PathLike,
+    what: str,
+    reference_name: str = "the atlas grid",
+    hint: str = "; run the preprocess stage first",
 ) -> None:
     """Raise InputError naming ``path`` when ``img`` is not on ``reference``'s grid."""
-    if not same_grid(img, reference):
+    problem = grid_mismatch(img, reference)
+    if problem is not None:
+        raise InputError(path, f"{what} is not on {reference_name}: {problem}{hint}")
+
+
+def header_tr(img: nib.Nifti1Image) -> float | None:
+    """Repetition time in seconds from a 4D header's pixdim[4], rounded to the microsecond
+    (headers store float32); None when the header declares no time unit (``sec``,
+    ``msec``, ``usec``), since pixdim[4] is then often a placeholder such as 1."""
+    if len(img.shape) < 4:
+        return None
+    unit = img.header.get_xyzt_units()[1]
+    value = float(img.header.get_zooms()[3])
+    if value <= 0 or unit not in ("sec", "msec", "usec"):
+        return None
+    return round(value * {"sec": 1.0, "msec": 1e-3, "usec": 1e-6}[unit], 6)
+
+
+def repetition_time(
+    bold_path: str | os.PathLike, img: nib.Nifti1Image, given: dict[str, object]
+) -> float:
+    """The repetition time of a BOLD run in seconds: the one reader every stage uses.
+
+    Parameters
+    ----------
+    bold_path : path-like
+        The run (named in errors).
+    img : nibabel image
+        Its header; :func:`header_tr` is added as the last statement.
+    given : dict
+        Statements by priority, ``{label: seconds or None}`` (``{"sidecar
+        sub-01_bold.json": 2.0, "tr argument": None}``); None entries are absent.
+
+    Returns
+    -------
+    float
+        The first statement present; all must agree within :data:`TR_RTOL`.
+
+    Raises
+    ------
+    modalmerge.io.InputError
+        No statement, one that is not a positive number, or a disagreement.
+    """
+    statements: dict[str, float] = {}
+    for label, value in given.items():
+        if value is None:
+            continue
+        try:
+            seconds = float(value)
+        except (TypeError, ValueError):
+            message = f"repetition time {value!r} in {label} is not a number"
+            raise InputError(bold_path, message) from None
+        if not (np.isfinite(seconds) and seconds > 0):
+            raise InputError(bold_path, f"repetition time {seconds:g} s in {label} is not positive")
+        statements[label] = seconds
+    head = header_tr(img)
+    if head is not None:
+        statements["the NIfTI header"] = head
+    if not statements:
         raise InputError(
-            path,
-            f"{what} is not on the atlas grid (shape {tuple(img.shape[:3])} vs "
-            f"{tuple(reference.shape[:3])}, or different affine); run the preprocess stage first",
+            bold_path, "no repetition time: no sidecar value and no time unit in the NIfTI header"
         )
+    values = list(statements.values())
+    if max(values) - min(values) > TR_RTOL * max(values):
+        said = ", ".join(f"{v:g} s in {label}" for label, v in statements.items())
+        raise InputError(bold_path, f"inconsistent repetition times: {said}")
+    return values[0]
 
 
 def save_image(img: nib.Nifti1Image, path: str | os.PathLike, compresslevel: int = 1) -> None:

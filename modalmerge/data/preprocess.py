@@ -34,13 +34,11 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from modalmerge.data.nifti import load_image, load_labels, same_grid, save_image
+from modalmerge.data.nifti import load_image, load_labels, repetition_time, same_grid, save_image
 from modalmerge.io import InputError, require_file
 from modalmerge.settings import PreprocessSettings
 
 __all__ = ["preprocess_subject", "read_tr"]
-
-_TR_TOLERANCE = 0.01  # relative disagreement allowed between TR sources
 
 
 def _sidecar_path(bold_path: Path) -> Path:
@@ -52,23 +50,13 @@ def _sidecar_path(bold_path: Path) -> Path:
     return bold_path.with_name(name + ".json")
 
 
-def _header_tr(img: nib.Nifti1Image) -> float | None:
-    """TR in seconds from pixdim[4], only when the header declares a time unit."""
-    if len(img.shape) < 4:
-        return None
-    _, time_unit = img.header.get_xyzt_units()
-    value = float(img.header.get_zooms()[3])
-    if value <= 0 or time_unit not in ("sec", "msec", "usec"):
-        return None
-    return value * {"sec": 1.0, "msec": 1e-3, "usec": 1e-6}[time_unit]
-
-
 def read_tr(bold_path: str | os.PathLike, img: nib.Nifti1Image, tr: float | None = None) -> float:
     """Return the repetition time of a BOLD run in seconds.
 
     Sources, by priority: ``tr``; the BIDS sidecar (``<run>.json`` beside the
     NIfTI, key ``RepetitionTime``); the header's pixdim[4] when its time unit is
-    set. Any two sources present must agree within 1 %.
+    set. Any two sources present must agree within 0.1 %
+    (:func:`modalmerge.data.nifti.repetition_time`, the one TR reader).
 
     Raises
     ------
@@ -76,33 +64,14 @@ def read_tr(bold_path: str | os.PathLike, img: nib.Nifti1Image, tr: float | None
         No source gives a TR, the sidecar is unreadable, or the sources disagree.
     """
     bold_path = Path(bold_path)
-    sources: dict[str, float] = {}
-    if tr is not None:
-        sources["tr argument"] = float(tr)
-    sidecar = _sidecar_path(bold_path)
+    sidecar, value = _sidecar_path(bold_path), None
     if sidecar.exists():
         try:
-            value = json.loads(sidecar.read_text())["RepetitionTime"]
-            sources[f"sidecar {sidecar.name}"] = float(value)
-        except KeyError:
-            pass
-        except (ValueError, TypeError) as exc:
+            value = json.loads(sidecar.read_text()).get("RepetitionTime")
+            value = None if value is None else float(value)
+        except (ValueError, TypeError, AttributeError) as exc:
             raise InputError(sidecar, f"unreadable BIDS sidecar ({exc})") from None
-    header = _header_tr(img)
-    if header is not None:
-        sources["NIfTI header"] = header
-    if not sources:
-        raise InputError(
-            bold_path,
-            f"no repetition time: no RepetitionTime in {sidecar.name} and no time unit "
-            "in the NIfTI header",
-        )
-    values = list(sources.values())
-    if any(v <= 0 or not np.isfinite(v) for v in values):
-        raise InputError(bold_path, f"invalid repetition time {sources}")
-    if max(values) - min(values) > _TR_TOLERANCE * max(values):
-        raise InputError(bold_path, f"inconsistent repetition times (s): {sources}")
-    return values[0]
+    return repetition_time(bold_path, img, {"tr argument": tr, f"sidecar {sidecar.name}": value})
 
 
 def _read_confounds(path: str | os.PathLike, n_volumes: int) -> np.ndarray:

@@ -33,6 +33,10 @@ from typing import Literal
 
 import numpy as np
 
+# the one definition of functional connectivity (exact Pearson for "correlation"),
+# re-exported here for the scores and the figures
+from modalmerge.data.parcellation.connectivity import connectivity
+
 OnConstant = Literal["zero", "raise"]
 
 
@@ -180,36 +184,6 @@ def mse(pred: np.ndarray, true: np.ndarray, axis: int | tuple[int, ...] | None =
     return float(out) if axis is None else out
 
 
-def connectivity(x: np.ndarray) -> np.ndarray:
-    """Functional connectivity: the ROI-by-ROI Pearson correlation matrix.
-
-    Parameters
-    ----------
-    x : ndarray, shape (T, R)
-        One ROI time series.
-
-    Returns
-    -------
-    ndarray, shape (R, R)
-        Symmetric, 1 on the diagonal. Entries involving an ROI that is constant
-        over time are 0 (its correlation is undefined), not NaN.
-    """
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 2:
-        raise ValueError(f"x must be shaped (T, R); got shape {x.shape}")
-    if x.shape[0] < 2:
-        raise ValueError(f"need at least 2 time points; got T={x.shape[0]}")
-    if not np.isfinite(x).all():
-        raise ValueError("x holds NaN or infinite values")
-    xc = x - x.mean(axis=0)
-    norm = np.sqrt((xc * xc).sum(axis=0))
-    varying = (np.ptp(x, axis=0) > 0) & (norm > 0)
-    z = np.divide(xc, norm, out=np.zeros_like(xc), where=varying)
-    fc = np.clip(z.T @ z, -1.0, 1.0)
-    np.fill_diagonal(fc, 1.0)
-    return fc
-
-
 def fc_similarity(
     pred: np.ndarray, true: np.ndarray, *, on_constant: OnConstant = "zero"
 ) -> np.ndarray:
@@ -234,13 +208,45 @@ def fc_similarity(
         true one up to a positive affine map.
     """
     pred, true = _check_time_series(pred, true)
-    n_rois = pred.shape[2]
+    if pred.shape[2] < 3:
+        raise ValueError(f"fc_similarity needs at least 3 ROIs; got R={pred.shape[2]}")
+    fc_pred = np.stack([connectivity(p) for p in pred])  # (n_series, R, R)
+    fc_true = np.stack([connectivity(t) for t in true])
+    return fc_matrix_similarity(fc_pred, fc_true, on_constant=on_constant)
+
+
+def fc_matrix_similarity(
+    pred_fc: np.ndarray, true_fc: np.ndarray, *, on_constant: OnConstant = "zero"
+) -> np.ndarray | float:
+    """The FC similarity of connectivity matrices: Pearson r of their upper triangles.
+
+    The one definition of FC similarity; :func:`fc_similarity` computes the
+    matrices from series first, the figures call this on mean matrices.
+
+    Parameters
+    ----------
+    pred_fc, true_fc : ndarray, shape (R, R) or (n, R, R)
+        Square matrices of one shape, ``R >= 3`` (two ROIs give one connection,
+        which cannot be correlated); only the upper triangle (diagonal excluded) is read.
+    on_constant : {"zero", "raise"}
+        What an upper triangle with no variation gives: ``"zero"`` (default)
+        scores it r = 0, as a constant series is scored (a flat prediction's
+        connectivity is all zeros: it reproduces none of the pattern).
+
+    Returns
+    -------
+    float or ndarray, shape (n,)
+        A float for one pair of matrices; similarities in [-1, 1].
+    """
+    pred_fc, true_fc = check_pair(pred_fc, true_fc, (2, 3), "(R, R) or (n, R, R)")
+    n_rois = pred_fc.shape[-1]
+    if pred_fc.shape[-2] != n_rois:
+        raise ValueError(f"connectivity matrices must be square; got shape {pred_fc.shape}")
     if n_rois < 3:
         raise ValueError(f"fc_similarity needs at least 3 ROIs; got R={n_rois}")
     iu = np.triu_indices(n_rois, k=1)
-    edges_pred = np.stack([connectivity(p)[iu] for p in pred])  # (n_series, n_edges)
-    edges_true = np.stack([connectivity(t)[iu] for t in true])
-    return _correlate(edges_pred, edges_true, axis=1, on_constant=on_constant)
+    r = _correlate(pred_fc[..., iu[0], iu[1]], true_fc[..., iu[0], iu[1]], -1, on_constant)
+    return float(r) if pred_fc.ndim == 2 else r
 
 
 def noise_ceiling(

@@ -34,20 +34,13 @@ from typing import TypeVar
 
 from torch import nn
 
-MODALITIES = ("image", "time_series", "text", "tabular")
+from modalmerge.modalities import MODALITIES, check_modality  # noqa: F401 - re-exported
 
 _ENCODERS: dict[str, dict[str, type]] = {m: {} for m in MODALITIES}
 _DECODERS: dict[str, dict[str, type]] = {m: {} for m in MODALITIES}
 _CONDITIONING: dict[str, type] = {}
 
 T = TypeVar("T", bound=type)
-
-
-def check_modality(modality: str, role: str = "modality") -> str:
-    """Return ``modality`` or raise ValueError naming the known modalities."""
-    if modality not in MODALITIES:
-        raise ValueError(f"unknown {role} {modality!r}; expected one of {list(MODALITIES)}")
-    return modality
 
 
 def _register(

@@ -34,6 +34,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from modalmerge.data.parcellation.labels import read_labels
 from modalmerge.data.shards.split_arrays import (
     read_manifest,
     roi_columns,
@@ -64,10 +65,7 @@ SUMMARY_METRICS = ("pearson_r", "fc_similarity", "r2", "ssim", "psnr", "accuracy
 
 
 def _roi_labels(labels_path: str | Path) -> list[str]:
-    table = pd.read_csv(require_file(labels_path, "atlas labels"), sep="\t")
-    if "name" not in table:
-        raise InputError(labels_path, "atlas labels need a 'name' column")
-    return [str(n) for n in table["name"]]
+    return read_labels(labels_path)["name"].tolist()
 
 
 def _roi_coordinates(manifest: dict, columns) -> np.ndarray | None:

@@ -8,7 +8,6 @@ from modalmerge.viz.attention import attention_peak, project_to_image
 from modalmerge.viz.figures import (
     attention_on_anatomy,
     connectivity_comparison,
-    fc_similarity,
     learning_curves,
     roi_attention_matrix,
     save_figure,
@@ -35,7 +34,6 @@ __all__ = [
     "attention_peak",
     "connectivity_comparison",
     "dk_surface_labels",
-    "fc_similarity",
     "learning_curves",
     "plot_image_prediction",
     "plot_tabular_prediction",

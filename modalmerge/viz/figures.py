@@ -1,3 +1,4 @@
+# Over 400 lines on purpose: one module of pure figure functions the figures stage draws from (predictions and surfaces live apart).
 """Pure figure functions for the workflow's figures stage: arrays and tables in, Figure out.
 
 Each function validates its inputs (a bad shape or a missing column raises
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from modalmerge.evaluation.metrics import fc_matrix_similarity
 from modalmerge.io import atomic_path
 from modalmerge.viz._common import format_r, new_figure, pearson_r, set_tick_labels, to_numpy
 
@@ -118,22 +120,6 @@ def _square_matrix(m, name: str) -> np.ndarray:
     return arr
 
 
-def fc_similarity(true_fc: np.ndarray, pred_fc: np.ndarray) -> float:
-    """Pearson r between the upper triangles (diagonal excluded) of two (R, R) matrices.
-
-    Returns NaN when R < 2 or a triangle is constant; raises ValueError when the
-    matrices are not square or differ in shape.
-    """
-    true_m = _square_matrix(true_fc, "true_fc")
-    pred_m = _square_matrix(pred_fc, "pred_fc")
-    if true_m.shape != pred_m.shape:
-        raise ValueError(f"true_fc {true_m.shape} and pred_fc {pred_m.shape} differ in shape")
-    if true_m.shape[0] < 2:
-        return float("nan")
-    iu = np.triu_indices(true_m.shape[0], k=1)
-    return pearson_r(true_m[iu], pred_m[iu])
-
-
 def profile_matrices(
     true: np.ndarray,
     predictions: Mapping[str, np.ndarray],
@@ -225,9 +211,12 @@ def connectivity_comparison(
     """
     from nilearn import plotting
 
-    r = fc_similarity(true_fc, pred_fc)  # validates both matrices
-    true_m, pred_m = to_numpy(true_fc, "true_fc"), to_numpy(pred_fc, "pred_fc")
+    true_m, pred_m = _square_matrix(true_fc, "true_fc"), _square_matrix(pred_fc, "pred_fc")
+    if true_m.shape != pred_m.shape:
+        raise ValueError(f"true_fc {true_m.shape} and pred_fc {pred_m.shape} differ in shape")
     n = true_m.shape[0]
+    # FC similarity as scored (evaluation.metrics); undefined ("n/a") below three ROIs
+    r = fc_matrix_similarity(pred_m, true_m) if n >= 3 else float("nan")
     if labels is not None and len(labels) != n:
         raise ValueError(f"labels has {len(labels)} names for {n} ROIs")
     off_diag = ~np.eye(n, dtype=bool)

@@ -12,21 +12,20 @@ import os
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 
 from modalmerge.data.nifti import check_same_grid, load_image, load_labels
 from modalmerge.data.parcellation import roi_kernel
+from modalmerge.data.parcellation.connectivity import connectivity
 from modalmerge.data.parcellation.label_runs import _cached, column_plan, region_sums_rows, row_plan
+from modalmerge.data.parcellation.labels import read_labels
 from modalmerge.data.preprocess import read_tr
-from modalmerge.io import InputError, atomic_path, require_file
+from modalmerge.io import InputError, atomic_path
 from modalmerge.settings import CONNECTIVITY_KINDS, ParcellateSettings
 
 __all__ = [
     "CONNECTIVITY_KINDS",
     "FEATURE_NAMES",
-    "connectivity",
     "parcellate_subject",
-    "read_labels_table",
     "roi_means",
     "structural_features",
 ]
@@ -156,34 +155,6 @@ def roi_means(
     return means.astype(np.float32, copy=False)
 
 
-def read_labels_table(path: str | os.PathLike) -> pd.DataFrame:
-    """Read ``atlas/labels.tsv`` (index, name, x, y, z), sorted by index.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Columns ``index`` (int), ``name`` (str), ``x``, ``y``, ``z`` (mm).
-    """
-    path = require_file(path, "atlas labels TSV")
-    try:
-        table = pd.read_csv(path, sep="\t")
-    except (ValueError, pd.errors.ParserError) as exc:
-        raise InputError(path, f"unreadable labels TSV ({exc})") from None
-    missing = [c for c in ("index", "name", "x", "y", "z") if c not in table.columns]
-    if missing:
-        raise InputError(path, f"labels TSV lacks column(s) {missing}")
-    if not pd.api.types.is_integer_dtype(table["index"]) or (table["index"] <= 0).any():
-        raise InputError(path, "labels TSV 'index' must hold positive integers")
-    if table["index"].duplicated().any():
-        raise InputError(path, "labels TSV has duplicate indices")
-    coords = table[["x", "y", "z"]]
-    if not all(pd.api.types.is_numeric_dtype(coords[c]) for c in coords) or coords.isna().any(
-        axis=None
-    ):
-        raise InputError(path, "labels TSV coordinates x, y, z must be numbers")
-    return table.sort_values("index").reset_index(drop=True)
-
-
 def structural_features(
     t1: np.ndarray,
     labels: np.ndarray,
@@ -229,27 +200,6 @@ def structural_features(
     return features.astype(np.float32)
 
 
-def connectivity(roi_timeseries: np.ndarray, kind: str = "correlation") -> np.ndarray:
-    """Functional connectivity of one subject's ROI series via nilearn.
-
-    Parameters
-    ----------
-    roi_timeseries : ndarray, shape (T, R)
-    kind : str
-        One of :data:`CONNECTIVITY_KINDS` (Ledoit-Wolf shrunk covariance, so
-        valid when T < R).
-
-    Returns
-    -------
-    ndarray of float32, shape (R, R)
-    """
-    from modalmerge.data.parcellation import (
-        connectivity as fc,  # the one place connectivity is computed
-    )
-
-    return fc.connectivity(roi_timeseries, kind).astype(np.float32)
-
-
 def parcellate_subject(
     t1_path: str | os.PathLike,
     bold_path: str | os.PathLike | None,
@@ -292,7 +242,8 @@ def parcellate_subject(
     """
     params = ParcellateSettings.coerce(params)
     atlas, labels = load_labels(atlas_path, what="atlas")
-    table = read_labels_table(labels_path)
+    table = read_labels(labels_path, require_coordinates=True).sort_values("index")
+    table = table.reset_index(drop=True)
     roi_labels = table["index"].to_numpy(dtype=np.int64)
     present = np.flatnonzero(np.bincount(labels.ravel()))
     present = present[present != 0]
@@ -318,7 +269,7 @@ def parcellate_subject(
             raise InputError(bold_path, f"regions {flat[:10].tolist()} have a constant time series")
         function = {
             "roi_timeseries": series,
-            "connectivity": connectivity(series, params.connectivity),
+            "connectivity": connectivity(series, params.connectivity).astype(np.float32),
             "tr": np.float64(tr),
             "connectivity_kind": np.array(params.connectivity),
         }

@@ -27,7 +27,6 @@ from torch.utils.data import Dataset, default_collate
 
 from modalmerge.data.shards.chunk_map import ChunkMap, map_chunks
 from modalmerge.data.shards.split_arrays import (
-    check_modality,
     image_channels,
     read_manifest,
     roi_columns,
@@ -35,6 +34,7 @@ from modalmerge.data.shards.split_arrays import (
 )
 from modalmerge.data.shards.subjects import SPLITS
 from modalmerge.io import InputError
+from modalmerge.modalities import SHARD_MODALITIES, check_modality
 
 __all__ = ["SampleBatch", "ShardDataset", "collate_samples"]
 
@@ -107,8 +107,8 @@ class ShardDataset(Dataset):
     ):
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        check_modality(condition, "condition")
-        check_modality(target, "target")
+        check_modality(condition, "condition modality", SHARD_MODALITIES)
+        check_modality(target, "target modality", SHARD_MODALITIES)
         if "text" in (condition, target) and tokenizer is None:
             raise ValueError("the text modality needs a tokenizer")
         self.shard_dir = Path(shard_dir)

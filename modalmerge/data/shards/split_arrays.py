@@ -18,10 +18,9 @@ import numpy as np
 
 from modalmerge.data.shards.subjects import FORMAT_VERSION
 from modalmerge.io import InputError, require_file
+from modalmerge.modalities import SHARD_MODALITIES, check_modality
 
 __all__ = [
-    "MODALITIES",
-    "check_modality",
     "image_channels",
     "load_split_arrays",
     "read_manifest",
@@ -33,7 +32,6 @@ __all__ = [
     "tabular_schema",
 ]
 
-MODALITIES = ("image", "time_series", "tabular", "text", "structural_features", "connectivity")
 _REQUIRED_KEYS = ("format_version", "config_hash", "splits", "shards", "shapes", "tabular")
 
 
@@ -75,11 +73,6 @@ def read_manifest(shard_dir: str | os.PathLike) -> dict:
     return manifest
 
 
-def check_modality(name: str, role: str) -> None:
-    if name not in MODALITIES:
-        raise ValueError(f"{role} modality {name!r} is not one of {MODALITIES}")
-
-
 def load_split_arrays(shard_dir: str | os.PathLike, split: str, modality: str) -> dict:
     """All arrays of one modality in one split, for baselines and evaluation.
 
@@ -98,7 +91,7 @@ def load_split_arrays(shard_dir: str | os.PathLike, split: str, modality: str) -
         per row) and ``window_start`` (int64 ndarray per row, time_series only;
         else None).
     """
-    check_modality(modality, "requested")
+    check_modality(modality, "requested modality", SHARD_MODALITIES)
     manifest = read_manifest(shard_dir)
     parts, subjects, starts = [], [], []
     for entry in manifest["shards"]:

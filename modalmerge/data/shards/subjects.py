@@ -31,7 +31,7 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from modalmerge.data.nifti import load_image
+from modalmerge.data.nifti import load_image, same_grid
 from modalmerge.io import InputError, atomic_dir, require_file
 from modalmerge.settings import ShardSettings
 
@@ -255,7 +255,7 @@ def _subject_image(
         img = load_image(paths[i], ndim=3, what=f"preprocessed {name}")
         if grid is None:
             grid = img
-        elif img.shape != grid.shape or not np.allclose(img.affine, grid.affine, atol=1e-3):
+        elif not same_grid(img, grid):
             raise InputError(paths[i], f"{name} is not on the grid of {anatomy['T1w'][i]}")
         volume = np.asarray(img.dataobj, dtype=np.float32)
         down = _downsample_labels if name in label_channels else _downsample

@@ -1,8 +1,12 @@
-"""Dataset sources: each maps a layout on disk onto the ``raw/`` contract.
+"""Dataset sources: each maps data onto the ``raw/`` contract.
 
-A source is a module selected by ``dataset.kind`` in the configuration. Every
-source exposes the interface of the synthetic generator, so the rest of the
-workflow runs unchanged (docs/architecture.md §2, docs/data-sources.md):
+A source is a :class:`~modalmerge.data.sources._common.Source`, the ``SOURCE``
+of the module that :data:`SOURCES` registers for a ``dataset.kind``. It says
+once what it can do — its capability attributes (``writes_bold``,
+``writes_confounds``, ``writes_text``, ``extra_anatomy``, ``label_anatomy``,
+``sample_unit``) and :meth:`~modalmerge.data.sources._common.Source.task_label` —
+and offers the interface the workflow calls (docs/architecture.md §2,
+docs/data-sources.md):
 
 ``subject_ids(params) -> list[str]``
     The subjects (``sub-<label>``) the workflow will process, after the
@@ -14,16 +18,24 @@ workflow runs unchanged (docs/architecture.md §2, docs/data-sources.md):
     configured atlas.
 ``write_subject(params, subject, root) -> None``
     ``raw/sub-XXX/anat|func/...`` with BIDS names, written atomically.
+
+The synthetic generator (:mod:`.synthetic`, an adapter over
+:mod:`modalmerge.data.synthetic.cohort`) and the packaged brainspace data are
+sources like the layouts on disk.
 """
 
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
+from typing import TYPE_CHECKING
 
-#: ``dataset.kind`` -> module implementing it.
+if TYPE_CHECKING:
+    from modalmerge.data.sources._common import Source
+
+#: ``dataset.kind`` -> the module whose ``SOURCE`` implements it (imported on use, so
+#: the workflow's code fingerprint of a source covers that module only).
 SOURCES: dict[str, str] = {
-    "synthetic": "modalmerge.data.synthetic.cohort",
+    "synthetic": "modalmerge.data.sources.synthetic",
     "bids": "modalmerge.data.sources.bids",
     "fmriprep": "modalmerge.data.sources.fmriprep",
     "hcp": "modalmerge.data.sources.hcp",
@@ -34,8 +46,8 @@ SOURCES: dict[str, str] = {
 }
 
 
-def get_source(kind: str) -> ModuleType:
-    """Return the module that implements ``dataset.kind``.
+def get_source(kind: str) -> Source:
+    """Return the source that implements ``dataset.kind``.
 
     Parameters
     ----------
@@ -45,8 +57,8 @@ def get_source(kind: str) -> ModuleType:
 
     Returns
     -------
-    module
-        A module with ``subject_ids``, ``write_cohort`` and ``write_subject``.
+    Source
+        Its capabilities, ``subject_ids``, ``write_cohort`` and ``write_subject``.
 
     Raises
     ------
@@ -55,7 +67,7 @@ def get_source(kind: str) -> ModuleType:
     """
     if kind not in SOURCES:
         raise ValueError(f"dataset.kind {kind!r} is not one of {sorted(SOURCES)}")
-    return importlib.import_module(SOURCES[kind])
+    return importlib.import_module(SOURCES[kind]).SOURCE
 
 
 __all__ = ["SOURCES", "get_source"]

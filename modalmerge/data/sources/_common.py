@@ -1,7 +1,11 @@
+# Over 400 lines on purpose: the Source contract and the one generic driver it runs (plan, place, write) read best side by side.
 """What every source shares: parameters, the subject plan, and atomic placement.
 
-A source module provides three small functions and hands them to the driver
-here (:func:`plan`, :func:`write_cohort`, :func:`write_subject`):
+A source is a :class:`Source`: what it writes (its capability attributes) and
+how. A layout on disk provides three small functions and hands them to the
+driver here (:func:`plan`, :func:`write_cohort`, :func:`write_subject`); a
+source that writes ``raw/`` itself (the synthetic generator, packaged data)
+gives its own ``own_subject_ids`` / ``own_write_cohort`` / ``own_write_subject``:
 
 ``on_disk(params) -> list[str]``
     subject ids (``sub-<label>``) found in the layout, after the subject filter;
@@ -82,18 +86,24 @@ class SubjectFiles:
 
 @dataclass
 class Source:
-    """One layout: the functions that read it, and the interface the workflow calls.
+    """One data source: how it reads its data, and what it writes into ``raw/``.
 
-    A source module builds its ``SOURCE`` and exposes the bound methods
-    :meth:`subject_ids`, :meth:`write_cohort` and :meth:`write_subject` as its
-    module-level interface (see :mod:`modalmerge.data.sources`).
+    Every source module builds its ``SOURCE`` (registered in
+    :data:`modalmerge.data.sources.SOURCES`); the workflow asks it
+    :meth:`subject_ids`, :meth:`write_cohort`, :meth:`write_subject`,
+    :meth:`task_label` and the capability attributes below (through
+    :mod:`modalmerge.stages.acquire`). A layout on disk gives ``on_disk``,
+    ``participants`` and ``collect`` and is written by the generic driver of
+    this module; a source that writes ``raw/`` itself (the synthetic generator,
+    packaged demo data) gives ``own_subject_ids``, ``own_write_cohort`` and
+    ``own_write_subject`` instead.
     """
 
     kind: str
-    keys: set[str]
-    on_disk: Callable[[dict], list[str]]
-    participants: Callable[[dict], pd.DataFrame | None]
-    collect: Callable[[dict, str], SubjectFiles]
+    keys: set[str] = field(default_factory=set)
+    on_disk: Callable[[dict], list[str]] | None = None
+    participants: Callable[[dict], pd.DataFrame | None] | None = None
+    collect: Callable[[dict, str], SubjectFiles] | None = None
     task: Callable[[dict], str | None] = lambda params: None
     default_atlas: dict | None = field(default_factory=lambda: {"kind": "dk"})
     #: False when the table is a study-wide file (HCP behavioural CSV, ADNIMERGE)
@@ -102,21 +112,70 @@ class Source:
     complete_table: bool = True
     #: Writes more cohort files into ``raw/`` (BIDS: the events TSV): ``(params, raw)``.
     cohort_extra: Callable[[dict, Path], None] | None = None
+    # --- what the source writes: the workflow builds its DAG from these
+    #: A BOLD run per subject (False: anatomy only, e.g. ADNI, BraTS; the workflow
+    #: then runs preprocess and parcellate on the T1 alone).
+    writes_bold: bool = True
+    #: A confounds TSV beside every BOLD run (regressed out by preprocess).
+    writes_confounds: bool = False
+    #: A description text per subject (``sub-X/sub-X_description.txt``).
+    writes_text: bool = False
+    #: Anatomy images besides the T1w (``anat/sub-X_<name>.nii.gz``), further image channels.
+    extra_anatomy: tuple[str, ...] = ()
+    #: Those of :attr:`extra_anatomy` that are label images (scored by Dice).
+    label_anatomy: tuple[str, ...] = ()
+    #: ``"subject"``, or ``"region"`` for group data whose samples are regions (region DAG).
+    sample_unit: str = "subject"
+    # --- a source that writes raw/ itself
+    own_subject_ids: Callable[[dict], list[str]] | None = None
+    own_write_cohort: Callable[[dict, Path], None] | None = None
+    own_write_subject: Callable[[dict, str, Path], None] | None = None
+
+    def __post_init__(self) -> None:
+        own = (self.own_subject_ids, self.own_write_cohort, self.own_write_subject)
+        layout = (self.on_disk, self.participants, self.collect)
+        if not (all(f is not None for f in own) or all(f is not None for f in layout)):
+            raise TypeError(
+                f"source {self.kind!r} needs on_disk, participants and collect, or "
+                "own_subject_ids, own_write_cohort and own_write_subject"
+            )
+        if not set(self.label_anatomy) <= set(self.extra_anatomy):
+            raise TypeError(f"source {self.kind!r}: label_anatomy must be part of extra_anatomy")
+        if self.sample_unit not in ("subject", "region"):
+            raise TypeError(f"source {self.kind!r}: sample_unit {self.sample_unit!r}")
 
     def subject_ids(self, params: dict) -> list[str]:
         """Subjects to process (``sub-<label>``), after filters and, with ``on_error:
         exclude``, without those that fail validation."""
+        if self.own_subject_ids is not None:
+            return list(self.own_subject_ids(params))
         return plan(self, params)[0]
 
     def write_cohort(self, params: dict, root: Path) -> None:
         """``raw/participants.tsv``, ``raw/dataset_description.json`` (``raw/excluded.tsv``)
         and ``atlas/`` under ``root``."""
+        if self.own_write_cohort is not None:
+            self.own_write_cohort(params, Path(root))
+            return
         extra = None if self.cohort_extra is None else (lambda raw: self.cohort_extra(params, raw))
         write_cohort(self, params, Path(root), extra=extra)
 
     def write_subject(self, params: dict, subject: str, root: Path) -> None:
         """Place ``subject``'s files under ``root/raw/<subject>/`` (checked, atomic)."""
+        if self.own_write_subject is not None:
+            self.own_write_subject(params, subject, Path(root))
+            return
         write_subject(self, params, subject, Path(root))
+
+    def task_label(self, params: dict) -> str:
+        """The BIDS task label of the functional runs it writes (``rest`` when it names none)."""
+        task = self.task(params)
+        return str(params.get("task", "rest") if task is None else task)
+
+    def writes(self) -> dict[str, bool]:
+        """Which optional per-subject files it writes: ``bold``, ``text``, ``confounds``."""
+        return {"bold": self.writes_bold, "text": self.writes_text,
+                "confounds": self.writes_confounds}  # fmt: skip
 
 
 # --------------------------------------------------------------------------- params

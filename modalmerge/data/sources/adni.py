@@ -38,7 +38,6 @@ from modalmerge.data.sources._common import Source, SubjectFiles
 from modalmerge.io import InputError, require_file
 
 KEYS = {"clinical", "id_column", "visit", "images", "tabular"}
-WRITES_BOLD = False  # anatomy only: the workflow runs no BOLD stages for it
 DEFAULT_TABULAR = ["MMSE", "CDRSB", "ADAS13", "PTEDUCAT", "APOE4"]
 SEX = {"male": "M", "female": "F", "m": "M", "f": "F"}
 
@@ -135,6 +134,7 @@ SOURCE = Source(
     collect=_collect,
     default_atlas={"kind": "dk"},
     complete_table=False,
+    writes_bold=False,  # anatomy only: the workflow runs no BOLD stages for it
 )
 
 

@@ -35,6 +35,7 @@ from pathlib import Path
 import nibabel as nib
 import pandas as pd
 
+from modalmerge.data.nifti import check_same_grid
 from modalmerge.data.sources import _common, validate
 from modalmerge.data.sources._common import Source, SubjectFiles
 from modalmerge.io import InputError, atomic_path
@@ -183,7 +184,8 @@ def atlas_grid_check(params: dict, ref_path: Path, ref: nib.Nifti1Image) -> None
 
     path = atlases.atlas_image_path(params.get("atlas", {"kind": "dk"}))
     if path is not None:
-        validate.check_same_grid(ref_path, ref, path, validate.load_header(path, "atlas"))
+        atlas = validate.load_header(path, "atlas")
+        check_same_grid(atlas, ref, path, "atlas", f"the grid of {ref_path.name}", "")
 
 
 KEYS = {"task", "sessions", "run", "same_grid"}
@@ -203,7 +205,7 @@ def _collect(params: dict, subject: str) -> SubjectFiles:
     validate.require_ndim(bold, bold_img, 4, "BOLD run")
     tr = read_tr(root, bold, bold_img)
     if params.get("same_grid", False):
-        validate.check_same_grid(bold, bold_img, t1, t1_img)
+        check_same_grid(t1_img, bold_img, t1, "T1w image", f"the grid of {bold.name}", "")
         atlas_grid_check(params, bold, bold_img)
     files = SubjectFiles(subject, anat={"T1w": t1}, bold=bold)
     files.bold_json = {"RepetitionTime": tr, "TaskName": params["task"], "Sources": [str(bold)]}

@@ -57,7 +57,6 @@ SUBJECT = "sub-010188"
 RUN = "sub-010188_ses-02_task-rest_acq-AP_run-01"
 TASK = "rest"
 KEYS = {"path", "tr"}
-WRITES_CONFOUNDS = True  # a confounds TSV beside the BOLD run (workflow input)
 N_VERTICES = 10242  # per hemisphere on fsaverage5
 
 
@@ -82,11 +81,7 @@ def _check(params: dict) -> tuple[Path, float]:
     return path, float(tr)
 
 
-def task_label(params: dict) -> str:
-    return TASK
-
-
-def subject_ids(params: dict) -> list[str]:
+def _subject_ids(params: dict) -> list[str]:
     """The one subject of the run."""
     _check(params)
     return [SUBJECT]
@@ -159,7 +154,7 @@ def _sulcal_depth() -> np.ndarray:
     return np.concatenate([sulc.data.parts["left"], sulc.data.parts["right"]]).astype(np.float32)
 
 
-def write_cohort(params: dict, root: Path) -> None:
+def _write_cohort(params: dict, root: Path) -> None:
     """``raw/participants.tsv``, ``raw/dataset_description.json`` and the surface ``atlas/``."""
     path, _ = _check(params)
     table = pd.DataFrame({c: [SUBJECT if c == "participant_id" else pd.NA]
@@ -170,7 +165,7 @@ def write_cohort(params: dict, root: Path) -> None:
     _common.write_cohort_files(root, "participants.tsv", table, description, surface_atlas())
 
 
-def write_subject(params: dict, subject: str, root: Path) -> None:
+def _write_subject(params: dict, subject: str, root: Path) -> None:
     """The run as a ``(20484, 1, 1, T)`` NIfTI, its confounds and the anatomy slot."""
     path, tr = _check(params)
     if subject != SUBJECT:
@@ -200,3 +195,21 @@ def write_subject(params: dict, subject: str, root: Path) -> None:
             tmp / "func" / f"{stem}_bold.json",
         )
         _common.write_tsv(confounds, tmp / "func" / f"{stem}_desc-confounds_timeseries.tsv")
+
+
+SOURCE = _common.Source(
+    kind="brainspace",
+    keys=KEYS,
+    task=lambda params: TASK,
+    writes_confounds=True,  # a confounds TSV beside the BOLD run (workflow input)
+    own_subject_ids=_subject_ids,
+    own_write_cohort=_write_cohort,
+    own_write_subject=_write_subject,
+)
+
+# the interface the workflow calls (modalmerge.data.sources)
+subject_ids, write_cohort, write_subject = (
+    SOURCE.subject_ids,
+    SOURCE.write_cohort,
+    SOURCE.write_subject,
+)

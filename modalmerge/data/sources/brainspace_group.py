@@ -51,7 +51,6 @@ from modalmerge.data.sources import _common
 from modalmerge.io import InputError, require_file
 
 KEYS = {"path", "scale"}
-SAMPLE_UNIT = "region"  # the workflow builds its region DAG for this source (no subjects)
 N_VERTICES = 32492  # per hemisphere on conte69 32k
 MAPS = ("thickness", "t1wt2w", "curvature")
 ID_COLUMNS = ("region", "label", "hemisphere", "x", "y", "z")
@@ -71,8 +70,8 @@ def _check(params: dict) -> tuple[Path, int]:
     return path, scale
 
 
-def subject_ids(params: dict) -> list[str]:
-    """No subjects: the samples are regions (see :data:`SAMPLE_UNIT`)."""
+def _subject_ids(params: dict) -> list[str]:
+    """No subjects: the samples are regions (``SOURCE.sample_unit``)."""
     _check(params)
     return []
 
@@ -176,7 +175,7 @@ def region_table(params: dict) -> tuple[pd.DataFrame, np.ndarray]:
     return pd.concat([table, *blocks], axis=1), vertex
 
 
-def write_cohort(params: dict, root: Path) -> None:
+def _write_cohort(params: dict, root: Path) -> None:
     """``raw/regions.tsv``, ``raw/dataset_description.json`` and the conte69 ``atlas/``."""
     from modalmerge.data.parcellation.atlases import Atlas
 
@@ -200,8 +199,26 @@ def write_cohort(params: dict, root: Path) -> None:
     _common.write_cohort_files(root, "regions.tsv", table, description, atlas)
 
 
-def write_subject(params: dict, subject: str, root: Path) -> None:
+def _write_subject(params: dict, subject: str, root: Path) -> None:
     raise ValueError(
         "dataset.kind brainspace_group has regions, not subjects: there is nothing to write "
         f"for {subject!r} (the workflow's region DAG reads raw/regions.tsv)"
     )
+
+
+SOURCE = _common.Source(
+    kind="brainspace_group",
+    keys=KEYS,
+    writes_bold=False,  # one region table, no runs
+    sample_unit="region",  # the workflow builds its region DAG for this source (no subjects)
+    own_subject_ids=_subject_ids,
+    own_write_cohort=_write_cohort,
+    own_write_subject=_write_subject,
+)
+
+# the interface the workflow calls (modalmerge.data.sources)
+subject_ids, write_cohort, write_subject = (
+    SOURCE.subject_ids,
+    SOURCE.write_cohort,
+    SOURCE.write_subject,
+)

@@ -30,6 +30,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from modalmerge.data.nifti import check_same_grid
 from modalmerge.data.sources import _common, validate
 from modalmerge.data.sources._common import Source, SubjectFiles
 from modalmerge.io import InputError, require_file
@@ -51,11 +52,6 @@ SEG_LABELS = {
     "brats2023": {0: "background", 1: "necrotic_core", 2: "edema", 3: "enhancing_tumor"},
 }
 KEYS = {"naming", "participants", "participants_id_column"}
-WRITES_BOLD = False  # anatomy only: the workflow runs no BOLD stages for it
-#: Anatomy files besides the T1w (``anat/sub-X_<name>.nii.gz``) that travel as image channels.
-EXTRA_ANATOMY = ("ce-gd_T1w", "T2w", "FLAIR", "dseg")
-#: Of those, the label images (resampled nearest-neighbour, never normalised).
-LABEL_ANATOMY = ("dseg",)
 
 
 def _naming(params: dict) -> str:
@@ -110,7 +106,7 @@ def _collect(params: dict, subject: str) -> SubjectFiles:
         if ref is None:
             ref = (path, img)
         else:
-            validate.check_same_grid(ref[0], ref[1], path, img)
+            check_same_grid(img, ref[1], path, f"{tag} image", f"the grid of {ref[0].name}", "")
         files.anat[suffix] = path
     seg = files.anat["dseg"]
     labels = SEG_LABELS[naming]
@@ -151,6 +147,11 @@ SOURCE = Source(
     collect=_collect,
     default_atlas=None,
     complete_table=False,
+    writes_bold=False,  # anatomy only: the workflow runs no BOLD stages for it
+    # anatomy besides the T1w (anat/sub-X_<name>.nii.gz), travelling as image channels;
+    # the label image among them is resampled nearest-neighbour and never normalised
+    extra_anatomy=("ce-gd_T1w", "T2w", "FLAIR", "dseg"),
+    label_anatomy=("dseg",),
 )
 
 

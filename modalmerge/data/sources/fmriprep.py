@@ -27,12 +27,12 @@ from pathlib import Path
 
 from nilearn.interfaces import fmriprep as nifmriprep
 
+from modalmerge.data.nifti import check_same_grid
 from modalmerge.data.sources import _common, bids, validate
 from modalmerge.data.sources._common import Source, SubjectFiles
 from modalmerge.io import InputError
 
 DEFAULT_SPACE = "MNI152NLin2009cAsym"
-WRITES_CONFOUNDS = True  # a confounds TSV beside every BOLD run (workflow input)
 KEYS = bids.KEYS | {"space", "confounds", "participants"}
 
 
@@ -111,9 +111,9 @@ def _collect(params: dict, subject: str) -> SubjectFiles:
     validate.require_ndim(t1, t1_img, 3, "T1w image")
     mask_img = validate.load_header(mask, "brain mask")
     validate.require_ndim(mask, mask_img, 3, "brain mask")
-    validate.check_same_grid(bold, bold_img, mask, mask_img)
+    check_same_grid(mask_img, bold_img, mask, "brain mask", f"the grid of {bold.name}", "")
     if params.get("same_grid", False):
-        validate.check_same_grid(bold, bold_img, t1, t1_img)
+        check_same_grid(t1_img, bold_img, t1, "T1w image", f"the grid of {bold.name}", "")
         bids.atlas_grid_check(params, bold, bold_img)
     meta, sidecar = bids.sidecar_metadata(root, bold)
     tr = validate.check_tr(bold, bold_img, meta.get("RepetitionTime"), sidecar)
@@ -147,6 +147,7 @@ SOURCE = Source(
     participants=_participants,
     collect=_collect,
     task=lambda params: params["task"],
+    writes_confounds=True,  # a confounds TSV beside every BOLD run (workflow input)
 )
 
 

@@ -35,11 +35,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from modalmerge.data.nifti import check_same_grid
 from modalmerge.data.sources import _common, bids, validate
 from modalmerge.data.sources._common import Source, SubjectFiles
 from modalmerge.io import InputError, require_file
 
-WRITES_CONFOUNDS = True  # a confounds TSV beside every BOLD run (workflow input)
 KEYS = {"task", "run", "participants", "same_grid"}
 MOTION = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]
 MOVEMENT_COLUMNS = MOTION + [f"{c}_derivative1" for c in MOTION]
@@ -107,7 +107,7 @@ def _collect(params: dict, subject: str) -> SubjectFiles:
     validate.require_ndim(bold, bold_img, 4, "BOLD run")
     tr = validate.check_tr(bold, bold_img, None, None)
     if params.get("same_grid", False):
-        validate.check_same_grid(bold, bold_img, t1, t1_img)
+        check_same_grid(t1_img, bold_img, t1, "T1w image", f"the grid of {bold.name}", "")
         bids.atlas_grid_check(params, bold, bold_img)
     confounds = read_movement(run / "Movement_Regressors.txt", bold_img.shape[3])
     files = SubjectFiles(subject, anat={"T1w": t1}, bold=bold, confounds=confounds)
@@ -153,6 +153,7 @@ SOURCE = Source(
     collect=_collect,
     task=_task,
     complete_table=False,
+    writes_confounds=True,  # the movement regressors beside every BOLD run (workflow input)
 )
 
 

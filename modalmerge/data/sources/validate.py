@@ -23,10 +23,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from modalmerge.data.nifti import repetition_time
 from modalmerge.io import InputError, atomic_path, require_file
-
-GRID_ATOL_MM = 1e-3
-TR_RTOL = 1e-3
 
 
 def load_header(path: Path, what: str = "image") -> nib.Nifti1Image:
@@ -73,32 +71,11 @@ def check_voxels(path: Path) -> None:
             raise InputError(path, f"{bad} voxel value(s) are NaN or inf")
 
 
-def check_same_grid(ref_path: Path, ref: nib.Nifti1Image, path: Path, img: nib.Nifti1Image) -> None:
-    """Require ``img`` to share ``ref``'s voxel grid (3D shape and affine within 1e-3 mm)."""
-    if tuple(ref.shape[:3]) != tuple(img.shape[:3]):
-        raise InputError(
-            path,
-            f"grid {tuple(img.shape[:3])} does not match {Path(ref_path).name} {tuple(ref.shape[:3])}",
-        )
-    diff = float(np.abs(ref.affine - img.affine).max())
-    if diff > GRID_ATOL_MM:
-        raise InputError(path, f"affine differs from {Path(ref_path).name} by up to {diff:.3g} mm")
-
-
-def header_tr(img: nib.Nifti1Image) -> float | None:
-    """Repetition time from the NIfTI header in seconds, or None when it gives none."""
-    zooms = img.header.get_zooms()
-    if len(zooms) < 4 or not zooms[3] or zooms[3] <= 0:
-        return None
-    unit = img.header.get_xyzt_units()[1]
-    scale = {"msec": 1e-3, "usec": 1e-6}.get(unit, 1.0)
-    return round(float(zooms[3]) * scale, 6)  # headers store float32
-
-
 def check_tr(
     bold: Path, img: nib.Nifti1Image, sidecar_tr: float | None, sidecar: Path | None
 ) -> float:
-    """The run's TR in seconds; the sidecar and the header must agree where both give one.
+    """The run's TR in seconds (:func:`modalmerge.data.nifti.repetition_time`: the sidecar's
+    value first, checked against the header's); a sidecar that exists must state it (BIDS).
 
     Parameters
     ----------
@@ -110,30 +87,11 @@ def check_tr(
         ``RepetitionTime`` from the JSON sidecar (s), or None when absent.
     sidecar : Path or None
         The sidecar the value came from; when not None a value is required.
-
-    Returns
-    -------
-    float
-        TR in seconds.
     """
-    head = header_tr(img)
     if sidecar is not None and sidecar_tr is None:
         raise InputError(bold, f"no RepetitionTime in sidecar {sidecar.name}")
-    if sidecar_tr is None:
-        if head is None:
-            raise InputError(bold, "no repetition time: the header's pixdim[4] is 0")
-        return head
-    try:
-        tr = float(sidecar_tr)
-    except (TypeError, ValueError):
-        raise InputError(bold, f"RepetitionTime {sidecar_tr!r} is not a number") from None
-    if tr <= 0:
-        raise InputError(bold, f"RepetitionTime {tr} s is not positive")
-    if head is not None and abs(head - tr) > TR_RTOL * tr:
-        raise InputError(
-            bold, f"TR is {tr:g} s in {Path(sidecar).name} but {head:g} s in the NIfTI header"
-        )
-    return tr
+    label = "sidecar" if sidecar is None else f"sidecar {Path(sidecar).name}"
+    return repetition_time(bold, img, {label: sidecar_tr})
 
 
 def check_confounds(path: Path, table: pd.DataFrame, n_volumes: int) -> pd.DataFrame:

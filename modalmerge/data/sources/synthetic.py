@@ -1,0 +1,55 @@
+"""The synthetic generator as a data source (``dataset.kind: synthetic``).
+
+A thin adapter: :mod:`modalmerge.data.synthetic.cohort` writes ``raw/`` (and
+``truth/``, ``atlas/``) itself; this module says what it writes. The generator
+is imported only when something is written, so building the workflow's DAG
+(subject ids, task, capabilities) stays cheap.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from modalmerge.data.sources._common import Source
+
+
+def _subject_ids(params: dict) -> list[str]:
+    from modalmerge.data.synthetic.params import subject_ids
+
+    return subject_ids(params)
+
+
+def _task(params: dict) -> str:
+    from modalmerge.data.synthetic.params import SyntheticParams
+
+    return SyntheticParams.from_dict(params).task
+
+
+def _write_cohort(params: dict, root: Path) -> None:
+    from modalmerge.data.synthetic.cohort import write_cohort
+
+    write_cohort(params, root)
+
+
+def _write_subject(params: dict, subject: str, root: Path) -> None:
+    from modalmerge.data.synthetic.cohort import write_subject
+
+    write_subject(params, subject, root)
+
+
+SOURCE = Source(
+    kind="synthetic",
+    task=_task,
+    default_atlas=None,  # the generator writes its own atlas
+    writes_text=True,  # a description per subject; no confounds (nothing to regress)
+    own_subject_ids=_subject_ids,
+    own_write_cohort=_write_cohort,
+    own_write_subject=_write_subject,
+)
+
+# the interface the workflow calls (modalmerge.data.sources)
+subject_ids, write_cohort, write_subject = (
+    SOURCE.subject_ids,
+    SOURCE.write_cohort,
+    SOURCE.write_subject,
+)

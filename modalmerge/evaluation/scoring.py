@@ -1,0 +1,139 @@
+"""What the per-modality scorers share: their input, their result, and the step
+from samples (windows) to subjects.
+
+A scorer takes a :class:`ScoringInput` (the train and test splits as arrays,
+the ridge features of their conditions, the baseline settings) and RETURNS a
+:class:`Scored` (scores per predictor, per-ROI lists, arrays for
+``predictions.npz``, further ``metrics.json`` keys); it mutates nothing it is
+given. The evaluate stage (:mod:`modalmerge.stages.evaluate`) only loads,
+dispatches on the target modality and writes.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from modalmerge.evaluation.baselines import RidgeBaseline
+
+PREDICTORS = ("model", "group_mean", "ridge")
+
+
+class Split(Protocol):
+    """One split as arrays (:class:`modalmerge.stages.common.SplitArrays`)."""
+
+    subjects: list[str]
+    window_start: np.ndarray
+    condition: np.ndarray | None
+    target: np.ndarray | None
+    prediction: np.ndarray | None
+    categorical_scores: list[np.ndarray]
+    attention: np.ndarray | None
+
+
+@dataclass(frozen=True)
+class BaselineSettings:
+    """How the ridge baseline is fitted: ``RidgeCV`` over ``alphas``, PCA of wide inputs."""
+
+    alphas: np.ndarray
+    n_components: int | None = None
+
+
+@dataclass
+class ScoringInput:
+    """Everything a scorer reads: the condition modality, both splits, the ridge features of each sample's
+    condition (:func:`condition_features`) and the baseline settings."""
+
+    condition: str
+    train: Split
+    test: Split
+    x_train: np.ndarray
+    x_test: np.ndarray
+    baselines: BaselineSettings
+
+
+@dataclass
+class Scored:
+    """A scorer's result.
+
+    Attributes
+    ----------
+    scores : dict
+        ``{predictor: {metric: value}}`` (``metrics.json`` ``scores``).
+    arrays : dict
+        Arrays for ``predictions.npz``.
+    per_roi : dict
+        ``{predictor: {metric: [value per ROI]}}``; empty when not per ROI.
+    extra : dict
+        Further ``metrics.json`` keys (``split_by``, ``ssim_sigma``, ``homolog_attention`` ...).
+    """
+
+    scores: dict[str, dict[str, float]]
+    arrays: dict[str, np.ndarray]
+    per_roi: dict = field(default_factory=dict)
+    extra: dict = field(default_factory=dict)
+
+
+def condition_features(modality: str, condition: np.ndarray, vocab_size: int | None) -> np.ndarray:
+    """Features the ridge baseline sees for each sample's condition."""
+    if modality == "text":  # bag of words over the model's vocabulary (pad/bos/eos dropped)
+        ids = condition.astype(np.int64)
+        counts = np.zeros((len(ids), int(vocab_size)), dtype=np.float32)
+        for row, sample in enumerate(ids):
+            np.add.at(counts[row], sample[sample > 2], 1.0)
+        return counts
+    return condition.reshape(len(condition), -1)
+
+
+def fit_ridge(x_train, y_train, settings: BaselineSettings, categorical_columns=()):
+    """The ridge baseline fitted on training rows (PCA to at most ``n_samples - 1``)."""
+    n_components = min(settings.n_components or len(x_train), len(x_train) - 1) or None
+    return RidgeBaseline(
+        alphas=settings.alphas, categorical_columns=categorical_columns, n_components=n_components
+    ).fit(x_train, y_train)
+
+
+def stitch(windows: np.ndarray, starts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rebuild one run from windows ``(n, W, R)`` starting at ``starts``; overlaps averaged.
+
+    Returns the series ``(T_covered, R)`` and the absolute time index of its rows.
+    """
+    width = windows.shape[1]
+    end = int(starts.max()) + width
+    total = np.zeros((end, windows.shape[2]), dtype=np.float64)
+    count = np.zeros(end, dtype=np.int64)
+    for window, start in zip(windows, starts, strict=True):
+        total[start : start + width] += window
+        count[start : start + width] += 1
+    covered = np.flatnonzero(count)
+    return (total[covered] / count[covered, None]).astype(np.float32), covered
+
+
+def subject_rows(subjects: list[str]) -> dict[str, np.ndarray]:
+    """Row indices of each subject's samples, in order of first appearance."""
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, subject in enumerate(subjects):
+        groups[subject].append(i)
+    return {s: np.asarray(rows) for s, rows in groups.items()}
+
+
+def per_subject(subjects: list[str], values: np.ndarray) -> dict[str, np.ndarray]:
+    """Each subject's rows of ``values``."""
+    return {s: values[rows] for s, rows in subject_rows(subjects).items()}
+
+
+def subject_mean(values: np.ndarray, subjects: list[str]) -> tuple[list[str], np.ndarray]:
+    """Sorted subjects and the mean of each one's rows of ``values``."""
+    by_subject = per_subject(subjects, values)
+    keys = sorted(by_subject)
+    return keys, np.stack([by_subject[k].mean(axis=0) for k in keys])
+
+
+def attention_peaks(attention: np.ndarray, pairs: dict[int, int]) -> list[int]:
+    """Target rows of ``attention`` ``(n_target, n_condition)`` whose peak lies on their
+    paired condition column (``pairs``: target row -> condition column)."""
+    peaks = attention.argmax(axis=1)
+    return [i for i, j in pairs.items() if peaks[i] == j]
