@@ -118,6 +118,16 @@ def test_gpu_allocated_without_nvidia_devices_falls_back_to_cpu_with_a_warning(
     ],
 )
 def test_cpu_budget_shares_the_job_cpus_among_ranks(monkeypatch, threads, world, device, expected):
+    monkeypatch.delenv("SLURM_CPUS_PER_GPU", raising=False)
     monkeypatch.setattr(distributed.os, "sched_getaffinity", lambda pid: set(range(32)))
     ctx = DistributedContext(world, 0, 0)
     assert cpu_budget(threads, ctx, torch.device(device)) == expected
+
+
+def test_under_slurm_each_gpu_rank_takes_the_job_cpus_per_gpu(monkeypatch):
+    # Snakemake may report fewer threads than SLURM gave (its --cores caps them)
+    monkeypatch.setenv("SLURM_CPUS_PER_GPU", "8")
+    monkeypatch.setattr(distributed.os, "sched_getaffinity", lambda pid: set(range(32)))
+    ctx = DistributedContext(4, 3, 3)
+    assert cpu_budget(8, ctx, torch.device("cuda", 3)) == (1, 7)
+    assert cpu_budget(8, ctx, torch.device("cpu")) == (2, 0)  # no GPU: the threads, shared

@@ -131,19 +131,23 @@ def barrier(ctx: DistributedContext) -> None:
 
 
 def cpu_budget(threads: int, ctx: DistributedContext, device: torch.device) -> tuple[int, int]:
-    """``(torch threads, data-loader workers)`` of this rank from the job's ``threads`` CPUs.
+    """``(torch threads, data-loader workers)`` of this rank.
 
-    The job's CPUs (``threads``, capped at the CPUs this process may run on) are
-    shared evenly by the ranks of the node. On CUDA a rank keeps one CPU for its
-    training loop (its tensor work runs on the GPU) and gives the others to
-    data-loader workers; on the CPU it computes with all of them and reads the
-    data in the main process (0 workers).
+    A rank's CPUs: under SLURM on a GPU, the job's ``--cpus-per-gpu``
+    (``SLURM_CPUS_PER_GPU``); otherwise the job's ``threads`` shared evenly by the
+    ranks; either capped at this process's CPUs (its affinity) shared by the
+    ranks. On CUDA a rank keeps one CPU for its training loop (its tensor work
+    runs on the GPU) and gives the others to data-loader workers; on the CPU it
+    computes with all of them and reads the data in the main process (0 workers).
     """
     try:
         available = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
         available = os.cpu_count() or 1
-    per_rank = max(1, min(max(1, int(threads)), available) // ctx.world_size)
+    per_rank = max(1, int(threads)) // ctx.world_size
+    if device.type == "cuda" and os.environ.get("SLURM_CPUS_PER_GPU", "").isdigit():
+        per_rank = int(os.environ["SLURM_CPUS_PER_GPU"])
+    per_rank = max(1, min(per_rank, available // ctx.world_size))
     if device.type == "cuda":
         return 1, per_rank - 1
     return per_rank, 0

@@ -167,21 +167,6 @@ def cluster_resources(mem_mb=None):
     return resources
 
 
-def train_resources():
-    """Cluster resources of a training job: GPUs (and their model and partition) on request."""
-    resources = cluster_resources()
-    resources["gpu"] = experiment_gpus
-    if CLUSTER["gpu_model"]:
-        resources["gpu_model"] = lambda wc: CLUSTER["gpu_model"] if experiment_gpus(wc) else ""
-    if CLUSTER["gpu_partition"] or CLUSTER["partition"]:
-        resources["slurm_partition"] = lambda wc: (
-            (CLUSTER["gpu_partition"] or CLUSTER["partition"])
-            if experiment_gpus(wc)
-            else CLUSTER["partition"]
-        )
-    return resources
-
-
 def final_outputs():
     outputs = [f"{ROOT}/eval/summary.csv", f"{ROOT}/figures/summary.png"]
     outputs += [f"{ROOT}/figures/{name}" for name in EXPERIMENTS]
