@@ -5,6 +5,8 @@ import shlex
 from pathlib import Path
 
 from modalmerge.fingerprint import code_fingerprint
+from modalmerge.stages.train_resources import train_resources as train_job_resources
+from modalmerge.stages.train_resources import train_threads
 from modalmerge.stages.acquire import (
     source_anatomy,
     source_module_name,
@@ -165,6 +167,16 @@ def cluster_resources(mem_mb=None):
     if CLUSTER["account"]:
         resources["slurm_account"] = CLUSTER["account"]
     return resources
+
+
+def train_resource(key):
+    """One resource of a train job, by its experiment's GPUs (modalmerge.stages.train_resources)."""
+    return lambda wildcards: train_job_resources(experiment_gpus(wildcards), CLUSTER)[key]
+
+
+def train_job_threads(wildcards):
+    """CPUs of a train job: gpus x cluster.cpus_per_gpu, or train.threads without GPUs."""
+    return train_threads(experiment_gpus(wildcards), CLUSTER, config["train"]["threads"])
 
 
 def final_outputs():

@@ -1,17 +1,6 @@
 # train: one job per experiment; CUDA on GPU nodes (bf16 from sm80, else fp16), CPU elsewhere;
 # torchrun (one rank per GPU, DDP) for gpus > 1. CPUs and memory scale with the GPUs asked for
 # (config cluster.cpus_per_gpu, cluster.mem_mb_per_gpu; one node): docs/cluster.md, "GPUs".
-from modalmerge.stages.train_resources import train_resources as train_job_resources
-from modalmerge.stages.train_resources import train_threads
-
-
-def train_resource(key):
-    return lambda wildcards: train_job_resources(experiment_gpus(wildcards), CLUSTER)[key]
-
-
-def train_job_threads(wildcards):
-    return train_threads(experiment_gpus(wildcards), CLUSTER, config["train"]["threads"])
-
 
 
 rule train:
