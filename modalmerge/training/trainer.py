@@ -313,7 +313,8 @@ class Trainer:
         A model with its own ``save`` (:meth:`MultiModalModel.save
         <modalmerge.models.model.MultiModalModel.save>`) writes its own format, so
         that its ``load`` reads the file back; any other model is written as
-        ``{"model_config", "model_state"}``. Only rank 0 writes.
+        ``{"model_config", "model_state"}``. Only rank 0 writes; under torchrun every
+        rank must call it (it ends in a barrier).
         """
         path = Path(path)
         if self.ctx.is_main:
