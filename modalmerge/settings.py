@@ -313,6 +313,17 @@ class ClusterSettings(_Section):
     gpu_model: str = F("", doc="GPU model asked for (empty: any)")
     runtime_minutes: int = F(60, doc="runtime limit per job", ge=1)
     mem_mb: int = F(4000, doc="memory per job (MB)", ge=100)
+    cpus_per_gpu: int = F(
+        8,
+        doc="CPUs per GPU of a train job (sbatch --cpus-per-gpu); each rank keeps 1, the rest "
+        "are its data-loader workers",
+        ge=1,
+    )
+    mem_mb_per_gpu: int = F(
+        16000,
+        doc="memory per GPU of a train job (MiB): sbatch --mem is gpus x this (at least mem_mb)",
+        ge=100,
+    )
     path: InitVar[str | None] = None
 
 

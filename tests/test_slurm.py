@@ -57,6 +57,8 @@ def _write_config(workdir: Path) -> None:
     config["dataset"]["params"]["n_subjects"] = 5
     experiment = next(e for e in config["experiments"] if e["name"] == EXPERIMENT)
     config["experiments"] = [dict(experiment, gpus=1)]
+    # the one-node test cluster is small: 1 CPU and the tiny config's memory per GPU
+    config["cluster"] = dict(config.get("cluster") or {}, cpus_per_gpu=1, mem_mb_per_gpu=2000)
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 

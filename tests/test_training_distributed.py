@@ -139,3 +139,21 @@ def test_two_process_torchrun_matches_single_process_with_same_global_batch(tmp_
     # validation pools both processes' shards: the same mean as one process
     assert h1["val_loss"].tolist() == pytest.approx(h2["val_loss"].tolist(), rel=1e-5)
     assert h1["train_loss"].tolist() == pytest.approx(h2["train_loss"].tolist(), rel=1e-5)
+
+
+def test_tabular_loss_uses_every_categorical_head_even_without_observed_codes():
+    """DDP (find_unused_parameters=False) needs the same parameters in every rank's graph: a
+    rank's batch without an observed code for a column must still reach that column's head."""
+    from modalmerge.training.losses import TabularLoss
+
+    numeric = torch.randn(4, 2, requires_grad=True)
+    heads = [torch.randn(4, 3, requires_grad=True), torch.randn(4, 2, requires_grad=True)]
+    target = torch.tensor([[0.1, 0.2, 1, -1], [0.3, 0.4, 2, -1], [0.5, 0.6, 0, -1], [0, 0, 1, -1]])
+    loss = TabularLoss()({"numeric": numeric, "categorical": heads}, target)
+    loss.backward()
+    assert heads[1].grad is not None and torch.count_nonzero(heads[1].grad) == 0
+    # the value: MSE + the mean cross-entropy of the heads that have an observed code
+    expected = torch.nn.functional.mse_loss(
+        numeric, target[:, :2]
+    ) + torch.nn.functional.cross_entropy(heads[0], target[:, 2].long())
+    assert torch.isclose(loss, expected)

@@ -334,3 +334,22 @@ def test_unknown_scheduler_and_amp_values_are_rejected():
         )
     with pytest.raises(ValueError, match="amp must be"):
         Trainer(TinyModel(), amp="fp8")
+
+
+def test_training_loop_reads_no_value_from_the_device_per_batch(monkeypatch):
+    """With the progress bar off, losses stay on the device: no .item() per step (a GPU sync).
+
+    (torch's own CPU-side reads, Adam's step count and the loader's seed, are not counted.)
+    """
+    trainer = Trainer(TinyModel(), lr=1e-2, progress=False)
+    calls = []
+    item = torch.Tensor.item
+
+    def spy(self):
+        if "modalmerge" in sys._getframe(1).f_code.co_filename:
+            calls.append(sys._getframe(1).f_code.co_name)
+        return item(self)
+
+    monkeypatch.setattr(torch.Tensor, "item", spy)
+    history = trainer.train(_loader(PairDataset(n=64)), _loader(PairDataset(seed=1)), epochs=2)
+    assert calls == [] and len(history) == 2  # 16 steps: the epoch means come from one .tolist()

@@ -5,6 +5,11 @@ read here. Writes ``model.pt`` (config + state dict, tokenizer included) and
 ``history.csv``; per-epoch checkpoints under ``checkpoints/`` let a killed job
 resume where it stopped (Snakemake reruns the job; the Trainer picks up
 ``last.pt``).
+
+Under ``torchrun`` (``gpus > 1``) every rank runs this function: the process group
+is joined first, rank 0 alone prepares the checkpoint directory (the others wait),
+all ranks train and reach :meth:`Trainer.save_model`'s barrier, and rank 0 writes
+``model.pt`` and ``history.csv``.
 """
 
 from __future__ import annotations
@@ -22,12 +27,14 @@ from modalmerge.data.shards.dataset import collate_samples
 from modalmerge.io import atomic_path
 from modalmerge.settings import ExperimentSettings, TrainSettings, to_dict
 from modalmerge.stages.common import build_model, experiment_dataset, fit_tokenizer
+from modalmerge.training import distributed
+from modalmerge.training.device import resolve_device
 from modalmerge.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
 
 
-def _loader(dataset, batch_size: int, shuffle: bool, seed: int, workers: int):
+def _loader(dataset, batch_size: int, shuffle: bool, seed: int, workers: int, pin: bool):
     generator = torch.Generator().manual_seed(seed)
     return torch.utils.data.DataLoader(
         dataset,
@@ -36,7 +43,7 @@ def _loader(dataset, batch_size: int, shuffle: bool, seed: int, workers: int):
         generator=generator,
         num_workers=workers,
         persistent_workers=workers > 0,
-        pin_memory=torch.cuda.is_available(),
+        pin_memory=pin,
         drop_last=False,
         collate_fn=collate_samples,
     )
@@ -56,7 +63,8 @@ def _checkpoint_dir(out_dir: Path, experiment: ExperimentSettings, settings: Tra
         log.info("discarding checkpoints of another configuration in %s", checkpoints)
         shutil.rmtree(checkpoints)
     checkpoints.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(json.dumps(key))
+    with atomic_path(stamp) as tmp:
+        tmp.write_text(json.dumps(key))
     return checkpoints
 
 
@@ -71,13 +79,28 @@ def train_experiment(
 
     Either may be its settings object or a mapping (defaults filled, bad values
     refused). The experiment's ``epochs``, ``lr`` and ``batch_size`` override
-    the train settings'. Returns the path of the saved model.
+    the train settings'. Returns the path of the saved model. ``threads`` are
+    the job's CPUs, shared by its ranks (:func:`~modalmerge.training.distributed.cpu_budget`).
     """
     experiment = ExperimentSettings.coerce(experiment)
     settings = experiment.training(TrainSettings.coerce(settings))
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    torch.set_num_threads(max(1, threads))
+    # this rank's GPU and the process group first: nothing below races between ranks
+    device = resolve_device("auto", distributed.context_from_env().local_rank)
+    ctx = distributed.setup(device)
+    try:
+        return _train(shard_dir, experiment, settings, out_dir, threads, device, ctx)
+    finally:
+        distributed.teardown()
+
+
+def _train(shard_dir, experiment, settings, out_dir, threads, device, ctx) -> Path:
+    if not ctx.is_main:  # one log: rank 0's (the others log warnings and errors)
+        logging.getLogger("modalmerge").setLevel(logging.WARNING)
+    torch_threads, workers = distributed.cpu_budget(threads, ctx, device)
+    torch.set_num_threads(torch_threads)
+    log.info("per rank: %d torch thread(s), %d loader worker(s)", torch_threads, workers)
     seed = settings.seed
     torch.manual_seed(seed)
     condition, target = experiment.condition, experiment.target
@@ -85,32 +108,37 @@ def train_experiment(
     model = build_model(shard_dir, experiment, tokenizer)
     log.info("experiment %s: %s", experiment.name, model.config)
 
-    # Loader workers on GPU nodes come from the job's CPUs; on CPU the main process reads.
-    workers = max(0, threads - 1) if torch.cuda.is_available() else 0
     batch_size = settings.batch_size
     datasets = {
         split: experiment_dataset(shard_dir, split, experiment, tokenizer)
         for split in ("train", "val")
     }
-    train_loader = _loader(datasets["train"], batch_size, True, seed, workers)
-    val_loader = (
-        _loader(datasets["val"], batch_size, False, seed, workers) if len(datasets["val"]) else None
+    pin = device.type == "cuda"
+    train_loader = _loader(datasets["train"], batch_size, True, seed, workers, pin)
+    val_loader = (  # validation is short: half the workers (only one loader reads at a time)
+        _loader(datasets["val"], batch_size, False, seed, workers // 2, pin)
+        if len(datasets["val"])
+        else None
     )
 
-    checkpoints = _checkpoint_dir(out_dir, experiment, settings)
+    checkpoints = out_dir / "checkpoints"
+    if ctx.is_main:
+        _checkpoint_dir(out_dir, experiment, settings)
+    distributed.barrier(ctx)
     trainer = Trainer(
         model,
         lr=settings.lr,
         weight_decay=settings.weight_decay,
         patience=settings.patience,
         checkpoint_dir=checkpoints,
+        device=device,
         seed=seed,
         progress=bool(os.environ.get("MODALMERGE_PROGRESS", "")),
     )
     history = trainer.train(train_loader, val_loader, epochs=settings.epochs, resume=True)
-    if trainer.ctx.rank != 0:  # under torchrun only rank 0 writes
-        return out_dir / "model.pt"
-    model_path = trainer.save_model(out_dir / "model.pt")
+    model_path = trainer.save_model(out_dir / "model.pt")  # every rank: it ends in a barrier
+    if not ctx.is_main:  # under torchrun only rank 0 writes
+        return model_path
     with atomic_path(out_dir / "history.csv") as tmp:
         history.to_csv(tmp, index=False)
     shutil.rmtree(checkpoints, ignore_errors=True)  # finished: the resume state is not needed

@@ -33,6 +33,8 @@ CHECKPOINT_KEYS = (
     "best_model_state",
     "stopped_early",
     "rng",
+    "rank_rng",
+    "scaler_state",
     "history",
 )
 

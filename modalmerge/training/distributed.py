@@ -2,7 +2,7 @@
 
 :class:`~modalmerge.training.trainer.Trainer` calls :func:`setup` itself: when the
 environment says ``WORLD_SIZE > 1`` (as ``torchrun`` sets it) it joins the process
-group (NCCL on CUDA, Gloo on CPU), and :func:`shard_loader` gives each process
+group (NCCL on CUDA, with Gloo for CPU tensors; Gloo on CPU), and :func:`shard_loader` gives each process
 its share of every global batch. A global batch of ``B`` samples is split into
 ``WORLD_SIZE`` equal pieces of ``B / WORLD_SIZE``; DistributedDataParallel
 averages the gradients, so each optimizer step sees the same gradient as a
@@ -64,7 +64,10 @@ def setup(device: torch.device) -> DistributedContext:
     Parameters
     ----------
     device : torch.device
-        The training device; CUDA selects the NCCL backend, anything else Gloo.
+        This process's training device. On CUDA the group is ``cpu:gloo,cuda:nccl``
+        (NCCL for CUDA tensors, Gloo for any CPU tensor) and bound to ``device``
+        (``device_id``: NCCL connects eagerly and barriers use this GPU, not GPU 0);
+        on the CPU it is Gloo.
 
     Returns
     -------
@@ -73,13 +76,48 @@ def setup(device: torch.device) -> DistributedContext:
     """
     ctx = context_from_env()
     if ctx.enabled and not dist.is_initialized():
-        backend = "nccl" if device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, rank=ctx.rank, world_size=ctx.world_size)
+        if device.type == "cuda":
+            dist.init_process_group(
+                backend="cpu:gloo,cuda:nccl",
+                rank=ctx.rank,
+                world_size=ctx.world_size,
+                device_id=device,
+            )
+        else:
+            dist.init_process_group(backend="gloo", rank=ctx.rank, world_size=ctx.world_size)
     return ctx
 
 
+def teardown() -> None:
+    """Leave the process group (at the end of a torchrun job; no-op when none was joined)."""
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def rank_seed(seed: int, ctx: DistributedContext) -> int:
+    """The seed of this process's own random streams (dropout, augmentation): ``seed + rank``.
+
+    Ranks share the base ``seed`` for what must agree (initial weights, which DDP
+    also broadcasts from rank 0, and the data shuffle); with ``seed + rank`` their
+    dropout masks are independent. A single process (rank 0) uses ``seed`` itself.
+    """
+    return int(seed) + ctx.rank
+
+
+def all_gather_objects(value, ctx: DistributedContext) -> list:
+    """``[value of rank 0, value of rank 1, ...]`` on every process (``[value]`` when not distributed)."""
+    if not ctx.enabled:
+        return [value]
+    gathered: list = [None] * ctx.world_size
+    dist.all_gather_object(gathered, value)
+    return gathered
+
+
 def all_reduce_sum(value: torch.Tensor, ctx: DistributedContext) -> torch.Tensor:
-    """Sum ``value`` over all processes (a copy; identity when not distributed)."""
+    """Sum ``value`` over all processes (a copy; identity when not distributed).
+
+    ``value`` lives on the training device (NCCL reduces CUDA tensors only).
+    """
     value = value.detach().clone()
     if ctx.enabled:
         dist.all_reduce(value, op=dist.ReduceOp.SUM)
@@ -90,6 +128,29 @@ def barrier(ctx: DistributedContext) -> None:
     """Wait for every process (no-op when not distributed)."""
     if ctx.enabled:
         dist.barrier()
+
+
+def cpu_budget(threads: int, ctx: DistributedContext, device: torch.device) -> tuple[int, int]:
+    """``(torch threads, data-loader workers)`` of this rank.
+
+    A rank's CPUs: under SLURM on a GPU, the job's ``--cpus-per-gpu``
+    (``SLURM_CPUS_PER_GPU``); otherwise the job's ``threads`` shared evenly by the
+    ranks; either capped at this process's CPUs (its affinity) shared by the
+    ranks. On CUDA a rank keeps one CPU for its training loop (its tensor work
+    runs on the GPU) and gives the others to data-loader workers; on the CPU it
+    computes with all of them and reads the data in the main process (0 workers).
+    """
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        available = os.cpu_count() or 1
+    per_rank = max(1, int(threads)) // ctx.world_size
+    if device.type == "cuda" and os.environ.get("SLURM_CPUS_PER_GPU", "").isdigit():
+        per_rank = int(os.environ["SLURM_CPUS_PER_GPU"])
+    per_rank = max(1, min(per_rank, available // ctx.world_size))
+    if device.type == "cuda":
+        return 1, per_rank - 1
+    return per_rank, 0
 
 
 class StridedShardSampler(Sampler[int]):

@@ -262,8 +262,15 @@ class TabularLoss(nn.Module):
                         f"tabular categorical column {i}: code {int(codes[:, i].max())} "
                         f">= head cardinality {logits.shape[1]}"
                     )
-                if (codes[:, i] >= 0).any():
-                    terms.append(F.cross_entropy(logits.float(), codes[:, i], ignore_index=-100))
-            if terms:
-                loss = loss + self.categorical_weight * torch.stack(terms).mean()
+                # every head stays in the graph (DDP needs the same parameters used on every
+                # rank) and no host sync: a head without an observed code adds 0 and no count
+                observed = (codes[:, i] >= 0).sum()
+                ce = F.cross_entropy(
+                    logits.float(), codes[:, i], ignore_index=-100, reduction="sum"
+                )
+                terms.append(torch.stack([ce / observed.clamp(min=1), (observed > 0).float()]))
+            terms = torch.stack(terms)
+            loss = loss + self.categorical_weight * terms[:, 0].sum() / terms[:, 1].sum().clamp(
+                min=1
+            )
         return loss

@@ -9,10 +9,24 @@
 Batches are dicts with ``"condition"`` and ``"target"`` and optionally
 ``"time_offset"`` (``docs/architecture.md`` §3). Under ``torchrun`` with several
 processes the same code trains data-parallel (see :mod:`modalmerge.training.distributed`).
-On CPU with a fixed seed, a run killed at any point and resumed ends with bitwise
-the same weights as an uninterrupted run: each epoch's checkpoint holds the model,
-optimizer, schedule, early-stopping state, history and every random-number
-generator, the data loader's included.
+On CPU with a fixed seed and no data-loader workers, a run killed at any point and
+resumed ends with bitwise the same weights as an uninterrupted run with the same
+number of processes: each epoch's checkpoint holds the model, optimizer, schedule,
+gradient scaler, early-stopping state, history and every random-number generator
+(the data loader's included, and under torchrun every rank's own). Loader workers
+(on GPU nodes) keep random streams of their own that a checkpoint does not hold,
+so there a resumed run matches an uninterrupted one to float tolerance only if the
+dataset draws no random numbers (ModalMerge's datasets draw none), and GPU kernels
+are not bitwise reproducible anyway.
+
+On CUDA the step runs under autocast in the precision
+:func:`~modalmerge.training.device.select_precision` picks (bf16 on compute
+capability >= 8.0, fp16 with a GradScaler below); validation always runs in fp32,
+so early stopping compares fp32 losses. The loop does not wait for the GPU per
+batch: losses are summed on the device and read (and checked for NaN/inf) once
+per epoch, unless the progress bar is on. Each rank draws dropout from its own
+seed (``seed + rank``); weights start equal on every rank (DDP broadcasts rank
+0's), and the data shuffle uses the shared ``seed``.
 """
 
 from __future__ import annotations
@@ -44,7 +58,12 @@ from modalmerge.training.checkpoint import (
     save_checkpoint,
     state_dict_to_cpu,
 )
-from modalmerge.training.device import autocast, move_to_device, resolve_device
+from modalmerge.training.device import (
+    autocast,
+    move_to_device,
+    resolve_device,
+    select_precision,
+)
 from modalmerge.training.losses import make_loss
 from modalmerge.training.schedule import EarlyStopping, make_optimizer, make_scheduler
 
@@ -75,12 +94,14 @@ class Trainer:
     checkpoint_dir : path-like, optional
         Where ``last.pt`` (every epoch) and ``history.csv`` go; needed to resume.
     device : str or torch.device
-        ``"auto"``: CUDA when available, else CPU.
-    amp : {"auto", "bf16", "off"} or bool
-        bf16 autocast; ``"auto"`` turns it on for CUDA only. Not used on CPU.
+        ``"auto"``: this process's GPU (``cuda:LOCAL_RANK``) when CUDA is usable,
+        else CPU (:func:`~modalmerge.training.device.resolve_device`).
+    amp : {"auto", "bf16", "fp16", "off"} or bool
+        Autocast precision on CUDA (:func:`~modalmerge.training.device.select_precision`):
+        ``"auto"`` picks bf16 where native, else fp16 with a GradScaler. Not used on CPU.
     seed : int
-        Seeds torch, numpy and Python at the start of a fresh run, and the
-        distributed sampler's shuffle.
+        Seeds torch, numpy and Python at the start of a fresh run (``seed + rank``
+        under torchrun), and the distributed sampler's shuffle (``seed``).
     loss_options : dict, optional
         Keyword options of the target modality's loss (:func:`~modalmerge.training.losses.make_loss`).
     progress : bool
@@ -92,7 +113,8 @@ class Trainer:
     min_delta : float
         Smallest decrease of the validation loss that counts as improvement.
     compile : bool
-        ``torch.compile`` the model (CUDA only).
+        ``torch.compile`` the model (CUDA only); under DDP the wrapped module is
+        compiled (DDP first, then compile: TorchDynamo splits graphs at buckets).
     loss : callable, optional
         ``loss(prediction, target) -> scalar``, overriding the registry.
     find_unused_parameters : bool
@@ -126,28 +148,40 @@ class Trainer:
         self.ctx = distributed.context_from_env()
         self.device = resolve_device(device, self.ctx.local_rank)
         self.ctx = distributed.setup(self.device)
-        if amp not in ("auto", "bf16", "off", True, False):
-            raise ValueError(f"amp must be 'auto', 'bf16' or 'off', got {amp!r}")
-        self.amp = (amp in ("auto", "bf16", True)) and self.device.type == "cuda"
-        if amp in ("bf16", True) and self.device.type != "cuda":
-            warnings.warn("bf16 autocast is used on CUDA only; training in float32", stacklevel=2)
+        if amp in ("bf16", "fp16", True) and self.device.type != "cuda":
+            warnings.warn(f"{amp} autocast is used on CUDA only; training in fp32", stacklevel=2)
+        self.precision = select_precision(self.device, amp)
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.precision == "fp16")
+        if self.ctx.is_main:
+            log.info(
+                "training on %s in %s%s",
+                self.device,
+                self.precision,
+                f" (DDP, {self.ctx.world_size} processes)" if self.ctx.enabled else "",
+            )
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True  # fixed-shape 3D convolutions
         if loss is None:
             target_type = getattr(model, "target_type", None)
             if target_type is None:
                 raise ValueError("model has no .target_type; pass loss= explicitly")
             loss = make_loss(target_type, **(loss_options or {}))
         self.loss_fn = loss
+        if self.ctx.enabled and self.device.type == "cuda":
+            # BatchNorm (the resnet encoders) normalises over the global batch, not each
+            # rank's share (SyncBatchNorm needs CUDA; CPU/Gloo runs keep per-rank statistics)
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model.to(self.device)
-        self.optimizer = make_optimizer(model, lr, weight_decay)
+        self.optimizer = make_optimizer(self.model, lr, weight_decay)
         self._forward: nn.Module = self.model
-        if compile and self.device.type == "cuda":
-            self._forward = torch.compile(self.model)
         if self.ctx.enabled:
             self._forward = nn.parallel.DistributedDataParallel(
                 self._forward,
                 device_ids=[self.device.index] if self.device.type == "cuda" else None,
                 find_unused_parameters=find_unused_parameters,
             )
+        if compile and self.device.type == "cuda":
+            self._forward = torch.compile(self._forward)  # after the DDP wrap, as DDP's docs say
         self.grad_clip = grad_clip
         self.patience = patience
         self.min_delta = min_delta
@@ -171,63 +205,81 @@ class Trainer:
         return self.checkpoint_dir / HISTORY_NAME if self.checkpoint_dir else None
 
     # ------------------------------------------------------------------ steps
-    def _loss(self, module: nn.Module, batch: dict) -> torch.Tensor:
+    def _loss(self, module: nn.Module, batch: dict, amp: bool = True) -> torch.Tensor:
         if not isinstance(batch, dict) or "condition" not in batch or "target" not in batch:
             raise ValueError("a batch must be a dict with 'condition' and 'target'")
         batch = move_to_device(batch, self.device)
-        with autocast(self.device, self.amp):
+        with autocast(self.device, self.precision if amp else "fp32"):
             output = module(
                 batch["condition"], target=batch["target"], time_offset=batch.get("time_offset")
             )
         return self.loss_fn(output.prediction, batch["target"])
 
+    def _accumulator(self, *shape: int) -> torch.Tensor:
+        dtype = torch.float32 if self.device.type == "mps" else torch.float64
+        return torch.zeros(shape, dtype=dtype, device=self.device)
+
     def _train_epoch(self, loader: DataLoader, scheduler, epoch: int) -> float:
         self.model.train()
-        total, count = torch.zeros((), dtype=torch.float64), 0
-        bar = tqdm(
-            loader,
-            desc=f"epoch {epoch}",
-            leave=False,
-            disable=not (self.progress and self.ctx.is_main),
-        )
+        # summed on the device: no host sync per batch (one per epoch, below)
+        total = self._accumulator()
+        first_bad = torch.full((), -1, dtype=torch.long, device=self.device)
+        count = 0
+        show = self.progress and self.ctx.is_main
+        bar = tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not show)
         for step, batch in enumerate(bar):
             loss = self._loss(self._forward, batch)
-            # the mean over processes: every rank sees the same value and stops together
-            mean_loss = distributed.all_reduce_sum(loss.float(), self.ctx) / self.ctx.world_size
-            if not torch.isfinite(mean_loss):
-                raise FloatingPointError(
-                    f"training loss is {mean_loss.item()} at epoch {epoch}, batch {step}: "
-                    "check the inputs for NaN/inf or lower the learning rate"
-                )
             self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            self.scaler.scale(loss).backward()
             if self.grad_clip:
+                self.scaler.unscale_(self.optimizer)
                 nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
-            self.optimizer.step()
+            self.scaler.step(self.optimizer)  # fp16: skips steps with inf/NaN gradients
+            self.scaler.update()
             scheduler.step()
-            total += mean_loss.item()
+            value = loss.detach().to(total.dtype)
+            total += value
+            first_bad = torch.where((first_bad < 0) & ~torch.isfinite(value), step, first_bad)
             count += 1
-            bar.set_postfix(loss=f"{mean_loss.item():.4g}")
+            if show:
+                bar.set_postfix(loss=f"{value.item():.4g}")
         if count == 0:
             raise ValueError("the training loader yielded no batches")
-        return float(total / count)
+        # the mean over processes: every rank sees the same value and stops together
+        sums = distributed.all_reduce_sum(torch.stack([total, total.new_tensor(count)]), self.ctx)
+        mean, n = sums.tolist()
+        mean /= n
+        if not math.isfinite(mean):
+            bad = int(first_bad)
+            where = f"batch {bad}" if bad >= 0 else "a batch of another process"
+            raise FloatingPointError(
+                f"training loss is {mean} at epoch {epoch}, {where}: "
+                "check the inputs for NaN/inf or lower the learning rate"
+            )
+        return mean
 
     @torch.no_grad()
     def evaluate(self, loader: DataLoader) -> float:
-        """Mean loss over ``loader`` (weighted by batch size; all processes pooled)."""
+        """Mean loss over ``loader`` in fp32 (weighted by batch size; all processes pooled).
+
+        No autocast: early stopping and the best epoch are chosen on fp32 losses.
+        """
         self.model.eval()
-        sums = torch.zeros(2, dtype=torch.float64)
+        sums = self._accumulator(2)
         for batch in loader:
             n = len(batch["target"]) if isinstance(batch["target"], torch.Tensor) else 1
-            loss = self._loss(self.model, batch)
-            sums += torch.tensor([loss.item() * n, n], dtype=torch.float64)
-        sums = distributed.all_reduce_sum(sums, self.ctx)
-        if sums[1] == 0:
+            loss = self._loss(self.model, batch, amp=False)
+            sums[0] += loss.detach().to(sums.dtype) * n
+            sums[1] += n
+        total, n = distributed.all_reduce_sum(sums, self.ctx).tolist()
+        if n == 0:
             raise ValueError("the validation loader yielded no batches")
-        return float(sums[0] / sums[1])
+        return total / n
 
     # ------------------------------------------------------------ checkpoints
-    def _checkpoint(self, epoch: int, scheduler, best_state, rng: dict, stopped: bool) -> dict:
+    def _checkpoint(
+        self, epoch: int, scheduler, best_state, rng: list[dict], stopped: bool
+    ) -> dict:
         model_state = state_dict_to_cpu(self.model.state_dict())
         return {
             "format_version": CHECKPOINT_FORMAT,
@@ -242,7 +294,10 @@ class Trainer:
             # None: the best weights are this epoch's model_state (saves a copy)
             "best_model_state": None if self.early_stopping.best_epoch == epoch else best_state,
             "stopped_early": stopped,
-            "rng": rng,
+            "rng": rng[0],
+            # every rank's own generators (dropout streams differ by rank); [] in one process
+            "rank_rng": rng if len(rng) > 1 else [],
+            "scaler_state": self.scaler.state_dict(),
             "history": list(self.history),
         }
 
@@ -258,7 +313,8 @@ class Trainer:
         A model with its own ``save`` (:meth:`MultiModalModel.save
         <modalmerge.models.model.MultiModalModel.save>`) writes its own format, so
         that its ``load`` reads the file back; any other model is written as
-        ``{"model_config", "model_state"}``. Only rank 0 writes.
+        ``{"model_config", "model_state"}``. Only rank 0 writes; under torchrun every
+        rank must call it (it ends in a barrier).
         """
         path = Path(path)
         if self.ctx.is_main:
@@ -294,7 +350,15 @@ class Trainer:
         if best is None:
             best = ckpt["model_state"]
         self.history = list(ckpt["history"])
-        restore_rng_state(ckpt["rng"], generators)
+        if ckpt.get("scaler_state"):
+            self.scaler.load_state_dict(ckpt["scaler_state"])
+        rank_rng = ckpt.get("rank_rng") or []
+        if len(rank_rng) == self.ctx.world_size:
+            restore_rng_state(rank_rng[self.ctx.rank], generators)
+        else:
+            restore_rng_state(ckpt["rng"], generators)
+            if self.ctx.enabled:  # another world size: re-derive the per-rank streams
+                torch.manual_seed(distributed.rank_seed(self.seed + ckpt["epoch"], self.ctx))
         log.info("resumed from %s after epoch %d", path, ckpt["epoch"])
         return ckpt["epoch"], best, bool(ckpt["stopped_early"])
 
@@ -359,9 +423,10 @@ class Trainer:
         if resume:
             start, best_state, stopped = self._resume(scheduler, generators)
         if start == 0:
-            torch.manual_seed(self.seed)
-            np.random.seed(self.seed)  # noqa: NPY002 - the global state users draw from
-            random.seed(self.seed)
+            seed = distributed.rank_seed(self.seed, self.ctx)  # seed + rank: own dropout masks
+            torch.manual_seed(seed)
+            np.random.seed(seed)  # noqa: NPY002 - the global state users draw from
+            random.seed(seed)
 
         for epoch in range(start + 1, epochs + 1):
             if stopped:
@@ -386,21 +451,25 @@ class Trainer:
                 "seconds": time.perf_counter() - began,
             }
             self.history.append(record)
-            if self.checkpoint_path is not None and self.ctx.is_main:
-                rng = capture_rng_state(generators)
-                save_checkpoint(
-                    self.checkpoint_path,
-                    self._checkpoint(epoch, scheduler, best_state, rng, stopped),
-                )
+            if self.checkpoint_path is not None:
+                rng = distributed.all_gather_objects(capture_rng_state(generators), self.ctx)
+                if self.ctx.is_main:
+                    save_checkpoint(
+                        self.checkpoint_path,
+                        self._checkpoint(epoch, scheduler, best_state, rng, stopped),
+                    )
             self._write_history()
             distributed.barrier(self.ctx)
-            log.info(
-                "epoch %d: train %.4g, val %.4g (%.1f s)",
-                epoch,
-                train_loss,
-                val_loss,
-                record["seconds"],
-            )
+            if self.ctx.is_main:  # one line per epoch in the job log, with or without a TTY
+                log.info(
+                    "epoch %d/%d: train_loss %.4g, val_loss %.4g, lr %.3g, %.1f s",
+                    epoch,
+                    epochs,
+                    train_loss,
+                    val_loss,
+                    record["lr"],
+                    record["seconds"],
+                )
             if on_epoch_end is not None:
                 on_epoch_end(record)
             if stopped:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from modalmerge.fingerprint import code_fingerprint
 from modalmerge.settings import to_dict
+from modalmerge.stages.train_resources import train_resources as train_job_resources
+from modalmerge.stages.train_resources import train_threads
 from modalmerge.stages.acquire import (
     source_anatomy,
     source_module_name,
@@ -169,19 +171,14 @@ def cluster_resources(mem_mb=None):
     return resources
 
 
-def train_resources():
-    """Cluster resources of a training job: GPUs (and their model and partition) on request."""
-    resources = cluster_resources()
-    resources["gpu"] = experiment_gpus
-    if CLUSTER.gpu_model:
-        resources["gpu_model"] = lambda wc: CLUSTER.gpu_model if experiment_gpus(wc) else ""
-    if CLUSTER.gpu_partition or CLUSTER.partition:
-        resources["slurm_partition"] = lambda wc: (
-            (CLUSTER.gpu_partition or CLUSTER.partition)
-            if experiment_gpus(wc)
-            else CLUSTER.partition
-        )
-    return resources
+def train_resource(key):
+    """One resource of a train job, by its experiment's GPUs (modalmerge.stages.train_resources)."""
+    return lambda wildcards: train_job_resources(experiment_gpus(wildcards), CLUSTER)[key]
+
+
+def train_job_threads(wildcards):
+    """CPUs of a train job: gpus x cluster.cpus_per_gpu, or train.threads without GPUs."""
+    return train_threads(experiment_gpus(wildcards), CLUSTER, SETTINGS.train.threads)
 
 
 def final_outputs():

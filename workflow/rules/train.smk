@@ -1,4 +1,6 @@
-# train: one job per experiment; CUDA (bf16) on GPU nodes, CPU elsewhere; torchrun for gpus > 1.
+# train: one job per experiment; CUDA on GPU nodes (bf16 from sm80, else fp16), CPU elsewhere;
+# torchrun (one rank per GPU, DDP) for gpus > 1. CPUs and memory scale with the GPUs asked for
+# (config cluster.cpus_per_gpu, cluster.mem_mb_per_gpu; one node): docs/cluster.md, "GPUs".
 
 
 rule train:
@@ -17,9 +19,9 @@ rule train:
         f"{LOGS}/train/{{experiment}}.log",
     benchmark:
         f"{BENCH}/train/{{experiment}}.tsv"
-    threads: SETTINGS.train.threads
+    threads: train_job_threads
     resources:
-        **train_resources(),
+        **{key: train_resource(key) for key in train_job_resources(0, CLUSTER)},
     conda:
         ENV
     shell:
