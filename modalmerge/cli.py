@@ -322,9 +322,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         stream=sys.stderr,
     )
     start = time.perf_counter()
+    from modalmerge.io import DeviceError
+
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, KeyError, OSError) as exc:
+    except (ValueError, FileNotFoundError, KeyError, OSError, DeviceError) as exc:
         # Bad input: one line that names the file and the fault, no traceback.
         # (modalmerge.io.InputError is a ValueError.) --verbose shows the traceback.
         if args.verbose:

@@ -171,13 +171,13 @@ def code_fingerprint(*modules: str) -> str:
     """SHA-256 (first 16 hex digits) of what a stage running ``modules`` depends on.
 
     The syntax of ``modules``, of every package module they import and of the
-    command-line entry point, plus the versions of the third-party
-    distributions those modules import.
+    command-line entry point (its own source only: it imports every stage
+    lazily), plus the versions of the third-party distributions ``modules``
+    and their closure import.
     """
-    roots = (*modules, ENTRY_POINT)
     names = sorted({m for module in modules for m in module_closure(module)} | {ENTRY_POINT})
     versions: dict[str, str] = {}
-    for module in roots:
+    for module in modules:  # not the entry point's: it imports every stage, lazily
         versions.update(dependency_versions(module))
     digest = hashlib.sha256()
     for name in names:

@@ -8,6 +8,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 
+class DeviceError(RuntimeError):
+    """The job's devices cannot serve it (a GPU job on a CPU-only torch, too few GPUs):
+    the command line reports it as one line, like bad input."""
+
+
 class InputError(ValueError):
     """Bad input to a stage: the message names the file and the fault."""
 

@@ -138,3 +138,19 @@ def _reload(fp, root: Path):
     module.__spec__.loader.exec_module(module)
     sys.modules.pop("fp_copy", None)
     return module
+
+
+def test_data_stage_fingerprint_ignores_torch_version(monkeypatch):
+    # the CLI imports every stage lazily; its closure must not pull torch into acquire's identity
+    stage = "modalmerge.data.preprocess"
+    before = fingerprint.code_fingerprint(stage)
+    real = fingerprint.metadata.version
+    monkeypatch.setattr(
+        fingerprint.metadata, "version", lambda d: "99.0" if d == "torch" else real(d)
+    )
+    fingerprint.code_fingerprint.cache_clear()
+    try:
+        assert fingerprint.code_fingerprint(stage) == before
+        assert fingerprint.code_fingerprint("modalmerge.stages.train") != before
+    finally:
+        fingerprint.code_fingerprint.cache_clear()

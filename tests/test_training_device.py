@@ -131,3 +131,21 @@ def test_under_slurm_each_gpu_rank_takes_the_job_cpus_per_gpu(monkeypatch):
     ctx = DistributedContext(4, 3, 3)
     assert cpu_budget(8, ctx, torch.device("cuda", 3)) == (1, 7)
     assert cpu_budget(8, ctx, torch.device("cpu")) == (2, 0)  # no GPU: the threads, shared
+
+
+def test_a_device_fault_is_one_line_from_the_command_line(monkeypatch, capsys, tmp_path):
+    """A GPU job on a CPU-only torch stops with the message, not a traceback."""
+    from modalmerge import cli
+    from modalmerge.io import DeviceError
+
+    def no_gpu(args):
+        raise DeviceError("this job was given GPUs (0) but torch is a CPU-only build")
+
+    monkeypatch.setattr(cli, "_train", no_gpu)
+    experiment = '{"name": "x", "condition": "image", "target": "time_series"}'
+    argv = ["train", "--settings", "{}", "--experiment", experiment]
+    code = cli.main([*argv, "--shards", str(tmp_path), "--out-dir", str(tmp_path)])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert "modalmerge train: error: this job was given GPUs" in err
+    assert "Traceback" not in err

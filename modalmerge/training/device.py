@@ -19,6 +19,8 @@ from typing import Any
 
 import torch
 
+from modalmerge.io import DeviceError
+
 log = logging.getLogger(__name__)
 
 PRECISIONS = ("bf16", "fp16", "fp32")
@@ -69,7 +71,7 @@ def resolve_device(device: str | torch.device = "auto", local_rank: int = 0) -> 
             gpus = allocated_gpus()
             if gpus and _nvidia_device_files():
                 build = torch.version.cuda
-                raise RuntimeError(
+                raise DeviceError(
                     f"this job was given GPUs ({gpus}) but torch {torch.__version__} "
                     + ("is a CPU-only build" if build is None else f"(CUDA {build}) sees none")
                     + ": install a CUDA build of torch in the job's environment, or set "
@@ -84,7 +86,7 @@ def resolve_device(device: str | torch.device = "auto", local_rank: int = 0) -> 
         index = local_rank if resolved.index is None else resolved.index
         count = torch.cuda.device_count()
         if index >= count:
-            raise RuntimeError(
+            raise DeviceError(
                 f"local rank {local_rank} needs GPU {index} but this process sees {count} GPU(s): "
                 "start one process per GPU (torchrun --nproc_per_node <= GPUs of the node)"
             )
