@@ -28,7 +28,6 @@ ACQUIRE_CODE = code_fingerprint(
     "modalmerge.stages.acquire", source_module_name(config["dataset"]["kind"])
 )
 EXPERIMENTS = {e["name"]: e for e in config["experiments"]}
-ENV = "../../envs/modalmerge.yaml"
 
 if len(EXPERIMENTS) != len(config["experiments"]):
     raise ValueError("config.yaml: experiment names must be unique")

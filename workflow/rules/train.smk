@@ -20,8 +20,6 @@ rule train:
     threads: config["train"]["threads"]
     resources:
         **train_resources(),
-    conda:
-        ENV
     shell:
         "{params.launcher} train --settings {params.settings:q} --experiment {params.experiment:q}"
         " --shards {input.shards:q} --out-dir {params.out_dir:q} --threads {threads} > {log:q} 2>&1"
