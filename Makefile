@@ -50,7 +50,7 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/snakefmt --check Snakefile workflow
-	$(BIN)/snakemake --lint --cores 1
+	$(BIN)/python .ci/snakemake_lint.py
 
 clean:
 	rm -rf results logs benchmarks/results .snakemake
