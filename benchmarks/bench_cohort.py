@@ -245,7 +245,7 @@ def run_snakemake(args: argparse.Namespace, n: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench_cohort_smk_") as tmp:
         work = Path(tmp)
         shutil.copy2(REPO / "Snakefile", work / "Snakefile")
-        for name in ("workflow", "envs", "configs"):
+        for name in ("workflow", "configs"):
             shutil.copytree(REPO / name, work / name, ignore=shutil.ignore_patterns("__pycache__"))
         (work / "config.yaml").write_text(yaml.safe_dump(snakemake_config(args, n)))
         env = dict(os.environ, PATH=os.pathsep.join([str(BIN), os.environ.get("PATH", "")]))

@@ -13,7 +13,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
-WORKFLOW_FILES = ("Snakefile", "config.yaml", "workflow", "envs", "configs", "modalmerge")
+WORKFLOW_FILES = ("Snakefile", "config.yaml", "workflow", "configs", "modalmerge")
 
 
 def copy_project(dest: Path) -> Path:

@@ -17,8 +17,6 @@ rule acquire_cohort:
     threads: 1
     resources:
         **cluster_resources(mem_mb=2000),
-    conda:
-        ENV
     shell:
         "modalmerge acquire-cohort --dataset {params.dataset:q} --root {params.root:q} > {log:q} 2>&1"
 
@@ -37,8 +35,6 @@ rule acquire_subject:
     threads: 1
     resources:
         **cluster_resources(mem_mb=2000),
-    conda:
-        ENV
     shell:
         "modalmerge acquire-subject --dataset {params.dataset:q} --root {params.root:q}"
         " --subject {wildcards.subject} > {log:q} 2>&1"

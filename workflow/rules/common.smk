@@ -31,7 +31,6 @@ ACQUIRE_CODE = code_fingerprint(
     "modalmerge.stages.acquire", source_module_name(config["dataset"]["kind"])
 )
 EXPERIMENTS = {e.name: e for e in SETTINGS.experiments}  # names are unique (from_config)
-ENV = "../../envs/modalmerge.yaml"
 
 wildcard_constraints:
     subject="sub-[A-Za-z0-9]+",

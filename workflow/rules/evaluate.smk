@@ -20,8 +20,6 @@ rule evaluate:
     threads: 1
     resources:
         **cluster_resources(),
-    conda:
-        ENV
     shell:
         "modalmerge evaluate --settings {params.settings:q} --experiment {params.experiment:q}"
         " --model {input.model:q} --shards {input.shards:q} --truth {params.truth:q}"
@@ -46,7 +44,5 @@ rule summarize:
     threads: 1
     resources:
         **cluster_resources(mem_mb=1000),
-    conda:
-        ENV
     shell:
         "modalmerge summarize --metrics {input:q} --out {output:q} > {log:q} 2>&1"

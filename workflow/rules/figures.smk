@@ -28,8 +28,6 @@ rule figures:
     threads: 1
     resources:
         **cluster_resources(mem_mb=2000),
-    conda:
-        ENV
     shell:
         "modalmerge figures --settings {params.settings:q} --experiment {params.experiment:q}"
         " --model {input.model:q} --history {input.history:q} --predictions {input.predictions:q}"
@@ -56,8 +54,6 @@ rule summary_chart:
     threads: 1
     resources:
         **cluster_resources(mem_mb=1000),
-    conda:
-        ENV
     shell:
         "modalmerge summary-chart --settings {params.settings:q} --summary {input:q}"
         " --out {output:q} > {log:q} 2>&1"

@@ -21,8 +21,6 @@ rule parcellate:
     threads: 1
     resources:
         **cluster_resources(mem_mb=2000),
-    conda:
-        ENV
     shell:
         "modalmerge parcellate --settings {params.settings:q} --t1 {input.t1:q}"
         " {params.optional} --atlas {input.atlas:q} --labels {input.labels:q} --out {output:q}"

@@ -24,8 +24,6 @@ rule preprocess:
     threads: 1
     resources:
         **cluster_resources(mem_mb=2000),
-    conda:
-        ENV
     shell:
         "modalmerge preprocess --settings {params.settings:q} --t1 {input.t1:q}"
         " --atlas {input.atlas:q} {params.optional} {params.extra} --out-t1 {output.t1:q}"

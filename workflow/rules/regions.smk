@@ -19,8 +19,6 @@ rule acquire_cohort:
     threads: 1
     resources:
         **cluster_resources(mem_mb=2000),
-    conda:
-        ENV
     shell:
         "modalmerge acquire-cohort --dataset {params.dataset:q} --root {params.root:q} > {log:q} 2>&1"
 
@@ -40,8 +38,6 @@ rule shard:
     threads: 1
     resources:
         **cluster_resources(mem_mb=2000),
-    conda:
-        ENV
     shell:
         "modalmerge shard-regions --settings {params.settings:q} --regions {input.regions:q}"
         " --out {output:q} > {log:q} 2>&1"

@@ -27,8 +27,6 @@ rule shard:
     threads: 1
     resources:
         **cluster_resources(mem_mb=4000),
-    conda:
-        ENV
     shell:
         "modalmerge shard --settings {params.settings:q} --subjects {params.subjects:q}"
         " --parcellated {input.parcellated:q} --anatomy {input.anatomy:q} {params.texts}"

@@ -22,8 +22,6 @@ rule train:
     threads: train_job_threads
     resources:
         **{key: train_resource(key) for key in train_job_resources(0, CLUSTER)},
-    conda:
-        ENV
     shell:
         "{params.launcher} train --settings {params.settings:q} --experiment {params.experiment:q}"
         " --shards {input.shards:q} --out-dir {params.out_dir:q} --threads {threads} > {log:q} 2>&1"
