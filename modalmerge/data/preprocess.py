@@ -34,6 +34,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from modalmerge.data import checks
 from modalmerge.data.nifti import load_image, load_labels, same_grid, save_image
 from modalmerge.io import InputError, merge_params, require_file
 
@@ -45,6 +46,7 @@ DEFAULT_PARAMS: dict = {
     "low_pass": 0.1,  # Hz, None = no low-pass
     "standardize": True,  # z-score each voxel's time series
     "normalize_anatomy": "robust_zscore",  # "robust_zscore" | "median" | "none"
+    "min_overlap": 0.8,  # BOLD vs T1w/atlas extent in world mm (modalmerge.data.checks)
 }
 _ANATOMY_METHODS = ("robust_zscore", "median", "none")
 _TR_TOLERANCE = 0.01  # relative disagreement allowed between TR sources
@@ -70,6 +72,9 @@ def validate_params(params: dict | None) -> dict:
             f"preprocess.high_pass ({merged['high_pass']} Hz) must be below "
             f"low_pass ({merged['low_pass']} Hz)"
         )
+    overlap = merged["min_overlap"]
+    if isinstance(overlap, bool) or not isinstance(overlap, int | float) or not 0 <= overlap <= 1:
+        raise ValueError("preprocess.min_overlap must be a fraction in [0, 1] (0 = off)")
     if merged["normalize_anatomy"] not in _ANATOMY_METHODS:
         raise ValueError(
             f"preprocess.normalize_anatomy must be one of {_ANATOMY_METHODS}, "
@@ -307,6 +312,10 @@ def preprocess_subject(
     if n_volumes < 3:
         raise InputError(bold_path, f"BOLD run has {n_volumes} volumes; need at least 3")
     tr = read_tr(bold_path, bold, tr)
+    checks.check_run_settings(bold_path, n_volumes, tr, params)  # before scipy's padlen error
+    checks.check_overlap(
+        bold_path, bold, t1_path, t1, atlas_path, atlas, labels, params["min_overlap"]
+    )
     nyquist = 0.5 / tr
     if params["low_pass"] is not None and params["low_pass"] >= nyquist:
         raise ValueError(
