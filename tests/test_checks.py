@@ -243,3 +243,27 @@ def test_non_bids_subject_labels_are_refused(label):
     with pytest.raises(InputError, match="is not a BIDS subject id"):
         checks.check_subject_label(label)
     assert checks.check_subject_label("sub-BraTS20Training001") == "sub-BraTS20Training001"
+
+
+def test_settings_checked_when_the_dag_is_built(tmp_path):
+    from modalmerge.stages.acquire import check_settings
+
+    synthetic = {"kind": "synthetic", "params": {"n_subjects": 4, "n_timepoints": 40}}
+    config = {"dataset": synthetic, "preprocess": {"high_pass": 0.01, "low_pass": 0.1}}
+    check_settings({**config, "shard": {"window": 40}}, [], tmp_path)
+    with pytest.raises(InputError, match=r"40 volumes; shard.window needs at least 50"):
+        check_settings({**config, "shard": {"window": 50}}, [], tmp_path)
+    # a real run already placed under raw/: its header and sidecar are read, not its voxels
+    from tests._sources_fixtures import make_bids
+
+    bids = make_bids(tmp_path / "bids", subjects=("01",))
+    real = {"kind": "bids", "params": {"path": str(bids), "task": "rest"}}
+    func = tmp_path / "res" / "raw" / "sub-01" / "func"
+    func.mkdir(parents=True)
+    src = bids / "sub-01" / "func" / "sub-01_task-rest_bold.nii.gz"
+    (func / "sub-01_task-rest_bold.nii.gz").symlink_to(src)
+    (func / "sub-01_task-rest_bold.json").write_text(json.dumps({"RepetitionTime": 2.0}))
+    with pytest.raises(InputError) as err:
+        check_settings({**config, "dataset": real, "shard": {}}, ["sub-01"], tmp_path / "res")
+    assert str(err.value).startswith(str(src)) and "12 volumes" in str(err.value)
+    assert "needs at least 34" in str(err.value)
