@@ -92,6 +92,9 @@ def acquire_cohort(dataset: dict, root: str | Path) -> None:
 
 def acquire_subject(dataset: dict, subject: str, root: str | Path) -> None:
     """Write one subject's anatomy, functional run, description text (and truth, if synthetic)."""
+    from modalmerge.data.checks import check_subject_label
+
+    check_subject_label(subject, "--subject")  # never a path: no separators, no '..'
     source_module(dataset["kind"]).write_subject(dataset.get("params", {}), subject, Path(root))
 
 

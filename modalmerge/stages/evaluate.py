@@ -331,7 +331,7 @@ def _load_truth(truth_dir, subjects, time_index) -> np.ndarray | None:
         path = Path(truth_dir) / f"{s}.npz"
         if not path.exists():
             return None
-        with np.load(path) as truth:
+        with np.load(path, allow_pickle=False) as truth:
             if "evoked" not in truth:
                 raise InputError(path, "synthetic truth has no 'evoked' array")
             series = truth["evoked"]

@@ -41,4 +41,4 @@ rule acquire_subject:
         ENV
     shell:
         "modalmerge acquire-subject --dataset {params.dataset:q} --root {params.root:q}"
-        " --subject {wildcards.subject} > {log:q} 2>&1"
+        " --subject {wildcards.subject:q} > {log:q} 2>&1"

@@ -157,8 +157,15 @@ def strip_prefix(value: str, prefix: str) -> str:
 
 def subject_filter(params: dict) -> set[str] | None:
     """The ``subjects`` filter as a set of ``sub-<label>`` ids, or None for all."""
+    from modalmerge.data.checks import check_subject_label
+
     subjects = as_list(params.get("subjects"))
-    return None if subjects is None else {"sub-" + strip_prefix(s, "sub") for s in subjects}
+    if subjects is None:
+        return None
+    return {
+        check_subject_label("sub-" + strip_prefix(s, "sub"), "dataset.params.subjects")
+        for s in subjects
+    }
 
 
 def bids_label(name: str) -> str:
