@@ -324,3 +324,35 @@ def test_the_valid_dataset_passes_every_stage(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert (out / "preproc" / "sub-01_bold.nii.gz").exists()
+
+
+SUBJECT_FAULTS = [name for name, spec in FAULTS.items() if spec[0] == "acquire-subject"]
+
+
+@pytest.mark.parametrize("fault", SUBJECT_FAULTS)
+def test_exclude_mode_lists_the_subject_with_the_same_message(tmp_path, fault):
+    """``on_error: exclude``: the broken subject is in raw/excluded.tsv with the message the
+    stop mode prints, and the rest of the cohort is acquired."""
+    _, breaker, text, _ = FAULTS[fault]
+    files = make_dataset(tmp_path / "bids")
+    named = breaker(files)
+    params = {
+        "path": str(tmp_path / "bids"),
+        "task": "rest",
+        "atlas": files["atlas_spec"],
+        "on_error": "exclude",
+        "validation_cache": str(tmp_path / "cache"),
+    }
+    dataset = json.dumps({"kind": "bids", "params": params})
+    out = tmp_path / "results"
+    proc = _cli("acquire-cohort", "--dataset", dataset, "--root", str(out), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    excluded = pd.read_csv(out / "raw" / "excluded.tsv", sep="\t")
+    assert excluded["participant_id"].tolist() == ["sub-01"]
+    reason = excluded["reason"].iloc[0]
+    assert reason.startswith(f"{named}: ") and text in reason, reason
+    participants = pd.read_csv(out / "raw" / "participants.tsv", sep="\t")
+    assert participants["participant_id"].tolist() == ["sub-02"]
+    proc = _cli("acquire-subject", "--dataset", dataset, "--root", str(out), "--subject", "sub-02", cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert (out / "raw" / "sub-02" / "func" / "sub-02_task-rest_bold.nii.gz").exists()
