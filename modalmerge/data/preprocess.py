@@ -46,7 +46,7 @@ DEFAULT_PARAMS: dict = {
     "low_pass": 0.1,  # Hz, None = no low-pass
     "standardize": True,  # z-score each voxel's time series
     "normalize_anatomy": "robust_zscore",  # "robust_zscore" | "median" | "none"
-    "min_overlap": 0.8,  # BOLD vs T1w/atlas extent in world mm (modalmerge.data.checks)
+    "min_overlap": checks.DEFAULT_MIN_OVERLAP,  # BOLD vs T1w/atlas extent in world mm
 }
 _ANATOMY_METHODS = ("robust_zscore", "median", "none")
 _TR_TOLERANCE = 0.01  # relative disagreement allowed between TR sources
@@ -314,7 +314,14 @@ def preprocess_subject(
     tr = read_tr(bold_path, bold, tr)
     checks.check_run_settings(bold_path, n_volumes, tr, params)  # before scipy's padlen error
     checks.check_overlap(
-        bold_path, bold, t1_path, t1, atlas_path, atlas, labels, params["min_overlap"]
+        bold_path,
+        bold,
+        t1_path,
+        t1,
+        atlas_path,
+        atlas,
+        labels,
+        checks.setting(params, "min_overlap", checks.DEFAULT_MIN_OVERLAP),
     )
     nyquist = 0.5 / tr
     if params["low_pass"] is not None and params["low_pass"] >= nyquist:
