@@ -56,7 +56,7 @@ def test_every_shell_value_is_quoted():
                 assert field.endswith(":q") or name in _PRE_QUOTED, f"{rule_file.name}: {{{field}}}"
 
 
-@pytest.mark.parametrize("label", ["../escape", "01/../../x", "sub-01/..", "a b"])
+@pytest.mark.parametrize("label", ["../escape", "01/../../x", "sub-01/..", "sub-01\\\\x", "a..b"])
 def test_subject_filter_refuses_non_bids_labels(tmp_path, label):
     root = make_bids(tmp_path / "bids")
     params = {"path": str(root), "task": "rest", "subjects": [label]}
@@ -127,3 +127,14 @@ def test_events_are_not_read_and_pass_through_unchanged(tmp_path, content):
     source = get_source("bids")
     source.write_cohort(params, tmp_path / "res")
     assert (tmp_path / "res" / "raw" / "task-rest_events.tsv").read_text() == content
+
+
+def test_raw_case_names_still_filter_brats_and_adni(tmp_path):
+    from tests._sources_fixtures import make_adni, make_brats
+
+    brats = {"path": str(make_brats(tmp_path / "brats")), "subjects": ["BraTS20_Training_002"]}
+    assert get_source("brats").subject_ids(brats) == ["sub-BraTS20Training002"]
+    # ADNI: a raw PTID in the filter passes the name check, but the cohort check then
+    # compares the table's labels with the unmapped filter (a fault that predates issue 11)
+    adni = {"path": str(make_adni(tmp_path / "adni")), "subjects": ["sub-002S0295"]}
+    assert get_source("adni").subject_ids(adni) == ["sub-002S0295"]

@@ -40,6 +40,7 @@ __all__ = [
     "check_not_constant",
     "check_overlap",
     "check_run_settings",
+    "check_safe_name",
     "check_subject_label",
     "filter_min_volumes",
     "user_path",
@@ -394,3 +395,19 @@ def check_subject_label(subject: str, where: str | os.PathLike = "subject") -> s
             f"subject {subject!r} is not a BIDS subject id (sub- followed by letters and digits)",
         )
     return subject
+
+
+def check_safe_name(value: str, where: str | os.PathLike = "subject") -> str:
+    """Refuse a name that could act as a path: separators, ``..``, control characters.
+
+    For filter values that a source maps to a label itself (BraTS and ADNI take
+    raw case names such as ``BraTS20_Training_001``); the ids the workflow uses
+    pass :func:`check_subject_label`.
+    """
+    if not isinstance(value, str) or not value or any(c in value for c in "/\\\0") or ".." in value:
+        raise InputError(
+            where, f"subject {value!r} is not a BIDS subject id (no path separators or '..')"
+        )
+    if any(ord(c) < 32 for c in value):
+        raise InputError(where, f"subject {value!r} holds control characters")
+    return value

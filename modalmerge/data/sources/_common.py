@@ -157,13 +157,13 @@ def strip_prefix(value: str, prefix: str) -> str:
 
 def subject_filter(params: dict) -> set[str] | None:
     """The ``subjects`` filter as a set of ``sub-<label>`` ids, or None for all."""
-    from modalmerge.data.checks import check_subject_label
+    from modalmerge.data.checks import check_safe_name
 
     subjects = as_list(params.get("subjects"))
     if subjects is None:
         return None
     return {
-        check_subject_label("sub-" + strip_prefix(s, "sub"), "dataset.params.subjects")
+        "sub-" + strip_prefix(check_safe_name(s, "dataset.params.subjects"), "sub")
         for s in subjects
     }
 
