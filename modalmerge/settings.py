@@ -102,6 +102,14 @@ class PreprocessSettings(_Section):
         doc="T1 intensity normalisation inside the brain mask",
         choices=("robust_zscore", "median", "none"),
     )
+    min_overlap: float = F(
+        0.8,
+        doc="least fraction of the BOLD's brain inside the T1w's, and of the atlas inside the "
+        "BOLD's, in world mm, before any processing (0: off; aligned data measure 0.98-1.0, a "
+        "4 cm shift 0.54-0.69)",
+        ge=0,
+        le=1,
+    )
     path: InitVar[str | None] = None
 
     def __post_init__(self, path: str | None = None) -> None:

@@ -34,6 +34,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from modalmerge.data import checks
 from modalmerge.data.nifti import load_image, load_labels, repetition_time, same_grid, save_image
 from modalmerge.io import InputError, require_file
 from modalmerge.settings import PreprocessSettings
@@ -241,6 +242,17 @@ def preprocess_subject(
     if n_volumes < 3:
         raise InputError(bold_path, f"BOLD run has {n_volumes} volumes; need at least 3")
     tr = read_tr(bold_path, bold, tr)
+    checks.check_run_settings(bold_path, n_volumes, tr, params)  # before scipy's padlen error
+    checks.check_overlap(
+        bold_path,
+        bold,
+        t1_path,
+        t1,
+        atlas_path,
+        atlas,
+        labels,
+        params.min_overlap,
+    )
     nyquist = 0.5 / tr
     if params.low_pass is not None and params.low_pass >= nyquist:
         raise ValueError(

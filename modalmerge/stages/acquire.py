@@ -66,4 +66,54 @@ def acquire_cohort(dataset: dict, root: str | Path) -> None:
 
 def acquire_subject(dataset: dict, subject: str, root: str | Path) -> None:
     """Write one subject's anatomy, functional run, description text (and truth, if synthetic)."""
+    from modalmerge.data.checks import check_subject_label
+
+    check_subject_label(subject, "--subject")  # never a path: no separators, no '..'
     source_module(dataset["kind"]).write_subject(dataset.get("params", {}), subject, Path(root))
+
+
+def check_settings(config: dict, subjects: list[str], root: str | Path) -> None:
+    """The settings against the data, when the workflow's DAG is built (issue 11).
+
+    Each BOLD run must be long enough for the band-pass filter
+    (``preprocess.high_pass``/``low_pass``) and for one shard window
+    (``shard.window``), and its TR must put the Nyquist frequency above the
+    cutoffs (:func:`modalmerge.data.checks.check_run_settings`). The data
+    allow it here for the synthetic source (length and TR are settings) and
+    for real runs already placed under ``root/raw/`` (a header and a sidecar
+    read per subject, no voxels); a run not yet acquired is checked for the
+    filter and TR at the start of preprocess, and for the window at the shard
+    stage.
+    """
+    from modalmerge.data import checks
+
+    dataset = config["dataset"]
+    from modalmerge.settings import PreprocessSettings, ShardSettings
+
+    preprocess = PreprocessSettings.coerce(config.get("preprocess") or {})
+    shard = ShardSettings.coerce(config.get("shard") or {})
+    planned = source_module(dataset["kind"]).planned_runs
+    if planned is not None:  # length and TR are settings of the source (the generator)
+        n_volumes, tr = planned(dataset.get("params") or {})
+        where = f"dataset.params ({dataset['kind']})"
+        checks.check_run_settings(where, n_volumes, tr, preprocess, shard)
+        return
+    if not source_writes(dataset)["bold"] or source_sample_unit(dataset) != "subject":
+        return
+    import json
+
+    import nibabel as nib
+
+    task = source_task(dataset)
+    for subject in subjects:
+        bold = Path(root) / "raw" / subject / "func" / f"{subject}_task-{task}_bold.nii.gz"
+        if not bold.exists():
+            continue
+        sidecar = bold.with_name(bold.name.replace(".nii.gz", ".json"))
+        try:  # raw/ is written by the acquire stage, atomically; anything odd: preprocess sees it
+            shape = nib.load(bold).shape
+            tr = float(json.loads(sidecar.read_text())["RepetitionTime"])
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if len(shape) == 4:
+            checks.check_run_settings(bold, shape[3], tr, preprocess, shard)

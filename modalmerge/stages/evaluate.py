@@ -192,7 +192,7 @@ def load_truth(truth_dir, subjects: list[str], time_index: dict) -> np.ndarray |
         path = Path(truth_dir) / f"{s}.npz"
         if not path.exists():
             return None
-        with np.load(path) as truth:
+        with np.load(path, allow_pickle=False) as truth:
             if "evoked" not in truth:
                 raise InputError(path, "synthetic truth has no 'evoked' array")
             series = truth["evoked"]

@@ -37,4 +37,4 @@ rule acquire_subject:
         **cluster_resources(mem_mb=2000),
     shell:
         "modalmerge acquire-subject --dataset {params.dataset:q} --root {params.root:q}"
-        " --subject {wildcards.subject} > {log:q} 2>&1"
+        " --subject {wildcards.subject:q} > {log:q} 2>&1"

@@ -9,6 +9,7 @@ from modalmerge.settings import to_dict
 from modalmerge.stages.train_resources import train_resources as train_job_resources
 from modalmerge.stages.train_resources import train_threads
 from modalmerge.stages.acquire import (
+    check_settings,
     source_anatomy,
     source_module_name,
     source_sample_unit,
@@ -21,6 +22,7 @@ ROOT = f"results/{config['dataset']['name']}"
 LOGS = f"logs/{config['dataset']['name']}"
 BENCH = f"benchmarks/results/{config['dataset']['name']}"
 SUBJECTS = source_subject_ids(config["dataset"])
+check_settings(config, SUBJECTS, f"results/{config['dataset']['name']}")  # run length, TR vs filter
 TASK = source_task(config["dataset"])
 WRITES = source_writes(config["dataset"])  # optional per-subject files: bold, text, confounds
 SAMPLE_UNIT = source_sample_unit(config["dataset"])  # "subject", or "region" (group data)

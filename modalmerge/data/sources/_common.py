@@ -126,6 +126,9 @@ class Source:
     label_anatomy: tuple[str, ...] = ()
     #: ``"subject"``, or ``"region"`` for group data whose samples are regions (region DAG).
     sample_unit: str = "subject"
+    #: ``params -> (volumes, TR in s)`` of every BOLD run when the params alone fix them
+    #: (a generator): the settings are then checked against them when the DAG is built.
+    planned_runs: Callable[[dict], tuple[int, float]] | None = None
     # --- a source that writes raw/ itself
     own_subject_ids: Callable[[dict], list[str]] | None = None
     own_write_cohort: Callable[[dict, Path], None] | None = None
@@ -216,8 +219,15 @@ def strip_prefix(value: str, prefix: str) -> str:
 
 def subject_filter(params: dict) -> set[str] | None:
     """The ``subjects`` filter as a set of ``sub-<label>`` ids, or None for all."""
+    from modalmerge.data.checks import check_safe_name
+
     subjects = as_list(params.get("subjects"))
-    return None if subjects is None else {"sub-" + strip_prefix(s, "sub") for s in subjects}
+    if subjects is None:
+        return None
+    return {
+        "sub-" + strip_prefix(check_safe_name(s, "dataset.params.subjects"), "sub")
+        for s in subjects
+    }
 
 
 def bids_label(name: str) -> str:

@@ -159,6 +159,34 @@ def read_tr(root: Path, bold: Path, img: nib.Nifti1Image) -> float:
     return validate.check_tr(bold, img, meta.get("RepetitionTime"), sidecar)
 
 
+def read_description(root: Path) -> dict | None:
+    """``dataset_description.json`` of a BIDS root (None when absent); its REQUIRED
+    ``Name`` and ``BIDSVersion`` must be there and the file valid JSON."""
+    path = root / "dataset_description.json"
+    if not path.exists():
+        return None
+    try:
+        description = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise InputError(path, f"is not valid JSON ({type(err).__name__})") from None
+    if not isinstance(description, dict):
+        raise InputError(path, "must hold a JSON object")
+    missing = [k for k in ("Name", "BIDSVersion") if k not in description]
+    if missing:
+        raise InputError(path, f"lacks the REQUIRED field(s) {missing}")
+    return description
+
+
+def require_description(root: Path) -> None:
+    """A raw BIDS root must have ``dataset_description.json`` (BIDS REQUIRES it; without
+    one, ``path`` most likely points at a folder inside the dataset or at another one)."""
+    if read_description(root) is None:
+        raise InputError(
+            root / "dataset_description.json",
+            "is missing: BIDS requires it at the dataset root (is dataset.params.path the root?)",
+        )
+
+
 def subjects_on_disk(path: Path, params: dict) -> list[str]:
     """``sub-*`` directories of a BIDS root, after the subject filter."""
     wanted = _common.subject_filter(params)
@@ -223,10 +251,16 @@ def _copy_events(params: dict, raw: Path) -> None:
             shutil.copyfile(root / name, tmp)
 
 
+def _on_disk(params: dict) -> list[str]:
+    root = _common.dataset_path(params)
+    require_description(root)  # dataset-level: stops planning, whatever on_error says
+    return subjects_on_disk(root, params)
+
+
 SOURCE = Source(
     kind="bids",
     keys=KEYS,
-    on_disk=lambda params: subjects_on_disk(_common.dataset_path(params), params),
+    on_disk=lambda params: _on_disk(params),
     participants=lambda params: participants_table(
         _common.dataset_path(params) / "participants.tsv"
     ),

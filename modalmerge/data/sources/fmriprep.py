@@ -23,6 +23,7 @@ participants : str, optional
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from nilearn.interfaces import fmriprep as nifmriprep
@@ -31,6 +32,8 @@ from modalmerge.data.nifti import check_same_grid
 from modalmerge.data.sources import _common, bids, validate
 from modalmerge.data.sources._common import Source, SubjectFiles
 from modalmerge.io import InputError
+
+log = logging.getLogger("modalmerge")
 
 DEFAULT_SPACE = "MNI152NLin2009cAsym"
 KEYS = bids.KEYS | {"space", "confounds", "participants"}
@@ -140,6 +143,18 @@ def _participants(params: dict):
     return bids.participants_table(Path(params["participants"]).expanduser())
 
 
+def _check_description(params: dict, raw: Path) -> None:
+    """fMRIPrep writes ``dataset_description.json``; without one (a partial copy of the
+    derivatives) a warning goes to the acquire-cohort log, since the files read carry
+    their own provenance (``space-`` entity, sidecars, confounds)."""
+    root = _common.dataset_path(params)
+    if bids.read_description(root) is None:
+        log.warning(
+            "%s: missing; the derivatives' provenance (fMRIPrep version) is unknown",
+            root / "dataset_description.json",
+        )
+
+
 SOURCE = Source(
     kind="fmriprep",
     keys=KEYS,
@@ -148,6 +163,7 @@ SOURCE = Source(
     collect=_collect,
     task=lambda params: params["task"],
     writes_confounds=True,  # a confounds TSV beside every BOLD run (workflow input)
+    cohort_extra=_check_description,
 )
 
 

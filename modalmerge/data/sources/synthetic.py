@@ -25,6 +25,13 @@ def _task(params: dict) -> str:
     return SyntheticParams.from_dict(params).task
 
 
+def _planned_runs(params: dict) -> tuple[int, float]:
+    from modalmerge.data.synthetic.params import SyntheticParams
+
+    p = SyntheticParams.from_dict(params)
+    return p.n_timepoints, p.tr
+
+
 def _write_cohort(params: dict, root: Path) -> None:
     from modalmerge.data.synthetic.cohort import write_cohort
 
@@ -42,6 +49,7 @@ SOURCE = Source(
     task=_task,
     default_atlas=None,  # the generator writes its own atlas
     writes_text=True,  # a description per subject; no confounds (nothing to regress)
+    planned_runs=_planned_runs,
     own_subject_ids=_subject_ids,
     own_write_cohort=_write_cohort,
     own_write_subject=_write_subject,

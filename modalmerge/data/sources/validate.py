@@ -23,6 +23,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from modalmerge.data import checks
 from modalmerge.data.nifti import repetition_time
 from modalmerge.io import InputError, atomic_path, require_file
 
@@ -37,9 +38,11 @@ def load_header(path: Path, what: str = "image") -> nib.Nifti1Image:
     """
     require_file(path, what)
     try:
-        return nib.load(path)
+        img = nib.load(path)
     except Exception as err:  # nibabel raises many types for unreadable headers
         raise InputError(path, f"{what} is not a readable NIfTI ({type(err).__name__})") from None
+    checks.check_header(path, img)  # dims x datatype against the file's size, plausible grid
+    return img
 
 
 def require_ndim(path: Path, img: nib.Nifti1Image, ndim: int, what: str) -> None:
@@ -69,6 +72,8 @@ def check_voxels(path: Path) -> None:
         bad = int(data.size - np.count_nonzero(np.isfinite(data)))
         if bad:
             raise InputError(path, f"{bad} voxel value(s) are NaN or inf")
+    if data.ndim == 4:  # a run that never changes is caught here, against the user's file
+        checks.check_not_constant(path, data)
 
 
 def check_tr(
