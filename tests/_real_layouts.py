@@ -1,0 +1,45 @@
+"""Fixtures shaped like real downloads (issue #16): the names, depths and extensions
+of published trees (OpenNeuro, fMRIPrep 20.x-23.x, HCP, BraTS 2020-2024, ADNI IDA
+and Clinica), with tiny images."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+from _sources_fixtures import N_VOLUMES, SHAPE, TR, nifti
+
+
+def sidecar(image: Path, **meta) -> None:
+    """``<stem>.json`` beside ``image`` (``.nii`` or ``.nii.gz``)."""
+    stem = image.name.removesuffix(".gz").removesuffix(".nii")
+    image.with_name(stem + ".json").write_text(json.dumps(meta))
+
+
+def make_openneuro(root: Path, subjects=("01", "02"), bold=("task-rest_bold",), t1w=("T1w",),
+                   ext=".nii.gz", listed=(), header_tr=TR, ses=None) -> Path:  # fmt: skip
+    """An OpenNeuro dataset: each subject gets every ``bold`` name (the part after
+    ``sub-X_``; an ``echo-N`` name gets its ``EchoTime``) and every ``t1w`` name;
+    ``listed`` are extra participants.tsv rows with no folder (a partial download)."""
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "dataset_description.json").write_text(
+        json.dumps({"Name": "ds", "BIDSVersion": "1.8.0"})
+    )
+    ids = [f"sub-{s}" for s in list(subjects) + list(listed)]
+    pd.DataFrame({"participant_id": ids, "age": range(20, 20 + len(ids))}).to_csv(
+        root / "participants.tsv", sep="\t", index=False
+    )
+    for i, sub in enumerate(subjects):
+        base = root / f"sub-{sub}" / (f"ses-{ses}" if ses else "")
+        pre = f"sub-{sub}" + (f"_ses-{ses}" if ses else "")
+        for j, name in enumerate(t1w):
+            nifti(base / "anat" / f"{pre}_{name}{ext}", seed=i + 7 * j)
+        for j, name in enumerate(bold):
+            image = nifti(base / "func" / f"{pre}_{name}{ext}", SHAPE + (N_VOLUMES,),
+                          tr=header_tr, seed=10 + i + 3 * j)  # fmt: skip
+            meta = {"RepetitionTime": TR}
+            if "_echo-" in name:
+                meta["EchoTime"] = 0.012 * int(name.split("_echo-")[1].split("_")[0])
+            sidecar(image, **meta)
+    return root
