@@ -43,3 +43,41 @@ def make_openneuro(root: Path, subjects=("01", "02"), bold=("task-rest_bold",), 
                 meta["EchoTime"] = 0.012 * int(name.split("_echo-")[1].split("_")[0])
             sidecar(image, **meta)
     return root
+
+
+def make_fmriprep_tree(root: Path, subjects=("01",), bold=("task-rest_space-MNI152NLin2009cAsym",),
+                       anat=("space-MNI152NLin2009cAsym_desc-preproc_T1w",),
+                       confounds="timeseries", legacy=False) -> Path:  # fmt: skip
+    """fMRIPrep derivatives: for each ``bold`` prefix (after ``sub-X_``) the
+    ``_desc-preproc_bold.nii.gz`` (+ json) and ``_desc-brain_mask.nii.gz``; one
+    ``_desc-confounds_<confounds>.tsv`` per run (``regressors`` before 20.2);
+    ``legacy`` puts the subjects under ``<root>/fmriprep/`` (20.2's default)."""
+    import re
+
+    import numpy as np
+    from _sources_fixtures import confounds_table
+
+    out = root / "fmriprep" if legacy else root
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "dataset_description.json").write_text(
+        json.dumps({"Name": "fMRIPrep", "DatasetType": "derivative"})
+    )
+    for i, sub in enumerate(subjects):
+        s = out / f"sub-{sub}"
+        for name in anat:
+            nifti(s / "anat" / f"sub-{sub}_{name}.nii.gz", seed=i)
+        for j, prefix in enumerate(bold):
+            stem = s / "func" / f"sub-{sub}_{prefix}"
+            image = nifti(
+                Path(f"{stem}_desc-preproc_bold.nii.gz"),
+                SHAPE + (N_VOLUMES,),
+                tr=TR,
+                seed=10 + i + j,
+            )
+            sidecar(image, RepetitionTime=TR)
+            nifti(Path(f"{stem}_desc-brain_mask.nii.gz"), data=np.ones(SHAPE, np.uint8))
+            run = re.sub(r"_(space|res|den)-[A-Za-z0-9]+", "", prefix)
+            conf = s / "func" / f"sub-{sub}_{run}_desc-confounds_{confounds}.tsv"
+            confounds_table(seed=i).to_csv(conf, sep="\t", index=False, na_rep="n/a")
+            conf.with_suffix(".json").write_text("{}")
+    return root
