@@ -81,3 +81,37 @@ def make_fmriprep_tree(root: Path, subjects=("01",), bold=("task-rest_space-MNI1
             confounds_table(seed=i).to_csv(conf, sep="\t", index=False, na_rep="n/a")
             conf.with_suffix(".json").write_text("{}")
     return root
+
+
+HCP_RUNS = ("rfMRI_REST1_LR", "rfMRI_REST1_RL", "rfMRI_REST2_LR", "rfMRI_REST2_RL")
+
+
+def make_hcp_tree(root: Path, ids=("100307",), runs=HCP_RUNS, minimal=True, fix=True, cifti=True,
+                  t1w=("MNINonLinear/T1w_restore_brain.nii.gz", "T1w/T1w_acpc_dc_restore_brain.nii.gz")
+                  ) -> Path:  # fmt: skip
+    """HCP-YA as its packages unzip: per run folder the minimal ``<run>.nii.gz``, the
+    FIX ``<run>_hp2000_clean.nii.gz``, the CIFTI ``<run>_Atlas_MSMAll.dtseries.nii``,
+    ``Movement_Regressors.txt`` (+ ``_dt``); the structural images in ``t1w``."""
+    import numpy as np
+
+    for i, sid in enumerate(ids):
+        for name in t1w:
+            nifti(root / sid / name, seed=i)
+        for j, run in enumerate(runs):
+            folder = root / sid / "MNINonLinear" / "Results" / run
+            if minimal:
+                nifti(folder / f"{run}.nii.gz", SHAPE + (N_VOLUMES,), tr=0.72, seed=10 + j)
+            if fix:
+                nifti(
+                    folder / f"{run}_hp2000_clean.nii.gz",
+                    SHAPE + (N_VOLUMES,),
+                    tr=0.72,
+                    seed=20 + j,
+                )
+            if cifti:
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / f"{run}_Atlas_MSMAll.dtseries.nii").write_bytes(b"\0" * 352)
+            moves = np.random.default_rng(j).normal(size=(N_VOLUMES, 12))
+            np.savetxt(folder / "Movement_Regressors.txt", moves, fmt="%.6f")
+            np.savetxt(folder / "Movement_Regressors_dt.txt", moves, fmt="%.6f")
+    return root
