@@ -115,3 +115,47 @@ def make_hcp_tree(root: Path, ids=("100307",), runs=HCP_RUNS, minimal=True, fix=
             np.savetxt(folder / "Movement_Regressors.txt", moves, fmt="%.6f")
             np.savetxt(folder / "Movement_Regressors_dt.txt", moves, fmt="%.6f")
     return root
+
+
+def make_brats_tree(root: Path, cases, naming="brats2020", ext=".nii", seg=True, odd_seg=(),
+                    seg_labels=(1, 2, 4)) -> Path:  # fmt: skip
+    """BraTS cases as released: 2020 ``<case>/<case>_{t1,t1ce,t2,flair,seg}.nii`` (the
+    mirrors' ``.nii``), 2023/2024 ``<case>/<case>-{t1n,t1c,t2w,t2f,seg}.nii.gz``;
+    ``odd_seg`` cases keep case 355's ``W39_1998.09.19_Segm.nii``; ``seg=False`` is a
+    validation set."""
+    import numpy as np
+
+    sep, tags = (
+        ("_", ("t1", "t1ce", "t2", "flair"))
+        if naming == "brats2020"
+        else ("-", ("t1n", "t1c", "t2w", "t2f"))
+    )
+    for i, case in enumerate(cases):
+        for j, tag in enumerate(tags):
+            nifti(root / case / f"{case}{sep}{tag}{ext}", seed=10 * i + j)
+        if seg:
+            data = np.zeros(SHAPE, np.uint8)
+            for k, label in enumerate(seg_labels):
+                data[1 + k % 2, 1 + k, 1] = label
+            name = "W39_1998.09.19_Segm.nii" if case in odd_seg else f"{case}{sep}seg{ext}"
+            nifti(root / case / name, data=data)
+    return root
+
+
+def brats2020_tables(root: Path, cases, survival=None) -> tuple[Path, Path]:
+    """``name_mapping.csv`` (``Grade`` first, as released) and ``survival_info.csv``
+    (``Brats20ID``, ``Age``; only the ``survival`` cases, as 236 of 369 in 2020)."""
+    mapping = pd.DataFrame({
+        "Grade": ["HGG", "LGG"] * (len(cases) // 2) + ["HGG"] * (len(cases) % 2),
+        "BraTS_2017_subject_ID": [f"Brats17_TCIA_{i}_1" for i in range(len(cases))],
+        "BraTS_2018_subject_ID": [f"Brats18_TCIA_{i}_1" for i in range(len(cases))],
+        "TCGA_TCIA_subject_ID": [f"TCGA-02-{i:04d}" for i in range(len(cases))],
+        "BraTS_2019_subject_ID": [f"BraTS19_TCIA_{i}_1" for i in range(len(cases))],
+        "BraTS_2020_subject_ID": list(cases),
+    })  # fmt: skip
+    mapping.to_csv(root / "name_mapping.csv", index=False)
+    kept = list(cases if survival is None else survival)
+    pd.DataFrame({"Brats20ID": kept, "Age": [60.5 + i for i in range(len(kept))],
+                  "Survival_days": [300] * len(kept), "Extent_of_Resection": ["GTR"] * len(kept)}
+                 ).to_csv(root / "survival_info.csv", index=False)  # fmt: skip
+    return root / "name_mapping.csv", root / "survival_info.csv"
