@@ -159,3 +159,51 @@ def brats2020_tables(root: Path, cases, survival=None) -> tuple[Path, Path]:
                   "Survival_days": [300] * len(kept), "Extent_of_Resection": ["GTR"] * len(kept)}
                  ).to_csv(root / "survival_info.csv", index=False)  # fmt: skip
     return root / "name_mapping.csv", root / "survival_info.csv"
+
+
+#: (PTID, VISCODE, EXAMDATE, scan folder, image id of the N3 series, of the raw MPRAGE)
+ADNI_VISITS = (
+    ("002_S_0295", "bl", "2006-11-02", "2006-11-02_08_16_44.0", 40966, 40965),
+    ("002_S_0295", "m12", "2007-11-12", "2007-11-14_09_02_11.0", 79122, 79121),
+    ("011_S_0002", "bl", "2005-09-08", "2005-09-08_10_03_17.0", 7025, 7024),
+    ("011_S_0002", "m12", "2006-09-28", "2006-10-02_11_50_01.0", 35475, 35474),
+)
+
+
+def adnimerge(root: Path, name="ADNIMERGE_14Dec2023.csv") -> Path:
+    """A dated ADNIMERGE: one row per visit; ``IMAGEUID`` names the N3-scaled image."""
+    rows = [{"RID": 295 if p == "002_S_0295" else 2, "PTID": p, "VISCODE": v, "EXAMDATE": d,
+             "IMAGEUID": n3, "AGE": 70.0, "Years_bl": 0.0 if v == "bl" else 1.0,
+             "PTGENDER": "Male", "DX": "CN", "MMSE": 29}
+            for p, v, d, _, n3, _ in ADNI_VISITS]  # fmt: skip
+    root.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(root / name, index=False)
+    return root / name
+
+
+def make_adni_ida(root: Path, dicom=False) -> Path:
+    """IDA's NIfTI download: ``ADNI/<PTID>/<series>/<date>/I<id>/ADNI_<PTID>_MR_..._I<id>.nii``,
+    two series per visit (raw MPRAGE and N3-scaled); ``dicom`` writes ``.dcm`` slices instead."""
+    for ptid, _, _, stamp, n3, raw in ADNI_VISITS:
+        for series, uid in (("MPR__GradWarp__B1_Correction__N3__Scaled", n3), ("MPRAGE", raw)):
+            folder = root / "ADNI" / ptid / series / stamp / f"I{uid}"
+            name = f"ADNI_{ptid}_MR_{series}_Br_{stamp[:10].replace('-', '')}_S{uid - 100}_I{uid}"
+            if dicom:
+                folder.mkdir(parents=True, exist_ok=True)
+                (folder / f"{name}_1.dcm").write_bytes(b"\0" * 132 + b"DICM")
+            else:
+                nifti(folder / f"{name}.nii", seed=uid % 7)
+    adnimerge(root)
+    return root
+
+
+def make_adni_clinica(root: Path) -> Path:
+    """Clinica's ``adni-to-bids``: ``sub-ADNI<site>S<id>/ses-M<months>/anat/..._T1w.nii.gz``."""
+    for ptid, visit, *_ in ADNI_VISITS:
+        sub = "sub-ADNI" + ptid.replace("_", "")
+        ses = "ses-M000" if visit == "bl" else f"ses-M{int(visit[1:]):03d}"
+        nifti(root / sub / ses / "anat" / f"{sub}_{ses}_T1w.nii.gz")
+    pd.DataFrame({"participant_id": ["sub-ADNI002S0295", "sub-ADNI011S0002"]}).to_csv(
+        root / "participants.tsv", sep="\t", index=False)  # fmt: skip
+    adnimerge(root)
+    return root
