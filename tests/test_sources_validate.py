@@ -279,3 +279,27 @@ def test_check_voxels_reads_plain_gzip_errors_as_input_errors(tmp_path):
     bad = tmp_path / "x.nii.gz"
     bad.write_bytes(gzip.compress(b"not a nifti header at all" * 20))
     fails(lambda: validate.check_voxels(bad), bad, "not a readable NIfTI")
+
+
+def test_voxel_check_streams_a_run_in_blocks_of_volumes(tmp_path, monkeypatch):
+    """Issue #16: memory is bounded by a block, not the run; a NaN in the last block is found."""
+    import nibabel as nib
+    import numpy as np
+    from nibabel.arrayproxy import ArrayProxy
+
+    data = np.ones((4, 5, 4, 30), np.float32)
+    data[1, 1, 1, 29] = np.nan
+    path = tmp_path / "run.nii.gz"
+    nib.save(nib.Nifti1Image(data, np.eye(4)), path)
+    monkeypatch.setattr(validate, "CHUNK_BYTES", 8 * 4 * 5 * 4 * 7)  # 7 volumes as float64
+    shapes = []
+    original = ArrayProxy.__getitem__
+
+    def spy(self, key):
+        out = original(self, key)
+        shapes.append(out.shape)
+        return out
+
+    monkeypatch.setattr(ArrayProxy, "__getitem__", spy)
+    fails(lambda: validate.check_voxels(path), path, "1 voxel value(s) are NaN or inf")
+    assert [s[3] for s in shapes] == [7, 7, 7, 7, 2]

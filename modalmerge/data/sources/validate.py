@@ -52,23 +52,45 @@ def require_ndim(path: Path, img: nib.Nifti1Image, ndim: int, what: str) -> None
     raise InputError(path, f"{what} must be {ndim}D but has shape {tuple(shape)}")
 
 
+#: The most bytes of voxel data :func:`check_voxels` holds at once (as float64).
+CHUNK_BYTES = 256 * 2**20
+
+
 def check_voxels(path: Path) -> None:
     """Decode the whole image: a truncated or corrupt file, or NaN/inf voxels, raise.
+
+    A 4D image is read in blocks of volumes (``img.dataobj[..., i:j]``, one open
+    file, read forward), so memory stays within :data:`CHUNK_BYTES` however long
+    the run (an HCP run is about 4 GB as float32).
 
     Parameters
     ----------
     path : Path
         A ``.nii`` or ``.nii.gz`` image.
     """
-    img = load_header(path)
+    require_file(path, "image")
     try:
-        data = np.asarray(img.dataobj)
+        img = nib.load(path, keep_file_open=True)  # gzip: each block continues the last
+    except Exception as err:  # nibabel raises many types for unreadable headers
+        raise InputError(path, f"image is not a readable NIfTI ({type(err).__name__})") from None
+    shape = img.shape
+    n = shape[3] if len(shape) == 4 else 1
+    step = max(1, CHUNK_BYTES // (8 * int(np.prod(shape[:3], dtype=np.int64)) or 1))
+    bad = 0
+    try:
+        for start in range(0, n, step):
+            block = img.dataobj[..., start : start + step] if len(shape) == 4 else img.dataobj[...]
+            data = np.asarray(block)
+            if np.issubdtype(data.dtype, np.floating):
+                bad += int(data.size - np.count_nonzero(np.isfinite(data)))
     except (EOFError, zlib.error, gzip.BadGzipFile, OSError, ValueError) as err:
         raise InputError(path, f"truncated or corrupt image data ({type(err).__name__})") from None
-    if np.issubdtype(data.dtype, np.floating):
-        bad = int(data.size - np.count_nonzero(np.isfinite(data)))
-        if bad:
-            raise InputError(path, f"{bad} voxel value(s) are NaN or inf")
+    finally:
+        opener = getattr(img.dataobj, "_opener", None)  # the file kept open for the blocks
+        if opener is not None:
+            opener.close_if_mine()
+    if bad:
+        raise InputError(path, f"{bad} voxel value(s) are NaN or inf")
 
 
 def check_tr(
