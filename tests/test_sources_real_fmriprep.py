@@ -101,3 +101,22 @@ def test_ica_aroma_selects_the_aroma_image_or_says_it_was_removed(tmp_path):
     assert "desc-smoothAROMAnonaggr_bold" in meta["Sources"][0]
     assert np.isfinite(np.loadtxt(tmp_path / "out/raw/sub-01/func/sub-01_task-rest_desc-confounds_timeseries.tsv",
                                   skiprows=1, ndmin=2)).all()  # fmt: skip
+
+
+def test_subjects_without_the_run_or_absent_are_left_out_with_a_warning(tmp_path, caplog):
+    import logging
+
+    root = make_fmriprep_tree(tmp_path / "d", subjects=("01", "02", "03"))
+    for path in (root / "sub-03/func").iterdir():  # fMRIPrep ran anatomy only for sub-03
+        path.unlink()
+    tsv = tmp_path / "participants.tsv"
+    tsv.write_text("participant_id\tage\nsub-01\t20\nsub-02\t21\nsub-03\t22\nsub-04\t23\n")
+    params = {
+        "path": str(root),
+        "task": "rest",
+        "participants": str(tsv),
+        "atlas": tiny_atlas(tmp_path),
+    }
+    with caplog.at_level(logging.WARNING):
+        assert get_source("fmriprep").subject_ids(params) == ["sub-01", "sub-02"]
+    assert "sub-03" in caplog.text and "sub-04" in caplog.text

@@ -200,14 +200,23 @@ def _collect(params: dict, subject: str) -> SubjectFiles:
 def _participants(params: dict):
     if not params.get("participants"):
         return None
-    return bids.participants_table(Path(params["participants"]).expanduser())
+    table = bids.participants_table(Path(params["participants"]).expanduser())
+    return bids.listed_absent(table, derivatives_root(params), params)
+
+
+def _on_disk(params: dict) -> list[str]:
+    """Subjects with a preprocessed BOLD run matching the filters (others: a warning)."""
+    root = derivatives_root(params)
+    subjects = bids.subjects_on_disk(root, params)
+    return bids.with_task(root, params, subjects)  # any desc: ica_aroma explains itself later
 
 
 SOURCE = Source(
     kind="fmriprep",
     keys=KEYS,
-    on_disk=lambda params: bids.subjects_on_disk(derivatives_root(params), params),
+    on_disk=_on_disk,
     participants=_participants,
+    complete_table=False,  # as bids: listed-but-absent subjects are a warning, left out
     collect=_collect,
     task=lambda params: params["task"],
     writes_confounds=True,  # a confounds TSV beside every BOLD run (workflow input)
