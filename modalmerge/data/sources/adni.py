@@ -36,6 +36,7 @@ Only anatomy is written (``raw/sub-X/anat/sub-X_T1w.nii.gz``); ADNI has no BOLD 
 
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
 
@@ -75,6 +76,12 @@ def _clinical_path(params: dict) -> Path:
     return dated[-1] if dated else root / "ADNIMERGE.csv"
 
 
+@functools.lru_cache(maxsize=4)
+def _read_clinical(csv: str, mtime_ns: int) -> pd.DataFrame:
+    """ADNIMERGE, read once per file version (the IDA layout consults it for every subject)."""
+    return pd.read_csv(csv, low_memory=False)
+
+
 def _layout(params: dict) -> str:
     layout = params.get("layout", "template")
     if layout not in LAYOUTS:
@@ -92,7 +99,7 @@ def _images_by_subject(params: dict) -> dict[str, list[Path]]:
         csv = require_file(
             _clinical_path(params), "clinical CSV (ADNIMERGE, maps images to visits)"
         )
-        clinical = pd.read_csv(csv, low_memory=False)
+        clinical = _read_clinical(str(csv), csv.stat().st_mtime_ns)
         return adni_layouts.ida_images(root, _visit(params), params.get("description"), clinical)
     parts = _template(params).replace("{visit}", _visit(params)).split("/")
     if "{subject}" not in parts:
