@@ -103,3 +103,17 @@ def test_partial_download_and_subject_without_the_task_are_left_out_with_a_warni
     source.write_cohort(params, tmp_path / "out")
     table = (tmp_path / "out/raw/participants.tsv").read_text().splitlines()
     assert [row.split("\t")[0] for row in table[1:]] == ["sub-01", "sub-02"]
+
+
+def test_an_entity_missing_from_some_files_shows_as_none_and_null_selects_them(tmp_path):
+    ds = make_openneuro(
+        tmp_path / "ds", subjects=("01",), bold=["task-rest_acq-mb4_bold", "task-rest_bold"]
+    )
+    with pytest.raises(
+        ValueError, match=r"differ in acq \(mb4, none\): set dataset.params.entities.acq"
+    ):
+        placed(tmp_path, ds)
+    assert placed(tmp_path, ds, entities={"acq": None})["Sources"][0].endswith(
+        "sub-01_task-rest_bold.nii.gz"
+    )
+    assert "_acq-mb4_" in placed(tmp_path, ds, entities={"acq": "mb4"})["Sources"][0]
