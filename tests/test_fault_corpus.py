@@ -220,9 +220,7 @@ FAULTS = {
     "implausible voxel size": ("acquire-subject", _huge_voxels, "implausible voxel size", None),
     "missing TR": ("acquire-subject", _no_tr, "no RepetitionTime in sidecar", None),
     "non-numeric TR": ("acquire-subject", _text_tr, "is not a number", None),
-    "inconsistent TR": ("acquire-subject", _inconsistent_tr, "in the NIfTI header", None),
     "broken sidecar JSON": ("acquire-subject", _broken_json, "sidecar is not valid JSON", None),
-    "listed, no files": ("acquire-cohort", _listed_missing, "lists sub-03 but the dataset has no files", None),
     "files, unlisted": ("acquire-cohort", _unlisted, "does not list sub-02", None),
     "listed twice": ("acquire-cohort", _duplicated, "participant_id sub-01 is listed 2 times", None),
     "unreadable participants": ("acquire-cohort", _unreadable_participants, "participants table", None),
@@ -324,6 +322,34 @@ def test_the_valid_dataset_passes_every_stage(tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert (out / "preproc" / "sub-01_bold.nii.gz").exists()
+
+
+#: Faults accepted with a warning (docs/data-sources.md): a sidecar TR that disagrees with the
+#: header (the sidecar wins, as in fMRIPrep) and a subject listed but absent (a partial
+#: download: left out).
+ACCEPTED = {"inconsistent TR": _inconsistent_tr, "listed, no files": _listed_missing}
+
+
+@pytest.mark.parametrize("fault", list(ACCEPTED))
+def test_documented_acceptances_warn_and_go_on(tmp_path, fault):
+    files = make_dataset(tmp_path / "bids")
+    ACCEPTED[fault](files)
+    params = {"path": str(tmp_path / "bids"), "task": "rest", "atlas": files["atlas_spec"]}
+    dataset = json.dumps({"kind": "bids", "params": params})
+    out = tmp_path / "results"
+    cohort = _cli("acquire-cohort", "--dataset", dataset, "--root", str(out), cwd=tmp_path)
+    assert cohort.returncode == 0, cohort.stderr
+    participants = pd.read_csv(out / "raw" / "participants.tsv", sep="\t")
+    assert participants["participant_id"].tolist() == ["sub-01", "sub-02"]  # not sub-03
+    proc = _cli("acquire-subject", "--dataset", dataset, "--root", str(out), "--subject", "sub-01", cwd=tmp_path)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    sidecar = json.loads(
+        (out / "raw" / "sub-01" / "func" / "sub-01_task-rest_bold.json").read_text()
+    )
+    if fault == "inconsistent TR":
+        assert sidecar["RepetitionTime"] == 3.0 and "TRWarning" in sidecar
+    else:  # the left-out subject is named in the cohort step's warning
+        assert "sub-03" in cohort.stderr, cohort.stderr
 
 
 SUBJECT_FAULTS = [name for name, spec in FAULTS.items() if spec[0] == "acquire-subject"]

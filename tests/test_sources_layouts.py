@@ -99,7 +99,10 @@ def test_bids_session_filter_picks_that_session_and_ambiguity_is_an_error(tmp_pa
     sidecar = json.loads((tmp_path / "out/raw/sub-01/func/sub-01_task-rest_bold.json").read_text())
     assert "ses-2" in sidecar["Sources"][0]
     source = get_source("bids")
-    with pytest.raises(ValueError, match="2 BOLD run files match .*narrow sessions/run"):
+    with pytest.raises(
+        ValueError,
+        match=r"2 BOLD run files match .*differ in ses \(1, 2\): set dataset.params.sessions",
+    ):
         source.write_subject({**params, "sessions": None}, "sub-01", tmp_path / "out2")
 
 

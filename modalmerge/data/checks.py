@@ -173,15 +173,24 @@ def check_not_constant(path: str | os.PathLike, data: np.ndarray, rtol: float = 
     scale = float(np.max(np.abs(data))) or 1.0
     if data.ndim == 4 and data.shape[3] > 1:
         spread = float(np.max(np.ptp(data, axis=3)))
-        if spread <= rtol * scale:
-            raise InputError(
-                user_path(path),
-                f"every voxel is constant over time (largest range {spread:.3g} over "
-                f"{data.shape[3]} volumes): not a BOLD signal",
-            )
+        check_temporal_range(path, spread, scale, data.shape[3], rtol)
     elif data.ndim == 3 or (data.ndim == 4 and data.shape[3] == 1):
         if float(np.ptp(data)) <= rtol * scale:
             raise InputError(user_path(path), f"every voxel holds the same value {data.flat[0]:g}")
+
+
+def check_temporal_range(
+    path: str | os.PathLike, spread: float, scale: float, n_volumes: int, rtol: float = 1e-6
+) -> None:
+    """Refuse a run whose largest temporal range of any voxel (``spread``) is at most
+    ``rtol`` times its largest absolute value (``scale``): every voxel is constant.
+    (Streamed readers accumulate ``spread`` and ``scale`` block by block.)"""
+    if n_volumes > 1 and spread <= rtol * (scale or 1.0):
+        raise InputError(
+            user_path(path),
+            f"every voxel is constant over time (largest range {spread:.3g} over "
+            f"{n_volumes} volumes): not a BOLD signal",
+        )
 
 
 # --------------------------------------------------------------------------- settings

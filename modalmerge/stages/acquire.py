@@ -44,8 +44,7 @@ def source_anatomy(dataset: dict) -> tuple[list[str], list[str]]:
     """Anatomy images besides the T1w that the source writes (``anat/sub-X_<name>.nii.gz``),
     and which of them are label images: BraTS's contrasts and segmentation. They travel
     into the shards as further channels of the image (the T1w is channel 0)."""
-    source = source_module(dataset["kind"])
-    return list(source.extra_anatomy), list(source.label_anatomy)
+    return source_module(dataset["kind"]).anatomy(dataset.get("params") or {})
 
 
 def source_sample_unit(dataset: dict) -> str:

@@ -124,6 +124,9 @@ class Source:
     extra_anatomy: tuple[str, ...] = ()
     #: Those of :attr:`extra_anatomy` that are label images (scored by Dice).
     label_anatomy: tuple[str, ...] = ()
+    #: The extra anatomy a configuration writes, when the params change it (BraTS
+    #: ``require_seg: false`` drops ``dseg``): ``params -> names``; None: :attr:`extra_anatomy`.
+    anatomy_for: Callable[[dict], tuple[str, ...]] | None = None
     #: ``"subject"``, or ``"region"`` for group data whose samples are regions (region DAG).
     sample_unit: str = "subject"
     #: ``params -> (volumes, TR in s)`` of every BOLD run when the params alone fix them
@@ -174,6 +177,11 @@ class Source:
         """The BIDS task label of the functional runs it writes (``rest`` when it names none)."""
         task = self.task(params)
         return str(params.get("task", "rest") if task is None else task)
+
+    def anatomy(self, params: dict) -> tuple[list[str], list[str]]:
+        """The extra anatomy images and the label images among them for this configuration."""
+        names = self.extra_anatomy if self.anatomy_for is None else self.anatomy_for(params)
+        return list(names), [n for n in self.label_anatomy if n in names]
 
     def writes(self) -> dict[str, bool]:
         """Which optional per-subject files it writes: ``bold``, ``text``, ``confounds``."""

@@ -1,14 +1,22 @@
 """ADNI-style data: a T1w NIfTI per subject and visit plus an ADNIMERGE-like clinical CSV.
 
-Layout read (``images`` template, relative to ``path``)::
+Layouts read (``layout``; see :mod:`.adni_layouts`)::
 
-    <path>/{subject}/{visit}/<one .nii or .nii.gz>     e.g. 002_S_0295/bl/MPRAGE.nii.gz
-    <path>/ADNIMERGE.csv                               (``clinical``)
+    template  <path>/{subject}/{visit}/<one .nii or .nii.gz>    (``images``)
+    ida       <path>[/ADNI]/002_S_0295/MPR__GradWarp__B1_Correction__N3__Scaled/
+                  2006-11-02_08_16_44.0/I40966/ADNI_002_S_0295_MR_..._I40966.nii
+    clinica   <path>/sub-ADNI002S0295/ses-M000/anat/sub-ADNI002S0295_ses-M000_T1w.nii.gz
+    <path>/ADNIMERGE.csv or ADNIMERGE_<date>.csv       (``clinical``)
+
+A DICOM download stops with the conversion to run (dcm2niix or clinica).
 
 Parameters (``dataset.params``)
 -------------------------------
 path : str
-clinical : str, default ``"ADNIMERGE.csv"`` (relative to ``path`` unless absolute)
+layout : {"template", "ida", "clinica"}, default ``"template"``
+description : str, optional
+    ``ida``: keep series folders whose name holds it (``MPRAGE``) or matches a glob.
+clinical : str, default ``ADNIMERGE.csv``, else the newest ``ADNIMERGE*.csv`` under ``path``
     Columns used: the id column, ``VISCODE``, ``AGE`` (at baseline; plus
     ``Years_bl`` at later visits), ``PTGENDER``, ``DX`` (or ``DX_bl``), and the
     ``tabular`` columns.
@@ -28,16 +36,20 @@ Only anatomy is written (``raw/sub-X/anat/sub-X_T1w.nii.gz``); ADNI has no BOLD 
 
 from __future__ import annotations
 
+import functools
+import logging
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from modalmerge.data.sources import _common, validate
+from modalmerge.data.sources import _common, adni_layouts, validate
 from modalmerge.data.sources._common import Source, SubjectFiles
 from modalmerge.io import InputError, require_file
 
-KEYS = {"clinical", "id_column", "visit", "images", "tabular"}
+KEYS = {"clinical", "id_column", "visit", "images", "tabular", "layout", "description"}
+LAYOUTS = ("template", "ida", "clinica")
+log = logging.getLogger(__name__)
 DEFAULT_TABULAR = ["MMSE", "CDRSB", "ADAS13", "PTEDUCAT", "APOE4"]
 SEX = {"male": "M", "female": "F", "m": "M", "f": "F"}
 
@@ -51,13 +63,44 @@ def _visit(params: dict) -> str:
 
 
 def _clinical_path(params: dict) -> Path:
-    path = Path(params.get("clinical", "ADNIMERGE.csv")).expanduser()
-    return path if path.is_absolute() else _common.dataset_path(params) / path
+    """``clinical``, or ``ADNIMERGE.csv``, or the newest dated ``ADNIMERGE_<date>.csv`` under ``path``."""
+    root = _common.dataset_path(params)
+    if params.get("clinical"):
+        path = Path(params["clinical"]).expanduser()
+        return path if path.is_absolute() else root / path
+    if (root / "ADNIMERGE.csv").exists():
+        return root / "ADNIMERGE.csv"
+    dated = sorted(root.glob("ADNIMERGE*.csv"), key=lambda p: p.stat().st_mtime)
+    if len(dated) > 1:
+        log.info("%s: %d ADNIMERGE tables; using the newest, %s", root, len(dated), dated[-1].name)
+    return dated[-1] if dated else root / "ADNIMERGE.csv"
+
+
+@functools.lru_cache(maxsize=4)
+def _read_clinical(csv: str, mtime_ns: int) -> pd.DataFrame:
+    """ADNIMERGE, read once per file version (the IDA layout consults it for every subject)."""
+    return pd.read_csv(csv, low_memory=False)
+
+
+def _layout(params: dict) -> str:
+    layout = params.get("layout", "template")
+    if layout not in LAYOUTS:
+        raise ValueError(f"dataset.params.layout must be one of {list(LAYOUTS)}, not {layout!r}")
+    return layout
 
 
 def _images_by_subject(params: dict) -> dict[str, list[Path]]:
-    """Subject folder name -> matching image files for the visit."""
+    """Subject (PTID) -> matching image files for the visit, per ``layout``."""
     root = _common.dataset_path(params)
+    layout = _layout(params)
+    if layout == "clinica":
+        return adni_layouts.clinica_images(root, _visit(params))
+    if layout == "ida":
+        csv = require_file(
+            _clinical_path(params), "clinical CSV (ADNIMERGE, maps images to visits)"
+        )
+        clinical = _read_clinical(str(csv), csv.stat().st_mtime_ns)
+        return adni_layouts.ida_images(root, _visit(params), params.get("description"), clinical)
     parts = _template(params).replace("{visit}", _visit(params)).split("/")
     if "{subject}" not in parts:
         raise ValueError("dataset.params.images must have '{subject}' as one whole path component")
@@ -66,6 +109,8 @@ def _images_by_subject(params: dict) -> dict[str, list[Path]]:
     found: dict[str, list[Path]] = {}
     for path in sorted(root.glob(pattern)):
         found.setdefault(path.relative_to(root).parts[position], []).append(path)
+    if not found:
+        adni_layouts.dicom_check(adni_layouts.ida_root(root))
     return found
 
 
@@ -112,16 +157,17 @@ def _participants(params: dict) -> pd.DataFrame:
 
 
 def _collect(params: dict, subject: str) -> SubjectFiles:
-    images = {_label(k): v for k, v in _images_by_subject(params).items()}
-    where = _common.dataset_path(params) / _template(params).replace("{visit}", _visit(params))
+    found = _images_by_subject(params)
+    images = {_label(k): (k, v) for k, v in found.items()}
+    where = _common.dataset_path(params)
+    if _layout(params) == "template":
+        where = where / _template(params).replace("{visit}", _visit(params))
     if subject not in images:
         raise InputError(where, f"no image for {subject} at visit {_visit(params)!r}")
-    if len(images[subject]) > 1:
-        names = ", ".join(p.name for p in images[subject][:4])
-        raise InputError(
-            images[subject][0].parent, f"{len(images[subject])} images match ({names})"
-        )
-    t1 = images[subject][0]
+    ptid, paths = images[subject]
+    if len(paths) > 1:
+        raise InputError(paths[0].parent, adni_layouts.several(ptid, paths))
+    t1 = paths[0]
     validate.require_ndim(t1, validate.load_header(t1, "T1w image"), 3, "T1w image")
     return SubjectFiles(subject, anat={"T1w": t1})
 

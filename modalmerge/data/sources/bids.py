@@ -9,7 +9,14 @@ task : str
 sessions : list of str, optional
     Keep runs from these sessions (``ses-`` labels, prefix optional).
 run : int or str, optional
-    Keep this run index.
+    Keep this run index (matched numerically: ``1`` finds ``run-001``).
+entities : dict, optional
+    Filter on the BOLD's other entities, e.g. ``{echo: 1}``, ``{dir: AP}``,
+    ``{acq: mb4, part: mag}`` (keys: acq, ce, dir, echo, part, rec, res, space,
+    inv, den; a value of null requires the entity to be absent).
+t1w_entities : dict, optional
+    The same for the T1w. Several T1w left: the BOLD's session first, then
+    no ``acq``, no ``rec``, no ``ce``, then the lowest run, then ``.nii.gz``.
 subjects : list of str, optional
     Keep these subjects (``sub-`` prefix optional).
 same_grid : bool, default False
@@ -18,6 +25,11 @@ place : {"symlink", "copy"}, default "symlink"
 on_error : {"stop", "exclude"}, default "stop"
 atlas : dict, default ``{"kind": "dk"}``
     See :func:`modalmerge.data.parcellation.atlases.load_atlas`.
+
+Images may be ``.nii.gz`` or ``.nii``. A header TR that disagrees with the
+sidecar is a warning (the sidecar wins, ``TRWarning`` in the placed sidecar).
+Subjects that ``participants.tsv`` lists but the download lacks, and subjects
+without a BOLD run matching the filters, are left out at planning with a warning.
 
 Why not pybids: it installs and imports here beside Snakemake 9, but brings 11
 packages (SQLAlchemy index, formulaic, num2words, bids-validator ...) and
@@ -28,7 +40,7 @@ globs and an entity parser; see docs/data-sources.md.
 from __future__ import annotations
 
 import json
-import re
+import logging
 import shutil
 from pathlib import Path
 
@@ -36,89 +48,30 @@ import nibabel as nib
 import pandas as pd
 
 from modalmerge.data.nifti import check_same_grid
-from modalmerge.data.sources import _common, validate
+from modalmerge.data.sources import _common, _entities, validate
 from modalmerge.data.sources._common import Source, SubjectFiles
 from modalmerge.io import InputError, atomic_path
 
-_NAME = re.compile(
-    r"(?P<entities>(?:[a-zA-Z]+-[a-zA-Z0-9]+_)*)(?P<suffix>[a-zA-Z0-9]+)(?P<ext>\.[a-z.]+)"
-)
+# the entity helpers, re-exported: other sources call bids.find / bids.one / bids.parse_name
+parse_name, find, one = _entities.parse_name, _entities.find, _entities.one
+log = logging.getLogger(__name__)
 
 
-def parse_name(name: str) -> tuple[dict[str, str], str, str] | None:
-    """Split a BIDS file name into entities, suffix and extension.
+def run_filters(params: dict) -> dict:
+    """The ``task``/``sessions``/``run`` filters and the ``entities`` filter as constraints.
 
-    ``sub-01_ses-2_task-rest_bold.nii.gz`` -> ``({"sub": "01", "ses": "2",
-    "task": "rest"}, "bold", ".nii.gz")``; None when the name is not BIDS.
+    Run indices match numerically (``run: 1`` finds ``run-001``).
     """
-    match = _NAME.fullmatch(name)
-    if match is None:
-        return None
-    pairs = [p.split("-", 1) for p in match["entities"].split("_") if p]
-    return dict(pairs), match["suffix"], match["ext"]
-
-
-def find(
-    subject_dir: Path,
-    datatype: str,
-    suffix: str,
-    ext: str = ".nii.gz",
-    **entities: list[str] | str | None,
-) -> list[Path]:
-    """Files ``<subject_dir>[/ses-*]/<datatype>/*_<suffix><ext>`` whose entities match.
-
-    An entity given as None is unconstrained; a list keeps any of its values;
-    the string ``"<absent>"`` requires the entity to be missing.
-    """
-    found = []
-    for path in sorted(
-        list(subject_dir.glob(f"{datatype}/*{ext}"))
-        + list(subject_dir.glob(f"ses-*/{datatype}/*{ext}"))
-    ):
-        parsed = parse_name(path.name)
-        if parsed is None or parsed[1] != suffix or parsed[2] != ext:
-            continue
-        have = parsed[0]
-        ok = True
-        for key, want in entities.items():
-            if want is None:
-                continue
-            if want == "<absent>":
-                ok &= key not in have
-            else:
-                ok &= have.get(key) in ([want] if isinstance(want, str) else want)
-        if ok:
-            found.append(path)
-    return found
-
-
-def run_filters(params: dict) -> dict[str, list[str] | None]:
-    """The ``task``/``sessions``/``run`` filters as entity constraints."""
     task = params.get("task")
     if not task:
         raise ValueError("dataset.params.task is required (e.g. 'rest')")
     sessions = _common.as_list(params.get("sessions"))
-    runs = _common.as_list(params.get("run"))
     return {
         "task": [str(task)],
         "ses": None if sessions is None else [_common.strip_prefix(s, "ses") for s in sessions],
-        "run": None
-        if runs is None
-        else sorted({r for v in runs for r in (v, v.zfill(2), v.lstrip("0"))}),
+        "run": _common.as_list(params.get("run")),
+        **_entities.entity_filter(params, "entities"),
     }
-
-
-def one(candidates: list[Path], where: Path, what: str, filters: dict) -> Path:
-    """The single match, or an InputError saying none or which ones compete."""
-    if not candidates:
-        shown = {k: v for k, v in filters.items() if v is not None}
-        raise InputError(where, f"no {what} matches {shown}")
-    if len(candidates) > 1:
-        names = ", ".join(p.name for p in candidates[:4])
-        raise InputError(
-            where, f"{len(candidates)} {what} files match ({names}); narrow sessions/run"
-        )
-    return candidates[0]
 
 
 def sidecar_metadata(root: Path, image: Path) -> tuple[dict, Path | None]:
@@ -151,12 +104,33 @@ def sidecar_metadata(root: Path, image: Path) -> tuple[dict, Path | None]:
     return merged, (last or (exact if exact.exists() else None))
 
 
-def read_tr(root: Path, bold: Path, img: nib.Nifti1Image) -> float:
-    """TR in seconds from the sidecar (required by BIDS), checked against the header."""
+def sidecar_tr(
+    bold: Path, img: nib.Nifti1Image, meta: dict, sidecar: Path | None
+) -> tuple[float, str]:
+    """TR in seconds and a note: the sidecar wins over a header that disagrees (as in fMRIPrep).
+
+    The note is '' when the header agrees (or states no TR); otherwise it says both
+    values, is logged as a warning and goes into the placed sidecar (``TRWarning``).
+    """
+    try:
+        return validate.check_tr(bold, img, meta.get("RepetitionTime"), sidecar), ""
+    except InputError as err:
+        if sidecar is None or "inconsistent" not in err.problem:
+            raise
+        problem = err.problem
+    tr = float(meta["RepetitionTime"])
+    note = (f"{problem}; the sidecar's {tr:g} s is used (BIDS: the sidecar is "
+            "authoritative)")  # fmt: skip
+    log.warning("%s: %s", bold, note)
+    return tr, note
+
+
+def read_tr(root: Path, bold: Path, img: nib.Nifti1Image) -> tuple[float, str]:
+    """TR in seconds from the sidecar (required by BIDS) and a mismatch note (:func:`sidecar_tr`)."""
     meta, sidecar = sidecar_metadata(root, bold)
     if sidecar is None:
         raise InputError(bold, "no JSON sidecar gives RepetitionTime (BIDS requires one)")
-    return validate.check_tr(bold, img, meta.get("RepetitionTime"), sidecar)
+    return sidecar_tr(bold, img, meta, sidecar)
 
 
 def read_description(root: Path) -> dict | None:
@@ -216,7 +190,45 @@ def atlas_grid_check(params: dict, ref_path: Path, ref: nib.Nifti1Image) -> None
         check_same_grid(atlas, ref, path, "atlas", f"the grid of {ref_path.name}", "")
 
 
-KEYS = {"task", "sessions", "run", "same_grid"}
+KEYS = {"task", "sessions", "run", "same_grid", "entities", "t1w_entities"}
+
+
+def with_task(path: Path, params: dict, subjects: list[str], **extra) -> list[str]:
+    """``subjects`` that have a BOLD run matching the filters; the others are dropped
+    with a warning at planning (a subject without the task, a partial download)."""
+    filters = {**run_filters(params), **extra}
+    kept = [s for s in subjects if find(path / s, "func", "bold", **filters)]
+    missing = [s for s in subjects if s not in kept]
+    if missing:
+        shown = {k: v for k, v in filters.items() if v is not None}
+        log.warning("%s: %d subject(s) have no BOLD run matching %s and are left out: %s",
+                    path, len(missing), shown, ", ".join(missing))  # fmt: skip
+    return kept
+
+
+def listed_absent(table: pd.DataFrame | None, path: Path, params: dict) -> pd.DataFrame | None:
+    """Warn about subjects ``participants.tsv`` lists but the download lacks (left out)."""
+    if table is None:
+        return None
+    wanted = _common.subject_filter(params)
+    present = {p.name for p in path.glob("sub-*") if p.is_dir()}
+    absent = [
+        s for s in table["participant_id"] if s not in present and (wanted is None or s in wanted)
+    ]
+    if absent:
+        log.warning("%s lists %d subject(s) with no folder (partial download?), left out: %s",
+                    table.attrs.get("source"), len(absent), ", ".join(absent[:10]))  # fmt: skip
+    return table
+
+
+def choose_t1w(sub_dir: Path, params: dict, session: str | None, **extra) -> Path:
+    """The subject's T1w: the BOLD's session first, ``t1w_entities`` applied, then the
+    preference rule of :func:`._entities.prefer` (no acq/rec/ce first, then lowest run)."""
+    wanted = {**_entities.entity_filter(params, "t1w_entities"), **extra}
+    t1s = find(sub_dir, "anat", "T1w", ses=session, **wanted) or find(
+        sub_dir, "anat", "T1w", **wanted
+    )
+    return _entities.prefer(t1s, sub_dir, "T1w image", {"ses": session, **wanted})
 
 
 def _collect(params: dict, subject: str) -> SubjectFiles:
@@ -225,19 +237,25 @@ def _collect(params: dict, subject: str) -> SubjectFiles:
     filters = run_filters(params)
     bold = one(find(sub_dir, "func", "bold", **filters), sub_dir, "BOLD run", filters)
     entities = parse_name(bold.name)[0]
-    t1s = find(sub_dir, "anat", "T1w", ses=entities.get("ses")) or find(sub_dir, "anat", "T1w")
-    t1 = one(t1s, sub_dir, "T1w image", {"ses": entities.get("ses")})
+    t1 = choose_t1w(sub_dir, params, entities.get("ses"))
     t1_img = validate.load_header(t1, "T1w image")
     bold_img = validate.load_header(bold, "BOLD run")
     validate.require_ndim(t1, t1_img, 3, "T1w image")
     validate.require_ndim(bold, bold_img, 4, "BOLD run")
-    tr = read_tr(root, bold, bold_img)
+    tr, note = read_tr(root, bold, bold_img)
     if params.get("same_grid", False):
         check_same_grid(t1_img, bold_img, t1, "T1w image", f"the grid of {bold.name}", "")
         atlas_grid_check(params, bold, bold_img)
     files = SubjectFiles(subject, anat={"T1w": t1}, bold=bold)
-    files.bold_json = {"RepetitionTime": tr, "TaskName": params["task"], "Sources": [str(bold)]}
-    events = bold.with_name(bold.name.replace("_bold.nii.gz", "_events.tsv"))
+    files.bold_json = {
+        "RepetitionTime": tr,
+        "TaskName": params["task"],
+        "Sources": [str(bold), str(t1)],
+    }
+    if note:
+        files.bold_json["TRWarning"] = note
+    stem = bold.name[: -len(parse_name(bold.name)[2])]
+    events = bold.with_name(stem.removesuffix("_bold") + "_events.tsv")
     if events.exists():
         files.func_extra["events.tsv"] = events
     return files
@@ -260,10 +278,15 @@ def _on_disk(params: dict) -> list[str]:
 SOURCE = Source(
     kind="bids",
     keys=KEYS,
-    on_disk=lambda params: _on_disk(params),
-    participants=lambda params: participants_table(
-        _common.dataset_path(params) / "participants.tsv"
+    on_disk=lambda params: with_task(_common.dataset_path(params), params, _on_disk(params)),
+    participants=lambda params: listed_absent(
+        participants_table(_common.dataset_path(params) / "participants.tsv"),
+        _common.dataset_path(params),
+        params,
     ),
+    #: a partial download lists more subjects than it holds: listed-but-absent
+    #: subjects are warned about and left out (see listed_absent), not a fault
+    complete_table=False,
     collect=_collect,
     task=lambda params: params["task"],
     cohort_extra=lambda params, raw: _copy_events(params, raw),

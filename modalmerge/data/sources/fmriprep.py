@@ -1,11 +1,19 @@
 """fMRIPrep derivatives: MNI-space preprocessed BOLD, brain mask and reduced confounds.
 
-Layout read (fMRIPrep >= 20.2, with or without sessions)::
+Layout read (fMRIPrep 20.x-24.x, with or without sessions)::
 
-    <path>/sub-X[/ses-Y]/anat/sub-X[_ses-Y]_space-<space>_desc-preproc_T1w.nii.gz
-    <path>/sub-X[/ses-Y]/func/sub-X[_ses-Y]_task-T[_run-N]_space-<space>_desc-preproc_bold.nii.gz
-                                                      ..._space-<space>_desc-brain_mask.nii.gz
-    <path>/sub-X[/ses-Y]/func/sub-X[_ses-Y]_task-T[_run-N]_desc-confounds_timeseries.tsv (+ .json)
+    <path>[/fmriprep]/sub-X[/ses-Y]/anat/sub-X[_ses-Y][_space-<space>][_res-R]_desc-preproc_T1w.nii.gz
+    <path>[/fmriprep]/sub-X[/ses-Y]/func/sub-X[_ses-Y]_task-T[_dir-D][_run-N]_space-<space>[_res-R]_desc-preproc_bold.nii.gz
+                                                      ..._space-<space>[_res-R]_desc-brain_mask.nii.gz
+    <path>[/fmriprep]/sub-X[/ses-Y]/func/sub-X[_ses-Y]_task-T[_run-N]_desc-confounds_timeseries.tsv
+
+The ``fmriprep/`` subfolder (20.2's legacy ``<out>/fmriprep/sub-*``) is found when
+``path`` holds no ``sub-*``; confounds named ``_desc-confounds_regressors.tsv``
+(fMRIPrep <= 20.1) are read too. ``space: T1w`` takes the T1w without a ``space-``
+entity. CIFTI (``.dtseries.nii``) and surface outputs are not supported (an error
+says so). ``entities`` (``{res: 2}``, ``{dir: AP}``) narrows the run as in :mod:`.bids`.
+The ``ica_aroma`` strategy reads ``_desc-smoothAROMAnonaggr_bold`` (fMRIPrep < 23.1
+with ``--use-aroma``, in ``MNI152NLin6Asym``); without it the error says AROMA was removed.
 
 Parameters (``dataset.params``), besides those of :mod:`.bids`
 --------------------------------------------------------------
@@ -29,7 +37,7 @@ from pathlib import Path
 from nilearn.interfaces import fmriprep as nifmriprep
 
 from modalmerge.data.nifti import check_same_grid
-from modalmerge.data.sources import _common, bids, validate
+from modalmerge.data.sources import _common, _entities, bids, validate
 from modalmerge.data.sources._common import Source, SubjectFiles
 from modalmerge.io import InputError
 
@@ -79,35 +87,88 @@ def reduce_confounds(bold: Path, confounds_tsv: Path, options: dict, n_volumes: 
     return table, mask
 
 
-def _collect(params: dict, subject: str) -> SubjectFiles:
+def derivatives_root(params: dict) -> Path:
+    """``path``, or its ``fmriprep/`` folder (the 20.2 legacy ``<out>/fmriprep/sub-*`` layout)."""
     root = _common.dataset_path(params)
+    legacy = root / "fmriprep"
+    if not any(root.glob("sub-*")) and legacy.is_dir() and any(legacy.glob("sub-*")):
+        return legacy
+    return root
+
+
+def bold_desc(params: dict) -> str:
+    """``smoothAROMAnonaggr`` for the ``ica_aroma`` strategy (its BOLD is the denoised
+    image fMRIPrep < 23.1 wrote), else ``preproc``."""
+    strategy = params.get("confounds", {}).get("strategy", "simple")
+    return "smoothAROMAnonaggr" if strategy == "ica_aroma" else "preproc"
+
+
+def _no_volume(sub_dir: Path, space: str, desc: str, runs: list[Path], filters: dict) -> None:
+    """Raise the clearest error when no NIfTI BOLD matches: CIFTI only, AROMA gone, other space."""
+    cifti = bids.find(sub_dir, "func", "bold", ".dtseries.nii", **filters)
+    if cifti and (space.startswith(("fsLR", "fsaverage")) or not runs):
+        raise InputError(cifti[0], "CIFTI/surface BOLD (.dtseries.nii) is not supported: run "
+                         "fMRIPrep with a volumetric --output-spaces (e.g. MNI152NLin2009cAsym) "
+                         "and set dataset.params.space to it")  # fmt: skip
+    if runs:
+        validate.check_space(runs[0], space)  # raises: the run exists, in another space
+    if desc != "preproc":
+        raise InputError(sub_dir, "confounds strategy ica_aroma needs the *_desc-smoothAROMAnonaggr"
+                         "_bold.nii.gz fMRIPrep < 23.1 wrote with --use-aroma (removed in 23.1: "
+                         "run fMRIPost-AROMA, or choose another strategy)")  # fmt: skip
+
+
+def choose_bold(sub_dir: Path, params: dict, space: str) -> Path:
+    """The preprocessed BOLD in ``space`` (``entities`` may set res, dir, echo ...)."""
+    filters = bids.run_filters(params)
+    if "space" in filters:
+        raise ValueError("set the fMRIPrep space with dataset.params.space, not entities.space")
+    desc = bold_desc(params)
+    runs = bids.find(sub_dir, "func", "bold", desc=[desc], **filters)
+    in_space = [p for p in runs if bids.parse_name(p.name)[0].get("space") == space]
+    if not in_space:
+        _no_volume(sub_dir, space, desc, runs, filters)
+    return bids.one(in_space, sub_dir, f"preprocessed BOLD in space {space}", filters)
+
+
+def choose_t1w(sub_dir: Path, params: dict, space: str, bold_ent: dict) -> Path:
+    """The preprocessed T1w in ``space`` (``space: T1w``: the one without a space entity),
+    at the BOLD's resolution when several exist."""
+    wanted = "<absent>" if space == "T1w" else [space]
+    t1s = bids.find(sub_dir, "anat", "T1w", desc=["preproc"], space=wanted,
+                    **_entities.entity_filter(params, "t1w_entities"))  # fmt: skip
+    same_ses = [
+        p for p in t1s if bids.parse_name(p.name)[0].get("ses") in (None, bold_ent.get("ses"))
+    ]
+    t1s = same_ses or t1s
+    same_res = [p for p in t1s if bids.parse_name(p.name)[0].get("res") == bold_ent.get("res")]
+    return _entities.prefer(same_res or t1s, sub_dir, f"preprocessed T1w in space {space}",
+                            {"space": space})  # fmt: skip
+
+
+def beside(sub_dir: Path, bold: Path) -> tuple[Path, Path]:
+    """The BOLD's brain mask and confounds table (``_timeseries.tsv``, or ``_regressors.tsv``
+    of fMRIPrep <= 20.1)."""
+    ent = bids.parse_name(bold.name)[0]
+    keys = ("ses", "task", "acq", "ce", "dir", "rec", "run", "echo", "space", "res")
+    same_run = {k: ent.get(k, "<absent>") for k in keys}
+    masks = bids.find(sub_dir, "func", "mask", desc=["brain"], **same_run)
+    if not masks and "res" not in ent:  # an AROMA run without res- beside a res-2 mask
+        masks = bids.find(sub_dir, "func", "mask", desc=["brain"], **{**same_run, "res": None})
+    mask = bids.one(masks, sub_dir, "brain mask", same_run)
+    conf_ent = {k: v for k, v in same_run.items() if k not in ("space", "res", "echo")}
+    tables = [p for suffix in ("timeseries", "regressors")
+              for p in bids.find(sub_dir, "func", suffix, ".tsv", desc=["confounds"], **conf_ent)]  # fmt: skip
+    return mask, bids.one(tables, sub_dir, "confounds table", conf_ent)
+
+
+def _collect(params: dict, subject: str) -> SubjectFiles:
+    root = derivatives_root(params)
     sub_dir = root / subject
     space = params.get("space", DEFAULT_SPACE)
-    filters = bids.run_filters(params)
-    runs = bids.find(sub_dir, "func", "bold", desc=["preproc"], **filters)
-    in_space = [p for p in runs if bids.parse_name(p.name)[0].get("space") == space]
-    if not in_space and runs:
-        validate.check_space(runs[0], space)  # raises: the run exists, in another space
-    bold = bids.one(in_space, sub_dir, f"preprocessed BOLD in space {space}", filters)
-    ent = bids.parse_name(bold.name)[0]
-    same_run = {k: ent.get(k, "<absent>") for k in ("ses", "task", "acq", "run", "space")}
-    mask = bids.one(
-        bids.find(sub_dir, "func", "mask", desc=["brain"], **same_run),
-        sub_dir,
-        "brain mask",
-        same_run,
-    )
-    conf_ent = {k: v for k, v in same_run.items() if k != "space"}
-    conf = bids.one(
-        bids.find(sub_dir, "func", "timeseries", ".tsv", desc=["confounds"], **conf_ent),
-        sub_dir,
-        "confounds table",
-        conf_ent,
-    )
-    t1s = bids.find(sub_dir, "anat", "T1w", desc=["preproc"], space=[space])
-    same_ses = [p for p in t1s if bids.parse_name(p.name)[0].get("ses") in (None, ent.get("ses"))]
-    t1 = bids.one(same_ses or t1s, sub_dir, f"preprocessed T1w in space {space}", {"space": space})
-
+    bold = choose_bold(sub_dir, params, space)
+    t1 = choose_t1w(sub_dir, params, space, bids.parse_name(bold.name)[0])
+    mask, conf = beside(sub_dir, bold)
     bold_img = validate.load_header(bold, "BOLD run")
     validate.require_ndim(bold, bold_img, 4, "BOLD run")
     t1_img = validate.load_header(t1, "T1w image")
@@ -119,7 +180,7 @@ def _collect(params: dict, subject: str) -> SubjectFiles:
         check_same_grid(t1_img, bold_img, t1, "T1w image", f"the grid of {bold.name}", "")
         bids.atlas_grid_check(params, bold, bold_img)
     meta, sidecar = bids.sidecar_metadata(root, bold)
-    tr = validate.check_tr(bold, bold_img, meta.get("RepetitionTime"), sidecar)
+    tr, note = bids.sidecar_tr(bold, bold_img, meta, sidecar)
     n_volumes = bold_img.shape[3]
     table, sample_mask = reduce_confounds(
         bold, conf, params.get("confounds", {"strategy": "simple"}), n_volumes
@@ -132,6 +193,8 @@ def _collect(params: dict, subject: str) -> SubjectFiles:
         "SpatialReference": space,
         "Sources": [str(bold), str(conf)],
     }
+    if note:
+        files.bold_json["TRWarning"] = note
     if sample_mask is not None:
         files.bold_json["SampleMask"] = [int(i) for i in sample_mask]
     return files
@@ -140,7 +203,15 @@ def _collect(params: dict, subject: str) -> SubjectFiles:
 def _participants(params: dict):
     if not params.get("participants"):
         return None
-    return bids.participants_table(Path(params["participants"]).expanduser())
+    table = bids.participants_table(Path(params["participants"]).expanduser())
+    return bids.listed_absent(table, derivatives_root(params), params)
+
+
+def _on_disk(params: dict) -> list[str]:
+    """Subjects with a preprocessed BOLD run matching the filters (others: a warning)."""
+    root = derivatives_root(params)
+    subjects = bids.subjects_on_disk(root, params)
+    return bids.with_task(root, params, subjects)  # any desc: ica_aroma explains itself later
 
 
 def _check_description(params: dict, raw: Path) -> None:
@@ -158,8 +229,9 @@ def _check_description(params: dict, raw: Path) -> None:
 SOURCE = Source(
     kind="fmriprep",
     keys=KEYS,
-    on_disk=lambda params: bids.subjects_on_disk(_common.dataset_path(params), params),
+    on_disk=_on_disk,
     participants=_participants,
+    complete_table=False,  # as bids: listed-but-absent subjects are a warning, left out
     collect=_collect,
     task=lambda params: params["task"],
     writes_confounds=True,  # a confounds TSV beside every BOLD run (workflow input)

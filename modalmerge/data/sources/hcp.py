@@ -1,10 +1,13 @@
 """HCP minimal-preprocessed data (MNINonLinear), one fMRI run per subject.
 
-Layout read::
+Layout read (the released packages, unzipped into one folder)::
 
-    <path>/<id>/MNINonLinear/T1w_restore_brain.nii.gz
-    <path>/<id>/MNINonLinear/Results/<run>/<run>.nii.gz          (<run> e.g. rfMRI_REST1_LR)
+    <path>/<id>/MNINonLinear/Results/<run>/<run>.nii.gz                 (variant minimal)
+    <path>/<id>/MNINonLinear/Results/<run>/<run>_hp2000_clean.nii.gz    (variant hp2000_clean)
     <path>/<id>/MNINonLinear/Results/<run>/Movement_Regressors.txt
+    <path>/<id>/MNINonLinear/T1w_restore_brain.nii.gz    (or T1w/T1w_acpc_dc_restore_brain.nii.gz)
+
+CIFTI (``*_Atlas*.dtseries.nii``) is not supported: an error says to use the NIfTI run.
 
 Parameters (``dataset.params``)
 -------------------------------
@@ -14,7 +17,14 @@ task : str, default ``"rest"``
     ``rest`` picks ``rfMRI_REST*`` runs, any other name ``tfMRI_<TASK>*``.
 run : str, optional
     The run folder (``rfMRI_REST1_LR``) or its tail (``REST1_LR``, ``1_LR``);
-    required when several runs match.
+    required when several runs match (``LR`` alone matches two: the error lists them).
+variant : str, default ``"minimal"``
+    ``minimal`` (``<run>.nii.gz``), ``hp2000_clean`` (FIX-cleaned
+    ``<run>_hp2000_clean.nii.gz``) or a template with ``{run}``.
+t1w : bool, default True
+    Place a T1w (searched in ``MNINonLinear/`` then ``T1w/``); a missing one is an
+    error naming the "Structural Preprocessed" package. ``false`` places none
+    (package use only: the workflow's DAG expects a T1w per subject).
 participants : str, optional
     HCP's behavioural CSV (``Subject``, ``Gender``, ``Age`` as ``26-30``);
     age becomes the range's midpoint (``36+`` -> 36).
@@ -40,7 +50,7 @@ from modalmerge.data.sources import _common, bids, validate
 from modalmerge.data.sources._common import Source, SubjectFiles
 from modalmerge.io import InputError, require_file
 
-KEYS = {"task", "run", "participants", "same_grid"}
+KEYS = {"task", "run", "participants", "same_grid", "variant", "t1w"}
 MOTION = ["trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z"]
 MOVEMENT_COLUMNS = MOTION + [f"{c}_derivative1" for c in MOTION]
 
@@ -82,40 +92,97 @@ def read_movement(path: Path, n_volumes: int) -> pd.DataFrame:
     return validate.check_confounds(path, table, n_volumes)
 
 
-def _collect(params: dict, subject: str) -> SubjectFiles:
-    sub_dir = _subject_dir(params, subject)
-    mni = sub_dir / "MNINonLinear"
-    task = _task(params)
+#: ``variant`` -> the BOLD file name in the run folder.
+VARIANTS = {"minimal": "{run}.nii.gz", "hp2000_clean": "{run}_hp2000_clean.nii.gz"}
+#: T1w images searched in order (MNI first: the BOLD is in MNINonLinear/).
+T1W = ("MNINonLinear/T1w_restore_brain.nii.gz", "MNINonLinear/T1w_restore.nii.gz",
+       "T1w/T1w_acpc_dc_restore_brain.nii.gz", "T1w/T1w_acpc_dc_restore.nii.gz")  # fmt: skip
+
+
+def choose_run(results: Path, params: dict, task: str) -> Path:
+    """The run folder: ``run`` as the folder name or its tail (``REST1_LR``); several is an error."""
     prefix = "rfMRI_REST" if task.lower() == "rest" else f"tfMRI_{task.upper()}"
-    runs = sorted(p for p in (mni / "Results").glob(f"{prefix}*") if p.is_dir())
-    if params.get("run"):
-        want = str(params["run"])
+    runs = sorted(p for p in results.glob(f"{prefix}*") if p.is_dir())
+    want = str(params.get("run") or "")
+    if want:
         runs = [p for p in runs if p.name == want or p.name.endswith(want)]
     if not runs:
-        raise InputError(
-            mni / "Results", f"no {prefix}* run folder matches run={params.get('run')}"
-        )
+        raise InputError(results, f"no {prefix}* run folder matches run={want or None}")
     if len(runs) > 1:
-        names = ", ".join(p.name for p in runs)
-        raise InputError(mni / "Results", f"{len(runs)} runs match ({names}); set run")
-    run = runs[0]
-    bold = run / f"{run.name}.nii.gz"
-    t1 = mni / "T1w_restore_brain.nii.gz"
-    t1_img = validate.load_header(t1, "T1w image")
-    validate.require_ndim(t1, t1_img, 3, "T1w image")
+        names = ", ".join(p.name.split("_", 1)[1] for p in runs)
+        said = f"run={want!r}" if want else "no run set"
+        raise InputError(
+            results, f"{len(runs)} runs match ({said}): set dataset.params.run to one of {names}"
+        )
+    return runs[0]
+
+
+def package(run: str, variant: str) -> str:
+    """The HCP download package that holds ``run``'s BOLD (named in errors)."""
+    match = re.match(r"rfMRI_REST(\d)", run)
+    if match:
+        base = f"Resting State fMRI {match[1]}"
+    else:
+        base = run.split("_")[1].title() + " Task fMRI"
+    return f"{base} FIX-Denoised (Extended)" if "clean" in variant else f"{base} Preprocessed"
+
+
+def choose_bold(run: Path, params: dict) -> Path:
+    """The run's BOLD by ``variant`` (``minimal``, ``hp2000_clean`` or a template with ``{run}``)."""
+    variant = str(params.get("variant", "minimal"))
+    template = VARIANTS.get(variant, variant)
+    if "{run}" not in template:
+        raise ValueError(f"dataset.params.variant must be one of {sorted(VARIANTS)} or a file name "
+                         f"template with {{run}} (e.g. '{{run}}_hp2000_clean.nii.gz'), not {variant!r}")  # fmt: skip
+    bold = run / template.format(run=run.name)
+    if bold.name.endswith(".dtseries.nii") or (
+        not bold.exists() and list(run.glob("*.dtseries.nii"))
+    ):
+        raise InputError(bold, "CIFTI (.dtseries.nii) is not supported: download the volumetric "
+                         f"NIfTI run (HCP package '{package(run.name, variant)}') and use it")  # fmt: skip
+    if not bold.exists():
+        there = sorted(p.name for p in run.glob("*.nii.gz"))
+        raise InputError(bold, f"BOLD run is missing (variant {variant!r}; the folder holds "
+                         f"{there or 'no .nii.gz'}): download HCP's '{package(run.name, variant)}' "
+                         "package or set dataset.params.variant")  # fmt: skip
+    return bold
+
+
+def choose_t1w(sub_dir: Path) -> Path:
+    """The first of :data:`T1W` present; missing, the error names the package to download."""
+    for name in T1W:
+        if (sub_dir / name).exists():
+            return sub_dir / name
+    raise InputError(sub_dir / T1W[0], "T1w image is missing (searched " + ", ".join(T1W) + "): "
+                     "download HCP's 'Structural Preprocessed' package for this subject, or set "
+                     "dataset.params.t1w: false")  # fmt: skip
+
+
+def _collect(params: dict, subject: str) -> SubjectFiles:
+    sub_dir = _subject_dir(params, subject)
+    task = _task(params)
+    run = choose_run(sub_dir / "MNINonLinear" / "Results", params, task)
+    bold = choose_bold(run, params)
     bold_img = validate.load_header(bold, "BOLD run")
     validate.require_ndim(bold, bold_img, 4, "BOLD run")
     tr = validate.check_tr(bold, bold_img, None, None)
+    anat = {}
+    if params.get("t1w", True):
+        t1 = choose_t1w(sub_dir)
+        t1_img = validate.load_header(t1, "T1w image")
+        validate.require_ndim(t1, t1_img, 3, "T1w image")
+        anat["T1w"] = t1
+        if params.get("same_grid", False):
+            check_same_grid(t1_img, bold_img, t1, "T1w image", f"the grid of {bold.name}", "")
     if params.get("same_grid", False):
-        check_same_grid(t1_img, bold_img, t1, "T1w image", f"the grid of {bold.name}", "")
         bids.atlas_grid_check(params, bold, bold_img)
     confounds = read_movement(run / "Movement_Regressors.txt", bold_img.shape[3])
-    files = SubjectFiles(subject, anat={"T1w": t1}, bold=bold, confounds=confounds)
+    files = SubjectFiles(subject, anat=anat, bold=bold, confounds=confounds)
     files.bold_json = {
         "RepetitionTime": tr,
         "TaskName": task,
         "SpatialReference": "MNI152NLin6Asym",
-        "Sources": [str(bold)],
+        "Sources": [str(bold)] + [str(p) for p in anat.values()],
     }
     return files
 

@@ -55,25 +55,51 @@ def require_ndim(path: Path, img: nib.Nifti1Image, ndim: int, what: str) -> None
     raise InputError(path, f"{what} must be {ndim}D but has shape {tuple(shape)}")
 
 
+#: The most bytes of voxel data :func:`check_voxels` holds at once (as float64).
+CHUNK_BYTES = 256 * 2**20
+
+
 def check_voxels(path: Path) -> None:
     """Decode the whole image: a truncated or corrupt file, or NaN/inf voxels, raise.
+
+    A 4D image is read in blocks of volumes (``img.dataobj[..., i:j]``, one open
+    file, read forward), so memory stays within :data:`CHUNK_BYTES` however long
+    the run (an HCP run is about 4 GB as float32).
 
     Parameters
     ----------
     path : Path
         A ``.nii`` or ``.nii.gz`` image.
     """
-    img = load_header(path)
+    load_header(path)  # header sanity (dims x datatype vs the file's size) before any voxel
+    img = nib.load(path, keep_file_open=True)  # gzip: each block continues the last
+    shape = img.shape
+    n = shape[3] if len(shape) == 4 else 1
+    step = max(1, CHUNK_BYTES // (8 * int(np.prod(shape[:3], dtype=np.int64)) or 1))
+    bad, scale, low, high = 0, 0.0, None, None
     try:
-        data = np.asarray(img.dataobj)
+        for start in range(0, n, step):
+            block = img.dataobj[..., start : start + step] if len(shape) == 4 else img.dataobj[...]
+            data = np.asarray(block)
+            if np.issubdtype(data.dtype, np.floating):
+                bad += int(data.size - np.count_nonzero(np.isfinite(data)))
+            if bad or data.ndim != 4 or data.size == 0:  # a constant 3D mask is fine
+                continue
+            scale = max(scale, float(np.max(np.abs(data))))
+            lo, hi = data.min(axis=3), data.max(axis=3)
+            low = lo if low is None else np.minimum(low, lo)
+            high = hi if high is None else np.maximum(high, hi)
     except (EOFError, zlib.error, gzip.BadGzipFile, OSError, ValueError) as err:
         raise InputError(path, f"truncated or corrupt image data ({type(err).__name__})") from None
-    if np.issubdtype(data.dtype, np.floating):
-        bad = int(data.size - np.count_nonzero(np.isfinite(data)))
-        if bad:
-            raise InputError(path, f"{bad} voxel value(s) are NaN or inf")
-    if data.ndim == 4:  # a run that never changes is caught here, against the user's file
-        checks.check_not_constant(path, data)
+    finally:
+        opener = getattr(img.dataobj, "_opener", None)  # the file kept open for the blocks
+        if opener is not None:
+            opener.close_if_mine()
+    if bad:
+        raise InputError(path, f"{bad} voxel value(s) are NaN or inf")
+    if low is not None:  # a run that never changes is caught here, against the user's file
+        spread = float(np.max(high.astype(np.float64) - low))
+        checks.check_temporal_range(path, spread, scale, n)
 
 
 def check_tr(
