@@ -29,8 +29,11 @@ sliding windows (overlaps averaged). The scoring itself lives in
 result); this stage loads the model and the splits, dispatches on the target
 modality and writes. Outputs: ``metrics.json`` (schema in
 :mod:`modalmerge.evaluation.summary`) and ``predictions.npz`` (per test subject:
-``subjects``, ``prediction``, ``target``, ``group_mean``, ``ridge``, and for
-time series ``time_index``, ``truth_evoked`` when known).
+``subjects``, ``prediction``, ``target``, ``group_mean``, ``ridge``,
+``ridge_parcel`` for image conditions, and for time series ``time_index``,
+``truth_evoked`` when known). Every scorer also gives per held-out unit scores
+(``metrics.json`` ``per_unit``), from which ``summarize`` draws intervals and
+paired differences (:mod:`modalmerge.evaluation.intervals`).
 """
 
 from __future__ import annotations
