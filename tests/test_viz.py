@@ -517,7 +517,7 @@ def test_summary_chart_draws_intervals_and_marks_the_verdicts():
     assert len(ax.patches) == 4  # difference rows are not bars
     assert [t.get_text() for t in fig.legends[0].get_texts()] == ["model", "ridge"]
     notes = [t.get_text() for t in ax.texts]
-    assert notes == ["beats ridge", "≤ ridge"]
+    assert notes == ["beats ridge", "not > ridge"]
     # error bars: one vertical segment per bar, spanning its interval (zero without one)
     from matplotlib.container import BarContainer
 

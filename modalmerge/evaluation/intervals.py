@@ -17,7 +17,10 @@ subjects) and their scores bounded and skewed (correlations), so no normal
 approximation is assumed; the percentile interval needs no variance formula
 and the same code serves every metric. Resampling the unit indices once per
 resample and applying them to both predictors keeps the difference paired.
-Why also Wilcoxon: a rank test of the same paired differences that does not
+With very few units the interval is crude and too narrow (n = 2 gives only
+three possible resample means; percentile intervals undercover below roughly
+10 units), and the signed-rank p cannot fall below 0.5 at n = 2 or 0.25 at
+n = 3: read every interval with its ``n``. Why also Wilcoxon: a rank test of the same paired differences that does not
 depend on the bootstrap's randomness; it is reported, the verdict does not use it.
 
 Undefined cases give NaN (written as an empty cell in ``summary.csv``): fewer

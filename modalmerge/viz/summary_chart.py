@@ -26,7 +26,7 @@ def summary_chart(summary: pd.DataFrame) -> Figure:
         over held-out units). Rows whose ``model`` is ``model-<baseline>`` (paired
         differences) are not drawn as bars: their ``verdict`` is written above
         each experiment in its metric's panel (``beats <baseline>`` or
-        ``≤ <baseline>`` for an interval that reaches zero), and the model's bar
+        ``not > <baseline>`` for an interval that reaches zero), and the model's bar
         of an experiment that beats every baseline there gets a thick black edge.
 
     Returns
@@ -114,12 +114,15 @@ def _mark_verdicts(ax, differences: pd.DataFrame, shown: list, model_bars: dict)
     if "verdict" not in differences.columns:
         return
     judged = differences[differences["verdict"].isin(["beats", "does not beat"])]
+    if not judged.empty:  # headroom above the bars for the verdicts
+        low, high = ax.get_ylim()
+        ax.set_ylim(low, high + 0.35 * (high - low))
     for i, experiment in enumerate(shown):
         rows = judged[judged["experiment"] == experiment]
         if rows.empty:
             continue
         words = [
-            ("beats " if v == "beats" else "≤ ") + str(m).removeprefix("model-")
+            ("beats " if v == "beats" else "not > ") + str(m).removeprefix("model-")
             for m, v in zip(rows["model"], rows["verdict"], strict=True)
         ]
         ax.annotate(
