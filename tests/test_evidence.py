@@ -275,3 +275,80 @@ def test_per_unit_lists_must_match_the_units(tmp_path):
     record["per_unit"]["model"]["pearson_r"] = [0.5, math.nan]
     with pytest.raises(ValueError, match="list of numbers"):
         write_metrics(tmp_path / "m.json", record)
+
+
+def _subject_level_input(rng, target_shape, n_train=12, n_test=5):
+    """One sample per subject; conditions are random features, targets random arrays."""
+
+    def split(n, prefix):
+        subjects = [f"{prefix}-{i}" for i in range(n)]
+        target = rng.standard_normal((n, *target_shape)).astype(np.float32)
+        return SplitArrays(subjects, np.zeros(n, np.int64), target=target), rng.standard_normal(
+            (n, 6)
+        )
+
+    (train, x_train), (test, x_test) = split(n_train, "tr"), split(n_test, "te")
+    test.prediction = test.target + 0.3 * rng.standard_normal(test.target.shape).astype(np.float32)
+    return ScoringInput(
+        condition="image",
+        train=train,
+        test=test,
+        x_train=x_train,
+        x_test=x_test,
+        baselines=BaselineSettings(alphas=np.array([0.1, 1.0, 10.0])),
+        parcel_train=rng.standard_normal((n_train, 4)),
+        parcel_test=rng.standard_normal((n_test, 4)),
+    )
+
+
+@pytest.mark.parametrize("target", ["image", "tabular"])
+def test_image_and_table_baselines_ignore_the_model_predictions(target):
+    from modalmerge.evaluation.image import score_image
+    from modalmerge.evaluation.tabular import score_tabular
+
+    shape = (1, 12, 12, 12) if target == "image" else (4,)
+    data = _subject_level_input(np.random.default_rng(11), shape)
+
+    def score():
+        return score_image(data) if target == "image" else score_tabular(data, n_categorical=0)
+
+    first = score()
+    data.test.prediction = data.test.prediction[::-1] * 2.0
+    second = score()
+    assert first.extra["primary_metric"] == ("ssim" if target == "image" else "r2")
+    assert first.per_unit["units"] == [f"te-{i}" for i in range(5)]
+    assert first.per_unit["model"] != second.per_unit["model"]
+    for name in ("group_mean", "ridge", "ridge_parcel"):
+        assert first.scores[name] == second.scores[name]
+        assert first.per_unit[name] == second.per_unit[name]
+        for metric, values in first.per_unit[name].items():
+            assert np.mean(values) == pytest.approx(first.scores[name][metric])
+
+
+def test_region_profiles_give_one_unit_per_test_region():
+    from modalmerge.evaluation.region_profiles import ProfileTable, score_region_profiles
+    from modalmerge.evaluation.scoring import Scored
+
+    regions = ["L_1", "L_2", "L_3", "R_1"]
+    rng = np.random.default_rng(12)
+    true = rng.standard_normal((3, 4))
+    table = ProfileTable(
+        target_names=[f"fc_{r}" for r in regions],
+        condition_names=[f"mpc_{r}" for r in regions],
+        target_regions=regions,
+        mean=np.zeros(4),
+        std=np.ones(4),
+        holdout=None,
+        regions=set(regions),
+    )
+    arrays = {"subjects": np.array(regions[:3]), "prediction": true + 0.1, "target": true,
+              "group_mean": np.tile(true.mean(0), (3, 1)), "ridge": -true}  # fmt: skip
+    out = score_region_profiles(Scored(scores={"model": {"r2": 0.5}}, arrays=arrays), table)
+    assert out.per_unit["units"] == regions[:3]
+    assert out.extra["primary_metric"] == "pearson_r"
+    assert out.per_unit["model"]["pearson_r"] == pytest.approx([1.0] * 3)
+    assert out.per_unit["ridge"]["pearson_r"] == pytest.approx([-1.0] * 3)
+    for name in ("model", "group_mean", "ridge"):
+        assert np.mean(out.per_unit[name]["pearson_r"]) == pytest.approx(
+            out.scores[name]["pearson_r"]
+        )

@@ -70,12 +70,7 @@ def score_time_series(
     arrays = {}
     evoked = None if truth is None else truth(subjects, runs["time_index"])
     if evoked is not None:
-        ceiling = metrics.noise_ceiling_metrics(evoked, true)
-        scores["noise_ceiling"], per_roi["noise_ceiling"] = ceiling["scores"], ceiling["per_roi"]
-        per_unit["noise_ceiling"] = ceiling["per_series"]
-        ceiling_r = ceiling["scores"]["pearson_r"]
-        if ceiling_r > 0:
-            scores["model"]["fraction_of_noise_ceiling"] = scores["model"]["pearson_r"] / ceiling_r
+        _add_ceiling(evoked, true, scores, per_roi, per_unit)
         arrays["truth_evoked"] = evoked
     arrays.update(
         subjects=np.asarray(subjects),
@@ -92,6 +87,16 @@ def score_time_series(
             scores["model"].update(found[0])
             extra["homolog_attention"] = found[1]
     return Scored(scores=scores, arrays=arrays, per_roi=per_roi, per_unit=per_unit, extra=extra)
+
+
+def _add_ceiling(evoked: np.ndarray, true: np.ndarray, scores, per_roi, per_unit) -> None:
+    """Add the noise ceiling (and the model's fraction of it) to the score tables."""
+    ceiling = metrics.noise_ceiling_metrics(evoked, true)
+    scores["noise_ceiling"], per_roi["noise_ceiling"] = ceiling["scores"], ceiling["per_roi"]
+    per_unit["noise_ceiling"] = ceiling["per_series"]
+    ceiling_r = ceiling["scores"]["pearson_r"]
+    if ceiling_r > 0:
+        scores["model"]["fraction_of_noise_ceiling"] = scores["model"]["pearson_r"] / ceiling_r
 
 
 def _add_identifiability(data: ScoringInput, predicted: dict, true: np.ndarray, scores, per_unit):

@@ -39,16 +39,7 @@ def summary_chart(summary: pd.DataFrame) -> Figure:
     ValueError
         When a column is missing, the table is empty, or a combination repeats.
     """
-    needed = {"experiment", "model", "metric", "value"}
-    missing = needed - set(summary.columns)
-    if missing:
-        raise ValueError(f"summary lacks column(s) {sorted(missing)}; has {list(summary.columns)}")
-    if len(summary) == 0:
-        raise ValueError("summary is empty")
-    dup = summary.duplicated(["experiment", "model", "metric"])
-    if dup.any():
-        first = summary.loc[dup, ["experiment", "model", "metric"]].iloc[0].tolist()
-        raise ValueError(f"summary repeats (experiment, model, metric) = {first}")
+    _check_summary(summary)
     is_difference = summary["model"].astype(str).str.startswith("model-")
     differences, summary = summary[is_difference], summary[~is_difference]
     if len(summary) == 0:
@@ -75,6 +66,20 @@ def summary_chart(summary: pd.DataFrame) -> Figure:
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right upper", fontsize="small")
     return fig
+
+
+def _check_summary(summary: pd.DataFrame) -> None:
+    """Refuse a table without the needed columns, an empty one, or a repeated row."""
+    needed = {"experiment", "model", "metric", "value"}
+    missing = needed - set(summary.columns)
+    if missing:
+        raise ValueError(f"summary lacks column(s) {sorted(missing)}; has {list(summary.columns)}")
+    if len(summary) == 0:
+        raise ValueError("summary is empty")
+    dup = summary.duplicated(["experiment", "model", "metric"])
+    if dup.any():
+        first = summary.loc[dup, ["experiment", "model", "metric"]].iloc[0].tolist()
+        raise ValueError(f"summary repeats (experiment, model, metric) = {first}")
 
 
 def _summary_panel(ax, rows: pd.DataFrame, experiments: list, models: list) -> list:
