@@ -417,7 +417,14 @@ def test_summary_csv_has_one_long_row_per_predictor_and_metric(tmp_path):
         "model",
         "metric",
         "value",
+        "ci_low",
+        "ci_high",
+        "n",
+        "p_wilcoxon",
+        "verdict",
     ]
+    # without per-unit scores there is no interval and no difference row
+    assert all(r["ci_low"] == r["n"] == r["verdict"] == "" for r in rows)
     got = [(r["experiment"], r["model"], r["metric"], float(r["value"])) for r in rows]
     assert got == [
         ("a", "model", "pearson_r", 0.4),
@@ -528,7 +535,15 @@ def test_time_series_scorer_output_is_pinned_on_a_tiny_fixed_input():
         )
         assert got["n_constant_series"] == 0
         assert len(out.per_roi[name]["pearson_r"]) == 3
-    assert out.extra == {"split_by": "subject"}
+    assert out.extra == {
+        "split_by": "subject",
+        "primary_metric": "pearson_r",
+        "fc_identifiability_chance": {"fc_top1": 0.5, "fc_mean_rank": 0.5, "fc_demeaned_r": 0.0},
+    }
+    assert out.per_unit["units"] == ["sub-4", "sub-5"]
+    for name in expected:  # per-unit scores average to the headline scores
+        for metric in ("pearson_r", "r2", "mse", "fc_similarity", "fc_top1", "fc_mean_rank"):
+            assert np.mean(out.per_unit[name][metric]) == pytest.approx(out.scores[name][metric])
     assert list(out.arrays["subjects"]) == ["sub-4", "sub-5"]
     assert out.arrays["prediction"].shape == out.arrays["ridge"].shape == (2, 8, 3)
     np.testing.assert_array_equal(out.arrays["time_index"], np.arange(8))

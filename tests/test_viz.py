@@ -502,6 +502,34 @@ def test_summary_chart_groups_experiments_against_baselines_per_metric():
         summary_chart(summary.drop(columns="value"))
 
 
+def test_summary_chart_draws_intervals_and_marks_the_verdicts():
+    columns = ["experiment", "model", "metric", "value", "ci_low", "ci_high", "verdict"]
+    rows = [
+        ("good", "model", "pearson_r", 0.5, 0.45, 0.55, ""),
+        ("good", "ridge", "pearson_r", 0.3, 0.25, 0.35, ""),
+        ("good", "model-ridge", "pearson_r", 0.2, 0.15, 0.25, "beats"),
+        ("weak", "model", "pearson_r", 0.31, 0.2, 0.4, ""),
+        ("weak", "ridge", "pearson_r", 0.3, float("nan"), float("nan"), ""),
+        ("weak", "model-ridge", "pearson_r", 0.01, -0.05, 0.07, "does not beat"),
+    ]
+    fig = summary_chart(pd.DataFrame(rows, columns=columns))
+    ax = fig.axes[0]
+    assert len(ax.patches) == 4  # difference rows are not bars
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == ["model", "ridge"]
+    notes = [t.get_text() for t in ax.texts]
+    assert notes == ["beats ridge", "not > ridge"]
+    # error bars: one vertical segment per bar, spanning its interval (zero without one)
+    from matplotlib.container import BarContainer
+
+    bars = [c for c in ax.containers if isinstance(c, BarContainer)]
+    segments = [seg for c in bars for seg in c.errorbar.lines[2][0].get_segments()]
+    spans = sorted(round(float(s[1, 1] - s[0, 1]), 6) for s in segments)
+    assert spans == [0.0, 0.1, 0.1, 0.2]
+    # the model that beats every baseline gets a thick edge; the one that does not, none
+    widths = [p.get_linewidth() for p in bars[0].patches]
+    assert widths[0] == 2.0 and widths[1] < 2.0
+
+
 def test_roi_attention_matrix_labels_rows_and_columns():
     fig = roi_attention_matrix(np.eye(3)[:2], ["t1", "t2"], ["age", "sex", "group"])
     ax = fig.axes[0]

@@ -90,6 +90,19 @@ def test_summary_compares_every_experiment_with_its_baselines(tiny_run):
     for predictor in ("model", "group_mean", "ridge", "noise_ceiling"):
         assert predictor in set(ts["model"])
     assert {"pearson_r", "fc_similarity", "fraction_of_noise_ceiling"} <= set(ts["metric"])
+    assert {"fc_top1", "fc_mean_rank", "fc_demeaned_r"} <= set(ts["metric"])
+    assert {"ci_low", "ci_high", "n", "p_wilcoxon", "verdict"} <= set(summary.columns)
+    # every experiment is compared with every baseline on its primary metric, with a verdict
+    primary = {"time_series": "pearson_r", "image": "ssim", "tabular": "r2"}
+    for experiment, rows in summary.groupby("experiment"):
+        judged = rows[rows["model"].str.startswith("model-") & rows["verdict"].notna()]
+        assert set(judged["metric"]) == {primary[rows["target"].iloc[0]]}, experiment
+        assert {"model-group_mean", "model-ridge"} <= set(judged["model"]), experiment
+        assert set(judged["verdict"]) <= {"beats", "does not beat"}
+        beats = judged[judged["verdict"] == "beats"]
+        assert (beats["ci_low"] > 0).all()
+    image_cond = summary[summary["condition"] == "image"]
+    assert {"ridge_parcel", "model-ridge_parcel"} <= set(image_cond["model"])
 
 
 def test_image_condition_draws_attention_on_the_anatomy(tiny_run):

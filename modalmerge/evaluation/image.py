@@ -8,7 +8,7 @@ import numpy as np
 
 from modalmerge.evaluation import modality_metrics
 from modalmerge.evaluation.baselines import GroupMeanBaseline
-from modalmerge.evaluation.scoring import PREDICTORS, Scored, ScoringInput, fit_ridge, subject_mean
+from modalmerge.evaluation.scoring import Scored, ScoringInput, fit_ridge, subject_mean
 
 log = logging.getLogger(__name__)
 
@@ -24,26 +24,27 @@ def score_image(data: ScoringInput, *, segmentation: bool = False) -> Scored:
     _, true = subject_mean(test.target, test.subjects)
     data_range = float(np.ptp(train.target)) or 1.0
     group_pred = GroupMeanBaseline("mean").fit(None, train.target).predict(len(keys))
-    ridge = fit_ridge(data.x_train, train.target, data.baselines)
-    _, ridge_pred = subject_mean(ridge.predict(data.x_test), test.subjects)
+    predictions = {"model": pred, "group_mean": group_pred}
+    for name, (x_train, x_test) in data.ridge_inputs().items():
+        ridge = fit_ridge(x_train, train.target, data.baselines)
+        predictions[name] = subject_mean(ridge.predict(x_test), test.subjects)[1]
     # SSIM's standard 11-voxel window (sigma 1.5), narrowed for images smaller than it
     smallest = min(true.shape[2:])
     sigma = min(1.5, ((smallest - 1) // 2) / 3.5)
-    extra = {}
+    extra = {"primary_metric": "ssim"}
     if sigma < 1.5:
         log.info("images of side %d: SSIM with sigma %.3g (window %d)", smallest, sigma, smallest)
         extra["ssim_sigma"] = sigma
-    predictions = {"model": pred, "group_mean": group_pred, "ridge": ridge_pred}
-    scores = {
-        name: modality_metrics.image_metrics(p, true, data_range=data_range, sigma=sigma)["scores"]
-        for name, p in predictions.items()
-    }
+    scores, per_unit = {}, {"units": list(keys)}
+    for name, p in predictions.items():
+        result = modality_metrics.image_metrics(p, true, data_range=data_range, sigma=sigma)
+        scores[name], per_unit[name] = result["scores"], result["per_image"]
     if segmentation:
         dice = segmentation_scores(predictions, true, train.target)
         scores = {name: {**scores[name], **dice[name]} for name in scores}
     arrays = {"subjects": np.asarray(keys), "prediction": pred, "target": true}
-    arrays.update(group_mean=group_pred, ridge=ridge_pred)
-    return Scored(scores=scores, arrays=arrays, extra=extra)
+    arrays.update({name: p for name, p in predictions.items() if name != "model"})
+    return Scored(scores=scores, arrays=arrays, per_unit=per_unit, extra=extra)
 
 
 def nearest_label(values: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -76,5 +77,5 @@ def segmentation_scores(
     true = np.rint(true)
     return {
         name: dice_scores(nearest_label(predictions[name], labels), true, labels)
-        for name in PREDICTORS
+        for name in predictions
     }

@@ -304,7 +304,10 @@ def time_series_metrics(
         - ``scores["n_constant_series"]``: how many (series, ROI) pairs were
           constant in pred or true and so scored r = 0;
         - ``per_roi["pearson_r"]``, ``per_roi["r2"]``, ``per_roi["mse"]``:
-          lists of length R, each averaged over series.
+          lists of length R, each averaged over series;
+        - ``per_series``: ``pearson_r``, ``r2``, ``mse``, ``fc_similarity`` per
+          series (length ``n_series``, each averaged over ROIs), whose means are
+          the ``scores``.
     """
     pred, true = _check_time_series(pred, true)
     r = pearson_per_roi(pred, true, on_constant=on_constant)
@@ -323,6 +326,12 @@ def time_series_metrics(
             "pearson_r": r.mean(axis=0).tolist(),
             "r2": r2.mean(axis=0).tolist(),
             "mse": roi_mse.tolist(),
+        },
+        "per_series": {
+            "pearson_r": r.mean(axis=1).tolist(),
+            "r2": r2.mean(axis=1).tolist(),
+            "mse": ((pred - true) ** 2).mean(axis=(1, 2)).tolist(),
+            "fc_similarity": np.atleast_1d(fc).tolist(),
         },
     }
 
@@ -343,10 +352,12 @@ def noise_ceiling_metrics(
     Returns
     -------
     dict
-        ``{"scores": {"pearson_r": float}, "per_roi": {"pearson_r": [R floats]}}``.
+        ``{"scores": {"pearson_r": float}, "per_roi": {"pearson_r": [R floats]},
+        "per_series": {"pearson_r": [n_series floats]}}``.
     """
     nc = noise_ceiling(evoked_truth, observed, on_constant=on_constant)
     return {
         "scores": {"pearson_r": float(nc.mean())},
         "per_roi": {"pearson_r": nc.mean(axis=0).tolist()},
+        "per_series": {"pearson_r": nc.mean(axis=1).tolist()},
     }

@@ -116,15 +116,19 @@ def image_metrics(
     Returns
     -------
     dict
-        ``{"scores": {"ssim": float, "psnr": float (dB, may be inf), "mse": float}}``.
+        ``{"scores": {"ssim": float, "psnr": float (dB, may be inf), "mse": float},
+        "per_image": {"ssim": [n], "psnr": [n], "mse": [n]}}``; the scores are
+        the means of the per-image lists.
     """
     pred, true = _check_images(pred, true, data_range)
+    per_image = {
+        "ssim": ssim(pred, true, data_range=data_range, sigma=sigma),
+        "psnr": psnr(pred, true, data_range=data_range),
+        "mse": ((pred - true) ** 2).reshape(len(pred), -1).mean(axis=1),
+    }
     return {
-        "scores": {
-            "ssim": float(ssim(pred, true, data_range=data_range, sigma=sigma).mean()),
-            "psnr": float(psnr(pred, true, data_range=data_range).mean()),
-            "mse": float(((pred - true) ** 2).mean()),
-        }
+        "scores": {k: float(v.mean()) for k, v in per_image.items()},
+        "per_image": {k: np.asarray(v, dtype=np.float64).tolist() for k, v in per_image.items()},
     }
 
 

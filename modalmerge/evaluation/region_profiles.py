@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from modalmerge.evaluation import metrics
-from modalmerge.evaluation.scoring import PREDICTORS, Scored, attention_peaks
+from modalmerge.evaluation.scoring import BASELINES, Scored, attention_peaks
 from modalmerge.settings import ExperimentSettings
 
 log = logging.getLogger(__name__)
@@ -126,7 +126,9 @@ def score_region_profiles(
     scores = {name: dict(values) for name, values in scored.scores.items()}
     arrays = dict(scored.arrays)
     per_region: dict = {"regions": keys}
-    for name in PREDICTORS:
+    per_unit = {k: dict(v) if isinstance(v, dict) else list(v) for k, v in scored.per_unit.items()}
+    per_unit["units"] = keys
+    for name in ["model", *(p for p in BASELINES if p in scored.arrays)]:
         pred = _raw(scored.arrays["prediction" if name == "model" else name], table)
         r = row_r(pred, true, keep_all)
         update = {"pearson_r": float(r.mean())}
@@ -136,21 +138,23 @@ def score_region_profiles(
             update["pearson_r_holdout_group"] = float(row_r(pred, holdout, keep_all).mean())
         scores.setdefault(name, {}).update(update)
         per_region[name] = {"pearson_r": r.round(6).tolist()}
+        per_unit.setdefault(name, {})["pearson_r"] = r.tolist()
         arrays[f"{name}_raw"] = pred.astype(np.float32)
     arrays["target_raw"] = true.astype(np.float32)
     if holdout is not None:
         ceiling = row_r(holdout, true, keep_all)
         scores["noise_ceiling"] = {"pearson_r": float(ceiling.mean())}
         per_region["noise_ceiling"] = {"pearson_r": ceiling.round(6).tolist()}
+        per_unit["noise_ceiling"] = {"pearson_r": ceiling.tolist()}
     prefix = table.target_names[0][: -len(table.target_regions[0]) - 1]
-    extra = {**scored.extra, "per_region": per_region}
+    extra = {**scored.extra, "per_region": per_region, "primary_metric": "pearson_r"}
     extra["profile"] = {"prefix": prefix, "columns": table.target_names}
     if attention is not None:
         matched = matched_attention(attention, table)
         if matched is not None:
             scores["model"].update(matched[0])
             extra["matched_attention"] = matched[1]
-    return replace(scored, scores=scores, arrays=arrays, extra=extra)
+    return replace(scored, scores=scores, arrays=arrays, per_unit=per_unit, extra=extra)
 
 
 def matched_attention(

@@ -20,6 +20,8 @@ import numpy as np
 from modalmerge.evaluation.baselines import RidgeBaseline
 
 PREDICTORS = ("model", "group_mean", "ridge")
+#: the predictors a scorer may add: ``ridge_parcel`` (ridge on the parcel structural features)
+BASELINES = ("group_mean", "ridge", "ridge_parcel")
 
 
 class Split(Protocol):
@@ -53,6 +55,17 @@ class ScoringInput:
     x_train: np.ndarray
     x_test: np.ndarray
     baselines: BaselineSettings
+    parcel_train: np.ndarray | None = None
+    parcel_test: np.ndarray | None = None
+
+    def ridge_inputs(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """``{ridge predictor: (train features, test features)}``: ``ridge`` on the
+        condition's features, and ``ridge_parcel`` on the parcel structural features
+        of each sample's subject when the evaluate stage gave them."""
+        inputs = {"ridge": (self.x_train, self.x_test)}
+        if self.parcel_train is not None and self.parcel_test is not None:
+            inputs["ridge_parcel"] = (self.parcel_train, self.parcel_test)
+        return inputs
 
 
 @dataclass
@@ -67,6 +80,10 @@ class Scored:
         Arrays for ``predictions.npz``.
     per_roi : dict
         ``{predictor: {metric: [value per ROI]}}``; empty when not per ROI.
+    per_unit : dict
+        ``{"units": [held-out unit ids], predictor: {metric: [value per unit]}}``
+        (``metrics.json`` ``per_unit``): a unit is a test subject (subject splits),
+        a subject's test block (time splits) or a test region (region samples).
     extra : dict
         Further ``metrics.json`` keys (``split_by``, ``ssim_sigma``, ``homolog_attention`` ...).
     """
@@ -74,6 +91,7 @@ class Scored:
     scores: dict[str, dict[str, float]]
     arrays: dict[str, np.ndarray]
     per_roi: dict = field(default_factory=dict)
+    per_unit: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
 

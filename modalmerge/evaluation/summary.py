@@ -19,17 +19,44 @@ One JSON object::
       "per_roi": {                            # optional: predictor -> metric -> [R numbers]
         "model": {"pearson_r": [...], "r2": [...], "mse": [...]},
         ...
-      }
+      },
+      "per_unit": {                           # optional: one score per held-out unit
+        "units": ["sub-003", "sub-011", ...], # str ids, n of them
+        "model":      {"pearson_r": [n numbers], "fc_top1": [n numbers], ...},
+        "group_mean": {"pearson_r": [n numbers], ...},
+        ...
+      },
+      "primary_metric": "pearson_r"           # optional: the metric verdicts are drawn on
     }
 
-- Predictors are ``model`` (required), ``group_mean``, ``ridge`` and
+- Predictors are ``model`` (required), ``group_mean``, ``ridge``,
+  ``ridge_parcel`` (ridge on the parcel structural features) and
   ``noise_ceiling`` (each optional: e.g. real data has no noise ceiling).
+- ``per_unit``: a unit is a held-out test subject (subject splits), a
+  subject's test block (``split_by: time``; id ``<subject>:test``) or a test
+  region (region samples). Every list has one value per entry of ``units``,
+  in that order, for every predictor; unit i of every predictor is the same
+  unit, so predictors can be compared pairwise. A value is a number (``inf``
+  allowed, NaN not). The mean of a metric's list is its ``scores`` value for
+  ``pearson_r``, ``r2`` (time series), ``mse``, ``fc_similarity``, ``ssim``,
+  ``psnr``, the ``fc_*`` identifiability scores and the profile ``pearson_r``;
+  for tables ``r2`` is each row's share of the mean column R² (equal to the
+  score when no test column is constant, see
+  :func:`modalmerge.evaluation.tabular.row_scores`); text ``token_accuracy``
+  per subject may differ slightly from the pooled score.
+- ``primary_metric``: ``pearson_r`` for time series and region profiles,
+  ``ssim`` for images, ``r2`` for tables with numeric columns (else
+  ``accuracy``), ``token_accuracy`` for text (:data:`PRIMARY_METRIC` when absent).
 - Metric names are free (``pearson_r``, ``r2``, ``mse``, ``fc_similarity``,
   ``n_constant_series``, ``ssim``, ``psnr``, ``token_accuracy``, ``perplexity``,
   ``mae``, ``accuracy``: see :mod:`modalmerge.evaluation.metrics`); a value is a
   number, never NaN; ``inf`` is allowed (PSNR of an exact prediction) and is
   stored as JSON ``Infinity``.
 - Every ``per_roi`` list of one file has the same length R.
+- Time-series targets with at least 2 held-out subjects (subject splits) also
+  score FC identifiability per predictor (``fc_top1``, ``fc_mean_rank``,
+  ``fc_demeaned_r``: :mod:`modalmerge.evaluation.identifiability`), with their
+  chance levels under ``fc_identifiability_chance``.
 - Other keys are free and not checked: e.g. ``per_region`` (region samples:
   predictor -> metric -> one number per test region, plus ``regions``),
   ``homolog_attention``, ``matched_attention``.
@@ -41,9 +68,25 @@ atomically; :func:`read_metrics` checks a file on the way in.
 --------------------
 Long format, one row per (experiment, predictor, metric), in input order::
 
-    experiment,condition,target,method,model,metric,value
+    experiment,condition,target,method,model,metric,value,ci_low,ci_high,n,p_wilcoxon,verdict
 
-where ``model`` is the predictor (model | group_mean | ridge | noise_ceiling).
+- Predictor rows: ``model`` is the predictor (model | group_mean | ridge |
+  ridge_parcel | noise_ceiling), ``value`` its score; ``ci_low``/``ci_high``
+  the 95 % percentile bootstrap interval of the mean over the ``n`` held-out
+  units (:func:`modalmerge.evaluation.intervals.bootstrap_ci`), empty without
+  per-unit scores; ``p_wilcoxon`` and ``verdict`` empty.
+- Difference rows, after each experiment's predictor rows: ``model`` is
+  ``model-<baseline>`` for every baseline (group_mean, ridge, ridge_parcel)
+  with per-unit scores, ``value`` the mean paired per-unit difference
+  (model − baseline), its interval, ``n`` and ``p_wilcoxon`` (two-sided
+  signed-rank test, :func:`modalmerge.evaluation.intervals.paired_difference`).
+  On the primary metric (higher is better for every primary metric) ``verdict``
+  says ``beats`` when the interval lies above zero, else ``does not beat``;
+  empty on other metrics (for ``mse``/``mae`` lower is better: read the sign).
+- Empty cells are undefined values: fewer than 2 units, or a non-finite
+  per-unit score (PSNR ``inf``). Intervals use the seed
+  :data:`modalmerge.evaluation.intervals.BOOTSTRAP_SEED` and
+  :data:`~modalmerge.evaluation.intervals.N_BOOTSTRAP` resamples.
 """
 
 from __future__ import annotations
@@ -56,11 +99,30 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from modalmerge.evaluation.intervals import (
+    BOOTSTRAP_SEED,
+    N_BOOTSTRAP,
+    bootstrap_ci,
+    paired_difference,
+    verdict,
+)
 from modalmerge.io import InputError, atomic_path, require_file
 
-PREDICTORS = ("model", "group_mean", "ridge", "noise_ceiling")
+PREDICTORS = ("model", "group_mean", "ridge", "ridge_parcel", "noise_ceiling")
+#: the predictors a model is compared with by paired differences
+BASELINES = ("group_mean", "ridge", "ridge_parcel")
 IDENTITY_FIELDS = ("experiment", "condition", "target", "method")
-SUMMARY_COLUMNS = ("experiment", "condition", "target", "method", "model", "metric", "value")
+SUMMARY_COLUMNS = (
+    *(*IDENTITY_FIELDS, "model", "metric", "value"),
+    *("ci_low", "ci_high", "n", "p_wilcoxon", "verdict"),
+)
+#: the metric a verdict is drawn on, by target modality, when metrics.json names none
+PRIMARY_METRIC = {
+    "time_series": "pearson_r",
+    "image": "ssim",
+    "tabular": "r2",
+    "text": "token_accuracy",
+}
 
 
 def _is_number(x) -> bool:
@@ -130,6 +192,35 @@ def validate_metrics(record: Mapping) -> list[str]:
                 lengths.add(len(values))
     if len(lengths) > 1:
         faults.append(f"per_roi lists differ in length: {sorted(lengths)}")
+    return faults + _per_unit_faults(record.get("per_unit", {}))
+
+
+def _per_unit_faults(per_unit) -> list[str]:
+    """What is wrong with a ``per_unit`` block (see the module docstring)."""
+    if not isinstance(per_unit, Mapping):
+        return ["'per_unit' must be an object"]
+    if not per_unit:
+        return []
+    units = per_unit.get("units")
+    if not isinstance(units, list) or not units or not all(isinstance(u, str) for u in units):
+        return ["per_unit['units'] must be a non-empty list of unit ids"]
+    faults = []
+    for predictor, metrics in per_unit.items():
+        if predictor == "units":
+            continue
+        if predictor not in PREDICTORS or not isinstance(metrics, Mapping):
+            faults.append(
+                f"per_unit['{predictor}'] must be a known predictor mapping metric -> list"
+            )
+            continue
+        for m, values in metrics.items():
+            if not isinstance(values, (list, tuple)) or not all(_is_number(v) for v in values):
+                faults.append(f"per_unit['{predictor}']['{m}'] must be a list of numbers")
+            elif len(values) != len(units):
+                faults.append(
+                    f"per_unit['{predictor}']['{m}'] has {len(values)} values for "
+                    f"{len(units)} units"
+                )
     return faults
 
 
@@ -182,8 +273,56 @@ def read_metrics(path: str | os.PathLike) -> dict:
     return record
 
 
-def summarize(metrics_paths: Sequence[str | os.PathLike], out_csv: str | os.PathLike) -> Path:
-    """Gather every experiment's scores into one long-format CSV.
+def _cell(x) -> str:
+    """A CSV cell: ``repr`` of a float, empty for NaN (undefined)."""
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else repr(float(x))
+
+
+def primary_metric(record: Mapping) -> str | None:
+    """The metric a verdict is drawn on: ``primary_metric`` of the record, else by target."""
+    return record.get("primary_metric") or PRIMARY_METRIC.get(record.get("target"))
+
+
+def experiment_rows(
+    record: Mapping, seed: int = BOOTSTRAP_SEED, n_boot: int = N_BOOTSTRAP
+) -> list[list]:
+    """The ``summary.csv`` rows of one metrics record: every predictor's scores with
+    their intervals, then the paired differences model − baseline (module docstring)."""
+    identity = [record[key] for key in IDENTITY_FIELDS]
+    per_unit = record.get("per_unit", {})
+    rows = []
+    for predictor in PREDICTORS:
+        units = per_unit.get(predictor, {})
+        for metric, value in record["scores"].get(predictor, {}).items():
+            interval = ["", "", ""]
+            if metric in units:
+                low, high = bootstrap_ci(units[metric], seed=seed, n_boot=n_boot)
+                interval = [_cell(low), _cell(high), str(len(units[metric]))]
+            rows.append([*identity, predictor, metric, _cell(float(value)), *interval, "", ""])
+    primary = primary_metric(record)
+    model_units = per_unit.get("model", {})
+    for baseline in BASELINES:
+        for metric, values in per_unit.get(baseline, {}).items():
+            if metric not in model_units:
+                continue
+            diff = paired_difference(model_units[metric], values, seed=seed, n_boot=n_boot)
+            rows.append(
+                [*identity, f"model-{baseline}", metric, _cell(diff.value)]
+                + [_cell(diff.ci_low), _cell(diff.ci_high), str(diff.n), _cell(diff.p_wilcoxon)]
+                + [verdict(diff) if metric == primary else ""]
+            )
+    return rows
+
+
+def summarize(
+    metrics_paths: Sequence[str | os.PathLike],
+    out_csv: str | os.PathLike,
+    *,
+    seed: int = BOOTSTRAP_SEED,
+    n_boot: int = N_BOOTSTRAP,
+) -> Path:
+    """Gather every experiment's scores, intervals and paired differences into one
+    long-format CSV.
 
     Parameters
     ----------
@@ -191,6 +330,8 @@ def summarize(metrics_paths: Sequence[str | os.PathLike], out_csv: str | os.Path
         ``eval/<experiment>/metrics.json`` files, one per experiment.
     out_csv : path
         Usually ``eval/summary.csv``; written atomically.
+    seed, n_boot : int
+        The bootstrap's seed and number of resamples.
 
     Returns
     -------
@@ -215,10 +356,7 @@ def summarize(metrics_paths: Sequence[str | os.PathLike], out_csv: str | os.Path
         if name in seen:
             raise InputError(path, f"experiment '{name}' already came from {seen[name]}")
         seen[name] = path
-        identity = [record[key] for key in IDENTITY_FIELDS]
-        for predictor in PREDICTORS:
-            for metric, value in record["scores"].get(predictor, {}).items():
-                rows.append([*identity, predictor, metric, repr(float(value))])
+        rows += experiment_rows(record, seed=seed, n_boot=n_boot)
     out_csv = Path(out_csv)
     with atomic_path(out_csv) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.writer(handle)

@@ -12,6 +12,7 @@ from modalmerge.evaluation.scoring import (
     fit_ridge,
     per_subject,
     subject_mean,
+    subject_rows,
 )
 from modalmerge.models.text import BOS_ID, PAD_ID
 
@@ -48,19 +49,54 @@ def score_tabular(data: ScoringInput, n_categorical: int) -> Scored:
         + [m.reshape(-1, 1) for m in majority],
         axis=1,
     )
-    ridge = fit_ridge(data.x_train, train.target[:, :n_num], data.baselines)
-    _, ridge_num = subject_mean(ridge.predict(data.x_test), test.subjects)
-    ridge_pred = np.concatenate([ridge_num, group_pred[:, n_num:]], axis=1)
+    predictions = {"model": pred, "group_mean": group_pred}
+    for name, (x_train, x_test) in data.ridge_inputs().items():
+        ridge = fit_ridge(x_train, train.target[:, :n_num], data.baselines)
+        ridge_num = subject_mean(ridge.predict(x_test), test.subjects)[1]
+        predictions[name] = np.concatenate([ridge_num, group_pred[:, n_num:]], axis=1)
 
     def score(p):
         numeric = (p[:, :n_num], true[:, :n_num]) if n_num else (None, None)
         codes = (p[:, n_num:], true[:, n_num:]) if n_cat else (None, None)
         return modality_metrics.tabular_metrics(*numeric, *codes)["scores"]
 
-    predictions = {"model": pred, "group_mean": group_pred, "ridge": ridge_pred}
     arrays = {"subjects": np.asarray(keys), "prediction": pred, "target": true}
-    arrays.update(group_mean=group_pred, ridge=ridge_pred)
-    return Scored(scores={k: score(p) for k, p in predictions.items()}, arrays=arrays)
+    arrays.update({name: p for name, p in predictions.items() if name != "model"})
+    per_unit = {"units": list(keys)}
+    per_unit.update({k: row_scores(p, true, n_num) for k, p in predictions.items()})
+    return Scored(
+        scores={k: score(p) for k, p in predictions.items()},
+        arrays=arrays,
+        per_unit=per_unit,
+        extra={"primary_metric": "r2" if n_num else "accuracy"},
+    )
+
+
+def row_scores(pred: np.ndarray, true: np.ndarray, n_numeric: int) -> dict[str, list[float]]:
+    """Each test subject's (row's) share of the table scores, for intervals.
+
+    - ``r2``: ``1 - n * mean_c(e_ic² / SST_c)`` over the numeric columns whose
+      test values vary (``SST_c`` their sum of squares about the test mean, ``n``
+      the rows): its mean over rows is the mean column R², the headline ``r2``
+      when no column is constant (R² itself is a statistic of the whole set,
+      not of one row);
+    - ``mae``: the row's mean absolute error over numeric columns;
+    - ``accuracy``: the fraction of the row's categorical columns predicted right.
+    """
+    out: dict[str, list[float]] = {}
+    num_pred = np.asarray(pred[:, :n_numeric], np.float64)
+    num_true = np.asarray(true[:, :n_numeric], np.float64)
+    if n_numeric:
+        err = num_pred - num_true
+        sst = ((num_true - num_true.mean(axis=0)) ** 2).sum(axis=0)
+        varies = sst > 0
+        if varies.any() and len(true) >= 2:
+            share = (err[:, varies] ** 2 / sst[varies]).mean(axis=1)
+            out["r2"] = (1.0 - len(true) * share).tolist()
+        out["mae"] = np.abs(err).mean(axis=1).tolist()
+    if pred.shape[1] > n_numeric:
+        out["accuracy"] = (pred[:, n_numeric:] == true[:, n_numeric:]).mean(axis=1).tolist()
+    return out
 
 
 def score_text(data: ScoringInput) -> Scored:
@@ -85,4 +121,15 @@ def score_text(data: ScoringInput) -> Scored:
         "prediction": logits.argmax(-1),
         "target": true,
     }
-    return Scored(scores=scores, arrays=arrays)
+    # per test subject: the token accuracy of its own texts (unit = subject)
+    rows = subject_rows(data.test.subjects)
+    units = sorted(rows)
+    unigram_ids = unigram.argmax(-1)
+    per_unit: dict = {"units": units, "model": {}, "group_mean": {}}
+    for name, ids in (("model", arrays["prediction"]), ("group_mean", unigram_ids)):
+        per_unit[name]["token_accuracy"] = [
+            modality_metrics.token_accuracy(ids[rows[u]], true[rows[u]], bos_id=BOS_ID)
+            for u in units
+        ]
+    extra = {"primary_metric": "token_accuracy"}
+    return Scored(scores=scores, arrays=arrays, per_unit=per_unit, extra=extra)

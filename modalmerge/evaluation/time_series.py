@@ -15,6 +15,7 @@ import numpy as np
 from modalmerge.evaluation import metrics
 from modalmerge.evaluation.baselines import GroupMeanBaseline
 from modalmerge.evaluation.homologs import homolog_attention
+from modalmerge.evaluation.identifiability import fc_triangles, identifiability
 from modalmerge.evaluation.scoring import (
     Scored,
     ScoringInput,
@@ -54,36 +55,67 @@ def score_time_series(
     """
     runs = _runs(data, by_time)
     subjects = sorted(runs["model"])
-    scores, per_roi = {}, {}
+    names = [n for n in ("model", "group_mean", "ridge", "ridge_parcel") if n in runs]
+    scores, per_roi, per_unit = {}, {}, {}
     true = np.stack([runs["target"][s] for s in subjects])
-    for name in ("model", "group_mean", "ridge"):
-        predicted = np.stack([runs[name][s] for s in subjects])
-        result = metrics.time_series_metrics(predicted, true)
+    predicted = {name: np.stack([runs[name][s] for s in subjects]) for name in names}
+    for name in names:
+        result = metrics.time_series_metrics(predicted[name], true)
         scores[name], per_roi[name] = result["scores"], result["per_roi"]
+        per_unit[name] = result["per_series"]
+    extra = {"split_by": "time" if by_time else "subject", "primary_metric": "pearson_r"}
+    if not by_time and len(subjects) >= 2 and true.shape[-1] >= 3:
+        chance = _add_identifiability(data, predicted, true, scores, per_unit)
+        extra["fc_identifiability_chance"] = chance
     arrays = {}
     evoked = None if truth is None else truth(subjects, runs["time_index"])
     if evoked is not None:
-        ceiling = metrics.noise_ceiling_metrics(evoked, true)
-        scores["noise_ceiling"], per_roi["noise_ceiling"] = ceiling["scores"], ceiling["per_roi"]
-        ceiling_r = ceiling["scores"]["pearson_r"]
-        if ceiling_r > 0:
-            scores["model"]["fraction_of_noise_ceiling"] = scores["model"]["pearson_r"] / ceiling_r
+        _add_ceiling(evoked, true, scores, per_roi, per_unit)
         arrays["truth_evoked"] = evoked
     arrays.update(
         subjects=np.asarray(subjects),
-        prediction=np.stack([runs["model"][s] for s in subjects]),
+        prediction=predicted["model"],
         target=true,
-        group_mean=np.stack([runs["group_mean"][s] for s in subjects]),
-        ridge=np.stack([runs["ridge"][s] for s in subjects]),
+        **{name: predicted[name] for name in names if name != "model"},
         time_index=runs["time_index"][subjects[0]],
     )
-    extra = {"split_by": "time" if by_time else "subject"}
+    # a unit is a test subject, or with split_by: time the subject's one test block
+    per_unit["units"] = [f"{s}:test" if by_time else s for s in subjects]
     if roi_views is not None and data.test.attention is not None:
         found = homolog_attention(data.test.attention, *roi_views)
         if found is not None:
             scores["model"].update(found[0])
             extra["homolog_attention"] = found[1]
-    return Scored(scores=scores, arrays=arrays, per_roi=per_roi, extra=extra)
+    return Scored(scores=scores, arrays=arrays, per_roi=per_roi, per_unit=per_unit, extra=extra)
+
+
+def _add_ceiling(evoked: np.ndarray, true: np.ndarray, scores, per_roi, per_unit) -> None:
+    """Add the noise ceiling (and the model's fraction of it) to the score tables."""
+    ceiling = metrics.noise_ceiling_metrics(evoked, true)
+    scores["noise_ceiling"], per_roi["noise_ceiling"] = ceiling["scores"], ceiling["per_roi"]
+    per_unit["noise_ceiling"] = ceiling["per_series"]
+    ceiling_r = ceiling["scores"]["pearson_r"]
+    if ceiling_r > 0:
+        scores["model"]["fraction_of_noise_ceiling"] = scores["model"]["pearson_r"] / ceiling_r
+
+
+def _add_identifiability(data: ScoringInput, predicted: dict, true: np.ndarray, scores, per_unit):
+    """Add ``fc_top1``, ``fc_mean_rank`` and ``fc_demeaned_r``
+    (:mod:`~modalmerge.evaluation.identifiability`) to every predictor's scores and
+    per-unit scores; returns the chance levels."""
+    train_rows = subject_rows(data.train.subjects)
+    train_fc = [
+        fc_triangles(stitch(data.train.target[rows], data.train.window_start[rows])[0][None])[0]
+        for rows in train_rows.values()
+    ]
+    train_mean = np.mean(train_fc, axis=0)
+    true_fc = fc_triangles(true)
+    for name, series in predicted.items():
+        found = identifiability(fc_triangles(series), true_fc, train_mean)
+        for metric, values in found.items():
+            scores[name][metric] = float(values.mean())
+            per_unit[name][metric] = values.tolist()
+    return {"fc_top1": 1.0 / len(true), "fc_mean_rank": 0.5, "fc_demeaned_r": 0.0}
 
 
 def _runs(data: ScoringInput, by_time: bool) -> dict[str, dict[str, np.ndarray]]:
@@ -127,7 +159,8 @@ def _runs(data: ScoringInput, by_time: bool) -> dict[str, dict[str, np.ndarray]]
 def _whole_run_ridge(data: ScoringInput, runs: dict, test_rows: dict) -> dict:
     """A subject-level condition: ridge maps it to one whole run per training subject.
 
-    Returns ``runs`` with ``ridge`` added and every run cut to the shortest length.
+    Returns ``runs`` with ``ridge`` (and ``ridge_parcel`` when the parcel
+    features are given) added and every run cut to the shortest length.
     """
     train = data.train
     train_rows = subject_rows(train.subjects)
@@ -138,15 +171,12 @@ def _whole_run_ridge(data: ScoringInput, runs: dict, test_rows: dict) -> dict:
     ]
     length = min(len(r) for r in whole)
     y_train = np.stack([r[:length] for r in whole])
-    x_train = np.stack([data.x_train[train_rows[k][0]] for k in train_keys])
-    ridge = fit_ridge(x_train, y_train, data.baselines)
     subjects = sorted(test_rows)
-    predicted = ridge.predict(np.stack([data.x_test[test_rows[s][0]] for s in subjects]))
-    ridge_runs = {}
-    for s, run in zip(subjects, predicted, strict=True):
-        ridge_runs[s] = run[: min(len(run), len(runs["target"][s]))]
-    out = {**runs, "ridge": ridge_runs}
-    length = min(
-        min(len(v) for v in ridge_runs.values()), min(len(v) for v in runs["target"].values())
-    )
+    out = dict(runs)
+    for name, (x_train_rows, x_test_rows) in data.ridge_inputs().items():
+        x_train = np.stack([x_train_rows[train_rows[k][0]] for k in train_keys])
+        ridge = fit_ridge(x_train, y_train, data.baselines)
+        predicted = ridge.predict(np.stack([x_test_rows[test_rows[s][0]] for s in subjects]))
+        out[name] = dict(zip(subjects, predicted, strict=True))
+    length = min(len(v[s]) for k, v in out.items() if k != "time_index" for s in subjects)
     return {k: {s: v[s][:length] for s in subjects} for k, v in out.items()}

@@ -17,6 +17,9 @@ time-series -> time-series cross-attention model between two ROI views whose
 names pair up (left/right homologs) also reports
 ``homolog_attention_fraction``: the fraction of target ROIs whose attention,
 averaged over heads and test windows, peaks on their homolog.
+- ``ridge_parcel`` — image conditions whose shards hold parcel structural
+  features (``/subjects/structural_features``, R regions × F features per
+  subject, flattened): the same ridge on those features instead of the voxels;
 - ``noise_ceiling`` — synthetic data only: the correlation of the true evoked
   signal with the observed one.
 
@@ -26,8 +29,11 @@ sliding windows (overlaps averaged). The scoring itself lives in
 result); this stage loads the model and the splits, dispatches on the target
 modality and writes. Outputs: ``metrics.json`` (schema in
 :mod:`modalmerge.evaluation.summary`) and ``predictions.npz`` (per test subject:
-``subjects``, ``prediction``, ``target``, ``group_mean``, ``ridge``, and for
-time series ``time_index``, ``truth_evoked`` when known).
+``subjects``, ``prediction``, ``target``, ``group_mean``, ``ridge``,
+``ridge_parcel`` for image conditions, and for time series ``time_index``,
+``truth_evoked`` when known). Every scorer also gives per held-out unit scores
+(``metrics.json`` ``per_unit``), from which ``summarize`` draws intervals and
+paired differences (:mod:`modalmerge.evaluation.intervals`).
 """
 
 from __future__ import annotations
@@ -40,7 +46,12 @@ import numpy as np
 import torch
 from threadpoolctl import threadpool_limits
 
-from modalmerge.data.shards.split_arrays import read_manifest, roi_columns, roi_names
+from modalmerge.data.shards.split_arrays import (
+    load_split_arrays,
+    read_manifest,
+    roi_columns,
+    roi_names,
+)
 from modalmerge.evaluation.image import score_image
 from modalmerge.evaluation.region_profiles import profile_table, score_region_profiles
 from modalmerge.evaluation.scoring import (
@@ -131,6 +142,9 @@ def _evaluate(
             n_components=settings.pca_components,
         ),
     )
+    if condition == "image" and not regions:
+        data.parcel_train = parcel_features(shard_dir, "train", train.subjects)
+        data.parcel_test = parcel_features(shard_dir, "test", test.subjects)
     scored = _score(data, experiment, manifest, model, shard_dir, truth_dir)
     record = {
         "experiment": experiment.name,
@@ -140,6 +154,7 @@ def _evaluate(
         "n_test_subjects": n_subjects,
         "scores": scored.scores,
         **({"per_roi": scored.per_roi} if scored.per_roi else {}),
+        **({"per_unit": scored.per_unit} if scored.per_unit else {}),
         **scored.extra,
     }
     write_metrics(out_metrics, record)
@@ -180,6 +195,19 @@ def _score(data, experiment, manifest, model, shard_dir, truth_dir) -> Scored:
     if target == "text":
         return score_text(data)
     raise ValueError(f"unknown target modality {target!r}")  # pragma: no cover - schema
+
+
+def parcel_features(shard_dir, split: str, subjects: list[str]) -> np.ndarray | None:
+    """The parcel structural features of each sample's subject, flattened ``(n, R * F)``
+    (the ``ridge_parcel`` baseline's input); None when the shards hold none."""
+    if "structural_features" not in read_manifest(shard_dir).get("shapes", {}):
+        return None
+    table = load_split_arrays(shard_dir, split, "structural_features")
+    row = {s: i for i, s in enumerate(table["subject"])}
+    if not set(subjects) <= set(row):
+        return None
+    features = np.asarray(table["data"], dtype=np.float64)
+    return features[[row[s] for s in subjects]].reshape(len(subjects), -1)
 
 
 def load_truth(truth_dir, subjects: list[str], time_index: dict) -> np.ndarray | None:

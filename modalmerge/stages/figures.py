@@ -61,7 +61,10 @@ log = logging.getLogger(__name__)
 SURFACE_MESHES = {10242: "fsaverage5", 32492: "conte69"}
 
 #: Metrics drawn in the summary chart (higher is better for each).
-SUMMARY_METRICS = ("pearson_r", "fc_similarity", "r2", "ssim", "psnr", "accuracy")
+SUMMARY_METRICS = (
+    *("pearson_r", "fc_similarity", "fc_demeaned_r", "r2", "ssim", "psnr", "accuracy"),
+    "token_accuracy",
+)
 
 
 def _roi_labels(labels_path: str | Path) -> list[str]:

@@ -1,4 +1,3 @@
-# Over 400 lines on purpose: one module of pure figure functions the figures stage draws from (predictions and surfaces live apart).
 """Pure figure functions for the workflow's figures stage: arrays and tables in, Figure out.
 
 Each function validates its inputs (a bad shape or a missing column raises
@@ -21,6 +20,7 @@ from matplotlib.figure import Figure
 from modalmerge.evaluation.metrics import fc_matrix_similarity
 from modalmerge.io import atomic_path
 from modalmerge.viz._common import format_r, new_figure, pearson_r, set_tick_labels, to_numpy
+from modalmerge.viz.summary_chart import summary_chart  # noqa: F401  (re-exported)
 
 
 def peak_world_coordinates(volume: np.ndarray, affine: np.ndarray) -> tuple[float, float, float]:
@@ -278,75 +278,6 @@ def learning_curves(history: pd.DataFrame) -> Figure:
     ax.set_ylabel("loss")
     ax.set_title("learning curves")
     ax.legend()
-    return fig
-
-
-def summary_chart(summary: pd.DataFrame) -> Figure:
-    """Grouped bars: each experiment's model against its baselines, one panel per metric.
-
-    Parameters
-    ----------
-    summary : pandas.DataFrame
-        Long table with columns ``experiment``, ``model`` (``"model"``,
-        ``"group_mean"``, ``"ridge"``, ``"noise_ceiling"``, ...), ``metric`` and
-        ``value`` (as in ``eval/summary.csv``); one row per combination.
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-        One axis per metric, experiments on x, one bar per model.
-
-    Raises
-    ------
-    ValueError
-        When a column is missing, the table is empty, or a combination repeats.
-    """
-    needed = {"experiment", "model", "metric", "value"}
-    missing = needed - set(summary.columns)
-    if missing:
-        raise ValueError(f"summary lacks column(s) {sorted(missing)}; has {list(summary.columns)}")
-    if len(summary) == 0:
-        raise ValueError("summary is empty")
-    dup = summary.duplicated(["experiment", "model", "metric"])
-    if dup.any():
-        first = summary.loc[dup, ["experiment", "model", "metric"]].iloc[0].tolist()
-        raise ValueError(f"summary repeats (experiment, model, metric) = {first}")
-    metrics = list(dict.fromkeys(summary["metric"]))
-    experiments = list(dict.fromkeys(summary["experiment"]))
-    models = list(dict.fromkeys(summary["model"]))
-    if "model" in models:  # the trained model first, then its baselines
-        models.remove("model")
-        models.insert(0, "model")
-    n_cols = min(3, len(metrics))
-    n_rows = -(-len(metrics) // n_cols)
-    fig = new_figure(
-        max(5.0, 1.0 * len(experiments) * n_cols + 1.5), 3.6 * n_rows, layout="constrained"
-    )
-    grid = fig.subplots(n_rows, n_cols, squeeze=False)
-    axes = grid.ravel()
-    width = 0.8 / len(models)
-    for ax, metric in zip(axes, metrics, strict=False):
-        table = summary[summary["metric"] == metric].pivot(
-            index="experiment", columns="model", values="value"
-        )
-        shown = [e for e in experiments if e in table.index]  # experiments with this metric
-        table = table.reindex(index=shown, columns=models)
-        x = np.arange(len(shown))
-        for m, model in enumerate(models):
-            ax.bar(
-                x + (m - (len(models) - 1) / 2) * width,
-                table[model].to_numpy(float),
-                width,
-                label=model,
-            )
-        ax.set_xticks(x)
-        ax.set_xticklabels(shown, rotation=30, ha="right")
-        ax.set_title(metric)
-        ax.axhline(0.0, color="black", lw=0.5)
-    for ax in axes[len(metrics) :]:
-        ax.set_axis_off()
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside right upper", fontsize="small")
     return fig
 
 
