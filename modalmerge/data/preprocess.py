@@ -429,12 +429,12 @@ def preprocess_subject(
     if unknown:
         raise ValueError(f"label image(s) {sorted(unknown)} are not among the extra anatomy")
     t1 = load_image(t1_path, ndim=3, what="T1 image")
-    write_dataset_description(out_t1, "preprocess")
     _write_extra_anatomy(extra_anatomy, set(label_anatomy), atlas, mask, params)
     if bold_path is None:
         if confounds_path is not None:
             raise ValueError("confounds need a BOLD run")
         _write_t1(t1, atlas, mask, params, out_t1)
+        write_dataset_description(out_t1, "preprocess")
         return
     bold = load_image(bold_path, ndim=4, what="BOLD run")
     n_volumes = bold.shape[3]
@@ -473,3 +473,4 @@ def preprocess_subject(
     }
     with atomic_path(_sidecar_path(Path(out_bold))) as tmp:
         tmp.write_text(json.dumps(sidecar, indent=2) + "\n")
+    write_dataset_description(out_t1, "preprocess")

@@ -413,7 +413,7 @@ def parcellate_subject(
         "roi_names": np.asarray(table["name"].astype(str).tolist(), dtype=str),  # no pickle
         "roi_coords": table[["x", "y", "z"]].to_numpy(dtype=np.float32),
     }
-    write_dataset_description(out_path, "parcellate")
     write_tables(arrays, out_timeseries, out_relmat, out_features)
     with atomic_path(out_path) as tmp:
         np.savez(tmp, **arrays)
+    write_dataset_description(out_path, "parcellate")
