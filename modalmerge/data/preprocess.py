@@ -16,8 +16,9 @@ Steps (nilearn does the signal processing):
    (``standardize='zscore_sample'``). Voxels outside the mask are set to 0.
    Censoring: when the raw BOLD sidecar lists ``SampleMask`` (the volumes a
    confound strategy keeps, e.g. fMRIPrep ``scrubbing``), it is passed to
-   ``clean(sample_mask=...)``: censored volumes are interpolated over before
-   filtering and then dropped, so they influence nothing. The cleaned run holds
+   ``clean(sample_mask=...)``: censored volumes are dropped (with a band-pass,
+   after nilearn has filled them by interpolation from the kept volumes and
+   filtered), so they influence nothing. The cleaned run holds
    only the kept volumes; its sidecar lists the dropped ones by their original
    index (``CensoredVolumes``), which parcellate and shard keep (docs/architecture.md).
 5. Normalise the T1 intensities inside the mask: ``"robust_zscore"``
@@ -248,8 +249,9 @@ def clean_signals(
         Validated preprocess settings (:func:`validate_params`).
     confounds : ndarray, shape (T, n_confounds), optional
     sample_mask : ndarray of int, optional
-        Kept volume indices. Censored volumes are interpolated over before the
-        band-pass (nilearn) and dropped: they do not influence the result.
+        Kept volume indices. Censored volumes are dropped (with a band-pass,
+        after nilearn fills them by interpolation and filters): they do not
+        influence the result.
 
     Returns
     -------
