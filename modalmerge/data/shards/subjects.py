@@ -601,7 +601,9 @@ def write_shards(
         Subject ids (``sub-001`` ...), aligned with the three path lists; each
         path's file name must contain its subject id.
     parcellated : list of Path
-        ``parcellated/sub-XXX.npz`` files (see :mod:`modalmerge.data.parcellation.parcellate`).
+        The parcellate stage's ``.npz`` files (in the workflow
+        ``parcellated/sub-XXX/sub-XXX_space-S_seg-A_parcellated.npz``; see
+        :mod:`modalmerge.data.parcellation.parcellate`).
     anatomy : list of Path
         Preprocessed T1 images (atlas grid); stored as ``(1, D, H, W)`` after an
         optional integer block-mean downsampling.
