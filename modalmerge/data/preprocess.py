@@ -234,7 +234,11 @@ def censored_volumes(sample_mask: np.ndarray | None, n_volumes: int) -> list[int
 def clean_signals(
     signals: np.ndarray,
     tr: float,
-    params: dict,
+    *,
+    detrend: bool,
+    standardize: bool,
+    low_pass: float | None,
+    high_pass: float | None,
     confounds: np.ndarray | None = None,
     sample_mask: np.ndarray | None = None,
 ) -> np.ndarray:
@@ -245,8 +249,10 @@ def clean_signals(
     signals : ndarray, shape (T, V)
     tr : float
         Repetition time in seconds.
-    params : dict
-        Validated preprocess settings (:func:`validate_params`).
+    detrend, standardize : bool
+        Linear detrend; z-score each column (``zscore_sample``).
+    low_pass, high_pass : float or None
+        Butterworth cut-offs in Hz.
     confounds : ndarray, shape (T, n_confounds), optional
     sample_mask : ndarray of int, optional
         Kept volume indices. Censored volumes are dropped (with a band-pass,
@@ -262,12 +268,12 @@ def clean_signals(
 
     return clean(
         signals,
-        detrend=params["detrend"],
-        standardize="zscore_sample" if params["standardize"] else False,
+        detrend=detrend,
+        standardize="zscore_sample" if standardize else False,
         confounds=confounds,
         sample_mask=sample_mask,
-        low_pass=params["low_pass"],
-        high_pass=params["high_pass"],
+        low_pass=low_pass,
+        high_pass=high_pass,
         t_r=tr,
         ensure_finite=False,
     )
@@ -459,7 +465,16 @@ def preprocess_subject(
     bold = _to_grid(bold, atlas)
     signals = np.asanyarray(bold.dataobj)[mask]  # (V_mask, T) gather
     del bold
-    cleaned = clean_signals(signals.T, tr, params, confounds, sample_mask)  # (T_kept, V_mask)
+    cleaned = clean_signals(  # (T_kept, V_mask)
+        signals.T,
+        tr,
+        detrend=params["detrend"],
+        standardize=params["standardize"],
+        low_pass=params["low_pass"],
+        high_pass=params["high_pass"],
+        confounds=confounds,
+        sample_mask=sample_mask,
+    )
     del signals
     out = np.zeros((*labels.shape, cleaned.shape[0]), dtype=np.float32, order="F")
     out[mask] = cleaned.T
