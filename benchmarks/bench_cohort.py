@@ -117,8 +117,23 @@ def run_data_stages(params: dict, root: Path, trace: bool) -> dict:
             return root / "raw" / sid / "anat" / f"{sid}_T1w.nii.gz"
         return root / "raw" / sid / "func" / f"{sid}_task-{p.task}_bold.nii.gz"
 
-    def preproc(sid: str, kind: str) -> Path:
-        return root / "preproc" / f"{sid}_{'T1w' if kind == 't1' else 'bold'}.nii.gz"
+    def preproc(sid: str, kind: str) -> Path:  # the workflow's BIDS-derivative names
+        if kind == "t1":
+            return (
+                root / "preproc" / sid / "anat" / f"{sid}_space-synthetic_desc-preproc_T1w.nii.gz"
+            )
+        name = f"{sid}_task-{p.task}_space-synthetic_desc-clean_bold.nii.gz"
+        return root / "preproc" / sid / "func" / name
+
+    def parcellated(sid: str, kind: str = "npz") -> Path:
+        ents = f"{sid}_space-synthetic_seg-synthetic"
+        folder = root / "parcellated" / sid
+        return {
+            "npz": folder / f"{ents}_parcellated.npz",
+            "out_features": folder / "anat" / f"{ents}_desc-structural_morph.tsv",
+            "out_timeseries": folder / "func" / f"{ents}_stat-mean_timeseries.tsv",
+            "out_relmat": folder / "func" / f"{ents}_stat-pearsoncorrelation_relmat.tsv",
+        }[kind]
 
     if trace:
         tracemalloc.start()
@@ -145,15 +160,18 @@ def run_data_stages(params: dict, root: Path, trace: bool) -> dict:
                 preproc(sid, "bold"),
                 atlas,
                 labels,
-                root / "parcellated" / f"{sid}.npz",
+                parcellated(sid),
                 PARCELLATE,
+                **{
+                    k: parcellated(sid, k) for k in ("out_timeseries", "out_relmat", "out_features")
+                },
             ),
         )
     timed(
         "shard",
         lambda: write_shards(
             subjects,
-            [root / "parcellated" / f"{s}.npz" for s in subjects],
+            [parcellated(s) for s in subjects],
             [preproc(s, "t1") for s in subjects],
             root / "raw" / "participants.tsv",
             [root / "raw" / s / f"{s}_description.txt" for s in subjects],

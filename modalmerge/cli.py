@@ -74,7 +74,10 @@ def _preprocess(a: argparse.Namespace) -> None:
 def _parcellate(a: argparse.Namespace) -> None:
     from modalmerge.data.parcellation.parcellate import parcellate_subject
 
-    parcellate_subject(a.t1, a.bold, a.atlas, a.labels, a.out, a.settings)
+    parcellate_subject(
+        a.t1, a.bold, a.atlas, a.labels, a.out, a.settings,
+        a.out_timeseries, a.out_relmat, a.out_features,
+    )  # fmt: skip
 
 
 def _shard(a: argparse.Namespace) -> None:
@@ -218,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("t1", "atlas", "labels", "out"):
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--bold", default=None, help="omit for anatomy-only data")
+    for name in ("out-timeseries", "out-relmat", "out-features"):  # BIDS-derivative TSVs
+        p.add_argument(f"--{name}", default=None)
 
     p = command("shard", _shard, "write HDF5 shards with subject-level splits")
     p.add_argument(

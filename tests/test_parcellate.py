@@ -220,3 +220,62 @@ def test_parcellate_without_bold_writes_structural_features_only(preprocessed, t
         assert npz["structural_features"].shape == (N_ROI, len(FEATURE_NAMES))
         assert not {"roi_timeseries", "connectivity", "tr"} & set(npz.files)
         assert len(npz["roi_names"]) == N_ROI
+
+
+def test_parcellate_writes_bids_derivative_tables(preprocessed, tmp_path):
+    import json
+
+    import pandas as pd
+
+    root = tmp_path / "parcellated" / "sub-001"
+    func = root / "func" / "sub-001_task-rest_space-synthetic_seg-synthetic"
+    out = {
+        "out_timeseries": f"{func}_stat-mean_timeseries.tsv",
+        "out_relmat": f"{func}_stat-pearsoncorrelation_relmat.tsv",
+        "out_features": root / "anat" / "sub-001_space-synthetic_seg-synthetic_morph.tsv",
+    }
+    npz_path = root / "sub-001_space-synthetic_seg-synthetic_parcellated.npz"
+    args = (preprocessed["t1"], preprocessed["bold"], preprocessed["atlas"], preprocessed["labels"])
+    parcellate_subject(*args, npz_path, {}, **out)
+    names = [f"region{k}" for k in range(1, N_ROI + 1)]
+    series = pd.read_csv(out["out_timeseries"], sep="\t")
+    relmat = pd.read_csv(out["out_relmat"], sep="\t")
+    features = pd.read_csv(out["out_features"], sep="\t")
+    with np.load(npz_path) as npz:
+        assert list(series.columns) == names
+        assert np.allclose(series.to_numpy(), npz["roi_timeseries"], atol=1e-5)
+        assert list(relmat.columns) == ["Node", *names] and relmat["Node"].tolist() == names
+        assert np.allclose(relmat[names].to_numpy(), npz["connectivity"], atol=1e-5)
+        assert list(features.columns) == ["node", *FEATURE_NAMES]
+        assert np.allclose(features[list(FEATURE_NAMES)], npz["structural_features"], rtol=1e-5)
+        assert npz["volume_index"].tolist() == list(range(40)) and int(npz["n_volumes"]) == 40
+    description = json.loads((tmp_path / "parcellated" / "dataset_description.json").read_text())
+    assert description["DatasetType"] == "derivative"
+    assert description["GeneratedBy"][0]["Name"] == "modalmerge"
+    assert "parcellate" in description["GeneratedBy"][0]["Description"]
+    assert not list(tmp_path.rglob(".tmp-*"))
+
+
+def test_parcellate_keeps_original_volume_indices_of_a_censored_run(tmp_path):
+    import json
+
+    import pandas as pd
+
+    atlas, labels = write_atlas(tmp_path / "atlas")
+    t1, bold = write_subject(tmp_path / "raw")
+    censored = [0, 17, 39]
+    keep = np.setdiff1d(np.arange(40), censored)
+    sidecar = bold.with_name(bold.name.replace(".nii.gz", ".json"))
+    sidecar.write_text(json.dumps({"RepetitionTime": TR, "SampleMask": keep.tolist()}))
+    out_t1, out_bold = tmp_path / "preproc" / "t1.nii.gz", tmp_path / "preproc" / "bold.nii.gz"
+    preprocess_subject(t1, bold, atlas, out_t1, out_bold, {"low_pass": 0.2})
+    out, tsv = tmp_path / "sub-001.npz", tmp_path / "timeseries.tsv"
+    parcellate_subject(out_t1, out_bold, atlas, labels, out, {}, out_timeseries=tsv)
+    with np.load(out) as npz:
+        assert npz["roi_timeseries"].shape == (37, N_ROI)
+        assert npz["volume_index"].tolist() == keep.tolist() and int(npz["n_volumes"]) == 40
+        kept_rows = npz["roi_timeseries"]
+    table = pd.read_csv(tsv, sep="\t")  # row i is volume i; censored volumes are n/a
+    assert len(table) == 40 and table.iloc[censored].isna().all(axis=None)
+    assert np.allclose(table.iloc[keep].to_numpy(), kept_rows, atol=1e-5)
+    assert "n/a" in tsv.read_text()

@@ -236,3 +236,79 @@ def test_extra_anatomy_is_resampled_labels_by_nearest_neighbour(subject, tmp_pat
             subject["t1"], None, subject["atlas"], out / "t1.nii.gz", None, PARAMS,
             extra_anatomy=extra, label_anatomy=["dseg"],
         )  # fmt: skip
+
+
+def _spiked_copy(tmp_path, s, volume, sample_mask=None, name="spiked"):
+    """The subject's BOLD with a huge spike in one volume (a high-motion volume), its
+    sidecar listing ``sample_mask`` as the raw sidecar of a scrubbing strategy does."""
+    img = nib.load(s["bold"])
+    data = img.get_fdata(dtype=np.float32)
+    data[..., volume] += 5000.0
+    folder = tmp_path / name
+    folder.mkdir()
+    bold = folder / s["bold"].name
+    nib.save(nib.Nifti1Image(data, img.affine, img.header), bold)
+    sidecar = {"RepetitionTime": TR}
+    if sample_mask is not None:
+        sidecar["SampleMask"] = [int(i) for i in sample_mask]
+    bold.with_name(bold.name.replace(".nii.gz", ".json")).write_text(json.dumps(sidecar))
+    return {**s, "bold": bold, "out": tmp_path / f"out-{name}"}
+
+
+def _cleaned(s):
+    return nib.load(s["out"] / "bold.nii.gz").get_fdata()[atlas_labels() > 0]  # (V, T)
+
+
+def test_censored_volume_no_longer_influences_the_cleaned_series(tmp_path, subject):
+    """A scrubbed high-motion volume: with the sample mask, the cleaned series of the run
+    with the spike equals that of the run without it at the kept volumes; without the
+    mask the spike leaks into its neighbours through detrending and the band-pass."""
+    spike, n = 17, 40
+    keep = np.setdiff1d(np.arange(n), [spike])
+    clean_run = _spiked_copy(tmp_path, subject, spike, keep, "clean")
+    clean_run["bold"] = subject["bold"]  # the same mask over the unspiked data
+    clean_run["bold"].with_name(clean_run["bold"].name.replace(".nii.gz", ".json")).write_text(
+        json.dumps({"RepetitionTime": TR, "SampleMask": keep.tolist()})
+    )
+    spiked = _spiked_copy(tmp_path, subject, spike, keep, "spiked")
+    unmasked = _spiked_copy(tmp_path, subject, spike, None, "unmasked")
+    for s in (clean_run, spiked, unmasked):
+        run(s)
+    with_spike, without_spike = _cleaned(spiked), _cleaned(clean_run)
+    assert with_spike.shape == without_spike.shape == (int((atlas_labels() > 0).sum()), n - 1)
+    assert np.allclose(with_spike, without_spike, atol=1e-4)
+    sidecar = json.loads((spiked["out"] / "bold.json").read_text())
+    assert sidecar["CensoredVolumes"] == [spike] and sidecar["RepetitionTime"] == TR
+    # without censoring the spike changes the kept volumes too
+    leaked = np.delete(_cleaned(unmasked), spike, axis=1)
+    assert np.abs(leaked - without_spike).max() > 0.1
+    assert json.loads((unmasked["out"] / "bold.json").read_text())["CensoredVolumes"] == []
+
+
+def test_bad_sample_mask_is_an_error_naming_the_sidecar(tmp_path, subject):
+    cases = (([0, 1, 40], "outside"), ([0, 1, 1, 2], "twice"), ([0, 1], "at least"))
+    for k, (mask, message) in enumerate(cases):
+        s = _spiked_copy(tmp_path, subject, 0, mask, name=f"bad{k}")
+        with pytest.raises(InputError, match=message) as exc:
+            run(s)
+        assert_one_line_naming(exc, s["bold"].with_name(s["bold"].name.replace(".nii.gz", ".json")))
+
+
+def test_preprocess_writes_the_derivative_description_at_the_root(tmp_path, subject):
+    from modalmerge._version import __version__
+
+    root = tmp_path / "preproc"
+    out_t1 = root / "sub-001" / "anat" / "sub-001_space-synthetic_desc-preproc_T1w.nii.gz"
+    out_bold = (
+        root / "sub-001" / "func" / "sub-001_task-rest_space-synthetic_desc-clean_bold.nii.gz"
+    )
+    pp.preprocess_subject(
+        subject["t1"], subject["bold"], subject["atlas"], out_t1, out_bold, PARAMS
+    )
+    description = json.loads((root / "dataset_description.json").read_text())
+    assert description["DatasetType"] == "derivative"
+    generated = description["GeneratedBy"][0]
+    assert generated["Name"] == "modalmerge" and generated["Version"] == __version__
+    assert "preprocess" in generated["Description"]
+    assert out_bold.with_name(out_bold.name.replace(".nii.gz", ".json")).exists()
+    assert not list(root.rglob(".tmp-*"))

@@ -441,3 +441,78 @@ def test_tangent_connectivity_is_referenced_to_training_subjects_only(tmp_path):
         write_shards(
             subjects, parc, anat, tsv, None, tmp_path / "d", {**PARAMS, "connectivity": "x"}
         )
+
+
+def _censor(path, censored):
+    """Rewrite a parcellated file as a scrubbed run leaves it: the censored volumes'
+    rows are gone, the others keep their original index."""
+    with np.load(path) as npz:
+        arrays = dict(npz)
+    keep = np.setdiff1d(np.arange(T), censored)
+    arrays["roi_timeseries"] = arrays["roi_timeseries"][keep]
+    arrays["volume_index"], arrays["n_volumes"] = keep, np.int64(T)
+    np.savez(path, **arrays)
+
+
+@pytest.mark.parametrize("split_by", ["subject", "time"])
+def test_windows_never_hold_a_censored_volume_and_the_manifest_counts_them(tmp_path, split_by):
+    subjects, parc, anat, tsv, texts = make_inputs(tmp_path)
+    # subject position -> censored volumes (a time split's test block holds one window)
+    censored = {0: [5], 3: [0, 19]} if split_by == "subject" else {0: [1], 3: [0, 2]}
+    for i, volumes in censored.items():
+        _censor(parc[i], volumes)
+    params = {**PARAMS, "split_by": split_by, "gap": 0}
+    if split_by == "time":
+        params["fractions"] = {"train": 0.6, "val": 0.0, "test": 0.4}
+    write_shards(subjects, parc, anat, tsv, texts, tmp_path / "shards", params)
+    manifest = read_manifest(tmp_path / "shards")
+    window, stride = params["window"], params["stride"]
+    seen = {s: [] for s in subjects}
+    for entry in manifest["shards"]:
+        with h5py.File(tmp_path / "shards" / entry["file"]) as h5:
+            ids = h5["subjects/id"].asstr()[()]
+            for k in range(len(h5["samples/window_start"])):
+                sid = ids[h5["samples/subject_index"][k]]
+                start = int(h5["samples/window_start"][k])
+                i = subjects.index(sid)
+                volumes = set(range(start, start + window))
+                assert not volumes & set(censored.get(i, []))  # no window bridges a gap
+                # the window holds the original volumes start..start+window-1
+                expected = np.arange(start, start + window)[:, None] + 100 * i + np.arange(R)
+                assert np.array_equal(h5["samples/time_series"][k], expected)
+                seen[sid].append(start)
+    candidates = list(range(0, T - window + 1, stride))  # 0, 4, 8, 12
+    if split_by == "subject":
+        assert seen[subjects[1]] == candidates  # uncensored subjects keep every window
+        assert seen[subjects[0]] == [8, 12]  # volume 5 lies in the windows at 0 and 4
+        assert seen[subjects[3]] == [4, 8]  # volumes 0 and 19
+    record = manifest["censoring"]
+    assert record["censored_volumes"] == 3
+    assert set(record["subjects"]) == {subjects[0], subjects[3]}
+    assert record["subjects"][subjects[0]]["censored_volumes"] == 1
+    assert record["subjects"][subjects[3]]["censored_volumes"] == 2
+    if split_by == "subject":
+        assert record["subjects"][subjects[0]]["dropped_windows"] == 2
+        assert record["subjects"][subjects[3]]["dropped_windows"] == 2
+        assert record["dropped_windows"] == 4
+        n_all = N_SUBJ * len(candidates)
+        assert sum(manifest["n_samples"].values()) == n_all - 4
+    else:  # train block 0..11 (windows at 0 and 4), test block 12..19 (one window)
+        assert seen[subjects[0]] == seen[subjects[3]] == [4, 12]
+        assert seen[subjects[1]] == [0, 4, 12]
+        assert record["dropped_windows"] == 2
+
+
+def test_a_run_whose_every_window_is_censored_is_an_error_naming_it(tmp_path):
+    subjects, parc, anat, tsv, texts = make_inputs(tmp_path)
+    _censor(parc[2], [3, 7, 11, 15])  # a censored volume in every 8-volume window
+    with pytest.raises(InputError, match="censored") as exc:
+        write_shards(subjects, parc, anat, tsv, texts, tmp_path / "shards", PARAMS)
+    assert str(parc[2]) in str(exc.value)
+    assert not (tmp_path / "shards").exists()
+
+
+def test_uncensored_runs_record_no_censoring(shards):
+    record = read_manifest(shards)["censoring"]
+    assert record["censored_volumes"] == 0 and record["dropped_windows"] == 0
+    assert record["subjects"] == {}

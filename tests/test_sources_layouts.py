@@ -279,3 +279,39 @@ def test_capabilities_are_declared_once_on_the_source():
             assert not hasattr(module, constant), (kind, constant)
     with pytest.raises(TypeError, match="needs on_disk"):
         _common.Source(kind="half", on_disk=lambda params: [])
+
+
+def test_fmriprep_scrubbing_mask_reaches_signal_clean(tmp_path):
+    """A scrubbing strategy's sample mask travels from the source (raw sidecar
+    ``SampleMask``) to preprocess, which drops the censored volume and names it."""
+    from modalmerge.data.preprocess import preprocess_subject
+
+    ds = make_fmriprep(tmp_path / "deriv", subjects=("01",))
+    conf = next(ds.rglob("*desc-confounds_timeseries.tsv"))
+    table = pd.read_csv(conf, sep="\t")
+    table["framewise_displacement"] = 0.05
+    table.loc[6, "framewise_displacement"] = 3.0  # one high-motion volume
+    table["std_dvars"] = 1.0
+    table.to_csv(conf, sep="\t", index=False, na_rep="n/a")
+    params = {
+        "path": str(ds),
+        "task": "rest",
+        "atlas": tiny_atlas(tmp_path),
+        "confounds": {"strategy": "scrubbing", "fd_threshold": 0.5, "scrub": 0},
+    }
+    run_source("fmriprep", params, tmp_path / "out")
+    raw = tmp_path / "out/raw/sub-01"
+    sidecar = json.loads((raw / "func/sub-01_task-rest_bold.json").read_text())
+    assert sidecar["SampleMask"] == [i for i in range(N_VOLUMES) if i != 6]
+    out = tmp_path / "preproc"
+    preprocess_subject(
+        next((raw / "anat").glob("*_T1w.nii.gz")),
+        raw / "func/sub-01_task-rest_bold.nii.gz",
+        tmp_path / "out/atlas/atlas.nii.gz",
+        out / "t1.nii.gz",
+        out / "bold.nii.gz",
+        {"high_pass": None, "low_pass": None},
+        confounds_path=raw / "func/sub-01_task-rest_desc-confounds_timeseries.tsv",
+    )
+    assert nib.load(out / "bold.nii.gz").shape[3] == N_VOLUMES - 1
+    assert json.loads((out / "bold.json").read_text())["CensoredVolumes"] == [6]

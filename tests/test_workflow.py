@@ -63,9 +63,30 @@ def test_tiny_workflow_writes_every_stage_output(tiny_run):
     root = workdir / "results" / config["dataset"]["name"]
     n = config["dataset"]["params"]["n_subjects"]
     assert len(list((root / "raw").glob("sub-*/anat/*_T1w.nii.gz"))) == n
-    assert len(list((root / "preproc").glob("*_bold.nii.gz"))) == n
-    assert len(list((root / "parcellated").glob("sub-*.npz"))) == n
+    task = config["dataset"]["params"].get("task", "motor")
+    func = f"sub-*/func/sub-*_task-{task}_space-synthetic"
+    assert len(list((root / "preproc").glob(f"{func}_desc-clean_bold.nii.gz"))) == n
+    assert len(list((root / "preproc").glob(f"{func}_desc-clean_bold.json"))) == n
+    assert len(list((root / "preproc").glob("sub-*/anat/*_desc-preproc_T1w.nii.gz"))) == n
+    assert len(list((root / "parcellated").glob("sub-*/*_parcellated.npz"))) == n
+    for stage in ("preproc", "parcellated"):  # BIDS derivatives (XCP-D names)
+        description = json.loads((root / stage / "dataset_description.json").read_text())
+        assert description["DatasetType"] == "derivative"
+        assert description["GeneratedBy"][0]["Name"] == "modalmerge"
+    names = pd.read_csv(root / "atlas" / "labels.tsv", sep="\t")["name"].tolist()
+    series = pd.read_csv(
+        next((root / "parcellated").glob(f"{func}_seg-synthetic_stat-mean_timeseries.tsv")),
+        sep="\t",
+    )
+    assert list(series.columns) == names
+    assert len(series) == config["dataset"]["params"]["n_timepoints"]
+    relmats = (root / "parcellated").glob(
+        f"{func}_seg-synthetic_stat-pearsoncorrelation_relmat.tsv"
+    )
+    assert len(list(relmats)) == n
+    assert len(list((root / "parcellated").glob("sub-*/anat/*_desc-structural_morph.tsv"))) == n
     manifest = json.loads((root / "shards" / "manifest.json").read_text())
+    assert manifest["censoring"]["censored_volumes"] == 0  # synthetic runs censor nothing
     splits = manifest["splits"]
     assert sum(len(v) for v in splits.values()) == n
     assert not set(splits["train"]) & set(splits["test"])
@@ -211,10 +232,11 @@ def _cli(*args):
 def test_corrupt_file_between_stages_gives_one_line_error_naming_it(tiny_run, tmp_path):
     workdir, config = tiny_run
     root = workdir / "results" / config["dataset"]["name"]
-    subjects = sorted(p.stem for p in (root / "parcellated").glob("sub-*.npz"))
-    parcellated = [tmp_path / f"{s}.npz" for s in subjects]
-    for s, dest in zip(subjects, parcellated, strict=True):
-        shutil.copy(root / "parcellated" / f"{s}.npz", dest)
+    sources = sorted((root / "parcellated").glob("sub-*/*_parcellated.npz"))
+    subjects = [p.parent.name for p in sources]
+    parcellated = [tmp_path / p.name for p in sources]
+    for src, dest in zip(sources, parcellated, strict=True):
+        shutil.copy(src, dest)
     parcellated[1].write_bytes(b"not an npz")
     out = tmp_path / "shards"
     result = _cli(
@@ -226,7 +248,7 @@ def test_corrupt_file_between_stages_gives_one_line_error_naming_it(tiny_run, tm
         "--parcellated",
         *map(str, parcellated),
         "--anatomy",
-        *[str(root / "preproc" / f"{s}_T1w.nii.gz") for s in subjects],
+        *[str(next((root / "preproc" / s / "anat").glob("*_T1w.nii.gz"))) for s in subjects],
         "--texts",
         *[str(root / "raw" / s / f"{s}_description.txt") for s in subjects],
         "--participants",

@@ -67,9 +67,15 @@ def adni_run(tmp_path_factory):
 
 def test_anatomy_only_cohort_runs_from_t1_to_clinical_predictions(adni_run):
     workdir, root = adni_run
-    assert not list(root.glob("raw/sub-*/func")) and not list(root.glob("preproc/*_bold*"))
-    assert len(list(root.glob("preproc/sub-*_T1w.nii.gz"))) == len(PTIDS)
-    with np.load(next(root.glob("parcellated/*.npz"))) as npz:
+    assert not list(root.glob("raw/sub-*/func")) and not list(root.glob("preproc/sub-*/func"))
+    t1s = list(root.glob("preproc/sub-*/anat/sub-*_space-MNI152_desc-preproc_T1w.nii.gz"))
+    assert len(t1s) == len(PTIDS)
+    for stage in ("preproc", "parcellated"):  # BIDS derivatives
+        description = json.loads((root / stage / "dataset_description.json").read_text())
+        assert description["DatasetType"] == "derivative"
+    assert not list(root.glob("parcellated/sub-*/func"))  # no BOLD: no series, no relmat
+    assert len(list(root.glob("parcellated/sub-*/anat/*_morph.tsv"))) == len(PTIDS)
+    with np.load(next(root.glob("parcellated/sub-*/*_parcellated.npz"))) as npz:
         assert "structural_features" in npz.files and "roi_timeseries" not in npz.files
     manifest = json.loads((root / "shards" / "manifest.json").read_text())
     assert "time_series" not in manifest["shapes"] and "image" in manifest["shapes"]
@@ -121,8 +127,9 @@ def test_brats_contrasts_and_segmentation_become_image_channels_for_image_target
     result = snakemake(workdir, "--configfile", "brats.yaml")
     assert result.returncode == 0, result.stderr[-4000:]
     root = workdir / "results" / "brats_tiny"
-    assert not list(root.glob("raw/sub-*/func")) and not list(root.glob("preproc/*_bold*"))
-    seg = nib.load(next(root.glob("preproc/*_dseg.nii.gz"))).get_fdata()
+    assert not list(root.glob("raw/sub-*/func")) and not list(root.glob("preproc/sub-*/func"))
+    seg = nib.load(next(root.glob("preproc/sub-*/anat/*_desc-preproc_dseg.nii.gz"))).get_fdata()
+    assert list(root.glob("preproc/sub-*/anat/sub-*_ce-gd_space-MNI152_desc-preproc_T1w.nii.gz"))
     assert set(np.unique(seg)) <= {0, 1, 2, 4}  # nearest neighbour: labels stay labels
     manifest = json.loads((root / "shards" / "manifest.json").read_text())
     assert manifest["image_channels"] == ["T1w", "ce-gd_T1w", "T2w", "FLAIR", "dseg"]

@@ -14,6 +14,13 @@ Steps (nilearn does the signal processing):
    linear detrend, Butterworth band-pass (``high_pass``/``low_pass`` in Hz with
    the run's TR), optional confound regression, z-score per voxel
    (``standardize='zscore_sample'``). Voxels outside the mask are set to 0.
+   Censoring: when the raw BOLD sidecar lists ``SampleMask`` (the volumes a
+   confound strategy keeps, e.g. fMRIPrep ``scrubbing``), it is passed to
+   ``clean(sample_mask=...)``: censored volumes are dropped (with a band-pass,
+   after nilearn has filled them by interpolation from the kept volumes and
+   filtered), so they influence nothing. The cleaned run holds
+   only the kept volumes; its sidecar lists the dropped ones by their original
+   index (``CensoredVolumes``), which parcellate and shard keep (docs/architecture.md).
 5. Normalise the T1 intensities inside the mask: ``"robust_zscore"``
    ((x - median) / (1.4826 * MAD)), ``"median"`` (x / median) or ``"none"``;
    outside the mask 0.
@@ -21,7 +28,10 @@ Steps (nilearn does the signal processing):
 The TR comes from the ``tr`` argument, else the BIDS sidecar
 ``*_bold.json`` (``RepetitionTime``, seconds), else the NIfTI header (when its
 time unit is set); sidecar and header must agree. The written BOLD header
-carries the TR in seconds, which the parcellate stage reads back.
+carries the TR in seconds, which the parcellate stage reads back, and the
+written sidecar (``<out_bold>.json``) the TR and ``CensoredVolumes``. Outputs in a
+``sub-<label>`` folder get a derivative ``dataset_description.json`` at the
+derivative root (:mod:`modalmerge.data.derivatives`).
 """
 
 from __future__ import annotations
@@ -35,11 +45,19 @@ import numpy as np
 import pandas as pd
 
 from modalmerge.data import checks
+from modalmerge.data.derivatives import write_dataset_description
 from modalmerge.data.nifti import load_image, load_labels, repetition_time, same_grid, save_image
-from modalmerge.io import InputError, require_file
+from modalmerge.io import InputError, atomic_path, require_file
 from modalmerge.settings import PreprocessSettings
 
-__all__ = ["preprocess_subject", "read_tr"]
+__all__ = [
+    "censored_volumes",
+    "clean_signals",
+    "preprocess_subject",
+    "read_censored_volumes",
+    "read_sample_mask",
+    "read_tr",
+]
 
 
 def _sidecar_path(bold_path: Path) -> Path:
@@ -73,6 +91,125 @@ def read_tr(bold_path: str | os.PathLike, img: nib.Nifti1Image, tr: float | None
         except (ValueError, TypeError, AttributeError) as exc:
             raise InputError(sidecar, f"unreadable BIDS sidecar ({exc})") from None
     return repetition_time(bold_path, img, {"tr argument": tr, f"sidecar {sidecar.name}": value})
+
+
+def read_sample_mask(bold_path: str | os.PathLike, n_volumes: int) -> np.ndarray | None:
+    """Kept volume indices from the raw BOLD sidecar's ``SampleMask``, or None (no censoring).
+
+    Raises
+    ------
+    modalmerge.io.InputError
+        The mask is not a list of distinct volume indices of the run, or keeps
+        fewer than 3 volumes.
+    """
+    sidecar = _sidecar_path(Path(bold_path))
+    if not sidecar.exists():
+        return None
+    try:
+        value = json.loads(sidecar.read_text()).get("SampleMask")
+    except (ValueError, AttributeError) as exc:
+        raise InputError(sidecar, f"unreadable BIDS sidecar ({exc})") from None
+    if value is None:
+        return None
+    if not isinstance(value, list) or not all(
+        isinstance(i, int) and not isinstance(i, bool) for i in value
+    ):
+        raise InputError(sidecar, "SampleMask must be a list of volume indices")
+    mask = np.asarray(value, dtype=np.int64)
+    if mask.size and (mask.min() < 0 or mask.max() >= n_volumes):
+        raise InputError(sidecar, f"SampleMask indexes volumes outside 0..{n_volumes - 1}")
+    if np.unique(mask).size != mask.size:
+        raise InputError(sidecar, "SampleMask lists a volume twice")
+    if mask.size < 3:
+        raise InputError(sidecar, f"SampleMask keeps {mask.size} volumes; need at least 3")
+    if mask.size == n_volumes:
+        return None  # nothing censored
+    return np.sort(mask)
+
+
+def read_censored_volumes(bold_path: str | os.PathLike, n_kept: int) -> tuple[np.ndarray, int]:
+    """Original volume index of each volume of a cleaned run, and the run's volumes
+    before censoring (from its sidecar's ``CensoredVolumes``; ``(arange(n_kept),
+    n_kept)`` when the sidecar lists none).
+
+    Raises
+    ------
+    modalmerge.io.InputError
+        The sidecar's list is not one of distinct non-negative integers.
+    """
+    sidecar = _sidecar_path(Path(bold_path))
+    censored = []
+    if sidecar.exists():
+        try:
+            censored = json.loads(sidecar.read_text()).get("CensoredVolumes") or []
+        except (ValueError, AttributeError) as exc:
+            raise InputError(sidecar, f"unreadable BIDS sidecar ({exc})") from None
+    if not isinstance(censored, list) or not all(
+        isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in censored
+    ):
+        raise InputError(sidecar, "CensoredVolumes must be a list of volume indices")
+    if len(set(censored)) != len(censored):
+        raise InputError(sidecar, "CensoredVolumes lists a volume twice")
+    n_volumes = n_kept + len(censored)
+    if censored and max(censored) >= n_volumes:
+        raise InputError(sidecar, f"CensoredVolumes beyond the run's {n_volumes} volumes")
+    kept = np.setdiff1d(np.arange(n_volumes), np.asarray(censored, dtype=np.int64))
+    return kept, n_volumes
+
+
+def censored_volumes(sample_mask: np.ndarray | None, n_volumes: int) -> list[int]:
+    """Original indices of the volumes a sample mask drops (empty without a mask)."""
+    if sample_mask is None:
+        return []
+    return np.setdiff1d(np.arange(n_volumes), sample_mask).tolist()
+
+
+def clean_signals(
+    signals: np.ndarray,
+    tr: float,
+    *,
+    detrend: bool,
+    standardize: bool,
+    low_pass: float | None,
+    high_pass: float | None,
+    confounds: np.ndarray | None = None,
+    sample_mask: np.ndarray | None = None,
+) -> np.ndarray:
+    """:func:`nilearn.signal.clean` with the stage's settings.
+
+    Parameters
+    ----------
+    signals : ndarray, shape (T, V)
+    tr : float
+        Repetition time in seconds.
+    detrend, standardize : bool
+        Linear detrend; z-score each column (``zscore_sample``).
+    low_pass, high_pass : float or None
+        Butterworth cut-offs in Hz.
+    confounds : ndarray, shape (T, n_confounds), optional
+    sample_mask : ndarray of int, optional
+        Kept volume indices. Censored volumes are dropped (with a band-pass,
+        after nilearn fills them by interpolation and filters): they do not
+        influence the result.
+
+    Returns
+    -------
+    ndarray, shape (T_kept, V)
+        Only the kept volumes when ``sample_mask`` is given.
+    """
+    from nilearn.signal import clean
+
+    return clean(
+        signals,
+        detrend=detrend,
+        standardize="zscore_sample" if standardize else False,
+        confounds=confounds,
+        sample_mask=sample_mask,
+        low_pass=low_pass,
+        high_pass=high_pass,
+        t_r=tr,
+        ensure_finite=False,
+    )
 
 
 def _read_confounds(path: str | os.PathLike, n_volumes: int) -> np.ndarray:
@@ -194,8 +331,10 @@ def preprocess_subject(
         3D integer label image defining the output grid and the brain mask (> 0).
     out_t1, out_bold : path-like
         Outputs (``.nii.gz``), float32 on the atlas grid, written atomically.
-        The BOLD header stores the TR in seconds. ``out_bold`` is None exactly
-        when ``bold_path`` is.
+        The BOLD header stores the TR in seconds; a sidecar ``<out_bold>.json``
+        holds ``RepetitionTime`` and ``CensoredVolumes`` (original indices of
+        the volumes the raw sidecar's ``SampleMask`` drops; the written run
+        holds the others only). ``out_bold`` is None exactly when ``bold_path`` is.
     params : PreprocessSettings or dict
         :class:`modalmerge.settings.PreprocessSettings` (``detrend``,
         ``high_pass``/``low_pass`` in Hz or None, ``standardize``,
@@ -236,6 +375,7 @@ def preprocess_subject(
         if confounds_path is not None:
             raise ValueError("confounds need a BOLD run")
         _write_t1(t1, atlas, mask, params, out_t1)
+        write_dataset_description(out_t1, "preprocess")
         return
     bold = load_image(bold_path, ndim=4, what="BOLD run")
     n_volumes = bold.shape[3]
@@ -260,6 +400,7 @@ def preprocess_subject(
             f"frequency {nyquist:.4g} Hz of {bold_path} (TR {tr} s)"
         )
     confounds = None if confounds_path is None else _read_confounds(confounds_path, n_volumes)
+    sample_mask = read_sample_mask(bold_path, n_volumes)
 
     _write_t1(t1, atlas, mask, params, out_t1)
     del t1
@@ -268,23 +409,29 @@ def preprocess_subject(
     bold = _to_grid(bold, atlas)
     signals = np.asanyarray(bold.dataobj)[mask]  # (V_mask, T) gather
     del bold
-    from nilearn.signal import clean
-
-    cleaned = clean(
-        signals.T,  # (T, V_mask)
+    cleaned = clean_signals(  # (T_kept, V_mask)
+        signals.T,
+        tr,
         detrend=params.detrend,
-        standardize="zscore_sample" if params.standardize else False,
-        confounds=confounds,
+        standardize=params.standardize,
         low_pass=params.low_pass,
         high_pass=params.high_pass,
-        t_r=tr,
-        ensure_finite=False,
+        confounds=confounds,
+        sample_mask=sample_mask,
     )
     del signals
-    out = np.zeros((*labels.shape, n_volumes), dtype=np.float32, order="F")
+    out = np.zeros((*labels.shape, cleaned.shape[0]), dtype=np.float32, order="F")
     out[mask] = cleaned.T
     del cleaned
     bold_out = nib.Nifti1Image(out, atlas.affine)
     bold_out.header.set_xyzt_units("mm", "sec")
     bold_out.header.set_zooms((*bold_out.header.get_zooms()[:3], tr))
     save_image(bold_out, out_bold)
+    sidecar = {
+        "RepetitionTime": tr,
+        "CensoredVolumes": censored_volumes(sample_mask, n_volumes),
+        "Sources": [str(bold_path)],
+    }
+    with atomic_path(_sidecar_path(Path(out_bold))) as tmp:
+        tmp.write_text(json.dumps(sidecar, indent=2) + "\n")
+    write_dataset_description(out_t1, "preprocess")

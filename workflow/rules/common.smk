@@ -4,6 +4,7 @@ import re
 import shlex
 from pathlib import Path
 
+from modalmerge.data.derivatives import relmat_stat, seg_label, space_label
 from modalmerge.fingerprint import code_fingerprint
 from modalmerge.settings import to_dict
 from modalmerge.stages.train_resources import train_resources as train_job_resources
@@ -29,6 +30,10 @@ SAMPLE_UNIT = source_sample_unit(config["dataset"])  # "subject", or "region" (g
 # anatomy besides the T1w (BraTS: contrasts, segmentation) -> further image channels
 ANATOMY, LABEL_ANATOMY = source_anatomy(config["dataset"])
 CLUSTER = SETTINGS.cluster  # typed settings of every section: built in the Snakefile
+# BIDS-derivative entities of preproc/ and parcellated/ (modalmerge.data.derivatives)
+SPACE = space_label(config["dataset"])
+SEG = seg_label(config["dataset"])
+RELMAT_STAT = relmat_stat(SETTINGS.parcellate.connectivity)
 ACQUIRE_CODE = code_fingerprint(
     "modalmerge.stages.acquire", source_module_name(config["dataset"]["kind"])
 )
@@ -57,12 +62,39 @@ def subject_outputs():
 
 
 def preprocess_outputs():
-    """preprocess's outputs: the T1 on the atlas grid, and the cleaned BOLD when there is one."""
-    outputs = {"t1": f"{ROOT}/preproc/{{subject}}_T1w.nii.gz"}
+    """preprocess's outputs, a BIDS derivative (XCP-D names): the T1 (and extra anatomy) on
+    the atlas grid, and the cleaned BOLD with its sidecar (TR, censored volumes) when there
+    is one. The stage also writes preproc/dataset_description.json."""
+    sub = f"{ROOT}/preproc/{{subject}}"
+    outputs = {"t1": f"{sub}/anat/{{subject}}_space-{SPACE}_desc-preproc_T1w.nii.gz"}
     if WRITES["bold"]:
-        outputs["bold"] = f"{ROOT}/preproc/{{subject}}_bold.nii.gz"
+        stem = f"{sub}/func/{{subject}}_task-{TASK}_space-{SPACE}_desc-clean_bold"
+        outputs["bold"] = f"{stem}.nii.gz"
+        outputs["bold_json"] = f"{stem}.json"
     for name in ANATOMY:
-        outputs[anatomy_key(name)] = f"{ROOT}/preproc/{{subject}}_{name}.nii.gz"
+        entities, _, suffix = name.rpartition("_")  # ce-gd_T1w -> ce-gd, T1w
+        entities = f"_{entities}" if entities else ""
+        outputs[anatomy_key(name)] = (
+            f"{sub}/anat/{{subject}}{entities}_space-{SPACE}_desc-preproc_{suffix}.nii.gz"
+        )
+    return outputs
+
+
+def parcellate_outputs():
+    """parcellate's outputs, a BIDS derivative (XCP-D names): ROI structural features, and
+    the ROI time series and connectivity when there is BOLD, as TSVs; and the same arrays in
+    one .npz, the fast form the shard stage reads (docs/benchmarks.md). The stage also
+    writes parcellated/dataset_description.json."""
+    sub = f"{ROOT}/parcellated/{{subject}}"
+    ents = f"space-{SPACE}_seg-{SEG}"
+    outputs = {
+        "npz": f"{sub}/{{subject}}_{ents}_parcellated.npz",
+        "features": f"{sub}/anat/{{subject}}_{ents}_desc-structural_morph.tsv",
+    }
+    if WRITES["bold"]:
+        func = f"{sub}/func/{{subject}}_task-{TASK}_{ents}"
+        outputs["timeseries"] = f"{func}_stat-mean_timeseries.tsv"
+        outputs["relmat"] = f"{func}_stat-{RELMAT_STAT}_relmat.tsv"
     return outputs
 
 
@@ -105,13 +137,16 @@ def shard_anatomy_args(wildcards, input):
 
 
 def optional_args(wildcards, input, output=None):
-    """``--bold``/``--out-bold``/``--confounds`` for the inputs and outputs a rule has
-    (anatomy-only data has no BOLD; only some sources write confounds)."""
+    """``--bold``/``--out-bold``/``--confounds``/``--out-timeseries``/``--out-relmat`` for
+    the inputs and outputs a rule has (anatomy-only data has no BOLD; only some sources
+    write confounds)."""
     args = []
     for flag, files, key in (
         ("--bold", input, "bold"),
         ("--confounds", input, "confounds"),
         ("--out-bold", output, "bold"),
+        ("--out-timeseries", output, "timeseries"),
+        ("--out-relmat", output, "relmat"),
     ):
         value = files.get(key) if files is not None else None
         if value:

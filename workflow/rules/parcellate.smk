@@ -1,19 +1,21 @@
-# parcellate: per subject ROI time series, connectivity and ROI structural features
-# (structural features only for anatomy-only sources).
+# parcellate: per subject ROI time series, connectivity and ROI structural features, as
+# BIDS-derivative TSVs plus the .npz the shard stage reads (structural features only for
+# anatomy-only sources).
 
 
 rule parcellate:
     input:
         t1=rules.preprocess.output.t1,
         bold=rules.preprocess.output.bold if WRITES["bold"] else [],
+        bold_json=rules.preprocess.output.bold_json if WRITES["bold"] else [],
         atlas=rules.acquire_cohort.output.atlas,
         labels=rules.acquire_cohort.output.labels,
     output:
-        f"{ROOT}/parcellated/{{subject}}.npz",
+        **parcellate_outputs(),
     params:
         settings=section_json("parcellate"),
         code=fingerprint("modalmerge.data.parcellation.parcellate"),
-        optional=lambda wildcards, input: optional_args(wildcards, input),
+        optional=optional_args,
     log:
         f"{LOGS}/parcellate/{{subject}}.log",
     benchmark:
@@ -23,5 +25,5 @@ rule parcellate:
         **cluster_resources(mem_mb=2000),
     shell:
         "modalmerge parcellate --settings {params.settings:q} --t1 {input.t1:q}"
-        " {params.optional} --atlas {input.atlas:q} --labels {input.labels:q} --out {output:q}"
-        " > {log:q} 2>&1"
+        " {params.optional} --atlas {input.atlas:q} --labels {input.labels:q}"
+        " --out {output.npz:q} --out-features {output.features:q} > {log:q} 2>&1"

@@ -1,4 +1,5 @@
-# preprocess: anatomy and BOLD onto the atlas grid; BOLD detrended, band-passed, standardised.
+# preprocess: anatomy and BOLD onto the atlas grid; BOLD detrended, band-passed, censored
+# (a sample mask in the raw sidecar), standardised; outputs are a BIDS derivative (common.smk).
 # Anatomy-only sources (ADNI, BraTS) have no BOLD: the T1 alone, plus BraTS's other
 # contrasts (normalised like the T1) and its segmentation (nearest neighbour).
 

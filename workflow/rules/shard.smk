@@ -3,7 +3,7 @@
 
 rule shard:
     input:
-        parcellated=expand(rules.parcellate.output[0], subject=SUBJECTS),
+        parcellated=expand(rules.parcellate.output.npz, subject=SUBJECTS),
         anatomy=expand(rules.preprocess.output.t1, subject=SUBJECTS),
         texts=(
             expand(rules.acquire_subject.output.text, subject=SUBJECTS) if WRITES["text"] else []

@@ -12,13 +12,15 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
+from modalmerge.data.derivatives import write_dataset_description
 from modalmerge.data.nifti import check_same_grid, load_image, load_labels
 from modalmerge.data.parcellation import roi_kernel
 from modalmerge.data.parcellation.connectivity import connectivity
 from modalmerge.data.parcellation.label_runs import _cached, column_plan, region_sums_rows, row_plan
 from modalmerge.data.parcellation.labels import read_labels
-from modalmerge.data.preprocess import read_tr
+from modalmerge.data.preprocess import read_censored_volumes, read_tr
 from modalmerge.io import InputError, atomic_path
 from modalmerge.settings import CONNECTIVITY_KINDS, ParcellateSettings
 
@@ -28,6 +30,7 @@ __all__ = [
     "parcellate_subject",
     "roi_means",
     "structural_features",
+    "write_tables",
 ]
 
 FEATURE_NAMES = (
@@ -200,6 +203,44 @@ def structural_features(
     return features.astype(np.float32)
 
 
+def _write_tsv(table: pd.DataFrame, path: str | os.PathLike) -> None:
+    with atomic_path(path) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, na_rep="n/a", float_format="%.7g")
+
+
+def write_tables(
+    arrays: dict,
+    out_timeseries: str | os.PathLike | None = None,
+    out_relmat: str | os.PathLike | None = None,
+    out_features: str | os.PathLike | None = None,
+) -> None:
+    """The BIDS-derivative TSVs of one parcellated subject (XCP-D convention), atomically.
+
+    - ``out_timeseries``: one row per ORIGINAL volume, one column per ROI (header =
+      ROI names); censored volumes are rows of ``n/a``, so row i is volume i.
+    - ``out_relmat``: the connectivity matrix, first column ``Node`` (ROI names),
+      then one column per ROI.
+    - ``out_features``: one row per ROI, ``node`` then the structural features.
+
+    ``arrays`` holds the ``.npz`` contents (:func:`parcellate_subject`).
+    """
+    names = [str(n) for n in arrays["roi_names"]]
+    if out_timeseries is not None:
+        full = np.full((int(arrays["n_volumes"]), len(names)), np.nan, dtype=np.float32)
+        full[arrays["volume_index"]] = arrays["roi_timeseries"]
+        _write_tsv(pd.DataFrame(full, columns=names), out_timeseries)
+    if out_relmat is not None:
+        relmat = pd.DataFrame(arrays["connectivity"], columns=names)
+        relmat.insert(0, "Node", names)
+        _write_tsv(relmat, out_relmat)
+    if out_features is not None:
+        features = pd.DataFrame(
+            arrays["structural_features"], columns=[str(f) for f in arrays["feature_names"]]
+        )
+        features.insert(0, "node", names)
+        _write_tsv(features, out_features)
+
+
 def parcellate_subject(
     t1_path: str | os.PathLike,
     bold_path: str | os.PathLike | None,
@@ -207,8 +248,11 @@ def parcellate_subject(
     labels_path: str | os.PathLike,
     out_path: str | os.PathLike,
     params: ParcellateSettings | dict | None,
+    out_timeseries: str | os.PathLike | None = None,
+    out_relmat: str | os.PathLike | None = None,
+    out_features: str | os.PathLike | None = None,
 ) -> None:
-    """Write one subject's ``parcellated/sub-XXX.npz``.
+    """Write one subject's parcellated arrays (``.npz``) and their BIDS-derivative TSVs.
 
     Parameters
     ----------
@@ -227,11 +271,18 @@ def parcellate_subject(
         ``connectivity`` (R, R) float32, ``structural_features`` (R, F) float32,
         ``feature_names`` (F,) str, ``roi_labels`` (R,) int32, ``roi_names``
         (R,) str, ``roi_coords`` (R, 3) float32 mm, ``tr`` (s),
-        ``connectivity_kind`` str.
+        ``connectivity_kind`` str, ``volume_index`` (T,) int64 (the original
+        index of each row: censored volumes are absent, see the BOLD sidecar's
+        ``CensoredVolumes``) and ``n_volumes`` (the run's volumes before censoring).
+        The shard stage reads this form (faster than the TSVs: docs/benchmarks.md).
     params : ParcellateSettings or dict
         :class:`modalmerge.settings.ParcellateSettings` (``connectivity``, see
         :data:`CONNECTIVITY_KINDS`; ``tissue_threshold``) or a ``parcellate:``
         mapping (defaults filled, unknown keys and bad values raise ValueError).
+    out_timeseries, out_relmat, out_features : path-like, optional
+        The same data as BIDS-derivative TSVs (:func:`write_tables`); the first
+        two need a BOLD run. Outputs in a ``sub-<label>`` folder also get the
+        derivative ``dataset_description.json``.
 
     Raises
     ------
@@ -267,23 +318,30 @@ def parcellate_subject(
         flat = roi_labels[np.ptp(series, axis=0) == 0]
         if flat.size:
             raise InputError(bold_path, f"regions {flat[:10].tolist()} have a constant time series")
+        volume_index, n_volumes = read_censored_volumes(bold_path, series.shape[0])
         function = {
             "roi_timeseries": series,
             "connectivity": connectivity(series, params.connectivity).astype(np.float32),
             "tr": np.float64(tr),
             "connectivity_kind": np.array(params.connectivity),
+            "volume_index": volume_index,
+            "n_volumes": np.int64(n_volumes),
         }
     voxel_volume = float(np.prod(atlas.header.get_zooms()[:3]))
     features = structural_features(
         np.asanyarray(t1.dataobj), labels, roi_labels, voxel_volume, params.tissue_threshold
     )
+    if bold_path is None and (out_timeseries is not None or out_relmat is not None):
+        raise ValueError("time series and connectivity tables need a BOLD run")
+    arrays = {
+        **function,
+        "structural_features": features,
+        "feature_names": np.array(FEATURE_NAMES),
+        "roi_labels": roi_labels.astype(np.int32),
+        "roi_names": np.asarray(table["name"].astype(str).tolist(), dtype=str),  # no pickle
+        "roi_coords": table[["x", "y", "z"]].to_numpy(dtype=np.float32),
+    }
+    write_tables(arrays, out_timeseries, out_relmat, out_features)
     with atomic_path(out_path) as tmp:
-        np.savez(
-            tmp,
-            **function,
-            structural_features=features,
-            feature_names=np.array(FEATURE_NAMES),
-            roi_labels=roi_labels.astype(np.int32),
-            roi_names=np.asarray(table["name"].astype(str).tolist(), dtype=str),  # no pickle
-            roi_coords=table[["x", "y", "z"]].to_numpy(dtype=np.float32),
-        )
+        np.savez(tmp, **arrays)
+    write_dataset_description(out_path, "parcellate")

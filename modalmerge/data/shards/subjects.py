@@ -7,7 +7,7 @@ Layout of each ``{split}-NNNN.h5`` (docs/architecture.md §2)::
                            uncompressed, allocated at creation (constant chunk stride);
                            absent for anatomy-only data (then one sample per subject)
     /samples/subject_index (n_samples,) int64   -> row in /subjects/*
-    /samples/window_start  (n_samples,) int64   (volumes from run start)
+    /samples/window_start  (n_samples,) int64   (original volumes from run start)
     /subjects/id           (n_subjects,) str
     /subjects/image        (n_subjects, 1, D, H, W) float32, chunks=(1, 1, D, H, W), ditto
     /subjects/tabular      (n_subjects, n_columns) float32 (attrs: columns, categorical,
@@ -18,6 +18,12 @@ Layout of each ``{split}-NNNN.h5`` (docs/architecture.md §2)::
 
 Inputs are read one subject at a time; everything is written into a temporary
 directory that replaces ``out_dir`` only when complete.
+
+Censored volumes (preprocess drops the volumes a confound strategy's sample
+mask censors) keep their place: a parcellated run's rows carry their original
+volume index (``volume_index``), windows are laid on the original volumes, and
+a window that contains a censored volume is dropped, never bridged. The
+manifest's ``censoring`` counts the censored volumes and dropped windows.
 """
 
 from __future__ import annotations
@@ -270,6 +276,12 @@ def _load_parcellated(path: Path) -> dict[str, np.ndarray]:
             out = {"structural_features": npz["structural_features"]}
             if "roi_timeseries" in npz.files or "connectivity" in npz.files:  # BOLD was there
                 out.update(roi_timeseries=npz["roi_timeseries"], connectivity=npz["connectivity"])
+            if "roi_timeseries" in out:  # original volume of each row (censoring)
+                n_rows = out["roi_timeseries"].shape[0]
+                out["volume_index"] = (
+                    npz["volume_index"] if "volume_index" in npz.files else np.arange(n_rows)
+                )
+                out["n_volumes"] = int(npz["n_volumes"]) if "n_volumes" in npz.files else n_rows
             out["feature_names"] = npz["feature_names"]
             out["roi_labels"] = npz["roi_labels"]
             out["tr"] = npz["tr"] if "tr" in npz.files else np.float64("nan")
@@ -283,14 +295,32 @@ def _load_parcellated(path: Path) -> dict[str, np.ndarray]:
     for key in ("roi_timeseries", "structural_features", "connectivity"):
         if key in out and not np.isfinite(out[key]).all():
             raise InputError(path, f"{key} holds NaN or infinite values")
+    if "volume_index" in out:
+        index = np.asarray(out["volume_index"], dtype=np.int64)
+        if (
+            index.shape != (out["roi_timeseries"].shape[0],)
+            or (index.size and (index[0] < 0 or index[-1] >= out["n_volumes"]))
+            or (np.diff(index) <= 0).any()
+        ):
+            raise InputError(path, "volume_index is not one increasing volume index per row")
+        out["volume_index"] = index
     return out
 
 
-def _window_starts(n_time: int, params: ShardSettings, split: str, path: Path) -> np.ndarray:
-    """Window starts (volumes) of one subject's run in ``split``.
+def _window_starts(
+    n_time: int,
+    params: ShardSettings,
+    split: str,
+    path: Path,
+    volume_index: np.ndarray | None = None,
+) -> tuple[np.ndarray, int]:
+    """Window starts (original volumes) of one subject's run in ``split``, and how many
+    windows were dropped because they contain a censored volume.
 
     ``split_by: subject``: every window of the run; ``split_by: time``: the
-    windows that lie inside the split's block (:func:`time_blocks`).
+    windows that lie inside the split's block (:func:`time_blocks`). ``n_time``
+    counts the run's volumes before censoring; ``volume_index`` (the kept
+    volumes, None = all) removes every window that holds a censored one.
     """
     window, stride = params.window, params.stride
     start, stop = 0, n_time
@@ -300,7 +330,14 @@ def _window_starts(n_time: int, params: ShardSettings, split: str, path: Path) -
             start, stop = time_blocks(n_time, params.fractions.as_dict(), window, gap)[split]
         except ValueError as exc:
             raise InputError(path, str(exc)) from None
-    return np.arange(start, stop - window + 1, stride, dtype=np.int64)
+    starts = np.arange(start, stop - window + 1, stride, dtype=np.int64)
+    if volume_index is None or len(volume_index) == n_time:
+        return starts, 0
+    censored = np.ones(n_time, dtype=np.int64)
+    censored[volume_index] = 0
+    cumulative = np.concatenate([[0], np.cumsum(censored)])
+    clean = cumulative[starts + window] == cumulative[starts]
+    return starts[clean], int((~clean).sum())
 
 
 def _n_windows(path: Path, params: ShardSettings, split: str) -> int:
@@ -309,8 +346,10 @@ def _n_windows(path: Path, params: ShardSettings, split: str) -> int:
     parc = _load_parcellated(path)
     if "roi_timeseries" not in parc:
         return 1
-    n_time = parc["roi_timeseries"].shape[0]
-    return 0 if n_time < params.window else len(_window_starts(n_time, params, split, path))
+    n_time = parc["n_volumes"]
+    if n_time < params.window:
+        return 0
+    return len(_window_starts(n_time, params, split, path, parc["volume_index"])[0])
 
 
 def shard_file_head(h5: h5py.File, split: str, chash: str, ids: list[str], table, table_attrs):
@@ -366,12 +405,16 @@ def _write_file(
     shapes: dict,
     label_channels: tuple[str, ...] = (),
     connectivity: dict[str, np.ndarray] | None = None,
+    censoring: dict | None = None,
 ) -> int:
     """Write one shard file with the given subjects; return its sample count.
 
     ``connectivity``: per-subject matrices to store instead of the parcellated
     ones (the tangent-space matrices of ``shard.connectivity: tangent``).
+    ``censoring``: filled with ``{subject: {"censored_volumes", "dropped_windows"}}``
+    for subjects with censored volumes (dropped windows summed over splits).
     """
+    censoring = {} if censoring is None else censoring
     window, factor = params.window, params.image_downsample
     n = len(members)
     ids = [subjects[i] for i in members]
@@ -384,7 +427,8 @@ def _write_file(
             series = parc.get("roi_timeseries")  # None: anatomy only, one sample per subject
             if series is not None:
                 series = series.astype(np.float32)
-                n_time, n_roi = series.shape
+                n_roi = series.shape[1]
+                n_time = parc["n_volumes"]  # before censoring: windows keep original volumes
                 if n_time < window:
                     raise InputError(parcellated[i], f"{n_time} volumes < window {window}")
             elif params.split_by == "time":
@@ -458,9 +502,22 @@ def _write_file(
             if series is None:
                 starts = np.zeros(1, dtype=np.int64)
             else:
-                starts = _window_starts(n_time, params, split, parcellated[i])
+                index = parc["volume_index"]
+                starts, dropped = _window_starts(n_time, params, split, parcellated[i], index)
+                if len(index) < n_time:
+                    entry = censoring.setdefault(
+                        subjects[i], {"censored_volumes": n_time - len(index), "dropped_windows": 0}
+                    )
+                    entry["dropped_windows"] += dropped
+                    if not len(starts):
+                        raise InputError(
+                            parcellated[i],
+                            f"every {split} window of {window} volumes holds a censored volume; "
+                            "a shorter shard.window keeps some",
+                        )
+                rows = np.searchsorted(index, starts)  # kept windows are contiguous rows
                 windows = np.lib.stride_tricks.sliding_window_view(series, window, axis=0)
-                series_ds[written : written + len(starts)] = windows[starts].transpose(0, 2, 1)
+                series_ds[written : written + len(starts)] = windows[rows].transpose(0, 2, 1)
             k = len(starts)
             index_ds[written : written + k] = row
             starts_ds[written : written + k] = starts
@@ -515,7 +572,9 @@ def write_shards(
         Subject ids (``sub-001`` ...), aligned with the three path lists; each
         path's file name must contain its subject id.
     parcellated : list of Path
-        ``parcellated/sub-XXX.npz`` files (see :mod:`modalmerge.data.parcellation.parcellate`).
+        The parcellate stage's ``.npz`` files (in the workflow
+        ``parcellated/sub-XXX/sub-XXX_space-S_seg-A_parcellated.npz``; see
+        :mod:`modalmerge.data.parcellation.parcellate`).
     anatomy : list of Path
         Preprocessed T1 images (atlas grid); stored as ``(1, D, H, W)`` after an
         optional integer block-mean downsampling.
@@ -595,6 +654,7 @@ def write_shards(
 
     out_dir = Path(out_dir)
     shapes: dict = {}
+    censoring: dict = {}
     files = []
     with atomic_dir(out_dir) as tmp_dir:  # the old shards stay until the new are whole
         for split in SPLITS:
@@ -606,7 +666,7 @@ def write_shards(
                 n_samples = _write_file(
                     tmp_dir / name, split, group, subjects, parcellated, channels, texts,
                     tabular, tabular_attrs, params, chash, shapes, tuple(label_channels),
-                    tangent,
+                    tangent, censoring,
                 )  # fmt: skip
                 files.append(
                     {"file": name, "split": split, "n_subjects": len(group), "n_samples": n_samples}
@@ -630,5 +690,12 @@ def write_shards(
             "connectivity": params.connectivity or "as parcellated",
             "image_channels": list(channels),
             "label_channels": [c for c in channels if c in set(label_channels)],
+            "censoring": {
+                "rule": "windows holding a censored volume are dropped; window_start counts "
+                "original volumes",
+                "censored_volumes": sum(c["censored_volumes"] for c in censoring.values()),
+                "dropped_windows": sum(c["dropped_windows"] for c in censoring.values()),
+                "subjects": dict(sorted(censoring.items())),
+            },
         }
         (tmp_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))

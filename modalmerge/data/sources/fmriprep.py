@@ -23,8 +23,11 @@ confounds : dict, default ``{"strategy": "simple"}``
     ``strategy`` a name (``simple``, ``scrubbing``, ``compcor``, ``ica_aroma``)
     calls :func:`nilearn.interfaces.fmriprep.load_confounds_strategy`; a list
     (``[motion, wm_csf]``) calls :func:`~nilearn.interfaces.fmriprep.load_confounds`;
-    other keys are passed on. Volumes a strategy censors are listed as
-    ``SampleMask`` (kept volume indices) in the BOLD sidecar.
+    other keys are passed on. Volumes a strategy censors (``scrubbing``,
+    non-steady-state volumes) are listed as ``SampleMask`` (kept volume
+    indices) in the BOLD sidecar; the preprocess stage passes it to
+    ``nilearn.signal.clean(sample_mask=...)``, which drops them
+    (docs/architecture.md, "Censoring").
 participants : str, optional
     A participants TSV (fMRIPrep does not copy the raw dataset's).
 """
@@ -195,7 +198,7 @@ def _collect(params: dict, subject: str) -> SubjectFiles:
     }
     if note:
         files.bold_json["TRWarning"] = note
-    if sample_mask is not None:
+    if sample_mask is not None:  # read back by preprocess (modalmerge.data.preprocess)
         files.bold_json["SampleMask"] = [int(i) for i in sample_mask]
     return files
 
