@@ -6,10 +6,6 @@ rule acquire_cohort:
         participants=f"{ROOT}/raw/participants.tsv",
         atlas=f"{ROOT}/atlas/atlas.nii.gz",
         labels=f"{ROOT}/atlas/labels.tsv",
-    params:
-        dataset=as_json(config["dataset"]),
-        code=ACQUIRE_CODE,
-        root=lambda wildcards, output: dataset_root(output.atlas),
     log:
         f"{LOGS}/acquire/cohort.log",
     benchmark:
@@ -17,6 +13,10 @@ rule acquire_cohort:
     threads: 1
     resources:
         **cluster_resources(mem_mb=2000),
+    params:
+        dataset=as_json(config["dataset"]),
+        code=ACQUIRE_CODE,
+        root=lambda wildcards, output: dataset_root(output.atlas),
     shell:
         "modalmerge acquire-cohort --dataset {params.dataset:q} --root {params.root:q} > {log:q} 2>&1"
 
@@ -24,10 +24,6 @@ rule acquire_cohort:
 rule acquire_subject:
     output:
         **subject_outputs(),
-    params:
-        dataset=as_json(config["dataset"]),
-        code=ACQUIRE_CODE,
-        root=lambda wildcards, output: dataset_root(output.t1),
     log:
         f"{LOGS}/acquire/{{subject}}.log",
     benchmark:
@@ -35,6 +31,10 @@ rule acquire_subject:
     threads: 1
     resources:
         **cluster_resources(mem_mb=2000),
+    params:
+        dataset=as_json(config["dataset"]),
+        code=ACQUIRE_CODE,
+        root=lambda wildcards, output: dataset_root(output.t1),
     shell:
         "modalmerge acquire-subject --dataset {params.dataset:q} --root {params.root:q}"
         " --subject {wildcards.subject:q} > {log:q} 2>&1"

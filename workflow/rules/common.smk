@@ -39,6 +39,7 @@ ACQUIRE_CODE = code_fingerprint(
 )
 EXPERIMENTS = {e.name: e for e in SETTINGS.experiments}  # names are unique (from_config)
 
+
 wildcard_constraints:
     subject="sub-[A-Za-z0-9]+",
     experiment="|".join(EXPERIMENTS) or "NONE",

@@ -8,11 +8,6 @@ rule evaluate:
     output:
         metrics=f"{ROOT}/eval/{{experiment}}/metrics.json",
         predictions=f"{ROOT}/eval/{{experiment}}/predictions.npz",
-    params:
-        settings=section_json("evaluate"),
-        experiment=experiment_json,
-        truth=f"{ROOT}/truth",
-        code=fingerprint("modalmerge.stages.evaluate"),
     log:
         f"{LOGS}/evaluate/{{experiment}}.log",
     benchmark:
@@ -20,6 +15,11 @@ rule evaluate:
     threads: 1
     resources:
         **cluster_resources(),
+    params:
+        settings=section_json("evaluate"),
+        experiment=experiment_json,
+        truth=f"{ROOT}/truth",
+        code=fingerprint("modalmerge.stages.evaluate"),
     shell:
         "modalmerge evaluate --settings {params.settings:q} --experiment {params.experiment:q}"
         " --model {input.model:q} --shards {input.shards:q} --truth {params.truth:q}"
@@ -35,8 +35,6 @@ rule summarize:
             caption="../report/summary.rst",
             category="Summary",
         ),
-    params:
-        code=fingerprint("modalmerge.evaluation.summary"),
     log:
         f"{LOGS}/evaluate/summary.log",
     benchmark:
@@ -44,5 +42,7 @@ rule summarize:
     threads: 1
     resources:
         **cluster_resources(mem_mb=1000),
+    params:
+        code=fingerprint("modalmerge.evaluation.summary"),
     shell:
         "modalmerge summarize --metrics {input:q} --out {output:q} > {log:q} 2>&1"

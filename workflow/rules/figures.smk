@@ -17,10 +17,6 @@ rule figures:
             caption="../report/figures.rst",
             category="{experiment}",
         ),
-    params:
-        settings=section_json("figures"),
-        experiment=experiment_json,
-        code=fingerprint("modalmerge.stages.figures"),
     log:
         f"{LOGS}/figures/{{experiment}}.log",
     benchmark:
@@ -28,6 +24,10 @@ rule figures:
     threads: 1
     resources:
         **cluster_resources(mem_mb=2000),
+    params:
+        settings=section_json("figures"),
+        experiment=experiment_json,
+        code=fingerprint("modalmerge.stages.figures"),
     shell:
         "modalmerge figures --settings {params.settings:q} --experiment {params.experiment:q}"
         " --model {input.model:q} --history {input.history:q} --predictions {input.predictions:q}"
@@ -44,9 +44,6 @@ rule summary_chart:
             caption="../report/summary_chart.rst",
             category="Summary",
         ),
-    params:
-        settings=section_json("figures"),
-        code=fingerprint("modalmerge.stages.figures"),
     log:
         f"{LOGS}/figures/summary.log",
     benchmark:
@@ -54,6 +51,9 @@ rule summary_chart:
     threads: 1
     resources:
         **cluster_resources(mem_mb=1000),
+    params:
+        settings=section_json("figures"),
+        code=fingerprint("modalmerge.stages.figures"),
     shell:
         "modalmerge summary-chart --settings {params.settings:q} --summary {input:q}"
         " --out {output:q} > {log:q} 2>&1"

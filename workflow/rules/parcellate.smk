@@ -12,10 +12,6 @@ rule parcellate:
         labels=rules.acquire_cohort.output.labels,
     output:
         **parcellate_outputs(),
-    params:
-        settings=section_json("parcellate"),
-        code=fingerprint("modalmerge.data.parcellation.parcellate"),
-        optional=optional_args,
     log:
         f"{LOGS}/parcellate/{{subject}}.log",
     benchmark:
@@ -23,6 +19,10 @@ rule parcellate:
     threads: 1
     resources:
         **cluster_resources(mem_mb=2000),
+    params:
+        settings=section_json("parcellate"),
+        code=fingerprint("modalmerge.data.parcellation.parcellate"),
+        optional=optional_args,
     shell:
         "modalmerge parcellate --settings {params.settings:q} --t1 {input.t1:q}"
         " {params.optional} --atlas {input.atlas:q} --labels {input.labels:q}"

@@ -13,11 +13,6 @@ rule preprocess:
         confounds=rules.acquire_subject.output.confounds if WRITES["confounds"] else [],
     output:
         **preprocess_outputs(),
-    params:
-        settings=section_json("preprocess"),
-        code=fingerprint("modalmerge.data.preprocess"),
-        optional=optional_args,
-        extra=extra_anatomy_args,
     log:
         f"{LOGS}/preprocess/{{subject}}.log",
     benchmark:
@@ -25,6 +20,11 @@ rule preprocess:
     threads: 1
     resources:
         **cluster_resources(mem_mb=2000),
+    params:
+        settings=section_json("preprocess"),
+        code=fingerprint("modalmerge.data.preprocess"),
+        optional=optional_args,
+        extra=extra_anatomy_args,
     shell:
         "modalmerge preprocess --settings {params.settings:q} --t1 {input.t1:q}"
         " --atlas {input.atlas:q} {params.optional} {params.extra} --out-t1 {output.t1:q}"

@@ -8,10 +8,6 @@ rule acquire_cohort:
         regions=f"{ROOT}/raw/regions.tsv",
         atlas=f"{ROOT}/atlas/atlas.nii.gz",
         labels=f"{ROOT}/atlas/labels.tsv",
-    params:
-        dataset=as_json(config["dataset"]),
-        code=ACQUIRE_CODE,
-        root=lambda wildcards, output: dataset_root(output.atlas),
     log:
         f"{LOGS}/acquire/cohort.log",
     benchmark:
@@ -19,6 +15,10 @@ rule acquire_cohort:
     threads: 1
     resources:
         **cluster_resources(mem_mb=2000),
+    params:
+        dataset=as_json(config["dataset"]),
+        code=ACQUIRE_CODE,
+        root=lambda wildcards, output: dataset_root(output.atlas),
     shell:
         "modalmerge acquire-cohort --dataset {params.dataset:q} --root {params.root:q} > {log:q} 2>&1"
 
@@ -28,9 +28,6 @@ rule shard:
         regions=rules.acquire_cohort.output.regions,
     output:
         directory(f"{ROOT}/shards"),
-    params:
-        settings=section_json("shard_regions"),
-        code=fingerprint("modalmerge.data.shards.regions"),
     log:
         f"{LOGS}/shard/shard.log",
     benchmark:
@@ -38,6 +35,9 @@ rule shard:
     threads: 1
     resources:
         **cluster_resources(mem_mb=2000),
+    params:
+        settings=section_json("shard_regions"),
+        code=fingerprint("modalmerge.data.shards.regions"),
     shell:
         "modalmerge shard-regions --settings {params.settings:q} --regions {input.regions:q}"
         " --out {output:q} > {log:q} 2>&1"

@@ -12,6 +12,13 @@ rule shard:
         extra_anatomy=preprocessed_anatomy(),
     output:
         directory(f"{ROOT}/shards"),
+    log:
+        f"{LOGS}/shard/shard.log",
+    benchmark:
+        f"{BENCH}/shard/shard.tsv"
+    threads: 1
+    resources:
+        **cluster_resources(mem_mb=4000),
     params:
         settings=section_json("shard"),
         subjects=SUBJECTS,
@@ -20,13 +27,6 @@ rule shard:
         texts=lambda wildcards, input: (
             "--texts " + " ".join(shlex.quote(t) for t in input.texts) if input.texts else ""
         ),
-    log:
-        f"{LOGS}/shard/shard.log",
-    benchmark:
-        f"{BENCH}/shard/shard.tsv"
-    threads: 1
-    resources:
-        **cluster_resources(mem_mb=4000),
     shell:
         "modalmerge shard --settings {params.settings:q} --subjects {params.subjects:q}"
         " --parcellated {input.parcellated:q} --anatomy {input.anatomy:q} {params.texts}"

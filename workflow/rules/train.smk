@@ -9,12 +9,6 @@ rule train:
     output:
         model=f"{ROOT}/models/{{experiment}}/model.pt",
         history=f"{ROOT}/models/{{experiment}}/history.csv",
-    params:
-        settings=section_json("train"),
-        experiment=experiment_json,
-        code=fingerprint("modalmerge.stages.train"),
-        out_dir=lambda wildcards, output: str(Path(output.model).parent),
-        launcher=train_launcher,
     log:
         f"{LOGS}/train/{{experiment}}.log",
     benchmark:
@@ -22,6 +16,12 @@ rule train:
     threads: train_job_threads
     resources:
         **{key: train_resource(key) for key in train_job_resources(0, CLUSTER)},
+    params:
+        settings=section_json("train"),
+        experiment=experiment_json,
+        code=fingerprint("modalmerge.stages.train"),
+        out_dir=lambda wildcards, output: str(Path(output.model).parent),
+        launcher=train_launcher,
     shell:
         "{params.launcher} train --settings {params.settings:q} --experiment {params.experiment:q}"
         " --shards {input.shards:q} --out-dir {params.out_dir:q} --threads {threads} > {log:q} 2>&1"
