@@ -58,6 +58,9 @@ class BoldResult:
     slope: float  # intensity = data * slope
     evoked: np.ndarray  # (T, R) task-evoked regional signal, percent
     spontaneous: np.ndarray  # (T, R) spontaneous regional signal, percent
+    #: (X, Y, Z, T) float32 intensity, Fortran-ordered: the run with every random term off
+    #: (:func:`render_bold`, "noise-free run"), in the observed run's units (``data * slope``)
+    noisefree: np.ndarray | None = None
 
 
 def _ar1(noise: np.ndarray, a: float) -> np.ndarray:
@@ -121,14 +124,44 @@ def _physiology(p: SyntheticParams, rng: np.random.Generator) -> tuple[np.ndarra
     return np.cos(cardiac) + 0.4 * np.cos(2 * cardiac), np.sin(respiratory)
 
 
-def render_bold(p: SyntheticParams, truth: SubjectTruth, tissues: dict) -> BoldResult:
+def _regional_to_voxels(regional: np.ndarray, membership: np.ndarray, gm: np.ndarray) -> np.ndarray:
+    """Regional percent signal (T, R) onto the head voxels (T, n): soft region membership
+    weighted by the voxel's cortical grey-matter fraction (partial volume)."""
+    return regional.astype(np.float32) @ membership * gm
+
+
+def _to_volume(values: np.ndarray, flat: np.ndarray, shape: tuple, dtype) -> np.ndarray:
+    """Head-voxel values (T, n) into an (X, Y, Z, T) Fortran-ordered volume, 0 outside."""
+    out = np.zeros((len(values), int(np.prod(shape))), dtype)
+    out[:, flat] = values
+    x, y, z = shape
+    return out.reshape(len(values), z, y, x).transpose(3, 2, 1, 0)
+
+
+def render_bold(
+    p: SyntheticParams, truth: SubjectTruth, tissues: dict, *, noisefree: bool = False
+) -> BoldResult:
     """Render one subject's BOLD run from its truth and tissue fractions.
+
+    With ``noisefree``, also the noise-free run (``BoldResult.noisefree``): the
+    same rendering with every random term off. It is the observed run's
+    expectation given the subject's truth: tissue baseline x bias field x
+    (1 + 0.01 x evoked response rendered through the same membership and
+    grey-matter partial volumes), float32 in the observed run's intensity units,
+    0 outside the head. Off: spontaneous activity (its coupling is the
+    subject's, its realisation random, mean 0), smooth 1/f noise, drift,
+    cardiac and respiratory cycles, voxel AR(1) and thermal noise, the clipping
+    at 0 and the int16 quantisation. The bias field is kept: it is a fixed
+    multiplicative gain of the subject's run (drawn first, before any noise).
+    The random draws are those of the run without ``noisefree``, in the same
+    order, so ``data`` is bit-identical either way.
 
     Returns
     -------
     BoldResult
         ``data`` (X, Y, Z, T) int16 with ``slope`` (values ~ a few hundred to
-        ~2000 in the head, exactly 0 outside it), and the regional truths.
+        ~2000 in the head, exactly 0 outside it), the regional truths, and
+        ``noisefree`` (or None).
     """
     tpl: Template = template(p)
     rng = rng_for(p, truth.index, STREAM_BOLD)
@@ -150,7 +183,10 @@ def render_bold(p: SyntheticParams, truth: SubjectTruth, tissues: dict) -> BoldR
     # regional signal, percent
     spontaneous = spontaneous_activity(p, truth.coupling, rng)
     evoked = evoked_response(p, truth.amplitude, truth.latency, truth.condition_weights)
-    percent = (spontaneous + evoked).astype(np.float32) @ membership * frac["gm"]  # (T, n)
+    percent = _regional_to_voxels(spontaneous + evoked, membership, frac["gm"])  # (T, n)
+    clean = None
+    if noisefree:  # the same rendering of the evoked response alone, no draw taken
+        clean = baseline * (1.0 + 0.01 * _regional_to_voxels(evoked, membership, frac["gm"]))
 
     # spatially smooth 1/f fluctuations: Gaussian blobs inside the brain
     scale = p.noise_scale
@@ -178,7 +214,7 @@ def render_bold(p: SyntheticParams, truth: SubjectTruth, tissues: dict) -> BoldR
     percent += cardiac[:, z_index].astype(np.float32) * cardiac_w
     percent += respiratory[:, z_index].astype(np.float32) * respiratory_w
 
-    bold = baseline * (1.0 + 0.01 * percent)
+    bold = baseline * (1.0 + 0.01 * percent)  # the noise-free run above: same expression
     sigma = float(np.mean(baseline[frac["gm"] + frac["wm"] + frac["deep_gm"] > 0.5])) / p.tsnr
     colored = rng.standard_normal(bold.shape, dtype=np.float32)
     colored = _ar1(colored, VOXEL_AR)
@@ -187,8 +223,9 @@ def render_bold(p: SyntheticParams, truth: SubjectTruth, tissues: dict) -> BoldR
     np.maximum(bold, 0.0, out=bold)
 
     slope = float(bold.max()) / 32000.0
-    out = np.zeros((n_t, head.size), np.int16)
-    out[:, flat] = np.rint(bold / slope).astype(np.int16)
-    x, y, z = head.shape
-    data = out.reshape(n_t, z, y, x).transpose(3, 2, 1, 0)  # (X, Y, Z, T), Fortran order
-    return BoldResult(data=data, slope=slope, evoked=evoked, spontaneous=spontaneous)
+    data = _to_volume(np.rint(bold / slope).astype(np.int16), flat, head.shape, np.int16)
+    if clean is not None:
+        clean = _to_volume(clean, flat, head.shape, np.float32)
+    return BoldResult(
+        data=data, slope=slope, evoked=evoked, spontaneous=spontaneous, noisefree=clean
+    )

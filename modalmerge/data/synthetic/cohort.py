@@ -9,7 +9,7 @@ generates other subjects. Layout under the dataset root (docs/architecture.md §
     raw/sub-XXX/func/sub-XXX_task-<task>_bold.nii.gz (+ _bold.json)
     raw/sub-XXX/sub-XXX_description.txt
     atlas/atlas.nii.gz, atlas/labels.tsv
-    truth/sub-XXX.npz
+    truth/sub-XXX.npz, truth/sub-XXX_bold-noisefree.nii.gz
 
 Example
 -------
@@ -167,7 +167,16 @@ def write_subject(
         - latent factors: ``age``, ``sex``, ``group``, ``severity``,
           ``brain_factor``, ``regional_factors``, ``atrophy``,
           ``ventricle_scale``, ``coupling_gain``, ``lesion_centers_mm`` (n, 3),
-          ``lesion_radii_mm``, ``lesion_labels``.
+          ``lesion_radii_mm``, ``lesion_labels``;
+
+        and ``truth/sub-XXX_bold-noisefree.nii.gz``: the noise-free run
+        (:func:`modalmerge.data.synthetic.bold.render_bold`), float32 on the BOLD
+        run's grid, affine and zooms (4th = TR), in its intensity units: what the
+        subject's truth determines of the observed run (tissue baseline, bias
+        field and the evoked response through the same partial volumes), with
+        spontaneous activity, noise, clipping and quantisation off. The evaluate
+        stage preprocesses and parcellates it like the observed run: the
+        noise ceiling and the ``oracle`` predictor.
 
     Raises
     ------
@@ -180,7 +189,7 @@ def write_subject(
     truth = subject_truth(p, index)
     tissues = tissue_fractions(p, truth)
     t1 = render_t1(p, truth, tissues)
-    bold = render_bold(p, truth, tissues)
+    bold = render_bold(p, truth, tissues, noisefree=True)
     names = region_names(p)
     affine = grid_affine(p)
     v = float(p.voxel_size_mm)
@@ -232,6 +241,12 @@ def write_subject(
     _save_json(sidecar, subject_dir / "func" / f"{bold_stem}.json")
     _save_text(
         describe_subject(p, truth, subject, names), subject_dir / f"{subject}_description.txt"
+    )
+    _save_nifti(
+        bold.noisefree,
+        affine,
+        root / "truth" / f"{subject}_bold-noisefree.nii.gz",
+        zooms=(v, v, v, float(p.tr)),
     )
     with atomic_path(root / "truth" / f"{subject}.npz") as tmp:
         np.savez_compressed(tmp, **truth_arrays)
