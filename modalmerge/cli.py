@@ -128,6 +128,8 @@ def _evaluate(a: argparse.Namespace) -> None:
         a.out_metrics,
         a.out_predictions,
         truth_dir=a.truth,
+        preprocess=a.preprocess,
+        parcellate=a.parcellate,
     )
 
 
@@ -277,6 +279,13 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("model", "shards", "out-metrics", "out-predictions"):
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--truth", default=None, help="truth/ of a synthetic dataset (noise ceiling)")
+    for section in ("preprocess", "parcellate"):  # applied to the noise-free runs in truth/
+        p.add_argument(
+            f"--{section}",
+            type=_section(section),
+            default=None,
+            help=f"config['{section}'] as JSON: the observed runs' settings (noise ceiling)",
+        )
 
     p = command("summarize", _summarize, "gather metrics.json files into summary.csv")
     p.add_argument("--metrics", nargs="+", required=True)

@@ -459,8 +459,8 @@ def test_summary_names_the_missing_or_corrupt_metrics_file(tmp_path):
 
 def test_write_metrics_refuses_a_record_that_breaks_the_schema(tmp_path):
     path = tmp_path / "metrics.json"
-    with pytest.raises(ValueError, match="unknown predictor 'oracle'"):
-        write_metrics(path, _record("a", model={"r": 1.0}, oracle={"r": 1.0}))
+    with pytest.raises(ValueError, match="unknown predictor 'psychic'"):
+        write_metrics(path, _record("a", model={"r": 1.0}, psychic={"r": 1.0}))
     with pytest.raises(ValueError, match="n_test_subjects"):
         write_metrics(path, {**_record("a"), "n_test_subjects": 0})
     with pytest.raises(ValueError, match="differ in length"):
@@ -552,16 +552,31 @@ def test_time_series_scorer_output_is_pinned_on_a_tiny_fixed_input():
 
 
 def test_time_series_scorer_adds_the_noise_ceiling_from_the_truth_it_is_given():
-    from modalmerge.evaluation.time_series import score_time_series
+    from modalmerge.evaluation.time_series import RunTruth, score_time_series
 
     data = _tiny_time_series_input()
-    true = score_time_series(data).arrays["target"]
-    out = score_time_series(data, truth=lambda subjects, index: true * 2.0)
+    true = score_time_series(data).arrays["target"]  # (2 subjects, 8 volumes, 3 ROIs)
+    subjects = ["sub-4", "sub-5"]
+    index = np.arange(8)
+    # noise-free runs that equal the observed ones but for scale, regional truth likewise
+    truths = {
+        s: RunTruth(evoked=true[i] * 2.0, noisefree=true[i] * 3.0 + 1.0, volume_index=index)
+        for i, s in enumerate(subjects)
+    }
+    out = score_time_series(data, truth=lambda ids: {s: truths[s] for s in ids})
     assert out.scores["noise_ceiling"]["pearson_r"] == pytest.approx(1.0)
+    assert out.scores["oracle"]["pearson_r"] == pytest.approx(1.0)
+    assert out.scores["regional_truth"]["pearson_r"] == pytest.approx(1.0)
     assert out.scores["model"]["fraction_of_noise_ceiling"] == pytest.approx(
         out.scores["model"]["pearson_r"]
     )
     np.testing.assert_array_equal(out.arrays["truth_evoked"], true * 2.0)
+    np.testing.assert_allclose(out.arrays["oracle"], true * 3.0 + 1.0, rtol=1e-6)
+    # the ceiling's direct path and the oracle's windows are separate: a noise-free run
+    # missing a scored volume is an error, not a silently shorter ceiling
+    short = {s: RunTruth(t.evoked, t.noisefree[:6], index[:6]) for s, t in truths.items()}
+    with pytest.raises(ValueError, match="lacks scored volumes"):
+        score_time_series(data, truth=lambda ids: {s: short[s] for s in ids})
 
 
 def test_homolog_attention_scores_peaks_on_the_other_hemisphere():

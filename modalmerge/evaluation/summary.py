@@ -108,7 +108,15 @@ from modalmerge.evaluation.intervals import (
 )
 from modalmerge.io import InputError, atomic_path, require_file
 
-PREDICTORS = ("model", "group_mean", "ridge", "ridge_parcel", "noise_ceiling")
+PREDICTORS = (
+    "model",
+    "group_mean",
+    "ridge",
+    "ridge_parcel",
+    "oracle",
+    "noise_ceiling",
+    "regional_truth",
+)
 #: the predictors a model is compared with by paired differences
 BASELINES = ("group_mean", "ridge", "ridge_parcel")
 IDENTITY_FIELDS = ("experiment", "condition", "target", "method")

@@ -3,12 +3,30 @@
 Predictions, targets and baselines come as sliding windows; each subject's run
 is rebuilt from them (overlaps averaged, :func:`~modalmerge.evaluation.scoring.stitch`)
 and scored by :func:`modalmerge.evaluation.metrics.time_series_metrics`.
+
+Synthetic data add (from a :data:`TruthLoader`, see
+:func:`modalmerge.stages.evaluate.load_truth`):
+
+- ``oracle`` — a predictor whose output for each test window is the subject's
+  *processed noise-free run* (the generator's run with every random term off,
+  sent through the same preprocess and parcellate code and settings as the
+  observed run) at that window's volumes, scored like every predictor;
+- ``noise_ceiling`` — per subject, the Pearson r (per ROI, averaged) between
+  the processed noise-free run at the scored volumes and the observed
+  processed run: the correlation the subject's own expected signal reaches.
+  No predictor built from anything but the subject's noise can expect more
+  (docs/architecture.md, "The noise ceiling"). It equals ``oracle``'s r by
+  construction of the same windows, computed here on a separate path;
+- ``regional_truth`` — the old, looser reference: the regional evoked truth
+  (percent, before partial volumes and filtering) against the observed series.
+  Not an upper bound; kept, labelled, for comparison.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -26,8 +44,29 @@ from modalmerge.evaluation.scoring import (
 
 log = logging.getLogger(__name__)
 
-#: ``(subjects, {subject: time index}) -> (n_subjects, T, R) noise-free evoked series or None``
-TruthLoader = Callable[[list[str], dict[str, np.ndarray]], "np.ndarray | None"]
+
+@dataclass(frozen=True)
+class RunTruth:
+    """One test subject's synthetic truth, on the target ROIs (columns as in the shards).
+
+    Attributes
+    ----------
+    evoked : ndarray (T, R)
+        Regional evoked truth, percent, every volume of the run.
+    noisefree : ndarray (T_kept, R) or None
+        The processed noise-free run: the parcellated series of the noise-free
+        run after the same preprocess and parcellate steps as the observed run.
+    volume_index : ndarray (T_kept,) or None
+        The original volume of each row of ``noisefree`` (censoring drops rows).
+    """
+
+    evoked: np.ndarray
+    noisefree: np.ndarray | None = None
+    volume_index: np.ndarray | None = None
+
+
+#: ``(test subjects) -> {subject: RunTruth}``, or None when there is no truth
+TruthLoader = Callable[[list[str]], "dict[str, RunTruth] | None"]
 
 
 def score_time_series(
@@ -47,15 +86,17 @@ def score_time_series(
         Splits are blocks of the same runs (``shard.split_by: time``): the group
         mean is the mean training window, not the training average at the same volumes.
     truth : callable, optional
-        Loads the noise-free evoked series at the scored volumes; when it gives
-        one, the noise ceiling is reported.
+        Loads each test subject's :class:`RunTruth`; when it gives one, the
+        ``regional_truth`` correlation is reported, and with a processed
+        noise-free run the ``oracle`` predictor and the ``noise_ceiling``.
     roi_views : (target ROI names, condition ROI names), optional
         With ``data.test.attention``, scores where attention peaks against homologs
         (:func:`modalmerge.evaluation.homologs.homolog_attention`).
     """
-    runs = _runs(data, by_time)
+    truths = None if truth is None else truth(sorted(set(data.test.subjects)))
+    runs = _runs(data, by_time, truths)
     subjects = sorted(runs["model"])
-    names = [n for n in ("model", "group_mean", "ridge", "ridge_parcel") if n in runs]
+    names = [n for n in ("model", "group_mean", "ridge", "ridge_parcel", "oracle") if n in runs]
     scores, per_roi, per_unit = {}, {}, {}
     true = np.stack([runs["target"][s] for s in subjects])
     predicted = {name: np.stack([runs[name][s] for s in subjects]) for name in names}
@@ -68,10 +109,10 @@ def score_time_series(
         chance = _add_identifiability(data, predicted, true, scores, per_unit)
         extra["fc_identifiability_chance"] = chance
     arrays = {}
-    evoked = None if truth is None else truth(subjects, runs["time_index"])
-    if evoked is not None:
-        _add_ceiling(evoked, true, scores, per_roi, per_unit)
-        arrays["truth_evoked"] = evoked
+    if truths is not None:
+        arrays.update(
+            _add_truth(truths, subjects, runs["time_index"], true, scores, per_roi, per_unit)
+        )
     arrays.update(
         subjects=np.asarray(subjects),
         prediction=predicted["model"],
@@ -89,14 +130,51 @@ def score_time_series(
     return Scored(scores=scores, arrays=arrays, per_roi=per_roi, per_unit=per_unit, extra=extra)
 
 
-def _add_ceiling(evoked: np.ndarray, true: np.ndarray, scores, per_roi, per_unit) -> None:
-    """Add the noise ceiling (and the model's fraction of it) to the score tables."""
-    ceiling = metrics.noise_ceiling_metrics(evoked, true)
+def _at_volumes(truth: RunTruth, volumes: np.ndarray, subject: str) -> np.ndarray:
+    """Rows of the processed noise-free run at the original ``volumes``."""
+    rows = np.searchsorted(truth.volume_index, volumes)
+    if rows.max() >= len(truth.volume_index) or not np.array_equal(
+        truth.volume_index[rows], volumes
+    ):
+        raise ValueError(f"{subject}: the processed noise-free run lacks scored volumes")
+    return truth.noisefree[rows]
+
+
+def _add_truth(truths, subjects, time_index, true, scores, per_roi, per_unit) -> dict:
+    """Add ``regional_truth`` and, with processed noise-free runs, the ``noise_ceiling``
+    (and the model's fraction of it) to the score tables; returns the arrays for
+    ``predictions.npz`` (``truth_evoked``, ``noise_free``)."""
+    arrays = {}
+    missing = [s for s in subjects if time_index[s].max() >= len(truths[s].evoked)]
+    if missing:
+        raise ValueError(f"the evoked truth of {missing} is shorter than the scored run")
+    evoked = np.stack([truths[s].evoked[time_index[s]] for s in subjects]).astype(np.float32)
+    regional = metrics.noise_ceiling_metrics(evoked, true)
+    scores["regional_truth"], per_roi["regional_truth"] = regional["scores"], regional["per_roi"]
+    per_unit["regional_truth"] = regional["per_series"]
+    arrays["truth_evoked"] = evoked
+    if any(truths[s].noisefree is None for s in subjects):
+        return arrays
+    # the ceiling's own path: the noise-free run read at the scored volumes (not via windows)
+    clean = np.stack([_at_volumes(truths[s], time_index[s], s) for s in subjects])
+    ceiling = metrics.noise_ceiling_metrics(clean, true)
     scores["noise_ceiling"], per_roi["noise_ceiling"] = ceiling["scores"], ceiling["per_roi"]
     per_unit["noise_ceiling"] = ceiling["per_series"]
     ceiling_r = ceiling["scores"]["pearson_r"]
     if ceiling_r > 0:
         scores["model"]["fraction_of_noise_ceiling"] = scores["model"]["pearson_r"] / ceiling_r
+    arrays["noise_free"] = clean.astype(np.float32)
+    return arrays
+
+
+def _oracle_windows(test, truths: dict[str, RunTruth]) -> np.ndarray:
+    """The oracle's prediction for each test window: the subject's processed noise-free
+    run at the window's volumes, shaped like the targets ``(n, W, R)``."""
+    width = test.target.shape[1]
+    out = np.empty(test.target.shape, dtype=np.float32)
+    for i, (subject, start) in enumerate(zip(test.subjects, test.window_start, strict=True)):
+        out[i] = _at_volumes(truths[subject], np.arange(start, start + width), subject)
+    return out
 
 
 def _add_identifiability(data: ScoringInput, predicted: dict, true: np.ndarray, scores, per_unit):
@@ -118,10 +196,13 @@ def _add_identifiability(data: ScoringInput, predicted: dict, true: np.ndarray, 
     return {"fc_top1": 1.0 / len(true), "fc_mean_rank": 0.5, "fc_demeaned_r": 0.0}
 
 
-def _runs(data: ScoringInput, by_time: bool) -> dict[str, dict[str, np.ndarray]]:
+def _runs(
+    data: ScoringInput, by_time: bool, truths: dict[str, RunTruth] | None = None
+) -> dict[str, dict[str, np.ndarray]]:
     """Each test subject's whole run: ``model``, ``target``, ``group_mean``, ``ridge``
-    and ``time_index`` (absolute volumes), all cut to a common length when the ridge
-    baseline predicts whole runs."""
+    (``oracle`` with processed noise-free runs in ``truths``) and ``time_index``
+    (absolute volumes), all cut to a common length when the ridge baseline predicts
+    whole runs."""
     train, test = data.train, data.test
     test_rows = subject_rows(test.subjects)
     runs: dict[str, dict[str, np.ndarray]] = {
@@ -132,6 +213,11 @@ def _runs(data: ScoringInput, by_time: bool) -> dict[str, dict[str, np.ndarray]]
             test.prediction[rows], test.window_start[rows]
         )
         runs["target"][s], _ = stitch(test.target[rows], test.window_start[rows])
+    if truths is not None and all(truths[s].noisefree is not None for s in test_rows):
+        oracle = _oracle_windows(test, truths)
+        runs["oracle"] = {
+            s: stitch(oracle[r], test.window_start[r])[0] for s, r in test_rows.items()
+        }
 
     if by_time:  # test volumes lie after every training volume: the mean training window
         group = GroupMeanBaseline("time_series").fit(None, train.target)

@@ -20,8 +20,15 @@ averaged over heads and test windows, peaks on their homolog.
 - ``ridge_parcel`` — image conditions whose shards hold parcel structural
   features (``/subjects/structural_features``, R regions × F features per
   subject, flattened): the same ridge on those features instead of the voxels;
-- ``noise_ceiling`` — synthetic data only: the correlation of the true evoked
-  signal with the observed one.
+- ``oracle`` — synthetic data only (time-series targets): the subject's
+  noise-free run (``truth/<subject>_bold-noisefree.nii.gz``) sent through the
+  same :func:`~modalmerge.data.preprocess.preprocess_subject` and
+  :func:`~modalmerge.data.parcellation.parcellate.parcellate_subject` with the
+  same settings as the observed run (:func:`load_truth`), cut into the test windows;
+- ``noise_ceiling`` — synthetic data only: per subject, the correlation of that
+  processed noise-free run with the observed processed run at the scored
+  volumes (equal to ``oracle``'s r); ``regional_truth`` is the older, looser
+  correlation of the regional evoked truth with the observed series (not a bound).
 
 Time-series targets are scored per subject on the whole run, rebuilt from the
 sliding windows (overlaps averaged). The scoring itself lives in
@@ -40,6 +47,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -62,9 +71,14 @@ from modalmerge.evaluation.scoring import (
 )
 from modalmerge.evaluation.summary import write_metrics
 from modalmerge.evaluation.tabular import score_tabular, score_text
-from modalmerge.evaluation.time_series import score_time_series
+from modalmerge.evaluation.time_series import RunTruth, score_time_series
 from modalmerge.io import InputError, atomic_path, require_file
-from modalmerge.settings import EvaluateSettings, ExperimentSettings
+from modalmerge.settings import (
+    EvaluateSettings,
+    ExperimentSettings,
+    ParcellateSettings,
+    PreprocessSettings,
+)
 from modalmerge.stages.common import collect_split, load_experiment_model
 
 log = logging.getLogger(__name__)
@@ -78,6 +92,8 @@ def evaluate_experiment(
     out_metrics: str | Path,
     out_predictions: str | Path,
     truth_dir: str | Path | None = None,
+    preprocess: PreprocessSettings | dict | None = None,
+    parcellate: ParcellateSettings | dict | None = None,
 ) -> dict:
     """Score a trained experiment on the test split; write metrics.json and predictions.npz.
 
@@ -93,7 +109,12 @@ def evaluate_experiment(
         ``config['evaluate']``: ``ridge_alphas``, ``pca_components``.
     truth_dir : path, optional
         ``truth/`` of a synthetic dataset; when it holds ``<subject>.npz`` with
-        ``evoked``, the noise ceiling is reported.
+        ``evoked``, ``regional_truth`` is reported, and with
+        ``<subject>_bold-noisefree.nii.gz`` and both ``preprocess`` and
+        ``parcellate`` settings the ``oracle`` and the ``noise_ceiling``.
+    preprocess, parcellate : settings, optional
+        ``config['preprocess']`` and ``config['parcellate']``: the settings the
+        observed runs were processed with, applied to the noise-free runs.
 
     Returns
     -------
@@ -106,14 +127,23 @@ def evaluate_experiment(
     # One thread for torch and BLAS: float sums then do not depend on the machine's core
     # count, so a cluster node reproduces a workstation's metrics (to the last bit or so).
     torch.set_num_threads(1)
+    processing = None
+    if preprocess is not None and parcellate is not None:
+        processing = (PreprocessSettings.coerce(preprocess), ParcellateSettings.coerce(parcellate))
     with threadpool_limits(limits=1):
         return _evaluate(
-            model_path, shard_dir, experiment, settings, out_metrics, out_predictions, truth_dir
+            model_path,
+            shard_dir,
+            experiment,
+            settings,
+            out_metrics,
+            out_predictions,
+            (truth_dir, processing),
         )
 
 
 def _evaluate(
-    model_path, shard_dir, experiment, settings, out_metrics, out_predictions, truth_dir
+    model_path, shard_dir, experiment, settings, out_metrics, out_predictions, truth
 ) -> dict:
     model, tokenizer = load_experiment_model(model_path, experiment.plugins)
     condition, target = experiment.condition, experiment.target
@@ -145,7 +175,7 @@ def _evaluate(
     if condition == "image" and not regions:
         data.parcel_train = parcel_features(shard_dir, "train", train.subjects)
         data.parcel_test = parcel_features(shard_dir, "test", test.subjects)
-    scored = _score(data, experiment, manifest, model, shard_dir, truth_dir)
+    scored = _score(data, experiment, manifest, model, shard_dir, truth)
     record = {
         "experiment": experiment.name,
         "condition": condition,
@@ -164,7 +194,7 @@ def _evaluate(
     return record
 
 
-def _score(data, experiment, manifest, model, shard_dir, truth_dir) -> Scored:
+def _score(data, experiment, manifest, model, shard_dir, truth) -> Scored:
     """Dispatch on the target modality to its scorer in :mod:`modalmerge.evaluation`."""
     target = experiment.target
     if target == "time_series":
@@ -174,10 +204,16 @@ def _score(data, experiment, manifest, model, shard_dir, truth_dir) -> Scored:
                 roi_names(manifest, roi_columns(manifest, getattr(experiment, f"{role}_rois")))
                 for role in ("target", "condition")
             )
+        truth_dir, processing = truth
         return score_time_series(
             data,
             by_time=manifest.get("split_by") == "time",
-            truth=functools.partial(load_truth, truth_dir),
+            truth=functools.partial(
+                load_truth,
+                truth_dir,
+                processing=processing,
+                columns=roi_columns(manifest, experiment.target_rois),
+            ),
             roi_views=views,
         )
     if target == "image":
@@ -210,12 +246,28 @@ def parcel_features(shard_dir, split: str, subjects: list[str]) -> np.ndarray | 
     return features[[row[s] for s in subjects]].reshape(len(subjects), -1)
 
 
-def load_truth(truth_dir, subjects: list[str], time_index: dict) -> np.ndarray | None:
-    """The synthetic evoked truth ``(n_subjects, T, R)`` at each subject's scored volumes;
-    None without a ``truth/`` directory or a subject's file."""
+def load_truth(
+    truth_dir,
+    subjects: list[str],
+    *,
+    processing: tuple[PreprocessSettings, ParcellateSettings] | None = None,
+    columns: np.ndarray | None = None,
+) -> dict[str, RunTruth] | None:
+    """Each test subject's synthetic truth (:class:`~modalmerge.evaluation.time_series.RunTruth`)
+    on the target ROIs ``columns`` (None: all); None without a ``truth/`` directory or a
+    subject's ``<subject>.npz``.
+
+    With ``processing`` (the preprocess and parcellate settings of the observed
+    runs) and ``truth/<subject>_bold-noisefree.nii.gz``, the noise-free run goes
+    through :func:`~modalmerge.data.preprocess.preprocess_subject` and
+    :func:`~modalmerge.data.parcellation.parcellate.parcellate_subject` with those
+    settings, the subject's raw T1, the observed run's sidecar (TR, ``SampleMask``)
+    and confounds if any, the dataset's atlas and labels, in a temporary folder:
+    ``RunTruth.noisefree`` is its parcellated series.
+    """
     if truth_dir is None or not Path(truth_dir).is_dir():
         return None
-    evoked = []
+    out = {}
     for s in subjects:
         path = Path(truth_dir) / f"{s}.npz"
         if not path.exists():
@@ -223,12 +275,58 @@ def load_truth(truth_dir, subjects: list[str], time_index: dict) -> np.ndarray |
         with np.load(path, allow_pickle=False) as truth:
             if "evoked" not in truth:
                 raise InputError(path, "synthetic truth has no 'evoked' array")
-            series = truth["evoked"]
-        if series.shape[0] <= time_index[s].max():
-            raise InputError(
-                path,
-                f"evoked truth has {series.shape[0]} time points, "
-                f"the shards need {time_index[s].max() + 1}",
-            )
-        evoked.append(series[time_index[s]])
-    return np.stack(evoked).astype(np.float32)
+            evoked = truth["evoked"].astype(np.float32)
+        if columns is not None:
+            evoked = evoked[:, columns]
+        clean = Path(truth_dir) / f"{s}_bold-noisefree.nii.gz"
+        if processing is None or not clean.exists():
+            out[s] = RunTruth(evoked=evoked)
+            continue
+        series, volume_index = process_noise_free(clean, Path(truth_dir).parent, s, *processing)
+        if columns is not None:
+            series = series[:, columns]
+        out[s] = RunTruth(evoked=evoked, noisefree=series, volume_index=volume_index)
+    return out
+
+
+def process_noise_free(
+    clean: Path,
+    root: Path,
+    subject: str,
+    preprocess: PreprocessSettings,
+    parcellate: ParcellateSettings,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Preprocess and parcellate one noise-free run exactly as the observed run of
+    ``subject`` under the dataset ``root`` (raw/, atlas/); returns its ROI series
+    ``(T_kept, R)`` float32 (as the shards hold the observed one) and the original
+    volume of each row."""
+    from modalmerge.data.parcellation.parcellate import parcellate_subject
+    from modalmerge.data.preprocess import preprocess_subject
+
+    func = root / "raw" / subject / "func"
+    sidecars = sorted(func.glob(f"{subject}_task-*_bold.json"))
+    if len(sidecars) != 1:
+        raise InputError(func, f"expected one BOLD sidecar of {subject}, found {len(sidecars)}")
+    confounds = sorted(func.glob(f"{subject}_task-*_desc-confounds_timeseries.tsv"))
+    atlas, labels = root / "atlas" / "atlas.nii.gz", root / "atlas" / "labels.tsv"
+    with tempfile.TemporaryDirectory(prefix="modalmerge-noisefree-") as tmp:
+        tmp = Path(tmp)
+        bold = tmp / f"{subject}_bold.nii.gz"  # the observed run's sidecar beside it
+        bold.symlink_to(clean.resolve())
+        shutil.copyfile(sidecars[0], tmp / f"{subject}_bold.json")
+        t1, cleaned, npz = tmp / "t1.nii.gz", tmp / "bold-clean.nii.gz", tmp / "parc.npz"
+        t1_raw = root / "raw" / subject / "anat" / f"{subject}_T1w.nii.gz"
+        preprocess_subject(
+            t1_raw,
+            bold,
+            atlas,
+            t1,
+            cleaned,
+            preprocess,
+            confounds_path=confounds[0] if confounds else None,
+        )
+        parcellate_subject(t1, cleaned, atlas, labels, npz, parcellate)
+        with np.load(npz, allow_pickle=False) as parc:
+            series = parc["roi_timeseries"].astype(np.float32)  # as the shards hold it
+            index = parc["volume_index"].astype(np.int64)
+    return series, index

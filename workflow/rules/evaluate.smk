@@ -19,10 +19,13 @@ rule evaluate:
         settings=section_json("evaluate"),
         experiment=experiment_json,
         truth=f"{ROOT}/truth",
+        preprocess=section_json("preprocess"),  # the noise-free runs in truth/ are processed
+        parcellate=section_json("parcellate"),  # with the observed runs' settings (ceiling)
         code=fingerprint("modalmerge.stages.evaluate"),
     shell:
         "modalmerge evaluate --settings {params.settings:q} --experiment {params.experiment:q}"
         " --model {input.model:q} --shards {input.shards:q} --truth {params.truth:q}"
+        " --preprocess {params.preprocess:q} --parcellate {params.parcellate:q}"
         " --out-metrics {output.metrics:q} --out-predictions {output.predictions:q} > {log:q} 2>&1"
 
 
