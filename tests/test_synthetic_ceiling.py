@@ -240,3 +240,13 @@ def test_the_noise_free_run_is_processed_with_the_observed_runs_sidecar(tiny, tm
     finally:
         sidecar.write_text(original)
     assert 40 not in truth["sub-002"].volume_index and len(truth["sub-002"].volume_index) == 59
+
+
+def test_the_truth_adds_predictors_and_moves_no_other_score(tiny, scored):
+    """Model and baseline scores are the same with and without the truth loader."""
+    root, series = tiny
+    plain = score_time_series(_scoring_input(root, series))
+    assert set(scored.scores) - set(plain.scores) == {"oracle", "noise_ceiling", "regional_truth"}
+    for name, values in plain.scores.items():
+        assert scored.scores[name] | values == scored.scores[name]  # no value moved
+        assert scored.per_unit[name] == plain.per_unit[name]
