@@ -470,6 +470,26 @@ def test_write_metrics_refuses_a_record_that_breaks_the_schema(tmp_path):
         summarize([], tmp_path / "s.csv")
 
 
+def test_the_parameter_count_is_a_row_beside_the_model_scores(tmp_path):
+    record = {**_record("a"), "n_parameters": 171290}
+    path = write_metrics(tmp_path / "a" / "metrics.json", record)
+    plain = write_metrics(tmp_path / "b" / "metrics.json", _record("b"))  # optional
+    with summarize([path, plain], tmp_path / "summary.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    got = [(r["experiment"], r["model"], r["metric"], r["value"]) for r in rows]
+    assert got[:4] == [
+        ("a", "model", "pearson_r", "0.4"),
+        ("a", "model", "mse", "0.9"),
+        ("a", "model", "n_parameters", "171290"),
+        ("a", "group_mean", "pearson_r", "0.3"),
+    ]
+    assert [r for r in rows if r["metric"] == "n_parameters"] == [rows[2]]
+    assert rows[2]["ci_low"] == rows[2]["n"] == rows[2]["verdict"] == ""
+    for bad in (0, 1.5, True, "171290"):
+        with pytest.raises(ValueError, match="n_parameters"):
+            write_metrics(tmp_path / "c.json", {**record, "n_parameters": bad})
+
+
 def test_ridge_with_pca_is_deterministic_across_fits():
     """The baseline's PCA must not be randomised: two fits on the same data agree exactly."""
     rng = np.random.default_rng(3)

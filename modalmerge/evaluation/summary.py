@@ -10,6 +10,7 @@ One JSON object::
       "target": "time_series",                # str, target modality
       "method": "cross_attention",            # str, conditioning method
       "n_test_subjects": 4,                   # int >= 1
+      "n_parameters": 171290,                 # optional: the model's trainable parameters
       "scores": {                             # predictor -> metric -> number
         "model":         {"pearson_r": 0.41, "r2": 0.12, "mse": 0.88, ...},
         "group_mean":    {"pearson_r": 0.35, ...},
@@ -44,6 +45,9 @@ One JSON object::
   score when no test column is constant, see
   :func:`modalmerge.evaluation.tabular.row_scores`); text ``token_accuracy``
   per subject may differ slightly from the pooled score.
+- ``n_parameters``: optional, an integer >= 1, the model's trainable
+  parameters (:meth:`modalmerge.models.MultiModalModel.n_parameters`), so
+  methods are compared at known sizes.
 - ``primary_metric``: ``pearson_r`` for time series and region profiles,
   ``ssim`` for images, ``r2`` for tables with numeric columns (else
   ``accuracy``), ``token_accuracy`` for text (:data:`PRIMARY_METRIC` when absent).
@@ -75,6 +79,9 @@ Long format, one row per (experiment, predictor, metric), in input order::
   the 95 % percentile bootstrap interval of the mean over the ``n`` held-out
   units (:func:`modalmerge.evaluation.intervals.bootstrap_ci`), empty without
   per-unit scores; ``p_wilcoxon`` and ``verdict`` empty.
+- ``n_parameters`` (when the record has it): one row after the ``model``
+  predictor's rows, ``model`` = ``model``, ``metric`` = ``n_parameters``,
+  ``value`` the count; the other cells empty.
 - Difference rows, after each experiment's predictor rows: ``model`` is
   ``model-<baseline>`` for every baseline (group_mean, ridge, ridge_parcel)
   with per-unit scores, ``value`` the mean paired per-unit difference
@@ -158,6 +165,13 @@ def validate_metrics(record: Mapping) -> list[str]:
     n = record.get("n_test_subjects")
     if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:
         faults.append("'n_test_subjects' must be an integer >= 1")
+    n_parameters = record.get("n_parameters", 1)
+    if (
+        not isinstance(n_parameters, numbers.Integral)
+        or isinstance(n_parameters, bool)
+        or n_parameters < 1
+    ):
+        faults.append("'n_parameters' must be an integer >= 1 when present")
     scores = record.get("scores")
     if not isinstance(scores, Mapping) or "model" not in scores:
         faults.append("'scores' must be an object with at least a 'model' entry")
@@ -299,6 +313,11 @@ def experiment_rows(
                 low, high = bootstrap_ci(units[metric], seed=seed, n_boot=n_boot)
                 interval = [_cell(low), _cell(high), str(len(units[metric]))]
             rows.append([*identity, predictor, metric, _cell(float(value)), *interval, "", ""])
+        if predictor == "model" and "n_parameters" in record:
+            rows.append(
+                [*identity, "model", "n_parameters", str(int(record["n_parameters"]))]
+                + ["", "", "", "", ""]
+            )
     primary = primary_metric(record)
     model_units = per_unit.get("model", {})
     for baseline in BASELINES:
