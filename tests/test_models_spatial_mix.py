@@ -176,6 +176,8 @@ def test_a_planted_source_token_per_query_is_learned_where_pooling_cannot():
     # unit-variance targets: the best a pooled model can do is ~1 - 1/8 = 0.875
     assert pooled > 0.7
     assert mix < 0.1 and mix < pooled / 10
+    # content-based weights cannot pick a token by position when its content has none
+    assert _fit("cross_attention", source) > 0.7
 
 
 def _default_experiment(name: str):
