@@ -314,9 +314,11 @@ class SpatialMixLayer(nn.Module):
         b, n_target, _ = queries.shape
         weights = self.weights(n_target, condition.shape[1], mask)
         v = _split_heads(self.to_v(self.condition_norm(condition)), self.n_heads)
-        p = self.dropout if self.training else 0.0
-        out = F.dropout(weights, p, self.training) @ v  # (B, h, Q, d_head)
-        out = out.transpose(1, 2).reshape(queries.shape)  # (B, Q, dim)
+        if self.training and self.dropout > 0:  # a dropout mask per sample, as in attention
+            mixed = F.dropout(weights.expand(b, -1, -1, -1), self.dropout, True) @ v
+        else:
+            mixed = weights @ v  # (1 or B, h, Q, N) @ (B, h, N, d_head) -> (B, h, Q, d_head)
+        out = mixed.transpose(1, 2).reshape(queries.shape)  # (B, Q, dim)
         x = self.norm(queries + self.out_dropout(self.to_out(out)))
         if return_attention:
             return self.ff(x), weights.expand(b, -1, -1, -1)
