@@ -90,6 +90,8 @@ Long format, one row per (experiment, predictor, metric), in input order::
   On the primary metric (higher is better for every primary metric) ``verdict``
   says ``beats`` when the interval lies above zero, else ``does not beat``;
   empty on other metrics (for ``mse``/``mae`` lower is better: read the sign).
+- Two experiments (two methods on the same shards) are compared by
+  :func:`compare_experiments`, the same paired difference between their models.
 - Empty cells are undefined values: fewer than 2 units, or a non-finite
   per-unit score (PSNR ``inf``). Intervals use the seed
   :data:`modalmerge.evaluation.intervals.BOOTSTRAP_SEED` and
@@ -109,6 +111,7 @@ from pathlib import Path
 from modalmerge.evaluation.intervals import (
     BOOTSTRAP_SEED,
     N_BOOTSTRAP,
+    Difference,
     bootstrap_ci,
     paired_difference,
     verdict,
@@ -331,6 +334,56 @@ def experiment_rows(
                 + [verdict(diff) if metric == primary else ""]
             )
     return rows
+
+
+def compare_experiments(
+    path_a: str | os.PathLike,
+    path_b: str | os.PathLike,
+    metric: str | None = None,
+    *,
+    seed: int = BOOTSTRAP_SEED,
+    n_boot: int = N_BOOTSTRAP,
+) -> tuple[Difference, str]:
+    """The paired per-unit difference model A − model B of two experiments.
+
+    For two methods trained on the same shards (e.g. ``cross_attention`` −
+    ``spatial_mix``: what content-based attention adds): both ``metrics.json``
+    must score the same held-out units in the same order.
+
+    Parameters
+    ----------
+    path_a, path_b : path
+        ``eval/<experiment>/metrics.json`` of the two experiments.
+    metric : str, optional
+        Default: the primary metric of A.
+
+    Returns
+    -------
+    (Difference, str)
+        The difference with its interval, ``n`` and Wilcoxon p, and its verdict
+        (``beats`` when the interval lies above zero).
+
+    Raises
+    ------
+    InputError
+        A file is missing or corrupt, lacks per-unit scores of ``metric``, or
+        the two differ in target or held-out units.
+    """
+    a, b = read_metrics(path_a), read_metrics(path_b)
+    metric = metric or primary_metric(a)
+    if a["target"] != b["target"] or a["condition"] != b["condition"]:
+        raise InputError(path_b, f"predicts {b['condition']} -> {b['target']}, not "
+                         f"{a['condition']} -> {a['target']} as {path_a}")  # fmt: skip
+    units_a = a.get("per_unit", {}).get("units")
+    for path, record in ((path_a, a), (path_b, b)):
+        if metric not in record.get("per_unit", {}).get("model", {}):
+            raise InputError(path, f"has no per-unit model scores of {metric!r}")
+        if record["per_unit"]["units"] != units_a:
+            raise InputError(path, f"scores other held-out units than {path_a}")
+    diff = paired_difference(
+        a["per_unit"]["model"][metric], b["per_unit"]["model"][metric], seed=seed, n_boot=n_boot
+    )
+    return diff, verdict(diff)
 
 
 def summarize(
