@@ -238,13 +238,16 @@ class ExperimentSettings(_Section):
     method: str = F(
         "cross_attention",
         doc=(
-            "conditioning method: cross_attention (multi-head cross-attention), film "
-            "(feature-wise scale and shift from the pooled condition), adaln (adaptive layer "
-            "norm: each target query normalised over its features, then scaled and shifted from "
-            "the condition tokens' mean and SD; adain is an older name for the same method, not "
-            "instance normalisation), concat (the pooled condition concatenated to every query)"
+            "conditioning method: cross_attention (multi-head cross-attention), spatial_mix "
+            "(each target query mixes the condition tokens with learned weights that do not "
+            "depend on the input, otherwise as cross_attention: the control for content-based "
+            "attention), and the pooled methods film (feature-wise scale and shift from the "
+            "pooled condition), adaln (adaptive layer norm: each target query normalised over "
+            "its features, then scaled and shifted from the condition tokens' mean and SD; adain "
+            "is an older name for the same method, not instance normalisation), concat (the "
+            "pooled condition concatenated to every query)"
         ),
-        choices=("cross_attention", "film", "adaln", "adain", "concat"),
+        choices=("cross_attention", "spatial_mix", "film", "adaln", "adain", "concat"),
     )
     embedding_dim: int = F(64, doc="token width", ge=4)
     heads: int = F(4, doc="attention heads", ge=1)

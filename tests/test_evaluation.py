@@ -470,6 +470,52 @@ def test_write_metrics_refuses_a_record_that_breaks_the_schema(tmp_path):
         summarize([], tmp_path / "s.csv")
 
 
+def test_the_parameter_count_is_a_row_beside_the_model_scores(tmp_path):
+    record = {**_record("a"), "n_parameters": 171290}
+    path = write_metrics(tmp_path / "a" / "metrics.json", record)
+    plain = write_metrics(tmp_path / "b" / "metrics.json", _record("b"))  # optional
+    with summarize([path, plain], tmp_path / "summary.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    got = [(r["experiment"], r["model"], r["metric"], r["value"]) for r in rows]
+    assert got[:4] == [
+        ("a", "model", "pearson_r", "0.4"),
+        ("a", "model", "mse", "0.9"),
+        ("a", "model", "n_parameters", "171290"),
+        ("a", "group_mean", "pearson_r", "0.3"),
+    ]
+    assert [r for r in rows if r["metric"] == "n_parameters"] == [rows[2]]
+    assert rows[2]["ci_low"] == rows[2]["n"] == rows[2]["verdict"] == ""
+    for bad in (0, 1.5, True, "171290"):
+        with pytest.raises(ValueError, match="n_parameters"):
+            write_metrics(tmp_path / "c.json", {**record, "n_parameters": bad})
+
+
+def test_two_methods_are_compared_by_their_paired_per_unit_difference(tmp_path):
+    from modalmerge.evaluation.summary import compare_experiments
+
+    units = ["sub-01", "sub-02", "sub-03", "sub-04", "sub-05"]
+    xattn = [0.50, 0.42, 0.61, 0.55, 0.47]
+    mix = [0.45, 0.40, 0.55, 0.52, 0.46]  # below xattn on every unit
+
+    def record(name, method, scores, units=units):
+        per_unit = {"units": units, "model": {"pearson_r": scores, "mse": [1.0] * len(units)}}
+        return {**_record(name), "method": method, "per_unit": per_unit}
+
+    a = write_metrics(tmp_path / "a.json", record("a", "cross_attention", xattn))
+    b = write_metrics(tmp_path / "b.json", record("b", "spatial_mix", mix))
+    diff, verdict = compare_experiments(a, b)
+    assert diff.value == pytest.approx(np.mean(np.subtract(xattn, mix)))
+    assert diff.n == 5 and diff.ci_low > 0 and verdict == "beats"
+    back, verdict = compare_experiments(b, a)
+    assert back.value == pytest.approx(-diff.value) and verdict == "does not beat"
+    assert compare_experiments(a, b, "mse")[0].value == 0
+    other = write_metrics(tmp_path / "c.json", record("c", "concat", mix, units[::-1]))
+    with pytest.raises(InputError, match="other held-out units"):
+        compare_experiments(a, other)
+    with pytest.raises(InputError, match="no per-unit model scores of 'r2'"):
+        compare_experiments(a, b, "r2")
+
+
 def test_ridge_with_pca_is_deterministic_across_fits():
     """The baseline's PCA must not be randomised: two fits on the same data agree exactly."""
     rng = np.random.default_rng(3)

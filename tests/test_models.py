@@ -16,7 +16,8 @@ from modalmerge.models.registry import register_encoder
 torch.set_num_threads(1)
 
 MODALITIES = ["image", "time_series", "text", "tabular"]
-METHODS = ["cross_attention", "film", "adain", "concat"]
+METHODS = ["cross_attention", "spatial_mix", "film", "adain", "concat"]
+WEIGHTED = ("cross_attention", "spatial_mix")  # methods that return weights
 B, DIM, HEADS = 2, 16, 2
 IMAGE = (1, 8, 8, 8)
 SERIES = (6, 3)
@@ -101,7 +102,7 @@ def test_every_condition_target_and_method_trains_end_to_end(condition, target, 
     check_prediction(out.prediction, target)
     n_condition = model.condition_provenance().n_tokens
     n_target = model.target_provenance().n_tokens
-    if method == "cross_attention":
+    if method in WEIGHTED:
         assert out.attention.shape == (B, HEADS, n_target, n_condition)
     else:
         assert out.attention is None

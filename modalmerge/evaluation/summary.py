@@ -10,6 +10,7 @@ One JSON object::
       "target": "time_series",                # str, target modality
       "method": "cross_attention",            # str, conditioning method
       "n_test_subjects": 4,                   # int >= 1
+      "n_parameters": 171290,                 # optional: the model's trainable parameters
       "scores": {                             # predictor -> metric -> number
         "model":         {"pearson_r": 0.41, "r2": 0.12, "mse": 0.88, ...},
         "group_mean":    {"pearson_r": 0.35, ...},
@@ -44,6 +45,9 @@ One JSON object::
   score when no test column is constant, see
   :func:`modalmerge.evaluation.tabular.row_scores`); text ``token_accuracy``
   per subject may differ slightly from the pooled score.
+- ``n_parameters``: optional, an integer >= 1, the model's trainable
+  parameters (:meth:`modalmerge.models.MultiModalModel.n_parameters`), so
+  methods are compared at known sizes.
 - ``primary_metric``: ``pearson_r`` for time series and region profiles,
   ``ssim`` for images, ``r2`` for tables with numeric columns (else
   ``accuracy``), ``token_accuracy`` for text (:data:`PRIMARY_METRIC` when absent).
@@ -75,6 +79,9 @@ Long format, one row per (experiment, predictor, metric), in input order::
   the 95 % percentile bootstrap interval of the mean over the ``n`` held-out
   units (:func:`modalmerge.evaluation.intervals.bootstrap_ci`), empty without
   per-unit scores; ``p_wilcoxon`` and ``verdict`` empty.
+- ``n_parameters`` (when the record has it): one row after the ``model``
+  predictor's rows, ``model`` = ``model``, ``metric`` = ``n_parameters``,
+  ``value`` the count; the other cells empty.
 - Difference rows, after each experiment's predictor rows: ``model`` is
   ``model-<baseline>`` for every baseline (group_mean, ridge, ridge_parcel)
   with per-unit scores, ``value`` the mean paired per-unit difference
@@ -83,6 +90,8 @@ Long format, one row per (experiment, predictor, metric), in input order::
   On the primary metric (higher is better for every primary metric) ``verdict``
   says ``beats`` when the interval lies above zero, else ``does not beat``;
   empty on other metrics (for ``mse``/``mae`` lower is better: read the sign).
+- Two experiments (two methods on the same shards) are compared by
+  :func:`compare_experiments`, the same paired difference between their models.
 - Empty cells are undefined values: fewer than 2 units, or a non-finite
   per-unit score (PSNR ``inf``). Intervals use the seed
   :data:`modalmerge.evaluation.intervals.BOOTSTRAP_SEED` and
@@ -102,6 +111,7 @@ from pathlib import Path
 from modalmerge.evaluation.intervals import (
     BOOTSTRAP_SEED,
     N_BOOTSTRAP,
+    Difference,
     bootstrap_ci,
     paired_difference,
     verdict,
@@ -166,6 +176,13 @@ def validate_metrics(record: Mapping) -> list[str]:
     n = record.get("n_test_subjects")
     if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:
         faults.append("'n_test_subjects' must be an integer >= 1")
+    n_parameters = record.get("n_parameters", 1)
+    if (
+        not isinstance(n_parameters, numbers.Integral)
+        or isinstance(n_parameters, bool)
+        or n_parameters < 1
+    ):
+        faults.append("'n_parameters' must be an integer >= 1 when present")
     scores = record.get("scores")
     if not isinstance(scores, Mapping) or "model" not in scores:
         faults.append("'scores' must be an object with at least a 'model' entry")
@@ -307,6 +324,11 @@ def experiment_rows(
                 low, high = bootstrap_ci(units[metric], seed=seed, n_boot=n_boot)
                 interval = [_cell(low), _cell(high), str(len(units[metric]))]
             rows.append([*identity, predictor, metric, _cell(float(value)), *interval, "", ""])
+        if predictor == "model" and "n_parameters" in record:
+            rows.append(
+                [*identity, "model", "n_parameters", str(int(record["n_parameters"]))]
+                + ["", "", "", "", ""]
+            )
     primary = primary_metric(record)
     model_units = per_unit.get("model", {})
     for baseline in BASELINES:
@@ -320,6 +342,56 @@ def experiment_rows(
                 + [verdict(diff) if metric == primary else ""]
             )
     return rows
+
+
+def compare_experiments(
+    path_a: str | os.PathLike,
+    path_b: str | os.PathLike,
+    metric: str | None = None,
+    *,
+    seed: int = BOOTSTRAP_SEED,
+    n_boot: int = N_BOOTSTRAP,
+) -> tuple[Difference, str]:
+    """The paired per-unit difference model A − model B of two experiments.
+
+    For two methods trained on the same shards (e.g. ``cross_attention`` −
+    ``spatial_mix``: what content-based attention adds): both ``metrics.json``
+    must score the same held-out units in the same order.
+
+    Parameters
+    ----------
+    path_a, path_b : path
+        ``eval/<experiment>/metrics.json`` of the two experiments.
+    metric : str, optional
+        Default: the primary metric of A.
+
+    Returns
+    -------
+    (Difference, str)
+        The difference with its interval, ``n`` and Wilcoxon p, and its verdict
+        (``beats`` when the interval lies above zero).
+
+    Raises
+    ------
+    InputError
+        A file is missing or corrupt, lacks per-unit scores of ``metric``, or
+        the two differ in target or held-out units.
+    """
+    a, b = read_metrics(path_a), read_metrics(path_b)
+    metric = metric or primary_metric(a)
+    if a["target"] != b["target"] or a["condition"] != b["condition"]:
+        raise InputError(path_b, f"predicts {b['condition']} -> {b['target']}, not "
+                         f"{a['condition']} -> {a['target']} as {path_a}")  # fmt: skip
+    units_a = a.get("per_unit", {}).get("units")
+    for path, record in ((path_a, a), (path_b, b)):
+        if metric not in record.get("per_unit", {}).get("model", {}):
+            raise InputError(path, f"has no per-unit model scores of {metric!r}")
+        if record["per_unit"]["units"] != units_a:
+            raise InputError(path, f"scores other held-out units than {path_a}")
+    diff = paired_difference(
+        a["per_unit"]["model"][metric], b["per_unit"]["model"][metric], seed=seed, n_boot=n_boot
+    )
+    return diff, verdict(diff)
 
 
 def summarize(

@@ -18,6 +18,21 @@ zero-initialised, so at initialisation the scale is 1 and the shift 0 whatever
 the condition, and the output equals the unconditioned path.
 - ``concat``: the pooled condition is concatenated to every query and projected
   (the plain baseline).
+- ``spatial_mix``: the control for cross-attention. Each target query mixes the
+  condition tokens with a learned, input-independent softmax weighting per head,
+  ``(heads, n_queries, n_condition)``, then the same value projection, output
+  projection, residual and feed-forward as ``cross_attention``: it keeps spatial
+  access to the tokens but its weights do not depend on their content. The
+  difference ``cross_attention - spatial_mix`` is what content-based attention
+  adds; ``film``, ``adaln`` and ``concat`` pool the condition tokens into one
+  vector first (``adaln`` into their mean and SD), so a difference to them also
+  measures pooling.
+
+Methods whose layers set ``returns_attention = True`` return weights
+``(B, heads, Q, N)`` when asked (:func:`returns_attention`). A layer whose
+``__init__`` names ``n_queries`` / ``n_condition`` is given the decoder's query
+count and the encoder's token count (from their provenance) when the model is
+built (:func:`needs_token_counts`).
 """
 
 from __future__ import annotations
@@ -29,7 +44,30 @@ import torch.nn.functional as F
 from torch import nn
 
 from modalmerge.models.layers import FeedForward, masked_mean
-from modalmerge.models.registry import build, get_conditioning, register_conditioning
+from modalmerge.models.registry import (
+    _parameters,
+    build,
+    get_conditioning,
+    register_conditioning,
+)
+
+TOKEN_COUNTS = ("n_queries", "n_condition")
+
+
+def returns_attention(method: str) -> bool:
+    """Whether the registered ``method`` returns weights ``(B, heads, Q, N)`` when asked."""
+    return bool(getattr(get_conditioning(method), "returns_attention", False))
+
+
+def needs_token_counts(method: str) -> bool:
+    """Whether the ``method``'s layer is built knowing ``n_queries`` and ``n_condition``."""
+    names, _ = _parameters(get_conditioning(method))
+    return any(name in names for name in TOKEN_COUNTS)
+
+
+def _split_heads(x: torch.Tensor, n_heads: int) -> torch.Tensor:
+    b, n, d = x.shape  # (B, n, dim) -> (B, heads, n, d_head)
+    return x.view(b, n, n_heads, d // n_heads).transpose(1, 2)
 
 
 class _ResidualFeedForward(nn.Module):
@@ -54,6 +92,8 @@ class CrossAttentionLayer(nn.Module):
     returned (weights before dropout; each row sums to 1 over condition tokens).
     """
 
+    returns_attention = True
+
     def __init__(self, dim: int, n_heads: int = 8, dropout: float = 0.0):
         super().__init__()
         if dim % n_heads:
@@ -69,8 +109,7 @@ class CrossAttentionLayer(nn.Module):
         self.ff = _ResidualFeedForward(dim, dropout)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, d = x.shape  # (B, n, dim) -> (B, heads, n, d_head)
-        return x.view(b, n, self.n_heads, d // self.n_heads).transpose(1, 2)
+        return _split_heads(x, self.n_heads)  # (B, n, dim) -> (B, heads, n, d_head)
 
     def attend(
         self,
@@ -195,20 +234,114 @@ class ConcatLayer(nn.Module):
         return self.ff(x), None
 
 
+@register_conditioning("spatial_mix")
+class SpatialMixLayer(nn.Module):
+    """Learned, input-independent mixing of the condition tokens: cross-attention without content.
+
+    Query ``i`` of head ``h`` takes ``sum_n W[h, i, n] v_n`` with
+    ``W[h, i] = softmax(logits[h, i])`` over the condition tokens: ``logits``
+    ``(heads, n_queries, n_condition)`` is a learned table, the same for every
+    input, so the weights never depend on the condition's (or the query's)
+    content. Everything else is :class:`CrossAttentionLayer`: condition
+    LayerNorm, value projection split into heads, output projection, residual +
+    LayerNorm, residual feed-forward. The table starts at zero (uniform weights:
+    every query starts from the mean of the condition's values, as the pooled
+    methods do) and, like the decoders' learned queries, is not weight-decayed.
+
+    Token ``n`` is always the condition's ``n``-th token and query ``i`` the
+    decoder's ``i``-th query, so the counts are fixed when the model is built
+    (from the encoder's and decoder's provenance). Shorter inputs use the
+    leading rows and columns of the table (a text condition shorter than
+    ``max_length``, a text target's prefix during decoding); longer ones are
+    refused. Padding tokens (``mask`` False) get weight 0.
+
+    Its parameter count differs from ``cross_attention``'s by
+    ``heads * n_queries * n_condition - 2 * (dim**2 + dim)`` (the table in, the
+    query and key projections out): +1,280 (+0.7 % of the model) for the default
+    image -> time-series experiment (150 grid tokens, 16 ROI queries, dim 64, 4 heads).
+    """
+
+    returns_attention = True
+
+    def __init__(
+        self, dim: int, n_queries: int, n_condition: int, n_heads: int = 8, dropout: float = 0.0
+    ):
+        super().__init__()
+        if dim % n_heads:
+            raise ValueError(f"embedding dim {dim} must be divisible by {n_heads} heads")
+        if n_queries < 1 or n_condition < 1:
+            raise ValueError(
+                f"spatial_mix needs at least one query and one condition token, got "
+                f"n_queries={n_queries}, n_condition={n_condition}"
+            )
+        self.n_heads, self.n_queries, self.n_condition = n_heads, n_queries, n_condition
+        self.dropout = dropout
+        self.condition_norm = nn.LayerNorm(dim)
+        self.to_v = nn.Linear(dim, dim)
+        self.mix_logits = nn.Parameter(torch.zeros(n_heads, n_queries, n_condition))
+        self.to_out = nn.Linear(dim, dim)
+        self.out_dropout = nn.Dropout(dropout)
+        self.norm = nn.LayerNorm(dim)
+        self.ff = _ResidualFeedForward(dim, dropout)
+
+    def weights(
+        self, n_target: int, n_condition: int, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Mixing weights ``(1 or B, heads, n_target, n_condition)``; rows sum to 1.
+
+        Without ``mask`` the batch axis is 1 (the weights are the same for every
+        sample); with ``mask`` (B, N), True = keep, padding tokens get 0.
+        """
+        if n_target > self.n_queries or n_condition > self.n_condition:
+            raise ValueError(
+                f"spatial_mix was built for {self.n_queries} target queries and "
+                f"{self.n_condition} condition tokens (a learned weight per pair), got "
+                f"{n_target} and {n_condition}: build the model for these shapes"
+            )
+        logits = self.mix_logits[:, :n_target, :n_condition].unsqueeze(0)  # (1, h, Q, N)
+        if mask is not None:
+            logits = logits.masked_fill(~mask[:, None, None, :], float("-inf"))
+        return logits.softmax(dim=-1)
+
+    def forward(
+        self,
+        queries: torch.Tensor,
+        condition: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        return_attention: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Queries (B, Q, dim), condition (B, N, dim) -> (B, Q, dim), weights (B, h, Q, N) | None."""
+        b, n_target, _ = queries.shape
+        weights = self.weights(n_target, condition.shape[1], mask)
+        v = _split_heads(self.to_v(self.condition_norm(condition)), self.n_heads)
+        if self.training and self.dropout > 0:  # a dropout mask per sample, as in attention
+            mixed = F.dropout(weights.expand(b, -1, -1, -1), self.dropout, True) @ v
+        else:
+            mixed = weights @ v  # (1 or B, h, Q, N) @ (B, h, N, d_head) -> (B, h, Q, d_head)
+        out = mixed.transpose(1, 2).reshape(queries.shape)  # (B, Q, dim)
+        x = self.norm(queries + self.out_dropout(self.to_out(out)))
+        if return_attention:
+            return self.ff(x), weights.expand(b, -1, -1, -1)
+        return self.ff(x), None
+
+
 class Conditioning(nn.Module):
     """A stack of ``n_layers`` layers of one registered conditioning method.
 
     Parameters
     ----------
     method : str
-        A registered name (``cross_attention``, ``film``, ``adaln`` (alias
-        ``adain``), ``concat``, ...).
+        A registered name (``cross_attention``, ``spatial_mix``, ``film``,
+        ``adaln`` (alias ``adain``), ``concat``, ...).
     dim, n_heads, dropout : int, int, float
         Passed to every layer.
     n_layers : int
         Layers applied in turn; attention weights returned are the last layer's.
     options : dict, optional
         Extra keyword arguments for the layer class.
+    n_queries, n_condition : int, optional
+        Target queries and condition tokens, for methods that learn a weight per
+        pair (``spatial_mix``; see :func:`needs_token_counts`).
     """
 
     def __init__(
@@ -219,6 +352,8 @@ class Conditioning(nn.Module):
         dropout: float = 0.0,
         n_layers: int = 1,
         options: dict | None = None,
+        n_queries: int | None = None,
+        n_condition: int | None = None,
     ):
         super().__init__()
         if n_layers < 1:
@@ -226,6 +361,13 @@ class Conditioning(nn.Module):
         layer_cls = get_conditioning(method)
         self.method = method
         settings = {"dim": dim, "n_heads": n_heads, "dropout": dropout}
+        if needs_token_counts(method):
+            if n_queries is None or n_condition is None:
+                raise ValueError(
+                    f"{method} conditioning learns a weight per (target query, condition "
+                    "token): it needs n_queries and n_condition"
+                )
+            settings.update(n_queries=int(n_queries), n_condition=int(n_condition))
         self.layers = nn.ModuleList(
             build(layer_cls, f"{method} conditioning", (), settings, options)
             for _ in range(n_layers)

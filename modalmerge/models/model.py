@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from modalmerge.io import InputError, atomic_path, require_file
-from modalmerge.models.conditioning import Conditioning
+from modalmerge.models.conditioning import Conditioning, needs_token_counts
 from modalmerge.models.layers import TokenProvenance
 from modalmerge.models.registry import build, check_modality, get_decoder, get_encoder
 from modalmerge.models.text import Tokenizer
@@ -42,8 +42,9 @@ class ModelOutput(NamedTuple):
         ``(B, T, channels)``, text logits ``(B, L, vocab_size)`` (``[:, i]`` predicts
         id ``i``), tabular ``{"numeric": (B, n_num), "categorical": [(B, card_i), ...]}``.
     attention : Tensor or None
-        ``(B, heads, n_target, n_condition)`` cross-attention weights when asked
-        for and the method has them; else None.
+        ``(B, heads, n_target, n_condition)`` weights when asked for and the
+        method has them (``cross_attention``; ``spatial_mix``, whose weights are
+        the same for every input); else None.
     """
 
     prediction: Any
@@ -66,8 +67,11 @@ class MultiModalModel(nn.Module):
     num_attention_heads : int
         Heads of the cross-attention and of transformer blocks; divides ``embedding_dim``.
     conditioning : str
-        ``cross_attention``, ``film``, ``adaln`` (adaptive layer norm; ``adain``
-        is an accepted older name for it) or ``concat`` (or any registered method).
+        ``cross_attention``, ``spatial_mix`` (a learned, input-independent
+        weighting of the condition tokens per query: the control for
+        cross-attention), ``film``, ``adaln`` (adaptive layer norm; ``adain`` is
+        an accepted older name for it) or ``concat`` (or any registered method);
+        ``film``, ``adaln`` and ``concat`` pool the condition tokens first.
     conditioning_layers : int
         Conditioning layers stacked.
     condition_shape, target_shape : tuple of int, optional
@@ -203,6 +207,27 @@ class MultiModalModel(nn.Module):
             {**common, **self._modality_kwargs(condition_type, "condition")},
             encoder_options,
         )
+
+        def build_decoder():
+            return build(
+                get_decoder(target_type, self.target_decoder_name),
+                f"{self.target_decoder_name} decoder",
+                (self.target_shape, embedding_dim),
+                {**common, **self._modality_kwargs(target_type, "target")},
+                decoder_options,
+            )
+
+        counts = {}
+        decoder = None
+        if needs_token_counts(conditioning):
+            # a method with a weight per (query, token) pair (spatial_mix) needs both counts;
+            # the decoder is then built first (other methods keep the original build order,
+            # so their initial weights under a given seed are unchanged)
+            decoder = build_decoder()
+            counts = {
+                "n_queries": decoder.query_provenance().n_tokens,
+                "n_condition": self.encoder.token_provenance(self.condition_shape).n_tokens,
+            }
         self.conditioner = Conditioning(
             conditioning,
             embedding_dim,
@@ -210,14 +235,9 @@ class MultiModalModel(nn.Module):
             dropout,
             conditioning_layers,
             conditioning_options,
+            **counts,
         )
-        self.decoder = build(
-            get_decoder(target_type, self.target_decoder_name),
-            f"{self.target_decoder_name} decoder",
-            (self.target_shape, embedding_dim),
-            {**common, **self._modality_kwargs(target_type, "target")},
-            decoder_options,
-        )
+        self.decoder = build_decoder() if decoder is None else decoder
 
     # ----------------------------------------------------------------- shapes
     def _shape(self, role: str, modality: str, shape) -> tuple[int, ...]:
@@ -399,6 +419,15 @@ class MultiModalModel(nn.Module):
         model = cls.from_config(data["config"])
         model.load_state_dict(data["state_dict"])
         return model.to(map_location)
+
+    def n_parameters(self) -> int:
+        """Number of trainable parameters (each shared tensor counted once)."""
+        seen, total = set(), 0
+        for p in self.parameters():
+            if p.requires_grad and id(p) not in seen:
+                seen.add(id(p))
+                total += p.numel()
+        return total
 
     def extra_repr(self) -> str:
         return (

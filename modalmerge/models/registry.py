@@ -101,8 +101,10 @@ def register_conditioning(name: str) -> Callable[[T], T]:
     """Class decorator: register a conditioning layer under ``name``.
 
     The class is built as ``cls(dim=..., n_heads=..., dropout=..., **options)``
-    (``n_heads`` and ``dropout`` only when ``__init__`` names them; ``options``
-    must be parameters it names) and is called as ``layer(queries, condition,
+    (``n_heads`` and ``dropout`` only when ``__init__`` names them; so are
+    ``n_queries`` and ``n_condition``, the decoder's query count and the
+    encoder's token count, for a method that learns a weight per pair such as
+    ``spatial_mix``; ``options`` must be parameters it names) and is called as ``layer(queries, condition,
     condition_mask, return_attention)``, returning ``(conditioned_queries,
     attention_or_None)``.
     """

@@ -73,6 +73,7 @@ from modalmerge.evaluation.summary import write_metrics
 from modalmerge.evaluation.tabular import score_tabular, score_text
 from modalmerge.evaluation.time_series import RunTruth, score_time_series
 from modalmerge.io import InputError, atomic_path, require_file
+from modalmerge.models.conditioning import returns_attention
 from modalmerge.settings import (
     EvaluateSettings,
     ExperimentSettings,
@@ -150,9 +151,10 @@ def _evaluate(
     manifest = read_manifest(shard_dir)
     method = experiment.method
     # left/right-style ROI views and region columns: the test pass also averages the attention
-    homologs = condition == target == "time_series" and method == "cross_attention"
+    weighted = returns_attention(method)  # cross_attention, spatial_mix
+    homologs = condition == target == "time_series" and weighted
     regions = manifest.get("sample_unit") == "region" and target == "tabular"
-    attention = homologs or (regions and method == "cross_attention" and condition == "tabular")
+    attention = homologs or (regions and weighted and condition == "tabular")
     train = collect_split(shard_dir, "train", experiment, tokenizer)
     test = collect_split(shard_dir, "test", experiment, tokenizer, model=model, attention=attention)
     if not test.subjects:
@@ -182,6 +184,7 @@ def _evaluate(
         "target": target,
         "method": method,
         "n_test_subjects": n_subjects,
+        "n_parameters": model.n_parameters(),
         "scores": scored.scores,
         **({"per_roi": scored.per_roi} if scored.per_roi else {}),
         **({"per_unit": scored.per_unit} if scored.per_unit else {}),

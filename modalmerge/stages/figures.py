@@ -44,6 +44,7 @@ from modalmerge.data.shards.split_arrays import (
 )
 from modalmerge.evaluation.metrics import connectivity
 from modalmerge.io import InputError, require_file
+from modalmerge.models.conditioning import returns_attention
 from modalmerge.settings import ExperimentSettings, FiguresSettings
 from modalmerge.stages.common import experiment_dataset, load_experiment_model
 from modalmerge.viz import figures as fig_lib
@@ -194,7 +195,7 @@ def draw_experiment_figures(
                 ),
                 "tabular_prediction",
             )
-    if experiment.method == "cross_attention":
+    if returns_attention(experiment.method):  # cross_attention, spatial_mix
         _attention_figures(model, tokenizer, shard_dir, atlas_path, experiment, save)
     log.info("wrote %d figures to %s", len(written), out_dir)
     return written

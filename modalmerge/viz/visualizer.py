@@ -256,7 +256,7 @@ class Visualizer:
             method = getattr(model, "conditioning_method", "")
             raise ValueError(
                 f"the model returns no attention weights (conditioning {method!r}); "
-                "plot_attention needs cross_attention conditioning"
+                "plot_attention needs a method with weights (cross_attention, spatial_mix)"
             )
         att = select_heads(attention, head)  # (n_target, n_condition)
         if att.shape[1] != prov.n_tokens:
