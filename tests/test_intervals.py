@@ -100,3 +100,15 @@ def test_wilcoxon_matches_scipy_on_a_known_case():
     d = np.array([0.3, -0.1, 0.25, 0.4, 0.05, 0.2, -0.02, 0.33])
     assert wilcoxon_p(d) == pytest.approx(wilcoxon(d).pvalue)
     assert paired_difference(d, np.zeros_like(d)).p_wilcoxon == pytest.approx(wilcoxon(d).pvalue)
+
+
+def test_no_verdict_of_beats_on_fewer_than_five_units():
+    """Three units that all favour the model give a positive interval, but too few units
+    for a verdict; five such units do."""
+    from modalmerge.evaluation.intervals import MIN_UNITS_FOR_VERDICT, paired_difference, verdict
+
+    assert MIN_UNITS_FOR_VERDICT == 5
+    few = paired_difference([0.5, 0.6, 0.55], [0.1, 0.2, 0.15])
+    assert few.ci_low > 0 and verdict(few) == "does not beat"
+    enough = paired_difference([0.5, 0.6, 0.55, 0.52, 0.58], [0.1, 0.2, 0.15, 0.12, 0.18])
+    assert enough.ci_low > 0 and verdict(enough) == "beats"

@@ -10,7 +10,8 @@ region samples; ``per_unit``). This module turns such lists into evidence:
   predictors scored on the same units, its mean, its bootstrap interval and
   the two-sided Wilcoxon signed-rank p-value (:func:`scipy.stats.wilcoxon`);
 - :func:`verdict`: ``"beats"`` only when the interval of the difference lies
-  above zero, else ``"does not beat"``.
+  above zero and rests on at least :data:`MIN_UNITS_FOR_VERDICT` (5) held-out
+  units, else ``"does not beat"``.
 
 Why a percentile bootstrap of the mean: the units are few (often 5–10 test
 subjects) and their scores bounded and skewed (correlations), so no normal
@@ -51,6 +52,9 @@ N_BOOTSTRAP = 2000
 CONFIDENCE = 0.95
 
 BEATS, DOES_NOT_BEAT = "beats", "does not beat"
+#: fewest held-out units a verdict is given on: below it the percentile interval is too crude
+#: (n = 2 has three possible resample means) and the verdict is "does not beat"
+MIN_UNITS_FOR_VERDICT = 5
 
 
 def _values(values) -> np.ndarray:
@@ -166,5 +170,7 @@ def paired_difference(
 
 
 def verdict(difference: Difference) -> str:
-    """``"beats"`` when the interval of ``a - b`` lies above zero, else ``"does not beat"``."""
-    return BEATS if difference.ci_low > 0 else DOES_NOT_BEAT
+    """``"beats"`` when the interval of ``a - b`` lies above zero and rests on at least
+    :data:`MIN_UNITS_FOR_VERDICT` held-out units, else ``"does not beat"``."""
+    enough = difference.n >= MIN_UNITS_FOR_VERDICT
+    return BEATS if enough and difference.ci_low > 0 else DOES_NOT_BEAT
