@@ -11,9 +11,9 @@ from nbclient import NotebookClient
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "docs" / "tutorial.ipynb"
 
-#: Wall-clock bound of a whole run, kernel start included. The tutorial takes about 20 s with 2
-#: threads on an idle 2-core machine; the bound leaves room for a busy one (a shared CI box).
-TIME_LIMIT_S = 120
+#: A cell that runs longer has hung (a guard, not a speed test: speed is not asserted in tests).
+#: The tutorial takes about 20-26 s with 2 threads on an idle 2-core machine (printed below).
+CELL_TIMEOUT_S = 600
 
 
 def test_the_notebook_is_stored_without_outputs():
@@ -53,13 +53,12 @@ def test_the_notebook_runs_on_a_cpu_with_two_threads(tmp_path, monkeypatch):
         )
     )
     client = NotebookClient(
-        nb, timeout=TIME_LIMIT_S, kernel_name="python3", resources={"metadata": {"path": workdir}}
+        nb, timeout=CELL_TIMEOUT_S, kernel_name="python3", resources={"metadata": {"path": workdir}}
     )
     start = time.perf_counter()
     client.execute()
     elapsed = time.perf_counter() - start
     print(f"docs/tutorial.ipynb ran in {elapsed:.1f} s")
-    assert elapsed < TIME_LIMIT_S
     assert nb.cells[-1].outputs[0]["text"].strip() == "checked"
     assert not list(workdir.iterdir())  # nothing written in the working folder
     assert list(scratch.glob("modalmerge_tutorial_*/results/planted/eval/summary.csv"))
