@@ -218,7 +218,7 @@ class TrainSettings(_Section):
     lr: float = F(0.002, doc="peak AdamW learning rate", gt=0)
     weight_decay: float = F(0.01, doc="AdamW weight decay (matrices only)", ge=0)
     patience: int = F(8, doc="epochs without validation improvement before stopping", ge=1)
-    threads: int = F(1, doc="CPU threads per training job", ge=1)
+    threads: int = F(1, doc="CPU threads per training job", ge=1, resource=True)
     path: InitVar[str | None] = None
 
 
@@ -426,6 +426,16 @@ def _plugins(value) -> tuple[str, ...]:
     if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v for v in value):
         raise ValueError(f"plugins: must be a list of module names, got {value!r}")
     return tuple(value)
+
+
+def identity_dict(settings) -> dict:
+    """:func:`to_dict` without the resource knobs (fields marked ``resource=True``: threads,
+    workers, memory): what a stage computes, the workflow's rerun identity of a section."""
+    plain = to_dict(settings)
+    for f in dataclasses.fields(settings):
+        if f.metadata.get("resource"):
+            plain.pop(f.name, None)
+    return plain
 
 
 def to_dict(settings) -> dict:

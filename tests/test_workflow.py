@@ -155,6 +155,13 @@ def test_editing_train_settings_reruns_training_and_what_follows_only(restore_co
     assert jobs["train"] == len(config["experiments"])
 
 
+def test_a_thread_count_reruns_nothing(restore_config):
+    """A resource knob is no part of a stage's identity (issue 17)."""
+    workdir, config = restore_config
+    config["train"]["threads"] = config["train"]["threads"] + 1
+    assert _dry_run(workdir, config) == {}
+
+
 def test_editing_one_experiment_reruns_that_experiment_only(restore_config):
     workdir, config = restore_config
     config["experiments"][0]["embedding_dim"] = 8

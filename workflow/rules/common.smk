@@ -6,7 +6,7 @@ from pathlib import Path
 
 from modalmerge.data.derivatives import relmat_stat, seg_label, space_label
 from modalmerge.fingerprint import code_fingerprint
-from modalmerge.settings import to_dict
+from modalmerge.settings import identity_dict, to_dict
 from modalmerge.stages.train_resources import train_resources as train_job_resources
 from modalmerge.stages.train_resources import train_threads
 from modalmerge.stages.acquire import (
@@ -157,12 +157,14 @@ def optional_args(wildcards, input, output=None):
 
 def section_json(name):
     """One config section's typed settings (defaults filled) as a rule's params: only the
-    keys that stage reads, so editing another section does not rerun it."""
+    keys that stage reads, so editing another section does not rerun it, and without its
+    resource knobs (``train.threads``: the job gets them as ``--threads {threads}``), so a
+    thread count never reruns a stage."""
     if name == "shard":  # subject shards; region shards read other keys (regions.smk)
         return as_json(SETTINGS.shard.subject_params())
     if name == "shard_regions":
         return as_json(SETTINGS.shard.region_params())
-    return as_json(to_dict(getattr(SETTINGS, name)))
+    return as_json(identity_dict(getattr(SETTINGS, name)))
 
 
 def dataset_root(path):
