@@ -110,6 +110,13 @@ class PreprocessSettings(_Section):
         ge=0,
         le=1,
     )
+    keep_intermediate: bool = F(
+        False,
+        doc="keep the preprocessed BOLD after parcellate has read it (default: a temp() output, "
+        "deleted then; a later parcellate rerun then reruns preprocess first). Not part of "
+        "the stage's identity: changing it reruns nothing",
+        resource=True,
+    )
     path: InitVar[str | None] = None
 
     def __post_init__(self, path: str | None = None) -> None:
@@ -331,6 +338,17 @@ class ClusterSettings(_Section):
         16000,
         doc="memory per GPU of a train job (MiB): sbatch --mem is gpus x this (at least mem_mb)",
         ge=100,
+    )
+    stage_mem_mb: dict = F(
+        {},
+        doc="base memory (MB) of a data stage's job by rule name (acquire_subject, preprocess, "
+        "parcellate, shard, ...), replacing mem_mb for that rule; each job adds mem_per_input_mb "
+        "x its input size and is multiplied by the retry attempt",
+    )
+    mem_per_input_mb: dict = F(
+        {},
+        doc="MB of memory per MB of input files, by rule name (unset: the stage's built-in "
+        "estimate, modalmerge/stages/resources.py)",
     )
     path: InitVar[str | None] = None
 
