@@ -30,17 +30,19 @@ def test_exclude_mode_runs_the_rest_of_the_cohort(tmp_path):
         },
     }
     write_config(work, config)
-    target = "results/corpus/parcellated/sub-02.npz"
-    dry = snakemake(work, "--dry-run", target)
+    target = "results/corpus/parcellated/sub-02/sub-02_space-MNI152_seg-atlas_parcellated.npz"
+    table = "results/corpus/raw/participants.tsv"
+    dry = snakemake(work, "--dry-run", target, table)
     assert dry.returncode == 0, dry.stderr[-3000:]
     assert "sub-01" not in dry.stdout + dry.stderr
     assert planned_jobs(dry) == {
+        "acquire_atlas": 1,
         "acquire_cohort": 1,
         "acquire_subject": 1,
         "preprocess": 1,
         "parcellate": 1,
     }
-    result = snakemake(work, target)
+    result = snakemake(work, target, table)
     assert result.returncode == 0, result.stderr[-3000:]
     raw = work / "results" / "corpus" / "raw"
     excluded = pd.read_csv(raw / "excluded.tsv", sep="\t")
