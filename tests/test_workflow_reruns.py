@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 import time
 
 import pandas as pd
@@ -113,3 +115,39 @@ def test_the_shard_command_line_stays_short_at_2000_subjects(tmp_path):
     commands = [line[line.index(shard) :] for line in out.splitlines() if shard in line]
     assert len(commands) == 1 and len(commands[0]) < 4096, [len(c) for c in commands]
     assert planned_jobs(result)["acquire_subject"] == 2000
+
+
+TEMP_PROBE = """
+import json, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.io import is_flagged
+from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+
+with SnakemakeApi(OutputSettings()) as api:
+    workflow_api = api.workflow(
+        resource_settings=ResourceSettings(cores=1),
+        config_settings=ConfigSettings(configfiles=[Path(sys.argv[1])]),
+        snakefile=Path("Snakefile"),
+        workdir=Path(sys.argv[2]),
+    )
+    workflow_api.list_rules()
+    rule = workflow_api._workflow.get_rule("preprocess")
+    print(json.dumps({name: is_flagged(rule.output[i], "temp")
+                      for name, (i, _) in rule.output._names.items()}))
+"""
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_the_cleaned_bold_is_temporary_unless_kept(tmp_path, keep):
+    work = copy_project(tmp_path / "work")
+    config = load_yaml(work / "configs" / "tiny.yaml")
+    config["preprocess"]["keep_intermediate"] = keep
+    configfile = write_config(work, config, "keep.yaml")
+    done = subprocess.run(
+        [sys.executable, "-c", TEMP_PROBE, str(configfile), str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=120, cwd=work,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    temp = json.loads(done.stdout.strip().splitlines()[-1])
+    assert temp == {"t1": False, "bold": not keep, "bold_json": False}
