@@ -30,9 +30,10 @@ def test_exclude_mode_runs_the_rest_of_the_cohort(tmp_path):
         },
     }
     write_config(work, config)
-    target = "results/corpus/parcellated/sub-02/sub-02_space-MNI152_seg-atlas_parcellated.npz"
-    table = "results/corpus/raw/participants.tsv"
-    dry = snakemake(work, "--dry-run", target, table)
+    # the data stages of every kept subject, and the cohort table (parcellate reads the atlas,
+    # its own job, acquire_atlas, not the table)
+    until = ("--until", "parcellate", "acquire_cohort")
+    dry = snakemake(work, "--dry-run", *until)
     assert dry.returncode == 0, dry.stderr[-3000:]
     assert "sub-01" not in dry.stdout + dry.stderr
     assert planned_jobs(dry) == {
@@ -42,7 +43,7 @@ def test_exclude_mode_runs_the_rest_of_the_cohort(tmp_path):
         "preprocess": 1,
         "parcellate": 1,
     }
-    result = snakemake(work, target, table)
+    result = snakemake(work, *until)
     assert result.returncode == 0, result.stderr[-3000:]
     raw = work / "results" / "corpus" / "raw"
     excluded = pd.read_csv(raw / "excluded.tsv", sep="\t")
@@ -50,4 +51,6 @@ def test_exclude_mode_runs_the_rest_of_the_cohort(tmp_path):
     assert excluded["reason"].iloc[0].startswith(f"{named}: ")
     assert text in excluded["reason"].iloc[0]
     assert pd.read_csv(raw / "participants.tsv", sep="\t")["participant_id"].tolist() == ["sub-02"]
-    assert (work / target).exists() and not (raw / "sub-01").exists()
+    parcellated = work / "results" / "corpus" / "parcellated"
+    assert list(parcellated.glob("sub-02/*_parcellated.npz")) and not (raw / "sub-01").exists()
+    assert not list(parcellated.glob("sub-01*"))

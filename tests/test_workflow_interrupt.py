@@ -99,7 +99,7 @@ def test_kill_mid_stage_then_rerun_equals_an_uninterrupted_run(tmp_path):
     preproc = work / "results" / "tiny" / "preproc"
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline and proc.poll() is None:
-        if preproc.exists() and len(list(preproc.glob("sub-*_bold.nii.gz"))) >= 1:
+        if preproc.exists() and len(list(preproc.glob("sub-*/func/*_bold.nii.gz"))) >= 1:
             break
         time.sleep(0.05)
     assert proc.poll() is None, "the run ended before it could be interrupted"
