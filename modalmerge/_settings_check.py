@@ -32,10 +32,15 @@ def field_spec(
     pattern: str | None = None,
     items: tuple | None = None,
     hint: dict | None = None,
+    resource: bool = False,
 ):
-    """A dataclass field with its doc and constraints in ``metadata`` (mutable defaults copied)."""
+    """A dataclass field with its doc and constraints in ``metadata`` (mutable defaults copied).
+
+    ``resource=True`` marks a resource knob (threads, workers, memory): how a job runs, not
+    what it computes, so it never enters a stage's identity (:func:`modalmerge.settings.identity_dict`).
+    """
     spec = {"doc": doc, "choices": choices, "ge": ge, "gt": gt, "le": le}
-    spec |= {"pattern": pattern, "items": items, "hint": hint}
+    spec |= {"pattern": pattern, "items": items, "hint": hint, "resource": resource or None}
     metadata = {k: v for k, v in spec.items() if v is not None}
     if isinstance(default, dict | list):
         return dataclasses.field(default_factory=lambda: copy.deepcopy(default), metadata=metadata)

@@ -13,6 +13,7 @@ import logging
 import sys
 import time
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from modalmerge import settings as typed
 
@@ -46,7 +47,7 @@ def _section(name: str) -> Callable[[str], object]:
 def _acquire_cohort(a: argparse.Namespace) -> None:
     from modalmerge.stages.acquire import acquire_cohort
 
-    acquire_cohort(a.dataset, a.root)
+    acquire_cohort(a.dataset, a.root, parts=tuple(a.part or ("table", "atlas")))
 
 
 def _acquire_subject(a: argparse.Namespace) -> None:
@@ -80,9 +81,27 @@ def _parcellate(a: argparse.Namespace) -> None:
     )  # fmt: skip
 
 
+#: What ``shard --inputs-json`` reads: the file lists that would not fit on a command line.
+SHARD_INPUT_KEYS = ("subjects", "parcellated", "anatomy", "texts", "participants", "channels",
+                    "extra_anatomy", "label_channels")  # fmt: skip
+
+
 def _shard(a: argparse.Namespace) -> None:
     from modalmerge.data.shards.subjects import write_shards
 
+    if a.inputs_json:  # the workflow's form: thousands of subjects exceed ARG_MAX otherwise
+        spec = json.loads(Path(a.inputs_json).read_text())
+        unknown = sorted(set(spec) - set(SHARD_INPUT_KEYS))
+        if unknown:
+            raise ValueError(f"{a.inputs_json}: unknown key(s) {unknown}")
+        for key, value in spec.items():
+            setattr(a, key, value)
+    missing = [
+        k for k in ("subjects", "parcellated", "anatomy", "participants") if not getattr(a, k)
+    ]
+    if missing:
+        flags = ", ".join("--" + k for k in missing)
+        raise ValueError(f"shard needs {flags} (or --inputs-json with those keys)")
     extra = None
     if a.channels:
         n = len(a.channels)
@@ -181,6 +200,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("acquire-cohort", _acquire_cohort, "write cohort-level raw/ files and the atlas")
     p.add_argument("--dataset", type=_json, required=True, help="config['dataset'] as JSON")
     p.add_argument("--root", required=True, help="results/<dataset>/")
+    p.add_argument(
+        "--part",
+        action="append",
+        choices=("table", "atlas"),
+        help="write only this part (repeatable; default both): the cohort table and raw/ "
+        "cohort files, or atlas/",
+    )
 
     p = command("acquire-subject", _acquire_subject, "write one subject's raw/ files")
     p.add_argument("--dataset", type=_json, required=True, help="config['dataset'] as JSON")
@@ -230,15 +256,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--settings", type=_section("shard"), required=True, help="config['shard'] as JSON"
     )
+    p.add_argument(
+        "--inputs-json",
+        default=None,
+        help="a JSON object holding the lists below (subjects, parcellated, anatomy, texts, "
+        "participants, channels, extra_anatomy, label_channels): what the workflow passes",
+    )
     for name in ("subjects", "parcellated", "anatomy"):
-        p.add_argument(f"--{name}", nargs="+", required=True)
+        p.add_argument(f"--{name}", nargs="+", default=None)
     p.add_argument("--texts", nargs="+", default=None, help="omit for data without texts")
     p.add_argument("--channels", nargs="+", default=[], help="names of further image channels")
     p.add_argument(
         "--extra-anatomy", nargs="+", default=None, help="their files, subject-major order"
     )
     p.add_argument("--label-channels", nargs="+", default=[], help="channels holding labels")
-    p.add_argument("--participants", required=True)
+    p.add_argument("--participants", default=None)
     p.add_argument("--out", required=True)
 
     p = command(

@@ -110,6 +110,13 @@ class PreprocessSettings(_Section):
         ge=0,
         le=1,
     )
+    keep_intermediate: bool = F(
+        False,
+        doc="keep the preprocessed BOLD after parcellate has read it (default: a temp() output, "
+        "deleted then; a later parcellate rerun then reruns preprocess first). Not part of "
+        "the stage's identity: changing it reruns nothing",
+        resource=True,
+    )
     path: InitVar[str | None] = None
 
     def __post_init__(self, path: str | None = None) -> None:
@@ -218,7 +225,7 @@ class TrainSettings(_Section):
     lr: float = F(0.002, doc="peak AdamW learning rate", gt=0)
     weight_decay: float = F(0.01, doc="AdamW weight decay (matrices only)", ge=0)
     patience: int = F(8, doc="epochs without validation improvement before stopping", ge=1)
-    threads: int = F(1, doc="CPU threads per training job", ge=1)
+    threads: int = F(1, doc="CPU threads per training job", ge=1, resource=True)
     path: InitVar[str | None] = None
 
 
@@ -335,6 +342,17 @@ class ClusterSettings(_Section):
         doc="memory per GPU of a train job (MiB): sbatch --mem is gpus x this (at least mem_mb)",
         ge=100,
     )
+    stage_mem_mb: dict = F(
+        {},
+        doc="base memory (MB) of a data stage's job by rule name (acquire_subject, preprocess, "
+        "parcellate, shard, ...), replacing mem_mb for that rule; each job adds mem_per_input_mb "
+        "x its input size and is multiplied by the retry attempt",
+    )
+    mem_per_input_mb: dict = F(
+        {},
+        doc="MB of memory per MB of input files, by rule name (unset: the stage's built-in "
+        "estimate, modalmerge/stages/resources.py)",
+    )
     path: InitVar[str | None] = None
 
 
@@ -429,6 +447,16 @@ def _plugins(value) -> tuple[str, ...]:
     if not isinstance(value, list | tuple) or not all(isinstance(v, str) and v for v in value):
         raise ValueError(f"plugins: must be a list of module names, got {value!r}")
     return tuple(value)
+
+
+def identity_dict(settings) -> dict:
+    """:func:`to_dict` without the resource knobs (fields marked ``resource=True``: threads,
+    workers, memory): what a stage computes, the workflow's rerun identity of a section."""
+    plain = to_dict(settings)
+    for f in dataclasses.fields(settings):
+        if f.metadata.get("resource"):
+            plain.pop(f.name, None)
+    return plain
 
 
 def to_dict(settings) -> dict:

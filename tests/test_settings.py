@@ -167,3 +167,13 @@ def test_dry_run_accepts_the_connectivity_kinds_parcellate_computes(project, kin
     result = snakemake(workdir, "--dry-run", "--printshellcmds")
     assert result.returncode == 0, result.stderr[-3000:]
     assert f'"connectivity": "{kind}"' in result.stdout  # the parcellate jobs' --settings
+
+
+def test_resource_knobs_stay_out_of_a_stage_s_identity():
+    """train.threads is how a job runs, not what it computes: the workflow's params JSON
+    (identity_dict) leaves it out, so a thread count never reruns training (issue 17)."""
+    train = typed.TrainSettings.from_dict({"threads": 4, "lr": 0.01})
+    identity = typed.identity_dict(train)
+    assert "threads" not in identity and identity["lr"] == 0.01
+    assert typed.to_dict(train)["threads"] == 4  # still a setting the CLI and rules read
+    assert identity == typed.identity_dict(typed.TrainSettings.from_dict({"lr": 0.01}))

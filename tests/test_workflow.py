@@ -28,7 +28,8 @@ from workflow_utils import (
 
 pytestmark = pytest.mark.slow
 
-DATA_RULES = {"acquire_cohort", "acquire_subject", "preprocess", "parcellate", "shard"}
+DATA_RULES = {"acquire_atlas", "acquire_cohort", "acquire_subject", "preprocess", "parcellate",
+              "shard_inputs", "shard"}  # fmt: skip
 MODEL_RULES = {"train", "evaluate", "summarize", "figures", "summary_chart"}
 
 
@@ -65,7 +66,8 @@ def test_tiny_workflow_writes_every_stage_output(tiny_run):
     assert len(list((root / "raw").glob("sub-*/anat/*_T1w.nii.gz"))) == n
     task = config["dataset"]["params"].get("task", "motor")
     func = f"sub-*/func/sub-*_task-{task}_space-synthetic"
-    assert len(list((root / "preproc").glob(f"{func}_desc-clean_bold.nii.gz"))) == n
+    # the cleaned BOLD is a temp() output: deleted once parcellate read it (keep_intermediate)
+    assert len(list((root / "preproc").glob(f"{func}_desc-clean_bold.nii.gz"))) == 0
     assert len(list((root / "preproc").glob(f"{func}_desc-clean_bold.json"))) == n
     assert len(list((root / "preproc").glob("sub-*/anat/*_desc-preproc_T1w.nii.gz"))) == n
     assert len(list((root / "parcellated").glob("sub-*/*_parcellated.npz"))) == n
@@ -155,6 +157,13 @@ def test_editing_train_settings_reruns_training_and_what_follows_only(restore_co
     assert jobs["train"] == len(config["experiments"])
 
 
+def test_a_thread_count_reruns_nothing(restore_config):
+    """A resource knob is no part of a stage's identity (issue 17)."""
+    workdir, config = restore_config
+    config["train"]["threads"] = config["train"]["threads"] + 1
+    assert _dry_run(workdir, config) == {}
+
+
 def test_editing_one_experiment_reruns_that_experiment_only(restore_config):
     workdir, config = restore_config
     config["experiments"][0]["embedding_dim"] = 8
@@ -180,9 +189,13 @@ def test_editing_a_stage_s_package_code_reruns_that_stage_and_what_follows(tiny_
         jobs = _dry_run(workdir)
     finally:
         source.write_text(original)
-    assert jobs["parcellate"] == config["dataset"]["params"]["n_subjects"]
+    n = config["dataset"]["params"]["n_subjects"]
+    assert jobs["parcellate"] == n
+    # parcellate reads the cleaned BOLD, a temp() output deleted after the first run
+    # (preprocess.keep_intermediate: false): preprocess runs again to make it
+    assert jobs["preprocess"] == n
     assert {"shard", "train", "evaluate", "figures"} <= set(jobs)
-    assert not {"acquire_subject", "acquire_cohort", "preprocess"} & set(jobs)
+    assert not {"acquire_subject", "acquire_cohort", "acquire_atlas"} & set(jobs)
     assert _dry_run(workdir) == {}
 
 

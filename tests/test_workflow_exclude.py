@@ -30,11 +30,14 @@ def test_exclude_mode_runs_the_rest_of_the_cohort(tmp_path):
         },
     }
     write_config(work, config)
-    until = ("--until", "parcellate")  # the data stages of every kept subject
+    # the data stages of every kept subject, and the cohort table (parcellate reads the atlas,
+    # its own job, acquire_atlas, not the table)
+    until = ("--until", "parcellate", "acquire_cohort")
     dry = snakemake(work, "--dry-run", *until)
     assert dry.returncode == 0, dry.stderr[-3000:]
     assert "sub-01" not in dry.stdout + dry.stderr
     assert planned_jobs(dry) == {
+        "acquire_atlas": 1,
         "acquire_cohort": 1,
         "acquire_subject": 1,
         "preprocess": 1,

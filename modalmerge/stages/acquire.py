@@ -58,9 +58,38 @@ def source_task(dataset: dict) -> str:
     return source_module(dataset["kind"]).task_label(dataset.get("params", {}))
 
 
-def acquire_cohort(dataset: dict, root: str | Path) -> None:
-    """Write the cohort-level files: participants, dataset description, events, atlas."""
-    source_module(dataset["kind"]).write_cohort(dataset.get("params", {}), Path(root))
+def source_subject_params(dataset: dict, subject: str) -> dict:
+    """``dataset`` with only the params that concern ``subject`` (``Source.subject_params``):
+    what ``acquire_subject`` is given, so a cohort change reruns no written subject."""
+    params = dataset.get("params") or {}
+    return {**dataset, "params": source_module(dataset["kind"]).subject_params(params, subject)}
+
+
+def source_input_files(dataset: dict, subject: str) -> list[str]:
+    """The source files ``acquire_subject`` reads for ``subject`` (``Source.input_files``)."""
+    return source_module(dataset["kind"]).input_files(dataset.get("params") or {}, subject)
+
+
+def source_cohort_files(dataset: dict, part: str = "table") -> list[str]:
+    """The source files ``acquire_cohort`` (part ``table``) or ``acquire_atlas`` (part
+    ``atlas``) reads (``Source.cohort_input_files``)."""
+    params = dataset.get("params") or {}
+    return source_module(dataset["kind"]).cohort_input_files(params, part)
+
+
+def source_atlas_dataset(dataset: dict) -> dict:
+    """``dataset`` with only the params that decide ``atlas/`` (``Source.atlas_params``)."""
+    params = dataset.get("params") or {}
+    return {**dataset, "params": source_module(dataset["kind"]).atlas_params(params)}
+
+
+def acquire_cohort(
+    dataset: dict, root: str | Path, parts: tuple[str, ...] = ("table", "atlas")
+) -> None:
+    """Write the cohort-level files: participants, dataset description, events (part
+    ``table``), the atlas (part ``atlas``)."""
+    source = source_module(dataset["kind"])
+    source.write_cohort(dataset.get("params", {}), Path(root), parts=tuple(parts))
 
 
 def acquire_subject(dataset: dict, subject: str, root: str | Path) -> None:

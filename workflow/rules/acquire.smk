@@ -1,27 +1,55 @@
 # acquire: map the data source (synthetic generator or a dataset on disk) onto raw/ in BIDS layout.
+# The dataset's own files are inputs (their mtimes rerun what read them), and each job's params
+# carry only what concerns it: a new subject reruns the cohort table, not the atlas or the other
+# subjects (docs/architecture.md, "What reruns").
+
+
+rule acquire_atlas:
+    input:
+        source_cohort_files(config["dataset"], "atlas"),
+    output:
+        atlas=f"{ROOT}/atlas/atlas.nii.gz",
+        labels=f"{ROOT}/atlas/labels.tsv",
+    log:
+        f"{LOGS}/acquire/atlas.log",
+    benchmark:
+        f"{BENCH}/acquire/atlas.tsv"
+    threads: 1
+    resources:
+        **stage_resources("acquire_atlas"),
+    params:
+        dataset=as_json(source_atlas_dataset(config["dataset"])),
+        code=ACQUIRE_CODE,
+        root=lambda wildcards, output: dataset_root(output.atlas),
+    shell:
+        "modalmerge acquire-cohort --part atlas --dataset {params.dataset:q}"
+        " --root {params.root:q} > {log:q} 2>&1"
 
 
 rule acquire_cohort:
+    input:
+        source_cohort_files(config["dataset"], "table"),
     output:
         participants=f"{ROOT}/raw/participants.tsv",
-        atlas=f"{ROOT}/atlas/atlas.nii.gz",
-        labels=f"{ROOT}/atlas/labels.tsv",
     log:
         f"{LOGS}/acquire/cohort.log",
     benchmark:
         f"{BENCH}/acquire/cohort.tsv"
     threads: 1
     resources:
-        **cluster_resources(mem_mb=2000),
+        **stage_resources("acquire_cohort"),
     params:
         dataset=as_json(config["dataset"]),
         code=ACQUIRE_CODE,
-        root=lambda wildcards, output: dataset_root(output.atlas),
+        root=lambda wildcards, output: dataset_root(output.participants),
     shell:
-        "modalmerge acquire-cohort --dataset {params.dataset:q} --root {params.root:q} > {log:q} 2>&1"
+        "modalmerge acquire-cohort --part table --dataset {params.dataset:q}"
+        " --root {params.root:q} > {log:q} 2>&1"
 
 
 rule acquire_subject:
+    input:
+        lambda wildcards: source_input_files(config["dataset"], wildcards.subject),
     output:
         **subject_outputs(),
     log:
@@ -30,9 +58,11 @@ rule acquire_subject:
         f"{BENCH}/acquire/{{subject}}.tsv"
     threads: 1
     resources:
-        **cluster_resources(mem_mb=2000),
+        **stage_resources("acquire_subject"),
     params:
-        dataset=as_json(config["dataset"]),
+        dataset=lambda wildcards: as_json(
+            source_subject_params(config["dataset"], wildcards.subject)
+        ),
         code=ACQUIRE_CODE,
         root=lambda wildcards, output: dataset_root(output.t1),
     shell:

@@ -6,18 +6,24 @@ from pathlib import Path
 
 from modalmerge.data.derivatives import relmat_stat, seg_label, space_label
 from modalmerge.fingerprint import code_fingerprint
-from modalmerge.settings import to_dict
+from modalmerge.io import atomic_path
+from modalmerge.settings import identity_dict, to_dict
 from modalmerge.stages.train_resources import train_resources as train_job_resources
 from modalmerge.stages.train_resources import train_threads
 from modalmerge.stages.acquire import (
     check_settings,
     source_anatomy,
+    source_atlas_dataset,
+    source_cohort_files,
+    source_input_files,
     source_module_name,
     source_sample_unit,
     source_subject_ids,
+    source_subject_params,
     source_task,
     source_writes,
 )
+from modalmerge.stages.resources import check_stage_memory, stage_mem_mb
 
 ROOT = f"results/{config['dataset']['name']}"
 LOGS = f"logs/{config['dataset']['name']}"
@@ -30,6 +36,7 @@ SAMPLE_UNIT = source_sample_unit(config["dataset"])  # "subject", or "region" (g
 # anatomy besides the T1w (BraTS: contrasts, segmentation) -> further image channels
 ANATOMY, LABEL_ANATOMY = source_anatomy(config["dataset"])
 CLUSTER = SETTINGS.cluster  # typed settings of every section: built in the Snakefile
+check_stage_memory(CLUSTER)  # cluster.stage_mem_mb / mem_per_input_mb name data-stage rules
 # BIDS-derivative entities of preproc/ and parcellated/ (modalmerge.data.derivatives)
 SPACE = space_label(config["dataset"])
 SEG = seg_label(config["dataset"])
@@ -70,7 +77,10 @@ def preprocess_outputs():
     outputs = {"t1": f"{sub}/anat/{{subject}}_space-{SPACE}_desc-preproc_T1w.nii.gz"}
     if WRITES["bold"]:
         stem = f"{sub}/func/{{subject}}_task-{TASK}_space-{SPACE}_desc-clean_bold"
-        outputs["bold"] = f"{stem}.nii.gz"
+        # read by parcellate only: deleted once it has (~4 GB per HCP-size subject on a 1 mm
+        # atlas) unless preprocess.keep_intermediate; the sidecar stays (bytes)
+        bold = f"{stem}.nii.gz"
+        outputs["bold"] = bold if SETTINGS.preprocess.keep_intermediate else temp(bold)
         outputs["bold_json"] = f"{stem}.json"
     for name in ANATOMY:
         entities, _, suffix = name.rpartition("_")  # ce-gd_T1w -> ce-gd, T1w
@@ -128,13 +138,29 @@ def extra_anatomy_args(wildcards, input, output):
     return " ".join(args)
 
 
-def shard_anatomy_args(wildcards, input):
-    """``--channels`` and ``--extra-anatomy`` (subject-major) for the shard stage."""
-    if not ANATOMY:
-        return ""
-    paths = [shlex.quote(p) for p in input.extra_anatomy]
-    labels = " ".join(["--label-channels", *LABEL_ANATOMY]) if LABEL_ANATOMY else ""
-    return f"--channels {' '.join(ANATOMY)} --extra-anatomy {' '.join(paths)} {labels}"
+def shard_inputs_json():
+    """The shard stage's file lists as one JSON object (``modalmerge shard --inputs-json``):
+    subjects, their parcellated .npz, preprocessed T1w, texts, extra anatomy (subject-major)
+    and the participants table, in the order of the shard rule's inputs."""
+    t1 = rules.preprocess.output.t1
+    inputs = {
+        "subjects": SUBJECTS,
+        "parcellated": expand(rules.parcellate.output.npz, subject=SUBJECTS),
+        "anatomy": expand(t1, subject=SUBJECTS),
+        "participants": rules.acquire_cohort.output.participants,
+    }
+    if WRITES["text"]:
+        inputs["texts"] = expand(rules.acquire_subject.output.text, subject=SUBJECTS)
+    if ANATOMY:
+        inputs |= {"channels": ANATOMY, "extra_anatomy": preprocessed_anatomy()}
+        inputs["label_channels"] = LABEL_ANATOMY
+    return as_json(inputs)
+
+
+def write_text_atomic(path, text):
+    """``text`` to ``path``, atomically (a local rule's one line of Python)."""
+    with atomic_path(path) as tmp:
+        Path(tmp).write_text(f"{text}\n")
 
 
 def optional_args(wildcards, input, output=None):
@@ -157,12 +183,14 @@ def optional_args(wildcards, input, output=None):
 
 def section_json(name):
     """One config section's typed settings (defaults filled) as a rule's params: only the
-    keys that stage reads, so editing another section does not rerun it."""
+    keys that stage reads, so editing another section does not rerun it, and without its
+    resource knobs (``train.threads``: the job gets them as ``--threads {threads}``), so a
+    thread count never reruns a stage."""
     if name == "shard":  # subject shards; region shards read other keys (regions.smk)
         return as_json(SETTINGS.shard.subject_params())
     if name == "shard_regions":
         return as_json(SETTINGS.shard.region_params())
-    return as_json(to_dict(getattr(SETTINGS, name)))
+    return as_json(identity_dict(getattr(SETTINGS, name)))
 
 
 def dataset_root(path):
@@ -205,6 +233,17 @@ def cluster_resources(mem_mb=None):
         resources["slurm_partition"] = CLUSTER.partition
     if CLUSTER.account:
         resources["slurm_account"] = CLUSTER.account
+    return resources
+
+
+def stage_resources(rule_name):
+    """A data stage's resources: :func:`cluster_resources`, and memory that grows with the
+    job's input size and with each retry (``modalmerge.stages.resources.stage_mem_mb``;
+    per-rule overrides in ``cluster.stage_mem_mb`` and ``cluster.mem_per_input_mb``)."""
+    resources = cluster_resources()
+    resources["mem_mb"] = lambda wildcards, input, attempt: stage_mem_mb(
+        rule_name, input.size_mb, attempt, CLUSTER
+    )
     return resources
 
 

@@ -14,7 +14,7 @@ rule evaluate:
         f"{BENCH}/evaluate/{{experiment}}.tsv"
     threads: 1
     resources:
-        **cluster_resources(),
+        **stage_resources("evaluate"),
     params:
         settings=section_json("evaluate"),
         experiment=experiment_json,
@@ -44,7 +44,7 @@ rule summarize:
         f"{BENCH}/evaluate/summary.tsv"
     threads: 1
     resources:
-        **cluster_resources(mem_mb=1000),
+        **stage_resources("summarize"),
     params:
         code=fingerprint("modalmerge.evaluation.summary"),
     shell:

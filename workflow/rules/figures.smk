@@ -1,6 +1,10 @@
 # figures: attention on the anatomy, predictions, connectivity, learning curves, summary chart.
 
 
+# the atlas: acquire_atlas in the subject DAG, acquire_cohort in the region DAG (regions.smk)
+ATLAS_RULE = rules.acquire_atlas if SAMPLE_UNIT == "subject" else rules.acquire_cohort
+
+
 rule figures:
     input:
         model=rules.train.output.model,
@@ -8,8 +12,8 @@ rule figures:
         predictions=rules.evaluate.output.predictions,
         metrics=rules.evaluate.output.metrics,
         shards=rules.shard.output[0],
-        atlas=rules.acquire_cohort.output.atlas,
-        labels=rules.acquire_cohort.output.labels,
+        atlas=ATLAS_RULE.output.atlas,
+        labels=ATLAS_RULE.output.labels,
     output:
         report(
             directory(f"{ROOT}/figures/{{experiment}}"),
@@ -23,7 +27,7 @@ rule figures:
         f"{BENCH}/figures/{{experiment}}.tsv"
     threads: 1
     resources:
-        **cluster_resources(mem_mb=2000),
+        **stage_resources("figures"),
     params:
         settings=section_json("figures"),
         experiment=experiment_json,
@@ -50,7 +54,7 @@ rule summary_chart:
         f"{BENCH}/figures/summary.tsv"
     threads: 1
     resources:
-        **cluster_resources(mem_mb=1000),
+        **stage_resources("summary_chart"),
     params:
         settings=section_json("figures"),
         code=fingerprint("modalmerge.stages.figures"),

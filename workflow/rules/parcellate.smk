@@ -8,8 +8,8 @@ rule parcellate:
         t1=rules.preprocess.output.t1,
         bold=rules.preprocess.output.bold if WRITES["bold"] else [],
         bold_json=rules.preprocess.output.bold_json if WRITES["bold"] else [],
-        atlas=rules.acquire_cohort.output.atlas,
-        labels=rules.acquire_cohort.output.labels,
+        atlas=rules.acquire_atlas.output.atlas,
+        labels=rules.acquire_atlas.output.labels,
     output:
         **parcellate_outputs(),
     log:
@@ -18,7 +18,7 @@ rule parcellate:
         f"{BENCH}/parcellate/{{subject}}.tsv"
     threads: 1
     resources:
-        **cluster_resources(mem_mb=2000),
+        **stage_resources("parcellate"),
     params:
         settings=section_json("parcellate"),
         code=fingerprint("modalmerge.data.parcellation.parcellate"),

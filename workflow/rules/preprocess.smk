@@ -9,7 +9,7 @@ rule preprocess:
         **anatomy_outputs(rules.acquire_subject),
         t1=rules.acquire_subject.output.t1,
         bold=rules.acquire_subject.output.bold if WRITES["bold"] else [],
-        atlas=rules.acquire_cohort.output.atlas,
+        atlas=rules.acquire_atlas.output.atlas,
         confounds=rules.acquire_subject.output.confounds if WRITES["confounds"] else [],
     output:
         **preprocess_outputs(),
@@ -19,7 +19,7 @@ rule preprocess:
         f"{BENCH}/preprocess/{{subject}}.tsv"
     threads: 1
     resources:
-        **cluster_resources(mem_mb=2000),
+        **stage_resources("preprocess"),
     params:
         settings=section_json("preprocess"),
         code=fingerprint("modalmerge.data.preprocess"),

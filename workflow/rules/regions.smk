@@ -14,7 +14,7 @@ rule acquire_cohort:
         f"{BENCH}/acquire/cohort.tsv"
     threads: 1
     resources:
-        **cluster_resources(mem_mb=2000),
+        **stage_resources("acquire_cohort"),
     params:
         dataset=as_json(config["dataset"]),
         code=ACQUIRE_CODE,
@@ -34,7 +34,7 @@ rule shard:
         f"{BENCH}/shard/shard.tsv"
     threads: 1
     resources:
-        **cluster_resources(mem_mb=2000),
+        **stage_resources("shard"),
     params:
         settings=section_json("shard_regions"),
         code=fingerprint("modalmerge.data.shards.regions"),

@@ -1,8 +1,27 @@
 # shard: subject-level train/val/test splits, sliding windows, HDF5 shards and a manifest.
 
 
+# The file lists go to the shard job through a JSON file, not its command line: a few
+# hundred subjects' paths exceed the kernel's argument limit (E2BIG). A local job writes it;
+# it reruns (and so does shard) only when the lists change.
+localrules:
+    shard_inputs,
+
+
+rule shard_inputs:
+    output:
+        f"{ROOT}/plan/shard_inputs.json",
+    log:
+        f"{LOGS}/shard/shard_inputs.log",
+    params:
+        inputs=shard_inputs_json(),
+    run:
+        write_text_atomic(output[0], params.inputs)
+
+
 rule shard:
     input:
+        inputs_json=rules.shard_inputs.output[0],
         parcellated=expand(rules.parcellate.output.npz, subject=SUBJECTS),
         anatomy=expand(rules.preprocess.output.t1, subject=SUBJECTS),
         texts=(
@@ -18,16 +37,10 @@ rule shard:
         f"{BENCH}/shard/shard.tsv"
     threads: 1
     resources:
-        **cluster_resources(mem_mb=4000),
+        **stage_resources("shard"),
     params:
         settings=section_json("shard"),
-        subjects=SUBJECTS,
         code=fingerprint("modalmerge.data.shards.subjects"),
-        channels=shard_anatomy_args,
-        texts=lambda wildcards, input: (
-            "--texts " + " ".join(shlex.quote(t) for t in input.texts) if input.texts else ""
-        ),
     shell:
-        "modalmerge shard --settings {params.settings:q} --subjects {params.subjects:q}"
-        " --parcellated {input.parcellated:q} --anatomy {input.anatomy:q} {params.texts}"
-        " {params.channels} --participants {input.participants:q} --out {output:q} > {log:q} 2>&1"
+        "modalmerge shard --settings {params.settings:q} --inputs-json {input.inputs_json:q}"
+        " --out {output:q} > {log:q} 2>&1"

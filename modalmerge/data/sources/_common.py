@@ -25,8 +25,10 @@ run in :func:`write_subject` and, with ``on_error: exclude``, once in
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,7 +45,13 @@ from modalmerge.io import (  # atomic_dir: re-exported for the sources
 )
 
 COMMON_KEYS = {"path", "subjects", "on_error", "place", "atlas", "validation_cache"}
+#: Keys of ``dataset.params`` that decide which subjects the cohort holds (or how planning
+#: caches), never how one subject is written: left out of a subject's params
+#: (:meth:`Source.subject_params`), so changing them reruns no subject already written.
+COHORT_ONLY_KEYS = {"subjects", "on_error", "validation_cache"}
 PARTICIPANT_COLUMNS = ["participant_id", "age", "sex", "group"]
+#: The cohort's two parts, written by two jobs: ``table`` (``raw/`` cohort files) and ``atlas``.
+COHORT_PARTS = ("table", "atlas")
 
 
 @dataclass
@@ -76,6 +84,9 @@ class SubjectFiles:
     confounds: pd.DataFrame | None = None
     func_extra: dict[str, Path] = field(default_factory=dict)
     anat_extra: dict[str, str] = field(default_factory=dict)
+    #: Further source files read for this subject (sidecars, confounds tables, movement
+    #: regressors): with the images, the workflow's inputs of ``acquire_subject``.
+    reads: list[Path] = field(default_factory=list)
 
     def images(self) -> list[Path]:
         """Every source image this subject uses."""
@@ -136,6 +147,12 @@ class Source:
     own_subject_ids: Callable[[dict], list[str]] | None = None
     own_write_cohort: Callable[[dict, Path], None] | None = None
     own_write_subject: Callable[[dict, str, Path], None] | None = None
+    #: A self-writing source's params of one subject (the generator drops ``n_subjects``).
+    own_subject_params: Callable[[dict, str], dict] | None = None
+    #: Source files the cohort stage reads besides the participants table (whose path
+    #: the table names, ``attrs["source"]``) and an atlas given by path: ``params -> paths``
+    #: (BIDS: the events TSV).
+    cohort_files: Callable[[dict], list[Path]] | None = None
 
     def __post_init__(self) -> None:
         own = (self.own_subject_ids, self.own_write_cohort, self.own_write_subject)
@@ -157,14 +174,48 @@ class Source:
             return list(self.own_subject_ids(params))
         return plan(self, params)[0]
 
-    def write_cohort(self, params: dict, root: Path) -> None:
+    def write_cohort(self, params: dict, root: Path, parts: tuple[str, ...] = COHORT_PARTS) -> None:
         """``raw/participants.tsv``, ``raw/dataset_description.json`` (``raw/excluded.tsv``)
-        and ``atlas/`` under ``root``."""
+        under ``root`` (part ``table``) and ``atlas/`` (part ``atlas``). The workflow writes
+        the parts in two jobs, so a cohort that grows by one subject rewrites its table but
+        not the atlas every subject's preprocess reads; a part not asked for is not touched."""
+        root = Path(root)
+        unknown = set(parts) - set(COHORT_PARTS)
+        if unknown or not parts:
+            raise ValueError(f"cohort parts must be among {COHORT_PARTS}, got {parts}")
         if self.own_write_cohort is not None:
-            self.own_write_cohort(params, Path(root))
+            if set(parts) == set(COHORT_PARTS):
+                self.own_write_cohort(params, root)
+                return
+            root.mkdir(parents=True, exist_ok=True)
+            with tempfile.TemporaryDirectory(prefix=".cohort-", dir=root) as tmp:
+                self.own_write_cohort(params, Path(tmp))  # then keep only the parts asked for
+                if "atlas" in parts:
+                    with atomic_dir(root / "atlas") as out:
+                        for path in (Path(tmp) / "atlas").iterdir():
+                            shutil.move(path, out / path.name)
+                if "table" in parts:
+                    (root / "raw").mkdir(exist_ok=True)
+                    for path in (Path(tmp) / "raw").iterdir():
+                        if path.is_file():
+                            os.replace(path, root / "raw" / path.name)
             return
         extra = None if self.cohort_extra is None else (lambda raw: self.cohort_extra(params, raw))
-        write_cohort(self, params, Path(root), extra=extra)
+        write_cohort(self, params, root, extra=extra, parts=parts)
+
+    def atlas_params(self, params: dict) -> dict:
+        """What of ``params`` decides ``atlas/`` (the workflow's identity of the atlas job):
+        a self-writing source's params without ``n_subjects`` and the cohort-level keys; a
+        layout's atlas spec, plus the subjects when the atlas is learnt from their runs."""
+        from modalmerge.data.parcellation import atlases
+
+        if self.own_write_cohort is not None:
+            drop = COHORT_ONLY_KEYS | {"n_subjects"}
+            return {k: v for k, v in params.items() if k not in drop}
+        spec = params.get("atlas", self.default_atlas)
+        if isinstance(spec, dict) and spec.get("kind") in atlases.PARCELLATION_METHODS:
+            return {**params, "planned_subjects": self.subject_ids(params)}  # learnt from runs
+        return {"atlas": spec}
 
     def write_subject(self, params: dict, subject: str, root: Path) -> None:
         """Place ``subject``'s files under ``root/raw/<subject>/`` (checked, atomic)."""
@@ -172,6 +223,55 @@ class Source:
             self.own_write_subject(params, subject, Path(root))
             return
         write_subject(self, params, subject, Path(root))
+
+    def subject_params(self, params: dict, subject: str) -> dict:
+        """What of ``params`` concerns ``subject`` alone: the cohort-level keys
+        (:data:`COHORT_ONLY_KEYS`; ``atlas`` unless ``same_grid`` checks a subject against
+        it) left out, so adding a subject or changing the filter changes no other subject's
+        params. :meth:`write_subject` given these writes the same files as given ``params``."""
+        if self.own_subject_params is not None:
+            return dict(self.own_subject_params(params, subject))
+        drop = COHORT_ONLY_KEYS | (set() if params.get("same_grid") else {"atlas"})
+        return {k: v for k, v in params.items() if k not in drop}
+
+    def input_files(self, params: dict, subject: str) -> list[str]:
+        """The source files :meth:`write_subject` reads for ``subject`` (images, sidecars,
+        confounds, events), for the workflow to declare as inputs: headers and names only,
+        no image decoded. Empty for a self-writing source (the generator, packaged data),
+        and for a subject whose files fail their checks (the acquire job then says why)."""
+        if self.collect is None:
+            return []
+        try:
+            files = self.collect(params, subject)
+        except (InputError, ValueError, OSError):
+            return []
+        paths = files.images() + list(files.func_extra.values()) + list(files.reads)
+        for image in files.images():  # a sidecar beside an image (BIDS, fMRIPrep)
+            stem = image.name.split(".")[0]
+            paths.append(image.with_name(stem + ".json"))
+        paths += [Path(p) for p in files.bold_json.get("Sources", [])]
+        out = {str(p) for p in paths if Path(p).is_file()}
+        return sorted(out)
+
+    def cohort_input_files(self, params: dict, part: str = "table") -> list[str]:
+        """The source files :meth:`write_cohort` reads for one part besides the subjects'
+        (``table``: the cohort table, the BIDS events; ``atlas``: an atlas given by path),
+        as the workflow's inputs of ``acquire_cohort`` and ``acquire_atlas``."""
+        if part == "atlas":
+            atlas = params.get("atlas")
+            paths = []
+            if isinstance(atlas, dict):
+                paths = [atlas[k] for k in ("image", "labels") if isinstance(atlas.get(k), str)]
+            return sorted({str(p) for p in paths if Path(p).expanduser().is_file()})
+        paths = [] if self.cohort_files is None else list(self.cohort_files(params))
+        if self.participants is not None:
+            try:
+                table = self.participants(params)
+            except (InputError, ValueError, OSError):
+                table = None  # acquire_cohort says why
+            if table is not None and table.attrs.get("source"):
+                paths += table.attrs["source"].split(", ")
+        return sorted({str(p) for p in paths if Path(p).expanduser().is_file()})
 
     def task_label(self, params: dict) -> str:
         """The BIDS task label of the functional runs it writes (``rest`` when it names none)."""
@@ -408,9 +508,14 @@ def write_cohort_files(root: Path, table_name: str, table: pd.DataFrame, descrip
 
 
 def write_cohort(
-    source: Source, params: dict, root: Path, extra: Callable[[Path], None] | None = None
+    source: Source,
+    params: dict,
+    root: Path,
+    extra: Callable[[Path], None] | None = None,
+    parts: tuple[str, ...] = COHORT_PARTS,
 ) -> None:
-    """Write ``raw/participants.tsv``, ``raw/dataset_description.json``, ``raw/excluded.tsv`` and ``atlas/``.
+    """Write ``raw/participants.tsv``, ``raw/dataset_description.json``, ``raw/excluded.tsv``
+    (part ``table``) and ``atlas/`` (part ``atlas``).
 
     Everything is computed and checked before the first write; each file is
     written atomically, the atlas as one directory swap.
@@ -418,19 +523,31 @@ def write_cohort(
     from modalmerge.data.parcellation import atlases
 
     root = Path(root)
+    params = {k: v for k, v in params.items() if k != "planned_subjects"}  # atlas_params' key
+    spec = params.get("atlas", source.default_atlas)
+    if "table" not in parts:  # the atlas alone: its spec, and the runs only if learnt from them
+        if spec is None:
+            return
+
+        def planned_bold() -> list[Path]:
+            return [source.collect(params, s).bold for s in plan(source, params)[0]]
+
+        atlas = atlases.load_atlas(spec, images=planned_bold)
+        with atomic_dir(root / "atlas") as tmp:
+            atlases.write_atlas(atlas, tmp)
+        return
     subjects, excluded = plan(source, params)
     if not subjects:
         raise InputError(dataset_path(params), "every subject failed validation (see excluded)")
-    table = cohort_table(source, params, subjects)
-    description = dataset_description(Path(params["path"]).name, source.kind, params["path"])
-    spec = params.get("atlas", source.default_atlas)
     atlas = None
-    if spec is not None:
+    if spec is not None and "atlas" in parts:
 
         def bold_images() -> list[Path]:
             return [source.collect(params, s).bold for s in subjects]
 
         atlas = atlases.load_atlas(spec, images=bold_images)
+    table = cohort_table(source, params, subjects)
+    description = dataset_description(Path(params["path"]).name, source.kind, params["path"])
     raw = root / "raw"
     write_cohort_files(root, "participants.tsv", table, description, atlas)
     if on_error_mode(params) == "exclude":

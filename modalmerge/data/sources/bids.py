@@ -81,27 +81,36 @@ def sidecar_metadata(root: Path, image: Path) -> tuple[dict, Path | None]:
     of its entities in the session, subject and dataset directories
     (most specific wins).
     """
-    entities, suffix, _ = parse_name(image.name)
     stem = image.name.split(".")[0]
+    merged: dict = {}
+    last = None
+    for path in inherited_sidecars(root, image):
+        try:
+            merged.update(json.loads(path.read_text()))
+        except json.JSONDecodeError as err:
+            raise InputError(path, f"sidecar is not valid JSON ({err.msg})") from None
+        last = path
+    exact = image.with_name(stem + ".json")
+    return merged, (last or (exact if exact.exists() else None))
+
+
+def inherited_sidecars(root: Path, image: Path) -> list[Path]:
+    """The JSON sidecars that apply to ``image`` by BIDS inheritance, least specific first
+    (dataset, subject, session directories, then beside the image): names only, none read."""
+    entities, suffix, _ = parse_name(image.name)
     levels = [root]
     rel = image.relative_to(root).parts
     for depth in range(1, len(rel) - 1):
         levels.append(root.joinpath(*rel[:depth]))
-    merged: dict = {}
-    last = None
+    found = []
     for directory in levels + [image.parent]:
         for path in sorted(directory.glob(f"*{suffix}.json")):
             parsed = parse_name(path.name)
             if parsed is None or parsed[1] != suffix:
                 continue
             if all(entities.get(k) == v for k, v in parsed[0].items()):
-                try:
-                    merged.update(json.loads(path.read_text()))
-                except json.JSONDecodeError as err:
-                    raise InputError(path, f"sidecar is not valid JSON ({err.msg})") from None
-                last = path
-    exact = image.with_name(stem + ".json")
-    return merged, (last or (exact if exact.exists() else None))
+                found.append(path)
+    return found
 
 
 def sidecar_tr(
@@ -247,6 +256,7 @@ def _collect(params: dict, subject: str) -> SubjectFiles:
         check_same_grid(t1_img, bold_img, t1, "T1w image", f"the grid of {bold.name}", "")
         atlas_grid_check(params, bold, bold_img)
     files = SubjectFiles(subject, anat={"T1w": t1}, bold=bold)
+    files.reads = inherited_sidecars(root, bold)
     files.bold_json = {
         "RepetitionTime": tr,
         "TaskName": params["task"],
@@ -290,6 +300,9 @@ SOURCE = Source(
     collect=_collect,
     task=lambda params: params["task"],
     cohort_extra=lambda params, raw: _copy_events(params, raw),
+    cohort_files=lambda params: [
+        _common.dataset_path(params) / f"task-{params['task']}_events.tsv"
+    ],
 )
 
 

@@ -189,6 +189,7 @@ def _collect(params: dict, subject: str) -> SubjectFiles:
         bold, conf, params.get("confounds", {"strategy": "simple"}), n_volumes
     )
     files = SubjectFiles(subject, anat={"T1w": t1}, bold=bold, confounds=table)
+    files.reads = [*bids.inherited_sidecars(root, bold), conf]
     files.func_extra["desc-brain_mask.nii.gz"] = mask
     files.bold_json = {
         "RepetitionTime": tr,

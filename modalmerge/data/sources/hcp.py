@@ -178,6 +178,7 @@ def _collect(params: dict, subject: str) -> SubjectFiles:
         bids.atlas_grid_check(params, bold, bold_img)
     confounds = read_movement(run / "Movement_Regressors.txt", bold_img.shape[3])
     files = SubjectFiles(subject, anat=anat, bold=bold, confounds=confounds)
+    files.reads = [run / "Movement_Regressors.txt"]
     files.bold_json = {
         "RepetitionTime": tr,
         "TaskName": task,

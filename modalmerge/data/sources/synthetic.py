@@ -32,6 +32,17 @@ def _planned_runs(params: dict) -> tuple[int, float]:
     return p.n_timepoints, p.tr
 
 
+def _subject_params(params: dict, subject: str) -> dict:
+    """The generator's params of one subject: a subject is a function of the params and
+    its index alone (:mod:`modalmerge.data.synthetic.cohort`), so ``n_subjects`` is
+    replaced by the smallest cohort that holds ``subject`` under the same id width: the
+    cohort growing from 64 to 65 changes no written subject's params."""
+    digits = subject.removeprefix("sub-")
+    index = int(digits)
+    smallest = index if len(digits) <= 3 else max(index, 10 ** (len(digits) - 1))
+    return {**params, "n_subjects": smallest}
+
+
 def _write_cohort(params: dict, root: Path) -> None:
     from modalmerge.data.synthetic.cohort import write_cohort
 
@@ -53,6 +64,7 @@ SOURCE = Source(
     own_subject_ids=_subject_ids,
     own_write_cohort=_write_cohort,
     own_write_subject=_write_subject,
+    own_subject_params=_subject_params,
 )
 
 # the interface the workflow calls (modalmerge.data.sources)

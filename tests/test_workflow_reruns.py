@@ -1,0 +1,153 @@
+"""What a dry run plans after an edit to the dataset on disk (issue 17): the source files are
+inputs of the acquire jobs, each subject's params hold only what concerns it, and the shard
+command line stays short at any cohort size.
+
+A BIDS dataset (the fault corpus's valid one, plus a third subject) is acquired, preprocessed
+and parcellated once; each test edits it and reads the job set of a dry run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+from test_fault_corpus import make_dataset
+from workflow_utils import copy_project, load_yaml, planned_jobs, snakemake, write_config
+
+pytestmark = pytest.mark.slow
+
+NAME = "reruns"
+
+
+def _targets(subjects):
+    root = f"results/{NAME}"
+    npz = [f"{root}/parcellated/{s}/{s}_space-MNI152_seg-atlas_parcellated.npz" for s in subjects]
+    return [f"{root}/raw/participants.tsv", *npz]
+
+
+def _add_subject(bids, source, new):
+    """Copy ``source``'s folder as subject ``new`` and list it in participants.tsv."""
+    shutil.copytree(bids / source, bids / new)
+    for path in sorted((bids / new).rglob("*")):
+        if path.is_file() and source in path.name:
+            path.rename(path.with_name(path.name.replace(source, new)))
+    table = pd.read_csv(bids / "participants.tsv", sep="\t")
+    table.loc[len(table)] = {"participant_id": new, "age": 50}
+    table.to_csv(bids / "participants.tsv", sep="\t", index=False)
+
+
+@pytest.fixture(scope="module")
+def bids_run(tmp_path_factory):
+    """(workdir, bids root, subjects) after acquire -> parcellate of 3 BIDS subjects."""
+    tmp = tmp_path_factory.mktemp("reruns")
+    files = make_dataset(tmp / "bids")
+    bids = tmp / "bids"
+    _add_subject(bids, "sub-02", "sub-03")
+    work = copy_project(tmp / "work")
+    config = load_yaml(work / "configs" / "tiny.yaml")
+    config["dataset"] = {
+        "name": NAME,
+        "kind": "bids",
+        "params": {"path": str(bids), "task": "rest", "atlas": files["atlas_spec"]},
+    }
+    write_config(work, config)
+    subjects = ["sub-01", "sub-02", "sub-03"]
+    result = snakemake(work, *_targets(subjects))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return work, bids, subjects
+
+
+def _dry(work, targets):
+    result = snakemake(work, "--dry-run", *targets)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return planned_jobs(result)
+
+
+def test_a_finished_run_plans_nothing(bids_run):
+    work, _, subjects = bids_run
+    assert _dry(work, _targets(subjects)) == {}
+
+
+def test_editing_one_subject_s_sidecar_reruns_that_subject_s_chain_only(bids_run):
+    work, bids, subjects = bids_run
+    sidecar = bids / "sub-02" / "func" / "sub-02_task-rest_bold.json"
+    original = sidecar.read_text()
+    stat = sidecar.stat()
+    try:
+        sidecar.write_text(json.dumps({"RepetitionTime": 2.0, "EchoTime": 0.03}))
+        future = time.time() + 5  # newer than every output, whatever the clock's resolution
+        os.utime(sidecar, (future, future))
+        jobs = _dry(work, _targets(subjects))
+    finally:
+        sidecar.write_text(original)
+        os.utime(sidecar, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert jobs == {"acquire_subject": 1, "preprocess": 1, "parcellate": 1}
+    assert _dry(work, _targets(subjects)) == {}  # the old mtime is back: nothing (see docs)
+
+
+def test_adding_a_subject_reruns_it_and_the_cohort_table_only(bids_run):
+    work, bids, subjects = bids_run
+    _add_subject(bids, "sub-02", "sub-04")
+    future = time.time() + 5
+    os.utime(bids / "participants.tsv", (future, future))
+    jobs = _dry(work, _targets([*subjects, "sub-04"]))
+    # the atlas (its own job, params without the subject list) and sub-01..03 stay
+    assert jobs == {"acquire_cohort": 1, "acquire_subject": 1, "preprocess": 1, "parcellate": 1}
+
+
+def test_the_shard_command_line_stays_short_at_2000_subjects(tmp_path):
+    """The file lists reach the shard job through a JSON file (`--inputs-json`): at 1,200
+    subjects the command line once held 224,761 characters, past the kernel's limit."""
+    work = copy_project(tmp_path / "work")
+    config = load_yaml(work / "configs" / "tiny.yaml")
+    config["dataset"]["params"]["n_subjects"] = 2000
+    write_config(work, config)
+    result = snakemake(work, "--dry-run", "--printshellcmds", "results/tiny/shards")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout + result.stderr
+    shard = "modalmerge shard "  # printed as "Shell command: modalmerge shard ..."
+    commands = [line[line.index(shard) :] for line in out.splitlines() if shard in line]
+    assert len(commands) == 1 and len(commands[0]) < 4096, [len(c) for c in commands]
+    assert planned_jobs(result)["acquire_subject"] == 2000
+
+
+TEMP_PROBE = """
+import json, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.io import is_flagged
+from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+
+with SnakemakeApi(OutputSettings()) as api:
+    workflow_api = api.workflow(
+        resource_settings=ResourceSettings(cores=1),
+        config_settings=ConfigSettings(configfiles=[Path(sys.argv[1])]),
+        snakefile=Path("Snakefile"),
+        workdir=Path(sys.argv[2]),
+    )
+    workflow_api.list_rules()
+    rule = workflow_api._workflow.get_rule("preprocess")
+    print(json.dumps({name: is_flagged(rule.output[i], "temp")
+                      for name, (i, _) in rule.output._names.items()}))
+"""
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_the_cleaned_bold_is_temporary_unless_kept(tmp_path, keep):
+    work = copy_project(tmp_path / "work")
+    config = load_yaml(work / "configs" / "tiny.yaml")
+    config["preprocess"]["keep_intermediate"] = keep
+    configfile = write_config(work, config, "keep.yaml")
+    done = subprocess.run(
+        [sys.executable, "-c", TEMP_PROBE, str(configfile), str(tmp_path / "run")],
+        capture_output=True, text=True, timeout=120, cwd=work,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    temp = json.loads(done.stdout.strip().splitlines()[-1])
+    assert temp == {"t1": False, "bold": not keep, "bold_json": False}
