@@ -2,8 +2,12 @@
 pulls in the figures, the models or the training loop, so editing those does not rerun
 the data), and concepts that have one definition."""
 
+import ast
+from pathlib import Path
+
 import pytest
 
+import modalmerge
 from modalmerge.fingerprint import module_closure
 
 DATA_STAGES = (
@@ -36,3 +40,40 @@ def test_one_modality_check_for_models_and_shards():
         check_modality("connectivity", "target_type")  # stored in shards, not a model modality
     with pytest.raises(ValueError, match="unknown requested modality 'voxels'"):
         split_arrays.load_split_arrays("/nonexistent", "train", "voxels")
+
+
+def _docstring_lines(node) -> int:
+    body = getattr(node, "body", None)
+    if (
+        body
+        and isinstance(body[0], ast.Expr)
+        and isinstance(body[0].value, ast.Constant)
+        and isinstance(body[0].value.value, str)
+    ):
+        return body[0].end_lineno - body[0].lineno + 1
+    return 0
+
+
+def test_modules_and_functions_stay_small_or_say_why():
+    """No module over 400 lines of code and no function over 60 (docstrings, comments and
+    blank lines not counted) without a reason written at its top: ``# Over 400 lines: ...``
+    in the module's first lines, ``# Over 60 lines: ...`` right after the function's docstring."""
+    package = Path(modalmerge.__file__).parent
+    unexplained = []
+    for path in sorted(package.rglob("*.py")):
+        source = path.read_text()
+        lines = source.splitlines()
+        tree = ast.parse(source)
+        scopes = ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef
+        docs = sum(_docstring_lines(n) for n in ast.walk(tree) if isinstance(n, scopes))
+        code = sum(1 for line in lines if line.strip() and not line.strip().startswith("#"))
+        if code - docs > 400 and not any(line.startswith("# Over 400 lines") for line in lines[:5]):
+            unexplained.append(f"{path.relative_to(package)}: {code - docs} lines")
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            body = node.end_lineno - node.lineno + 1 - _docstring_lines(node)
+            head = lines[node.lineno - 1 : node.body[0].end_lineno + 2]
+            if body > 60 and not any("# Over 60 lines" in line for line in head):
+                unexplained.append(f"{path.relative_to(package)}:{node.lineno} {node.name}: {body}")
+    assert not unexplained, unexplained

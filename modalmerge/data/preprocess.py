@@ -359,6 +359,7 @@ def preprocess_subject(
     ValueError
         Bad ``params`` or a low-pass at or above the Nyquist frequency.
     """
+    # Over 60 lines: checks, resampling, cleaning and atomic writes in one pass, freeing each large array once used.
     params = PreprocessSettings.coerce(params)
     atlas, labels = load_labels(atlas_path, what="atlas")
     mask = labels > 0

@@ -128,6 +128,7 @@ class MultiModalModel(nn.Module):
         decoder_options: dict | None = None,
         conditioning_options: dict | None = None,
     ):
+        # Over 60 lines: the constructor resolves and builds every part from names, with its checks.
         super().__init__()
         check_modality(condition_type, "condition_type")
         check_modality(target_type, "target_type")

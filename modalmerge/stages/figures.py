@@ -117,6 +117,7 @@ def draw_experiment_figures(
 
     ``experiment`` and ``settings``: settings objects or their config mappings.
     """
+    # Over 60 lines: the dispatch of every figure that applies to an experiment.
     experiment = ExperimentSettings.coerce(experiment)
     settings = FiguresSettings.coerce(settings)
     require_file(metrics_path, "metrics")
@@ -279,6 +280,7 @@ def _region_map(values, labels, vertex, mesh, **kwargs):
 
 def _region_figures(arrays, metrics_path, manifest, atlas_path, experiment, save) -> None:
     """Region samples: held-out profiles as matrices, the split and accuracy on the surface."""
+    # Over 60 lines: the profile and surface figures of region samples share their tables.
     from modalmerge.evaluation.summary import read_metrics
 
     record = read_metrics(metrics_path)

@@ -141,6 +141,7 @@ class Trainer:
         loss: Callable[[Any, Any], torch.Tensor] | None = None,
         find_unused_parameters: bool = False,
     ):
+        # Over 60 lines: device, precision, distribution and optimiser set up in the order they depend on each other.
         if lr <= 0:
             raise ValueError(f"lr must be > 0, got {lr}")
         if not isinstance(getattr(model, "config", None), dict):
@@ -396,6 +397,7 @@ class Trainer:
         FloatingPointError
             A non-finite loss; the message names the epoch and batch.
         """
+        # Over 60 lines: the epoch loop with resume, early stopping, checkpoints and per-epoch logging.
         if epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
         try:

@@ -279,6 +279,7 @@ def surface_region_map(
         match the mesh's vertex count, or paint no vertex at all; a view is
         unknown; ``vmin >= vmax``; or a highlighted id is not on its hemisphere.
     """
+    # Over 60 lines: vertex-to-region mapping with its input checks for both surface atlases.
     from matplotlib import colormaps
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize

@@ -291,6 +291,7 @@ def parcellate_subject(
     ValueError
         Bad ``params``.
     """
+    # Over 60 lines: checks, ROI means, connectivity and the atomic writes in the order the outputs depend on them.
     params = ParcellateSettings.coerce(params)
     atlas, labels = load_labels(atlas_path, what="atlas")
     table = read_labels(labels_path, require_coordinates=True).sort_values("index")

@@ -105,6 +105,7 @@ class ShardDataset(Dataset):
         condition_channels=None,
         target_channels=None,
     ):
+        # Over 60 lines: opens the manifest once and builds every index the per-item read needs.
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         check_modality(condition, "condition modality", SHARD_MODALITIES)

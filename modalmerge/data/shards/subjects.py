@@ -1,3 +1,5 @@
+# Over 400 lines: subject shards' split plan, windows, censoring, file writer and manifest share
+# their bookkeeping; splitting the writer from the plan is an open clean-up.
 """Write the HDF5 shards: subject-level split, sliding windows, one file per subject group.
 
 Layout of each ``{split}-NNNN.h5`` (docs/architecture.md §2)::
@@ -414,6 +416,7 @@ def _write_file(
     ``censoring``: filled with ``{subject: {"censored_volumes", "dropped_windows"}}``
     for subjects with censored volumes (dropped windows summed over splits).
     """
+    # Over 60 lines: one HDF5 file written in a single pass over its subjects (datasets created, filled, closed together).
     censoring = {} if censoring is None else censoring
     window, factor = params.window, params.image_downsample
     n = len(members)
@@ -611,6 +614,7 @@ def write_shards(
     ValueError
         Bad params, misaligned lists, too few subjects.
     """
+    # Over 60 lines: the plan (splits, windows, tangent fit, censoring) and the atomic directory swap, in order.
     params = ShardSettings.coerce(params)
     record = params.subject_params()  # what the manifest and the config hash hold
     subjects = list(subjects)

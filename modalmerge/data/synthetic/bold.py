@@ -163,6 +163,7 @@ def render_bold(
         ~2000 in the head, exactly 0 outside it), the regional truths, and
         ``noisefree`` (or None).
     """
+    # Over 60 lines: the BOLD model's terms summed in one place, so the noise-free run shares every random draw.
     tpl: Template = template(p)
     rng = rng_for(p, truth.index, STREAM_BOLD)
     n_t = p.n_timepoints

@@ -183,6 +183,7 @@ def write_subject(
     ValueError
         If ``subject`` is not in the cohort or a setting is invalid.
     """
+    # Over 60 lines: one subject's files from one set of random draws in a fixed order (reproducible cohorts).
     p = as_params(params)
     index = subject_index(p, subject)
     root = Path(root)
