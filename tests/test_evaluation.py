@@ -630,9 +630,44 @@ def test_homolog_attention_scores_peaks_on_the_other_hemisphere():
 
     attention = np.array([[0.1, 0.9, 0.0], [0.2, 0.3, 0.5]])  # target R_a, R_b; cond L_b, L_a, x
     scores, record = homolog_attention(attention, ["R_a", "R_b"], ["L_b", "L_a", "x"])
-    assert scores == {"homolog_attention_fraction": 0.5, "homolog_attention_chance": 1 / 3}
+    assert scores["homolog_attention_fraction"] == 0.5
+    assert scores["homolog_attention_chance"] == 1 / 3
+    assert {"homolog_attention_null", "homolog_attention_null_p95"} <= set(scores)
+    assert 0 < scores["homolog_attention_p_value"] <= 1
+    assert record["null_permutations"] == 1000 and record["null_seed"] == 0
     assert record["peaks_on_homolog"] == ["R_a"] and record["n_pairs"] == 2
     assert homolog_attention(attention, ["a", "b"], ["c", "d", "e"]) is None
+
+
+def test_attention_null_is_chance_for_random_attention_and_small_p_for_planted():
+    from modalmerge.evaluation.homologs import homolog_attention
+    from modalmerge.evaluation.scoring import attention_peak_null
+
+    n = 40
+    rng = np.random.default_rng(3)
+    targets = [f"R_{i}" for i in range(n)]
+    conditions = [f"L_{i}" for i in range(n)]
+    # planted: every target row peaks on its homolog
+    planted = np.eye(n) + 0.1 * rng.random((n, n))
+    scores, _ = homolog_attention(planted, targets, conditions)
+    assert scores["homolog_attention_fraction"] == 1.0
+    assert abs(scores["homolog_attention_null"] - 1 / n) < 0.2 / n
+    assert scores["homolog_attention_null_p95"] < 0.1
+    assert scores["homolog_attention_p_value"] == 1 / 1001
+    # uniform random attention: observed about the null, p not small
+    pairs = {i: i for i in range(n)}
+    p_values = []
+    for seed in range(20):
+        uniform = np.random.default_rng(100 + seed).random((n, n))
+        observed = float(np.mean(uniform.argmax(axis=1) == np.arange(n)))
+        null = attention_peak_null(uniform, pairs, seed=seed)
+        assert abs(null["null"] - 1 / n) < 0.2 / n and observed <= null["null_p95"] + 2 / n
+        p_values.append(null["p_value"])
+    assert p_values[0] > 0.2  # this matrix: p not small
+    # p is about uniform under the null: rarely small (one draw of 20 here)
+    assert np.median(p_values) > 0.2 and np.mean(np.array(p_values) < 0.05) <= 0.15
+    # seeded: the same attention gives the same null
+    assert attention_peak_null(planted, pairs) == attention_peak_null(planted, pairs)
 
 
 def test_dice_scores_on_a_tiny_label_image():
@@ -714,6 +749,8 @@ def test_region_profile_scores_leave_out_the_self_column_and_mutate_nothing():
     assert out.scores["model"]["r2"] == 0.5 and out.scores["model"]["pearson_r"] == 1.0
     assert out.scores["ridge"]["pearson_r"] == 1.0
     assert out.scores["model"]["matched_attention_fraction"] == 0.5
+    assert 0 < out.scores["model"]["matched_attention_p_value"] <= 1
+    assert out.extra["matched_attention"]["null_permutations"] == 1000
     assert out.extra["profile"] == {"prefix": "fc", "columns": table.target_names}
     assert scored.scores == {"model": {"r2": 0.5}} and set(scored.arrays) == set(arrays)
     assert "model_raw" in out.arrays and scored.extra == {}

@@ -8,7 +8,7 @@ import re
 
 import numpy as np
 
-from modalmerge.evaluation.scoring import attention_peaks
+from modalmerge.evaluation.scoring import attention_peaks, with_null
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,11 @@ def homolog_attention(
     -------
     (scores, record) or None
         ``scores``: ``homolog_attention_fraction`` (of paired target ROIs whose
-        peak is the homolog) and ``homolog_attention_chance`` (1 / n_condition);
+        peak is the homolog), ``homolog_attention_chance`` (1 / n_condition) and
+        its permutation null with the condition ROIs' labels permuted
+        (``homolog_attention_null``: mean of 1,000 seeded draws,
+        ``homolog_attention_null_p95``, ``homolog_attention_p_value``:
+        :func:`~modalmerge.evaluation.scoring.attention_peak_null`);
         ``record``: the ``homolog_attention`` entry of ``metrics.json``. None
         when no ROI pairs up.
     """
@@ -62,7 +66,9 @@ def homolog_attention(
         "homolog_attention_fraction": len(hits) / len(pairs),
         "homolog_attention_chance": 1.0 / attention.shape[1],
     }
+    scores, drawn = with_null("homolog_attention", scores, attention, pairs)
     record = {
+        **drawn,
         "n_pairs": len(pairs),
         "peaks_on_homolog": [target_names[i] for i in hits],
         "mean_attention": attention.round(6).tolist(),

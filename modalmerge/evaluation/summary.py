@@ -64,6 +64,16 @@ One JSON object::
 - Other keys are free and not checked: e.g. ``per_region`` (region samples:
   predictor -> metric -> one number per test region, plus ``regions``),
   ``homolog_attention``, ``matched_attention``.
+- Attention scores (``model`` only, with cross-attention): ``homolog_attention_fraction``
+  (time series, left/right ROI views) and ``matched_attention_fraction`` (region
+  profiles): the fraction of paired target ROIs/columns whose mean attention
+  peaks on the paired condition column; ``<name>_chance`` = 1 / n_condition;
+  ``<name>_null``: the same fraction with the condition's region labels
+  randomly permuted, mean of 1,000 seeded draws; ``<name>_null_p95``: their
+  95th percentile; ``<name>_p_value``: (1 + draws >= observed) / 1,001
+  (:func:`modalmerge.evaluation.scoring.attention_peak_null`). The
+  ``homolog_attention`` / ``matched_attention`` records carry
+  ``null_permutations`` and ``null_seed``.
 
 :func:`write_metrics` checks a record against this schema and writes it
 atomically; :func:`read_metrics` checks a file on the way in.
