@@ -175,7 +175,7 @@ class ShardSettings(_Section):
         "seed", "fractions", "window", "stride", "image_downsample", "subjects_per_shard",
         "split_by", "gap", "connectivity",
     )  # fmt: skip
-    REGION_KEYS = ("seed", "fractions", "n_blocks", "buffer_mm")
+    REGION_KEYS = ("seed", "fractions", "n_blocks", "buffer_mm", "hold_out_homologs")
     seed: int = F(0, doc="seed of the subject (or block) draw", ge=0)
     fractions: Fractions = F(Fractions(), doc="share per split; must sum to 1")
     window: int = F(50, doc="volumes per sample", ge=2)
@@ -200,8 +200,16 @@ class ShardSettings(_Section):
     n_blocks: int = F(
         20, doc="region data only: spatial blocks (k-means of centroids) dealt to splits", ge=2
     )
-    buffer_mm: float = F(
-        0.0, doc="region data only: training regions this close to a held-out one are dropped", ge=0
+    buffer_mm: float | None = F(
+        None,
+        doc="region data only: training regions this close to a held-out one are dropped "
+        "(null: 2 x the median nearest-neighbour centroid distance; 0: none)",
+        ge=0,
+    )
+    hold_out_homologs: bool = F(
+        False,
+        doc="region data only: a held-out region's homolog (the other hemisphere's region "
+        "nearest its mirrored centroid) goes to the same split",
     )
     path: InitVar[str | None] = None
 

@@ -237,9 +237,10 @@ def _grid(n_per_hemi=30):
 
 def test_the_split_deals_whole_spatial_blocks_and_is_reproducible():
     names, coords, hemis = _grid()
-    params = {"n_blocks": 10, "seed": 3, "fractions": {"train": 0.6, "val": 0.2, "test": 0.2}}
-    splits, excluded, blocks = split_regions(names, coords, hemis, params)
-    again, _, _ = split_regions(names, coords, hemis, params)
+    fractions = {"train": 0.6, "val": 0.2, "test": 0.2}
+    params = {"n_blocks": 10, "seed": 3, "fractions": fractions, "buffer_mm": 0}
+    splits, excluded, blocks, _ = split_regions(names, coords, hemis, params)
+    again, _, _, _ = split_regions(names, coords, hemis, params)
     assert splits == again and excluded == []
     members = [r for s in splits.values() for r in s]
     assert sorted(members) == sorted(names)  # every region once
@@ -249,14 +250,15 @@ def test_the_split_deals_whole_spatial_blocks_and_is_reproducible():
     for block in np.unique(blocks):  # nor the midline
         assert len({hemis[i] for i in np.flatnonzero(blocks == block)}) == 1
     assert 0.1 <= len(splits["test"]) / len(names) <= 0.35
-    other, _, _ = split_regions(names, coords, hemis, {**params, "seed": 4})
+    other, _, _, _ = split_regions(names, coords, hemis, {**params, "seed": 4})
     assert other != splits
 
 
 def test_the_buffer_leaves_out_training_regions_next_to_held_out_ones():
     names, coords, hemis = _grid()
     params = {"n_blocks": 10, "seed": 3, "buffer_mm": 15.0}
-    splits, excluded, _ = split_regions(names, coords, hemis, params)
+    splits, excluded, _, info = split_regions(names, coords, hemis, params)
+    assert info["buffer_mm_used"] == 15.0 and info["median_nn_mm"] == 10.0
     assert excluded  # on a 10 mm grid every block border loses its training neighbours
     position = {n: i for i, n in enumerate(names)}
     held = [position[r] for r in splits["val"] + splits["test"]]
@@ -267,6 +269,70 @@ def test_the_buffer_leaves_out_training_regions_next_to_held_out_ones():
         distance = np.linalg.norm(coords[held] - coords[position[region]], axis=1).min()
         assert distance < 15.0
     assert not set(excluded) & {r for s in splits.values() for r in s}
+
+
+def _jittered(seed=0, n_per_hemi=40):
+    """Random left centroids (x < 0) and their mirror images jittered by 2 mm."""
+    rng = np.random.default_rng(seed)
+    left = np.column_stack([rng.uniform(-70, -5, n_per_hemi), rng.uniform(-100, 70, n_per_hemi),
+                            rng.uniform(-40, 70, n_per_hemi)])  # fmt: skip
+    right = left * [-1, 1, 1] + rng.normal(0, 2, left.shape)
+    order = rng.permutation(n_per_hemi)  # right regions in another order than their homologs
+    coords = np.concatenate([left, right[order]])
+    hemis = ["L"] * n_per_hemi + ["R"] * n_per_hemi
+    names = [f"{h}_{i:03d}" for i, h in enumerate(hemis)]
+    truth = {names[i]: names[n_per_hemi + int(np.flatnonzero(order == i)[0])]
+             for i in range(n_per_hemi)}  # fmt: skip
+    return names, coords, hemis, truth
+
+
+def test_the_default_buffer_is_two_median_nearest_neighbour_distances():
+    from modalmerge.data.shards.regions import median_nn_distance
+
+    names, coords, hemis, _ = _jittered()
+    distance = np.linalg.norm(coords[:, None] - coords[None], axis=-1)
+    np.fill_diagonal(distance, np.inf)
+    median_nn = float(np.median(distance.min(axis=1)))
+    assert median_nn_distance(coords) == pytest.approx(median_nn)
+    params = {"n_blocks": 8, "seed": 1}
+    splits, excluded, _, info = split_regions(names, coords, hemis, params)
+    assert info["buffer_mm_used"] == pytest.approx(2 * median_nn, abs=1e-3)
+    assert info["median_nn_mm"] == pytest.approx(median_nn, abs=1e-3)
+    assert not info["hold_out_homologs"] and "homologs" not in info
+    position = {n: i for i, n in enumerate(names)}
+    held = [position[r] for r in splits["val"] + splits["test"]]
+    for region in splits["train"]:
+        assert distance[held, position[region]].min() >= 2 * median_nn
+    for region in excluded:
+        assert distance[held, position[region]].min() < 2 * median_nn
+    # a number keeps working as before
+    _, fixed, _, info = split_regions(names, coords, hemis, {**params, "buffer_mm": 0})
+    assert fixed == [] and info["buffer_mm_used"] == 0.0
+
+
+def test_hold_out_homologs_moves_each_held_out_regions_mirror_to_its_split():
+    from modalmerge.data.shards.regions import mirror_homologs
+
+    names, coords, hemis, truth = _jittered()
+    homolog = mirror_homologs(coords, hemis)
+    for left, right in truth.items():  # matched by the mirrored centroid, not by name
+        assert names[homolog[names.index(left)]] == right
+        assert names[homolog[names.index(right)]] == left
+    params = {"n_blocks": 10, "seed": 1, "buffer_mm": 0}
+    plain, _, _, _ = split_regions(names, coords, hemis, params)
+    split_of = {r: s for s, rs in plain.items() for r in rs}
+    pairs = {**truth, **{r: left for left, r in truth.items()}}
+    assert any(split_of[pairs[r]] == "train" for r in plain["test"])  # the case to fix
+    for buffer in (0, None):
+        splits, excluded, _, info = split_regions(
+            names, coords, hemis, {**params, "buffer_mm": buffer, "hold_out_homologs": True}
+        )
+        assert info["hold_out_homologs"] and info["homologs"] == pairs
+        split_of = {r: s for s, rs in splits.items() for r in rs}
+        for split in ("test", "val"):
+            for region in splits[split]:
+                assert split_of.get(pairs[region]) != "train", (split, region)
+        assert sorted([*split_of, *excluded]) == sorted(names)
 
 
 @pytest.mark.parametrize(
@@ -291,9 +357,33 @@ def test_bad_split_settings_are_rejected(params, message):
 @pytest.fixture
 def region_shards(regions_tsv, tmp_path):
     out = tmp_path / "shards"
-    params = {"n_blocks": 4, "fractions": {"train": 0.5, "val": 0.25, "test": 0.25}}
-    write_region_shards(regions_tsv, out, params)
+    fractions = {"train": 0.5, "val": 0.25, "test": 0.25}
+    write_region_shards(regions_tsv, out, {"n_blocks": 4, "fractions": fractions, "buffer_mm": 0})
     return out
+
+
+def test_the_manifest_records_the_buffer_used_and_the_homologs(regions_tsv, tmp_path):
+    from modalmerge.data.shards.regions import median_nn_distance, read_region_table
+
+    table = read_region_table(regions_tsv)
+    median_nn = median_nn_distance(table[["x", "y", "z"]].to_numpy())
+    params = {"n_blocks": 4, "fractions": {"train": 0.5, "val": 0.25, "test": 0.25}}
+    manifest = write_region_shards(regions_tsv, tmp_path / "a", params)
+    assert manifest["buffer_mm_used"] == pytest.approx(2 * median_nn, abs=1e-3)
+    assert manifest["params"]["buffer_mm"] is None and manifest["hold_out_homologs"] is False
+    fractions = {"train": 0.75, "val": 0.125, "test": 0.125}  # 8 regions: 2 held + homologs
+    both = write_region_shards(
+        regions_tsv,
+        tmp_path / "b",
+        {"n_blocks": 8, "fractions": fractions, "buffer_mm": 0, "hold_out_homologs": True},
+    )
+    assert both["buffer_mm_used"] == 0.0 and len(both["splits"]["train"]) == 4
+    held = both["splits"]["val"] + both["splits"]["test"]
+    assert {both["homologs"][r] for r in held} == set(held)
+    assert read_manifest(tmp_path / "b")["homologs"] == both["homologs"]
+    assert both["hold_out_homologs"] is True and both["params"]["hold_out_homologs"] is True
+    assert set(both["homologs"]) == set(both["roi_names"])
+    assert both["config_hash"] != manifest["config_hash"]
 
 
 def test_region_shards_hold_one_sample_per_region_with_group_standardised_rows(region_shards):
@@ -397,7 +487,9 @@ def test_real_group_config_runs_offline_to_profile_scores_and_surface_figures(tm
     root = workdir / "results" / "real_group"
     manifest = json.loads((root / "shards" / "manifest.json").read_text())
     assert manifest["sample_unit"] == "region" and len(manifest["roi_names"]) == 200
-    assert manifest["excluded"]  # the 15 mm buffer leaves some training regions out
+    assert manifest["excluded"]  # the buffer leaves some training regions out
+    assert manifest["buffer_mm_used"] == pytest.approx(2 * manifest["median_nn_mm"], abs=2e-3)
+    assert 20 < manifest["buffer_mm_used"] < 30 and manifest["hold_out_homologs"] is False
     metrics = json.loads((root / "eval" / "structure_to_fc_xattn" / "metrics.json").read_text())
     scores = metrics["scores"]
     n_test = len(manifest["splits"]["test"])

@@ -22,7 +22,18 @@ Neighbouring regions have similar profiles, so a random split would leak:
 regions are grouped into ``n_blocks`` spatial blocks (k-means on their
 centroids, within each hemisphere), whole blocks go to train, val or test,
 and training regions closer than ``buffer_mm`` to a held-out region are left
-out of every split (listed in the manifest as ``excluded``).
+out of every split (listed in the manifest as ``excluded``). ``buffer_mm: null``
+(the default) is two median nearest-neighbour centroid distances of the
+table's regions (:func:`median_nn_distance`; 2 x 12.6 mm on the Vos de Wael
+200 parcellation), so the buffer removes two rings of neighbours, not one; the
+manifest records the value used (``buffer_mm_used``).
+
+With ``hold_out_homologs: true`` a held-out region's homolog goes to the same
+split before the buffer is drawn (``homologs`` in the manifest). Homologs are
+matched by position, not name: a region's homolog is the region of another
+hemisphere whose centroid lies nearest its mirrored centroid (-x, y, z)
+(:func:`mirror_homologs`; one-directional, so two regions may share a homolog).
+Moved homologs leave their block: blocks no longer map one-to-one to splits.
 """
 
 from __future__ import annotations
@@ -45,6 +56,8 @@ from modalmerge.io import InputError, atomic_dir, require_file
 from modalmerge.settings import ShardSettings
 
 __all__ = [
+    "median_nn_distance",
+    "mirror_homologs",
     "read_region_table",
     "region_of_column",
     "spatial_blocks",
@@ -120,15 +133,40 @@ def spatial_blocks(coords: np.ndarray, hemispheres, n_blocks: int, seed: int) ->
     return blocks
 
 
+def median_nn_distance(coords: np.ndarray) -> float:
+    """The median over regions of the distance from a centroid to its nearest other
+    centroid (both hemispheres together)."""
+    coords = np.asarray(coords, dtype=np.float64)
+    distance = np.linalg.norm(coords[:, None] - coords[None, :], axis=-1)
+    np.fill_diagonal(distance, np.inf)
+    return float(np.median(distance.min(axis=1)))
+
+
+def mirror_homologs(coords: np.ndarray, hemispheres) -> np.ndarray:
+    """Index of each region's homolog: the region of another hemisphere whose centroid
+    lies nearest the region's mirrored centroid (-x, y, z); -1 when no other
+    hemisphere has regions. Not necessarily symmetric or one-to-one."""
+    coords = np.asarray(coords, dtype=np.float64)
+    hemispheres = np.asarray(hemispheres).astype(str)
+    mirrored = coords * np.array([-1.0, 1.0, 1.0])
+    distance = np.linalg.norm(mirrored[:, None] - coords[None, :], axis=-1)
+    distance[hemispheres[:, None] == hemispheres[None, :]] = np.inf
+    homolog = distance.argmin(axis=1)
+    homolog[~np.isfinite(distance.min(axis=1))] = -1
+    return homolog
+
+
 def split_regions(
     regions: list[str], coords: np.ndarray, hemispheres, params: ShardSettings | dict | None
-) -> tuple[dict[str, list[str]], list[str], np.ndarray]:
+) -> tuple[dict[str, list[str]], list[str], np.ndarray, dict]:
     """Assign whole spatial blocks to train / val / test.
 
     Blocks are shuffled with ``params.seed`` and dealt to test, then val,
     until each holds its fraction of the regions (at least one block each when
-    its fraction is positive); the rest train. Training regions within
-    ``buffer_mm`` of a held-out region are then excluded.
+    its fraction is positive); the rest train. With ``hold_out_homologs`` each
+    test region's homolog (:func:`mirror_homologs`), then each val region's,
+    moves from train to that split. Training regions within ``buffer_mm``
+    (null: 2 x :func:`median_nn_distance`) of a held-out region are then excluded.
 
     Returns
     -------
@@ -138,6 +176,9 @@ def split_regions(
         Training-side regions dropped by the buffer.
     blocks : ndarray
         Block id of each region.
+    info : dict
+        ``buffer_mm_used`` (mm), ``median_nn_mm``, ``hold_out_homologs`` and, with
+        it, ``homologs`` (``{region: homolog}`` of every region).
     """
     params = ShardSettings.coerce(params)
     coords = np.asarray(coords, dtype=np.float64)
@@ -156,17 +197,34 @@ def split_regions(
     assigned["train"] = [i for b in queue for i in np.flatnonzero(blocks == b).tolist()]
     if not assigned["train"]:
         raise ValueError(f"n_blocks {params.n_blocks} leaves no block for training")
+    median_nn = median_nn_distance(coords)
+    buffer = 2.0 * median_nn if params.buffer_mm is None else float(params.buffer_mm)
+    info: dict = {
+        "buffer_mm_used": round(buffer, 3),
+        "median_nn_mm": round(median_nn, 3),
+        "hold_out_homologs": bool(params.hold_out_homologs),
+    }
+    if params.hold_out_homologs:
+        homolog = mirror_homologs(coords, hemispheres)
+        for split in ("test", "val"):
+            train = set(assigned["train"])
+            moved = {int(homolog[i]) for i in assigned[split] if homolog[i] in train}
+            assigned[split] += sorted(moved)
+            assigned["train"] = [i for i in assigned["train"] if i not in moved]
+        if not assigned["train"]:
+            raise ValueError("hold_out_homologs leaves no region for training")
+        info["homologs"] = {regions[i]: regions[h] for i, h in enumerate(homolog) if h >= 0}
     held = assigned["val"] + assigned["test"]
     excluded = []
-    if params.buffer_mm > 0 and held:
+    if buffer > 0 and held:
         distance = np.linalg.norm(coords[assigned["train"], None] - coords[None, held], axis=-1)
-        near = distance.min(axis=1) < params.buffer_mm
+        near = distance.min(axis=1) < buffer
         excluded = sorted(regions[i] for i, n in zip(assigned["train"], near, strict=True) if n)
         assigned["train"] = [i for i, n in zip(assigned["train"], near, strict=True) if not n]
         if not assigned["train"]:
-            raise ValueError(f"buffer_mm {params.buffer_mm} excludes every training region")
+            raise ValueError(f"buffer_mm {buffer:.3g} excludes every training region")
     splits = {s: sorted(regions[i] for i in assigned[s]) for s in SPLITS}
-    return splits, excluded, blocks
+    return splits, excluded, blocks, info
 
 
 def region_of_column(column: str, regions) -> tuple[str, str] | None:
@@ -234,7 +292,7 @@ def write_region_shards(
     table = read_region_table(regions_tsv)
     regions = list(table.index)
     coords = table[["x", "y", "z"]].to_numpy(np.float64)
-    splits, excluded, blocks = split_regions(regions, coords, table["hemisphere"], params)
+    splits, excluded, blocks, info = split_regions(regions, coords, table["hemisphere"], params)
     features = table[[c for c in table.columns if c not in ID_COLUMNS]].astype(np.float32)
     features, stats = standardize_by_group(features, regions, splits["train"])
     chash = config_hash(record)
@@ -272,6 +330,7 @@ def write_region_shards(
                 for r in regions
             },
             "excluded": excluded,
+            **info,
         }
         (tmp_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest
