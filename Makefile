@@ -8,7 +8,11 @@ TORCH ?= torch==2.13.0
 # the versions CI tested (see its header); `make setup CONSTRAINTS=` resolves afresh
 CONSTRAINTS ?= constraints.txt
 CORES ?= 2
+# `make report CONFIGFILE=configs/tiny.yaml`: the report of another config's run (default: config.yaml)
+CONFIGFILE ?=
 BIN := $(VENV)/bin
+# results/<dataset name>/ of $(CONFIGFILE), or of the embedded config.yaml
+DATASET_NAME := import yaml; print(yaml.safe_load(open('$(or $(CONFIGFILE),config.yaml)'))['dataset']['name'])
 # the requirements of pyproject.toml's `real` extra, one shell word each
 REAL_EXTRA := import tomllib; print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['project']['optional-dependencies']['real']))
 export PATH := $(abspath $(BIN)):$(PATH)
@@ -40,8 +44,11 @@ real-demo: setup
 real-group: setup
 	$(BIN)/snakemake --cores $(CORES) --configfile configs/real_group.yaml --profile workflow/profiles/default
 
+# one report per dataset, beside its results: results/<dataset name>/report.html
 report: setup
-	$(BIN)/snakemake --cores $(CORES) --profile workflow/profiles/default --report results/report.html
+	$(BIN)/snakemake --cores $(CORES) --profile workflow/profiles/default \
+		$(if $(CONFIGFILE),--configfile $(CONFIGFILE)) \
+		--report results/$$($(BIN)/python -c "$(DATASET_NAME)")/report.html
 
 test: setup
 	$(BIN)/python -m pytest -q -p no:cacheprovider

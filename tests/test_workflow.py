@@ -6,9 +6,11 @@ copy of the project; the rerun tests then use dry runs against its outputs.
 
 from __future__ import annotations
 
+import base64
 import copy
 import importlib.util
 import json
+import re
 import runpy
 import shutil
 import subprocess
@@ -199,13 +201,40 @@ def test_editing_a_stage_s_package_code_reruns_that_stage_and_what_follows(tiny_
     assert _dry_run(workdir) == {}
 
 
-def test_report_holds_figures_and_summary(tiny_run, tmp_path):
-    workdir, _ = tiny_run
+def _embedded(html, filename):
+    """The files named ``filename`` that a self-contained report embeds (base64 data URIs)."""
+    pattern = (
+        rf"data:[^;\"]+;charset=[^;\"]+;filename={re.escape(filename)};base64,([A-Za-z0-9+/=]+)"
+    )
+    return [base64.b64decode(data) for data in re.findall(pattern, html)]
+
+
+def test_report_holds_figures_summary_metrics_and_exclusions(tiny_run, tmp_path):
+    workdir, config = tiny_run
+    root = workdir / "results" / config["dataset"]["name"]
     report = tmp_path / "report.html"
     result = snakemake(workdir, "--report", str(report))
     assert result.returncode == 0, result.stderr[-3000:]
     html = report.read_text(errors="replace")
     assert "summary.csv" in html and "attention_on_anatomy" in html
+    # every experiment's metrics.json, its entries as on disk, in category Scores with a caption
+    names = [e["name"] for e in config["experiments"]]
+    metrics = [json.loads(data) for data in _embedded(html, "metrics.json")]
+    assert sorted(m["experiment"] for m in metrics) == sorted(names)
+    for m in metrics:
+        assert m == json.loads((root / "eval" / m["experiment"] / "metrics.json").read_text())
+        assert {"scores", "n_parameters"} <= set(m)
+    for name in names:  # the categories JSON: {"Scores": {"<experiment>": [".../metrics.json"]}}
+        assert re.search(
+            rf'"Scores": {{[^}}]*"{re.escape(name)}": \[[^]]*eval/{re.escape(name)}/metrics\.json',
+            html,
+        )
+    assert "Scores of experiment" in html
+    # the excluded-subjects table: always written, header-only for synthetic data
+    assert (root / "raw" / "excluded.tsv").read_text() == "participant_id\treason\n"
+    assert _embedded(html, "excluded.tsv") == [b"participant_id\treason\n"]
+    assert re.search(r'"Cohort": {[^}]*raw/excluded\.tsv', html)
+    assert "Subjects left out of the cohort" in html
 
 
 def test_lint_is_clean(tiny_run):

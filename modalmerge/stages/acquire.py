@@ -12,8 +12,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from modalmerge.data import sources
-from modalmerge.data.sources._common import Source
+from modalmerge.data.sources._common import (
+    EXCLUDED_COLUMNS,
+    Source,
+    on_error_mode,
+    write_tsv,
+)
+from modalmerge.io import atomic_path
 
 
 def source_module(kind: str) -> Source:
@@ -86,10 +94,22 @@ def source_atlas_dataset(dataset: dict) -> dict:
 def acquire_cohort(
     dataset: dict, root: str | Path, parts: tuple[str, ...] = ("table", "atlas")
 ) -> None:
-    """Write the cohort-level files: participants, dataset description, events (part
-    ``table``), the atlas (part ``atlas``)."""
+    """Write the cohort-level files: participants, dataset description, events and
+    ``raw/excluded.tsv`` (part ``table``), the atlas (part ``atlas``).
+
+    ``raw/excluded.tsv`` (``participant_id``, ``reason``) always exists after part
+    ``table``: the source's own with ``on_error: exclude``, otherwise (``on_error: stop``,
+    or a source without that mode, e.g. synthetic) a header-only table, so the workflow
+    can declare it as an output and show it in the report."""
+    params = dataset.get("params") or {}
     source = source_module(dataset["kind"])
-    source.write_cohort(dataset.get("params", {}), Path(root), parts=tuple(parts))
+    source.write_cohort(params, Path(root), parts=tuple(parts))
+    if "table" in parts:
+        excluded = Path(root) / "raw" / "excluded.tsv"
+        # never a table left by an earlier `on_error: exclude` run of this dataset
+        if on_error_mode(params) != "exclude" or not excluded.exists():
+            with atomic_path(excluded) as tmp:
+                write_tsv(pd.DataFrame(columns=list(EXCLUDED_COLUMNS)), tmp)
 
 
 def acquire_subject(dataset: dict, subject: str, root: str | Path) -> None:

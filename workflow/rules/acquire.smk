@@ -31,6 +31,12 @@ rule acquire_cohort:
         source_cohort_files(config["dataset"], "table"),
     output:
         participants=f"{ROOT}/raw/participants.tsv",
+        # always written: header-only unless on_error: exclude left subjects out
+        excluded=report(
+            f"{ROOT}/raw/excluded.tsv",
+            caption="../report/excluded.rst",
+            category="Cohort",
+        ),
     log:
         f"{LOGS}/acquire/cohort.log",
     benchmark:

@@ -6,7 +6,12 @@ rule evaluate:
         model=rules.train.output.model,
         shards=rules.shard.output[0],
     output:
-        metrics=f"{ROOT}/eval/{{experiment}}/metrics.json",
+        metrics=report(
+            f"{ROOT}/eval/{{experiment}}/metrics.json",
+            caption="../report/metrics.rst",
+            category="Scores",
+            subcategory="{experiment}",
+        ),
         predictions=f"{ROOT}/eval/{{experiment}}/predictions.npz",
     log:
         f"{LOGS}/evaluate/{{experiment}}.log",

@@ -6,6 +6,12 @@
 rule acquire_cohort:
     output:
         regions=f"{ROOT}/raw/regions.tsv",
+        # always written, header-only: region sources exclude no subject
+        excluded=report(
+            f"{ROOT}/raw/excluded.tsv",
+            caption="../report/excluded.rst",
+            category="Cohort",
+        ),
         atlas=f"{ROOT}/atlas/atlas.nii.gz",
         labels=f"{ROOT}/atlas/labels.tsv",
     log:

@@ -346,6 +346,10 @@ def bids_label(name: str) -> str:
     return label
 
 
+# raw/excluded.tsv: one row per subject left out by ``on_error: exclude``
+EXCLUDED_COLUMNS = ("participant_id", "reason")
+
+
 def on_error_mode(params: dict) -> str:
     """``params['on_error']``: ``stop`` (default) or ``exclude``."""
     mode = params.get("on_error", "stop")
@@ -552,6 +556,6 @@ def write_cohort(
     write_cohort_files(root, "participants.tsv", table, description, atlas)
     if on_error_mode(params) == "exclude":
         with atomic_path(raw / "excluded.tsv") as tmp:
-            write_tsv(pd.DataFrame(excluded, columns=["participant_id", "reason"]), tmp)
+            write_tsv(pd.DataFrame(excluded, columns=list(EXCLUDED_COLUMNS)), tmp)
     if extra is not None:
         extra(raw)
