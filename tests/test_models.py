@@ -12,82 +12,26 @@ from modalmerge.io import InputError
 from modalmerge.models import MultiModalModel, Tokenizer, TokenProvenance, available
 from modalmerge.models.layers import Encoder
 from modalmerge.models.registry import register_encoder
+from tests._model_fixtures import (
+    CARDS,
+    DIM,
+    HEADS,
+    MAX_LEN,
+    MODALITIES,
+    N_NUM,
+    SERIES,
+    VOCAB,
+    B,
+    batch,
+    check_prediction,
+    scalar_loss,
+    tiny_model,
+)
 
 torch.set_num_threads(1)
 
-MODALITIES = ["image", "time_series", "text", "tabular"]
 METHODS = ["cross_attention", "spatial_mix", "film", "adain", "concat"]
 WEIGHTED = ("cross_attention", "spatial_mix")  # methods that return weights
-B, DIM, HEADS = 2, 16, 2
-IMAGE = (1, 8, 8, 8)
-SERIES = (6, 3)
-VOCAB, MAX_LEN = 12, 6
-N_NUM, CARDS = 2, [3, 2]
-TINY_ENCODERS = {"image": "cnn", "time_series": "transformer", "text": "gru", "tabular": "mlp"}
-TINY_OPTIONS = {"image": {"n_blocks": 2}, "time_series": {"n_layers": 1}, "text": {}, "tabular": {}}
-
-
-def tiny_model(
-    condition: str, target: str, method: str = "cross_attention", **kw
-) -> MultiModalModel:
-    args = dict(
-        condition_type=condition,
-        target_type=target,
-        condition_encoder=TINY_ENCODERS[condition],
-        embedding_dim=DIM,
-        num_attention_heads=HEADS,
-        conditioning=method,
-        condition_shape=IMAGE
-        if condition == "image"
-        else SERIES
-        if condition == "time_series"
-        else None,
-        target_shape=IMAGE if target == "image" else SERIES if target == "time_series" else None,
-        vocab_size=VOCAB,
-        max_length=MAX_LEN,
-        n_numeric=N_NUM,
-        categorical_cardinalities=CARDS,
-        dropout=0.0,
-        encoder_options=TINY_OPTIONS[condition],
-        decoder_options={"n_layers": 1} if target in ("time_series", "text") else {},
-    )
-    args.update(kw)
-    return MultiModalModel(**args)
-
-
-def batch(modality: str, shape=None, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    if modality == "image":
-        return torch.randn(B, *(shape or IMAGE), generator=g)
-    if modality == "time_series":
-        return torch.randn(B, *(shape or SERIES), generator=g)
-    if modality == "text":
-        ids = torch.randint(4, VOCAB, (B, MAX_LEN), generator=g)
-        ids[:, 0], ids[:, 3], ids[:, 4:] = 1, 2, 0  # bos w w eos pad pad
-        return ids
-    numeric = torch.randn(B, N_NUM, generator=g)
-    codes = torch.stack([torch.randint(0, c, (B,), generator=g) for c in CARDS], 1).float()
-    return torch.cat([numeric, codes], 1)
-
-
-def check_prediction(prediction, target: str) -> None:
-    if target == "image":
-        assert prediction.shape == (B, *IMAGE)
-    elif target == "time_series":
-        assert prediction.shape == (B, *SERIES)
-    elif target == "text":
-        assert prediction.shape == (B, MAX_LEN, VOCAB)
-    else:
-        assert prediction["numeric"].shape == (B, N_NUM)
-        assert [tuple(c.shape) for c in prediction["categorical"]] == [(B, c) for c in CARDS]
-
-
-def scalar_loss(prediction) -> torch.Tensor:
-    if isinstance(prediction, dict):
-        return prediction["numeric"].square().mean() + sum(
-            c.square().mean() for c in prediction["categorical"]
-        )
-    return prediction.square().mean()
 
 
 @pytest.mark.parametrize("method", METHODS)
