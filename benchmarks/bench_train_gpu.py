@@ -27,21 +27,17 @@ import logging
 import platform
 import sys
 import time
+from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_training import CONFIGS as TRAINING_CONFIGS  # noqa: E402
+from bench_training import RandomPairs  # noqa: E402
 
 CONFIGS = {
-    "seed": dict(
-        condition_type="image",
-        target_type="time_series",
-        condition_encoder="resnet50",
-        target_decoder="transformer",
-        embedding_dim=512,
-        num_attention_heads=16,
-        condition_shape=(1, 64, 64, 64),
-        target_shape=(50, 16),
-    ),
+    "seed": TRAINING_CONFIGS["seed"],  # the design's resnet50, 512 / 16 heads
     "workflow": dict(
         condition_type="image",
         target_type="time_series",
@@ -55,21 +51,6 @@ CONFIGS = {
         decoder_options={"query": "roi"},
     ),
 }
-
-
-class RandomPairs(Dataset):
-    """``n`` random (image, time series) pairs of the model's shapes, held in memory."""
-
-    def __init__(self, condition_shape, target_shape, n: int):
-        g = torch.Generator().manual_seed(0)
-        self.condition = torch.randn(n, *condition_shape, generator=g)
-        self.target = torch.randn(n, *target_shape, generator=g)
-
-    def __len__(self):
-        return len(self.condition)
-
-    def __getitem__(self, i):
-        return {"condition": self.condition[i], "target": self.target[i]}
 
 
 def _run(config: dict, data, args, amp: str, compile_: bool) -> dict:

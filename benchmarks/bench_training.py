@@ -52,12 +52,12 @@ CONFIGS = {
 
 
 class RandomPairs(Dataset):
-    """``n`` random (image, time series) pairs of the model's shapes, held in memory."""
+    """``n`` random (condition, target) pairs of the given shapes, held in memory."""
 
-    def __init__(self, model: MultiModalModel, n: int):
+    def __init__(self, condition_shape, target_shape, n: int):
         g = torch.Generator().manual_seed(0)
-        self.condition = torch.randn(n, *model.condition_shape, generator=g)
-        self.target = torch.randn(n, *model.target_shape, generator=g)
+        self.condition = torch.randn(n, *condition_shape, generator=g)
+        self.target = torch.randn(n, *target_shape, generator=g)
 
     def __len__(self) -> int:
         return len(self.target)
@@ -95,8 +95,18 @@ def bench(name: str, batch_size: int, batches: int, repeats: int) -> dict:
     torch.manual_seed(0)
     model = MultiModalModel(**CONFIGS[name])
     n = batch_size * batches
-    loader = DataLoader(RandomPairs(model, n), batch_size=batch_size, shuffle=True)
-    reference_epoch(model, DataLoader(RandomPairs(model, batch_size), batch_size=batch_size))
+    loader = DataLoader(
+        RandomPairs(model.condition_shape, model.target_shape, n),
+        batch_size=batch_size,
+        shuffle=True,
+    )
+    reference_epoch(
+        model,
+        DataLoader(
+            RandomPairs(model.condition_shape, model.target_shape, batch_size),
+            batch_size=batch_size,
+        ),
+    )
     ref, tr = [], []
     for i in range(repeats):  # alternate, swapping the order, so both see the same load
         for run in (reference_epoch, trainer_epoch)[:: 1 if i % 2 == 0 else -1]:
