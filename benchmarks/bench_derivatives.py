@@ -18,8 +18,8 @@ features); ``--n-time 652 --n-roi 83`` is a Desikan-Killiany-sized real run.
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +27,9 @@ import pandas as pd
 
 from modalmerge.data.parcellation.parcellate import FEATURE_NAMES, write_tables
 from modalmerge.data.shards.subjects import _load_parcellated
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_parcellate import best  # noqa: E402
 
 
 def subject_arrays(n_time: int, n_roi: int, seed: int = 0) -> dict:
@@ -67,15 +70,6 @@ def read_tsvs(series_tsv: Path, relmat_tsv: Path, morph_tsv: Path, labels_tsv: P
         "roi_labels": labels["index"].to_numpy(),
         "roi_coords": labels[["x", "y", "z"]].to_numpy(dtype=np.float32),
     }
-
-
-def best(fn, repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def main() -> None:
