@@ -394,12 +394,6 @@ def preprocess_subject(
         labels,
         params.min_overlap,
     )
-    nyquist = 0.5 / tr
-    if params.low_pass is not None and params.low_pass >= nyquist:
-        raise ValueError(
-            f"preprocess.low_pass {params.low_pass} Hz is at or above the Nyquist "
-            f"frequency {nyquist:.4g} Hz of {bold_path} (TR {tr} s)"
-        )
     confounds = None if confounds_path is None else _read_confounds(confounds_path, n_volumes)
     sample_mask = read_sample_mask(bold_path, n_volumes)
 
