@@ -133,7 +133,9 @@ def _shard_regions(a: argparse.Namespace) -> None:
 def _train(a: argparse.Namespace) -> None:
     from modalmerge.stages.train import train_experiment
 
-    train_experiment(a.shards, a.experiment, a.settings, a.out_dir, threads=a.threads)
+    train_experiment(
+        a.shards, a.experiment, a.settings, a.out_dir, threads=a.threads, workers=a.workers
+    )
 
 
 def _evaluate(a: argparse.Namespace) -> None:
@@ -298,6 +300,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shards", required=True)
     p.add_argument("--out-dir", required=True)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="data-loader workers per rank (train.num_workers; default: from the CPUs)",
+    )
 
     p = command("evaluate", _evaluate, "evaluate one experiment on held-out test subjects")
     p.add_argument(

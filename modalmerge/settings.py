@@ -234,6 +234,14 @@ class TrainSettings(_Section):
     weight_decay: float = F(0.01, doc="AdamW weight decay (matrices only)", ge=0)
     patience: int = F(8, doc="epochs without validation improvement before stopping", ge=1)
     threads: int = F(1, doc="CPU threads per training job", ge=1, resource=True)
+    num_workers: int | None = F(
+        None,
+        doc="data-loader worker processes per rank (0: read in the training process); null: "
+        "derived from the job's CPUs (CUDA: all but one, CPU: 0). Batches are the same for "
+        "any value",
+        ge=0,
+        resource=True,
+    )
     path: InitVar[str | None] = None
 
 

@@ -252,6 +252,12 @@ def train_resource(key):
     return lambda wildcards: train_job_resources(experiment_gpus(wildcards), CLUSTER)[key]
 
 
+# train.num_workers (a resource knob: in the shell command, not in params, so it reruns nothing)
+TRAIN_WORKERS = (
+    "" if SETTINGS.train.num_workers is None else f" --workers {SETTINGS.train.num_workers}"
+)
+
+
 def train_job_threads(wildcards):
     """CPUs of a train job: gpus x cluster.cpus_per_gpu, or train.threads without GPUs."""
     return train_threads(experiment_gpus(wildcards), CLUSTER, SETTINGS.train.threads)

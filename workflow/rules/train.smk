@@ -24,4 +24,6 @@ rule train:
         launcher=train_launcher,
     shell:
         "{params.launcher} train --settings {params.settings:q} --experiment {params.experiment:q}"
-        " --shards {input.shards:q} --out-dir {params.out_dir:q} --threads {threads} > {log:q} 2>&1"
+        " --shards {input.shards:q} --out-dir {params.out_dir:q} --threads {threads}"
+        + TRAIN_WORKERS
+        + " > {log:q} 2>&1"
