@@ -163,6 +163,7 @@ def test_a_thread_count_reruns_nothing(restore_config):
     """A resource knob is no part of a stage's identity (issue 17)."""
     workdir, config = restore_config
     config["train"]["threads"] = config["train"]["threads"] + 1
+    config["train"]["num_workers"] = 1  # reaches the job as --workers, not as params
     assert _dry_run(workdir, config) == {}
 
 
