@@ -130,6 +130,15 @@ def _shard_regions(a: argparse.Namespace) -> None:
     write_region_shards(a.regions, a.out, a.settings)
 
 
+def _workers(value: str) -> int | None:
+    """``--workers``: a count >= 0, or ``auto`` (None: derived from the job's CPUs)."""
+    if value == "auto":
+        return None
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a count >= 0 or auto, got {value!r}")
+    return int(value)
+
+
 def _train(a: argparse.Namespace) -> None:
     from modalmerge.stages.train import train_experiment
 
@@ -302,9 +311,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1)
     p.add_argument(
         "--workers",
-        type=int,
+        type=_workers,
         default=None,
-        help="data-loader workers per rank (train.num_workers; default: from the CPUs)",
+        help="data-loader workers per rank (train.num_workers), or auto (the default): from "
+        "the CPUs",
     )
 
     p = command("evaluate", _evaluate, "evaluate one experiment on held-out test subjects")

@@ -252,10 +252,11 @@ def train_resource(key):
     return lambda wildcards: train_job_resources(experiment_gpus(wildcards), CLUSTER)[key]
 
 
-# train.num_workers (a resource knob: in the shell command, not in params, so it reruns nothing)
-TRAIN_WORKERS = (
-    "" if SETTINGS.train.num_workers is None else f" --workers {SETTINGS.train.num_workers}"
-)
+def train_loader_workers():
+    """train.num_workers as the train job's string resource ``loader_workers`` ("auto": from
+    the job's CPUs): a resource, unlike params or the shell command, reruns nothing."""
+    n = SETTINGS.train.num_workers
+    return "auto" if n is None else str(n)
 
 
 def train_job_threads(wildcards):
