@@ -26,10 +26,14 @@ def _task(params: dict) -> str:
 
 
 def _planned_runs(params: dict) -> tuple[int, float]:
+    """Run length and TR the settings are checked against; with ``sites``, the shortest
+    run and the longest TR of any site (the strictest for the window and the filter)."""
     from modalmerge.data.synthetic.params import SyntheticParams
+    from modalmerge.data.synthetic.sites import with_site_protocol
 
     p = SyntheticParams.from_dict(params)
-    return p.n_timepoints, p.tr
+    runs = [with_site_protocol(p, k + 1) for k in range(max(1, len(p.sites)))]
+    return min(q.n_timepoints for q in runs), max(q.tr for q in runs)
 
 
 def _subject_params(params: dict, subject: str) -> dict:

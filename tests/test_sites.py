@@ -1,0 +1,174 @@
+"""Multi-site cohorts: the synthetic ``sites`` setting, the site of real BIDS subjects,
+and leave-site-out splits (issue #14)."""
+
+from __future__ import annotations
+
+import json
+
+import nibabel as nib
+import numpy as np
+import pandas as pd
+import pytest
+from _real_layouts import make_openneuro
+from _sources_fixtures import tiny_atlas
+
+from modalmerge.data.shards.subjects import split_subjects
+from modalmerge.data.sources import get_source
+from modalmerge.data.synthetic.cohort import SyntheticParams, write_cohort, write_subject
+
+TINY = {
+    "seed": 0,
+    "n_subjects": 4,
+    "grid_shape": [20, 24, 20],
+    "voxel_size_mm": 7.2,
+    "n_timepoints": 60,
+}
+SITES = [
+    {"name": "A"},
+    {"name": "B", "intensity_scale": 2.0, "tsnr": 10.0, "n_timepoints": 40,
+     "age_range": [60.0, 80.0]},
+]  # fmt: skip
+
+
+def load(path):
+    img = nib.load(path)
+    return np.asarray(img.dataobj, dtype=np.float64), img
+
+
+@pytest.fixture(scope="module")
+def two_cohorts(tmp_path_factory):
+    """sub-002 (site B) written with and without sites; the cohort files with sites."""
+    root = tmp_path_factory.mktemp("sites")
+    with_sites, without = root / "sites", root / "plain"
+    params = {**TINY, "sites": SITES}
+    write_cohort(params, with_sites)
+    for subject in ("sub-001", "sub-002"):
+        write_subject(params, subject, with_sites)
+    write_subject(TINY, "sub-002", without)
+    return with_sites, without
+
+
+def test_participants_carry_the_site_round_robin_and_the_site_age_range(two_cohorts):
+    root, _ = two_cohorts
+    table = pd.read_csv(root / "raw" / "participants.tsv", sep="\t")
+    assert table["site"].tolist() == ["A", "B", "A", "B"]
+    assert table.loc[table.site == "B", "age"].between(60, 80).all()
+
+
+def test_site_intensity_scale_and_run_length_appear_in_the_images_and_truth(two_cohorts):
+    root, plain = two_cohorts
+    t1, _ = load(root / "raw/sub-002/anat/sub-002_T1w.nii.gz")
+    t1_plain, _ = load(plain / "raw/sub-002/anat/sub-002_T1w.nii.gz")
+    truth = np.load(root / "truth/sub-002.npz")
+    assert str(truth["site"]) == "B" and float(truth["site_intensity_scale"]) == 2.0
+    assert float(truth["site_tsnr"]) == 10.0 and int(truth["site_n_timepoints"]) == 40
+    # the same subject's anatomy (no extra random draw), at twice the intensity; its age
+    # is drawn in the site's range, so the ageing of the white matter differs a little
+    ratio = np.median(t1[t1_plain > 100] / t1_plain[t1_plain > 100])
+    assert 1.9 < ratio < 2.1
+    bold, img = load(root / "raw/sub-002/func/sub-002_task-motor_bold.nii.gz")
+    sidecar = json.loads((root / "raw/sub-002/func/sub-002_task-motor_bold.json").read_text())
+    assert bold.shape[3] == 40 and sidecar["RepetitionTime"] == 2.0
+    plain_bold, _ = load(plain / "raw/sub-002/func/sub-002_task-motor_bold.nii.gz")
+    assert plain_bold.shape[3] == 60
+    np.testing.assert_allclose(bold.mean() / plain_bold.mean(), 2.0, rtol=0.05)
+
+
+def test_site_thermal_noise_lowers_the_measured_tsnr(two_cohorts):
+    root, plain = two_cohorts
+
+    def tsnr(path):
+        bold, _ = load(path)
+        brain = bold.mean(axis=3) > 0.6 * bold.mean(axis=3).max()
+        series = bold[brain]
+        return np.median(series.mean(axis=1) / np.diff(series, axis=1).std(axis=1))
+
+    noisy = tsnr(root / "raw/sub-002/func/sub-002_task-motor_bold.nii.gz")  # tsnr 10
+    clean = tsnr(plain / "raw/sub-002/func/sub-002_task-motor_bold.nii.gz")  # tsnr 80
+    assert noisy < 0.4 * clean
+
+
+def test_site_smoothing_and_bias_gradient(tmp_path):
+    sites = [{"name": "sharp"}, {"name": "smooth", "smoothing_fwhm_mm": 12.0,
+                                 "bias_gradient": [0.3, 0.0, 0.0]}]  # fmt: skip
+    params = {**TINY, "n_subjects": 2, "sites": sites}
+    write_subject(params, "sub-002", tmp_path / "s")
+    write_subject(TINY, "sub-002", tmp_path / "p")
+    smooth, img = load(tmp_path / "s/raw/sub-002/anat/sub-002_T1w.nii.gz")
+    sharp, _ = load(tmp_path / "p/raw/sub-002/anat/sub-002_T1w.nii.gz")
+    head = sharp > 100
+    roughness = [np.abs(np.diff(v, axis=0))[head[1:]].mean() for v in (smooth, sharp)]
+    assert roughness[0] < 0.7 * roughness[1]
+    x = np.arange(sharp.shape[0])
+    left, right = x < sharp.shape[0] // 3, x > 2 * sharp.shape[0] // 3  # RAS: +x is right
+    ratio = smooth / np.where(head, sharp, 1)
+    assert np.median(ratio[right][head[right]]) > 1.2 * np.median(ratio[left][head[left]])
+
+
+def test_sites_setting_is_checked_and_absent_by_default():
+    assert "sites" not in SyntheticParams.from_dict(TINY).to_dict()
+    with pytest.raises(ValueError, match=r"sites\[1\]\.age_range"):
+        SyntheticParams.from_dict(
+            {**TINY, "sites": [{"name": "A"}, {"name": "B", "age_range": [10, 30]}]}
+        )
+    with pytest.raises(ValueError, match="distinct"):
+        SyntheticParams.from_dict({**TINY, "sites": [{"name": "A"}, {"name": "A"}]})
+    with pytest.raises(ValueError, match=r"sites\[0\]: unknown key"):
+        SyntheticParams.from_dict({**TINY, "sites": [{"name": "A", "scale": 2}]})
+
+
+def abide_like(root):
+    """An ABIDE-like BIDS tree: numeric subject ids, a SITE_ID column."""
+    ds = make_openneuro(root, subjects=("0050002", "0050003", "0051456"))
+    table = pd.read_csv(ds / "participants.tsv", sep="\t", dtype={"participant_id": str})
+    table["SITE_ID"] = ["PITT", "PITT", "NYU"]
+    table.to_csv(ds / "participants.tsv", sep="\t", index=False)
+    return ds
+
+
+def test_bids_site_comes_from_a_participants_column(tmp_path):
+    ds = abide_like(tmp_path / "abide")
+    params = {
+        "path": str(ds),
+        "task": "rest",
+        "atlas": tiny_atlas(tmp_path),
+        "site_column": "SITE_ID",
+    }
+    get_source("bids").write_cohort(params, tmp_path / "out")
+    table = pd.read_csv(tmp_path / "out/raw/participants.tsv", sep="\t", dtype=str)
+    assert table.set_index("participant_id")["site"].to_dict() == {
+        "sub-0050002": "PITT", "sub-0050003": "PITT", "sub-0051456": "NYU",
+    }  # fmt: skip
+    with pytest.raises(Exception, match="SITE"):
+        get_source("bids").write_cohort({**params, "site_column": "SITE"}, tmp_path / "o2")
+
+
+def test_bids_site_comes_from_the_session_entity_when_told(tmp_path):
+    ds = tmp_path / "ds"
+    make_openneuro(ds, subjects=("01", "02"), ses="siemens")
+    make_openneuro(ds, subjects=("03",), ses="ge")
+    pd.DataFrame({"participant_id": ["sub-01", "sub-02", "sub-03"], "age": [20, 30, 40]}).to_csv(
+        ds / "participants.tsv", sep="\t", index=False
+    )
+    params = {"path": str(ds), "task": "rest", "atlas": tiny_atlas(tmp_path), "site_from": "ses"}
+    get_source("bids").write_cohort(params, tmp_path / "out")
+    table = pd.read_csv(tmp_path / "out/raw/participants.tsv", sep="\t")
+    assert table["site"].tolist() == ["siemens", "siemens", "ge"]
+    with pytest.raises(Exception, match="acq"):  # no acq entity to take it from
+        get_source("bids").write_cohort({**params, "site_from": "acq"}, tmp_path / "o2")
+
+
+def test_split_by_site_holds_out_whole_sites_and_never_puts_a_site_in_two_splits():
+    rng = np.random.default_rng(0)
+    subjects = [f"sub-{i:03d}" for i in range(1, 41)]
+    sites = {s: f"site{rng.integers(4)}" for s in subjects}
+    fractions = {"train": 0.6, "val": 0.2, "test": 0.2}
+    for held in sorted(set(sites.values())):
+        splits = split_subjects(subjects, fractions, 0, "site", sites, held)
+        by_split = {name: {sites[s] for s in members} for name, members in splits.items()}
+        assert by_split["test"] == {held}
+        assert not by_split["train"] & by_split["val"] and not by_split["val"] & {held}
+        assert held not in by_split["train"] and by_split["val"] and by_split["train"]
+        assert sorted(sum(splits.values(), [])) == subjects
+    with pytest.raises(ValueError, match="not a site"):
+        split_subjects(subjects, fractions, 0, "site", sites, "elsewhere")
