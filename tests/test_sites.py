@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import h5py
 import nibabel as nib
 import numpy as np
 import pandas as pd
@@ -12,9 +13,10 @@ import pytest
 from _real_layouts import make_openneuro
 from _sources_fixtures import tiny_atlas
 
-from modalmerge.data.shards.subjects import split_subjects
+from modalmerge.data.shards.subjects import split_subjects, write_shards
 from modalmerge.data.sources import get_source
 from modalmerge.data.synthetic.cohort import SyntheticParams, write_cohort, write_subject
+from modalmerge.io import InputError
 
 TINY = {
     "seed": 0,
@@ -172,3 +174,120 @@ def test_split_by_site_holds_out_whole_sites_and_never_puts_a_site_in_two_splits
         assert sorted(sum(splits.values(), [])) == subjects
     with pytest.raises(ValueError, match="not a site"):
         split_subjects(subjects, fractions, 0, "site", sites, "elsewhere")
+
+
+def site_inputs(root, tr_of=lambda k: 2.0):
+    """12 subjects at 3 sites (round robin) with a planted site shift of the structural
+    features and connectivity, and an age effect on the features."""
+    subjects, parc, anat, sites, ages = [], [], [], [], []
+    rng = np.random.default_rng(0)
+    for k in range(12):
+        sid, site, age = f"sub-{k + 1:03d}", f"s{k % 3}", 20.0 + 5 * k
+        shift = {"s0": 0.0, "s1": 2.0, "s2": -1.5}[site]
+        path = root / "parcellated" / f"{sid}.npz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = np.full((4, 4), 0.2 + 0.1 * shift, np.float32) + 0.02 * rng.standard_normal((4, 4))
+        conn = ((conn + conn.T) / 2).astype(np.float32)
+        np.fill_diagonal(conn, 1.0)
+        np.savez(
+            path, roi_timeseries=(3.0 + k) * rng.standard_normal((24, 4)).astype(np.float32),
+            connectivity=conn, feature_names=np.array(["a", "b"]), roi_labels=np.arange(1, 5),
+            structural_features=(0.05 * age + shift + 0.3 * rng.standard_normal((4, 2))).astype(np.float32),
+            tr=tr_of(k),
+        )  # fmt: skip
+        img = root / "preproc" / f"{sid}_T1w.nii.gz"
+        img.parent.mkdir(parents=True, exist_ok=True)
+        nib.save(nib.Nifti1Image(np.full((4, 4, 4), k, np.float32), np.eye(4)), img)
+        subjects.append(sid), parc.append(path), anat.append(img), sites.append(site)
+        ages.append(age)
+    tsv = root / "participants.tsv"
+    pd.DataFrame({"participant_id": subjects, "age": ages, "site": sites}).to_csv(
+        tsv, sep="\t", index=False
+    )
+    return subjects, parc, anat, tsv
+
+
+SITE_SHARDS = {
+    "fractions": {"train": 0.6, "val": 0.2, "test": 0.2}, "window": 8, "stride": 8,
+    "split_by": "site", "test_site": "s2",
+}  # fmt: skip
+
+
+def test_write_shards_holds_out_the_test_site_and_combat_removes_the_site_shift(tmp_path):
+    from modalmerge.data.shards.split_arrays import read_manifest
+
+    subjects, parc, anat, tsv = site_inputs(tmp_path)
+    write_shards(subjects, parc, anat, tsv, None, tmp_path / "none", SITE_SHARDS)
+    write_shards(subjects, parc, anat, tsv, None, tmp_path / "combat",
+                 {**SITE_SHARDS, "harmonize": "combat"})  # fmt: skip
+    manifest = read_manifest(tmp_path / "combat")
+    assert manifest["splits"]["test"] == [s for k, s in enumerate(subjects) if k % 3 == 2]
+    assert (
+        manifest["params"]["harmonize"] == "combat" and "site" not in manifest["tabular"]["columns"]
+    )
+    assert "harmonize" not in read_manifest(tmp_path / "none")["params"]  # default: unrecorded
+
+    site = {s: f"s{k % 3}" for k, s in enumerate(subjects)}
+    ages = {s: 20.0 + 5 * k for k, s in enumerate(subjects)}
+    for folder, expect_gap in (("none", True), ("combat", False)):
+        feats, ids = [], []
+        for split in ("train", "val", "test"):
+            with h5py.File(next((tmp_path / folder).glob(f"{split}-*.h5")), "r") as h5:
+                feats.append(h5["subjects/structural_features"][:].mean(axis=(1, 2)))
+                ids += [v.decode() if isinstance(v, bytes) else v for v in h5["subjects/id"][:]]
+        residual = np.concatenate(feats) - 0.05 * np.array([ages[s] for s in ids])
+        means = {g: residual[[site[s] == g for s in ids]].mean() for g in ("s0", "s1", "s2")}
+        spread = max(means.values()) - min(means.values())
+        assert (spread > 2.5) if expect_gap else (spread < 0.5), (folder, means)
+    with h5py.File(next((tmp_path / "combat").glob("test-*.h5")), "r") as h5:
+        series = h5["samples/time_series"][:]
+    assert np.all(np.abs(series.std(axis=1) - 1) < 0.5)  # z-scored per subject, not 3-14
+
+
+def test_write_shards_refuses_runs_of_different_trs(tmp_path):
+    subjects, parc, anat, tsv = site_inputs(tmp_path, tr_of=lambda k: 2.0 if k % 3 else 1.5)
+    with pytest.raises(InputError, match="differs from the other subjects"):
+        write_shards(subjects, parc, anat, tsv, None, tmp_path / "out", SITE_SHARDS)
+
+
+def fold_record(site_index: int, harmonized: bool) -> dict:
+    rng = np.random.default_rng(site_index)
+    units = [f"sub-{site_index}{k:02d}" for k in range(6)]
+    model = rng.uniform(0.3, 0.5, 6) + (0.1 if harmonized else 0.0)
+    base = rng.uniform(0.1, 0.2, 6)
+    return {
+        "experiment": "image_to_ts", "condition": "image", "target": "time_series",
+        "method": "cross_attention", "n_test_subjects": 6,
+        "scores": {"model": {"pearson_r": float(model.mean())},
+                   "group_mean": {"pearson_r": float(base.mean())}},
+        "per_unit": {"units": units, "model": {"pearson_r": model.tolist()},
+                     "group_mean": {"pearson_r": base.tolist()}},
+    }  # fmt: skip
+
+
+def test_site_summary_covers_every_held_out_site_with_intervals_and_the_combat_difference(
+    tmp_path,
+):
+    from modalmerge.evaluation.summary import write_metrics
+    from modalmerge.stages.sites import write_site_summary
+
+    for k, site in enumerate(("siteA", "siteB", "siteC")):
+        for harmonize in ("none", "combat"):
+            record = fold_record(k, harmonize == "combat")
+            write_metrics(
+                tmp_path / "folds" / harmonize / site / "image_to_ts" / "metrics.json", record
+            )
+    csv, png = write_site_summary(
+        tmp_path / "folds", tmp_path / "s.csv", tmp_path / "s.png", dpi=40
+    )
+    table = pd.read_csv(csv)
+    rows = table[(table.model == "model") & (table.metric == "pearson_r")]
+    assert sorted(rows.test_site.unique()) == ["siteA", "siteB", "siteC"]
+    folds = rows[rows.harmonize != "combat-none"]
+    assert len(folds) == 6 and (folds.ci_low < folds.value).all()
+    beats = table[table.model == "model-group_mean"]
+    assert (beats.verdict == "beats").all() and len(beats) == 6
+    combat = table[(table.harmonize == "combat-none") & (table.model == "model")]
+    assert len(combat) == 3
+    np.testing.assert_allclose(combat.value, 0.1, atol=1e-9)
+    assert png.stat().st_size > 1000

@@ -70,7 +70,8 @@ def _site_effects(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         sum2 = np.sum((z - g_new) ** 2, axis=0)
         d_new = (0.5 * sum2 + b) / (n / 2.0 + a - 1.0)
         change = max(
-            np.max(np.abs(g_new - g_old) / g_old),  # as neuroCombat (signed denominator)
+            # as neuroCombat (signed denominator); a zero gamma: the absolute change
+            np.max(np.abs(g_new - g_old) / np.where(g_old == 0, 1.0, g_old)),
             np.max(np.abs(d_new - d_old) / d_old),
         )
         g_old, d_old = g_new, d_new
