@@ -291,3 +291,17 @@ def test_site_summary_covers_every_held_out_site_with_intervals_and_the_combat_d
     assert len(combat) == 3
     np.testing.assert_allclose(combat.value, 0.1, atol=1e-9)
     assert png.stat().st_size > 1000
+
+
+def test_a_subject_depends_only_on_its_own_site_so_editing_another_site_reruns_nothing(tmp_path):
+    source = get_source("synthetic")
+    params = {**TINY, "sites": SITES}
+    edited = {**TINY, "sites": [{"name": "A", "tsnr": 5.0}, SITES[1]]}
+    own = source.subject_params(params, "sub-002")
+    assert own == source.subject_params(edited, "sub-002")  # sub-002 is at site B
+    assert own["sites"][0] == {"name": "A"}
+    assert source.subject_params(params, "sub-001") != source.subject_params(edited, "sub-001")
+    write_subject(own, "sub-002", tmp_path / "own")
+    write_subject(params, "sub-002", tmp_path / "full")
+    for path in ("raw/sub-002/anat/sub-002_T1w.nii.gz", "truth/sub-002.npz"):
+        assert (tmp_path / "own" / path).read_bytes() == (tmp_path / "full" / path).read_bytes()

@@ -40,11 +40,20 @@ def _subject_params(params: dict, subject: str) -> dict:
     """The generator's params of one subject: a subject is a function of the params and
     its index alone (:mod:`modalmerge.data.synthetic.cohort`), so ``n_subjects`` is
     replaced by the smallest cohort that holds ``subject`` under the same id width: the
-    cohort growing from 64 to 65 changes no written subject's params."""
+    cohort growing from 64 to 65 changes no written subject's params; with ``sites``,
+    the other sites keep only their names (the round-robin assignment needs their
+    number and order, not their effects)."""
     digits = subject.removeprefix("sub-")
     index = int(digits)
     smallest = index if len(digits) <= 3 else max(index, 10 ** (len(digits) - 1))
-    return {**params, "n_subjects": smallest}
+    out = {**params, "n_subjects": smallest}
+    if params.get("sites"):  # only the subject's own site's effects: editing one site
+        own = (index - 1) % len(params["sites"])  # reruns only that site's subjects
+        out["sites"] = [
+            site if k == own or not isinstance(site, dict) else {"name": site.get("name")}
+            for k, site in enumerate(params["sites"])
+        ]
+    return out
 
 
 def _write_cohort(params: dict, root: Path) -> None:
