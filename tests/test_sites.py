@@ -305,3 +305,18 @@ def test_a_subject_depends_only_on_its_own_site_so_editing_another_site_reruns_n
     write_subject(params, "sub-002", tmp_path / "full")
     for path in ("raw/sub-002/anat/sub-002_T1w.nii.gz", "truth/sub-002.npz"):
         assert (tmp_path / "own" / path).read_bytes() == (tmp_path / "full" / path).read_bytes()
+
+
+def test_the_multisite_config_is_valid_and_no_site_outlasts_every_other():
+    import yaml
+
+    from modalmerge.data.synthetic.sites import with_site_protocol
+    from modalmerge.settings import from_config
+
+    config = yaml.safe_load(open("configs/multisite.yaml"))
+    settings = from_config(config)
+    assert settings.shard.split_by == "site" and settings.shard.harmonize == "none"
+    p = SyntheticParams.from_dict(config["dataset"]["params"])
+    lengths = [with_site_protocol(p, k + 1).n_timepoints for k in range(len(p.sites))]
+    assert len(set(lengths)) > 1 and lengths.count(max(lengths)) >= 2
+    assert len({with_site_protocol(p, k + 1).tr for k in range(len(p.sites))}) == 1
