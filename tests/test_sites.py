@@ -244,6 +244,17 @@ def test_write_shards_holds_out_the_test_site_and_combat_removes_the_site_shift(
     assert np.all(np.abs(series.std(axis=1) - 1) < 0.5)  # z-scored per subject, not 3-14
 
 
+def test_combat_with_subject_splits_keeps_site_in_the_table_and_sex_as_a_covariate(tmp_path):
+    subjects, parc, anat, tsv = site_inputs(tmp_path)
+    table = pd.read_csv(tsv, sep="\t")
+    table["sex"] = ["F", "M"] * 6
+    table.to_csv(tsv, sep="\t", index=False)
+    params = {**SITE_SHARDS, "split_by": "subject", "test_site": None, "harmonize": "combat"}
+    write_shards(subjects, parc, anat, tsv, None, tmp_path / "out", params)
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert sorted(manifest["tabular"]["categorical"]) == ["sex", "site"]
+
+
 def test_write_shards_refuses_runs_of_different_trs(tmp_path):
     subjects, parc, anat, tsv = site_inputs(tmp_path, tr_of=lambda k: 2.0 if k % 3 else 1.5)
     with pytest.raises(InputError, match="differs from the other subjects"):

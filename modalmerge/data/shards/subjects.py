@@ -611,8 +611,9 @@ def _combat_features(
             matrices[subject] = (
                 parc["connectivity"] if connectivity is None else connectivity[subject]
             )
-    covariates = tabular.drop(columns="site", errors="ignore")
-    return harmonize_features(structural, matrices or None, train, sites, covariates, categorical)
+    covariates = tabular.drop(columns="site", errors="ignore")  # the batch, not a covariate
+    coded = [c for c in categorical if c != "site"]
+    return harmonize_features(structural, matrices or None, train, sites, covariates, coded)
 
 
 def _standardize_numeric(
