@@ -60,7 +60,7 @@ def site_chart(summary: pd.DataFrame, metric: str = "pearson_r") -> Figure:
         ax.set_xlabel("held-out site")
         ax.set_title(experiment, fontsize="small")
         ax.axhline(0.0, color="black", lw=0.5)
-    axes[0].set_ylabel(f"{metric} (95 % interval over the site's subjects)")
+    axes[0].set_ylabel(f"{metric} (95 % interval)")
     handles, labels = axes[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="outside right upper", fontsize="x-small")
     return fig
