@@ -137,3 +137,19 @@ def test_zscore_series_removes_a_site_scale():
     series = rng.standard_normal((50, 3))
     np.testing.assert_allclose(zscore_series(5.0 * series + 2.0), zscore_series(series), atol=1e-5)
     assert np.all(zscore_series(np.ones((10, 2))) == 0)
+
+
+def test_perturbing_held_out_subjects_leaves_every_training_subject_unchanged():
+    x, site, age, _ = planted(seed=2, p=6)
+    subjects = [f"sub-{i:03d}" for i in range(len(site))]
+    sites = dict(zip(subjects, site, strict=True))
+    table = pd.DataFrame({"age": age}, index=subjects)
+    train = [s for s in subjects if sites[s] != "s2"]
+    features = {s: x[k].reshape(3, 2) for k, s in enumerate(subjects)}
+    perturbed = {s: v + (50.0 if sites[s] == "s2" else 0.0) for s, v in features.items()}
+    a, _ = harmonize_features(features, None, train, sites, table, [])
+    b, _ = harmonize_features(perturbed, None, train, sites, table, [])
+    for s in train:
+        np.testing.assert_array_equal(a[s], b[s])
+    held = [s for s in subjects if s not in train]
+    assert not np.allclose([a[s] for s in held], [b[s] for s in held])  # they were harmonised
