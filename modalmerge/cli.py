@@ -192,6 +192,12 @@ def _summary_chart(a: argparse.Namespace) -> None:
     draw_summary_chart(a.summary, a.settings, a.out)
 
 
+def _site_summary(a: argparse.Namespace) -> None:
+    from modalmerge.stages.sites import write_site_summary
+
+    write_site_summary(a.folds, a.out, a.figure, a.dpi)
+
+
 def _demo(a: argparse.Namespace) -> None:
     from modalmerge.stages.demo import run_demo
 
@@ -370,6 +376,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--summary", required=True)
     p.add_argument("--out", required=True)
+
+    p = command(
+        "site-summary", _site_summary, "leave-one-site-out: scores per held-out site (CSV, figure)"
+    )
+    p.add_argument("--folds", required=True, help="<harmonize>/<site>/<experiment>/metrics.json")
+    p.add_argument("--out", required=True, help="site_summary.csv")
+    p.add_argument("--figure", required=True, help="scores by site (.png)")
+    p.add_argument("--dpi", type=int, default=110)
 
     p = command("demo", _demo, "a short standalone demo: train and draw a tiny planted task")
     p.add_argument("--out-dir", default="results/demo")

@@ -173,8 +173,11 @@ class ShardSettings(_Section):
     #: keys the subject shard stage reads, and those the region shard stage reads
     SUBJECT_KEYS = (
         "seed", "fractions", "window", "stride", "image_downsample", "subjects_per_shard",
-        "split_by", "gap", "connectivity",
+        "split_by", "gap", "connectivity", "test_site", "harmonize",
     )  # fmt: skip
+    #: keys that enter the subject record (manifest, config hash, rule params) only when
+    #: set away from their default, so shards written before they existed keep their identity
+    OMITTED_AT_DEFAULT = ("test_site", "harmonize")
     REGION_KEYS = ("seed", "fractions", "n_blocks", "buffer_mm", "hold_out_homologs")
     seed: int = F(0, doc="seed of the subject (or block) draw", ge=0)
     fractions: Fractions = F(Fractions(), doc="share per split; must sum to 1")
@@ -185,8 +188,19 @@ class ShardSettings(_Section):
     split_by: str = F(
         "subject",
         doc="subject: whole subjects per split; time: every subject in every split, "
-        "each split a block of the run (for one long run)",
-        choices=("subject", "time"),
+        "each split a block of the run (for one long run); site: the subjects of test_site "
+        "are the test split, the other sites' subjects are drawn into train and val",
+        choices=("subject", "time", "site"),
+    )
+    test_site: str | None = F(
+        None, doc="split_by site: the held-out site (a value of participants.tsv's site column)"
+    )
+    harmonize: str = F(
+        "none",
+        doc="combat: ComBat on structural features and connectivity, site as batch, the other "
+        "participants columns kept as covariates, fitted on training subjects; ROI series "
+        "z-scored per subject (modalmerge.data.harmonize)",
+        choices=("none", "combat"),
     )
     gap: int | None = F(
         None, doc="split_by time: volumes left out between blocks (null: one window)", ge=0
@@ -214,8 +228,22 @@ class ShardSettings(_Section):
     path: InitVar[str | None] = None
 
     def subject_params(self) -> dict:
-        """The keys the subject shard stage reads, as plain JSON values (rule params, manifest)."""
-        return {k: v for k, v in to_dict(self).items() if k in self.SUBJECT_KEYS}
+        """The keys the subject shard stage reads, as plain JSON values (rule params, manifest);
+        the :data:`OMITTED_AT_DEFAULT` keys only when set."""
+        defaults = {"test_site": None, "harmonize": "none"}
+        return {
+            k: v
+            for k, v in to_dict(self).items()
+            if k in self.SUBJECT_KEYS and not (k in self.OMITTED_AT_DEFAULT and v == defaults[k])
+        }
+
+    def __post_init__(self, path: str | None = None) -> None:
+        super().__post_init__(path)
+        if (self.split_by == "site") != (self.test_site is not None):
+            raise ValueError(
+                f"{path or self.SECTION}.test_site: set it exactly when split_by is site "
+                f"(split_by {self.split_by!r}, test_site {self.test_site!r})"
+            )
 
     def region_params(self) -> dict:
         """The keys the region shard stage reads, as plain JSON values."""

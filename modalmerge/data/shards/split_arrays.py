@@ -60,8 +60,10 @@ def read_manifest(shard_dir: str | os.PathLike) -> dict:
             path, f"format_version {manifest['format_version']}, this code reads {FORMAT_VERSION}"
         )
     seen: dict[str, str] = {}
-    if manifest.get("split_by", "subject") not in ("subject", "time", "space"):
-        raise InputError(path, f"split_by {manifest['split_by']!r} is not subject, time or space")
+    if manifest.get("split_by", "subject") not in ("subject", "time", "space", "site"):
+        raise InputError(
+            path, f"split_by {manifest['split_by']!r} is not subject, time, space or site"
+        )
     by_time = manifest.get("split_by") == "time"  # blocks of each run: subjects in all splits
     for split, ids in ({} if by_time else manifest["splits"]).items():
         for sid in ids:

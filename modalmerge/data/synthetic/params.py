@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from modalmerge.data.synthetic.sites import SiteParams, validate_sites
+
 # Purposes of the random streams (the third entry of a stream's key).
 STREAM_COHORT = 0  # cohort-level constants: folding, atlas seeds, network, paradigm
 STREAM_FACTORS = 1  # a subject's latent factors and regional features
@@ -102,6 +104,10 @@ class SyntheticParams:
     noise_scale : float
         Multiplies every non-thermal noise source (spatially smooth 1/f,
         drift, cardiac and respiratory cycles, voxel-wise AR(1) noise).
+    sites : tuple of SiteParams
+        Acquisition sites, each with its scanner effects
+        (:mod:`modalmerge.data.synthetic.sites`); empty (default): one site, no
+        ``site`` column, the output of a cohort without this setting.
     """
 
     seed: int = 0
@@ -133,6 +139,7 @@ class SyntheticParams:
     latency_gain_s: float = 0.5
     coupling_strength: float = 0.3
     noise_scale: float = 1.0
+    sites: tuple[SiteParams, ...] = ()
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -159,14 +166,25 @@ class SyntheticParams:
                     d[key] = tuple(d[key])
                 except TypeError:
                     raise ValueError(f"{key} must be a list, got {d[key]!r}") from None
+        if "sites" in d:
+            if not isinstance(d["sites"], list | tuple):
+                raise ValueError(f"sites must be a list of site mappings, got {d['sites']!r}")
+            d["sites"] = tuple(
+                s if isinstance(s, SiteParams) else SiteParams.from_dict(s, k)
+                for k, s in enumerate(d["sites"])
+            )
         return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:
-        """The settings as a plain, JSON-ready dict."""
-        return {
+        """The settings as a plain, JSON-ready dict (``sites`` only when set)."""
+        out = {
             f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
             for f in dataclasses.fields(self)
+            if f.name != "sites"
         }
+        if self.sites:
+            out["sites"] = [site.to_dict() for site in self.sites]
+        return out
 
     @property
     def regions_per_hemisphere(self) -> int:
@@ -250,6 +268,7 @@ def _validate(p: SyntheticParams) -> None:
         raise bad("event_isi_s", "the shortest interval must be >= event_duration_s")
     if p.n_timepoints * p.tr < 40:
         raise bad("n_timepoints", "the run must last at least 40 s (n_timepoints * tr)")
+    validate_sites(p.sites, p.age_range)
     brain_semi_axis_vox = 0.92 * 0.84 * min(p.grid_shape) / 2
     if brain_semi_axis_vox < 4:
         raise bad("grid_shape", "too small: the brain must span at least 8 voxels per axis")
