@@ -148,6 +148,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench_preprocess_memory"))
     parser.add_argument("--pythonpath", default=None, help="a checkout to run the stages from")
     parser.add_argument("--keep", action="store_true")
+    parser.add_argument("--no-parcellate", action="store_true", help="stop after preprocess")
     args = parser.parse_args()
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
@@ -158,6 +159,8 @@ def main() -> None:
             written = [inputs[k] for k in ("bold", "t1", "atlas", "labels")]
             rows.append(("acquire (generated)", float("nan"), float("nan"), disk_mb(written)))
         for stage, argv, outputs in commands:
+            if stage == "parcellate" and args.no_parcellate:
+                break
             if stage == "preprocess":
                 if args.chunk_mb and args.pythonpath:  # an older checkout has no --chunk-mb
                     raise SystemExit("--chunk-mb and --pythonpath do not go together")
