@@ -38,13 +38,27 @@ from modalmerge.data.nifti import _gzip
 STAGES = ("acquire", "preprocess", "parcellate")
 
 
-def measure(args: list[str], pythonpath: str | None) -> tuple[float, float]:
-    """(peak RSS in MB, wall seconds) of ``python -m modalmerge.cli ARGS`` in a child."""
+def child_env(pythonpath: str | None) -> dict:
     env = dict(os.environ)
     if pythonpath:
         env["PYTHONPATH"] = os.pathsep.join([pythonpath, env.get("PYTHONPATH", "")])
+    return env
+
+
+def package_used(pythonpath: str | None, cwd: Path) -> str:
+    """The modalmerge package a child imports (``python -m`` puts its working directory first
+    on sys.path, so children run in ``cwd``, outside any checkout)."""
+    code = "import modalmerge; print(modalmerge.__file__)"
+    done = subprocess.run([sys.executable, "-c", code], env=child_env(pythonpath), cwd=cwd,
+                          capture_output=True, text=True, check=True)  # fmt: skip
+    return done.stdout.strip()
+
+
+def measure(args: list[str], pythonpath: str | None, cwd: Path) -> tuple[float, float]:
+    """(peak RSS in MB, wall seconds) of ``python -m modalmerge.cli ARGS`` in a child."""
+    env = child_env(pythonpath)
     start = time.perf_counter()
-    child = subprocess.Popen([sys.executable, "-m", "modalmerge.cli", *args], env=env)
+    child = subprocess.Popen([sys.executable, "-m", "modalmerge.cli", *args], env=env, cwd=cwd)
     _, status, usage = os.wait4(child.pid, 0)
     child.returncode = os.waitstatus_to_exitcode(status)
     if child.returncode:
@@ -153,6 +167,7 @@ def main() -> None:
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     rows = []
+    print(f"modalmerge from {package_used(args.pythonpath, args.work)}", flush=True)
     try:
         commands, inputs = stage_commands(args.size, args.work, args)
         if args.size == "hcp":
@@ -168,7 +183,7 @@ def main() -> None:
                 if bold == "LATER":
                     bold = next(iter(sorted(args.work.rglob("raw/sub-001/func/*_bold.nii.gz"))))
                 argv = [str(bold) if a == "BOLD" else a for a in argv]
-            rss, wall = measure(argv, args.pythonpath)
+            rss, wall = measure(argv, args.pythonpath, args.work)
             files = [f for p in outputs for f in (Path(p).rglob("*") if Path(p).is_dir() else [p])]
             rows.append((f"{stage} ({argv[0]})", rss, wall, disk_mb(files)))
             print(f"{rows[-1][0]:34s} peak RSS {rss:8.0f} MB  {wall:7.1f} s  disk {rows[-1][3]:8.2f} MB",
