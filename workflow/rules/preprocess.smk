@@ -32,5 +32,5 @@ rule preprocess:
     shell:
         "modalmerge preprocess --settings {params.settings:q} --t1 {input.t1:q}"
         " --atlas {input.atlas:q} {params.optional} {params.extra} --out-t1 {output.t1:q}"
-        " --chunk-mb {PREPROCESS_CHUNK_MB}"
+        " --chunk-mb {PREPROCESS_CHUNK_MB:q}"
         " > {log:q} 2>&1"
