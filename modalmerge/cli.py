@@ -8,6 +8,7 @@ that names the file and the problem, instead of a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -59,13 +60,16 @@ def _acquire_subject(a: argparse.Namespace) -> None:
 def _preprocess(a: argparse.Namespace) -> None:
     from modalmerge.data.preprocess import preprocess_subject
 
+    settings = a.settings  # --chunk-mb: a resource knob, outside the settings' identity JSON
+    if a.chunk_mb is not None:
+        settings = dataclasses.replace(settings, chunk_mb=a.chunk_mb)
     preprocess_subject(
         a.t1,
         a.bold,
         a.atlas,
         a.out_t1,
         a.out_bold,
-        a.settings,
+        settings,
         confounds_path=a.confounds,
         extra_anatomy=[tuple(x) for x in a.extra],
         label_anatomy=a.label,
@@ -243,6 +247,12 @@ def build_parser() -> argparse.ArgumentParser:
     for name in ("bold", "out-bold"):  # both omitted for anatomy-only data
         p.add_argument(f"--{name}", default=None)
     p.add_argument("--confounds", default=None)
+    p.add_argument(
+        "--chunk-mb",
+        type=int,
+        default=None,
+        help="preprocess.chunk_mb: MB per chunk of a long BOLD run (default: the setting's)",
+    )
     p.add_argument(
         "--extra",
         nargs=3,

@@ -117,6 +117,14 @@ class PreprocessSettings(_Section):
         "the stage's identity: changing it reruns nothing",
         resource=True,
     )
+    chunk_mb: int = F(
+        256,
+        doc="most MB (as float64) one chunk of a BOLD run holds while preprocess resamples, "
+        "cleans and writes it, which bounds the stage's memory for long runs (a run that fits "
+        "is processed whole). Not part of the stage's identity: changing it reruns nothing",
+        ge=16,
+        resource=True,
+    )
     path: InitVar[str | None] = None
 
     def __post_init__(self, path: str | None = None) -> None:

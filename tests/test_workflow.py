@@ -167,6 +167,13 @@ def test_a_thread_count_reruns_nothing(restore_config):
     assert _dry_run(workdir, config) == {}
 
 
+def test_a_preprocess_chunk_size_reruns_nothing(restore_config):
+    """preprocess.chunk_mb reaches the job on its command line, not in its params."""
+    workdir, config = restore_config
+    config["preprocess"]["chunk_mb"] = 64
+    assert _dry_run(workdir, config) == {}
+
+
 def test_editing_one_experiment_reruns_that_experiment_only(restore_config):
     workdir, config = restore_config
     config["experiments"][0]["embedding_dim"] = 8

@@ -2,6 +2,10 @@
 # (a sample mask in the raw sidecar), standardised; outputs are a BIDS derivative (common.smk).
 # Anatomy-only sources (ADNI, BraTS) have no BOLD: the T1 alone, plus BraTS's other
 # contrasts (normalised like the T1) and its segmentation (nearest neighbour).
+# preprocess.chunk_mb bounds the memory of long runs; a resource knob, it goes on the command
+# line, not into params, so changing it reruns nothing.
+
+PREPROCESS_CHUNK_MB = SETTINGS.preprocess.chunk_mb
 
 
 rule preprocess:
@@ -28,4 +32,5 @@ rule preprocess:
     shell:
         "modalmerge preprocess --settings {params.settings:q} --t1 {input.t1:q}"
         " --atlas {input.atlas:q} {params.optional} {params.extra} --out-t1 {output.t1:q}"
+        " --chunk-mb {PREPROCESS_CHUNK_MB:q}"
         " > {log:q} 2>&1"
