@@ -47,11 +47,13 @@ import pandas as pd
 from modalmerge.data import checks
 from modalmerge.data.derivatives import write_dataset_description
 from modalmerge.data.nifti import load_image, load_labels, repetition_time, same_grid, save_image
+from modalmerge.data.time_split import run_blocks
 from modalmerge.io import InputError, atomic_path, require_file
-from modalmerge.settings import PreprocessSettings
+from modalmerge.settings import PreprocessSettings, ShardSettings
 
 __all__ = [
     "censored_volumes",
+    "clean_run",
     "clean_signals",
     "preprocess_subject",
     "read_censored_volumes",
@@ -212,6 +214,52 @@ def clean_signals(
     )
 
 
+def clean_run(
+    signals: np.ndarray,
+    tr: float,
+    params: PreprocessSettings,
+    confounds: np.ndarray | None,
+    sample_mask: np.ndarray | None,
+    blocks: dict[str, tuple[int, int]] | None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Clean a run ``(T, V)`` as a whole, or each block ``[start, stop)`` on its own.
+
+    With ``blocks`` every statistic (trend, filter state, confound betas, mean
+    and SD) comes from the block's own volumes, so changing one block's data
+    changes no other block's output; volumes outside every block are dropped.
+    Returns the cleaned kept volumes and their original indices (None: all kept).
+    """
+    settings = dict(
+        detrend=params.detrend,
+        standardize=params.standardize,
+        low_pass=params.low_pass,
+        high_pass=params.high_pass,
+    )
+    if blocks is None:
+        cleaned = clean_signals(
+            signals, tr, confounds=confounds, sample_mask=sample_mask, **settings
+        )
+        return cleaned, sample_mask
+    n_volumes = signals.shape[0]
+    kept = np.arange(n_volumes) if sample_mask is None else np.asarray(sample_mask)
+    parts, indices = [], []
+    for start, stop in sorted(blocks.values()):
+        inside = kept[(kept >= start) & (kept < stop)]
+        mask = None if len(inside) == stop - start else inside - start
+        parts.append(
+            clean_signals(
+                signals[start:stop],
+                tr,
+                confounds=None if confounds is None else confounds[start:stop],
+                sample_mask=mask,
+                **settings,
+            )
+        )
+        indices.append(inside)
+    index = np.concatenate(indices)
+    return np.concatenate(parts), (None if len(index) == n_volumes else index)
+
+
 def _read_confounds(path: str | os.PathLike, n_volumes: int) -> np.ndarray:
     """Confounds TSV (one row per volume, numeric columns) as (T, n_confounds) float64."""
     path = require_file(path, "confounds TSV")
@@ -316,6 +364,7 @@ def preprocess_subject(
     confounds_path: str | os.PathLike | None = None,
     extra_anatomy=(),
     label_anatomy=(),
+    time_split: ShardSettings | dict | None = None,
 ) -> None:
     """Put one subject's T1 and BOLD on the atlas grid, clean the BOLD, normalise the T1.
 
@@ -350,6 +399,14 @@ def preprocess_subject(
     label_anatomy : sequence of str
         Names among ``extra_anatomy`` that are label images: resampled
         nearest-neighbour, integer values required, never normalised.
+    time_split : ShardSettings or dict, optional
+        The ``shard:`` settings when they split runs in time (``split_by:
+        time``): each block (:func:`modalmerge.data.time_split.run_blocks`) is
+        cleaned on its own, as a run of its own (detrend, filter, confounds,
+        z-score fitted within the block), and the gap volumes between blocks
+        are dropped like censored volumes (listed in ``CensoredVolumes``; the
+        sidecar's ``TimeBlocks`` gives the blocks). Ignored (whole-run
+        cleaning) for ``split_by: subject`` or None.
 
     Raises
     ------
@@ -383,7 +440,7 @@ def preprocess_subject(
     if n_volumes < 3:
         raise InputError(bold_path, f"BOLD run has {n_volumes} volumes; need at least 3")
     tr = read_tr(bold_path, bold, tr)
-    checks.check_run_settings(bold_path, n_volumes, tr, params)  # before scipy's padlen error
+    checks.check_run_settings(bold_path, n_volumes, tr, params, time_split)  # before scipy
     checks.check_overlap(
         bold_path,
         bold,
@@ -404,16 +461,8 @@ def preprocess_subject(
     bold = _to_grid(bold, atlas)
     signals = np.asanyarray(bold.dataobj)[mask]  # (V_mask, T) gather
     del bold
-    cleaned = clean_signals(  # (T_kept, V_mask)
-        signals.T,
-        tr,
-        detrend=params.detrend,
-        standardize=params.standardize,
-        low_pass=params.low_pass,
-        high_pass=params.high_pass,
-        confounds=confounds,
-        sample_mask=sample_mask,
-    )
+    blocks = run_blocks(n_volumes, time_split)
+    cleaned, sample_mask = clean_run(signals.T, tr, params, confounds, sample_mask, blocks)
     del signals
     out = np.zeros((*labels.shape, cleaned.shape[0]), dtype=np.float32, order="F")
     out[mask] = cleaned.T
@@ -427,6 +476,8 @@ def preprocess_subject(
         "CensoredVolumes": censored_volumes(sample_mask, n_volumes),
         "Sources": [str(bold_path)],
     }
+    if blocks is not None:  # each block cleaned on its own (split_by: time)
+        sidecar["TimeBlocks"] = {name: list(span) for name, span in blocks.items()}
     with atomic_path(_sidecar_path(Path(out_bold))) as tmp:
         tmp.write_text(json.dumps(sidecar, indent=2) + "\n")
     write_dataset_description(out_t1, "preprocess")
