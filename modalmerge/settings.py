@@ -315,6 +315,12 @@ class EvaluateSettings(_Section):
         gt=0,
     )
     pca_components: int = F(20, doc="PCA components of image voxels for the ridge baseline", ge=1)
+    time_units: int = F(
+        1,
+        doc="shard.split_by time only: contiguous, equally long units each run's test block is "
+        "cut into, each scored as one held-out unit (a verdict needs >= 5 units in all)",
+        ge=1,
+    )
     path: InitVar[str | None] = None
 
 
