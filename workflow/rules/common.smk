@@ -23,6 +23,7 @@ from modalmerge.stages.acquire import (
     source_task,
     source_writes,
 )
+from modalmerge.stages.environment import distributions, write_environment
 from modalmerge.stages.resources import check_stage_memory, stage_mem_mb
 
 ROOT = f"results/{config['dataset']['name']}"
@@ -270,5 +271,6 @@ def train_job_threads(wildcards):
 
 def final_outputs():
     outputs = [f"{ROOT}/eval/summary.csv", f"{ROOT}/figures/summary.png"]
+    outputs.append(f"{ROOT}/environment.txt")  # the environment lock of the run
     outputs += [f"{ROOT}/figures/{name}" for name in EXPERIMENTS]
     return outputs
