@@ -43,7 +43,7 @@ def run_window(config: dict, window: int, cores: int) -> Path:
     env = {**os.environ, "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ['PATH']}"}
     subprocess.run(
         [str(ROOT / ".venv/bin/snakemake"), "--cores", str(cores), "--configfile", str(path),
-         "--profile", "workflow/profiles/default", "--quiet", "rules", *models],
+         "--profile", "workflow/profiles/default", *models],
         cwd=ROOT, env=env, check=True,
     )  # fmt: skip
     return results
