@@ -71,6 +71,7 @@ def score_on_val(config: dict, results: Path, window: int) -> list[dict]:
                 "val_r_model": round(scores["model"]["pearson_r"], 4),
                 "val_r_ridge": round(scores["ridge"]["pearson_r"], 4),
                 "val_r_group_mean": round(scores["group_mean"]["pearson_r"], 4),
+                "val_homolog_top1": scores["model"].get("homolog_attention_fraction", ""),
                 "n_parameters": record["n_parameters"],
             }
         )
@@ -94,8 +95,9 @@ def main() -> None:
         writer.writeheader()
         writer.writerows(rows)
     best = max((r for r in rows if r["experiment"] == CHOOSE_BY), key=lambda r: r["val_r_model"])
-    print("| window | experiment | val r model | val r ridge | val r mean window | parameters |")
-    print("|---|---|---|---|---|---|")
+    print("| window | experiment | val r model | val r ridge | val r mean window | val homolog top-1 "
+          "| parameters |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         print("| " + " | ".join(str(v) for v in r.values()) + " |")
     print(f"chosen window (highest validation r of {CHOOSE_BY}): {best['window']}  ({out})")
