@@ -73,6 +73,7 @@ def _preprocess(a: argparse.Namespace) -> None:
         confounds_path=a.confounds,
         extra_anatomy=[tuple(x) for x in a.extra],
         label_anatomy=a.label,
+        time_split=a.time_split,
     )
 
 
@@ -263,6 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--label", action="append", default=[], help="an --extra NAME that is a label image"
+    )
+    p.add_argument(
+        "--time-split",
+        type=_section("shard"),
+        default=None,
+        help="config['shard'] as JSON when it splits runs in time: each block cleaned alone",
     )
 
     p = command(

@@ -1,3 +1,4 @@
+# Over 400 lines on purpose: the one definition of every config key (type, default, range, doc); one dataclass per section, side by side, is what the schema and the docs are generated from.
 """The typed settings of every workflow stage: the ONE definition of their keys and defaults.
 
 One frozen dataclass per config section the stages read (``preprocess``,
@@ -359,6 +360,12 @@ class EvaluateSettings(_Section):
         gt=0,
     )
     pca_components: int = F(20, doc="PCA components of image voxels for the ridge baseline", ge=1)
+    time_units: int = F(
+        1,
+        doc="shard.split_by time only: contiguous, equally long units each run's test block is "
+        "cut into, each scored as one held-out unit (a verdict needs >= 5 units in all)",
+        ge=1,
+    )
     path: InitVar[str | None] = None
 
 

@@ -41,6 +41,7 @@ import pandas as pd
 
 from modalmerge.data.harmonize import zscore_series
 from modalmerge.data.nifti import load_image, same_grid
+from modalmerge.data.time_split import SPLITS, time_blocks
 from modalmerge.io import InputError, atomic_dir, require_file
 from modalmerge.settings import ShardSettings
 
@@ -53,11 +54,11 @@ __all__ = [
     "shard_file_head",
     "split_subjects",
     "tangent_connectivity",
+    "time_blocks",
     "write_shards",
 ]
 
 FORMAT_VERSION = 1
-SPLITS = ("train", "val", "test")
 
 
 def tangent_connectivity(
@@ -109,40 +110,6 @@ def check_fractions(fractions) -> None:
         raise ValueError("shard.fractions must be non-negative numbers")
     if abs(sum(values) - 1.0) > 1e-6 or fractions["train"] <= 0:
         raise ValueError(f"shard.fractions must sum to 1 with train > 0, got {fractions}")
-
-
-def time_blocks(n_time: int, fractions: dict, window: int, gap: int) -> dict[str, tuple[int, int]]:
-    """Contiguous blocks ``[start, stop)`` of a run for train, val and test, in that order.
-
-    The run's volumes are cut by ``fractions`` and ``gap`` volumes are left out
-    between consecutive blocks, so no window of one split overlaps (or sits
-    within ``gap`` volumes of) a window of another: slow autocorrelation does
-    not leak the held-out block into training. A block with fraction 0 is empty.
-
-    Raises
-    ------
-    ValueError
-        A block with a positive fraction holds fewer than ``window`` volumes.
-    """
-    wanted = [s for s in SPLITS if fractions[s] > 0]
-    usable = n_time - gap * (len(wanted) - 1)
-    blocks, start = {}, 0
-    for name in SPLITS:
-        if fractions[name] <= 0:
-            blocks[name] = (start, start)
-            continue
-        length = int(round(fractions[name] * usable))
-        if name == wanted[-1]:
-            length = n_time - start
-        blocks[name] = (start, start + length)
-        if length < window:
-            raise ValueError(
-                f"split_by time: the {name} block has {length} volumes, fewer than the "
-                f"window ({window}) — a run of {n_time} volumes is too short for these "
-                "fractions and this gap"
-            )
-        start += length + gap
-    return blocks
 
 
 def config_hash(params: dict) -> str:
