@@ -56,11 +56,20 @@ def copy_project(dest: Path) -> None:
             shutil.copy2(src, dest / name)
 
 
-def timed_snakemake(work: Path, *args: str) -> tuple[float, int, str]:
-    """(wall s, peak RSS of the snakemake process tree's largest process in MiB, output)."""
+def timed_snakemake(work: Path, *args: str) -> tuple[float, int, str, float]:
+    """(wall s, peak RSS of the snakemake process tree's largest process in MiB, output,
+    CPU s of the snakemake process and its jobs: steadier than wall time on shared cores)."""
     env = dict(os.environ, PYTHONPATH=str(work), MPLBACKEND="Agg")
     env["PATH"] = f"{BIN}{os.pathsep}{env['PATH']}"
-    cmd = ["/usr/bin/time", "-f", "MAXRSS %M", str(BIN / "snakemake"), *args, "--cores", "2"]
+    cmd = [
+        "/usr/bin/time",
+        "-f",
+        "MAXRSS %M CPU %U %S",
+        str(BIN / "snakemake"),
+        *args,
+        "--cores",
+        "2",
+    ]
     cmd += ["--profile", "workflow/profiles/default", "--configfile", "bench.yaml"]
     start = time.perf_counter()
     done = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True)
@@ -68,8 +77,8 @@ def timed_snakemake(work: Path, *args: str) -> tuple[float, int, str]:
     out = done.stdout + done.stderr
     if done.returncode != 0:
         raise RuntimeError(f"snakemake {' '.join(args)} failed:\n{out[-3000:]}")
-    rss = [int(line.split()[1]) for line in out.splitlines() if line.startswith("MAXRSS ")]
-    return wall, rss[-1] // 1024, out
+    last = [line.split() for line in out.splitlines() if line.startswith("MAXRSS ")][-1]
+    return wall, int(last[1]) // 1024, out, float(last[3]) + float(last[4])
 
 
 def job_count(out: str) -> int:
@@ -143,14 +152,19 @@ def main() -> None:
     if "plan" in steps:
         runs = [timed_snakemake(work, "--dry-run", target) for _ in range(args.repeats)]
         result["plan_s"] = [round(r[0], 2) for r in runs]
+        result["plan_cpu_s"] = [round(r[3], 2) for r in runs]
         result["plan_peak_mib"] = max(r[1] for r in runs)
         result["jobs"] = job_count(runs[0][2])
         save()
     if "run" in steps:
-        wall, rss, _ = timed_snakemake(work, target)
+        wall, rss, _, cpu = timed_snakemake(work, target)
         summed, job_peak = job_times(work, name)
         floor = work_floor(args.floor_subjects)
-        result |= {"run_s": round(wall, 1), "run_snakemake_peak_mib": rss}
+        result |= {
+            "run_s": round(wall, 1),
+            "run_cpu_s": round(cpu, 1),
+            "run_snakemake_peak_mib": rss,
+        }
         result |= {"job_peak_mib": round(job_peak), "subject_s": round(summed / args.subjects, 3)}
         result |= {"floor_s": round(floor, 3), "ratio": round(summed / args.subjects / floor, 2)}
         save()
@@ -158,6 +172,7 @@ def main() -> None:
         runs = [timed_snakemake(work, target) for _ in range(args.repeats)]
         assert all("Nothing to be done" in r[2] for r in runs), runs[0][2][-2000:]
         result["noop_s"] = [round(r[0], 2) for r in runs]
+        result["noop_cpu_s"] = [round(r[3], 2) for r in runs]
         result["noop_peak_mib"] = max(r[1] for r in runs)
     save()
     print(json.dumps(result))
