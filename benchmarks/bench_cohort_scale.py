@@ -82,7 +82,8 @@ def timed_snakemake(work: Path, *args: str) -> tuple[float, int, str, float]:
 
 
 def job_count(out: str) -> int:
-    """Jobs of a dry run's job table, without the local rules (all, shard_inputs)."""
+    """Jobs of a dry run's job table, without the local rules (all, shard_inputs and the
+    batches' ``<stage>_commands_NNNN``, which run in the Snakemake process)."""
     counts, table = {}, False
     for line in out.splitlines():
         if line.startswith("job ") and "count" in line:
@@ -94,7 +95,8 @@ def job_count(out: str) -> int:
                 break
             if parts[0][0] != "-":
                 counts[parts[0]] = int(parts[1])
-    return sum(n for rule, n in counts.items() if rule not in ("all", "shard_inputs"))
+    local = ("all", "shard_inputs")
+    return sum(n for rule, n in counts.items() if rule not in local and "_commands_" not in rule)
 
 
 def job_times(work: Path, name: str) -> tuple[float, float]:

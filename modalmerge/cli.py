@@ -144,6 +144,10 @@ def _batch(a: argparse.Namespace) -> None:
     """Several per-subject commands in this one process: the imports are paid once. Each
     command writes its own outputs atomically; the first failure stops the batch."""
     parser = build_parser()
+    if a.commands_file:  # the workflow's form: the commands stay out of Snakemake's metadata
+        a.commands = _json_commands(Path(a.commands_file).read_text())
+    if not a.commands:
+        raise ValueError("batch needs --commands or --commands-file")
     for i, argv in enumerate(a.commands, 1):
         if argv[0] not in BATCHABLE:
             raise ValueError(f"batch command {i}: {argv[0]!r} is not one of {BATCHABLE}")
@@ -253,9 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--commands",
         type=_json_commands,
-        required=True,
+        default=None,
         help='JSON list of command lines, e.g. [["preprocess", "--settings", ...], ...]',
     )
+    p.add_argument("--commands-file", default=None, help="a file holding that JSON list")
 
     p = command("preprocess", _preprocess, "resample, mask, clean one subject")
     p.add_argument(

@@ -3,10 +3,10 @@
 # batch instead of once per subject. Each job writes the same per-subject files as the
 # per-subject rules, atomically, one subject after the other. The unit of rerun is the batch:
 # a change to one subject's source files or params reruns its batch (and what reads it), not
-# the other batches (docs/architecture.md, "Batches").
+# the other batches (docs/architecture.md, "Batches"). The command lines go through a file
+# written by a local rule (as shard_inputs does): as a batch job's params they would be stored
+# in Snakemake's metadata once per output file (89 MB at 100 subjects in batches of 50).
 import json as _json
-
-MAX_BATCH_ARG = 100_000  # one argument may hold at most 128 KiB (MAX_ARG_STRLEN)
 
 
 def subject_files(outputs, subject):
@@ -14,15 +14,9 @@ def subject_files(outputs, subject):
     return {key: str(pattern).replace("{subject}", subject) for key, pattern in outputs.items()}
 
 
-def batch_commands(commands, rule_name):
-    """The batch's command lines as one JSON argument (refused when too long for one)."""
-    text = _json.dumps(commands, sort_keys=True)
-    if len(text) > MAX_BATCH_ARG:
-        raise ValueError(
-            f"{rule_name}: {len(commands)} subjects' commands take {len(text)} characters, "
-            f"more than one argument may hold; lower cluster.subjects_per_job"
-        )
-    return text
+def batch_commands(commands):
+    """A batch's command lines as JSON: the content of its commands file."""
+    return _json.dumps(commands, sort_keys=True)
 
 
 def batch_resources(stage, n_subjects):
@@ -86,9 +80,21 @@ for _i, _batch in enumerate(BATCHES if SUBJECTS_PER_JOB > 1 else []):
 
     rule:
         name:
+            f"acquire_commands_{_i:04d}"
+        output:
+            f"{ROOT}/plan/acquire-{_tag}.json",
+        localrule: True
+        params:
+            commands=batch_commands([acquire_command(s) for s in _batch]),
+        run:
+            write_text_atomic(output[0], params.commands)
+
+    rule:
+        name:
             f"acquire_batch_{_i:04d}"
         input:
             [f for s in _batch for f in PLAN["inputs"][s]],
+            commands=f"{ROOT}/plan/acquire-{_tag}.json",
         output:
             [f for s in _batch for f in _raw[s].values()],
         log:
@@ -99,10 +105,20 @@ for _i, _batch in enumerate(BATCHES if SUBJECTS_PER_JOB > 1 else []):
         resources:
             **batch_resources("acquire_subject", len(_batch)),
         params:
-            commands=batch_commands([acquire_command(s) for s in _batch], _tag),
             code=ACQUIRE_CODE,
         shell:
-            "modalmerge batch --commands {params.commands:q} > {log:q} 2>&1"
+            "modalmerge batch --commands-file {input.commands:q} > {log:q} 2>&1"
+
+    rule:
+        name:
+            f"preprocess_commands_{_i:04d}"
+        output:
+            f"{ROOT}/plan/preprocess-{_tag}.json",
+        localrule: True
+        params:
+            commands=batch_commands([preprocess_command(s, _raw[s], _pre[s]) for s in _batch]),
+        run:
+            write_text_atomic(output[0], params.commands)
 
     rule:
         name:
@@ -110,6 +126,7 @@ for _i, _batch in enumerate(BATCHES if SUBJECTS_PER_JOB > 1 else []):
         input:  # what rule preprocess reads (not the description text)
             [f for s in _batch for k, f in _raw[s].items() if k != "text"],
             ATLAS,
+            commands=f"{ROOT}/plan/preprocess-{_tag}.json",
         output:
             flagged_outputs([(k, f) for s in _batch for k, f in _pre[s].items()]),
         log:
@@ -120,10 +137,20 @@ for _i, _batch in enumerate(BATCHES if SUBJECTS_PER_JOB > 1 else []):
         resources:
             **batch_resources("preprocess", len(_batch)),
         params:
-            commands=batch_commands([preprocess_command(s, _raw[s], _pre[s]) for s in _batch], _tag),
             code=fingerprint("modalmerge.data.preprocess"),
         shell:
-            "modalmerge batch --commands {params.commands:q} > {log:q} 2>&1"
+            "modalmerge batch --commands-file {input.commands:q} > {log:q} 2>&1"
+
+    rule:
+        name:
+            f"parcellate_commands_{_i:04d}"
+        output:
+            f"{ROOT}/plan/parcellate-{_tag}.json",
+        localrule: True
+        params:
+            commands=batch_commands([parcellate_command(s, _pre[s], _parc[s]) for s in _batch]),
+        run:
+            write_text_atomic(output[0], params.commands)
 
     rule:
         name:
@@ -132,6 +159,7 @@ for _i, _batch in enumerate(BATCHES if SUBJECTS_PER_JOB > 1 else []):
             [f for s in _batch for k, f in _pre[s].items() if k in ("t1", "bold", "bold_json")],
             ATLAS,
             LABELS,
+            commands=f"{ROOT}/plan/parcellate-{_tag}.json",
         output:
             [f for s in _batch for f in _parc[s].values()],
         log:
@@ -142,9 +170,6 @@ for _i, _batch in enumerate(BATCHES if SUBJECTS_PER_JOB > 1 else []):
         resources:
             **batch_resources("parcellate", len(_batch)),
         params:
-            commands=batch_commands(
-                [parcellate_command(s, _pre[s], _parc[s]) for s in _batch], _tag
-            ),
             code=fingerprint("modalmerge.data.parcellation.parcellate"),
         shell:
-            "modalmerge batch --commands {params.commands:q} > {log:q} 2>&1"
+            "modalmerge batch --commands-file {input.commands:q} > {log:q} 2>&1"
