@@ -37,6 +37,7 @@ else:  # per subject: acquire -> preprocess -> parcellate -> shard
     include: "workflow/rules/acquire.smk"
     include: "workflow/rules/preprocess.smk"
     include: "workflow/rules/parcellate.smk"
+    include: "workflow/rules/batches.smk"  # cluster.subjects_per_job > 1
     include: "workflow/rules/shard.smk"
 
 

@@ -129,6 +129,45 @@ def _shard(a: argparse.Namespace) -> None:
     )
 
 
+#: the subcommands ``modalmerge batch`` runs: the per-subject data stages
+BATCHABLE = ("acquire-subject", "preprocess", "parcellate")
+
+
+def _json_commands(text: str) -> list[list[str]]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc})") from exc
+    if not isinstance(value, list) or not all(
+        isinstance(c, list) and c and all(isinstance(w, str) for w in c) for c in value
+    ):
+        raise argparse.ArgumentTypeError("expected a JSON list of command lines (lists of str)")
+    return value
+
+
+def _batch(a: argparse.Namespace) -> None:
+    """Several per-subject commands in this one process: the imports are paid once. Each
+    command writes its own outputs atomically; the first failure stops the batch."""
+    parser = build_parser()
+    if a.commands_file:  # the workflow's form: the commands stay out of Snakemake's metadata
+        a.commands = _json_commands(Path(a.commands_file).read_text())
+    if not a.commands:
+        raise ValueError("batch needs --commands or --commands-file")
+    for i, argv in enumerate(a.commands, 1):
+        if argv[0] not in BATCHABLE:
+            raise ValueError(f"batch command {i}: {argv[0]!r} is not one of {BATCHABLE}")
+        args = parser.parse_args(argv)
+        start = time.perf_counter()
+        try:
+            args.func(args)
+        except Exception:
+            log.error("batch command %d/%d (%s) failed", i, len(a.commands), " ".join(argv[:1]))
+            raise
+        log.info(
+            "batch %d/%d: %s in %.2f s", i, len(a.commands), argv[0], time.perf_counter() - start
+        )
+
+
 def _shard_regions(a: argparse.Namespace) -> None:
     from modalmerge.data.shards.regions import write_region_shards
 
@@ -235,6 +274,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", type=_json, required=True, help="config['dataset'] as JSON")
     p.add_argument("--root", required=True)
     p.add_argument("--subject", required=True)
+
+    p = command("batch", _batch, "run several acquire-subject/preprocess/parcellate commands")
+    p.add_argument(
+        "--commands",
+        type=_json_commands,
+        default=None,
+        help='JSON list of command lines, e.g. [["preprocess", "--settings", ...], ...]',
+    )
+    p.add_argument("--commands-file", default=None, help="a file holding that JSON list")
 
     p = command("preprocess", _preprocess, "resample, mask, clean one subject")
     p.add_argument(

@@ -84,7 +84,8 @@ def _import_nodes(tree: ast.AST):
         yield from _import_nodes(node)
 
 
-def _imported_names(path: Path, module: str) -> set[str]:
+@cache  # per process: a Snakefile parse asks for each module once per stage that imports it
+def _imported_names(path: Path, module: str) -> frozenset[str]:
     is_package = path.name == "__init__.py"
     found: set[str] = set()
     for node in _import_nodes(_tree(path)):
@@ -101,7 +102,7 @@ def _imported_names(path: Path, module: str) -> set[str]:
             base = node.module or ""
             found.add(base)
             found.update(f"{base}.{alias.name}" for alias in node.names)
-    return found
+    return frozenset(found)
 
 
 def _package_modules(names: set[str]) -> set[str]:
@@ -148,15 +149,20 @@ def third_party_imports(module: str) -> tuple[str, ...]:
 DISTRIBUTION_NAMES = {"sklearn": "scikit-learn", "skimage": "scikit-image", "yaml": "pyyaml"}
 
 
+@cache  # per process: each stage's fingerprint asks again for numpy, nibabel, ...
+def _distribution_version(dist: str) -> str:
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "absent"
+
+
 def dependency_versions(module: str) -> dict[str, str]:
     """``{distribution: version}`` of what ``module``'s closure imports (``absent`` if not installed)."""
     versions = {}
     for top in third_party_imports(module):
         dist = DISTRIBUTION_NAMES.get(top, top)
-        try:
-            versions[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            versions[dist] = "absent"
+        versions[dist] = _distribution_version(dist)
     return dict(sorted(versions.items()))
 
 
@@ -164,6 +170,13 @@ def dependency_versions(module: str) -> dict[str, str]:
 def normalised_source(module: str) -> str:
     """The module's syntax without docstrings and source positions."""
     return ast.dump(_tree(module_path(module)), annotate_fields=False, include_attributes=False)
+
+
+def clear_caches() -> None:
+    """Forget every per-process cache (tests that fake a file or an installed version)."""
+    for cached in (_tree, _imported_names, module_closure, third_party_imports,
+                   _distribution_version, normalised_source, code_fingerprint):  # fmt: skip
+        cached.cache_clear()
 
 
 @cache

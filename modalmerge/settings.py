@@ -412,6 +412,13 @@ class ClusterSettings(_Section):
         doc="MB of memory per MB of input files, by rule name (unset: the stage's built-in "
         "estimate, modalmerge/stages/resources.py)",
     )
+    subjects_per_job: int = F(
+        1,
+        doc="subjects one acquire / preprocess / parcellate job handles in one process "
+        "(1: a job per subject); a batch reruns as a whole (docs/architecture.md)",
+        ge=1,
+        resource=True,
+    )
     path: InitVar[str | None] = None
 
 

@@ -108,12 +108,12 @@ def test_dependency_version_enters_the_fingerprint(monkeypatch):
         return "99.0" if dist == "nilearn" else real(dist)
 
     monkeypatch.setattr(fingerprint.metadata, "version", upgraded)
-    fingerprint.code_fingerprint.cache_clear()
+    fingerprint.clear_caches()
     try:
         assert fingerprint.code_fingerprint(stage) != before
         assert fingerprint.dependency_versions(stage)["nilearn"] == "99.0"
     finally:
-        fingerprint.code_fingerprint.cache_clear()
+        fingerprint.clear_caches()
 
 
 def test_optional_dependency_absent_is_recorded(monkeypatch):
@@ -127,7 +127,11 @@ def test_optional_dependency_absent_is_recorded(monkeypatch):
         return real(dist)
 
     monkeypatch.setattr(fingerprint.metadata, "version", without_numba)
-    assert fingerprint.dependency_versions(stage)["numba"] == "absent"
+    fingerprint.clear_caches()  # installed versions are cached per process
+    try:
+        assert fingerprint.dependency_versions(stage)["numba"] == "absent"
+    finally:
+        fingerprint.clear_caches()
 
 
 def _reload(fp, root: Path):
@@ -148,9 +152,9 @@ def test_data_stage_fingerprint_ignores_torch_version(monkeypatch):
     monkeypatch.setattr(
         fingerprint.metadata, "version", lambda d: "99.0" if d == "torch" else real(d)
     )
-    fingerprint.code_fingerprint.cache_clear()
+    fingerprint.clear_caches()
     try:
         assert fingerprint.code_fingerprint(stage) == before
         assert fingerprint.code_fingerprint("modalmerge.stages.train") != before
     finally:
-        fingerprint.code_fingerprint.cache_clear()
+        fingerprint.clear_caches()

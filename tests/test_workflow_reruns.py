@@ -179,3 +179,31 @@ def test_a_dependency_upgrade_reruns_the_stages_that_import_it_and_downstream(
     assert _dry(work, _targets(subjects)) == expected
     monkeypatch.undo()
     assert _dry(work, _targets(subjects)) == {}  # the installed version again: nothing
+
+
+def test_batched_subjects_rerun_one_batch_when_one_subject_s_sidecar_changes(bids_run):
+    """cluster.subjects_per_job: 2 -> one job per batch of 2 subjects and stage; the unit of
+    rerun is the batch: an edited sidecar of sub-02 reruns batch 0's chain, not batch 1's."""
+    work, bids, _ = bids_run
+    subjects = sorted(p.name for p in bids.glob("sub-*"))  # an earlier test may add sub-04
+    config = load_yaml(work / "config.yaml")
+    config["cluster"]["subjects_per_job"] = 2
+    configfile = str(write_config(work, config, "batched.yaml"))
+    targets = _targets(subjects)
+    result = snakemake(work, *targets, "--configfile", configfile)
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = (work / "logs" / NAME / "preprocess" / "batch-0000.log").read_text()
+    assert log.count("batch 1/2: preprocess") == 1  # one process ran both subjects
+    assert _dry(work, [*targets, "--configfile", configfile]) == {}
+    sidecar = bids / "sub-02" / "func" / "sub-02_task-rest_bold.json"
+    original, stat = sidecar.read_text(), sidecar.stat()
+    try:  # new content (a touched but unchanged small file is checksummed: no rerun)
+        sidecar.write_text(json.dumps({"RepetitionTime": 2.0, "EchoTime": 0.03}))
+        future = time.time() + 5
+        os.utime(sidecar, (future, future))
+        jobs = _dry(work, [*targets, "--configfile", configfile])
+    finally:
+        sidecar.write_text(original)
+        os.utime(sidecar, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    batch0 = {"acquire_batch_0000": 1, "preprocess_batch_0000": 1, "parcellate_batch_0000": 1}
+    assert jobs == batch0

@@ -55,20 +55,20 @@ rule acquire_cohort:
 
 rule acquire_subject:
     input:
-        lambda wildcards: source_input_files(config["dataset"], wildcards.subject),
+        lambda wildcards: PLAN["inputs"][wildcards.subject],
     output:
         **subject_outputs(),
     log:
         f"{LOGS}/acquire/{{subject}}.log",
     benchmark:
         f"{BENCH}/acquire/{{subject}}.tsv"
+    wildcard_constraints:
+        subject=PER_SUBJECT_RULES,  # no subject when batched (batches.smk)
     threads: 1
     resources:
         **stage_resources("acquire_subject"),
     params:
-        dataset=lambda wildcards: as_json(
-            source_subject_params(config["dataset"], wildcards.subject)
-        ),
+        dataset=lambda wildcards: as_json(PLAN["params"][wildcards.subject]),
         code=ACQUIRE_CODE,
         root=lambda wildcards, output: dataset_root(output.t1),
     shell:

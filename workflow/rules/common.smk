@@ -11,26 +11,32 @@ from modalmerge.settings import identity_dict, to_dict
 from modalmerge.stages.train_resources import train_resources as train_job_resources
 from modalmerge.stages.train_resources import train_threads
 from modalmerge.stages.acquire import (
-    check_settings,
     source_anatomy,
     source_atlas_dataset,
     source_cohort_files,
-    source_input_files,
     source_module_name,
     source_sample_unit,
-    source_subject_ids,
-    source_subject_params,
     source_task,
     source_writes,
 )
 from modalmerge.stages.environment import distributions, write_environment
+from modalmerge.stages.plan import make_plan, read_plan, write_plan
 from modalmerge.stages.resources import check_stage_memory, stage_mem_mb
 
 ROOT = f"results/{config['dataset']['name']}"
 LOGS = f"logs/{config['dataset']['name']}"
 BENCH = f"benchmarks/results/{config['dataset']['name']}"
-SUBJECTS = source_subject_ids(config["dataset"])
-check_settings(config, SUBJECTS, f"results/{config['dataset']['name']}")  # run length, TR vs filter
+# Planning once (issue 17): the main process plans the cohort (subjects, exclusions, each
+# subject's params and source files; run length and TR checked against the filter) and writes
+# it to subjects.json; a cluster job, which re-parses this file, reads it instead of
+# re-planning (no header re-checks, no source scans), and stops on a missing or stale plan.
+PLAN_PATH = f"{ROOT}/subjects.json"
+if workflow.is_main_process:
+    PLAN = make_plan(config, ROOT)
+    write_plan(PLAN_PATH, PLAN)
+else:
+    PLAN = read_plan(PLAN_PATH, config)
+SUBJECTS = PLAN["subjects"]
 TASK = source_task(config["dataset"])
 WRITES = source_writes(config["dataset"])  # optional per-subject files: bold, text, confounds
 SAMPLE_UNIT = source_sample_unit(config["dataset"])  # "subject", or "region" (group data)
@@ -46,6 +52,12 @@ ACQUIRE_CODE = code_fingerprint(
     "modalmerge.stages.acquire", source_module_name(config["dataset"]["kind"])
 )
 EXPERIMENTS = {e.name: e for e in SETTINGS.experiments}  # names are unique (from_config)
+# cluster.subjects_per_job > 1: one job (one process) per batch of subjects and stage
+# (batches.smk); the per-subject rules then stay defined, for their output patterns, but match
+# no file. Batches are consecutive runs of the planned subjects.
+SUBJECTS_PER_JOB = CLUSTER.subjects_per_job
+BATCHES = [SUBJECTS[i : i + SUBJECTS_PER_JOB] for i in range(0, len(SUBJECTS), SUBJECTS_PER_JOB)]
+PER_SUBJECT_RULES = "sub-[A-Za-z0-9]+" if SUBJECTS_PER_JOB == 1 else "(?!)"
 
 
 wildcard_constraints:

@@ -16,6 +16,8 @@ rule parcellate:
         f"{LOGS}/parcellate/{{subject}}.log",
     benchmark:
         f"{BENCH}/parcellate/{{subject}}.tsv"
+    wildcard_constraints:
+        subject=PER_SUBJECT_RULES,  # no subject when batched (batches.smk)
     threads: 1
     resources:
         **stage_resources("parcellate"),

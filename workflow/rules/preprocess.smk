@@ -22,6 +22,8 @@ rule preprocess:
         f"{LOGS}/preprocess/{{subject}}.log",
     benchmark:
         f"{BENCH}/preprocess/{{subject}}.tsv"
+    wildcard_constraints:
+        subject=PER_SUBJECT_RULES,  # no subject when batched (batches.smk)
     threads: 1
     resources:
         **stage_resources("preprocess"),

@@ -1,0 +1,175 @@
+# Batched data stages (cluster.subjects_per_job > 1): one job, one process, per batch of
+# subjects and stage (`modalmerge batch`), so the imports (nilearn: 2-5 s) are paid once per
+# batch instead of once per subject. Each job writes the same per-subject files as the
+# per-subject rules, atomically, one subject after the other. The unit of rerun is the batch:
+# a change to one subject's source files or params reruns its batch (and what reads it), not
+# the other batches (docs/architecture.md, "Batches"). The command lines go through a file
+# written by a local rule (as shard_inputs does): as a batch job's params they would be stored
+# in Snakemake's metadata once per output file (89 MB at 100 subjects in batches of 50).
+import json as _json
+
+
+def subject_files(outputs, subject):
+    """A rule's per-subject {key: pattern} (common.smk) with ``{subject}`` filled in."""
+    return {key: str(pattern).replace("{subject}", subject) for key, pattern in outputs.items()}
+
+
+def batch_commands(commands):
+    """A batch's command lines as JSON: the content of its commands file."""
+    return _json.dumps(commands, sort_keys=True)
+
+
+def batch_resources(stage, n_subjects):
+    """:func:`stage_resources` of ``stage`` for a job that runs ``n_subjects`` one after
+    another: memory of one subject's share of the input, runtime of all of them."""
+    resources = cluster_resources()
+    resources["runtime"] = CLUSTER.runtime_minutes * n_subjects
+    resources["mem_mb"] = lambda wildcards, input, attempt: stage_mem_mb(
+        stage, input.size_mb / n_subjects, attempt, CLUSTER
+    )
+    return resources
+
+
+def flagged_outputs(files):
+    """Output files of a batch, the cleaned BOLD ``temp()`` as in preprocess_outputs()."""
+    keep = SETTINGS.preprocess.keep_intermediate
+    return [temp(f) if key == "bold" and not keep else f for key, f in files]
+
+
+def acquire_command(subject):
+    return ["acquire-subject", "--dataset", as_json(PLAN["params"][subject]), "--root", ROOT,
+            "--subject", subject]  # fmt: skip
+
+
+def preprocess_command(subject, raw, out):
+    """``modalmerge preprocess`` of one subject: what rule preprocess runs."""
+    cmd = ["preprocess", "--settings", section_json("preprocess"), "--t1", raw["t1"]]
+    cmd += ["--atlas", ATLAS, "--out-t1", out["t1"]]
+    for flag, files, key in (("--bold", raw, "bold"), ("--confounds", raw, "confounds"),
+                             ("--out-bold", out, "bold")):  # fmt: skip
+        if key in files:
+            cmd += [flag, files[key]]
+    for name in ANATOMY:
+        cmd += ["--extra", name, raw[anatomy_key(name)], out[anatomy_key(name)]]
+    for name in LABEL_ANATOMY:
+        cmd += ["--label", name]
+    return cmd
+
+
+def parcellate_command(subject, pre, out):
+    """``modalmerge parcellate`` of one subject: what rule parcellate runs."""
+    cmd = ["parcellate", "--settings", section_json("parcellate"), "--t1", pre["t1"]]
+    cmd += ["--atlas", ATLAS, "--labels", LABELS, "--out", out["npz"]]
+    cmd += ["--out-features", out["features"]]
+    for flag, files, key in (("--bold", pre, "bold"), ("--out-timeseries", out, "timeseries"),
+                             ("--out-relmat", out, "relmat")):  # fmt: skip
+        if key in files:
+            cmd += [flag, files[key]]
+    return cmd
+
+
+ATLAS = rules.acquire_atlas.output.atlas
+LABELS = rules.acquire_atlas.output.labels
+RAW, PRE, PARC = subject_outputs(), preprocess_outputs(), parcellate_outputs()
+
+for _i, _batch in enumerate(BATCHES if SUBJECTS_PER_JOB > 1 else []):
+    _tag = f"batch-{_i:04d}"
+    _raw = {s: subject_files(RAW, s) for s in _batch}
+    _pre = {s: subject_files(PRE, s) for s in _batch}
+    _parc = {s: subject_files(PARC, s) for s in _batch}
+
+    rule:
+        name:
+            f"acquire_commands_{_i:04d}"
+        output:
+            f"{ROOT}/plan/acquire-{_tag}.json",
+        localrule: True
+        params:
+            commands=batch_commands([acquire_command(s) for s in _batch]),
+        run:
+            write_text_atomic(output[0], params.commands)
+
+    rule:
+        name:
+            f"acquire_batch_{_i:04d}"
+        input:
+            [f for s in _batch for f in PLAN["inputs"][s]],
+            commands=f"{ROOT}/plan/acquire-{_tag}.json",
+        output:
+            [f for s in _batch for f in _raw[s].values()],
+        log:
+            f"{LOGS}/acquire/{_tag}.log",
+        benchmark:
+            f"{BENCH}/acquire/{_tag}.tsv"
+        threads: 1
+        resources:
+            **batch_resources("acquire_subject", len(_batch)),
+        params:
+            code=ACQUIRE_CODE,
+        shell:
+            "modalmerge batch --commands-file {input.commands:q} > {log:q} 2>&1"
+
+    rule:
+        name:
+            f"preprocess_commands_{_i:04d}"
+        output:
+            f"{ROOT}/plan/preprocess-{_tag}.json",
+        localrule: True
+        params:
+            commands=batch_commands([preprocess_command(s, _raw[s], _pre[s]) for s in _batch]),
+        run:
+            write_text_atomic(output[0], params.commands)
+
+    rule:
+        name:
+            f"preprocess_batch_{_i:04d}"
+        input:  # what rule preprocess reads (not the description text)
+            [f for s in _batch for k, f in _raw[s].items() if k != "text"],
+            ATLAS,
+            commands=f"{ROOT}/plan/preprocess-{_tag}.json",
+        output:
+            flagged_outputs([(k, f) for s in _batch for k, f in _pre[s].items()]),
+        log:
+            f"{LOGS}/preprocess/{_tag}.log",
+        benchmark:
+            f"{BENCH}/preprocess/{_tag}.tsv"
+        threads: 1
+        resources:
+            **batch_resources("preprocess", len(_batch)),
+        params:
+            code=fingerprint("modalmerge.data.preprocess"),
+        shell:
+            "modalmerge batch --commands-file {input.commands:q} > {log:q} 2>&1"
+
+    rule:
+        name:
+            f"parcellate_commands_{_i:04d}"
+        output:
+            f"{ROOT}/plan/parcellate-{_tag}.json",
+        localrule: True
+        params:
+            commands=batch_commands([parcellate_command(s, _pre[s], _parc[s]) for s in _batch]),
+        run:
+            write_text_atomic(output[0], params.commands)
+
+    rule:
+        name:
+            f"parcellate_batch_{_i:04d}"
+        input:
+            [f for s in _batch for k, f in _pre[s].items() if k in ("t1", "bold", "bold_json")],
+            ATLAS,
+            LABELS,
+            commands=f"{ROOT}/plan/parcellate-{_tag}.json",
+        output:
+            [f for s in _batch for f in _parc[s].values()],
+        log:
+            f"{LOGS}/parcellate/{_tag}.log",
+        benchmark:
+            f"{BENCH}/parcellate/{_tag}.tsv"
+        threads: 1
+        resources:
+            **batch_resources("parcellate", len(_batch)),
+        params:
+            code=fingerprint("modalmerge.data.parcellation.parcellate"),
+        shell:
+            "modalmerge batch --commands-file {input.commands:q} > {log:q} 2>&1"
