@@ -49,6 +49,7 @@ include: "workflow/rules/figures.smk"
 # SLURM they would wait in the queue for seconds of work (docs/cluster.md).
 localrules:
     all,
+    environment,
     summarize,
     summary_chart,
 

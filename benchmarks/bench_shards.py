@@ -1,6 +1,8 @@
-"""Benchmark random batches of 32 from ShardDataset vs np.load(mmap_mode='r') of the same arrays.
+"""Benchmark random batches of 32 from ShardDataset vs np.load(mmap_mode='r') of the same arrays;
+with ``--memory``, peak memory of a training epoch and of evaluate's loading at two cohort sizes.
 
 Usage: .venv/bin/python benchmarks/bench_shards.py [--subjects 32] [--n-time 200] [--n-roi 400]
+       .venv/bin/python benchmarks/bench_shards.py --memory [--cohorts 64 512]
 Both sides read (time_series window, structural_features) per sample for the same indices:
 the baseline with one fancy-indexed read per array and batch (numpy arrays out),
 ShardDataset through ``__getitems__`` (what DataLoader calls) collated by
@@ -13,7 +15,12 @@ rule's threads; DataLoader workers run with one).
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -26,9 +33,169 @@ from modalmerge.data.shards.dataset import ShardDataset, collate_samples
 from modalmerge.data.shards.split_arrays import load_split_arrays
 from modalmerge.data.shards.subjects import write_shards
 
+MEMORY_CASES = ("epoch, 0 workers", "epoch, 2 workers", "evaluate loading")
+
+
+def _write_cohort(root: Path, n: int, n_time: int, n_roi: int, side: int, per_shard: int) -> Path:
+    """``n`` tiny random subjects written straight into shards (no workflow): ``root/shards``."""
+    rng = np.random.default_rng(n)
+    subjects = [f"sub-{i:04d}" for i in range(1, n + 1)]
+    parc, anat = [], []
+    for sid in subjects:
+        p = root / f"{sid}.npz"
+        np.savez(
+            p,
+            roi_timeseries=rng.standard_normal((n_time, n_roi), dtype=np.float32),
+            connectivity=np.eye(n_roi, dtype=np.float32),
+            structural_features=rng.standard_normal((n_roi, 6), dtype=np.float32),
+            feature_names=np.array(list("abcdef")),
+            roi_labels=np.arange(1, n_roi + 1),
+            tr=2.0,
+        )
+        a = root / f"{sid}_T1w.nii"
+        image = rng.standard_normal((side, side, side), dtype=np.float32)
+        nib.save(nib.Nifti1Image(image, np.eye(4)), a)
+        parc.append(p), anat.append(a)
+    tsv = root / "participants.tsv"
+    tsv.write_text("participant_id\tage\n" + "".join(f"{s}\t30\n" for s in subjects))
+    params = {"window": 50, "stride": 25, "subjects_per_shard": per_shard}
+    write_shards(subjects, parc, anat, tsv, None, root / "shards", params)
+    for path in (*parc, *anat):
+        path.unlink()
+    return root / "shards"
+
+
+def _rollup_kb(pid: int) -> dict[str, int]:
+    """``Pss_Anon`` and ``Pss_File`` of a process (kB, /proc/PID/smaps_rollup): proportional
+    set sizes, so pages a forked worker still shares with its parent count once in all."""
+    out = {"Pss_Anon": 0, "Pss_File": 0}
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                key = line.split(":")[0]
+                if key in out:
+                    out[key] = int(line.split()[1])
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        pass
+    return out
+
+
+class _PeakSampler:
+    """Peak memory of this process and its children (loader workers) together, sampled
+    every 5 ms and at each batch: anonymous pages (``Pss_Anon``: what the processes
+    themselves hold) and file pages (``Pss_File``: mainly the memory-mapped shards, page
+    cache the kernel can drop)."""
+
+    def __init__(self):
+        import psutil
+
+        self._me = psutil.Process()
+        self.anon = self.file = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def sample(self) -> None:
+        pids = [os.getpid(), *(c.pid for c in self._me.children(recursive=True))]
+        rollups = [_rollup_kb(p) for p in pids]
+        self.anon = max(self.anon, sum(r["Pss_Anon"] for r in rollups))
+        self.file = max(self.file, sum(r["Pss_File"] for r in rollups))
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.005):
+            self.sample()
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.sample()
+        self._stop.set()
+        self._thread.join()
+
+
+def _memory_case(case: str, shards: Path) -> dict:
+    """Run one case in this (fresh) process; peak memory above the level before it, in MiB."""
+    from modalmerge.stages.common import collect_split
+    from modalmerge.stages.evaluate import parcel_features
+
+    experiment = {"name": "bench", "condition": "image", "target": "time_series"}
+    torch.set_num_threads(1)
+    collect_split(shards, "val", experiment, batch_size=16)  # warm imports and allocator
+    start = _rollup_kb(os.getpid())
+    start_anon, start_file = start["Pss_Anon"], start["Pss_File"]
+    begin = time.perf_counter()
+    with _PeakSampler() as peak:
+        if case.startswith("epoch"):
+            ds = ShardDataset(shards, "train", "image", "time_series")
+            loader = torch.utils.data.DataLoader(
+                ds,
+                batch_size=16,
+                shuffle=True,
+                generator=torch.Generator().manual_seed(0),
+                num_workers=int(case.split()[1]),
+                collate_fn=collate_samples,
+            )
+            n = 0
+            for batch in loader:
+                n += len(batch["subject"])
+                peak.sample()
+        else:  # what evaluate reads before scoring (image -> time series, no model)
+            train = collect_split(shards, "train", experiment, batch_size=32)
+            test = collect_split(shards, "test", experiment, batch_size=32)
+            parcel_features(shards, "train", train.subjects)
+            parcel_features(shards, "test", test.subjects)
+            n = len(train.subjects) + len(test.subjects)
+    return {
+        "samples": n,
+        "seconds": time.perf_counter() - begin,
+        "anon_mib": (peak.anon - start_anon) / 1024,
+        "file_mib": (peak.file - start_file) / 1024,
+    }
+
+
+def memory_main(args) -> None:
+    """Write each cohort, then run every case in a fresh child process and tabulate."""
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for n in args.cohorts:
+            root = Path(tmp) / f"n{n}"
+            root.mkdir()
+            start = time.perf_counter()
+            shards = _write_cohort(root, n, args.n_time, args.n_roi, args.side, args.per_shard)
+            manifest = json.loads((shards / "manifest.json").read_text())
+            files = sum(e["split"] == "train" for e in manifest["shards"])
+            print(f"{n} subjects: shards written in {time.perf_counter() - start:.1f} s, "
+                  f"{manifest['n_samples']} samples, {files} train file(s)", flush=True)  # fmt: skip
+            for case in MEMORY_CASES:
+                out = subprocess.run(
+                    [sys.executable, __file__, "--memory-case", case, "--shards", str(shards)],
+                    check=True, capture_output=True, text=True,
+                )  # fmt: skip
+                results[n, case] = json.loads(out.stdout.strip().splitlines()[-1])
+    small, large = min(args.cohorts), max(args.cohorts)
+    print(f"\npeak memory above the process's level before the case (MiB); ratio {large}/{small}")
+    print("| case | " + " | ".join(f"{n} subj: samples, anon, file" for n in args.cohorts)
+          + f" | anon ratio {large}/{small} |")  # fmt: skip
+    print("|---|" + "---|" * (len(args.cohorts) + 1))
+    for case in MEMORY_CASES:
+        cells = [
+            f"{results[n, case]['samples']}, {results[n, case]['anon_mib']:.1f}, "
+            f"{results[n, case]['file_mib']:.1f}"
+            for n in args.cohorts
+        ]
+        ratio = results[large, case]["anon_mib"] / max(results[small, case]["anon_mib"], 1e-9)
+        print(f"| {case} | " + " | ".join(cells) + f" | {ratio:.2f} |")
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--memory", action="store_true", help="peak-memory table instead")
+    parser.add_argument("--cohorts", type=int, nargs="+", default=[64, 512])
+    parser.add_argument("--side", type=int, default=24, help="--memory: image side (voxels)")
+    parser.add_argument("--per-shard", type=int, default=64, help="--memory: subjects_per_shard")
+    parser.add_argument("--memory-case", choices=MEMORY_CASES, help=argparse.SUPPRESS)
+    parser.add_argument("--shards", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--subjects", type=int, default=32)
     parser.add_argument("--n-time", type=int, default=200)
     parser.add_argument("--n-roi", type=int, default=400)
@@ -42,6 +209,12 @@ def main() -> None:
         help="torch thread counts to run the dataset cases with (the baseline is numpy's one)",
     )
     args = parser.parse_args()
+    if args.memory_case:
+        print(json.dumps(_memory_case(args.memory_case, args.shards)))
+        return
+    if args.memory:
+        memory_main(args)
+        return
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

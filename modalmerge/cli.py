@@ -8,6 +8,7 @@ that names the file and the problem, instead of a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -59,16 +60,20 @@ def _acquire_subject(a: argparse.Namespace) -> None:
 def _preprocess(a: argparse.Namespace) -> None:
     from modalmerge.data.preprocess import preprocess_subject
 
+    settings = a.settings  # --chunk-mb: a resource knob, outside the settings' identity JSON
+    if a.chunk_mb is not None:
+        settings = dataclasses.replace(settings, chunk_mb=a.chunk_mb)
     preprocess_subject(
         a.t1,
         a.bold,
         a.atlas,
         a.out_t1,
         a.out_bold,
-        a.settings,
+        settings,
         confounds_path=a.confounds,
         extra_anatomy=[tuple(x) for x in a.extra],
         label_anatomy=a.label,
+        time_split=a.time_split,
     )
 
 
@@ -130,10 +135,21 @@ def _shard_regions(a: argparse.Namespace) -> None:
     write_region_shards(a.regions, a.out, a.settings)
 
 
+def _workers(value: str) -> int | None:
+    """``--workers``: a count >= 0, or ``auto`` (None: derived from the job's CPUs)."""
+    if value == "auto":
+        return None
+    if not value.isdigit():
+        raise argparse.ArgumentTypeError(f"expected a count >= 0 or auto, got {value!r}")
+    return int(value)
+
+
 def _train(a: argparse.Namespace) -> None:
     from modalmerge.stages.train import train_experiment
 
-    train_experiment(a.shards, a.experiment, a.settings, a.out_dir, threads=a.threads)
+    train_experiment(
+        a.shards, a.experiment, a.settings, a.out_dir, threads=a.threads, workers=a.workers
+    )
 
 
 def _evaluate(a: argparse.Namespace) -> None:
@@ -179,6 +195,12 @@ def _summary_chart(a: argparse.Namespace) -> None:
     from modalmerge.stages.figures import draw_summary_chart
 
     draw_summary_chart(a.summary, a.settings, a.out)
+
+
+def _site_summary(a: argparse.Namespace) -> None:
+    from modalmerge.stages.sites import write_site_summary
+
+    write_site_summary(a.folds, a.out, a.figure, a.dpi)
 
 
 def _demo(a: argparse.Namespace) -> None:
@@ -227,6 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{name}", default=None)
     p.add_argument("--confounds", default=None)
     p.add_argument(
+        "--chunk-mb",
+        type=int,
+        default=None,
+        help="preprocess.chunk_mb: MB per chunk of a long BOLD run (default: the setting's)",
+    )
+    p.add_argument(
         "--extra",
         nargs=3,
         action="append",
@@ -236,6 +264,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--label", action="append", default=[], help="an --extra NAME that is a label image"
+    )
+    p.add_argument(
+        "--time-split",
+        type=_section("shard"),
+        default=None,
+        help="config['shard'] as JSON when it splits runs in time: each block cleaned alone",
     )
 
     p = command(
@@ -298,6 +332,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shards", required=True)
     p.add_argument("--out-dir", required=True)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--workers",
+        type=_workers,
+        default=None,
+        help="data-loader workers per rank (train.num_workers), or auto (the default): from "
+        "the CPUs",
+    )
 
     p = command("evaluate", _evaluate, "evaluate one experiment on held-out test subjects")
     p.add_argument(
@@ -352,6 +393,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--summary", required=True)
     p.add_argument("--out", required=True)
+
+    p = command(
+        "site-summary", _site_summary, "leave-one-site-out: scores per held-out site (CSV, figure)"
+    )
+    p.add_argument("--folds", required=True, help="<harmonize>/<site>/<experiment>/metrics.json")
+    p.add_argument("--out", required=True, help="site_summary.csv")
+    p.add_argument("--figure", required=True, help="scores by site (.png)")
+    p.add_argument("--dpi", type=int, default=110)
 
     p = command("demo", _demo, "a short standalone demo: train and draw a tiny planted task")
     p.add_argument("--out-dir", default="results/demo")

@@ -1,3 +1,4 @@
+# Over 400 lines on purpose: the one definition of every config key (type, default, range, doc); one dataclass per section, side by side, is what the schema and the docs are generated from.
 """The typed settings of every workflow stage: the ONE definition of their keys and defaults.
 
 One frozen dataclass per config section the stages read (``preprocess``,
@@ -117,6 +118,14 @@ class PreprocessSettings(_Section):
         "the stage's identity: changing it reruns nothing",
         resource=True,
     )
+    chunk_mb: int = F(
+        256,
+        doc="most MB (as float64) one chunk of a BOLD run holds while preprocess resamples, "
+        "cleans and writes it, which bounds the stage's memory for long runs (a run that fits "
+        "is processed whole). Not part of the stage's identity: changing it reruns nothing",
+        ge=16,
+        resource=True,
+    )
     path: InitVar[str | None] = None
 
     def __post_init__(self, path: str | None = None) -> None:
@@ -173,8 +182,11 @@ class ShardSettings(_Section):
     #: keys the subject shard stage reads, and those the region shard stage reads
     SUBJECT_KEYS = (
         "seed", "fractions", "window", "stride", "image_downsample", "subjects_per_shard",
-        "split_by", "gap", "connectivity",
+        "split_by", "gap", "connectivity", "test_site", "harmonize",
     )  # fmt: skip
+    #: keys that enter the subject record (manifest, config hash, rule params) only when
+    #: set away from their default, so shards written before they existed keep their identity
+    OMITTED_AT_DEFAULT = ("test_site", "harmonize")
     REGION_KEYS = ("seed", "fractions", "n_blocks", "buffer_mm", "hold_out_homologs")
     seed: int = F(0, doc="seed of the subject (or block) draw", ge=0)
     fractions: Fractions = F(Fractions(), doc="share per split; must sum to 1")
@@ -185,8 +197,19 @@ class ShardSettings(_Section):
     split_by: str = F(
         "subject",
         doc="subject: whole subjects per split; time: every subject in every split, "
-        "each split a block of the run (for one long run)",
-        choices=("subject", "time"),
+        "each split a block of the run (for one long run); site: the subjects of test_site "
+        "are the test split, the other sites' subjects are drawn into train and val",
+        choices=("subject", "time", "site"),
+    )
+    test_site: str | None = F(
+        None, doc="split_by site: the held-out site (a value of participants.tsv's site column)"
+    )
+    harmonize: str = F(
+        "none",
+        doc="combat: ComBat on structural features and connectivity, site as batch, the other "
+        "participants columns kept as covariates, fitted on training subjects; ROI series "
+        "z-scored per subject (modalmerge.data.harmonize)",
+        choices=("none", "combat"),
     )
     gap: int | None = F(
         None, doc="split_by time: volumes left out between blocks (null: one window)", ge=0
@@ -214,8 +237,22 @@ class ShardSettings(_Section):
     path: InitVar[str | None] = None
 
     def subject_params(self) -> dict:
-        """The keys the subject shard stage reads, as plain JSON values (rule params, manifest)."""
-        return {k: v for k, v in to_dict(self).items() if k in self.SUBJECT_KEYS}
+        """The keys the subject shard stage reads, as plain JSON values (rule params, manifest);
+        the :data:`OMITTED_AT_DEFAULT` keys only when set."""
+        defaults = {"test_site": None, "harmonize": "none"}
+        return {
+            k: v
+            for k, v in to_dict(self).items()
+            if k in self.SUBJECT_KEYS and not (k in self.OMITTED_AT_DEFAULT and v == defaults[k])
+        }
+
+    def __post_init__(self, path: str | None = None) -> None:
+        super().__post_init__(path)
+        if (self.split_by == "site") != (self.test_site is not None):
+            raise ValueError(
+                f"{path or self.SECTION}.test_site: set it exactly when split_by is site "
+                f"(split_by {self.split_by!r}, test_site {self.test_site!r})"
+            )
 
     def region_params(self) -> dict:
         """The keys the region shard stage reads, as plain JSON values."""
@@ -234,6 +271,14 @@ class TrainSettings(_Section):
     weight_decay: float = F(0.01, doc="AdamW weight decay (matrices only)", ge=0)
     patience: int = F(8, doc="epochs without validation improvement before stopping", ge=1)
     threads: int = F(1, doc="CPU threads per training job", ge=1, resource=True)
+    num_workers: int | None = F(
+        None,
+        doc="data-loader worker processes per rank (0: read in the training process); null: "
+        "derived from the job's CPUs (CUDA: all but one, CPU: 0). Batches are the same for "
+        "any value",
+        ge=0,
+        resource=True,
+    )
     path: InitVar[str | None] = None
 
 
@@ -315,6 +360,12 @@ class EvaluateSettings(_Section):
         gt=0,
     )
     pca_components: int = F(20, doc="PCA components of image voxels for the ridge baseline", ge=1)
+    time_units: int = F(
+        1,
+        doc="shard.split_by time only: contiguous, equally long units each run's test block is "
+        "cut into, each scored as one held-out unit (a verdict needs >= 5 units in all)",
+        ge=1,
+    )
     path: InitVar[str | None] = None
 
 

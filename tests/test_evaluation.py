@@ -754,3 +754,61 @@ def test_region_profile_scores_leave_out_the_self_column_and_mutate_nothing():
     assert out.extra["profile"] == {"prefix": "fc", "columns": table.target_names}
     assert scored.scores == {"model": {"r2": 0.5}} and set(scored.arrays) == set(arrays)
     assert "model_raw" in out.arrays and scored.extra == {}
+
+
+def _time_split_input(n_test_volumes=43, rois=3):
+    """One subject, split in time: training windows of 2 on volumes 0..59, test windows
+    on volumes 70..70+n_test_volumes-1, a model that is the target plus noise."""
+    from modalmerge.evaluation.scoring import BaselineSettings, ScoringInput
+    from modalmerge.stages.common import SplitArrays
+
+    rng = np.random.default_rng(11)
+    run = rng.standard_normal((70 + n_test_volumes, 2 * rois)).astype(np.float32)
+    run[:, rois:] += run[:, :rois]  # the "right" ROIs follow the "left" ones
+
+    def windows(first, last):
+        starts = np.arange(first, last - 1)
+        wins = np.stack([run[s : s + 2] for s in starts])
+        return ["sub-1"] * len(starts), starts, wins[..., :rois], wins[..., rois:]
+
+    subs, starts, cond, target = windows(0, 60)
+    train = SplitArrays(subjects=subs, window_start=starts, condition=cond, target=target)
+    subs, starts, cond, target = windows(70, 70 + n_test_volumes)
+    prediction = target + rng.standard_normal(target.shape).astype(np.float32)
+    test = SplitArrays(subs, starts, condition=cond, target=target, prediction=prediction)
+    return ScoringInput(
+        condition="time_series",
+        train=train,
+        test=test,
+        x_train=cond.reshape(len(cond), -1),
+        x_test=cond.reshape(len(cond), -1),
+        baselines=BaselineSettings(alphas=np.array([0.1, 1.0, 10.0])),
+    ), run[70:, rois:]
+
+
+def test_time_split_test_block_is_cut_into_scored_units():
+    """evaluate.time_units: the test block becomes n contiguous units of equal length (the
+    remainder left out), each scored like a run, so intervals have n units; the whole
+    block stays in predictions.npz."""
+    from modalmerge.evaluation.metrics import pearson_per_roi
+    from modalmerge.evaluation.time_series import score_time_series
+
+    data, truth = _time_split_input()
+    whole = score_time_series(data, by_time=True)
+    assert whole.per_unit["units"] == ["sub-1:test"]
+    cut = score_time_series(data, by_time=True, time_units=5)
+    assert cut.per_unit["units"] == [f"sub-1:test-{k:02d}" for k in range(5)]
+    assert cut.extra["time_units"] == 5
+    model = cut.arrays["prediction"][0]  # whole block: 43 volumes
+    assert model.shape == (43, 3) and np.array_equal(cut.arrays["target"][0], truth)
+    for k in range(5):  # 43 // 5 = 8 volumes per unit, the last 3 volumes left out
+        part = slice(8 * k, 8 * (k + 1))
+        r = pearson_per_roi(model[None, part], truth[None, part]).mean()
+        assert cut.per_unit["model"]["pearson_r"][k] == pytest.approx(r, abs=1e-6)
+    for name in ("model", "group_mean", "ridge"):  # paired: every predictor on the same units
+        assert len(cut.per_unit[name]["pearson_r"]) == 5
+        assert cut.scores[name]["pearson_r"] == pytest.approx(
+            np.mean(cut.per_unit[name]["pearson_r"])
+        )
+    with pytest.raises(ValueError, match="time_units 20"):
+        score_time_series(data, by_time=True, time_units=20)  # 2 volumes per unit

@@ -312,3 +312,72 @@ def test_preprocess_writes_the_derivative_description_at_the_root(tmp_path, subj
     assert "preprocess" in generated["Description"]
     assert out_bold.with_name(out_bold.name.replace(".nii.gz", ".json")).exists()
     assert not list(root.rglob(".tmp-*"))
+
+
+TIME_SPLIT = {
+    "split_by": "time",
+    "fractions": {"train": 0.6, "val": 0.2, "test": 0.2},
+    "window": 4,
+    "gap": 5,
+}
+
+
+def _perturbed_test_block(tmp_path, s, start):
+    """The subject's BOLD with its test block (volumes ``start``..) replaced by other data."""
+    img = nib.load(s["bold"])
+    data = img.get_fdata(dtype=np.float32)
+    rng = np.random.default_rng(7)
+    data[..., start:] = (
+        800 + rng.normal(0, 40, data[..., start:].shape) + np.arange(data.shape[3] - start)
+    )  # another level, noise and a steep drift
+    folder = tmp_path / "perturbed"
+    folder.mkdir()
+    bold = folder / s["bold"].name
+    nib.save(nib.Nifti1Image(data, img.affine, img.header), bold)
+    bold.with_name(bold.name.replace(".nii.gz", ".json")).write_text(
+        json.dumps({"RepetitionTime": TR})
+    )
+    return {**s, "bold": bold, "out": tmp_path / "out-perturbed"}
+
+
+def test_time_split_cleans_each_block_alone_so_the_test_block_cannot_leak(tmp_path):
+    """split_by time: detrend, band-pass, z-score are fitted within each block. Replacing
+    the test block's data leaves the cleaned training and validation volumes unchanged
+    (whole-run cleaning does not: the old leak), each block has mean 0 and SD 1 on its
+    own, and the gap volumes between blocks are dropped and listed."""
+    from modalmerge.data.time_split import run_blocks
+
+    n = 200
+    atlas, _ = write_atlas(tmp_path / "atlas")
+    t1, bold = write_subject(tmp_path / "raw", n_volumes=n)
+    s = {"t1": t1, "bold": bold, "atlas": atlas, "out": tmp_path / "out"}
+    blocks = run_blocks(n, TIME_SPLIT)
+    (a, b), (c, d), (e, f) = blocks["train"], blocks["val"], blocks["test"]
+    assert b + 5 == c and d + 5 == e and f == n  # ordered, 5-volume gaps
+    perturbed = _perturbed_test_block(tmp_path, s, e)
+    for subj in (s, perturbed):
+        run(subj, time_split=TIME_SPLIT)
+    kept = np.r_[a:b, c:d, e:f]
+    original, changed = _cleaned(s), _cleaned(perturbed)
+    assert original.shape[1] == len(kept) == n - 10
+    held = len(kept) - (f - e)  # the train and val volumes come first
+    assert np.allclose(original[:, :held], changed[:, :held], atol=1e-5)
+    assert np.abs(original[:, held:] - changed[:, held:]).max() > 0.5  # the test block did change
+    for lo, hi in ((0, b - a), (b - a, held), (held, len(kept))):
+        part = original[:, lo:hi]
+        assert np.allclose(part.mean(axis=1), 0, atol=1e-4)
+        assert np.allclose(part.std(axis=1, ddof=1), 1, atol=1e-3)
+    sidecar = json.loads((s["out"] / "bold.json").read_text())
+    assert sidecar["CensoredVolumes"] == [*range(b, c), *range(d, e)]
+    assert sidecar["TimeBlocks"] == {k: list(v) for k, v in blocks.items()}
+    # whole-run cleaning (no time split): the test block's data reach the training volumes
+    for subj in (s, perturbed):
+        run(subj)
+    assert np.abs(_cleaned(s)[:, :b] - _cleaned(perturbed)[:, :b]).max() > 0.05
+
+
+def test_time_split_block_too_short_for_the_filter_is_an_error_naming_the_run(subject):
+    with pytest.raises(InputError) as exc:  # 40 volumes: the train block has 24, the filter 34
+        run(subject, time_split={**TIME_SPLIT, "gap": 0})
+    assert_one_line_naming(exc, subject["bold"])
+    assert "train block has 24 volumes" in str(exc.value) and "at least 34" in str(exc.value)

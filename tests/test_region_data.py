@@ -506,3 +506,28 @@ def test_real_group_config_runs_offline_to_profile_scores_and_surface_figures(tm
     assert not (root / "preprocessed").exists()  # no subject stages for region data
     again = snakemake(workdir, "--configfile", "group.yaml", "--dry-run")
     assert planned_jobs(again) == {}
+
+
+def test_hold_out_homologs_keeps_one_directional_pairs_off_the_training_side():
+    """Nearest-mirror homologs need not be mutual (two left regions may share one right
+    homolog): every pair (region, its homolog) still ends up wholly outside training."""
+    from modalmerge.data.shards.regions import mirror_homologs
+
+    rng = np.random.default_rng(3)
+    right = rng.uniform([10, -100, -40], [70, 60, 70], (20, 3))
+    mirrored = np.repeat(right * np.array([-1.0, 1, 1]), 2, axis=0)
+    left = mirrored + rng.normal(0, 1.0, (40, 3))  # two left regions per right region
+    coords = np.vstack([left, right])
+    names = [f"L_{i:03d}" for i in range(40)] + [f"R_{i:03d}" for i in range(20)]
+    hemis = ["L"] * 40 + ["R"] * 20
+    homolog = mirror_homologs(coords, hemis)
+    assert len(set(homolog[:40].tolist())) < 40  # left regions share right homologs
+    fractions = {"train": 0.8, "val": 0.1, "test": 0.1}
+    params = {"n_blocks": 12, "fractions": fractions, "buffer_mm": 0, "hold_out_homologs": True}
+    for seed in range(4):
+        splits, _, _, _ = split_regions(names, coords, hemis, {**params, "seed": seed})
+        train = set(splits["train"])
+        held = set(splits["val"]) | set(splits["test"])
+        for i, h in enumerate(homolog):
+            pair = {names[i], names[h]}
+            assert not (pair & train and pair & held), (seed, pair)

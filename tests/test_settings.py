@@ -84,7 +84,10 @@ def test_tangent_hint_and_the_kinds_parcellate_accepts():
 def test_settings_round_trip_through_json_and_experiments_override_train():
     shard = typed.from_dict("shard", {"fractions": {"train": 0.6, "val": 0.2, "test": 0.2}})
     assert typed.from_dict("shard", json.loads(json.dumps(typed.to_dict(shard)))) == shard
-    assert set(shard.subject_params()) == set(typed.ShardSettings.SUBJECT_KEYS)
+    keys = set(typed.ShardSettings.SUBJECT_KEYS)
+    assert set(shard.subject_params()) == keys - set(typed.ShardSettings.OMITTED_AT_DEFAULT)
+    site = typed.from_dict("shard", {"split_by": "site", "test_site": "A", "harmonize": "combat"})
+    assert set(site.subject_params()) == keys  # set away from the default: recorded
     entry = {"name": "e", "condition": "text", "target": "tabular", "lr": 1, "target_rois": "^R"}
     experiment = typed.from_dict("experiments", entry)
     assert experiment.lr == 1.0 and isinstance(experiment.lr, float)

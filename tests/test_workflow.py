@@ -89,6 +89,9 @@ def test_tiny_workflow_writes_every_stage_output(tiny_run):
     )
     assert len(list(relmats)) == n
     assert len(list((root / "parcellated").glob("sub-*/anat/*_desc-structural_morph.tsv"))) == n
+    lock = (root / "environment.txt").read_text().splitlines()  # the run's environment lock
+    assert any(line.startswith("torch==") for line in lock)
+    assert any(line.startswith("nilearn==") for line in lock)
     manifest = json.loads((root / "shards" / "manifest.json").read_text())
     assert manifest["censoring"]["censored_volumes"] == 0  # synthetic runs censor nothing
     splits = manifest["splits"]
@@ -163,6 +166,14 @@ def test_a_thread_count_reruns_nothing(restore_config):
     """A resource knob is no part of a stage's identity (issue 17)."""
     workdir, config = restore_config
     config["train"]["threads"] = config["train"]["threads"] + 1
+    config["train"]["num_workers"] = 1  # reaches the job as --workers, not as params
+    assert _dry_run(workdir, config) == {}
+
+
+def test_a_preprocess_chunk_size_reruns_nothing(restore_config):
+    """preprocess.chunk_mb reaches the job on its command line, not in its params."""
+    workdir, config = restore_config
+    config["preprocess"]["chunk_mb"] = 64
     assert _dry_run(workdir, config) == {}
 
 
@@ -360,6 +371,20 @@ def test_real_demo_runs_offline_from_the_brainspace_run_to_surface_figures(tmp_p
     assert homolog["n_pairs"] == 34 and np.shape(homolog["mean_attention"]) == (34, 34)
     assert 0 <= metrics["scores"]["model"]["homolog_attention_fraction"] <= 1
     assert metrics["scores"]["ridge"]["pearson_r"] > 0.3  # left predicts right at the same time
+    # the test block scored as 6 units: every predictor paired on them, intervals in the summary
+    assert metrics["per_unit"]["units"] == [f"sub-010188:test-{k:02d}" for k in range(6)]
+    summary = pd.read_csv(root / "eval" / "summary.csv")
+    ridge_row = summary[(summary["model"] == "model-ridge") & (summary["metric"] == "pearson_r")]
+    assert (ridge_row["n"] == 6).all() and ridge_row["ci_low"].notna().all()
+    # each block preprocessed on its own: the gap volumes dropped, the blocks recorded
+    sidecar = json.loads(next((root / "preproc").glob("sub-*/func/*_bold.json")).read_text())
+    assert len(sidecar["CensoredVolumes"]) == 40 and set(sidecar["TimeBlocks"]) == {
+        "train",
+        "val",
+        "test",
+    }
+    lock = (root / "environment.txt").read_text()
+    assert "nilearn==" in lock and "torch==" in lock
     figures = root / "figures" / "left_to_right_xattn"
     for name in ("surface_accuracy", "surface_attention", "attention", "predictions"):
         assert (figures / f"{name}.png").stat().st_size > 0, name

@@ -151,3 +151,31 @@ def test_the_cleaned_bold_is_temporary_unless_kept(tmp_path, keep):
     assert done.returncode == 0, done.stderr[-3000:]
     temp = json.loads(done.stdout.strip().splitlines()[-1])
     assert temp == {"t1": False, "bold": not keep, "bold_json": False}
+
+
+# acquire's fingerprint covers every source and the atlas fetchers (nilearn, scipy), so a
+# nilearn upgrade reruns the whole chain; numba is imported by parcellate's ROI kernel only,
+# whose rerun needs the cleaned BOLD again (a temp() output, deleted): preprocess too.
+ALL_JOBS = {"acquire_atlas": 1, "acquire_cohort": 1, "acquire_subject": 3, "preprocess": 3,
+            "parcellate": 3}  # fmt: skip
+UPGRADES = [("nilearn", ALL_JOBS), ("numba", {"preprocess": 3, "parcellate": 3})]
+
+
+@pytest.mark.parametrize(("dist", "expected"), UPGRADES, ids=[d for d, _ in UPGRADES])
+def test_a_dependency_upgrade_reruns_the_stages_that_import_it_and_downstream(
+    bids_run, tmp_path, monkeypatch, dist, expected
+):
+    """A fake ``<dist>-99.0.dist-info`` ahead of site-packages on PYTHONPATH: the dry run's
+    ``importlib.metadata.version(dist)`` reads 99.0 (the package itself still imports from
+    site-packages), so every stage whose code fingerprint lists ``dist`` changes."""
+    work, _, subjects = bids_run
+    fake = tmp_path / "fake-dists" / f"{dist}-99.0.dist-info"
+    fake.mkdir(parents=True)
+    (fake / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 99.0\n")
+    (fake / "top_level.txt").write_text(f"{dist}\n")
+    monkeypatch.setenv(
+        "PYTHONPATH", os.pathsep.join([str(fake.parent), os.environ.get("PYTHONPATH", "")])
+    )
+    assert _dry(work, _targets(subjects)) == expected
+    monkeypatch.undo()
+    assert _dry(work, _targets(subjects)) == {}  # the installed version again: nothing

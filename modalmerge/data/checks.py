@@ -237,8 +237,10 @@ def check_run_settings(
     preprocess : PreprocessSettings or mapping, optional
         ``high_pass``/``low_pass`` in Hz (None = off); the defaults when not given.
     shard : ShardSettings or mapping, optional
-        ``window``: volumes per sample; not checked when not given (preprocess
-        knows no window; the DAG-build check passes the shard settings).
+        ``window``: volumes per sample; not checked when not given (the
+        DAG-build check passes the shard settings). With ``split_by: time``
+        every block must also be long enough for the filter (each block is
+        cleaned on its own).
     """
     shown = user_path(path)
     preprocess = PreprocessSettings.coerce(preprocess or {})
@@ -264,6 +266,24 @@ def check_run_settings(
         raise InputError(
             shown, f"{n_volumes} volumes; shard.window needs at least {window} per run"
         )
+    _check_blocks(shown, n_volumes, needed, shard)
+
+
+def _check_blocks(shown, n_volumes: int, needed: int, shard) -> None:
+    """split_by time: every block is cleaned on its own, so each must suit the filter."""
+    from modalmerge.data.time_split import run_blocks
+
+    try:
+        blocks = run_blocks(n_volumes, shard)
+    except ValueError as exc:
+        raise InputError(shown, str(exc)) from None
+    for name, (start, stop) in (blocks or {}).items():
+        if needed and stop - start < needed:
+            raise InputError(
+                shown,
+                f"split_by time: the {name} block has {stop - start} volumes; preprocess "
+                f"cleans each block on its own and its filter needs at least {needed}",
+            )
 
 
 # --------------------------------------------------------------------------- space

@@ -88,8 +88,9 @@ def _read_bytes(path: Path) -> bytearray:
     return buf
 
 
-def _image_from_buffer(path: Path, buf: bytearray) -> nib.Nifti1Image:
-    """Build an in-memory image whose array is a view of ``buf`` (scaled if needed)."""
+def parse_header(path: Path, buf: bytes | bytearray):
+    """The NIfTI-1 or -2 header at the start of ``buf`` and its image class (an InputError
+    naming ``path`` when it is too short or unreadable)."""
     if len(buf) < 348:
         raise InputError(path, f"too short for a NIfTI header ({len(buf)} bytes)")
     try:
@@ -100,6 +101,12 @@ def _image_from_buffer(path: Path, buf: bytearray) -> nib.Nifti1Image:
         header = klass.header_class.from_fileobj(io.BytesIO(bytes(buf[:540])))
     except Exception as exc:  # nibabel raises several types for a bad header
         raise InputError(path, f"not a readable NIfTI header ({exc})") from None
+    return header, klass
+
+
+def _image_from_buffer(path: Path, buf: bytearray) -> nib.Nifti1Image:
+    """Build an in-memory image whose array is a view of ``buf`` (scaled if needed)."""
+    header, klass = parse_header(path, buf)
     shape = header.get_data_shape()
     dtype = header.get_data_dtype()
     offset = int(header["vox_offset"])

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from pathlib import Path
 
 import nibabel as nib
@@ -45,13 +46,17 @@ import numpy as np
 import pandas as pd
 
 from modalmerge.data import checks
+from modalmerge.data.bold_chunks import ChunkPlan
 from modalmerge.data.derivatives import write_dataset_description
 from modalmerge.data.nifti import load_image, load_labels, repetition_time, same_grid, save_image
+from modalmerge.data.nifti_stream import open_run, write_run
+from modalmerge.data.time_split import run_blocks
 from modalmerge.io import InputError, atomic_path, require_file
-from modalmerge.settings import PreprocessSettings
+from modalmerge.settings import PreprocessSettings, ShardSettings
 
 __all__ = [
     "censored_volumes",
+    "clean_run",
     "clean_signals",
     "preprocess_subject",
     "read_censored_volumes",
@@ -212,6 +217,52 @@ def clean_signals(
     )
 
 
+def clean_run(
+    signals: np.ndarray,
+    tr: float,
+    params: PreprocessSettings,
+    confounds: np.ndarray | None,
+    sample_mask: np.ndarray | None,
+    blocks: dict[str, tuple[int, int]] | None,
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Clean a run ``(T, V)`` as a whole, or each block ``[start, stop)`` on its own.
+
+    With ``blocks`` every statistic (trend, filter state, confound betas, mean
+    and SD) comes from the block's own volumes, so changing one block's data
+    changes no other block's output; volumes outside every block are dropped.
+    Returns the cleaned kept volumes and their original indices (None: all kept).
+    """
+    settings = dict(
+        detrend=params.detrend,
+        standardize=params.standardize,
+        low_pass=params.low_pass,
+        high_pass=params.high_pass,
+    )
+    if blocks is None:
+        cleaned = clean_signals(
+            signals, tr, confounds=confounds, sample_mask=sample_mask, **settings
+        )
+        return cleaned, sample_mask
+    n_volumes = signals.shape[0]
+    kept = np.arange(n_volumes) if sample_mask is None else np.asarray(sample_mask)
+    parts, indices = [], []
+    for start, stop in sorted(blocks.values()):
+        inside = kept[(kept >= start) & (kept < stop)]
+        mask = None if len(inside) == stop - start else inside - start
+        parts.append(
+            clean_signals(
+                signals[start:stop],
+                tr,
+                confounds=None if confounds is None else confounds[start:stop],
+                sample_mask=mask,
+                **settings,
+            )
+        )
+        indices.append(inside)
+    index = np.concatenate(indices)
+    return np.concatenate(parts), (None if len(index) == n_volumes else index)
+
+
 def _read_confounds(path: str | os.PathLike, n_volumes: int) -> np.ndarray:
     """Confounds TSV (one row per volume, numeric columns) as (T, n_confounds) float64."""
     path = require_file(path, "confounds TSV")
@@ -305,6 +356,44 @@ def _write_extra_anatomy(extra, labels: set, atlas, mask, params: PreprocessSett
         _save_anatomy(np.rint(np.asanyarray(resampled.dataobj)).astype(np.float32), atlas, out)
 
 
+def _gather_on_grid(run, atlas, mask: np.ndarray, signals, per_chunk: int) -> np.ndarray:
+    """Each chunk of ``per_chunk`` volumes onto the atlas grid, its in-mask voxels into
+    ``signals[:, t0:t1]`` (V_mask, T); returns the run's mean volume (float64, input grid)."""
+    total = np.zeros(run.shape[:3], np.float64)
+    for start, chunk in run.volumes(per_chunk):  # (X, Y, Z, t) float32
+        total += chunk.sum(axis=3, dtype=np.float64)
+        on_grid = _to_grid(nib.Nifti1Image(chunk, run.affine, header=run.image.header), atlas)
+        signals[:, start : start + chunk.shape[3]] = np.asanyarray(on_grid.dataobj)[mask]
+    return total / run.shape[3]
+
+
+def _clean_in_place(signals, per_chunk: int, tr, params, confounds, sample_mask, blocks):
+    """Clean ``per_chunk`` voxels at a time (all time points at once, as nilearn needs; each
+    time block on its own when ``blocks`` is given, see :func:`clean_run`); the cleaned series
+    overwrite ``signals[v0:v1, :T_kept]``. Returns T_kept and the kept volumes' original
+    indices (None: all kept)."""
+    n_voxels, n_kept = signals.shape[0], signals.shape[1]
+    kept = sample_mask
+    for v0 in range(0, n_voxels, per_chunk):
+        v1 = min(v0 + per_chunk, n_voxels)
+        # (T_kept, v); the kept indices depend on the mask and blocks only, not on the voxels
+        cleaned, kept = clean_run(signals[v0:v1].T, tr, params, confounds, sample_mask, blocks)
+        n_kept = cleaned.shape[0]
+        signals[v0:v1, :n_kept] = cleaned.T
+    return n_kept, kept
+
+
+def _write_bold(signals, n_kept: int, mask, atlas, tr: float, per_chunk: int, out_bold) -> None:
+    """The cleaned run (float32 on the atlas grid, 0 outside the mask), ``per_chunk`` volumes at
+    a time, atomically."""
+    with write_run(out_bold, atlas.affine, (*mask.shape, n_kept), tr) as write:
+        for t0 in range(0, n_kept, per_chunk):
+            t1 = min(t0 + per_chunk, n_kept)
+            volumes = np.zeros((*mask.shape, t1 - t0), dtype=np.float32, order="F")
+            volumes[mask] = signals[:, t0:t1]
+            write(volumes)
+
+
 def preprocess_subject(
     t1_path: str | os.PathLike,
     bold_path: str | os.PathLike | None,
@@ -316,6 +405,7 @@ def preprocess_subject(
     confounds_path: str | os.PathLike | None = None,
     extra_anatomy=(),
     label_anatomy=(),
+    time_split: ShardSettings | dict | None = None,
 ) -> None:
     """Put one subject's T1 and BOLD on the atlas grid, clean the BOLD, normalise the T1.
 
@@ -350,6 +440,14 @@ def preprocess_subject(
     label_anatomy : sequence of str
         Names among ``extra_anatomy`` that are label images: resampled
         nearest-neighbour, integer values required, never normalised.
+    time_split : ShardSettings or dict, optional
+        The ``shard:`` settings when they split runs in time (``split_by:
+        time``): each block (:func:`modalmerge.data.time_split.run_blocks`) is
+        cleaned on its own, as a run of its own (detrend, filter, confounds,
+        z-score fitted within the block), and the gap volumes between blocks
+        are dropped like censored volumes (listed in ``CensoredVolumes``; the
+        sidecar's ``TimeBlocks`` gives the blocks). Ignored (whole-run
+        cleaning) for ``split_by: subject`` or None.
 
     Raises
     ------
@@ -378,55 +476,38 @@ def preprocess_subject(
         _write_t1(t1, atlas, mask, params, out_t1)
         write_dataset_description(out_t1, "preprocess")
         return
-    bold = load_image(bold_path, ndim=4, what="BOLD run")
-    n_volumes = bold.shape[3]
-    if n_volumes < 3:
-        raise InputError(bold_path, f"BOLD run has {n_volumes} volumes; need at least 3")
-    tr = read_tr(bold_path, bold, tr)
-    checks.check_run_settings(bold_path, n_volumes, tr, params)  # before scipy's padlen error
-    checks.check_overlap(
-        bold_path,
-        bold,
-        t1_path,
-        t1,
-        atlas_path,
-        atlas,
-        labels,
-        params.min_overlap,
-    )
-    confounds = None if confounds_path is None else _read_confounds(confounds_path, n_volumes)
-    sample_mask = read_sample_mask(bold_path, n_volumes)
-
-    _write_t1(t1, atlas, mask, params, out_t1)
-    del t1
-
-    # function: only the in-mask voxels are resampled-out and cleaned
-    bold = _to_grid(bold, atlas)
-    signals = np.asanyarray(bold.dataobj)[mask]  # (V_mask, T) gather
-    del bold
-    cleaned = clean_signals(  # (T_kept, V_mask)
-        signals.T,
-        tr,
-        detrend=params.detrend,
-        standardize=params.standardize,
-        low_pass=params.low_pass,
-        high_pass=params.high_pass,
-        confounds=confounds,
-        sample_mask=sample_mask,
-    )
-    del signals
-    out = np.zeros((*labels.shape, cleaned.shape[0]), dtype=np.float32, order="F")
-    out[mask] = cleaned.T
-    del cleaned
-    bold_out = nib.Nifti1Image(out, atlas.affine)
-    bold_out.header.set_xyzt_units("mm", "sec")
-    bold_out.header.set_zooms((*bold_out.header.get_zooms()[:3], tr))
-    save_image(bold_out, out_bold)
+    with (
+        open_run(bold_path, what="BOLD run") as run,
+        tempfile.TemporaryDirectory(prefix="modalmerge-preprocess-") as scratch,
+    ):
+        n_volumes = run.shape[3]
+        if n_volumes < 3:
+            raise InputError(bold_path, f"BOLD run has {n_volumes} volumes; need at least 3")
+        tr = read_tr(bold_path, run.image, tr)
+        checks.check_run_settings(bold_path, n_volumes, tr, params, time_split)  # before scipy
+        sample_mask = read_sample_mask(bold_path, n_volumes)
+        blocks = run_blocks(n_volumes, time_split)
+        confounds = None if confounds_path is None else _read_confounds(confounds_path, n_volumes)
+        plan = ChunkPlan.for_run(run.shape, labels.shape, int(mask.sum()), params.chunk_mb)
+        with plan.signals(scratch) as signals:  # (V_mask, T): in memory or a scratch HDF5
+            mean = _gather_on_grid(run, atlas, mask, signals, plan.volumes)
+            mean_img = nib.Nifti1Image(mean, run.affine)
+            checks.check_overlap(
+                bold_path, mean_img, t1_path, t1, atlas_path, atlas, labels, params.min_overlap
+            )
+            _write_t1(t1, atlas, mask, params, out_t1)
+            del t1
+            n_kept, sample_mask = _clean_in_place(
+                signals, plan.voxels, tr, params, confounds, sample_mask, blocks
+            )
+            _write_bold(signals, n_kept, mask, atlas, tr, plan.volumes, out_bold)
     sidecar = {
         "RepetitionTime": tr,
         "CensoredVolumes": censored_volumes(sample_mask, n_volumes),
         "Sources": [str(bold_path)],
     }
+    if blocks is not None:  # each block cleaned on its own (split_by: time)
+        sidecar["TimeBlocks"] = {name: list(span) for name, span in blocks.items()}
     with atomic_path(_sidecar_path(Path(out_bold))) as tmp:
         tmp.write_text(json.dumps(sidecar, indent=2) + "\n")
     write_dataset_description(out_t1, "preprocess")

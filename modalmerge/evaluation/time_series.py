@@ -75,6 +75,7 @@ def score_time_series(
     by_time: bool = False,
     truth: TruthLoader | None = None,
     roi_views: tuple[list[str], list[str]] | None = None,
+    time_units: int = 1,
 ) -> Scored:
     """Score the model, the group mean and ridge on each test subject's whole run.
 
@@ -92,42 +93,96 @@ def score_time_series(
     roi_views : (target ROI names, condition ROI names), optional
         With ``data.test.attention``, scores where attention peaks against homologs
         (:func:`modalmerge.evaluation.homologs.homolog_attention`).
+    time_units : int
+        With ``by_time``: each subject's test block is cut into this many
+        contiguous, equally long units (``<subject>:test-NN``; the last
+        ``T mod time_units`` volumes are left out), each scored as one held-out
+        unit, so intervals have ``n = subjects x time_units``. 1: the whole block
+        is one unit (``<subject>:test``).
     """
     truths = None if truth is None else truth(sorted(set(data.test.subjects)))
     runs = _runs(data, by_time, truths)
     subjects = sorted(runs["model"])
     names = [n for n in ("model", "group_mean", "ridge", "ridge_parcel", "oracle") if n in runs]
     scores, per_roi, per_unit = {}, {}, {}
-    true = np.stack([runs["target"][s] for s in subjects])
-    predicted = {name: np.stack([runs[name][s] for s in subjects]) for name in names}
+    whole = {name: np.stack([runs[name][s] for s in subjects]) for name in (*names, "target")}
+    whole_index = runs["time_index"][subjects[0]]
+    if by_time and time_units > 1:
+        runs, unit_subject = time_units_of(runs, subjects, time_units)
+        truths = None if truths is None else {u: truths[s] for u, s in unit_subject.items()}
+        units = list(unit_subject)
+    else:  # a unit is a test subject, or with split_by: time a subject's test block
+        units = [f"{s}:test" if by_time else s for s in subjects]
+        runs = {k: dict(zip(units, (v[s] for s in subjects), strict=True)) for k, v in runs.items()}
+        truths = (
+            None if truths is None else {u: truths[s] for u, s in zip(units, subjects, strict=True)}
+        )
+    true = np.stack([runs["target"][u] for u in units])
+    predicted = {name: np.stack([runs[name][u] for u in units]) for name in names}
     for name in names:
         result = metrics.time_series_metrics(predicted[name], true)
         scores[name], per_roi[name] = result["scores"], result["per_roi"]
         per_unit[name] = result["per_series"]
     extra = {"split_by": "time" if by_time else "subject", "primary_metric": "pearson_r"}
+    if by_time:
+        extra["time_units"] = time_units
     if not by_time and len(subjects) >= 2 and true.shape[-1] >= 3:
         chance = _add_identifiability(data, predicted, true, scores, per_unit)
         extra["fc_identifiability_chance"] = chance
     arrays = {}
-    if truths is not None:
+    if truths is not None:  # (per unit: with time units, its arrays hold the units)
         arrays.update(
-            _add_truth(truths, subjects, runs["time_index"], true, scores, per_roi, per_unit)
+            _add_truth(truths, units, runs["time_index"], true, scores, per_roi, per_unit)
         )
-    arrays.update(
+    arrays.update(  # whole runs: every scored volume of every test subject
         subjects=np.asarray(subjects),
-        prediction=predicted["model"],
-        target=true,
-        **{name: predicted[name] for name in names if name != "model"},
-        time_index=runs["time_index"][subjects[0]],
+        prediction=whole["model"],
+        target=whole["target"],
+        **{name: whole[name] for name in names if name != "model"},
+        time_index=whole_index,
     )
-    # a unit is a test subject, or with split_by: time the subject's one test block
-    per_unit["units"] = [f"{s}:test" if by_time else s for s in subjects]
+    per_unit["units"] = units
     if roi_views is not None and data.test.attention is not None:
         found = homolog_attention(data.test.attention, *roi_views)
         if found is not None:
             scores["model"].update(found[0])
             extra["homolog_attention"] = found[1]
     return Scored(scores=scores, arrays=arrays, per_roi=per_roi, per_unit=per_unit, extra=extra)
+
+
+def time_units_of(
+    runs: dict[str, dict[str, np.ndarray]], subjects: list[str], n_units: int
+) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, str]]:
+    """Cut each subject's scored block into ``n_units`` contiguous, equally long units.
+
+    Every entry of ``runs`` (``{name: {subject: (T, R) or (T,)}}``) is cut the
+    same way, so predictors stay paired unit by unit. Units are named
+    ``<subject>:test-NN``; the last ``T mod n_units`` volumes are left out.
+
+    Returns
+    -------
+    (runs by unit, {unit: subject})
+
+    Raises
+    ------
+    ValueError
+        A unit would hold fewer than 3 volumes (no correlation on it).
+    """
+    out: dict[str, dict[str, np.ndarray]] = {name: {} for name in runs}
+    owner = {}
+    for s in subjects:
+        length = len(runs["time_index"][s]) // n_units
+        if length < 3:
+            raise ValueError(
+                f"evaluate.time_units {n_units}: {s}'s test block of "
+                f"{len(runs['time_index'][s])} volumes leaves {length} per unit (need 3)"
+            )
+        for k in range(n_units):
+            unit = f"{s}:test-{k:02d}"
+            owner[unit] = s
+            for name, by_subject in runs.items():
+                out[name][unit] = by_subject[s][k * length : (k + 1) * length]
+    return out, owner
 
 
 def _at_volumes(truth: RunTruth, volumes: np.ndarray, subject: str) -> np.ndarray:

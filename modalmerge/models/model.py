@@ -409,10 +409,15 @@ class MultiModalModel(nn.Module):
     def load(
         cls, path: str | os.PathLike, map_location: str | torch.device = "cpu"
     ) -> MultiModalModel:
-        """Rebuild a model written by :meth:`save` (``torch.load(weights_only=True)``)."""
+        """Rebuild a model written by :meth:`save` (``torch.load(weights_only=True)``).
+
+        The file is memory-mapped (``mmap=True``): its tensors are read from the
+        page cache as ``load_state_dict`` copies them into the model, so loading
+        holds the weights once in process memory, not twice.
+        """
         path = require_file(path, "model file")
         try:
-            data = torch.load(path, map_location=map_location, weights_only=True)
+            data = torch.load(path, map_location=map_location, weights_only=True, mmap=True)
         except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad file
             raise InputError(path, f"not a readable model file ({err})") from None
         if not isinstance(data, dict) or "config" not in data or "state_dict" not in data:

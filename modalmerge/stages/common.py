@@ -144,6 +144,22 @@ def _prediction_arrays(prediction) -> tuple[np.ndarray, list[np.ndarray]]:
     return prediction.float().numpy(), []
 
 
+class _Filled:
+    """Whole-split arrays filled batch by batch at a moving row, allocated at the first batch
+    (the dtype and trailing shape of each name's first batch; ``n`` rows)."""
+
+    def __init__(self, n: int):
+        self.n, self.row, self.arrays = n, 0, {}
+
+    def put(self, name: str, values: np.ndarray) -> None:
+        if name not in self.arrays:
+            self.arrays[name] = np.empty((self.n, *values.shape[1:]), dtype=values.dtype)
+        self.arrays[name][self.row : self.row + len(values)] = values
+
+    def advance(self, k: int) -> None:
+        self.row += k
+
+
 @torch.no_grad()
 def collect_split(
     shard_dir: str | Path,
@@ -166,14 +182,15 @@ def collect_split(
         dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_samples
     )
     out = SplitArrays()
-    conditions, targets, predictions, starts = [], [], [], []
+    n = len(dataset)
+    filled = _Filled(n)  # whole-split arrays written in place: no second copy by concatenation
     scores: list[list[np.ndarray]] = []
     attention_sum = None
     for batch in loader:
         out.subjects.extend(batch["subject"])
-        starts.append(np.asarray(batch["window_start"]))
-        conditions.append(batch["condition"].numpy())
-        targets.append(batch["target"].numpy())
+        filled.put("window_start", np.asarray(batch["window_start"]))
+        filled.put("condition", batch["condition"].numpy())
+        filled.put("target", batch["target"].numpy())
         if model is not None:
             result = model(
                 batch["condition"],
@@ -185,16 +202,17 @@ def collect_split(
                 part = result.attention.float().mean(dim=1).sum(dim=0).numpy()
                 attention_sum = part if attention_sum is None else attention_sum + part
             values, cat_scores = _prediction_arrays(result.prediction)
-            predictions.append(values)
+            filled.put("prediction", values)
             scores.append(cat_scores)
+        filled.advance(len(batch["subject"]))
     dataset.close()
-    if not conditions:
+    if not out.subjects:
         return out
-    out.window_start = np.concatenate(starts).astype(np.int64)
-    out.condition = np.concatenate(conditions)
-    out.target = np.concatenate(targets)
-    if predictions:
-        out.prediction = np.concatenate(predictions)
+    out.window_start = filled.arrays["window_start"].astype(np.int64)
+    out.condition = filled.arrays["condition"]
+    out.target = filled.arrays["target"]
+    if model is not None:
+        out.prediction = filled.arrays["prediction"]
         out.categorical_scores = [np.concatenate(col) for col in zip(*scores, strict=True)]
     if attention_sum is not None:
         out.attention = attention_sum / len(out.subjects)

@@ -100,6 +100,7 @@ def evaluate_experiment(
     truth_dir: str | Path | None = None,
     preprocess: PreprocessSettings | dict | None = None,
     parcellate: ParcellateSettings | dict | None = None,
+    split: str = "test",
 ) -> dict:
     """Score a trained experiment on the test split; write metrics.json and predictions.npz.
 
@@ -121,6 +122,9 @@ def evaluate_experiment(
     preprocess, parcellate : settings, optional
         ``config['preprocess']`` and ``config['parcellate']``: the settings the
         observed runs were processed with, applied to the noise-free runs.
+    split : {"test", "val"}
+        The held-out split scored: the workflow scores test; ``"val"`` serves
+        setting choices (``benchmarks/real_demo_window_sweep.py``), never test.
 
     Returns
     -------
@@ -145,11 +149,12 @@ def evaluate_experiment(
             out_metrics,
             out_predictions,
             (truth_dir, processing),
+            split,
         )
 
 
 def _evaluate(
-    model_path, shard_dir, experiment, settings, out_metrics, out_predictions, truth
+    model_path, shard_dir, experiment, settings, out_metrics, out_predictions, truth, split
 ) -> dict:
     model, tokenizer = load_experiment_model(model_path, experiment.plugins)
     condition, target = experiment.condition, experiment.target
@@ -162,9 +167,9 @@ def _evaluate(
     links = _planted_links(model, truth[0]) if weighted else None
     attention = homologs or links is not None or (regions and weighted and condition == "tabular")
     train = collect_split(shard_dir, "train", experiment, tokenizer)
-    test = collect_split(shard_dir, "test", experiment, tokenizer, model=model, attention=attention)
+    test = collect_split(shard_dir, split, experiment, tokenizer, model=model, attention=attention)
     if not test.subjects:
-        raise InputError(shard_dir, "the test split has no samples")
+        raise InputError(shard_dir, f"the {split} split has no samples")
     n_subjects = len(set(test.subjects))
     log.info("evaluating %s on %d test samples of %d subjects", experiment.name,
              len(test.subjects), n_subjects)  # fmt: skip
@@ -182,8 +187,8 @@ def _evaluate(
     )
     if condition == "image" and not regions:
         data.parcel_train = parcel_features(shard_dir, "train", train.subjects)
-        data.parcel_test = parcel_features(shard_dir, "test", test.subjects)
-    scored = _score(data, experiment, manifest, model, shard_dir, truth)
+        data.parcel_test = parcel_features(shard_dir, split, test.subjects)
+    scored = _score(data, experiment, manifest, model, shard_dir, truth, settings.time_units)
     if links is not None:
         labels = roi_labels(manifest, roi_columns(manifest, experiment.target_rois))
         _add_planted(scored, planted_link_attention(test.attention, labels, links))
@@ -198,6 +203,7 @@ def _evaluate(
         **({"per_roi": scored.per_roi} if scored.per_roi else {}),
         **({"per_unit": scored.per_unit} if scored.per_unit else {}),
         **scored.extra,
+        **({"scored_split": split} if split != "test" else {}),
     }
     write_metrics(out_metrics, record)
     with atomic_path(out_predictions) as tmp, open(tmp, "wb") as fh:
@@ -221,7 +227,7 @@ def _add_planted(scored: Scored, found) -> None:
         scored.extra["planted_links"] = found[1]
 
 
-def _score(data, experiment, manifest, model, shard_dir, truth) -> Scored:
+def _score(data, experiment, manifest, model, shard_dir, truth, time_units=1) -> Scored:
     """Dispatch on the target modality to its scorer in :mod:`modalmerge.evaluation`."""
     target = experiment.target
     if target == "time_series":
@@ -242,6 +248,7 @@ def _score(data, experiment, manifest, model, shard_dir, truth) -> Scored:
                 columns=roi_columns(manifest, experiment.target_rois),
             ),
             roi_views=views,
+            time_units=time_units,
         )
     if target == "image":
         channels = experiment.target_channels

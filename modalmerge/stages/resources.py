@@ -14,16 +14,19 @@ import math
 
 from modalmerge.settings import ClusterSettings
 
-#: MB of memory per MB of input (on disk, so gzip-compressed for images), by rule: estimates.
-#: preprocess decompresses the BOLD (about 2-3x), holds it as float64 (4x int16) and
-#: resamples it onto the atlas grid (4.6x for a 2 mm run on the 1 mm Desikan-Killiany
-#: atlas): whole 4D runs in memory; parcellate holds one float32 run; the others stream.
+#: MB of memory per MB of input (on disk, so gzip-compressed for images), by rule. Measured
+#: for preprocess and parcellate (benchmarks/bench_preprocess_memory.py, docs/benchmarks.md):
+#: preprocess streams the run in chunks of ``preprocess.chunk_mb``, so its peak no longer
+#: grows with the run (219 MB for the default 8 MB run, 1,149 MB for a 1,094 MB HCP-size run
+#: at chunk_mb 256: about 220 MB + 3.6 x chunk_mb); 1 MB per MB is a margin above that line.
+#: parcellate still holds one float32 run: 8,341 MB for a 981 MB cleaned HCP-size run (8.5
+#: per MB), 161 MB for the default 5.4 MB one. The others are estimates (not measured).
 MEM_PER_INPUT_MB: dict[str, float] = {
     "acquire_atlas": 4.0,
     "acquire_cohort": 1.0,
     "acquire_subject": 4.0,
-    "preprocess": 24.0,
-    "parcellate": 8.0,
+    "preprocess": 1.0,
+    "parcellate": 9.0,
     "shard": 2.0,
     "evaluate": 2.0,
     "figures": 2.0,
@@ -54,10 +57,10 @@ def check_stage_memory(cluster: ClusterSettings | dict) -> None:
 def stage_mem_mb(rule: str, input_mb: float, attempt: int, cluster: ClusterSettings | dict) -> int:
     """Memory (MB) of one job of ``rule`` with ``input_mb`` MB of input, at retry ``attempt``.
 
-    >>> stage_mem_mb("preprocess", 100.0, 1, {"mem_mb": 2000})
-    4400
-    >>> stage_mem_mb("preprocess", 100.0, 2, {"mem_mb": 2000, "stage_mem_mb": {"preprocess": 8000}})
-    20800
+    >>> stage_mem_mb("parcellate", 100.0, 1, {"mem_mb": 2000})
+    2900
+    >>> stage_mem_mb("parcellate", 100.0, 2, {"mem_mb": 2000, "stage_mem_mb": {"parcellate": 8000}})
+    17800
     """
     if rule not in MEM_PER_INPUT_MB:
         raise ValueError(f"no memory estimate for rule {rule!r}")

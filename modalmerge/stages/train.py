@@ -35,6 +35,13 @@ log = logging.getLogger(__name__)
 
 
 def _loader(dataset, batch_size: int, shuffle: bool, seed: int, workers: int, pin: bool):
+    """A loader whose batches do not depend on ``workers``.
+
+    Workers are not persistent: each epoch's iterator then draws its worker seed
+    from ``generator`` as a worker-less one does, so the shuffle of every epoch
+    (and a resumed run's) is the same for 0 or N workers; the files are reopened
+    per epoch (lazily, by :class:`~modalmerge.data.shards.dataset.ShardDataset`).
+    """
     generator = torch.Generator().manual_seed(seed)
     return torch.utils.data.DataLoader(
         dataset,
@@ -42,7 +49,7 @@ def _loader(dataset, batch_size: int, shuffle: bool, seed: int, workers: int, pi
         shuffle=shuffle,
         generator=generator,
         num_workers=workers,
-        persistent_workers=workers > 0,
+        persistent_workers=False,
         pin_memory=pin,
         drop_last=False,
         collate_fn=collate_samples,
@@ -74,6 +81,7 @@ def train_experiment(
     settings: TrainSettings | dict | None,
     out_dir: str | Path,
     threads: int = 1,
+    workers: int | None = None,
 ) -> Path:
     """Train ``experiment`` (an entry of ``config['experiments']``) with ``settings`` (``config['train']``).
 
@@ -81,6 +89,10 @@ def train_experiment(
     refused). The experiment's ``epochs``, ``lr`` and ``batch_size`` override
     the train settings'. Returns the path of the saved model. ``threads`` are
     the job's CPUs, shared by its ranks (:func:`~modalmerge.training.distributed.cpu_budget`).
+    ``workers``: data-loader worker processes per rank (``train.num_workers``, a resource
+    knob the workflow passes as ``--workers``); None takes ``settings.num_workers``, and
+    when that is None too, the count ``cpu_budget`` derives. Every count gives the same
+    batches in the same order (the shuffle draws in the main process).
     """
     experiment = ExperimentSettings.coerce(experiment)
     settings = experiment.training(TrainSettings.coerce(settings))
@@ -90,15 +102,21 @@ def train_experiment(
     device = resolve_device("auto", distributed.context_from_env().local_rank)
     ctx = distributed.setup(device)
     try:
-        return _train(shard_dir, experiment, settings, out_dir, threads, device, ctx)
+        workers = settings.num_workers if workers is None else workers
+        return _train(shard_dir, experiment, settings, out_dir, (threads, workers), device, ctx)
     finally:
         distributed.teardown()
 
 
-def _train(shard_dir, experiment, settings, out_dir, threads, device, ctx) -> Path:
+def _train(shard_dir, experiment, settings, out_dir, cpus, device, ctx) -> Path:
     if not ctx.is_main:  # one log: rank 0's (the others log warnings and errors)
         logging.getLogger("modalmerge").setLevel(logging.WARNING)
+    threads, wanted_workers = cpus
     torch_threads, workers = distributed.cpu_budget(threads, ctx, device)
+    if wanted_workers is not None:
+        if wanted_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {wanted_workers}")
+        workers = wanted_workers
     torch.set_num_threads(torch_threads)
     log.info("per rank: %d torch thread(s), %d loader worker(s)", torch_threads, workers)
     seed = settings.seed

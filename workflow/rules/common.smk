@@ -23,6 +23,7 @@ from modalmerge.stages.acquire import (
     source_task,
     source_writes,
 )
+from modalmerge.stages.environment import distributions, write_environment
 from modalmerge.stages.resources import check_stage_memory, stage_mem_mb
 
 ROOT = f"results/{config['dataset']['name']}"
@@ -181,6 +182,17 @@ def optional_args(wildcards, input, output=None):
     return " ".join(args)
 
 
+def time_split_args():
+    """``--time-split`` with the shard keys that place the blocks when runs are split in
+    time (preprocess then cleans each block on its own; the window only when it sets the
+    gap), else nothing: subject splits keep whole-run cleaning and their command line."""
+    shard = SETTINGS.shard
+    if shard.split_by != "time":
+        return ""
+    keys = ("split_by", "fractions", "gap") + (("window",) if shard.gap is None else ())
+    return "--time-split " + shlex.quote(as_json({k: shard.subject_params()[k] for k in keys}))
+
+
 def section_json(name):
     """One config section's typed settings (defaults filled) as a rule's params: only the
     keys that stage reads, so editing another section does not rerun it, and without its
@@ -252,6 +264,13 @@ def train_resource(key):
     return lambda wildcards: train_job_resources(experiment_gpus(wildcards), CLUSTER)[key]
 
 
+def train_loader_workers():
+    """train.num_workers as the train job's string resource ``loader_workers`` ("auto": from
+    the job's CPUs): a resource, unlike params or the shell command, reruns nothing."""
+    n = SETTINGS.train.num_workers
+    return "auto" if n is None else str(n)
+
+
 def train_job_threads(wildcards):
     """CPUs of a train job: gpus x cluster.cpus_per_gpu, or train.threads without GPUs."""
     return train_threads(experiment_gpus(wildcards), CLUSTER, SETTINGS.train.threads)
@@ -259,5 +278,6 @@ def train_job_threads(wildcards):
 
 def final_outputs():
     outputs = [f"{ROOT}/eval/summary.csv", f"{ROOT}/figures/summary.png"]
+    outputs.append(f"{ROOT}/environment.txt")  # the environment lock of the run
     outputs += [f"{ROOT}/figures/{name}" for name in EXPERIMENTS]
     return outputs

@@ -54,3 +54,23 @@ rule summarize:
         code=fingerprint("modalmerge.evaluation.summary"),
     shell:
         "modalmerge summarize --metrics {input:q} --out {output:q} > {log:q} 2>&1"
+
+
+# The environment lock of the run (modalmerge.stages.environment): Python, every installed
+# distribution, torch/CUDA and the git commit. Written after the summary, so it is rewritten
+# whenever the scores are, and when the installed packages change (params); no stage reads it.
+rule environment:
+    input:
+        rules.summarize.output[0],
+    output:
+        report(
+            f"{ROOT}/environment.txt",
+            caption="../report/environment.rst",
+            category="Summary",
+        ),
+    log:
+        f"{LOGS}/environment.log",
+    params:
+        packages=as_json(distributions()),
+    run:
+        write_environment(output[0])

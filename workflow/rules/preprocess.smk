@@ -1,7 +1,12 @@
 # preprocess: anatomy and BOLD onto the atlas grid; BOLD detrended, band-passed, censored
 # (a sample mask in the raw sidecar), standardised; outputs are a BIDS derivative (common.smk).
+# With shard.split_by: time each block of the run is cleaned on its own (--time-split).
 # Anatomy-only sources (ADNI, BraTS) have no BOLD: the T1 alone, plus BraTS's other
 # contrasts (normalised like the T1) and its segmentation (nearest neighbour).
+# preprocess.chunk_mb bounds the memory of long runs; a resource knob, it goes on the command
+# line, not into params, so changing it reruns nothing.
+
+PREPROCESS_CHUNK_MB = SETTINGS.preprocess.chunk_mb
 
 
 rule preprocess:
@@ -25,7 +30,9 @@ rule preprocess:
         code=fingerprint("modalmerge.data.preprocess"),
         optional=optional_args,
         extra=extra_anatomy_args,
+        time_split=time_split_args(),
     shell:
         "modalmerge preprocess --settings {params.settings:q} --t1 {input.t1:q}"
-        " --atlas {input.atlas:q} {params.optional} {params.extra} --out-t1 {output.t1:q}"
+        " --atlas {input.atlas:q} {params.optional} {params.extra} {params.time_split}"
+        " --out-t1 {output.t1:q} --chunk-mb {PREPROCESS_CHUNK_MB:q}"
         " > {log:q} 2>&1"

@@ -16,6 +16,7 @@ rule train:
     threads: train_job_threads
     resources:
         **{key: train_resource(key) for key in train_job_resources(0, CLUSTER)},
+        loader_workers=train_loader_workers(),
     params:
         settings=section_json("train"),
         experiment=experiment_json,
@@ -24,4 +25,5 @@ rule train:
         launcher=train_launcher,
     shell:
         "{params.launcher} train --settings {params.settings:q} --experiment {params.experiment:q}"
-        " --shards {input.shards:q} --out-dir {params.out_dir:q} --threads {threads} > {log:q} 2>&1"
+        " --shards {input.shards:q} --out-dir {params.out_dir:q} --threads {threads}"
+        " --workers {resources.loader_workers} > {log:q} 2>&1"

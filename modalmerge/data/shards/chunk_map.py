@@ -25,6 +25,10 @@ class ChunkMap:
     ----------
     path : str
         The HDF5 file.
+    fileno : int, optional
+        A descriptor of that file to map instead of opening ``path`` again: the file
+        a reader holds open stays the one mapped when a new version is renamed onto
+        ``path`` meanwhile.
     offsets : ndarray of int64, shape (n,)
         Byte offset of each sample's chunk in the file.
     shape : tuple of int
@@ -38,11 +42,21 @@ class ChunkMap:
         chunks lie at a constant stride (as the shard writer puts them).
     """
 
-    def __init__(self, path: str, offsets: np.ndarray, shape: tuple, dtype: np.dtype):
+    def __init__(
+        self,
+        path: str,
+        offsets: np.ndarray,
+        shape: tuple,
+        dtype: np.dtype,
+        fileno: int | None = None,
+    ):
         self.shape, self.dtype = tuple(shape), np.dtype(dtype)
         self.offsets = np.asarray(offsets, dtype=np.int64)
-        with open(path, "rb") as handle:  # the mapping outlives the descriptor
-            self._mmap = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+        if fileno is not None:  # the file h5py holds open, even if its name now points elsewhere
+            self._mmap = mmap.mmap(fileno, 0, access=mmap.ACCESS_READ)
+        else:
+            with open(path, "rb") as handle:  # the mapping outlives the descriptor
+                self._mmap = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
         self._file = np.frombuffer(self._mmap, dtype=np.uint8)  # a plain read-only ndarray
         nbytes = self.dtype.itemsize * int(np.prod(self.shape))
         if len(self.offsets) and int(self.offsets.max()) + nbytes > len(self._file):
@@ -120,6 +134,14 @@ def map_chunks(dataset: h5py.Dataset) -> ChunkMap | None:
     if (offsets < 0).any():  # a chunk never written (fill value) or stored oddly
         return None
     try:
-        return ChunkMap(dataset.file.filename, offsets, shape[1:], dtype.newbyteorder("="))
+        fileno = dataset.file.id.get_vfd_handle()  # the open file, whatever its name is now
+    except (AttributeError, ValueError, OSError, RuntimeError):
+        fileno = None
+    if not isinstance(fileno, int):  # a driver without a POSIX descriptor
+        fileno = None
+    try:
+        return ChunkMap(
+            dataset.file.filename, offsets, shape[1:], dtype.newbyteorder("="), fileno=fileno
+        )
     except (OSError, ValueError):
         return None

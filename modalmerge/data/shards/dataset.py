@@ -26,6 +26,7 @@ import torch
 from torch.utils.data import Dataset, default_collate
 
 from modalmerge.data.shards.chunk_map import ChunkMap, map_chunks
+from modalmerge.data.shards.files import file_identity, open_shard
 from modalmerge.data.shards.split_arrays import (
     image_channels,
     read_manifest,
@@ -149,6 +150,8 @@ class ShardDataset(Dataset):
                 )
         self.files = [e["file"] for e in self.manifest["shards"] if e["split"] == split]
         counts = [e["n_samples"] for e in self.manifest["shards"] if e["split"] == split]
+        # each file as the manifest found it: a worker refuses one replaced since (files.py)
+        self._identity = [file_identity(self.shard_dir / f) for f in self.files]
         self._offsets = np.concatenate([[0], np.cumsum(counts, dtype=np.int64)])
         self._handles: list[h5py.File] | None = None
         self._pid: int | None = None
@@ -169,7 +172,15 @@ class ShardDataset(Dataset):
 
     def _open(self) -> list[h5py.File]:
         if self._handles is None or self._pid != os.getpid():
-            self._handles = [h5py.File(self.shard_dir / f, "r") for f in self.files]
+            handles: list[h5py.File] = []
+            try:
+                for name, identity in zip(self.files, self._identity, strict=True):
+                    handles.append(open_shard(self.shard_dir / name, identity))
+            except BaseException:
+                for handle in handles:
+                    handle.close()
+                raise
+            self._handles = handles
             self._pid = os.getpid()
             self._provenance, self._cache, self._datasets = {}, {}, {}
             self._maps, self._index = {}, None

@@ -28,8 +28,9 @@ table's regions (:func:`median_nn_distance`; 2 x 12.6 mm on the Vos de Wael
 200 parcellation), so the buffer removes two rings of neighbours, not one; the
 manifest records the value used (``buffer_mm_used``).
 
-With ``hold_out_homologs: true`` a held-out region's homolog goes to the same
-split before the buffer is drawn (``homologs`` in the manifest). Homologs are
+With ``hold_out_homologs: true`` a held-out region's homolog (and any region
+whose homolog it is) goes to the same split before the buffer is drawn
+(``homologs`` in the manifest), so no homolog pair has one side in training. Homologs are
 matched by position, not name: a region's homolog is the region of another
 hemisphere whose centroid lies nearest its mirrored centroid (-x, y, z)
 (:func:`mirror_homologs`; one-directional, so two regions may share a homolog).
@@ -156,6 +157,24 @@ def mirror_homologs(coords: np.ndarray, hemispheres) -> np.ndarray:
     return homolog
 
 
+def _homolog_closure(held: list[int], train: list[int], homolog: np.ndarray) -> set[int]:
+    """Training regions paired with a held-out one, in either direction and through
+    chains (``homolog`` is one-directional: two regions may share a homolog): moving
+    them leaves no pair ``(i, homolog[i])`` with one side in training."""
+    held_set, train_set, moved = set(held), set(train), set()
+    changed = True
+    while changed:
+        changed = False
+        for j in sorted(train_set - moved):
+            partner = int(homolog[j])
+            paired = partner in held_set or partner in moved
+            paired = paired or any(int(homolog[i]) == j for i in held_set | moved)
+            if paired:
+                moved.add(j)
+                changed = True
+    return moved
+
+
 def split_regions(
     regions: list[str], coords: np.ndarray, hemispheres, params: ShardSettings | dict | None
 ) -> tuple[dict[str, list[str]], list[str], np.ndarray, dict]:
@@ -163,9 +182,11 @@ def split_regions(
 
     Blocks are shuffled with ``params.seed`` and dealt to test, then val,
     until each holds its fraction of the regions (at least one block each when
-    its fraction is positive); the rest train. With ``hold_out_homologs`` each
-    test region's homolog (:func:`mirror_homologs`), then each val region's,
-    moves from train to that split. Training regions within ``buffer_mm``
+    its fraction is positive); the rest train. With ``hold_out_homologs`` every
+    training region paired with a test region (either is the other's
+    :func:`mirror_homologs` homolog, also through chains of such pairs), then
+    with a val region, moves from train to that split: no homolog pair
+    straddles training and a held-out split. Training regions within ``buffer_mm``
     (null: 2 x :func:`median_nn_distance`) of a held-out region are then excluded.
 
     Returns
@@ -207,8 +228,7 @@ def split_regions(
     if params.hold_out_homologs:
         homolog = mirror_homologs(coords, hemispheres)
         for split in ("test", "val"):
-            train = set(assigned["train"])
-            moved = {int(homolog[i]) for i in assigned[split] if homolog[i] in train}
+            moved = _homolog_closure(assigned[split], assigned["train"], homolog)
             assigned[split] += sorted(moved)
             assigned["train"] = [i for i in assigned["train"] if i not in moved]
         if not assigned["train"]:

@@ -13,9 +13,9 @@ import os
 import re
 from pathlib import Path
 
-import h5py
 import numpy as np
 
+from modalmerge.data.shards.files import open_shard
 from modalmerge.data.shards.subjects import FORMAT_VERSION
 from modalmerge.io import InputError, require_file
 from modalmerge.modalities import SHARD_MODALITIES, check_modality
@@ -60,8 +60,10 @@ def read_manifest(shard_dir: str | os.PathLike) -> dict:
             path, f"format_version {manifest['format_version']}, this code reads {FORMAT_VERSION}"
         )
     seen: dict[str, str] = {}
-    if manifest.get("split_by", "subject") not in ("subject", "time", "space"):
-        raise InputError(path, f"split_by {manifest['split_by']!r} is not subject, time or space")
+    if manifest.get("split_by", "subject") not in ("subject", "time", "space", "site"):
+        raise InputError(
+            path, f"split_by {manifest['split_by']!r} is not subject, time, space or site"
+        )
     by_time = manifest.get("split_by") == "time"  # blocks of each run: subjects in all splits
     for split, ids in ({} if by_time else manifest["splits"]).items():
         for sid in ids:
@@ -90,6 +92,11 @@ def load_split_arrays(shard_dir: str | os.PathLike, split: str, modality: str) -
         ``data`` (ndarray (N, ...) or list of str), ``subject`` (list of str,
         per row) and ``window_start`` (int64 ndarray per row, time_series only;
         else None).
+
+    Raises
+    ------
+    modalmerge.io.InputError
+        A shard file the manifest names is missing, corrupt or truncated.
     """
     check_modality(modality, "requested modality", SHARD_MODALITIES)
     manifest = read_manifest(shard_dir)
@@ -97,7 +104,7 @@ def load_split_arrays(shard_dir: str | os.PathLike, split: str, modality: str) -
     for entry in manifest["shards"]:
         if entry["split"] != split:
             continue
-        with h5py.File(Path(shard_dir) / entry["file"], "r") as h5:
+        with open_shard(Path(shard_dir) / entry["file"]) as h5:
             ids = [s.decode() if isinstance(s, bytes) else s for s in h5["subjects/id"][()]]
             if modality == "time_series":
                 index = h5["samples/subject_index"][()]

@@ -39,7 +39,9 @@ import h5py
 import numpy as np
 import pandas as pd
 
+from modalmerge.data.harmonize import zscore_series
 from modalmerge.data.nifti import load_image, same_grid
+from modalmerge.data.time_split import SPLITS, time_blocks
 from modalmerge.io import InputError, atomic_dir, require_file
 from modalmerge.settings import ShardSettings
 
@@ -52,11 +54,11 @@ __all__ = [
     "shard_file_head",
     "split_subjects",
     "tangent_connectivity",
+    "time_blocks",
     "write_shards",
 ]
 
 FORMAT_VERSION = 1
-SPLITS = ("train", "val", "test")
 
 
 def tangent_connectivity(
@@ -110,40 +112,6 @@ def check_fractions(fractions) -> None:
         raise ValueError(f"shard.fractions must sum to 1 with train > 0, got {fractions}")
 
 
-def time_blocks(n_time: int, fractions: dict, window: int, gap: int) -> dict[str, tuple[int, int]]:
-    """Contiguous blocks ``[start, stop)`` of a run for train, val and test, in that order.
-
-    The run's volumes are cut by ``fractions`` and ``gap`` volumes are left out
-    between consecutive blocks, so no window of one split overlaps (or sits
-    within ``gap`` volumes of) a window of another: slow autocorrelation does
-    not leak the held-out block into training. A block with fraction 0 is empty.
-
-    Raises
-    ------
-    ValueError
-        A block with a positive fraction holds fewer than ``window`` volumes.
-    """
-    wanted = [s for s in SPLITS if fractions[s] > 0]
-    usable = n_time - gap * (len(wanted) - 1)
-    blocks, start = {}, 0
-    for name in SPLITS:
-        if fractions[name] <= 0:
-            blocks[name] = (start, start)
-            continue
-        length = int(round(fractions[name] * usable))
-        if name == wanted[-1]:
-            length = n_time - start
-        blocks[name] = (start, start + length)
-        if length < window:
-            raise ValueError(
-                f"split_by time: the {name} block has {length} volumes, fewer than the "
-                f"window ({window}) — a run of {n_time} volumes is too short for these "
-                "fractions and this gap"
-            )
-        start += length + gap
-    return blocks
-
-
 def config_hash(params: dict) -> str:
     """SHA-256 (hex, first 16 chars) of the parameters as canonical JSON."""
     blob = json.dumps(params, sort_keys=True, separators=(",", ":"))
@@ -151,7 +119,12 @@ def config_hash(params: dict) -> str:
 
 
 def split_subjects(
-    subjects: list[str], fractions: dict, seed: int, by: str = "subject"
+    subjects: list[str],
+    fractions: dict,
+    seed: int,
+    by: str = "subject",
+    sites: dict[str, str] | None = None,
+    test_site: str | None = None,
 ) -> dict[str, list[str]]:
     """Assign subjects to train/val/test, deterministically.
 
@@ -160,7 +133,12 @@ def split_subjects(
     (largest-remainder rounding; a split with a positive fraction gets at least
     one subject). ``by="time"``: every subject goes to every split with a
     positive fraction (each split then holds one block of each run, see
-    :func:`time_blocks`). The result does not depend on the order of ``subjects``.
+    :func:`time_blocks`). ``by="site"``: whole sites per split, no site in two
+    splits: the subjects of ``test_site`` are the test split; the other sites are
+    dealt to train and val as ``by="subject"`` deals subjects, with the shares
+    ``train / (train + val)`` and ``val / (train + val)`` (``fractions["test"]``
+    is not used), so validation, like test, is a site the model never saw. The
+    result does not depend on the order of ``subjects``.
 
     Returns
     -------
@@ -177,6 +155,8 @@ def split_subjects(
         raise ValueError("duplicate subject ids")
     if by == "time":
         return {s: list(ids) if fractions[s] > 0 else [] for s in SPLITS}
+    if by == "site":
+        return _split_by_site(ids, fractions, seed, sites, test_site)
     wanted = [s for s in SPLITS if fractions[s] > 0]
     if len(ids) < len(wanted):
         raise ValueError(f"{len(ids)} subject(s) cannot fill the splits {wanted}")
@@ -194,6 +174,41 @@ def split_subjects(
         name: sorted(ids[j] for j in part)
         for name, part in zip(SPLITS, np.split(order, bounds), strict=True)
     }
+
+
+def _split_by_site(
+    ids: list[str], fractions: dict, seed: int, sites: dict | None, test_site: str | None
+) -> dict[str, list[str]]:
+    """``split_subjects(by="site")``: the test site held out whole, val from the others."""
+    if sites is None or any(s not in sites for s in ids):
+        raise ValueError("split_by site needs every subject's site (participants.tsv: site)")
+    names = sorted(set(sites[s] for s in ids))
+    if test_site not in names:
+        raise ValueError(f"shard.test_site {test_site!r} is not a site of this cohort: {names}")
+    if len(names) < 2:
+        raise ValueError(f"split_by site needs at least 2 sites, got {names}")
+    share = fractions["val"] / (fractions["train"] + fractions["val"])
+    rest = [n for n in names if n != test_site]
+    try:  # whole sites into train and val, drawn like subjects are
+        inner = split_subjects(rest, {"train": 1.0 - share, "val": share, "test": 0.0}, seed)
+    except ValueError:
+        raise ValueError(
+            f"split_by site with a validation share needs at least 3 sites, got {names}"
+        ) from None
+    return {
+        name: sorted(s for s in ids if sites[s] in members)
+        for name, members in {**inner, "test": [test_site]}.items()
+    }
+
+
+def subject_sites(table: pd.DataFrame, categories: dict, where) -> dict[str, str]:
+    """Each participant's site from :func:`read_participants`' table (``site`` column)."""
+    if "site" not in table.columns:
+        raise InputError(where, "has no site column (needed by split_by site / harmonize)")
+    codes = table["site"]
+    if "site" in categories:
+        return {s: categories["site"][int(c)] for s, c in codes.items()}
+    return {s: f"{c:g}" for s, c in codes.items()}
 
 
 def read_participants(path: str | os.PathLike) -> tuple[pd.DataFrame, list[str], dict]:
@@ -408,6 +423,7 @@ def _write_file(
     label_channels: tuple[str, ...] = (),
     connectivity: dict[str, np.ndarray] | None = None,
     censoring: dict | None = None,
+    structural: dict[str, np.ndarray] | None = None,
 ) -> int:
     """Write one shard file with the given subjects; return its sample count.
 
@@ -415,6 +431,8 @@ def _write_file(
     ones (the tangent-space matrices of ``shard.connectivity: tangent``).
     ``censoring``: filled with ``{subject: {"censored_volumes", "dropped_windows"}}``
     for subjects with censored volumes (dropped windows summed over splits).
+    ``structural``: per-subject features to store instead of the parcellated ones
+    (``harmonize: combat``; the ROI series are then z-scored per subject).
     """
     # Over 60 lines: one HDF5 file written in a single pass over its subjects (datasets created, filled, closed together).
     censoring = {} if censoring is None else censoring
@@ -430,6 +448,8 @@ def _write_file(
             series = parc.get("roi_timeseries")  # None: anatomy only, one sample per subject
             if series is not None:
                 series = series.astype(np.float32)
+                if params.harmonize == "combat":
+                    series = zscore_series(series)
                 n_roi = series.shape[1]
                 n_time = parc["n_volumes"]  # before censoring: windows keep original volumes
                 if n_time < window:
@@ -454,6 +474,13 @@ def _write_file(
                         else None
                     ),
                     tr=float(parc["tr"]) if np.isfinite(parc["tr"]) else None,
+                )
+            tr = float(parc["tr"]) if np.isfinite(parc["tr"]) else None
+            if tr is not None and shapes["tr"] is not None and abs(tr - shapes["tr"]) > 1e-3:
+                raise InputError(
+                    parcellated[i],
+                    f"TR {tr} s differs from the other subjects' ({shapes['tr']} s): windows of "
+                    f"{window} volumes would span different durations (one TR per cohort)",
                 )
             if (window_shape is None) != (shapes["time_series"] is None):
                 raise InputError(
@@ -526,12 +553,34 @@ def _write_file(
             starts_ds[written : written + k] = starts
             written += k
             image_ds[row] = image
-            feat_ds[row] = parc["structural_features"]
+            feat_ds[row] = (
+                parc["structural_features"] if structural is None else structural[ids[row]]
+            )
             if conn_shape is not None:
                 own = parc["connectivity"] if connectivity is None else connectivity[subjects[i]]
                 conn_ds[row] = own
             subj["text"][row] = text
         return written
+
+
+def _combat_features(
+    parcellated: list[Path], subjects: list[str], train: list[str], sites: dict,
+    tabular: pd.DataFrame, categorical: list[str], connectivity: dict | None,
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray] | None]:  # fmt: skip
+    """``harmonize: combat``: structural features and connectivity of every subject."""
+    from modalmerge.data.harmonize import harmonize_features
+
+    structural, matrices = {}, {}
+    for path, subject in zip(parcellated, subjects, strict=True):
+        parc = _load_parcellated(path)
+        structural[subject] = parc["structural_features"]
+        if "connectivity" in parc:
+            matrices[subject] = (
+                parc["connectivity"] if connectivity is None else connectivity[subject]
+            )
+    covariates = tabular.drop(columns="site", errors="ignore")  # the batch, not a covariate
+    coded = [c for c in categorical if c != "site"]
+    return harmonize_features(structural, matrices or None, train, sites, covariates, coded)
 
 
 def _standardize_numeric(
@@ -646,7 +695,17 @@ def write_shards(
         "categorical": categorical,
         "categories": json.dumps(categories),
     }
-    splits = split_subjects(subjects, params.fractions.as_dict(), params.seed, params.split_by)
+    sites = None
+    if params.split_by == "site" or params.harmonize != "none":
+        sites = subject_sites(tabular.loc[subjects], categories, participants_tsv)
+    splits = split_subjects(
+        subjects, params.fractions.as_dict(), params.seed, params.split_by, sites, params.test_site
+    )
+    if params.split_by == "site":  # the held-out site's code was never seen in training
+        tabular, categorical = tabular.drop(columns="site"), [c for c in categorical if c != "site"]
+        categories = {c: v for c, v in categories.items() if c != "site"}
+        tabular_attrs.update(columns=list(tabular.columns), categorical=categorical)
+        tabular_attrs["categories"] = json.dumps(categories)
     tabular, numeric_stats = _standardize_numeric(tabular, categorical, splits["train"])
     chash = config_hash(record)
     position = {s: i for i, s in enumerate(subjects)}
@@ -655,6 +714,11 @@ def write_shards(
         if params.split_by == "time":
             raise ValueError("shard.connectivity tangent needs split_by subject")
         tangent = tangent_connectivity(parcellated, subjects, splits["train"])
+    structural = None
+    if params.harmonize == "combat":
+        structural, tangent = _combat_features(
+            parcellated, subjects, splits["train"], sites, tabular, categorical, tangent
+        )
 
     out_dir = Path(out_dir)
     shapes: dict = {}
@@ -670,7 +734,7 @@ def write_shards(
                 n_samples = _write_file(
                     tmp_dir / name, split, group, subjects, parcellated, channels, texts,
                     tabular, tabular_attrs, params, chash, shapes, tuple(label_channels),
-                    tangent, censoring,
+                    tangent, censoring, structural,
                 )  # fmt: skip
                 files.append(
                     {"file": name, "split": split, "n_subjects": len(group), "n_samples": n_samples}

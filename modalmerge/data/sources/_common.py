@@ -48,7 +48,7 @@ COMMON_KEYS = {"path", "subjects", "on_error", "place", "atlas", "validation_cac
 #: Keys of ``dataset.params`` that decide which subjects the cohort holds (or how planning
 #: caches), never how one subject is written: left out of a subject's params
 #: (:meth:`Source.subject_params`), so changing them reruns no subject already written.
-COHORT_ONLY_KEYS = {"subjects", "on_error", "validation_cache"}
+COHORT_ONLY_KEYS = {"subjects", "on_error", "validation_cache", "site_from", "site_column"}
 PARTICIPANT_COLUMNS = ["participant_id", "age", "sex", "group"]
 #: The cohort's two parts, written by two jobs: ``table`` (``raw/`` cohort files) and ``atlas``.
 COHORT_PARTS = ("table", "atlas")

@@ -25,6 +25,16 @@ place : {"symlink", "copy"}, default "symlink"
 on_error : {"stop", "exclude"}, default "stop"
 atlas : dict, default ``{"kind": "dk"}``
     See :func:`modalmerge.data.parcellation.atlases.load_atlas`.
+site_from : {"participants", "ses", "acq"}, default "participants"
+    Where each subject's acquisition site (``raw/participants.tsv``'s ``site``
+    column: ``shard.split_by: site``, ``shard.harmonize``) comes from: a column
+    of ``participants.tsv`` (``site_column``), or the ``ses`` / ``acq`` entity
+    of the subject's BOLD run (multi-site collections that name the scanner in
+    the session or acquisition label).
+site_column : str, default "site"
+    ``site_from: participants``: the column holding the site (ABIDE: ``SITE_ID``);
+    renamed ``site``. A table without that column gives no site (unless it is
+    the default ``site``, when nothing is required).
 
 Images may be ``.nii.gz`` or ``.nii``. A header TR that disagrees with the
 sidecar is a warning (the sidecar wins, ``TRWarning`` in the placed sidecar).
@@ -200,6 +210,40 @@ def atlas_grid_check(params: dict, ref_path: Path, ref: nib.Nifti1Image) -> None
 
 
 KEYS = {"task", "sessions", "run", "same_grid", "entities", "t1w_entities"}
+KEYS |= {"site_from", "site_column"}
+SITE_FROM = ("participants", "ses", "acq")
+
+
+def with_site(table: pd.DataFrame | None, root: Path, params: dict) -> pd.DataFrame | None:
+    """``table`` with each subject's site in a ``site`` column (see ``site_from``)."""
+    mode = params.get("site_from", "participants")
+    if mode not in SITE_FROM:
+        raise ValueError(f"dataset.params.site_from must be one of {SITE_FROM}, got {mode!r}")
+    if mode == "participants":
+        column = params.get("site_column", "site")
+        if column == "site":
+            return table
+        if table is None or column not in table:
+            raise InputError(
+                root / "participants.tsv", f"has no {column!r} column (dataset.params.site_column)"
+            )
+        return table.drop(columns="site", errors="ignore").rename(columns={column: "site"})
+    site = {}
+    for subject in subjects_on_disk(root, params):
+        runs = find(root / subject, "func", "bold", **run_filters(params))
+        if not runs:
+            continue  # left out at planning (with_task)
+        bold = one(runs, root / subject, "BOLD run", run_filters(params))
+        value = parse_name(bold.name)[0].get(mode)
+        if value is None:
+            raise InputError(bold, f"has no {mode} entity to take the site from (site_from)")
+        site[subject] = value
+    if table is None:
+        table = pd.DataFrame({"participant_id": sorted(site)})
+        table.attrs["source"] = str(root)
+    table = table.copy()
+    table["site"] = table["participant_id"].map(site)
+    return table
 
 
 def with_task(path: Path, params: dict, subjects: list[str], **extra) -> list[str]:
@@ -289,8 +333,12 @@ SOURCE = Source(
     kind="bids",
     keys=KEYS,
     on_disk=lambda params: with_task(_common.dataset_path(params), params, _on_disk(params)),
-    participants=lambda params: listed_absent(
-        participants_table(_common.dataset_path(params) / "participants.tsv"),
+    participants=lambda params: with_site(
+        listed_absent(
+            participants_table(_common.dataset_path(params) / "participants.tsv"),
+            _common.dataset_path(params),
+            params,
+        ),
         _common.dataset_path(params),
         params,
     ),

@@ -26,21 +26,34 @@ def _task(params: dict) -> str:
 
 
 def _planned_runs(params: dict) -> tuple[int, float]:
+    """Run length and TR the settings are checked against; with ``sites``, the shortest
+    run and the longest TR of any site (the strictest for the window and the filter)."""
     from modalmerge.data.synthetic.params import SyntheticParams
+    from modalmerge.data.synthetic.sites import with_site_protocol
 
     p = SyntheticParams.from_dict(params)
-    return p.n_timepoints, p.tr
+    runs = [with_site_protocol(p, k + 1) for k in range(max(1, len(p.sites)))]
+    return min(q.n_timepoints for q in runs), max(q.tr for q in runs)
 
 
 def _subject_params(params: dict, subject: str) -> dict:
     """The generator's params of one subject: a subject is a function of the params and
     its index alone (:mod:`modalmerge.data.synthetic.cohort`), so ``n_subjects`` is
     replaced by the smallest cohort that holds ``subject`` under the same id width: the
-    cohort growing from 64 to 65 changes no written subject's params."""
+    cohort growing from 64 to 65 changes no written subject's params; with ``sites``,
+    the other sites keep only their names (the round-robin assignment needs their
+    number and order, not their effects)."""
     digits = subject.removeprefix("sub-")
     index = int(digits)
     smallest = index if len(digits) <= 3 else max(index, 10 ** (len(digits) - 1))
-    return {**params, "n_subjects": smallest}
+    out = {**params, "n_subjects": smallest}
+    if params.get("sites"):  # only the subject's own site's effects: editing one site
+        own = (index - 1) % len(params["sites"])  # reruns only that site's subjects
+        out["sites"] = [
+            site if k == own or not isinstance(site, dict) else {"name": site.get("name")}
+            for k, site in enumerate(params["sites"])
+        ]
+    return out
 
 
 def _anatomy(params: dict) -> tuple[str, ...]:

@@ -49,6 +49,13 @@ from modalmerge.data.synthetic.params import (
     subject_index,
 )
 from modalmerge.data.synthetic.regional import links_table
+from modalmerge.data.synthetic.sites import (
+    longest_protocol,
+    scanner_effects,
+    site_of,
+    site_truth,
+    with_site_protocol,
+)
 from modalmerge.data.synthetic.task import task_events
 from modalmerge.data.synthetic.text import describe_subject
 from modalmerge.io import atomic_path
@@ -94,7 +101,8 @@ def write_cohort(params: Mapping[str, Any] | SyntheticParams, root: str | Path) 
         Cohort settings (validated; see :class:`SyntheticParams`).
     root : path
         Dataset root, e.g. ``results/synthetic``; writes ``raw/participants.tsv``
-        (participant_id, age in years, sex F/M, group control/patient),
+        (participant_id, age in years, sex F/M, group control/patient, and
+        ``site`` when ``sites`` is set),
         ``raw/dataset_description.json``, ``raw/task-<task>_events.tsv`` (onset
         and duration in s, trial_type), ``atlas/atlas.nii.gz`` (int16 labels
         1..R on the generation grid, 0 outside the cortical ribbon) and
@@ -105,8 +113,11 @@ def write_cohort(params: Mapping[str, Any] | SyntheticParams, root: str | Path) 
     rows = []
     for subject in subject_ids(p):
         truth = subject_truth(p, subject_index(p, subject))  # O(R^2) each, no images
+        site = site_of(p, subject_index(p, subject))
         rows.append((subject, round(truth.age, 1), truth.sex, truth.group))
-    participants = pd.DataFrame(rows, columns=["participant_id", "age", "sex", "group"])
+        rows[-1] += () if site is None else (site.name,)
+    columns = ["participant_id", "age", "sex", "group"] + (["site"] if p.sites else [])
+    participants = pd.DataFrame(rows, columns=columns)
     description = {
         "Name": "ModalMerge synthetic cohort",
         "BIDSVersion": BIDS_VERSION,
@@ -134,7 +145,7 @@ def write_cohort(params: Mapping[str, Any] | SyntheticParams, root: str | Path) 
     )
     _save_tsv(participants, root / "raw" / "participants.tsv")
     _save_json(description, root / "raw" / "dataset_description.json")
-    _save_tsv(task_events(p), root / "raw" / f"task-{p.task}_events.tsv")
+    _save_tsv(task_events(longest_protocol(p)), root / "raw" / f"task-{p.task}_events.tsv")
     _save_nifti(template(p).atlas, affine, root / "atlas" / "atlas.nii.gz")
     _save_tsv(labels, root / "atlas" / "labels.tsv")
     if p.planted_links:
@@ -171,6 +182,8 @@ def write_subject(
           ``brain_factor``, ``regional_factors``, ``atrophy``,
           ``ventricle_scale``, ``coupling_gain``, ``lesion_centers_mm`` (n, 3),
           ``lesion_radii_mm``, ``lesion_labels``;
+        - with ``sites``: ``site`` and its scanner settings ``site_*``
+          (:func:`modalmerge.data.synthetic.sites.site_truth`);
 
         and ``truth/sub-XXX_bold-noisefree.nii.gz``: the noise-free run
         (:func:`modalmerge.data.synthetic.bold.render_bold`), float32 on the BOLD
@@ -189,11 +202,15 @@ def write_subject(
     # Over 60 lines: one subject's files from one set of random draws in a fixed order (reproducible cohorts).
     p = as_params(params)
     index = subject_index(p, subject)
+    site = site_of(p, index)
+    p = with_site_protocol(p, index)  # the site's tr, n_timepoints, tsnr, noise_scale
     root = Path(root)
     truth = subject_truth(p, index)
     tissues = tissue_fractions(p, truth)
     t1 = render_t1(p, truth, tissues)
     bold = render_bold(p, truth, tissues, noisefree=True)
+    if site is not None:
+        t1, bold = scanner_effects(p, site, template(p), t1, bold)
     names = region_names(p)
     affine = grid_affine(p)
     v = float(p.voxel_size_mm)
@@ -235,6 +252,8 @@ def write_subject(
     }
     if truth.planted_latents is not None:
         truth_arrays["planted_latents"] = truth.planted_latents
+    if site is not None:
+        truth_arrays.update(site_truth(p, site))
 
     _save_nifti(t1, affine, subject_dir / "anat" / f"{subject}_T1w.nii.gz")
     if p.atlas_channel:  # the atlas labels on the subject's grid: a label channel

@@ -24,6 +24,7 @@ from modalmerge.data.synthetic.params import (
     SyntheticParams,
     rng_for,
 )
+from modalmerge.data.synthetic.sites import site_age_range
 
 FEATURE_NAMES = ("thickness_mm", "gm_intensity", "lesion_ml")
 N_REGIONAL_FACTORS = 3
@@ -162,7 +163,7 @@ def subject_truth(p: SyntheticParams, index: int) -> SubjectTruth:
     cohort = cohort_constants(p)
     rng = rng_for(p, index, STREAM_FACTORS)
     n_regions = p.n_regions
-    age = float(rng.uniform(*p.age_range))
+    age = float(rng.uniform(*site_age_range(p, index)))
     sex = "F" if rng.random() < 0.5 else "M"
     liability = rng.standard_normal()
     threshold = ndtri(1.0 - p.patient_fraction) if 0 < p.patient_fraction < 1 else None

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from modalmerge.data.synthetic.sites import SiteParams, validate_sites
+
 # Purposes of the random streams (the third entry of a stream's key).
 STREAM_COHORT = 0  # cohort-level constants: folding, atlas seeds, network, paradigm
 STREAM_FACTORS = 1  # a subject's latent factors and regional features
@@ -118,6 +120,10 @@ class SyntheticParams:
         Also write each subject's atlas labels as ``anat/sub-XXX_dseg.nii.gz``:
         a label channel of the image in the shards (the ``region_cnn`` encoder
         pools its features within these regions).
+    sites : tuple of SiteParams
+        Acquisition sites, each with its scanner effects
+        (:mod:`modalmerge.data.synthetic.sites`); empty (default): one site, no
+        ``site`` column, the output of a cohort without this setting.
     """
 
     seed: int = 0
@@ -152,6 +158,7 @@ class SyntheticParams:
     planted_links: int = 0
     planted_link_sd: float = 0.04
     atlas_channel: bool = False
+    sites: tuple[SiteParams, ...] = ()
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -178,19 +185,29 @@ class SyntheticParams:
                     d[key] = tuple(d[key])
                 except TypeError:
                     raise ValueError(f"{key} must be a list, got {d[key]!r}") from None
+        if "sites" in d:
+            if not isinstance(d["sites"], list | tuple):
+                raise ValueError(f"sites must be a list of site mappings, got {d['sites']!r}")
+            d["sites"] = tuple(
+                s if isinstance(s, SiteParams) else SiteParams.from_dict(s, k)
+                for k, s in enumerate(d["sites"])
+            )
         return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:
-        """The settings as a plain, JSON-ready dict; the planted-link options only when
-        they are on (the default cohort's files stay as they were before them)."""
-        d = {
+        """The settings as a plain, JSON-ready dict (``sites`` only when set; the
+        planted-link options only when on: the default cohort's files stay as they were)."""
+        out = {
             f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
             for f in dataclasses.fields(self)
+            if f.name != "sites"
         }
+        if self.sites:
+            out["sites"] = [site.to_dict() for site in self.sites]
         if not self.planted_links and not self.atlas_channel:
             for key in _OPTIONAL_KEYS:
-                del d[key]
-        return d
+                del out[key]
+        return out
 
     @property
     def regions_per_hemisphere(self) -> int:
@@ -278,6 +295,7 @@ def _validate(p: SyntheticParams) -> None:
         raise bad("event_isi_s", "the shortest interval must be >= event_duration_s")
     if p.n_timepoints * p.tr < 40:
         raise bad("n_timepoints", "the run must last at least 40 s (n_timepoints * tr)")
+    validate_sites(p.sites, p.age_range)
     brain_semi_axis_vox = 0.92 * 0.84 * min(p.grid_shape) / 2
     if brain_semi_axis_vox < 4:
         raise bad("grid_shape", "too small: the brain must span at least 8 voxels per axis")
