@@ -349,7 +349,10 @@ def test_bad_tabular_codes_are_refused_but_missing_codes_are_allowed():
     [
         ({"condition_type": "audio"}, r"unknown condition_type 'audio'.*'image'"),
         ({"target_type": "video"}, r"unknown target_type 'video'.*'tabular'"),
-        ({"condition_encoder": "vit"}, r"unknown image encoder 'vit'; known: \['cnn', 'resnet18'"),
+        (
+            {"condition_encoder": "vit"},
+            r"unknown image encoder 'vit'; known: \['cnn', 'region_cnn', 'resnet18'",
+        ),
         ({"target_decoder": "gan"}, r"unknown time_series decoder 'gan'; known: \['lstm'"),
         ({"conditioning": "gating"}, r"unknown conditioning method 'gating'; known: \['adain'"),
         ({"num_attention_heads": 3}, "multiple of num_attention_heads"),

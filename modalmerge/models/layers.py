@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-TOKEN_KINDS = ("image_grid", "time", "roi", "word", "column")
+TOKEN_KINDS = ("image_grid", "time", "roi", "word", "column", "region")
 
 
 @dataclass(frozen=True)
@@ -20,7 +20,8 @@ class TokenProvenance:
     kind : str
         ``"image_grid"`` (one token per feature-map cell), ``"time"`` (one per time
         point), ``"roi"`` (one per channel / region), ``"word"`` (one per text
-        position) or ``"column"`` (one per table column).
+        position), ``"column"`` (one per table column) or ``"region"`` (one per atlas
+        region of an image, label order: the ``region_cnn`` encoder).
     n_tokens : int
         Number of tokens.
     grid_shape : tuple of int or None

@@ -16,7 +16,10 @@ mean training window (nothing else is known about later volumes), and a
 time-series -> time-series cross-attention model between two ROI views whose
 names pair up (left/right homologs) also reports
 ``homolog_attention_fraction``: the fraction of target ROIs whose attention,
-averaged over heads and test windows, peaks on their homolog.
+averaged over heads and test windows, peaks on their homolog. An image condition
+encoded as atlas-region tokens (``region_cnn``) on a cohort with planted links
+(``raw/planted_links.tsv`` beside ``truth/``) reports ``planted_link_top1`` and
+its permutation null (:mod:`modalmerge.evaluation.planted`).
 - ``ridge_parcel`` — image conditions whose shards hold parcel structural
   features (``/subjects/structural_features``, R regions × F features per
   subject, flattened): the same ridge on those features instead of the voxels;
@@ -59,9 +62,11 @@ from modalmerge.data.shards.split_arrays import (
     load_split_arrays,
     read_manifest,
     roi_columns,
+    roi_labels,
     roi_names,
 )
 from modalmerge.evaluation.image import score_image
+from modalmerge.evaluation.planted import LINKS_FILE, planted_link_attention, read_planted_links
 from modalmerge.evaluation.region_profiles import profile_table, score_region_profiles
 from modalmerge.evaluation.scoring import (
     BaselineSettings,
@@ -159,7 +164,8 @@ def _evaluate(
     weighted = returns_attention(method)  # cross_attention, spatial_mix
     homologs = condition == target == "time_series" and weighted
     regions = manifest.get("sample_unit") == "region" and target == "tabular"
-    attention = homologs or (regions and weighted and condition == "tabular")
+    links = _planted_links(model, truth[0]) if weighted else None
+    attention = homologs or links is not None or (regions and weighted and condition == "tabular")
     train = collect_split(shard_dir, "train", experiment, tokenizer)
     test = collect_split(shard_dir, split, experiment, tokenizer, model=model, attention=attention)
     if not test.subjects:
@@ -183,6 +189,9 @@ def _evaluate(
         data.parcel_train = parcel_features(shard_dir, "train", train.subjects)
         data.parcel_test = parcel_features(shard_dir, split, test.subjects)
     scored = _score(data, experiment, manifest, model, shard_dir, truth, settings.time_units)
+    if links is not None:
+        labels = roi_labels(manifest, roi_columns(manifest, experiment.target_rois))
+        _add_planted(scored, planted_link_attention(test.attention, labels, links))
     record = {
         "experiment": experiment.name,
         "condition": condition,
@@ -203,12 +212,27 @@ def _evaluate(
     return record
 
 
+def _planted_links(model, truth_dir):
+    """The planted links of a synthetic cohort (``raw/planted_links.tsv`` beside ``truth/``)
+    when the model's condition tokens are atlas regions (``region_cnn``); else None."""
+    if truth_dir is None or model.condition_provenance().kind != "region":
+        return None
+    return read_planted_links(Path(truth_dir).parent / "raw" / LINKS_FILE)
+
+
+def _add_planted(scored: Scored, found) -> None:
+    """``planted_link_top1`` and its null into the model's scores, the record into metrics."""
+    if found is not None:
+        scored.scores["model"].update(found[0])
+        scored.extra["planted_links"] = found[1]
+
+
 def _score(data, experiment, manifest, model, shard_dir, truth, time_units=1) -> Scored:
     """Dispatch on the target modality to its scorer in :mod:`modalmerge.evaluation`."""
     target = experiment.target
     if target == "time_series":
         views = None
-        if data.test.attention is not None:  # cross-attention between two ROI views
+        if data.test.attention is not None and data.condition == "time_series":  # two ROI views
             views = tuple(
                 roi_names(manifest, roi_columns(manifest, getattr(experiment, f"{role}_rois")))
                 for role in ("target", "condition")

@@ -21,7 +21,8 @@ Writes into ``figures/<experiment>/``:
   attention of the target columns on each region's condition column);
 - cross-attention models: ``attention.png`` (the Visualizer's view of one test
   sample) and, for image conditions, ``attention_on_anatomy.png`` (the mean
-  attention of all target queries drawn on the subject's anatomy with nilearn).
+  attention of all target queries drawn on the subject's anatomy with nilearn;
+  with ``region_cnn`` tokens each atlas region is painted with its weight).
 """
 
 from __future__ import annotations
@@ -218,7 +219,11 @@ def _attention_figures(model, tokenizer, shard_dir, atlas_path, experiment, save
     weights = select_heads(output.attention[0].numpy()).mean(axis=0)  # all target queries
     provenance = model.condition_provenance()
     image = sample["condition"][0].numpy()
-    volume = project_to_image(weights, provenance.grid_shape, image.shape)
+    if provenance.kind == "region":  # region tokens: each region's weight painted on the atlas
+        labels = sample["condition"][-1].numpy().round().astype(np.int64)
+        volume = np.where(labels > 0, weights[np.clip(labels - 1, 0, len(weights) - 1)], 0.0)
+    else:
+        volume = project_to_image(weights, provenance.grid_shape, image.shape)
     affine = _anatomy_affine(atlas_path, image.shape)
     save(
         fig_lib.attention_on_anatomy(

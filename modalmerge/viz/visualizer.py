@@ -144,7 +144,9 @@ def _provenance_labels(provenance, time_offset: int | None) -> list[str]:
     if provenance.kind == "image_grid" and provenance.grid_shape:
         cells = np.stack(np.unravel_index(np.arange(n), provenance.grid_shape), axis=1)
         return ["block (" + ", ".join(str(int(c)) for c in cell) + ")" for cell in cells]
-    prefix = {"roi": "ROI ", "column": "column ", "word": "position "}.get(provenance.kind, "")
+    prefix = {"roi": "ROI ", "column": "column ", "word": "position ", "region": "region "}.get(
+        provenance.kind, ""
+    )
     return [f"{prefix}{i}" for i in range(n)]
 
 
@@ -319,7 +321,13 @@ def _heatmap(rows: np.ndarray, row_labels, col_labels, kind: str, head_note: str
     shown = ax.imshow(rows, aspect="auto", cmap="viridis", interpolation="nearest")
     set_tick_labels(ax, col_labels, "x")
     set_tick_labels(ax, row_labels, "y")
-    token = {"time": "time point", "roi": "ROI", "word": "word", "column": "column"}.get(
+    token = {
+        "time": "time point",
+        "roi": "ROI",
+        "word": "word",
+        "column": "column",
+        "region": "region",
+    }.get(  # fmt: skip
         kind, "token"
     )
     ax.set_xlabel(f"condition {token}")

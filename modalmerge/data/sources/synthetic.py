@@ -56,6 +56,13 @@ def _subject_params(params: dict, subject: str) -> dict:
     return out
 
 
+def _anatomy(params: dict) -> tuple[str, ...]:
+    """``dseg`` (the atlas labels per subject) with ``atlas_channel: true``, else nothing."""
+    from modalmerge.data.synthetic.params import SyntheticParams
+
+    return ("dseg",) if SyntheticParams.from_dict(params).atlas_channel else ()
+
+
 def _write_cohort(params: dict, root: Path) -> None:
     from modalmerge.data.synthetic.cohort import write_cohort
 
@@ -78,6 +85,9 @@ SOURCE = Source(
     own_write_cohort=_write_cohort,
     own_write_subject=_write_subject,
     own_subject_params=_subject_params,
+    extra_anatomy=("dseg",),  # only with atlas_channel: true (anatomy_for)
+    label_anatomy=("dseg",),
+    anatomy_for=_anatomy,
 )
 
 # the interface the workflow calls (modalmerge.data.sources)

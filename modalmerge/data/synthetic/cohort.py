@@ -48,6 +48,7 @@ from modalmerge.data.synthetic.params import (
     subject_ids,
     subject_index,
 )
+from modalmerge.data.synthetic.regional import links_table
 from modalmerge.data.synthetic.sites import (
     longest_protocol,
     scanner_effects,
@@ -147,6 +148,8 @@ def write_cohort(params: Mapping[str, Any] | SyntheticParams, root: str | Path) 
     _save_tsv(task_events(longest_protocol(p)), root / "raw" / f"task-{p.task}_events.tsv")
     _save_nifti(template(p).atlas, affine, root / "atlas" / "atlas.nii.gz")
     _save_tsv(labels, root / "atlas" / "labels.tsv")
+    if p.planted_links:
+        _save_tsv(links_table(p, region_names(p)), root / "raw" / "planted_links.tsv")
 
 
 def write_subject(
@@ -247,10 +250,14 @@ def write_subject(
         "lesion_radii_mm": truth.lesion_radii_mm,
         "lesion_labels": truth.lesion_regions + 1,
     }
+    if truth.planted_latents is not None:
+        truth_arrays["planted_latents"] = truth.planted_latents
     if site is not None:
         truth_arrays.update(site_truth(p, site))
 
     _save_nifti(t1, affine, subject_dir / "anat" / f"{subject}_T1w.nii.gz")
+    if p.atlas_channel:  # the atlas labels on the subject's grid: a label channel
+        _save_nifti(template(p).atlas, affine, subject_dir / "anat" / f"{subject}_dseg.nii.gz")
     _save_nifti(
         bold.data,
         affine,

@@ -146,6 +146,7 @@ class SubjectTruth:
     latency: np.ndarray  # (R,) evoked-response delay, s
     coupling: np.ndarray  # (R, R) effective coupling of the neural process
     condition_weights: np.ndarray  # (C, R) weight of each condition in each region
+    planted_latents: np.ndarray | None = None  # (K,) planted link latents (regional.py)
 
     @property
     def thickness(self) -> np.ndarray:
@@ -239,7 +240,7 @@ def subject_truth(p: SyntheticParams, index: int) -> SubjectTruth:
     radius = np.max(np.abs(np.linalg.eigvalsh(coupling)))
     if radius > MAX_COUPLING_RADIUS:  # keep the network stable whatever the draws
         coupling *= MAX_COUPLING_RADIUS / radius
-    return SubjectTruth(
+    truth = SubjectTruth(
         index=index,
         age=age,
         sex=sex,
@@ -259,6 +260,11 @@ def subject_truth(p: SyntheticParams, index: int) -> SubjectTruth:
         coupling=coupling,
         condition_weights=condition_weights,
     )
+    if not p.planted_links:
+        return truth
+    from modalmerge.data.synthetic.regional import apply_planted_links  # imports this module
+
+    return apply_planted_links(p, truth)
 
 
 LATERALITY_GAIN = 0.9  # share of a region's condition preference set by its anatomy

@@ -22,7 +22,10 @@ STREAM_COHORT = 0  # cohort-level constants: folding, atlas seeds, network, para
 STREAM_FACTORS = 1  # a subject's latent factors and regional features
 STREAM_ANATOMY = 2  # a subject's T1 noise, bias field, lesions
 STREAM_BOLD = 3  # a subject's neural process and BOLD noise
+STREAM_PLANTED = 4  # planted region links (modalmerge.data.synthetic.regional); only when on
 
+# settings added after the default cohort was frozen: left out of to_dict() when off
+_OPTIONAL_KEYS = ("planted_links", "planted_link_sd", "atlas_channel")
 _TASK_LABEL = re.compile(r"^[A-Za-z0-9]+$")
 _SUBJECT = re.compile(r"^sub-(\d+)$")
 
@@ -104,6 +107,19 @@ class SyntheticParams:
     noise_scale : float
         Multiplies every non-thermal noise source (spatially smooth 1/f,
         drift, cardiac and respiratory cycles, voxel-wise AR(1) noise).
+    planted_links : int
+        Number of planted region links (0: off, the default cohort): each is an
+        independent subject latent carried by one source region's grey-matter
+        T1 intensity that sets the response shape (latency, condition
+        preference) of one distant target region
+        (:mod:`modalmerge.data.synthetic.regional`; listed in ``raw/planted_links.tsv``).
+    planted_link_sd : float
+        Between-subject standard deviation of a source region's grey-matter
+        intensity carried by its latent, relative to 1 (0.04: 4 %).
+    atlas_channel : bool
+        Also write each subject's atlas labels as ``anat/sub-XXX_dseg.nii.gz``:
+        a label channel of the image in the shards (the ``region_cnn`` encoder
+        pools its features within these regions).
     sites : tuple of SiteParams
         Acquisition sites, each with its scanner effects
         (:mod:`modalmerge.data.synthetic.sites`); empty (default): one site, no
@@ -139,6 +155,9 @@ class SyntheticParams:
     latency_gain_s: float = 0.5
     coupling_strength: float = 0.3
     noise_scale: float = 1.0
+    planted_links: int = 0
+    planted_link_sd: float = 0.04
+    atlas_channel: bool = False
     sites: tuple[SiteParams, ...] = ()
 
     def __post_init__(self) -> None:
@@ -176,7 +195,8 @@ class SyntheticParams:
         return cls(**d)
 
     def to_dict(self) -> dict[str, Any]:
-        """The settings as a plain, JSON-ready dict (``sites`` only when set)."""
+        """The settings as a plain, JSON-ready dict (``sites`` only when set; the
+        planted-link options only when on: the default cohort's files stay as they were)."""
         out = {
             f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
             for f in dataclasses.fields(self)
@@ -184,6 +204,9 @@ class SyntheticParams:
         }
         if self.sites:
             out["sites"] = [site.to_dict() for site in self.sites]
+        if not self.planted_links and not self.atlas_channel:
+            for key in _OPTIONAL_KEYS:
+                del out[key]
         return out
 
     @property
@@ -209,6 +232,7 @@ def _validate(p: SyntheticParams) -> None:
         return ValueError(f"synthetic setting {name}={getattr(p, name)!r}: {why}")
 
     ints = {"seed": 0, "n_subjects": 1, "n_regions": 2, "n_timepoints": 16, "n_conditions": 1}
+    ints["planted_links"] = 0
     for name, low in ints.items():
         v = getattr(p, name)
         if not _is_int(v) or v < low:
@@ -239,7 +263,10 @@ def _validate(p: SyntheticParams) -> None:
         "latency_gain_s",
         "coupling_strength",
         "noise_scale",
+        "planted_link_sd",
     )
+    if not isinstance(p.atlas_channel, bool):
+        raise bad("atlas_channel", "must be true or false")
     for name in non_negative:
         v = getattr(p, name)
         if not _is_num(v) or not np.isfinite(v) or v < 0:

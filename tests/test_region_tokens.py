@@ -1,0 +1,93 @@
+"""Region tokens (``region_cnn``) and the planted-link attention score."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from modalmerge.evaluation.planted import planted_link_attention
+from modalmerge.models import MultiModalModel
+from modalmerge.models.encoders.regions import RegionCNNEncoder
+
+R = 5
+
+
+def _image_with_atlas(seed: int = 0, batch: int = 2) -> torch.Tensor:
+    """(B, 2, 6, 6, 6): a T1-like channel and an atlas of R slabs along the first axis."""
+    g = torch.Generator().manual_seed(seed)
+    image = torch.randn(batch, 1, 6, 6, 6, generator=g)
+    labels = torch.zeros(6, 6, 6)
+    for r in range(R):
+        labels[r, 1:5, 1:5] = r + 1
+    return torch.cat([image, labels.expand(batch, 1, 6, 6, 6)], dim=1)
+
+
+def test_attention_is_target_roi_by_atlas_region():
+    torch.manual_seed(0)
+    model = MultiModalModel(
+        condition_type="image",
+        target_type="time_series",
+        condition_encoder="region_cnn",
+        embedding_dim=8,
+        num_attention_heads=2,
+        condition_shape=(2, 6, 6, 6),
+        target_shape=(4, 3),
+        encoder_options={"n_regions": R, "channels": 4},
+        decoder_options={"query": "roi", "n_layers": 1},
+        dropout=0.0,
+    )
+    out = model(_image_with_atlas(), return_attention=True)
+    assert out.attention.shape == (2, 2, 3, R)  # (B, heads, target ROIs, regions)
+    assert model.condition_provenance().kind == "region"
+
+
+def test_permuting_region_labels_permutes_the_pooled_tokens():
+    torch.manual_seed(0)
+    encoder = RegionCNNEncoder((2, 6, 6, 6), 8, n_regions=R, channels=4).eval()
+    x = _image_with_atlas()
+    perm = torch.tensor([3, 0, 4, 1, 2])  # old label r + 1 -> new label perm[r] + 1
+    relabelled = x.clone()
+    labels = x[:, 1].long()
+    relabelled[:, 1] = torch.where(labels > 0, perm[(labels - 1).clamp_min(0)] + 1, 0).float()
+    before, after = encoder.pooled(x), encoder.pooled(relabelled)
+    assert torch.allclose(after[:, perm], before, atol=1e-6)
+    # the region of token r is read from its own voxels: changing region 2's image
+    # changes token 1 most (the CNN's receptive field may spill into neighbours)
+    changed = x.clone()
+    changed[:, 0][x[:, 1] == 2] += 1.0
+    diff = (encoder.pooled(changed) - before).abs().amax(dim=(0, 2))
+    assert diff[1] > 1e-3
+    assert diff[1] == diff.max()
+
+
+def test_labels_outside_the_atlas_are_refused():
+    encoder = RegionCNNEncoder((2, 6, 6, 6), 8, n_regions=R - 1)
+    with pytest.raises(ValueError, match="n_regions"):
+        encoder(_image_with_atlas())
+
+
+def _links(pairs):
+    return pd.DataFrame(
+        {"target_label": [t for t, _ in pairs], "source_label": [s for _, s in pairs]}
+    )
+
+
+def test_planted_link_top1_on_a_hand_made_attention_matrix():
+    n_regions = 20
+    attention = np.full((4, n_regions), 0.01)
+    target_labels = [3, 7, 9, 12]  # target rows' atlas labels
+    # rows 0, 1, 2 peak on their planted sources (labels 15, 2, 20); row 3 peaks elsewhere
+    attention[0, 14] = attention[1, 1] = attention[2, 19] = 0.5
+    attention[3, 0] = 0.5
+    links = _links([(3, 15), (7, 2), (9, 20), (12, 5), (30, 1)])  # label 30: not a target ROI
+    scores, record = planted_link_attention(attention, target_labels, links)
+    assert scores["planted_link_top1"] == pytest.approx(3 / 4)
+    assert record["n_links"] == 4
+    assert scores["planted_link_top1_chance"] == pytest.approx(1 / n_regions)
+    assert abs(scores["planted_link_top1_null"] - 1 / n_regions) < 0.01
+    assert scores["planted_link_top1_p_value"] < 0.01
+    assert [link["peak_label"] for link in record["links"]] == [15, 2, 20, 1]
+
+
+def test_planted_link_score_is_none_without_planted_targets():
+    assert planted_link_attention(np.ones((2, 4)), [1, 2], _links([(3, 1)])) is None
