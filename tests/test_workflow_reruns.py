@@ -93,10 +93,17 @@ def test_editing_one_subject_s_sidecar_reruns_that_subject_s_chain_only(bids_run
 
 def test_adding_a_subject_reruns_it_and_the_cohort_table_only(bids_run):
     work, bids, subjects = bids_run
-    _add_subject(bids, "sub-02", "sub-04")
-    future = time.time() + 5
-    os.utime(bids / "participants.tsv", (future, future))
-    jobs = _dry(work, _targets([*subjects, "sub-04"]))
+    table = bids / "participants.tsv"
+    original, stat = table.read_text(), table.stat()
+    try:
+        _add_subject(bids, "sub-02", "sub-04")
+        future = time.time() + 5
+        os.utime(table, (future, future))
+        jobs = _dry(work, _targets([*subjects, "sub-04"]))
+    finally:  # the module's later tests start from the finished 3-subject run again
+        shutil.rmtree(bids / "sub-04", ignore_errors=True)
+        table.write_text(original)
+        os.utime(table, ns=(stat.st_atime_ns, stat.st_mtime_ns))
     # the atlas (its own job, params without the subject list) and sub-01..03 stay
     assert jobs == {"acquire_cohort": 1, "acquire_subject": 1, "preprocess": 1, "parcellate": 1}
 
@@ -185,7 +192,7 @@ def test_batched_subjects_rerun_one_batch_when_one_subject_s_sidecar_changes(bid
     """cluster.subjects_per_job: 2 -> one job per batch of 2 subjects and stage; the unit of
     rerun is the batch: an edited sidecar of sub-02 reruns batch 0's chain, not batch 1's."""
     work, bids, _ = bids_run
-    subjects = sorted(p.name for p in bids.glob("sub-*"))  # an earlier test may add sub-04
+    subjects = sorted(p.name for p in bids.glob("sub-*"))
     config = load_yaml(work / "config.yaml")
     config["cluster"]["subjects_per_job"] = 2
     configfile = str(write_config(work, config, "batched.yaml"))
