@@ -7,6 +7,8 @@ from pathlib import Path
 from modalmerge.data.derivatives import relmat_stat, seg_label, space_label
 from modalmerge.fingerprint import code_fingerprint
 from modalmerge.io import atomic_path
+from modalmerge.repeats import REPEAT_PATTERN, repeat_dataset, repeat_index, repeat_seed
+from modalmerge.repeats import repeat_suffixes
 from modalmerge.settings import identity_dict, to_dict
 from modalmerge.stages.train_resources import train_resources as train_job_resources
 from modalmerge.stages.train_resources import train_threads
@@ -25,9 +27,15 @@ from modalmerge.stages.acquire import (
 )
 from modalmerge.stages.resources import check_stage_memory, stage_mem_mb
 
-ROOT = f"results/{config['dataset']['name']}"
-LOGS = f"logs/{config['dataset']['name']}"
-BENCH = f"benchmarks/results/{config['dataset']['name']}"
+# Repeats (top-level `repeats: K`, modalmerge/repeats.py): every path carries the wildcard
+# {rep}, "" for repeat 0 (results/<name>/..., the layout of an unrepeated run, reused when K
+# grows) and "/rep-<k>" for repeat k >= 1; seeds that differ per repeat reach the rules through
+# rep_dataset() and section_json(). ROOT0 is repeat 0's root (summary_repeats.csv goes there).
+REPEATS = SETTINGS.repeats
+ROOT0 = f"results/{config['dataset']['name']}"
+ROOT = f"{ROOT0}{{rep}}"
+LOGS = f"logs/{config['dataset']['name']}{{rep}}"
+BENCH = f"benchmarks/results/{config['dataset']['name']}{{rep}}"
 SUBJECTS = source_subject_ids(config["dataset"])
 check_settings(config, SUBJECTS, f"results/{config['dataset']['name']}")  # run length, TR vs filter
 TASK = source_task(config["dataset"])
@@ -48,6 +56,7 @@ EXPERIMENTS = {e.name: e for e in SETTINGS.experiments}  # names are unique (fro
 
 
 wildcard_constraints:
+    rep=REPEAT_PATTERN,
     subject="sub-[A-Za-z0-9]+",
     experiment="|".join(EXPERIMENTS) or "NONE",
 
@@ -124,7 +133,7 @@ def preprocessed_anatomy():
     """Every subject's preprocessed extra anatomy, subject-major (the shard stage's order)."""
     keys = [anatomy_key(n) for n in ANATOMY]
     outputs = [getattr(rules.preprocess.output, k) for k in keys]
-    return [expand(out, subject=s)[0] for s in SUBJECTS for out in outputs]
+    return [expand(out, subject=s, allow_missing=True)[0] for s in SUBJECTS for out in outputs]
 
 
 def extra_anatomy_args(wildcards, input, output):
@@ -138,21 +147,24 @@ def extra_anatomy_args(wildcards, input, output):
     return " ".join(args)
 
 
-def shard_inputs_json():
+def shard_inputs_json(wildcards):
     """The shard stage's file lists as one JSON object (``modalmerge shard --inputs-json``):
     subjects, their parcellated .npz, preprocessed T1w, texts, extra anatomy (subject-major)
-    and the participants table, in the order of the shard rule's inputs."""
+    and the participants table, in the order of the shard rule's inputs (of repeat
+    ``wildcards.rep``)."""
     t1 = rules.preprocess.output.t1
+    rep = wildcards.rep
     inputs = {
         "subjects": SUBJECTS,
-        "parcellated": expand(rules.parcellate.output.npz, subject=SUBJECTS),
-        "anatomy": expand(t1, subject=SUBJECTS),
-        "participants": rules.acquire_cohort.output.participants,
+        "parcellated": expand(rules.parcellate.output.npz, subject=SUBJECTS, rep=rep),
+        "anatomy": expand(t1, subject=SUBJECTS, rep=rep),
+        "participants": expand(rules.acquire_cohort.output.participants, rep=rep)[0],
     }
     if WRITES["text"]:
-        inputs["texts"] = expand(rules.acquire_subject.output.text, subject=SUBJECTS)
+        inputs["texts"] = expand(rules.acquire_subject.output.text, subject=SUBJECTS, rep=rep)
     if ANATOMY:
-        inputs |= {"channels": ANATOMY, "extra_anatomy": preprocessed_anatomy()}
+        inputs["channels"] = ANATOMY
+        inputs["extra_anatomy"] = expand(preprocessed_anatomy(), rep=rep)
         inputs["label_channels"] = LABEL_ANATOMY
     return as_json(inputs)
 
@@ -185,18 +197,42 @@ def section_json(name):
     """One config section's typed settings (defaults filled) as a rule's params: only the
     keys that stage reads, so editing another section does not rerun it, and without its
     resource knobs (``train.threads``: the job gets them as ``--threads {threads}``), so a
-    thread count never reruns a stage."""
+    thread count never reruns a stage. ``shard`` and ``train``: a function of the job's
+    wildcards, whose ``seed`` is the repeat's (modalmerge.repeats.repeat_seed; repeat 0:
+    the configured seed, the same params as an unrepeated run)."""
     if name == "shard":  # subject shards; region shards read other keys (regions.smk)
-        return as_json(SETTINGS.shard.subject_params())
+        return seeded_json(SETTINGS.shard.subject_params())
     if name == "shard_regions":
-        return as_json(SETTINGS.shard.region_params())
+        return seeded_json(SETTINGS.shard.region_params())
+    if name == "train":
+        return seeded_json(identity_dict(SETTINGS.train))
     return as_json(identity_dict(getattr(SETTINGS, name)))
+
+
+def seeded_json(params):
+    """Rule params (a function of wildcards): ``params`` with ``seed`` of repeat ``rep``."""
+    return lambda wildcards: as_json(
+        params | {"seed": repeat_seed(params["seed"], repeat_index(wildcards.rep))}
+    )
+
+
+def rep_dataset(wildcards):
+    """The ``dataset:`` section of the job's repeat (synthetic: its own cohort seed)."""
+    return repeat_dataset(config["dataset"], repeat_index(wildcards.rep))
+
+
+def rep_path(pattern):
+    """Rule params: ``pattern`` with the job's repeat filled in (params are not formatted)."""
+    return lambda wildcards: pattern.format(rep=wildcards.rep)
 
 
 def dataset_root(path):
     """results/<dataset>/ of an output path under it (the rule's params derive it from outputs)."""
     parts = Path(path).parts
-    return str(Path(*parts[: parts.index("results") + 2]))
+    end = parts.index("results") + 2
+    if re.fullmatch(r"rep-[1-9][0-9]*", parts[end]):  # a repeat's root: results/<name>/rep-<k>
+        end += 1
+    return str(Path(*parts[:end]))
 
 
 def as_json(value):
@@ -258,6 +294,10 @@ def train_job_threads(wildcards):
 
 
 def final_outputs():
+    """Every repeat's summary, chart and figures; with repeats > 1, summary_repeats.csv."""
     outputs = [f"{ROOT}/eval/summary.csv", f"{ROOT}/figures/summary.png"]
     outputs += [f"{ROOT}/figures/{name}" for name in EXPERIMENTS]
+    outputs = expand(outputs, rep=repeat_suffixes(REPEATS))
+    if REPEATS > 1:
+        outputs.append(f"{ROOT0}/eval/summary_repeats.csv")
     return outputs
