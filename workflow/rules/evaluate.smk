@@ -68,6 +68,8 @@ rule summarize_repeats:
         ),
     log:
         f"logs/{config['dataset']['name']}/evaluate/summary_repeats.log",
+    benchmark:
+        f"benchmarks/results/{config['dataset']['name']}/evaluate/summary_repeats.tsv"
     threads: 1
     resources:
         **stage_resources("summarize_repeats"),
