@@ -28,8 +28,8 @@ from modalmerge.stages.acquire import (
 from modalmerge.stages.resources import check_stage_memory, stage_mem_mb
 
 # Repeats (top-level `repeats: K`, modalmerge/repeats.py): every path carries the wildcard
-# {rep}, "" for repeat 0 (results/<name>/..., the layout of an unrepeated run, reused when K
-# grows) and "/rep-<k>" for repeat k >= 1; seeds that differ per repeat reach the rules through
+# {rep}: empty for repeat 0 (results/<name>/..., the layout of an unrepeated run, reused when
+# K grows), a slash and rep-<k> for repeat k >= 1; seeds that differ per repeat reach the rules through
 # rep_dataset() and section_json(). ROOT0 is repeat 0's root (summary_repeats.csv goes there).
 REPEATS = SETTINGS.repeats
 ROOT0 = f"results/{config['dataset']['name']}"
