@@ -213,6 +213,12 @@ def _summarize(a: argparse.Namespace) -> None:
     summarize(a.metrics, a.out)
 
 
+def _summarize_repeats(a: argparse.Namespace) -> None:
+    from modalmerge.evaluation.summary_repeats import summarize_repeats
+
+    summarize_repeats(a.summaries, a.out)
+
+
 def _figures(a: argparse.Namespace) -> None:
     from modalmerge.stages.figures import draw_experiment_figures
 
@@ -411,6 +417,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("summarize", _summarize, "gather metrics.json files into summary.csv")
     p.add_argument("--metrics", nargs="+", required=True)
+    p.add_argument("--out", required=True)
+
+    p = command(
+        "summarize-repeats",
+        _summarize_repeats,
+        "gather the repeats' summary.csv files (repeat 0 first) into summary_repeats.csv",
+    )
+    p.add_argument("--summaries", nargs="+", required=True)
     p.add_argument("--out", required=True)
 
     p = command("figures", _figures, "draw one experiment's figures")

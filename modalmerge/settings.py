@@ -451,6 +451,7 @@ class WorkflowSettings:
     figures: FiguresSettings = field(default_factory=FiguresSettings)
     cluster: ClusterSettings = field(default_factory=ClusterSettings)
     plugins: tuple[str, ...] = ()
+    repeats: int = 1
 
 
 def from_dict(section: str, mapping: Mapping | None):
@@ -472,7 +473,7 @@ def from_config(config: Mapping) -> WorkflowSettings:
     stages would refuse stops ``snakemake -n`` before any job runs, with a
     message naming its key (``preprocess.high_pass: must be > 0 or null, got 0``).
     """
-    unknown = sorted(set(config) - set(SECTIONS) - {"plugins"})
+    unknown = sorted(set(config) - set(SECTIONS) - set(TOP_LEVEL_KEYS))
     if unknown:
         raise ValueError(f"{unknown[0]}: unknown config section; known: {', '.join(SECTIONS)}")
     for name in REQUIRED_SECTIONS:
@@ -495,7 +496,8 @@ def from_config(config: Mapping) -> WorkflowSettings:
     }
     if sections["shard"].fractions.test == 0:  # the package may write shards without a test split
         raise ValueError("shard.fractions.test: must be > 0 (the evaluate stage scores it), got 0")
-    return WorkflowSettings(experiments=experiments, plugins=plugins, **sections)
+    repeats = _repeats(config.get("repeats", 1))
+    return WorkflowSettings(experiments=experiments, plugins=plugins, repeats=repeats, **sections)
 
 
 PLUGINS_DOC = (
@@ -504,6 +506,23 @@ PLUGINS_DOC = (
     "building or loading a model, so an experiment can name their blocks. Editing a plugin's "
     "code does not rerun anything by itself (use --forcerun train)"
 )
+
+
+REPEATS_DOC = (
+    "independent repeats of the whole DAG, each its own branch: repeat k uses dataset.params.seed "
+    "+ k (synthetic sources: a new cohort), shard.seed + k and train.seed + k (real data: only "
+    "the split and training seeds change). Repeat 0 is the run of repeats: 1, in results/<name>/; "
+    "repeat k >= 1 goes to results/<name>/rep-<k>/; eval/summary_repeats.csv aggregates them"
+)
+#: top-level keys that are not sections (each checked by its own function below)
+TOP_LEVEL_KEYS = ("plugins", "repeats")
+
+
+def _repeats(value) -> int:
+    """The top-level ``repeats:`` (an int >= 1; 1 when absent), checked."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"repeats: must be an integer >= 1, got {value!r}")
+    return value
 
 
 def _plugins(value) -> tuple[str, ...]:

@@ -17,6 +17,7 @@ import yaml
 from modalmerge._settings_check import type_parts
 from modalmerge.settings import (
     PLUGINS_DOC,
+    REPEATS_DOC,
     REQUIRED_SECTIONS,
     SECTIONS,
     ExperimentSettings,
@@ -114,6 +115,12 @@ def config_schema() -> dict:
         "items": {"type": "string", "minLength": 1},
         "default": [],
         "description": PLUGINS_DOC,
+    }
+    properties["repeats"] = {
+        "type": "integer",
+        "minimum": 1,
+        "default": 1,
+        "description": REPEATS_DOC,
     }
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

@@ -325,6 +325,21 @@ def test_image_and_table_baselines_ignore_the_model_predictions(target):
             assert np.mean(values) == pytest.approx(first.scores[name][metric])
 
 
+def test_a_table_of_categorical_columns_only_is_scored_by_accuracy_against_the_majority():
+    """E.g. text -> (sex, group): no numeric column, so no ridge; the majority is the baseline."""
+    from modalmerge.evaluation.tabular import score_tabular
+
+    data = _subject_level_input(np.random.default_rng(3), (2,), n_train=10, n_test=6)
+    data.train.target = np.array([[0, 1]] * 7 + [[1, 0]] * 3, np.float32)  # majority (0, 1)
+    data.test.target = np.array([[0, 1], [1, 1], [1, 0], [0, 0], [1, 1], [0, 1]], np.float32)
+    data.test.categorical_scores = [np.eye(2)[data.test.target[:, j].astype(int)] for j in (0, 1)]
+    scored = score_tabular(data, n_categorical=2)
+    assert scored.extra["primary_metric"] == "accuracy"
+    assert set(scored.scores) == {"model", "group_mean"}
+    assert scored.per_unit["model"]["accuracy"] == [1.0] * 6  # class scores of the truth
+    assert scored.per_unit["group_mean"]["accuracy"] == [1.0, 0.5, 0.0, 0.5, 0.5, 1.0]
+
+
 def test_region_profiles_give_one_unit_per_test_region():
     from modalmerge.evaluation.region_profiles import ProfileTable, score_region_profiles
     from modalmerge.evaluation.scoring import Scored

@@ -191,6 +191,46 @@ def test_editing_a_figure_setting_reruns_figures_only(restore_config):
     assert set(_dry_run(workdir, config)) == {"figures", "summary_chart"}
 
 
+def _seeds(result, command):
+    """{output path: seed} of the planned `modalmerge <command>` jobs (dry run with -p)."""
+    seeds = {}
+    for line in (result.stdout + result.stderr).splitlines():
+        line = line.removeprefix("Shell command: ")
+        if line.startswith(f"modalmerge {command} "):
+            out = re.search(r"--(?:out|out-dir|root) (\S+)", line).group(1)
+            seeds[out] = int(re.search(r'"seed": (\d+)', line).group(1))
+    return seeds
+
+
+def test_repeats_plan_one_branch_per_repeat_each_with_its_own_seeds(restore_config):
+    """repeats: 2 plans every job twice: repeat 0 in results/tiny/ with the configured
+    seeds, repeat 1 in results/tiny/rep-1/ with cohort, split and training seeds + 1."""
+    workdir, config = restore_config
+    once = planned_jobs(snakemake(workdir, "--dry-run", "--forceall"))
+    config["repeats"] = 2
+    write_config(workdir, config)
+    result = snakemake(workdir, "--dry-run", "--forceall", "--printshellcmds")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert planned_jobs(result) == {rule: 2 * n for rule, n in once.items()} | {
+        "summarize_repeats": 1
+    }
+    base = config["dataset"]["params"]["seed"]
+    cohort = _seeds(result, "acquire-cohort --part table")
+    assert cohort == {"results/tiny": base, "results/tiny/rep-1": base + 1}
+    assert _seeds(result, "shard") == {"results/tiny/shards": 0, "results/tiny/rep-1/shards": 1}
+    train = _seeds(result, "train")
+    assert {seed for out, seed in train.items() if "/rep-1/" in out} == {1}
+    assert {seed for out, seed in train.items() if "/rep-1/" not in out} == {0}
+
+
+def test_raising_repeats_runs_only_the_new_repeat(restore_config):
+    """The finished repeats: 1 run is repeat 0 of repeats: 2, down to its params."""
+    workdir, config = restore_config
+    once = planned_jobs(snakemake(workdir, "--dry-run", "--forceall"))
+    config["repeats"] = 2
+    assert _dry_run(workdir, config) == once | {"summarize_repeats": 1}
+
+
 def test_editing_a_stage_s_package_code_reruns_that_stage_and_what_follows(tiny_run):
     workdir, config = tiny_run
     source = workdir / "modalmerge" / "data" / "parcellation" / "parcellate.py"

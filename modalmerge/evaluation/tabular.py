@@ -23,7 +23,7 @@ def score_tabular(data: ScoringInput, n_categorical: int) -> Scored:
     The target's last ``n_categorical`` columns hold category codes: the model's
     class scores are averaged per subject before the argmax, the group baseline
     predicts the training majority, and ridge predicts the numeric columns only
-    (its categorical columns are the majority too).
+    (its categorical columns are the majority too; no ridge without numeric columns).
     """
     train, test = data.train, data.test
     n_cat, n_num = n_categorical, train.target.shape[1] - n_categorical
@@ -50,7 +50,10 @@ def score_tabular(data: ScoringInput, n_categorical: int) -> Scored:
         axis=1,
     )
     predictions = {"model": pred, "group_mean": group_pred}
-    for name, (x_train, x_test) in data.ridge_inputs().items():
+    # a table of categorical columns only has nothing for ridge to regress: no ridge rows
+    # (they would repeat the majority baseline)
+    ridge_inputs = data.ridge_inputs() if n_num else {}
+    for name, (x_train, x_test) in ridge_inputs.items():
         ridge = fit_ridge(x_train, train.target[:, :n_num], data.baselines)
         ridge_num = subject_mean(ridge.predict(x_test), test.subjects)[1]
         predictions[name] = np.concatenate([ridge_num, group_pred[:, n_num:]], axis=1)

@@ -32,6 +32,7 @@ MEM_PER_INPUT_MB: dict[str, float] = {
     "figures": 2.0,
     "summarize": 1.0,
     "summary_chart": 1.0,
+    "summarize_repeats": 1.0,
 }
 
 

@@ -18,7 +18,7 @@ rule acquire_atlas:
     resources:
         **stage_resources("acquire_atlas"),
     params:
-        dataset=as_json(source_atlas_dataset(config["dataset"])),
+        dataset=lambda wildcards: as_json(source_atlas_dataset(rep_dataset(wildcards))),
         code=ACQUIRE_CODE,
         root=lambda wildcards, output: dataset_root(output.atlas),
     shell:
@@ -45,7 +45,7 @@ rule acquire_cohort:
     resources:
         **stage_resources("acquire_cohort"),
     params:
-        dataset=as_json(config["dataset"]),
+        dataset=lambda wildcards: as_json(rep_dataset(wildcards)),
         code=ACQUIRE_CODE,
         root=lambda wildcards, output: dataset_root(output.participants),
     shell:
@@ -68,7 +68,7 @@ rule acquire_subject:
     resources:
         **stage_resources("acquire_subject"),
     params:
-        dataset=lambda wildcards: as_json(PLAN["params"][wildcards.subject]),
+        dataset=lambda wildcards: as_json(subject_params(wildcards)),
         code=ACQUIRE_CODE,
         root=lambda wildcards, output: dataset_root(output.t1),
     shell:

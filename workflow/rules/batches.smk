@@ -11,7 +11,10 @@ import json as _json
 
 def subject_files(outputs, subject):
     """A rule's per-subject {key: pattern} (common.smk) with ``{subject}`` filled in."""
-    return {key: str(pattern).replace("{subject}", subject) for key, pattern in outputs.items()}
+    return {
+        key: str(pattern).replace("{subject}", subject).replace("{rep}", "")
+        for key, pattern in outputs.items()
+    }
 
 
 def batch_commands(commands):
@@ -37,7 +40,7 @@ def flagged_outputs(files):
 
 
 def acquire_command(subject):
-    return ["acquire-subject", "--dataset", as_json(PLAN["params"][subject]), "--root", ROOT,
+    return ["acquire-subject", "--dataset", as_json(PLAN["params"][subject]), "--root", ROOT0,
             "--subject", subject]  # fmt: skip
 
 
@@ -53,7 +56,8 @@ def preprocess_command(subject, raw, out):
         cmd += ["--extra", name, raw[anatomy_key(name)], out[anatomy_key(name)]]
     for name in LABEL_ANATOMY:
         cmd += ["--label", name]
-    return cmd
+    cmd += shlex.split(time_split_args())  # as rule preprocess: blocks cleaned alone
+    return cmd + ["--chunk-mb", str(SETTINGS.preprocess.chunk_mb)]
 
 
 def parcellate_command(subject, pre, out):
@@ -68,8 +72,11 @@ def parcellate_command(subject, pre, out):
     return cmd
 
 
-ATLAS = rules.acquire_atlas.output.atlas
-LABELS = rules.acquire_atlas.output.labels
+# batches exist for repeat 0 only (common.smk refuses subjects_per_job > 1 with repeats > 1):
+# every path with the {rep} wildcard filled in as ""
+LOGS0, BENCH0 = LOGS.replace("{rep}", ""), BENCH.replace("{rep}", "")
+ATLAS = rules.acquire_atlas.output.atlas.replace("{rep}", "")
+LABELS = rules.acquire_atlas.output.labels.replace("{rep}", "")
 RAW, PRE, PARC = subject_outputs(), preprocess_outputs(), parcellate_outputs()
 
 for _i, _batch in enumerate(BATCHES if SUBJECTS_PER_JOB > 1 else []):
@@ -82,7 +89,7 @@ for _i, _batch in enumerate(BATCHES if SUBJECTS_PER_JOB > 1 else []):
         name:
             f"acquire_commands_{_i:04d}"
         output:
-            f"{ROOT}/plan/acquire-{_tag}.json",
+            f"{ROOT0}/plan/acquire-{_tag}.json",
         localrule: True
         params:
             commands=batch_commands([acquire_command(s) for s in _batch]),
@@ -94,13 +101,13 @@ for _i, _batch in enumerate(BATCHES if SUBJECTS_PER_JOB > 1 else []):
             f"acquire_batch_{_i:04d}"
         input:
             [f for s in _batch for f in PLAN["inputs"][s]],
-            commands=f"{ROOT}/plan/acquire-{_tag}.json",
+            commands=f"{ROOT0}/plan/acquire-{_tag}.json",
         output:
             [f for s in _batch for f in _raw[s].values()],
         log:
-            f"{LOGS}/acquire/{_tag}.log",
+            f"{LOGS0}/acquire/{_tag}.log",
         benchmark:
-            f"{BENCH}/acquire/{_tag}.tsv"
+            f"{BENCH0}/acquire/{_tag}.tsv"
         threads: 1
         resources:
             **batch_resources("acquire_subject", len(_batch)),
@@ -113,7 +120,7 @@ for _i, _batch in enumerate(BATCHES if SUBJECTS_PER_JOB > 1 else []):
         name:
             f"preprocess_commands_{_i:04d}"
         output:
-            f"{ROOT}/plan/preprocess-{_tag}.json",
+            f"{ROOT0}/plan/preprocess-{_tag}.json",
         localrule: True
         params:
             commands=batch_commands([preprocess_command(s, _raw[s], _pre[s]) for s in _batch]),
@@ -126,13 +133,13 @@ for _i, _batch in enumerate(BATCHES if SUBJECTS_PER_JOB > 1 else []):
         input:  # what rule preprocess reads (not the description text)
             [f for s in _batch for k, f in _raw[s].items() if k != "text"],
             ATLAS,
-            commands=f"{ROOT}/plan/preprocess-{_tag}.json",
+            commands=f"{ROOT0}/plan/preprocess-{_tag}.json",
         output:
             flagged_outputs([(k, f) for s in _batch for k, f in _pre[s].items()]),
         log:
-            f"{LOGS}/preprocess/{_tag}.log",
+            f"{LOGS0}/preprocess/{_tag}.log",
         benchmark:
-            f"{BENCH}/preprocess/{_tag}.tsv"
+            f"{BENCH0}/preprocess/{_tag}.tsv"
         threads: 1
         resources:
             **batch_resources("preprocess", len(_batch)),
@@ -145,7 +152,7 @@ for _i, _batch in enumerate(BATCHES if SUBJECTS_PER_JOB > 1 else []):
         name:
             f"parcellate_commands_{_i:04d}"
         output:
-            f"{ROOT}/plan/parcellate-{_tag}.json",
+            f"{ROOT0}/plan/parcellate-{_tag}.json",
         localrule: True
         params:
             commands=batch_commands([parcellate_command(s, _pre[s], _parc[s]) for s in _batch]),
@@ -159,13 +166,13 @@ for _i, _batch in enumerate(BATCHES if SUBJECTS_PER_JOB > 1 else []):
             [f for s in _batch for k, f in _pre[s].items() if k in ("t1", "bold", "bold_json")],
             ATLAS,
             LABELS,
-            commands=f"{ROOT}/plan/parcellate-{_tag}.json",
+            commands=f"{ROOT0}/plan/parcellate-{_tag}.json",
         output:
             [f for s in _batch for f in _parc[s].values()],
         log:
-            f"{LOGS}/parcellate/{_tag}.log",
+            f"{LOGS0}/parcellate/{_tag}.log",
         benchmark:
-            f"{BENCH}/parcellate/{_tag}.tsv"
+            f"{BENCH0}/parcellate/{_tag}.tsv"
         threads: 1
         resources:
             **batch_resources("parcellate", len(_batch)),

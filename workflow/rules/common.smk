@@ -7,6 +7,8 @@ from pathlib import Path
 from modalmerge.data.derivatives import relmat_stat, seg_label, space_label
 from modalmerge.fingerprint import code_fingerprint
 from modalmerge.io import atomic_path
+from modalmerge.repeats import REPEAT_PATTERN, repeat_dataset, repeat_index, repeat_seed
+from modalmerge.repeats import repeat_suffixes
 from modalmerge.settings import identity_dict, to_dict
 from modalmerge.stages.train_resources import train_resources as train_job_resources
 from modalmerge.stages.train_resources import train_threads
@@ -16,6 +18,7 @@ from modalmerge.stages.acquire import (
     source_cohort_files,
     source_module_name,
     source_sample_unit,
+    source_subject_params,
     source_task,
     source_writes,
 )
@@ -23,16 +26,24 @@ from modalmerge.stages.environment import distributions, write_environment
 from modalmerge.stages.plan import make_plan, read_plan, write_plan
 from modalmerge.stages.resources import check_stage_memory, stage_mem_mb
 
-ROOT = f"results/{config['dataset']['name']}"
-LOGS = f"logs/{config['dataset']['name']}"
-BENCH = f"benchmarks/results/{config['dataset']['name']}"
+# Repeats (top-level `repeats: K`, modalmerge/repeats.py): every path carries the wildcard
+# {rep}: empty for repeat 0 (results/<name>/..., the layout of an unrepeated run, reused when
+# K grows), a slash and rep-<k> for repeat k >= 1; seeds that differ per repeat reach the rules through
+# rep_dataset() and section_json(). ROOT0 is repeat 0's root (summary_repeats.csv goes there).
+REPEATS = SETTINGS.repeats
+ROOT0 = f"results/{config['dataset']['name']}"
+ROOT = f"{ROOT0}{{rep}}"
+LOGS = f"logs/{config['dataset']['name']}{{rep}}"
+BENCH = f"benchmarks/results/{config['dataset']['name']}{{rep}}"
 # Planning once (issue 17): the main process plans the cohort (subjects, exclusions, each
 # subject's params and source files; run length and TR checked against the filter) and writes
 # it to subjects.json; a cluster job, which re-parses this file, reads it instead of
 # re-planning (no header re-checks, no source scans), and stops on a missing or stale plan.
-PLAN_PATH = f"{ROOT}/subjects.json"
+# One plan for all repeats: they share subject ids and source files (a synthetic repeat
+# differs in its cohort seed only, which subject_params() applies).
+PLAN_PATH = f"{ROOT0}/subjects.json"
 if workflow.is_main_process:
-    PLAN = make_plan(config, ROOT)
+    PLAN = make_plan(config, ROOT0)
     write_plan(PLAN_PATH, PLAN)
 else:
     PLAN = read_plan(PLAN_PATH, config)
@@ -58,9 +69,15 @@ EXPERIMENTS = {e.name: e for e in SETTINGS.experiments}  # names are unique (fro
 SUBJECTS_PER_JOB = CLUSTER.subjects_per_job
 BATCHES = [SUBJECTS[i : i + SUBJECTS_PER_JOB] for i in range(0, len(SUBJECTS), SUBJECTS_PER_JOB)]
 PER_SUBJECT_RULES = "sub-[A-Za-z0-9]+" if SUBJECTS_PER_JOB == 1 else "(?!)"
+if SUBJECTS_PER_JOB > 1 and REPEATS > 1:  # batches.smk writes repeat 0's files only
+    raise ValueError(
+        f"cluster.subjects_per_job: {SUBJECTS_PER_JOB} (batched data stages) cannot be combined"
+        f" with repeats: {REPEATS} yet; use subjects_per_job: 1 for repeated runs"
+    )
 
 
 wildcard_constraints:
+    rep=REPEAT_PATTERN,
     subject="sub-[A-Za-z0-9]+",
     experiment="|".join(EXPERIMENTS) or "NONE",
 
@@ -137,7 +154,7 @@ def preprocessed_anatomy():
     """Every subject's preprocessed extra anatomy, subject-major (the shard stage's order)."""
     keys = [anatomy_key(n) for n in ANATOMY]
     outputs = [getattr(rules.preprocess.output, k) for k in keys]
-    return [expand(out, subject=s)[0] for s in SUBJECTS for out in outputs]
+    return [expand(out, subject=s, allow_missing=True)[0] for s in SUBJECTS for out in outputs]
 
 
 def extra_anatomy_args(wildcards, input, output):
@@ -151,21 +168,24 @@ def extra_anatomy_args(wildcards, input, output):
     return " ".join(args)
 
 
-def shard_inputs_json():
+def shard_inputs_json(wildcards):
     """The shard stage's file lists as one JSON object (``modalmerge shard --inputs-json``):
     subjects, their parcellated .npz, preprocessed T1w, texts, extra anatomy (subject-major)
-    and the participants table, in the order of the shard rule's inputs."""
+    and the participants table, in the order of the shard rule's inputs (of repeat
+    ``wildcards.rep``)."""
     t1 = rules.preprocess.output.t1
+    rep = wildcards.rep
     inputs = {
         "subjects": SUBJECTS,
-        "parcellated": expand(rules.parcellate.output.npz, subject=SUBJECTS),
-        "anatomy": expand(t1, subject=SUBJECTS),
-        "participants": rules.acquire_cohort.output.participants,
+        "parcellated": expand(rules.parcellate.output.npz, subject=SUBJECTS, rep=rep),
+        "anatomy": expand(t1, subject=SUBJECTS, rep=rep),
+        "participants": expand(rules.acquire_cohort.output.participants, rep=rep)[0],
     }
     if WRITES["text"]:
-        inputs["texts"] = expand(rules.acquire_subject.output.text, subject=SUBJECTS)
+        inputs["texts"] = expand(rules.acquire_subject.output.text, subject=SUBJECTS, rep=rep)
     if ANATOMY:
-        inputs |= {"channels": ANATOMY, "extra_anatomy": preprocessed_anatomy()}
+        inputs["channels"] = ANATOMY
+        inputs["extra_anatomy"] = expand(preprocessed_anatomy(), rep=rep)
         inputs["label_channels"] = LABEL_ANATOMY
     return as_json(inputs)
 
@@ -209,18 +229,51 @@ def section_json(name):
     """One config section's typed settings (defaults filled) as a rule's params: only the
     keys that stage reads, so editing another section does not rerun it, and without its
     resource knobs (``train.threads``: the job gets them as ``--threads {threads}``), so a
-    thread count never reruns a stage."""
+    thread count never reruns a stage. ``shard`` and ``train``: a function of the job's
+    wildcards, whose ``seed`` is the repeat's (modalmerge.repeats.repeat_seed; repeat 0:
+    the configured seed, the same params as an unrepeated run)."""
     if name == "shard":  # subject shards; region shards read other keys (regions.smk)
-        return as_json(SETTINGS.shard.subject_params())
+        return seeded_json(SETTINGS.shard.subject_params())
     if name == "shard_regions":
-        return as_json(SETTINGS.shard.region_params())
+        return seeded_json(SETTINGS.shard.region_params())
+    if name == "train":
+        return seeded_json(identity_dict(SETTINGS.train))
     return as_json(identity_dict(getattr(SETTINGS, name)))
+
+
+def seeded_json(params):
+    """Rule params (a function of wildcards): ``params`` with ``seed`` of repeat ``rep``."""
+    return lambda wildcards: as_json(
+        params | {"seed": repeat_seed(params["seed"], repeat_index(wildcards.rep))}
+    )
+
+
+def rep_dataset(wildcards):
+    """The ``dataset:`` section of the job's repeat (synthetic: its own cohort seed)."""
+    return repeat_dataset(config["dataset"], repeat_index(wildcards.rep))
+
+
+def subject_params(wildcards):
+    """acquire_subject's params of the job's subject and repeat: the plan's (repeat 0, real
+    data) or, for a synthetic repeat k >= 1, the source's with the repeat's cohort seed."""
+    dataset = rep_dataset(wildcards)
+    if dataset is config["dataset"]:
+        return PLAN["params"][wildcards.subject]
+    return source_subject_params(dataset, wildcards.subject)
+
+
+def rep_path(pattern):
+    """Rule params: ``pattern`` with the job's repeat filled in (params are not formatted)."""
+    return lambda wildcards: pattern.format(rep=wildcards.rep)
 
 
 def dataset_root(path):
     """results/<dataset>/ of an output path under it (the rule's params derive it from outputs)."""
     parts = Path(path).parts
-    return str(Path(*parts[: parts.index("results") + 2]))
+    end = parts.index("results") + 2
+    if re.fullmatch(r"rep-[1-9][0-9]*", parts[end]):  # a repeat's root: results/<name>/rep-<k>
+        end += 1
+    return str(Path(*parts[:end]))
 
 
 def as_json(value):
@@ -289,7 +342,11 @@ def train_job_threads(wildcards):
 
 
 def final_outputs():
+    """Every repeat's summary, chart and figures; with repeats > 1, summary_repeats.csv."""
     outputs = [f"{ROOT}/eval/summary.csv", f"{ROOT}/figures/summary.png"]
     outputs.append(f"{ROOT}/environment.txt")  # the environment lock of the run
     outputs += [f"{ROOT}/figures/{name}" for name in EXPERIMENTS]
+    outputs = expand(outputs, rep=repeat_suffixes(REPEATS))
+    if REPEATS > 1:
+        outputs.append(f"{ROOT0}/eval/summary_repeats.csv")
     return outputs

@@ -23,7 +23,7 @@ rule evaluate:
     params:
         settings=section_json("evaluate"),
         experiment=experiment_json,
-        truth=f"{ROOT}/truth",
+        truth=rep_path(f"{ROOT}/truth"),
         preprocess=section_json("preprocess"),  # the noise-free runs in truth/ are processed
         parcellate=section_json("parcellate"),  # with the observed runs' settings (ceiling)
         code=fingerprint("modalmerge.stages.evaluate"),
@@ -36,7 +36,7 @@ rule evaluate:
 
 rule summarize:
     input:
-        expand(rules.evaluate.output.metrics, experiment=EXPERIMENTS),
+        expand(rules.evaluate.output.metrics, experiment=EXPERIMENTS, allow_missing=True),
     output:
         report(
             f"{ROOT}/eval/summary.csv",
@@ -74,3 +74,26 @@ rule environment:
         packages=as_json(distributions()),
     run:
         write_environment(output[0])
+
+
+# repeats > 1 (modalmerge/repeats.py): every repeat's summary.csv -> mean, SD and "beats" counts
+rule summarize_repeats:
+    input:
+        expand(rules.summarize.output[0], rep=repeat_suffixes(REPEATS)),
+    output:
+        report(
+            f"{ROOT0}/eval/summary_repeats.csv",
+            caption="../report/summary_repeats.rst",
+            category="Summary",
+        ),
+    log:
+        f"logs/{config['dataset']['name']}/evaluate/summary_repeats.log",
+    benchmark:
+        f"benchmarks/results/{config['dataset']['name']}/evaluate/summary_repeats.tsv"
+    threads: 1
+    resources:
+        **stage_resources("summarize_repeats"),
+    params:
+        code=fingerprint("modalmerge.evaluation.summary_repeats"),
+    shell:
+        "modalmerge summarize-repeats --summaries {input:q} --out {output:q} > {log:q} 2>&1"

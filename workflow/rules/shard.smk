@@ -14,7 +14,7 @@ rule shard_inputs:
     log:
         f"{LOGS}/shard/shard_inputs.log",
     params:
-        inputs=shard_inputs_json(),
+        inputs=shard_inputs_json,
     run:
         write_text_atomic(output[0], params.inputs)
 
@@ -22,10 +22,13 @@ rule shard_inputs:
 rule shard:
     input:
         inputs_json=rules.shard_inputs.output[0],
-        parcellated=expand(rules.parcellate.output.npz, subject=SUBJECTS),
-        anatomy=expand(rules.preprocess.output.t1, subject=SUBJECTS),
+        # allow_missing: {rep} (the repeat) is filled from the job's output
+        parcellated=expand(rules.parcellate.output.npz, subject=SUBJECTS, allow_missing=True),
+        anatomy=expand(rules.preprocess.output.t1, subject=SUBJECTS, allow_missing=True),
         texts=(
-            expand(rules.acquire_subject.output.text, subject=SUBJECTS) if WRITES["text"] else []
+            expand(rules.acquire_subject.output.text, subject=SUBJECTS, allow_missing=True)
+            if WRITES["text"]
+            else []
         ),
         participants=rules.acquire_cohort.output.participants,
         extra_anatomy=preprocessed_anatomy(),
