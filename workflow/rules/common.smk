@@ -35,8 +35,8 @@ ROOT0 = f"results/{config['dataset']['name']}"
 ROOT = f"{ROOT0}{{rep}}"
 LOGS = f"logs/{config['dataset']['name']}{{rep}}"
 BENCH = f"benchmarks/results/{config['dataset']['name']}{{rep}}"
-# Planning once (issue 17): the main process plans the cohort (subjects, exclusions, each
-# subject's params and source files; run length and TR checked against the filter) and writes
+# Planning once (issue 17): the main process plans the cohort (subjects, exclusions, the
+# params and source files of each subject; run length and TR checked against the filter) and writes
 # it to subjects.json; a cluster job, which re-parses this file, reads it instead of
 # re-planning (no header re-checks, no source scans), and stops on a missing or stale plan.
 # One plan for all repeats: they share subject ids and source files (a synthetic repeat
@@ -222,7 +222,8 @@ def time_split_args():
     if shard.split_by != "time":
         return ""
     keys = ("split_by", "fractions", "gap") + (("window",) if shard.gap is None else ())
-    return "--time-split " + shlex.quote(as_json({k: shard.subject_params()[k] for k in keys}))
+    blocks = as_json({k: shard.subject_params()[k] for k in keys})
+    return f"--time-split {shlex.quote(blocks)}"
 
 
 def section_json(name):

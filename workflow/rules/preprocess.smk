@@ -3,10 +3,9 @@
 # With shard.split_by: time each block of the run is cleaned on its own (--time-split).
 # Anatomy-only sources (ADNI, BraTS) have no BOLD: the T1 alone, plus BraTS's other
 # contrasts (normalised like the T1) and its segmentation (nearest neighbour).
-# preprocess.chunk_mb bounds the memory of long runs; a resource knob, it goes on the command
-# line, not into params, so changing it reruns nothing.
-
-PREPROCESS_CHUNK_MB = SETTINGS.preprocess.chunk_mb
+# preprocess.chunk_mb bounds the memory of long runs; a resource knob, it reaches the job as a
+# resource (not params: Snakemake compares params, and the shell text before formatting), so
+# changing it reruns nothing.
 
 
 rule preprocess:
@@ -27,6 +26,7 @@ rule preprocess:
     threads: 1
     resources:
         **stage_resources("preprocess"),
+        chunk_mb=SETTINGS.preprocess.chunk_mb,
     params:
         settings=section_json("preprocess"),
         code=fingerprint("modalmerge.data.preprocess"),
@@ -36,5 +36,5 @@ rule preprocess:
     shell:
         "modalmerge preprocess --settings {params.settings:q} --t1 {input.t1:q}"
         " --atlas {input.atlas:q} {params.optional} {params.extra} {params.time_split}"
-        " --out-t1 {output.t1:q} --chunk-mb {PREPROCESS_CHUNK_MB:q}"
+        " --out-t1 {output.t1:q} --chunk-mb {resources.chunk_mb}"
         " > {log:q} 2>&1"
