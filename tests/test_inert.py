@@ -44,7 +44,7 @@ def test_checkpoints_load_with_weights_only():
 
 # values a rule builds with shlex.quote itself, or that are not user data
 _PRE_QUOTED = {"params.optional", "params.extra", "params.channels", "params.texts",
-               "params.launcher", "threads"}  # fmt: skip
+               "params.launcher", "params.time_split", "threads"}  # fmt: skip
 
 
 def test_every_shell_value_is_quoted():

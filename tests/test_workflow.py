@@ -32,7 +32,8 @@ pytestmark = pytest.mark.slow
 
 DATA_RULES = {"acquire_atlas", "acquire_cohort", "acquire_subject", "preprocess", "parcellate",
               "shard_inputs", "shard"}  # fmt: skip
-MODEL_RULES = {"train", "evaluate", "summarize", "figures", "summary_chart"}
+# environment: the lock is rewritten after every summary (modalmerge.stages.environment)
+MODEL_RULES = {"train", "evaluate", "summarize", "figures", "summary_chart", "environment"}
 
 
 @pytest.fixture(scope="session")

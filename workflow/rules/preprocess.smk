@@ -36,5 +36,5 @@ rule preprocess:
     shell:
         "modalmerge preprocess --settings {params.settings:q} --t1 {input.t1:q}"
         " --atlas {input.atlas:q} {params.optional} {params.extra} {params.time_split}"
-        " --out-t1 {output.t1:q} --chunk-mb {resources.chunk_mb}"
+        " --out-t1 {output.t1:q} --chunk-mb {resources.chunk_mb:q}"
         " > {log:q} 2>&1"

@@ -26,4 +26,4 @@ rule train:
     shell:
         "{params.launcher} train --settings {params.settings:q} --experiment {params.experiment:q}"
         " --shards {input.shards:q} --out-dir {params.out_dir:q} --threads {threads}"
-        " --workers {resources.loader_workers} > {log:q} 2>&1"
+        " --workers {resources.loader_workers:q} > {log:q} 2>&1"
