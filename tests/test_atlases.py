@@ -151,3 +151,14 @@ def test_one_labels_reader_checks_indices_and_coordinates(tmp_path):
     assert read_labels(path)["name"].tolist() == ["a"]
     with pytest.raises(InputError, match=r"lacks column\(s\) \['x', 'y', 'z'\]"):
         read_labels(path, require_coordinates=True)
+
+
+@pytest.mark.parametrize("kind", ["bids", "fmriprep", "hcp", "adni"])
+def test_real_sources_default_to_the_dk_atlas_on_a_2mm_grid(kind):
+    """Without an ``atlas:`` key a real source parcellates on DK resampled to 2 mm, not on its
+    native 1 mm grid (which would upsample every BOLD run ~4.6x); ``{kind: dk}`` keeps 1 mm."""
+    from modalmerge.data.sources import get_source
+
+    atlas = atlases.load_atlas(get_source(kind).default_atlas)
+    assert np.allclose(atlas.image.header.get_zooms(), 2.0) and len(atlas) == 83
+    assert np.allclose(atlases.load_atlas({"kind": "dk"}).image.header.get_zooms(), 1.0)

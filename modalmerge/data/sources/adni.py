@@ -178,7 +178,7 @@ SOURCE = Source(
     on_disk=_on_disk,
     participants=_participants,
     collect=_collect,
-    default_atlas={"kind": "dk"},
+    default_atlas={"kind": "dk", "resolution_mm": 2},  # as every real source (_common)
     complete_table=False,
     writes_bold=False,  # anatomy only: the workflow runs no BOLD stages for it
 )
