@@ -31,7 +31,6 @@ import argparse
 import csv
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -41,19 +40,11 @@ from pathlib import Path
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests"))
+from workflow_utils import copy_project  # noqa: E402  (what the workflow needs, as the tests copy it)
+
 BIN = Path(sys.executable).parent
-COPY = ("Snakefile", "config.yaml", "workflow", "configs", "modalmerge")
 DATA_RULES = ("acquire", "preprocess", "parcellate")  # per-subject stages (their folders)
-
-
-def copy_project(dest: Path) -> None:
-    dest.mkdir(parents=True, exist_ok=True)
-    for name in COPY:
-        src = REPO / name
-        if src.is_dir():
-            shutil.copytree(src, dest / name, ignore=shutil.ignore_patterns("__pycache__"))
-        else:
-            shutil.copy2(src, dest / name)
 
 
 def timed_snakemake(work: Path, *args: str) -> tuple[float, int, str, float]:
