@@ -23,7 +23,6 @@ A fold is one run of the workflow with ``shard.split_by: site``,
 
 from __future__ import annotations
 
-import csv
 import os
 from pathlib import Path
 
@@ -35,8 +34,9 @@ from modalmerge.evaluation.summary import (
     experiment_rows,
     primary_metric,
     read_metrics,
+    write_csv,
 )
-from modalmerge.io import InputError, atomic_path
+from modalmerge.io import InputError
 
 __all__ = ["SITE_SUMMARY_COLUMNS", "read_folds", "site_summary"]
 
@@ -89,9 +89,4 @@ def site_summary(folds: str | os.PathLike, out_csv: str | os.PathLike) -> Path:
     for (harmonize, site, experiment), record in records.items():
         if harmonize == "none" and ("combat", site, experiment) in records:
             rows += _harmonization_rows(record, records[("combat", site, experiment)], site)
-    out_csv = Path(out_csv)
-    with atomic_path(out_csv) as tmp, tmp.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(SITE_SUMMARY_COLUMNS)
-        writer.writerows(rows)
-    return out_csv
+    return write_csv(out_csv, SITE_SUMMARY_COLUMNS, rows)

@@ -447,9 +447,15 @@ def summarize(
             raise InputError(path, f"experiment '{name}' already came from {seen[name]}")
         seen[name] = path
         rows += experiment_rows(record, seed=seed, n_boot=n_boot)
+    return write_csv(out_csv, SUMMARY_COLUMNS, rows)
+
+
+def write_csv(out_csv: str | os.PathLike, columns, rows) -> Path:
+    """``columns`` then ``rows`` to ``out_csv``, atomically (the summary CSVs of this package:
+    summary.csv, summary_repeats.csv, site_summary.csv); returns its path."""
     out_csv = Path(out_csv)
     with atomic_path(out_csv) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(SUMMARY_COLUMNS)
+        writer.writerow(columns)
         writer.writerows(rows)
     return out_csv

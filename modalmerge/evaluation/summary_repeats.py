@@ -27,8 +27,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from modalmerge.evaluation.intervals import BEATS
-from modalmerge.evaluation.summary import IDENTITY_FIELDS, SUMMARY_COLUMNS
-from modalmerge.io import InputError, atomic_path, require_file
+from modalmerge.evaluation.summary import IDENTITY_FIELDS, SUMMARY_COLUMNS, write_csv
+from modalmerge.io import InputError, require_file
 
 REPEATS_COLUMNS = (
     *(*IDENTITY_FIELDS, "model", "metric"),
@@ -105,10 +105,4 @@ def summarize_repeats(summaries: Sequence[str | os.PathLike], out_csv: str | os.
         ``summaries`` is empty.
     """
     rows = repeat_rows(summaries)
-    out_csv = Path(out_csv)
-    with atomic_path(out_csv) as tmp:
-        with open(tmp, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(REPEATS_COLUMNS)
-            writer.writerows(rows)
-    return out_csv
+    return write_csv(out_csv, REPEATS_COLUMNS, rows)
