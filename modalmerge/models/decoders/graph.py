@@ -9,6 +9,10 @@ from modalmerge.models.graph import exp_map, graph_sizes, log_euclidean_mean, ma
 from modalmerge.models.layers import Decoder, SequenceMixer, TokenProvenance
 from modalmerge.models.registry import register_decoder
 
+#: tangent entries are bounded by TANGENT_BOUND / sqrt(N) (a soft tanh bound), so the
+#: eigenvalues of T stay below TANGENT_BOUND sqrt(N) and expm(T) finite
+TANGENT_BOUND = 2.0
+
 
 @register_decoder("graph", "bilinear")
 class BilinearGraphDecoder(Decoder):
@@ -36,7 +40,9 @@ class BilinearGraphDecoder(Decoder):
         symmetric ``T`` and the output is ``R^1/2 expm(T) R^1/2`` (symmetric positive
         definite), with ``R`` the reference set by :meth:`set_tangent_reference`
         (the training matrices' log-Euclidean mean; identity until set; kept in the
-        state dict). For FC targets.
+        state dict). For FC targets. ``T``'s entries are softly bounded
+        (``TANGENT_BOUND / sqrt(N)``), the bilinear scales start at 0 (the first
+        prediction is ``R``), and the exp map runs in float64.
     labels : list of str, optional
         Region names, reported in the provenance.
     """
@@ -65,7 +71,8 @@ class BilinearGraphDecoder(Decoder):
         )
         self.norm = nn.LayerNorm(dim)
         self.project = nn.Linear(dim, rank)
-        self.scale = nn.Parameter(torch.ones(rank) * rank**-0.5)
+        # tangent: start at T = 0, the reference itself (the training mean FC)
+        self.scale = nn.Parameter(torch.full((rank,), 0.0 if tangent else rank**-0.5))
         self.edge_bias = nn.Parameter(torch.zeros(()))
         self.feature_head = nn.Linear(dim, self.n_features) if self.n_features else None
         self.tangent = bool(tangent)
@@ -91,8 +98,10 @@ class BilinearGraphDecoder(Decoder):
         p = self.project(h)  # (B, N, rank)
         edges = (p * self.scale) @ p.transpose(1, 2) + self.edge_bias
         edges = 0.5 * (edges + edges.transpose(1, 2))  # exact symmetry in floating point
-        if self.tangent:
-            edges = exp_map(edges.float(), self.reference_sqrt.float()).to(p.dtype)
+        if self.tangent:  # entries bounded so expm stays finite; in float64 (small N x N)
+            bound = TANGENT_BOUND / self.n_nodes**0.5
+            tangent = bound * torch.tanh(edges.double() / bound)
+            edges = exp_map(tangent, self.reference_sqrt.double()).to(p.dtype)
             edges = 0.5 * (edges + edges.transpose(1, 2))
         if self.feature_head is None:
             return edges
