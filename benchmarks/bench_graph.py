@@ -4,9 +4,11 @@ The ``graph_transformer`` encoder (attention biased by the edge weights, one
 float bias ``(B, heads, N, N)`` handed to ``scaled_dot_product_attention``) is
 timed against its plain dense-attention twin (``edge_bias=False``: the same
 blocks with no bias, so SDPA may take its unmasked kernel) in the same process,
-interleaved, with :mod:`torch.utils.benchmark`. Peak memory is the rise of the
-process's peak resident set (``VmHWM``, reset through ``/proc/self/clear_refs``)
-over its resident set before the timed calls. Run on demand (not a test)::
+interleaved, with :mod:`torch.utils.benchmark`. Peak memory is measured for
+each variant and mode in a fresh child process (this script with ``--memory``):
+the rise of its peak resident set (``VmHWM``) over its resident set just before
+one call, inputs and weights already built (in one process the allocator keeps
+the first variant's pages, hiding the second's). Run on demand (not a test)::
 
     nice -n 10 .venv/bin/python benchmarks/bench_graph.py --threads 2
 """
@@ -15,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 import platform
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -30,35 +34,28 @@ def _status_kib(key: str) -> float:
     return float("nan")  # pragma: no cover - not Linux
 
 
-def _reset_peak() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:  # pragma: no cover - not Linux / not allowed
-        return False
+def _statement(train: bool) -> str:
+    return "encoder(x).sum().backward()" if train else "with torch.no_grad(): encoder(x)"
 
 
-def measure(
-    encoder: torch.nn.Module, x: torch.Tensor, train: bool, min_time: float
-) -> tuple[float, float]:
-    """(samples per second, peak memory rise in MiB) of forward (and backward when ``train``)."""
+def throughput(encoder: torch.nn.Module, x: torch.Tensor, train: bool, min_time: float) -> float:
+    """Samples per second of forward (and backward when ``train``)."""
     encoder.train(train)
-    if train:
-        stmt = "encoder(x).sum().backward()"
-    else:
-        stmt = "with torch.no_grad(): encoder(x)"
     timer = benchmark.Timer(
-        stmt=stmt, globals={"encoder": encoder, "x": x, "torch": torch},
+        stmt=_statement(train), globals={"encoder": encoder, "x": x, "torch": torch},
         num_threads=torch.get_num_threads(),
     )  # fmt: skip
-    before = _status_kib("VmRSS")
-    peak = float("nan")
-    if _reset_peak():
-        exec(stmt, {"encoder": encoder, "x": x, "torch": torch})  # noqa: S102 - the timed statement
-        peak = (_status_kib("VmHWM") - before) / 1024.0
     seconds = timer.blocked_autorange(min_run_time=min_time).median
     encoder.zero_grad(set_to_none=True)
-    return x.shape[0] / seconds, peak
+    return x.shape[0] / seconds
+
+
+def peak_rise_mib(argv: list[str]) -> float:
+    """Peak memory rise (MiB) of one call, in a fresh child process (``--memory``)."""
+    out = subprocess.run(
+        [sys.executable, __file__, *argv], check=True, capture_output=True, text=True
+    )
+    return float(out.stdout.strip().splitlines()[-1])
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -71,27 +68,42 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--min-time", type=float, default=2.0)
+    parser.add_argument("--memory", choices=("biased", "plain"), help=argparse.SUPPRESS)
+    parser.add_argument("--train", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     n = args.nodes
     a = torch.rand(args.batch, n, n)
     x = (a + a.transpose(1, 2)) / 2  # (B, N, N): adjacency only, F = 0
+    variants = {"edge-biased": "biased", "plain dense twin": "plain"}
     encoders = {
         variant: GraphTransformerEncoder(
-            (n, n), args.dim, n_heads=args.heads, n_layers=args.layers, edge_bias=bias
+            (n, n), args.dim, n_heads=args.heads, n_layers=args.layers, edge_bias=flag == "biased"
         )
-        for variant, bias in (("edge-biased", True), ("plain dense twin", False))
+        for variant, flag in variants.items()
+        if args.memory in (None, flag)
     }
+    if args.memory is not None:  # the child: one call, print its peak rise
+        (encoder,) = encoders.values()
+        encoder.train(args.train)
+        before = _status_kib("VmRSS")
+        exec(_statement(args.train), {"encoder": encoder, "x": x, "torch": torch})  # noqa: S102
+        print((_status_kib("VmHWM") - before) / 1024.0)
+        return
     print(
         f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
         f"{args.threads} threads; {n} nodes, batch {args.batch}, dim {args.dim}, "
         f"{args.heads} heads, {args.layers} layers"
     )
     print(f"{'variant':<18} {'mode':<9} {'samples/s':>10} {'peak MiB':>9}")
+    common = [f"--{k.replace('_', '-')}={v}" for k, v in vars(args).items()
+              if k in ("nodes", "batch", "dim", "heads", "layers", "threads")]  # fmt: skip
     for train in (False, True):
         for variant, encoder in encoders.items():
-            rate, peak = measure(encoder, x, train, args.min_time)
+            rate = throughput(encoder, x, train, args.min_time)
+            flags = [*common, f"--memory={variants[variant]}", *(["--train"] if train else [])]
+            peak = peak_rise_mib(flags)
             mode = "fwd+bwd" if train else "forward"
             print(f"{variant:<18} {mode:<9} {rate:>10.2f} {peak:>9.1f}")
 

@@ -337,6 +337,15 @@ class ExperimentSettings(_Section):
     target_channels: str | list | None = F(
         None, doc="image target: channels by name, as condition_channels", items=(str,)
     )
+    condition_graph: str | None = F(
+        None,
+        doc="graph condition: the view read, fc (connectivity, the default) or sc (structural "
+        "connectome, when the dataset has one)",
+        choices=("fc", "sc"),
+    )
+    target_graph: str | None = F(
+        None, doc="graph target: the view read, as condition_graph", choices=("fc", "sc")
+    )
     plugins: tuple[str, ...] | None = F(
         None,
         doc="modules imported before the model is built or loaded (from the top-level plugins:)",

@@ -55,3 +55,36 @@ def test_scores_are_per_subject_and_separate_exact_from_group_predictions():
     np.testing.assert_allclose(physics["edge_r"], 1.0)
     ridge = graph_scores(predictions["ridge_pca"], fc[test], mean)
     assert ridge["edge_mse"].shape == (4,) and np.all(ridge["edge_mse"] < group["edge_mse"] * 2)
+
+
+def test_score_graph_averages_windows_per_subject_and_adds_the_physics_baseline():
+    from types import SimpleNamespace
+
+    from modalmerge.evaluation.graph_targets import score_graph
+    from modalmerge.evaluation.scoring import BaselineSettings, ScoringInput
+
+    sc, fc = _cohort(12, seed=2)
+    subjects = [f"sub-{i:02d}" for i in range(12)]
+
+    def split(index, prediction=None):
+        rows = np.repeat(index, 2)  # two windows per subject
+        return SimpleNamespace(
+            subjects=[subjects[i] for i in rows], condition=sc[rows], target=fc[rows],
+            prediction=None if prediction is None else prediction[rows],
+        )  # fmt: skip
+
+    train, test = split(np.arange(8)), split(np.arange(8, 12), prediction=fc)
+    data = ScoringInput(
+        condition="graph", train=train, test=test,
+        x_train=train.condition.reshape(16, -1), x_test=test.condition.reshape(8, -1),
+        baselines=BaselineSettings(alphas=np.array([0.1, 1.0]), n_components=3),
+    )  # fmt: skip
+    scored = score_graph(data, physics=True)
+    assert scored.per_unit["units"] == subjects[8:]
+    assert set(scored.scores) == {"model", "group_mean", "ridge", "physics"}
+    assert scored.scores["model"]["edge_r"] == pytest.approx(1.0)
+    assert scored.scores["physics"]["edge_r"] == pytest.approx(1.0)
+    assert scored.extra["physics_g"] == pytest.approx(0.6)
+    assert scored.scores["group_mean"]["fc_top1"] == pytest.approx(0.25)
+    assert scored.arrays["condition"].shape == (4, 6, 6)
+    assert len(scored.per_unit["ridge"]["edge_r"]) == 4

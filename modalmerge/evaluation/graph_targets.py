@@ -28,6 +28,7 @@ import numpy as np
 
 from modalmerge.data.synthetic.connectome import lyapunov_fc
 from modalmerge.evaluation.identifiability import identifiability
+from modalmerge.evaluation.scoring import Scored, subject_mean
 
 #: global couplings the physics baseline tries (SC normalised to spectral radius 1)
 G_GRID = tuple(np.round(np.arange(0.05, 0.96, 0.05), 2))
@@ -125,3 +126,73 @@ def baseline_predictions(
         "physics": physics_fc(test_sc, g),
         "ridge_pca": ridge_pca(train_sc, train_fc, test_sc),
     }, g
+
+
+def score_graph(data, physics: bool = False) -> Scored:
+    """Score a graph target (an FC, or any symmetric matrix) per held-out subject.
+
+    ``data``: the evaluate stage's :class:`~modalmerge.evaluation.scoring.ScoringInput`
+    (window samples repeat their subject's graph: each subject's rows are averaged
+    first). Predictors: the ``model``; ``group_mean``, the training subjects' mean
+    matrix; ``ridge``, ridge on the PCA of the condition's features (a graph
+    condition's upper triangle; :func:`ridge_pca` with the evaluate settings'
+    penalties and components); with ``physics`` (an SC condition, an FC target),
+    the analytic OU FC of the subject's SC with ``g`` fitted on training subjects.
+    """
+    train, test = data.train, data.test
+    keys, true = subject_mean(_matrices(test.target), test.subjects)
+    train_keys, train_true = subject_mean(_matrices(train.target), train.subjects)
+    model = subject_mean(_matrices(test.prediction), test.subjects)[1]
+    predictions = {"model": 0.5 * (model + model.transpose(0, 2, 1))}
+    predictions["group_mean"] = group_average(train_true, len(keys))
+    x_train = subject_mean(data.x_train, train.subjects)[1]
+    x_test = subject_mean(data.x_test, test.subjects)[1]
+    predictions["ridge"] = _ridge(x_train, train_true, x_test, data.baselines)
+    extra: dict = {"primary_metric": "edge_r"}
+    if physics:
+        sc_train = subject_mean(_matrices(train.condition), train.subjects)[1]
+        sc_test = subject_mean(_matrices(test.condition), test.subjects)[1]
+        g = fit_physics_g(sc_train, train_true)
+        predictions["physics"] = physics_fc(sc_test, g)
+        extra["physics_g"] = g
+    mean = train_true.mean(0)
+    per_unit: dict = {"units": list(keys)}
+    scores: dict = {}
+    for name, p in predictions.items():
+        own = graph_scores(p, true, mean)
+        per_unit[name] = {k: v.tolist() for k, v in own.items()}
+        scores[name] = {k: float(np.mean(v)) for k, v in own.items()}
+    arrays = {"subjects": np.asarray(keys), "prediction": predictions["model"], "target": true}
+    arrays.update({k: v for k, v in predictions.items() if k != "model"})
+    if data.condition == "graph":  # drawn beside the target (figures stage)
+        arrays["condition"] = subject_mean(_matrices(test.condition), test.subjects)[1]
+    extra["n_train_subjects"] = len(train_keys)
+    return Scored(scores=scores, arrays=arrays, per_unit=per_unit, extra=extra)
+
+
+def _matrices(x: np.ndarray) -> np.ndarray:
+    """The adjacency part ``(n, N, N)`` of packed graphs ``(n, N, F + N)``."""
+    x = np.asarray(x, dtype=np.float64)
+    return x[..., x.shape[-1] - x.shape[-2] :]
+
+
+def _ridge(x_train, y_train, x_test, settings) -> np.ndarray:
+    """:func:`ridge_pca` on any features (graphs: their upper triangles)."""
+    from sklearn.decomposition import PCA
+    from sklearn.linear_model import RidgeCV
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    def features(x):
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim == 3 and x.shape[-1] >= x.shape[-2]:
+            return triangles(_matrices(x))
+        return x.reshape(len(x), -1)
+
+    x_train, x_test = features(x_train), features(x_test)
+    k = max(1, min(int(settings.n_components), len(x_train) - 1, x_train.shape[1]))
+    model = make_pipeline(
+        StandardScaler(), PCA(k, random_state=0), RidgeCV(alphas=tuple(settings.alphas))
+    )
+    model.fit(x_train, triangles(y_train))
+    return edges_to_matrices(model.predict(x_test), y_train.shape[1])

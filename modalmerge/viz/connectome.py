@@ -142,18 +142,26 @@ def plot_sc_fc_prediction(
     )
     ax.set(xlabel="true FC edge", ylabel="predicted FC edge", title=f"edges: r = {r:.2f}")
     if coords is not None:
-        coords = np.asarray(coords, float)
-        if coords.shape != (n, 3):
-            raise ValueError(f"coords must be ({n}, 3), got {coords.shape}")
-        for ax, m, name in zip(axes[1, :2], mats[1:], ("true FC", "predicted FC"), strict=True):
-            plotting.plot_connectome(
-                m, coords, edge_threshold=edge_threshold, axes=ax, display_mode="ortho",
-                colorbar=False, edge_vmin=-fc_limit, edge_vmax=fc_limit, title=name,
-            )  # fmt: skip
-        for ax in axes[1, 2:]:
-            ax.set_axis_off()
+        _glass_brains(axes[1], mats[1:], coords, fc_limit, edge_threshold)
     if title:
         fig.suptitle(title)
     if output is not None:
         save_figure(fig, output, dpi=90)
     return fig
+
+
+def _glass_brains(axes, mats, coords, limit: float, edge_threshold) -> None:
+    """True and predicted FC as glass-brain connectomes on the first two of ``axes``."""
+    from nilearn import plotting
+
+    coords = np.asarray(coords, float)
+    n = mats[0].shape[0]
+    if coords.shape != (n, 3):
+        raise ValueError(f"coords must be ({n}, 3), got {coords.shape}")
+    for ax, m, name in zip(axes[:2], mats, ("true FC", "predicted FC"), strict=True):
+        plotting.plot_connectome(
+            m, coords, edge_threshold=edge_threshold, axes=ax, display_mode="ortho",
+            colorbar=False, edge_vmin=-limit, edge_vmax=limit, title=name,
+        )  # fmt: skip
+    for ax in axes[2:]:
+        ax.set_axis_off()
