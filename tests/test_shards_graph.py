@@ -55,7 +55,9 @@ def test_a_missing_or_asymmetric_sc_names_the_file(tmp_path):
     subjects, parc, anat, tsv, texts = make_inputs(tmp_path)
     for i, s in enumerate(subjects[1:], start=1):
         _write_sc(tsv.parent, s, _sc(i))
-    with pytest.raises(InputError, match="sub-001_desc-sc_connectome.tsv.*no structural connectome"):
+    with pytest.raises(
+        InputError, match="sub-001_desc-sc_connectome.tsv.*no structural connectome"
+    ):
         write_shards(subjects, parc, anat, tsv, texts, tmp_path / "shards", PARAMS)
     bad = _sc(0)
     bad[0, 1] += 1.0
