@@ -14,9 +14,10 @@ from modalmerge.models.registry import register_encoder
 class EdgeBiasedAttention(nn.Module):
     """Dense multi-head self-attention over nodes with an additive edge-weight bias per head.
 
-    ``scores_h(i, j) = q_i . k_j / sqrt(d) + a_h * A_ij + c_h``: head ``h`` learns how
+    ``scores_h(i, j) = q_i . k_j / sqrt(d) + a_h * A_ij``: head ``h`` learns how
     much an edge's weight draws node ``i`` to node ``j`` (``a_h`` may be negative:
-    a head can prefer unconnected nodes). ``edge_bias=False`` drops the bias: the
+    a head can prefer unconnected nodes; a constant per head would cancel in the
+    softmax, so there is none). ``edge_bias=False`` drops the bias: the
     plain dense-attention twin (``benchmarks/bench_graph.py``). The math runs in
     ``scaled_dot_product_attention`` with the bias as its float mask.
     """
@@ -29,7 +30,6 @@ class EdgeBiasedAttention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
         self.edge_scale = nn.Parameter(torch.ones(n_heads)) if edge_bias else None
-        self.edge_shift = nn.Parameter(torch.zeros(n_heads)) if edge_bias else None
 
     def forward(self, x: torch.Tensor, adjacency: torch.Tensor) -> torch.Tensor:
         """``x`` (B, N, dim), ``adjacency`` (B, N, N) -> (B, N, dim)."""
@@ -37,8 +37,7 @@ class EdgeBiasedAttention(nn.Module):
         q, k, v = self.qkv(x).view(b, n, 3, self.n_heads, dim // self.n_heads).unbind(2)
         bias = None
         if self.edge_scale is not None:
-            bias = adjacency.unsqueeze(1) * self.edge_scale.view(1, -1, 1, 1)
-            bias = (bias + self.edge_shift.view(1, -1, 1, 1)).to(q.dtype)
+            bias = (adjacency.unsqueeze(1) * self.edge_scale.view(1, -1, 1, 1)).to(q.dtype)
         h = F.scaled_dot_product_attention(
             q.transpose(1, 2),
             k.transpose(1, 2),
