@@ -130,4 +130,4 @@ def test_a_graph_to_graph_model_learns_a_planted_edge_map():
         loss = loss_fn(model(x).prediction, y)
         loss.backward()
         optimizer.step()
-    assert float(loss) < 0.3 * first
+    assert loss.item() < 0.3 * first
