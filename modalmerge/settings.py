@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 F = field_spec  # field(default, doc, choices=, ge=, gt=, le=, ...): see _settings_check
-MODALITIES = ("image", "time_series", "text", "tabular")
+MODALITIES = ("image", "time_series", "text", "tabular", "graph")
 #: per-subject connectivity kinds (tangent is group-level: the shard stage's)
 CONNECTIVITY_KINDS = ("correlation", "partial correlation", "covariance", "precision")
 #: dataset kinds: the keys of modalmerge.data.sources.SOURCES (a test keeps them equal)
@@ -336,6 +336,15 @@ class ExperimentSettings(_Section):
     )
     target_channels: str | list | None = F(
         None, doc="image target: channels by name, as condition_channels", items=(str,)
+    )
+    condition_graph: str | None = F(
+        None,
+        doc="graph condition: the view read, fc (connectivity, the default) or sc (structural "
+        "connectome, when the dataset has one)",
+        choices=("fc", "sc"),
+    )
+    target_graph: str | None = F(
+        None, doc="graph target: the view read, as condition_graph", choices=("fc", "sc")
     )
     plugins: tuple[str, ...] | None = F(
         None,

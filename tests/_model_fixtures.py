@@ -7,14 +7,28 @@ import torch
 
 from modalmerge.models import MultiModalModel
 
-MODALITIES = ["image", "time_series", "text", "tabular"]
+MODALITIES = ["image", "time_series", "text", "tabular", "graph"]
 B, DIM, HEADS = 2, 16, 2
 IMAGE = (1, 8, 8, 8)
 SERIES = (6, 3)
+GRAPH = (5, 2 + 5)  # 5 nodes, 2 node features, then the 5 adjacency rows
 VOCAB, MAX_LEN = 12, 6
 N_NUM, CARDS = 2, [3, 2]
-TINY_ENCODERS = {"image": "cnn", "time_series": "transformer", "text": "gru", "tabular": "mlp"}
-TINY_OPTIONS = {"image": {"n_blocks": 2}, "time_series": {"n_layers": 1}, "text": {}, "tabular": {}}
+TINY_ENCODERS = {
+    "image": "cnn",
+    "time_series": "transformer",
+    "text": "gru",
+    "tabular": "mlp",
+    "graph": "graph_transformer",
+}
+TINY_OPTIONS = {
+    "image": {"n_blocks": 2},
+    "time_series": {"n_layers": 1},
+    "text": {},
+    "tabular": {},
+    "graph": {"n_layers": 1},
+}
+SHAPES = {"image": IMAGE, "time_series": SERIES, "graph": GRAPH}
 
 
 def tiny_model(
@@ -27,19 +41,15 @@ def tiny_model(
         embedding_dim=DIM,
         num_attention_heads=HEADS,
         conditioning=method,
-        condition_shape=IMAGE
-        if condition == "image"
-        else SERIES
-        if condition == "time_series"
-        else None,
-        target_shape=IMAGE if target == "image" else SERIES if target == "time_series" else None,
+        condition_shape=SHAPES.get(condition),
+        target_shape=SHAPES.get(target),
         vocab_size=VOCAB,
         max_length=MAX_LEN,
         n_numeric=N_NUM,
         categorical_cardinalities=CARDS,
         dropout=0.0,
         encoder_options=TINY_OPTIONS[condition],
-        decoder_options={"n_layers": 1} if target in ("time_series", "text") else {},
+        decoder_options={"n_layers": 1} if target in ("time_series", "text", "graph") else {},
     )
     args.update(kw)
     return MultiModalModel(**args)
@@ -51,6 +61,11 @@ def batch(modality: str, shape=None, seed: int = 0) -> torch.Tensor:
         return torch.randn(B, *(shape or IMAGE), generator=g)
     if modality == "time_series":
         return torch.randn(B, *(shape or SERIES), generator=g)
+    if modality == "graph":
+        n = (shape or GRAPH)[0]
+        features = torch.randn(B, n, (shape or GRAPH)[1] - n, generator=g)
+        a = torch.rand(B, n, n, generator=g)
+        return torch.cat([features, (a + a.transpose(1, 2)) / 2], dim=-1)
     if modality == "text":
         ids = torch.randint(4, VOCAB, (B, MAX_LEN), generator=g)
         ids[:, 0], ids[:, 3], ids[:, 4:] = 1, 2, 0  # bos w w eos pad pad
@@ -67,6 +82,10 @@ def check_prediction(prediction, target: str) -> None:
         assert prediction.shape == (B, *SERIES)
     elif target == "text":
         assert prediction.shape == (B, MAX_LEN, VOCAB)
+    elif target == "graph":
+        assert prediction.shape == (B, *GRAPH)
+        adjacency = prediction[..., GRAPH[1] - GRAPH[0] :]
+        torch.testing.assert_close(adjacency, adjacency.transpose(1, 2))
     else:
         assert prediction["numeric"].shape == (B, N_NUM)
         assert [tuple(c.shape) for c in prediction["categorical"]] == [(B, c) for c in CARDS]

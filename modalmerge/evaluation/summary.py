@@ -136,9 +136,10 @@ PREDICTORS = (
     "oracle",
     "noise_ceiling",
     "regional_truth",
+    "physics",
 )
 #: the predictors a model is compared with by paired differences
-BASELINES = ("group_mean", "ridge", "ridge_parcel")
+BASELINES = ("group_mean", "ridge", "ridge_parcel", "physics")
 IDENTITY_FIELDS = ("experiment", "condition", "target", "method")
 SUMMARY_COLUMNS = (
     *(*IDENTITY_FIELDS, "model", "metric", "value"),
@@ -150,6 +151,7 @@ PRIMARY_METRIC = {
     "image": "ssim",
     "tabular": "r2",
     "text": "token_accuracy",
+    "graph": "edge_r",
 }
 
 

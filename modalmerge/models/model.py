@@ -22,14 +22,16 @@ DEFAULT_ENCODERS = {
     "time_series": "transformer",
     "text": "gru",
     "tabular": "mlp",
+    "graph": "graph_transformer",
 }
 DEFAULT_DECODERS = {
     "image": "deconv",
     "time_series": "transformer",
     "text": "gru",
     "tabular": "mlp",
+    "graph": "bilinear",
 }
-DEFAULT_SHAPES = {"image": (1, 64, 64, 64), "time_series": (50, 16)}
+DEFAULT_SHAPES = {"image": (1, 64, 64, 64), "time_series": (50, 16), "graph": (16, 16)}
 
 
 class ModelOutput(NamedTuple):
@@ -56,7 +58,7 @@ class MultiModalModel(nn.Module):
 
     Parameters
     ----------
-    condition_type, target_type : {"image", "time_series", "text", "tabular"}
+    condition_type, target_type : {"image", "time_series", "text", "tabular", "graph"}
         Modalities of the condition (input) and the target (output).
     condition_encoder, target_decoder : str, optional
         Registered names (see :func:`modalmerge.models.registry.available`);
@@ -76,7 +78,9 @@ class MultiModalModel(nn.Module):
         Conditioning layers stacked.
     condition_shape, target_shape : tuple of int, optional
         Per-sample shapes for image ``(C, D, H, W)`` or ``(C, H, W)`` (default
-        ``(1, 64, 64, 64)``) and time series ``(T, channels)`` (default ``(50, 16)``).
+        ``(1, 64, 64, 64)``), time series ``(T, channels)`` (default ``(50, 16)``)
+        and graph ``(N, F + N)`` (node features then adjacency rows, default
+        ``(16, 16)``: :mod:`modalmerge.models.graph`).
         Text and tabular shapes follow from the arguments below.
     vocab_size : int, optional
         Text vocabulary size; taken from ``tokenizer`` when that is given.
@@ -258,8 +262,12 @@ class MultiModalModel(nn.Module):
         else:
             derived = tuple(int(n) for n in (shape or DEFAULT_SHAPES[modality]))
             ndims = (3, 4) if modality == "image" else (2,)
-            if len(derived) not in ndims or min(derived) < 1:
-                layout = "(C, H, W) or (C, D, H, W)" if modality == "image" else "(T, channels)"
+            bad_graph = modality == "graph" and derived[-1] < derived[0]
+            if len(derived) not in ndims or min(derived) < 1 or bad_graph:
+                layout = {
+                    "image": "(C, H, W) or (C, D, H, W)",
+                    "graph": "(N, F + N): N nodes, F node features, the N adjacency rows",
+                }.get(modality, "(T, channels)")
                 raise ValueError(f"{name} for {modality} must be {layout}, got {tuple(derived)}")
         if shape is not None and tuple(int(n) for n in shape) != derived:
             raise ValueError(

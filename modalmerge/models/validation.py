@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import torch
 
-_FLOAT_MODALITIES = ("image", "time_series", "tabular")
+_FLOAT_MODALITIES = ("image", "time_series", "tabular", "graph")
+#: |A - A^T| allowed in a graph adjacency, relative to max |A| (float32 round-off)
+SYMMETRY_TOLERANCE = 1e-5
 
 
 def check_batch(
@@ -24,8 +26,8 @@ def check_batch(
     x : Tensor
         The batch: ``(B, *sample_shape)``.
     modality : str
-        ``image``, ``time_series``, ``tabular`` (floating point, finite) or ``text``
-        (integer ids in ``[0, vocab_size)``).
+        ``image``, ``time_series``, ``tabular``, ``graph`` (floating point, finite;
+        a graph's adjacency symmetric) or ``text`` (integer ids in ``[0, vocab_size)``).
     sample_shape : tuple of int
         Expected per-sample shape.
     role : str
@@ -75,6 +77,8 @@ def check_batch(
     if not bool(torch.isfinite(x).all()):
         n_bad = int((~torch.isfinite(x)).sum())
         raise ValueError(f"{role} ({modality}) holds {n_bad} NaN or infinite values")
+    if modality == "graph":
+        check_graph_symmetry(x, role)
     if modality == "tabular" and categorical_cardinalities:
         codes = x[:, n_numeric:]
         if not bool((codes == codes.round()).all()):
@@ -89,6 +93,21 @@ def check_batch(
                 f"{role} (tabular) column {n_numeric + col} holds codes >= its "
                 f"{categorical_cardinalities[col]} categories"
             )
+
+
+def check_graph_symmetry(x: torch.Tensor, role: str) -> None:
+    """Raise ValueError unless the adjacency part of graphs ``(B, N, F + N)`` is symmetric."""
+    n = x.shape[-2]
+    adjacency = x[..., x.shape[-1] - n :]
+    gap = (adjacency - adjacency.transpose(-1, -2)).abs().amax(dim=(-1, -2))  # (B,)
+    scale = adjacency.abs().amax(dim=(-1, -2)).clamp_min(1.0)
+    bad = gap > SYMMETRY_TOLERANCE * scale
+    if bool(bad.any()):
+        i = int(bad.nonzero()[0])
+        raise ValueError(
+            f"{role} (graph) adjacency (the last {n} columns of each (N, F + N) sample) "
+            f"is not symmetric: sample {i} has max |A - A^T| = {float(gap[i]):.3g}"
+        )
 
 
 def check_time_offset(time_offset, batch_size: int) -> None:

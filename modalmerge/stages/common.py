@@ -52,6 +52,8 @@ def experiment_dataset(
         target_columns=experiment.target_columns,
         condition_channels=experiment.condition_channels,
         target_channels=experiment.target_channels,
+        condition_graph=experiment.condition_graph,
+        target_graph=experiment.target_graph,
     )
 
 
@@ -84,9 +86,9 @@ def build_model(
             )
     if "text" in (condition, target):
         kwargs.update(tokenizer=tokenizer, max_length=TEXT_MAX_LENGTH)
-    if condition in ("image", "time_series"):
+    if condition in ("image", "time_series", "graph"):
         kwargs["condition_shape"] = tuple(sample["condition"].shape)
-    if target in ("image", "time_series"):
+    if target in ("image", "time_series", "graph"):
         kwargs["target_shape"] = tuple(sample["target"].shape)
     return MultiModalModel(
         condition_type=condition,

@@ -65,6 +65,7 @@ from modalmerge.data.shards.split_arrays import (
     roi_labels,
     roi_names,
 )
+from modalmerge.evaluation.graph_targets import score_graph
 from modalmerge.evaluation.image import score_image
 from modalmerge.evaluation.planted import LINKS_FILE, planted_link_attention, read_planted_links
 from modalmerge.evaluation.region_profiles import profile_table, score_region_profiles
@@ -264,6 +265,9 @@ def _score(data, experiment, manifest, model, shard_dir, truth, time_units=1) ->
         return score_region_profiles(scored, table, data.test.attention)
     if target == "text":
         return score_text(data)
+    if target == "graph":  # the physics baseline: an SC condition, an FC target
+        physics = experiment.condition_graph == "sc" and experiment.target_graph in (None, "fc")
+        return score_graph(data, physics=physics and data.condition == "graph")
     raise ValueError(f"unknown target modality {target!r}")  # pragma: no cover - schema
 
 

@@ -177,6 +177,8 @@ def draw_experiment_figures(
             plot_image_prediction(arrays["prediction"][0][0], arrays["target"][0][0]),
             "image_prediction",
         )
+    elif target == "graph":
+        _graph_figures(arrays, read_manifest(shard_dir), experiment, save)
 
     model, tokenizer = load_experiment_model(model_path, experiment.plugins)
     if target == "tabular":
@@ -234,6 +236,34 @@ def _attention_figures(model, tokenizer, shard_dir, atlas_path, experiment, save
         ),
         "attention_on_anatomy",
     )
+
+
+def _graph_figures(arrays, manifest, experiment, save) -> None:
+    """First held-out subject: condition | true | predicted matrix with glass brains."""
+    from modalmerge.viz.connectome import plot_connectivity, plot_sc_fc_prediction
+
+    names = manifest.get("roi_names")
+    coords = _roi_coordinates(manifest, None)
+    true, pred = arrays["target"][0], arrays["prediction"][0]
+    if coords is not None and len(coords) != len(true):
+        coords = None
+    subject = str(arrays["subjects"][0])
+    if "condition" in arrays:  # a graph condition (SC -> FC): the three side by side
+        save(
+            plot_sc_fc_prediction(
+                arrays["condition"][0], true, pred, names, coords,
+                title=f"{experiment.name}: held-out {subject}",
+            ),
+            "graph_prediction",
+        )  # fmt: skip
+        return
+    limit = float(np.abs(true - np.diag(np.diag(true))).max()) or 1.0
+    for name, matrix in (("true", true), ("predicted", pred)):
+        save(
+            plot_connectivity(matrix, labels=names, coords=coords, vmax=limit,
+                              title=f"{experiment.name}: {name}, held-out {subject}"),
+            f"graph_{name}",
+        )  # fmt: skip
 
 
 def _surface_atlas(atlas_path) -> tuple[np.ndarray, str] | None:

@@ -131,6 +131,10 @@ def _train(shard_dir, experiment, settings, out_dir, cpus, device, ctx) -> Path:
         split: experiment_dataset(shard_dir, split, experiment, tokenizer)
         for split in ("train", "val")
     }
+    if getattr(model.decoder, "tangent", False):  # graph FC in the tangent space
+        n = len(datasets["train"])
+        targets = datasets["train"].get_batch(list(range(n)))["target"]
+        model.decoder.set_tangent_reference(targets[..., targets.shape[-1] - targets.shape[-2] :])
     pin = device.type == "cuda"
     train_loader = _loader(datasets["train"], batch_size, True, seed, workers, pin)
     val_loader = (  # validation is short: half the workers (only one loader reads at a time)

@@ -41,8 +41,8 @@ def make_loss(target_type: str, **options) -> nn.Module:
     Parameters
     ----------
     target_type : str
-        A registered target modality: ``"time_series"``, ``"image"``, ``"text"``
-        or ``"tabular"``.
+        A registered target modality: ``"time_series"``, ``"image"``, ``"text"``,
+        ``"tabular"`` or ``"graph"``.
     **options
         Passed to the loss class (e.g. ``correlation_weight`` for time series,
         ``kind`` for images, ``pad_id`` for text, ``categorical_weight`` for tables).
@@ -139,6 +139,49 @@ class TimeSeriesLoss(nn.Module):
                 raise ValueError("time_series correlation term needs at least 2 time points")
             correlation = pearson_per_channel(prediction, target).mean()
             loss = loss + self.correlation_weight * (1.0 - correlation)
+        return loss
+
+
+@register_loss("graph")
+class GraphLoss(nn.Module):
+    """Upper-triangle edge MSE plus ``correlation_weight * (1 - r)``, r over a sample's edges.
+
+    Graphs are packed ``(B, N, F + N)`` (:mod:`modalmerge.models.graph`). Only the
+    ``N (N - 1) / 2`` edges above the diagonal are scored (the matrix is symmetric
+    and an FC diagonal is 1 by definition); r is the Pearson correlation between
+    predicted and true edges of each sample, averaged over the batch, so the loss
+    rewards the right pattern of connections and not only their mean level. Node
+    features (``F > 0``) add ``feature_weight`` times their MSE.
+    """
+
+    def __init__(self, correlation_weight: float = 0.5, feature_weight: float = 1.0):
+        super().__init__()
+        if correlation_weight < 0 or feature_weight < 0:
+            raise ValueError(
+                f"graph loss weights must be >= 0, got correlation_weight={correlation_weight}, "
+                f"feature_weight={feature_weight}"
+            )
+        self.correlation_weight = float(correlation_weight)
+        self.feature_weight = float(feature_weight)
+
+    def forward(self, prediction: Tensor, target: Tensor) -> Tensor:
+        """Loss of ``prediction`` against ``target``, both ``(B, N, F + N)``."""
+        _check_same_shape(prediction, target, "graph")
+        if prediction.dim() != 3 or not 2 <= prediction.shape[1] <= prediction.shape[2]:
+            raise ValueError(
+                f"graph loss expects (B, N, F + N) tensors with N >= 2, got {tuple(prediction.shape)}"
+            )
+        n = prediction.shape[1]
+        prediction, target = prediction.float(), target.float()
+        i, j = torch.triu_indices(n, n, offset=1, device=prediction.device)
+        f = prediction.shape[2] - n
+        edges_p, edges_t = prediction[:, i, f + j], target[:, i, f + j]  # (B, E)
+        loss = F.mse_loss(edges_p, edges_t)
+        if self.correlation_weight and edges_p.shape[1] > 1:
+            r = pearson_per_channel(edges_p.unsqueeze(-1), edges_t.unsqueeze(-1)).mean()
+            loss = loss + self.correlation_weight * (1.0 - r)
+        if f and self.feature_weight:
+            loss = loss + self.feature_weight * F.mse_loss(prediction[..., :f], target[..., :f])
         return loss
 
 

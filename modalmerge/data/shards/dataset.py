@@ -27,6 +27,7 @@ from torch.utils.data import Dataset, default_collate
 
 from modalmerge.data.shards.chunk_map import ChunkMap, map_chunks
 from modalmerge.data.shards.files import file_identity, open_shard
+from modalmerge.data.shards.graphs import graph_source
 from modalmerge.data.shards.split_arrays import (
     image_channels,
     read_manifest,
@@ -65,7 +66,8 @@ class ShardDataset(Dataset):
         Modalities to return as ``"condition"`` and ``"target"``: ``image``
         (1, D, H, W) float32, ``time_series`` (window, R) float32, ``tabular``
         (n_columns,) float32, ``text`` (text_max_length,) long,
-        ``structural_features`` (R, F) float32, ``connectivity`` (R, R) float32.
+        ``structural_features`` (R, F) float32, ``connectivity`` (R, R) float32,
+        ``graph`` (R, R) float32 (a graph with no node features: the view below).
     tokenizer : object, optional
         Needed for ``text``: ``encode(text, max_length) -> list[int]``; ids are
         cut or padded with 0 to ``text_max_length``.
@@ -86,6 +88,9 @@ class ShardDataset(Dataset):
         ``image_channels``: ``T1w`` first, then e.g. BraTS's ``ce-gd_T1w``,
         ``T2w``, ``FLAIR``, ``dseg``), so one subject's T1w can condition its
         FLAIR or its segmentation.
+    condition_graph, target_graph : {"fc", "sc"}, optional
+        ``graph`` only: the view read (default ``fc``, the connectivity; ``sc`` the
+        structural connectome, :mod:`modalmerge.data.shards.graphs`).
 
     Each item also holds ``time_offset`` (long scalar tensor, window start in
     volumes), ``subject`` (str) and ``window_start`` (int).
@@ -105,6 +110,8 @@ class ShardDataset(Dataset):
         target_columns=None,
         condition_channels=None,
         target_channels=None,
+        condition_graph=None,
+        target_graph=None,
     ):
         # Over 60 lines: opens the manifest once and builds every index the per-item read needs.
         if split not in SPLITS:
@@ -117,6 +124,15 @@ class ShardDataset(Dataset):
         self.split, self.condition, self.target = split, condition, target
         self.tokenizer, self.text_max_length = tokenizer, text_max_length
         self.manifest = read_manifest(self.shard_dir)
+        # the array each role reads: a graph reads one of its views (fc, sc)
+        self.sources = {}
+        for role, name, view in (
+            ("condition", condition, condition_graph),
+            ("target", target, target_graph),
+        ):
+            if view is not None and name != "graph":
+                raise ValueError(f"{role}_graph applies to graph, not {name!r}")
+            self.sources[role] = graph_source(view) if name == "graph" else name
         # column view per role (None: all): ROIs of a time series, columns of a table
         # image channels (axis -4 of a (C, D, H, W) image) or the last axis for the others
         self.columns: dict[str, torch.Tensor | None] = {}
@@ -140,10 +156,10 @@ class ShardDataset(Dataset):
                 columns = roi_columns(self.manifest, rois, f"{role}_rois")
             self.columns[role] = None if columns is None else torch.from_numpy(columns)
         held = self.manifest["shapes"]
-        for role, name in (("condition", condition), ("target", target)):
-            if name in ("time_series", "image", "structural_features", "connectivity") and (
-                name not in held
-            ):
+        for role, name in self.sources.items():
+            if name in ("time_series", "image", "structural_features", "connectivity") + (
+                "graph_sc",
+            ) and (name not in held):
                 raise ValueError(
                     f"the {role} {name!r} is not in these shards (they hold {sorted(held)}; "
                     "anatomy-only data has no time series, region data only a table)"
@@ -248,12 +264,12 @@ class ShardDataset(Dataset):
         row, start = int(subject_index[local]), int(window_start[local])
         return {
             "condition": _select(
-                self._modality(self.condition, h5, fi, local, row),
+                self._modality(self.sources["condition"], h5, fi, local, row),
                 self.columns["condition"],
                 self.axes["condition"],
             ),
             "target": _select(
-                self._modality(self.target, h5, fi, local, row),
+                self._modality(self.sources["target"], h5, fi, local, row),
                 self.columns["target"],
                 self.axes["target"],
             ),
@@ -297,7 +313,7 @@ class ShardDataset(Dataset):
             self._index = lookup  # readers below may look it up
             lookup.readers.extend(
                 (role, _view(self._reader(name, lookup), self.columns[role], self.axes[role]))
-                for role, name in (("condition", self.condition), ("target", self.target))
+                for role, name in self.sources.items()
             )
         return self._index
 

@@ -17,6 +17,8 @@ Layout of each ``{split}-NNNN.h5`` (docs/architecture.md §2)::
     /subjects/text         (n_subjects,) str
     /subjects/structural_features (n_subjects, R, F) float32 (attrs: feature_names)
     /subjects/connectivity (n_subjects, R, R) float32 (absent for anatomy-only data)
+    /subjects/graph_sc     (n_subjects, R, R) float32: structural connectomes, only when the
+                           dataset has them (modalmerge.data.shards.graphs)
 
 Inputs are read one subject at a time; everything is written into a temporary
 directory that replaces ``out_dir`` only when complete.
@@ -41,6 +43,7 @@ import pandas as pd
 
 from modalmerge.data.harmonize import zscore_series
 from modalmerge.data.nifti import load_image, same_grid
+from modalmerge.data.shards.graphs import read_structural_connectomes
 from modalmerge.data.time_split import SPLITS, time_blocks
 from modalmerge.io import InputError, atomic_dir, require_file
 from modalmerge.settings import ShardSettings
@@ -424,6 +427,7 @@ def _write_file(
     connectivity: dict[str, np.ndarray] | None = None,
     censoring: dict | None = None,
     structural: dict[str, np.ndarray] | None = None,
+    sc: dict[str, np.ndarray] | None = None,
 ) -> int:
     """Write one shard file with the given subjects; return its sample count.
 
@@ -433,6 +437,8 @@ def _write_file(
     for subjects with censored volumes (dropped windows summed over splits).
     ``structural``: per-subject features to store instead of the parcellated ones
     (``harmonize: combat``; the ROI series are then z-scored per subject).
+    ``sc``: per-subject structural connectomes, stored as ``/subjects/graph_sc``
+    (:mod:`modalmerge.data.shards.graphs`).
     """
     # Over 60 lines: one HDF5 file written in a single pass over its subjects (datasets created, filled, closed together).
     censoring = {} if censoring is None else censoring
@@ -529,6 +535,8 @@ def _write_file(
                 feat_ds.attrs["feature_names"] = shapes["feature_names"]
                 if conn_shape is not None:
                     conn_ds = subj.create_dataset("connectivity", (n, *conn_shape), np.float32)
+                if sc is not None:
+                    sc_ds = subj.create_dataset("graph_sc", (n, *shapes["graph_sc"]), np.float32)
             if series is None:
                 starts = np.zeros(1, dtype=np.int64)
             else:
@@ -559,6 +567,8 @@ def _write_file(
             if conn_shape is not None:
                 own = parc["connectivity"] if connectivity is None else connectivity[subjects[i]]
                 conn_ds[row] = own
+            if sc is not None:
+                sc_ds[row] = sc[subjects[i]]
             subj["text"][row] = text
         return written
 
@@ -722,6 +732,9 @@ def write_shards(
 
     out_dir = Path(out_dir)
     shapes: dict = {}
+    sc = read_structural_connectomes(Path(participants_tsv).parent, subjects)
+    if sc is not None:
+        shapes["graph_sc"] = list(next(iter(sc.values())).shape)
     censoring: dict = {}
     files = []
     with atomic_dir(out_dir) as tmp_dir:  # the old shards stay until the new are whole
@@ -734,7 +747,7 @@ def write_shards(
                 n_samples = _write_file(
                     tmp_dir / name, split, group, subjects, parcellated, channels, texts,
                     tabular, tabular_attrs, params, chash, shapes, tuple(label_channels),
-                    tangent, censoring, structural,
+                    tangent, censoring, structural, sc,
                 )  # fmt: skip
                 files.append(
                     {"file": name, "split": split, "n_subjects": len(group), "n_samples": n_samples}
@@ -743,6 +756,7 @@ def write_shards(
             "shapes": {
                 k: shapes[k]
                 for k in ("time_series", "image", "structural_features", "connectivity")
+                + ("graph_sc",)
                 if shapes.get(k) is not None  # anatomy-only data: no time series, no FC
             }
             | {"tabular": [len(tabular.columns)]},

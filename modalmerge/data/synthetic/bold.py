@@ -73,16 +73,32 @@ def _ar1(noise: np.ndarray, a: float) -> np.ndarray:
 
 
 def spontaneous_activity(
-    p: SyntheticParams, coupling: np.ndarray, rng: np.random.Generator
+    p: SyntheticParams,
+    coupling: np.ndarray,
+    rng: np.random.Generator,
+    connectome: tuple[np.ndarray, float] | None = None,
 ) -> np.ndarray:
-    """Spontaneous hemodynamic regional signal (T, R) in percent signal change."""
+    """Spontaneous hemodynamic regional signal (T, R) in percent signal change.
+
+    ``connectome``: ``(SC, g)`` makes the neural process the Ornstein-Uhlenbeck
+    process of :mod:`modalmerge.data.synthetic.connectome` sampled at the TR
+    (its step makes an uncoupled region's persistence per TR ``NEURAL_AR``), with
+    no common shock; ``coupling`` is then unused. None: the default cohort's
+    VAR(1) ``NEURAL_AR I + coupling`` with a shared shock.
+    """
     n_regions = coupling.shape[0]
     hrf = canonical_hrf(p.tr, 32.0)
     burn = 50 + len(hrf)
-    transition = NEURAL_AR * np.eye(n_regions) + coupling
-    shocks = rng.standard_normal((p.n_timepoints + burn, n_regions))
-    common = rng.standard_normal((p.n_timepoints + burn, 1))
-    shocks = np.sqrt(1 - GLOBAL_SHOCK) * shocks + np.sqrt(GLOBAL_SHOCK) * common
+    if connectome is None:
+        transition = NEURAL_AR * np.eye(n_regions) + coupling
+        shocks = rng.standard_normal((p.n_timepoints + burn, n_regions))
+        common = rng.standard_normal((p.n_timepoints + burn, 1))
+        shocks = np.sqrt(1 - GLOBAL_SHOCK) * shocks + np.sqrt(GLOBAL_SHOCK) * common
+    else:
+        from modalmerge.data.synthetic.connectome import ou_transition
+
+        transition, chol = ou_transition(*connectome, step=-np.log(NEURAL_AR))
+        shocks = rng.standard_normal((p.n_timepoints + burn, n_regions)) @ chol.T
     x = np.zeros((p.n_timepoints + burn, n_regions))
     for t in range(1, len(x)):
         x[t] = transition @ x[t - 1] + shocks[t]
@@ -182,7 +198,8 @@ def render_bold(
     membership = tpl.membership.reshape(p.n_regions, -1, order="F")[:, flat]  # (R, n)
 
     # regional signal, percent
-    spontaneous = spontaneous_activity(p, truth.coupling, rng)
+    connectome = None if truth.connectome is None else (truth.connectome, truth.connectome_g)
+    spontaneous = spontaneous_activity(p, truth.coupling, rng, connectome)
     evoked = evoked_response(p, truth.amplitude, truth.latency, truth.condition_weights)
     percent = _regional_to_voxels(spontaneous + evoked, membership, frac["gm"])  # (T, n)
     clean = None

@@ -10,6 +10,7 @@ generates other subjects. Layout under the dataset root (docs/architecture.md §
     raw/sub-XXX/sub-XXX_description.txt
     atlas/atlas.nii.gz, atlas/labels.tsv
     truth/sub-XXX.npz, truth/sub-XXX_bold-noisefree.nii.gz
+    raw/derivatives/connectome/sub-XXX_desc-sc_connectome.tsv (only with connectome: true)
 
 Example
 -------
@@ -41,6 +42,7 @@ from modalmerge.data.synthetic.anatomy import (
     tissue_fractions,
 )
 from modalmerge.data.synthetic.bold import render_bold
+from modalmerge.data.synthetic.connectome import connectome_truth
 from modalmerge.data.synthetic.factors import FEATURE_NAMES, subject_truth
 from modalmerge.data.synthetic.params import (
     SyntheticParams,
@@ -184,6 +186,11 @@ def write_subject(
           ``lesion_radii_mm``, ``lesion_labels``;
         - with ``sites``: ``site`` and its scanner settings ``site_*``
           (:func:`modalmerge.data.synthetic.sites.site_truth`);
+        - with ``connectome``: ``sc`` (R, R), ``connectome_g`` and ``fc_neural``
+          (R, R), the neural process's FC truth
+          (:func:`modalmerge.data.synthetic.connectome.connectome_truth`); the SC is
+          also written as ``raw/derivatives/connectome/sub-XXX_desc-sc_connectome.tsv``
+          (a ``region`` column, then one column per region, label order);
 
         and ``truth/sub-XXX_bold-noisefree.nii.gz``: the noise-free run
         (:func:`modalmerge.data.synthetic.bold.render_bold`), float32 on the BOLD
@@ -254,6 +261,14 @@ def write_subject(
         truth_arrays["planted_latents"] = truth.planted_latents
     if site is not None:
         truth_arrays.update(site_truth(p, site))
+    if truth.connectome is not None:
+        truth_arrays.update(connectome_truth(truth))
+        _save_tsv(
+            pd.DataFrame(truth.connectome, index=names, columns=names)
+            .rename_axis("region")
+            .reset_index(),
+            root / "raw" / "derivatives" / "connectome" / f"{subject}_desc-sc_connectome.tsv",
+        )
 
     _save_nifti(t1, affine, subject_dir / "anat" / f"{subject}_T1w.nii.gz")
     if p.atlas_channel:  # the atlas labels on the subject's grid: a label channel

@@ -12,6 +12,7 @@ matter intensity) and the subject's coupling matrix.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass
 
@@ -147,6 +148,10 @@ class SubjectTruth:
     coupling: np.ndarray  # (R, R) effective coupling of the neural process
     condition_weights: np.ndarray  # (C, R) weight of each condition in each region
     planted_latents: np.ndarray | None = None  # (K,) planted link latents (regional.py)
+    #: (R, R) structural connectome (connectome.py; only with ``connectome: true``, when
+    #: ``coupling`` is ``connectome_g * connectome``: the OU drift's off-diagonal part)
+    connectome: np.ndarray | None = None
+    connectome_g: float | None = None  # the subject's global coupling g
 
     @property
     def thickness(self) -> np.ndarray:
@@ -260,11 +265,24 @@ def subject_truth(p: SyntheticParams, index: int) -> SubjectTruth:
         coupling=coupling,
         condition_weights=condition_weights,
     )
+    if p.connectome:
+        truth = _with_connectome(p, truth, integrity, float(relative_atrophy))
     if not p.planted_links:
         return truth
     from modalmerge.data.synthetic.regional import apply_planted_links  # imports this module
 
     return apply_planted_links(p, truth)
+
+
+def _with_connectome(
+    p: SyntheticParams, truth: SubjectTruth, integrity: np.ndarray, relative_atrophy: float
+) -> SubjectTruth:
+    """``truth`` with its structural connectome, and the coupling ``g SC`` of the OU drift."""
+    from modalmerge.data.synthetic.anatomy import atlas_centroids  # imports this module
+    from modalmerge.data.synthetic.connectome import structural_connectome
+
+    sc, g = structural_connectome(p, atlas_centroids(p), truth.index, integrity, relative_atrophy)
+    return dataclasses.replace(truth, coupling=g * sc, connectome=sc, connectome_g=g)
 
 
 LATERALITY_GAIN = 0.9  # share of a region's condition preference set by its anatomy

@@ -23,9 +23,11 @@ STREAM_FACTORS = 1  # a subject's latent factors and regional features
 STREAM_ANATOMY = 2  # a subject's T1 noise, bias field, lesions
 STREAM_BOLD = 3  # a subject's neural process and BOLD noise
 STREAM_PLANTED = 4  # planted region links (modalmerge.data.synthetic.regional); only when on
+STREAM_CONNECTOME = 5  # structural connectome (modalmerge.data.synthetic.connectome); only when on
 
 # settings added after the default cohort was frozen: left out of to_dict() when off
 _OPTIONAL_KEYS = ("planted_links", "planted_link_sd", "atlas_channel")
+_CONNECTOME_KEYS = ("connectome", "connectome_coupling")
 _TASK_LABEL = re.compile(r"^[A-Za-z0-9]+$")
 _SUBJECT = re.compile(r"^sub-(\d+)$")
 
@@ -120,6 +122,13 @@ class SyntheticParams:
         Also write each subject's atlas labels as ``anat/sub-XXX_dseg.nii.gz``:
         a label channel of the image in the shards (the ``region_cnn`` encoder
         pools its features within these regions).
+    connectome : bool
+        A structural connectome per subject (off by default: the default cohort
+        is unchanged): distance-dependent wiring modulated by the subject's
+        latents, and the spontaneous activity an Ornstein-Uhlenbeck process with
+        ``A = -I + g SC`` (:mod:`modalmerge.data.synthetic.connectome`).
+    connectome_coupling : float
+        The cohort's mean global coupling ``g`` in (0, 1) (SC has spectral radius 1).
     sites : tuple of SiteParams
         Acquisition sites, each with its scanner effects
         (:mod:`modalmerge.data.synthetic.sites`); empty (default): one site, no
@@ -158,6 +167,8 @@ class SyntheticParams:
     planted_links: int = 0
     planted_link_sd: float = 0.04
     atlas_channel: bool = False
+    connectome: bool = False
+    connectome_coupling: float = 0.7
     sites: tuple[SiteParams, ...] = ()
 
     def __post_init__(self) -> None:
@@ -206,6 +217,9 @@ class SyntheticParams:
             out["sites"] = [site.to_dict() for site in self.sites]
         if not self.planted_links and not self.atlas_channel:
             for key in _OPTIONAL_KEYS:
+                del out[key]
+        if not self.connectome:  # off: the default cohort's settings (and hashes) as before
+            for key in _CONNECTOME_KEYS:
                 del out[key]
         return out
 
@@ -267,6 +281,10 @@ def _validate(p: SyntheticParams) -> None:
     )
     if not isinstance(p.atlas_channel, bool):
         raise bad("atlas_channel", "must be true or false")
+    if not isinstance(p.connectome, bool):
+        raise bad("connectome", "must be true or false")
+    if not _is_num(p.connectome_coupling) or not 0 < p.connectome_coupling < 1:
+        raise bad("connectome_coupling", "must lie in (0, 1): A = -I + g SC is then stable")
     for name in non_negative:
         v = getattr(p, name)
         if not _is_num(v) or not np.isfinite(v) or v < 0:
