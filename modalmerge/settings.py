@@ -182,11 +182,11 @@ class ShardSettings(_Section):
     #: keys the subject shard stage reads, and those the region shard stage reads
     SUBJECT_KEYS = (
         "seed", "fractions", "window", "stride", "image_downsample", "subjects_per_shard",
-        "split_by", "gap", "connectivity", "test_site", "harmonize",
+        "split_by", "gap", "connectivity", "test_site", "harmonize", "tr",
     )  # fmt: skip
     #: keys that enter the subject record (manifest, config hash, rule params) only when
     #: set away from their default, so shards written before they existed keep their identity
-    OMITTED_AT_DEFAULT = ("test_site", "harmonize")
+    OMITTED_AT_DEFAULT = ("test_site", "harmonize", "tr")
     REGION_KEYS = ("seed", "fractions", "n_blocks", "buffer_mm", "hold_out_homologs")
     seed: int = F(0, doc="seed of the subject (or block) draw", ge=0)
     fractions: Fractions = F(Fractions(), doc="share per split; must sum to 1")
@@ -214,6 +214,13 @@ class ShardSettings(_Section):
     gap: int | None = F(
         None, doc="split_by time: volumes left out between blocks (null: one window)", ge=0
     )
+    tr: float | None = F(
+        None,
+        doc="common TR in seconds: every ROI series is resampled to it before windows are cut "
+        "(sites with different TRs; modalmerge.data.resample), so window and stride count "
+        "volumes of this TR; null: no resampling, every run must have the same TR",
+        gt=0,
+    )
     connectivity: str | None = F(
         None,
         doc="FC stored in the shards: null keeps parcellate's kind; tangent projects every "
@@ -239,7 +246,7 @@ class ShardSettings(_Section):
     def subject_params(self) -> dict:
         """The keys the subject shard stage reads, as plain JSON values (rule params, manifest);
         the :data:`OMITTED_AT_DEFAULT` keys only when set."""
-        defaults = {"test_site": None, "harmonize": "none"}
+        defaults = {"test_site": None, "harmonize": "none", "tr": None}
         return {
             k: v
             for k, v in to_dict(self).items()

@@ -255,10 +255,72 @@ def test_combat_with_subject_splits_keeps_site_in_the_table_and_sex_as_a_covaria
     assert sorted(manifest["tabular"]["categorical"]) == ["sex", "site"]
 
 
-def test_write_shards_refuses_runs_of_different_trs(tmp_path):
+def test_write_shards_refuses_runs_of_different_trs_without_a_common_tr(tmp_path):
     subjects, parc, anat, tsv = site_inputs(tmp_path, tr_of=lambda k: 2.0 if k % 3 else 1.5)
-    with pytest.raises(InputError, match="differs from the other subjects"):
+    with pytest.raises(InputError, match="differs from the other subjects.*shard.tr"):
         write_shards(subjects, parc, anat, tsv, None, tmp_path / "out", SITE_SHARDS)
+
+
+def test_resample_series_keeps_slow_signal_and_removes_what_would_alias():
+    from modalmerge.data.resample import resample_factors, resample_series, resampled_length
+
+    t = np.arange(250) * 0.8  # 200 s at TR 0.8 -> 100 volumes at TR 2
+    slow = np.sin(2 * np.pi * 0.05 * t)
+    fast = np.sin(2 * np.pi * 0.45 * t)  # above the 0.25 Hz Nyquist of TR 2; aliases to 0.05
+    out = resample_series(np.stack([slow, fast], axis=1), 0.8, 2.0)
+    assert out.shape == (100, 2) == (resampled_length(250, 0.8, 2.0), 2)
+    inner = slice(5, -5)
+    expected = np.sin(2 * np.pi * 0.05 * np.arange(100) * 2.0)  # same origin: volume 0 at 0 s
+    assert np.abs(out[inner, 0] - expected[inner]).max() < 0.01
+    assert np.abs(out[inner, 1]).max() < 0.02  # plain decimation would keep amplitude 1
+    up = resample_series(out, 2.0, 0.8)
+    assert up.shape == (250, 2)
+    assert resample_series(out, 2.0, 2.0004) is not None and resample_factors(0.72, 2.0) == (9, 25)
+    with pytest.raises(ValueError, match="not a fraction"):
+        resample_factors(0.7071, 2.0)
+
+
+def test_write_shards_resamples_sites_of_different_trs_to_shard_tr(tmp_path):
+    """Sites at TR 1.0 and 2.0: with shard.tr 2.0 every window spans 16 s, the TR-1.0
+    subjects have half as many volumes once resampled, the manifest records each TR."""
+    from modalmerge.data.shards.split_arrays import read_manifest
+
+    subjects, parc, anat, tsv = site_inputs(tmp_path, tr_of=lambda k: 1.0 if k % 3 == 2 else 2.0)
+    params = {**SITE_SHARDS, "tr": 2.0}
+    write_shards(subjects, parc, anat, tsv, None, tmp_path / "out", params)
+    manifest = read_manifest(tmp_path / "out")
+    assert manifest["tr"] == 2.0 and manifest["params"]["tr"] == 2.0
+    assert manifest["native_tr"] == {s: (1.0 if k % 3 == 2 else 2.0) for k, s in enumerate(subjects)}
+    with h5py.File(next((tmp_path / "out").glob("test-*.h5")), "r") as h5:  # site s2: TR 1.0
+        starts = h5["samples/window_start"][:]
+        n_test = len(h5["subjects/id"])
+    # 24 volumes at 1 s = 12 at 2 s: one window of 8 per subject (starts 0), not two (0, 8)
+    assert n_test == 4 and list(starts) == [0] * 4
+    with h5py.File(next((tmp_path / "out").glob("train-*.h5")), "r") as h5:  # 24 at 2 s: 3
+        assert sorted(set(h5["samples/window_start"][:].tolist())) == [0, 8, 16]
+
+
+def test_write_shards_refuses_to_resample_a_censored_run(tmp_path):
+    subjects, parc, anat, tsv = site_inputs(tmp_path, tr_of=lambda k: 1.0 if k % 3 == 2 else 2.0)
+    with np.load(parc[2]) as npz:
+        arrays = dict(npz)
+    arrays.update(
+        roi_timeseries=arrays["roi_timeseries"][:-2],
+        volume_index=np.arange(24)[2:],
+        n_volumes=24,
+    )
+    np.savez(parc[2], **arrays)
+    with pytest.raises(InputError, match="sub-003.*censored volumes.*bridge"):
+        write_shards(subjects, parc, anat, tsv, None, tmp_path / "out", {**SITE_SHARDS, "tr": 2.0})
+
+
+def test_the_dag_check_counts_the_window_in_volumes_of_shard_tr():
+    from modalmerge.data import checks
+
+    shard = {"window": 30, "tr": 2.0}
+    checks.check_run_settings("run", 75, 0.8, {}, shard)  # 60 s = 30 volumes of 2 s
+    with pytest.raises(InputError, match="74 volumes at TR 0.8 s are 30"):
+        checks.check_run_settings("run", 74, 0.8, {}, {"window": 31, "tr": 2.0})
 
 
 def fold_record(site_index: int, harmonized: bool) -> dict:
