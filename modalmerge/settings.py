@@ -202,14 +202,18 @@ class ShardSettings(_Section):
         choices=("subject", "time", "site"),
     )
     test_site: str | None = F(
-        None, doc="split_by site: the held-out site (a value of participants.tsv's site column)"
+        None,
+        doc="split_by site: the held-out site (a value of participants.tsv's site column); "
+        "all: every site in turn, one fold of the DAG each (results/<name>/loso/; "
+        "modalmerge.folds)",
     )
     harmonize: str = F(
         "none",
         doc="combat: ComBat on structural features and connectivity, site as batch, the other "
         "participants columns kept as covariates, fitted on training subjects; ROI series "
-        "z-scored per subject (modalmerge.data.harmonize)",
-        choices=("none", "combat"),
+        "z-scored per subject (modalmerge.data.harmonize); both (split_by site): every "
+        "held-out site once with none and once with combat, one fold each",
+        choices=("none", "combat", "both"),
     )
     gap: int | None = F(
         None, doc="split_by time: volumes left out between blocks (null: one window)", ge=0
@@ -259,6 +263,11 @@ class ShardSettings(_Section):
             raise ValueError(
                 f"{path or self.SECTION}.test_site: set it exactly when split_by is site "
                 f"(split_by {self.split_by!r}, test_site {self.test_site!r})"
+            )
+        if self.harmonize == "both" and self.split_by != "site":
+            raise ValueError(
+                f"{path or self.SECTION}.harmonize: both (one fold per harmonisation) needs "
+                f"split_by site, got split_by {self.split_by!r}"
             )
 
     def region_params(self) -> dict:

@@ -290,7 +290,9 @@ def test_write_shards_resamples_sites_of_different_trs_to_shard_tr(tmp_path):
     write_shards(subjects, parc, anat, tsv, None, tmp_path / "out", params)
     manifest = read_manifest(tmp_path / "out")
     assert manifest["tr"] == 2.0 and manifest["params"]["tr"] == 2.0
-    assert manifest["native_tr"] == {s: (1.0 if k % 3 == 2 else 2.0) for k, s in enumerate(subjects)}
+    assert manifest["native_tr"] == {
+        s: (1.0 if k % 3 == 2 else 2.0) for k, s in enumerate(subjects)
+    }
     with h5py.File(next((tmp_path / "out").glob("test-*.h5")), "r") as h5:  # site s2: TR 1.0
         starts = h5["samples/window_start"][:]
         n_test = len(h5["subjects/id"])
@@ -381,15 +383,22 @@ def test_a_subject_depends_only_on_its_own_site_so_editing_another_site_reruns_n
 
 
 def test_the_multisite_config_is_valid_and_no_site_outlasts_every_other():
+    """Sites differ in TR and run length; the shard stage resamples to shard.tr, and the
+    longest run (in seconds) is shared by two sites (the group mean needs training runs as
+    long as a held-out one)."""
     import yaml
 
+    from modalmerge.data.resample import resampled_length
     from modalmerge.data.synthetic.sites import with_site_protocol
     from modalmerge.settings import from_config
 
     config = yaml.safe_load(open("configs/multisite.yaml"))
     settings = from_config(config)
-    assert settings.shard.split_by == "site" and settings.shard.harmonize == "none"
+    shard = settings.shard
+    assert (shard.split_by, shard.test_site, shard.harmonize) == ("site", "all", "both")
     p = SyntheticParams.from_dict(config["dataset"]["params"])
-    lengths = [with_site_protocol(p, k + 1).n_timepoints for k in range(len(p.sites))]
+    runs = [with_site_protocol(p, k + 1) for k in range(len(p.sites))]
+    assert len({q.tr for q in runs}) > 1
+    lengths = [resampled_length(q.n_timepoints, q.tr, shard.tr) for q in runs]
     assert len(set(lengths)) > 1 and lengths.count(max(lengths)) >= 2
-    assert len({with_site_protocol(p, k + 1).tr for k in range(len(p.sites))}) == 1
+    assert min(lengths) >= shard.window

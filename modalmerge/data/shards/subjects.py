@@ -718,6 +718,12 @@ def write_shards(
     """
     # Over 60 lines: the plan (splits, windows, tangent fit, censoring) and the atomic directory swap, in order.
     params = ShardSettings.coerce(params)
+    if params.test_site == "all" or params.harmonize == "both":  # modalmerge.folds
+        raise ValueError(
+            "shard.test_site all / harmonize both name folds, not one split: the workflow "
+            "expands them (one shard directory per held-out site and harmonisation); call "
+            "write_shards with one test_site and harmonize none or combat"
+        )
     record = params.subject_params()  # what the manifest and the config hash hold
     subjects = list(subjects)
     lists = {"parcellated": parcellated, "anatomy": anatomy}
