@@ -1,3 +1,5 @@
+# Over 400 lines: one argparse parser per workflow stage (a subcommand each, with its paths and
+# settings); splitting it per stage would scatter the single entry point the rules call.
 """The ``modalmerge`` command line: one subcommand per workflow stage, plus a demo.
 
 Each subcommand parses explicit paths and a JSON config section, calls one

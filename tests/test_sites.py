@@ -402,3 +402,47 @@ def test_the_multisite_config_is_valid_and_no_site_outlasts_every_other():
     lengths = [resampled_length(q.n_timepoints, q.tr, shard.tr) for q in runs]
     assert len(set(lengths)) > 1 and lengths.count(max(lengths)) >= 2
     assert min(lengths) >= shard.window
+
+
+def test_evaluate_resamples_the_truth_onto_the_shards_common_tr(tmp_path):
+    """A subject recorded at TR 1 s whose shards hold 2 s volumes: its evoked truth is
+    resampled like the observed series, so row k of both is the same second."""
+    from modalmerge.data.resample import resample_series
+    from modalmerge.stages.evaluate import load_truth
+
+    evoked = np.cumsum(np.random.default_rng(0).standard_normal((40, 3)), axis=0)
+    truth = tmp_path / "truth"
+    truth.mkdir()
+    np.savez(truth / "sub-001.npz", evoked=evoked.astype(np.float32))
+    np.savez(truth / "sub-002.npz", evoked=evoked.astype(np.float32))
+    grid = ({"sub-001": 1.0, "sub-002": 2.0}, 2.0)
+    out = load_truth(truth, ["sub-001", "sub-002"], grid=grid, columns=np.array([0, 2]))
+    assert out["sub-001"].evoked.shape == (20, 2)
+    np.testing.assert_allclose(
+        out["sub-001"].evoked, resample_series(evoked[:, [0, 2]], 1.0, 2.0), rtol=1e-5
+    )
+    assert out["sub-002"].evoked.shape == (40, 2)  # already at the common TR: untouched
+    assert load_truth(truth, ["sub-001"])["sub-001"].evoked.shape == (40, 3)
+
+
+def test_time_series_harmonisation_removes_a_site_scale_and_reads_no_other_subject(tmp_path):
+    """harmonize: combat z-scores each ROI series over its own run: a held-out subject's
+    windows are the same whatever the training subjects' series are (nothing is fitted
+    on the held-out site, nor on the cohort), and a site gain of 10 leaves no trace."""
+    subjects, parc, anat, tsv = site_inputs(tmp_path)
+    params = {**SITE_SHARDS, "harmonize": "combat"}
+    write_shards(subjects, parc, anat, tsv, None, tmp_path / "a", params)
+    for k in (0, 1, 3, 4):  # training / validation sites s0, s1: rescale their series x10
+        with np.load(parc[k]) as npz:
+            arrays = dict(npz)
+        arrays["roi_timeseries"] = arrays["roi_timeseries"] * 10.0 + 3.0
+        np.savez(parc[k], **arrays)
+    write_shards(subjects, parc, anat, tsv, None, tmp_path / "b", params)
+
+    def windows(folder, split):
+        with h5py.File(next((tmp_path / folder).glob(f"{split}-*.h5")), "r") as h5:
+            return h5["samples/time_series"][:]
+
+    np.testing.assert_array_equal(windows("a", "test"), windows("b", "test"))
+    train_a, train_b = windows("a", "train"), windows("b", "train")
+    np.testing.assert_allclose(train_a, train_b, atol=1e-5)  # the x10 gain and offset are gone
