@@ -123,3 +123,31 @@ def test_a_single_held_out_site_keeps_the_single_split_paths(project):
     assert done.returncode == 0, done.stderr[-3000:]
     assert planned_jobs(done)["shard"] == 1 and "site_summary" not in planned_jobs(done)
     assert "--out results/multisite/shards " in done.stdout and "loso" not in done.stdout
+
+
+def test_site_summary_reads_the_workflows_fold_layout(tmp_path):
+    from test_sites import fold_record
+
+    from modalmerge.evaluation.sites import read_folds, site_summary
+    from modalmerge.evaluation.summary import write_metrics
+    from modalmerge.io import InputError
+
+    paths = []
+    for k, site in enumerate(("siteA", "siteB", "siteC")):
+        for harmonize in ("none", "combat"):
+            path = tmp_path / "loso" / harmonize / site / "eval" / "image_to_ts" / "metrics.json"
+            write_metrics(path, fold_record(k, harmonize == "combat"))
+            paths.append(path)
+    assert sorted(read_folds(paths)) == sorted(
+        (h, s, "image_to_ts") for h in ("none", "combat") for s in ("siteA", "siteB", "siteC")
+    )
+    import pandas as pd
+
+    table = pd.read_csv(site_summary(paths, tmp_path / "s.csv"))
+    assert set(table.harmonize) == {"none", "combat", "combat-none"}
+    with pytest.raises(InputError, match="a second metrics.json of fold"):
+        read_folds(paths + [paths[0]])
+    with pytest.raises(InputError, match="not one of"):
+        wrong = tmp_path / "loso" / "ridge" / "siteA" / "eval" / "x" / "metrics.json"
+        write_metrics(wrong, fold_record(0, False))
+        read_folds([wrong])
