@@ -136,7 +136,11 @@ def test_site_summary_reads_the_workflows_fold_layout(tmp_path):
     for k, site in enumerate(("siteA", "siteB", "siteC")):
         for harmonize in ("none", "combat"):
             path = tmp_path / "loso" / harmonize / site / "eval" / "image_to_ts" / "metrics.json"
-            write_metrics(path, fold_record(k, harmonize == "combat"))
+            record = fold_record(k, harmonize == "combat")
+            ceiling = [0.6 + 1e-9 * (harmonize == "combat")] * 6  # float rounding only
+            record["scores"]["noise_ceiling"] = {"pearson_r": 0.6}
+            record["per_unit"]["noise_ceiling"] = {"pearson_r": ceiling}
+            write_metrics(path, record)
             paths.append(path)
     assert sorted(read_folds(paths)) == sorted(
         (h, s, "image_to_ts") for h in ("none", "combat") for s in ("siteA", "siteB", "siteC")
@@ -145,6 +149,8 @@ def test_site_summary_reads_the_workflows_fold_layout(tmp_path):
 
     table = pd.read_csv(site_summary(paths, tmp_path / "s.csv"))
     assert set(table.harmonize) == {"none", "combat", "combat-none"}
+    combat = table[table.harmonize == "combat-none"]
+    assert set(combat.model) == {"model", "group_mean"}  # no row for the truth's ceiling
     with pytest.raises(InputError, match="a second metrics.json of fold"):
         read_folds(paths + [paths[0]])
     with pytest.raises(InputError, match="not one of"):

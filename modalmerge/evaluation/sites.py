@@ -16,7 +16,8 @@ time) is read too.
   (every predictor's score with its bootstrap interval over the held-out
   site's subjects, then the paired differences ``model-<baseline>`` with
   their intervals and verdicts), prefixed by ``harmonize`` and ``test_site``;
-- per site, experiment and predictor with per-unit scores in both folds, a row
+- per site, experiment and predictor (not the truth's ``oracle``,
+  ``noise_ceiling``, ``regional_truth``) with per-unit scores in both folds, a row
   with ``harmonize`` = ``combat-none``: the paired per-subject difference of
   the predictor's primary score with and without ComBat (the same held-out
   subjects), its interval, ``n``, the Wilcoxon p and the verdict (``beats``:
@@ -44,6 +45,10 @@ __all__ = ["SITE_SUMMARY_COLUMNS", "read_folds", "site_summary"]
 
 SITE_SUMMARY_COLUMNS = ["harmonize", "test_site", *SUMMARY_COLUMNS]
 HARMONIZE = ("none", "combat")
+#: the synthetic truth's predictors: the same noise-free runs in both folds, and r does not
+#: see the per-subject z-scoring, so their combat − none difference is float rounding (a
+#: "beats" on +0.000 [+0.000, +0.000] would mean nothing): no combat − none row for them
+TRUTH_PREDICTORS = ("oracle", "noise_ceiling", "regional_truth")
 
 
 def read_folds(
@@ -84,6 +89,8 @@ def _harmonization_rows(none: dict, combat: dict, site: str) -> list[list]:
         raise ValueError(f"site {site}: the folds with and without ComBat score other subjects")
     rows = []
     for predictor in PREDICTORS:
+        if predictor in TRUTH_PREDICTORS:
+            continue
         if metric not in a.get(predictor, {}) or metric not in b.get(predictor, {}):
             continue
         diff = paired_difference(a[predictor][metric], b[predictor][metric])
