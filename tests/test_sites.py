@@ -446,3 +446,21 @@ def test_time_series_harmonisation_removes_a_site_scale_and_reads_no_other_subje
     np.testing.assert_array_equal(windows("a", "test"), windows("b", "test"))
     train_a, train_b = windows("a", "train"), windows("b", "train")
     np.testing.assert_allclose(train_a, train_b, atol=1e-5)  # the x10 gain and offset are gone
+
+
+def test_the_dag_checks_each_sites_run_against_the_window_in_seconds(tmp_path):
+    """Each site's protocol is checked on its own: a 0.8 s site of 70 volumes (56 s) is 28
+    volumes at shard.tr 2 s, too short for a 30-volume window, although 70 >= 30."""
+    from modalmerge.stages.acquire import check_settings
+
+    params = {**TINY, "sites": [{"name": "A"}, {"name": "B", "tr": 0.8, "n_timepoints": 70}]}
+    assert get_source("synthetic").planned_runs(params) == [(60, 2.0), (70, 0.8)]
+    config = {
+        "dataset": {"name": "d", "kind": "synthetic", "params": params},
+        "preprocess": {"high_pass": None, "low_pass": None},
+        "shard": {"window": 30, "tr": 2.0},
+    }
+    with pytest.raises(InputError, match="70 volumes at TR 0.8 s are 28 at shard.tr 2 s"):
+        check_settings(config, [], tmp_path)
+    config["shard"]["window"] = 28
+    check_settings(config, [], tmp_path)
