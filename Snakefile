@@ -51,6 +51,7 @@ include: "workflow/rules/figures.smk"
 localrules:
     all,
     environment,
+    site_summary,
     summarize,
     summary_chart,
 

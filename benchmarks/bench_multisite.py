@@ -1,14 +1,12 @@
-"""Leave-one-site-out on a multi-site cohort, with and without ComBat (issue #14).
+"""Leave-one-site-out on a multi-site cohort, with and without ComBat, as one DAG (issue #14).
 
-For every site of the config's synthetic ``sites`` and every ``harmonize`` in
-(none, combat), runs the workflow up to ``eval/summary.csv`` with
-``shard.split_by: site``, ``shard.test_site: <site>`` and ``shard.harmonize``
-set by a small override config (Snakemake merges ``--configfile`` files in
-order), then copies each experiment's ``metrics.json`` to
-``results/<name>/sites/<harmonize>/<site>/<experiment>/``. The data stages run
-once (their settings do not change between folds); shard, train and evaluate
-rerun per fold. Finally ``modalmerge site-summary`` writes
-``results/<name>/sites/site_summary.csv`` and ``site_scores.png``.
+``configs/multisite.yaml`` sets ``shard.test_site: all`` and ``shard.harmonize:
+both``: the workflow expands every (harmonisation, held-out site) pair into a
+fold (``results/<name>/loso/<harmonize>/<site>/``; :mod:`modalmerge.folds`),
+runs the data stages once, shard/train/evaluate per fold, and gathers the
+folds into ``results/<name>/loso/site_summary.csv`` and ``site_scores.png``.
+This script runs that one Snakemake invocation, times it and prints the
+summary's model and baseline rows of the primary metric.
 
 Usage::
 
@@ -19,33 +17,12 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import shutil
 import subprocess
-import tempfile
 import time
 from pathlib import Path
 
+import pandas as pd
 import yaml
-
-
-def run_fold(config: Path, name: str, site: str, harmonize: str, cores: int, out: Path) -> float:
-    """One fold: the workflow with the fold's shard settings; its metrics copied to ``out``."""
-    override = {"shard": {"split_by": "site", "test_site": site, "harmonize": harmonize}}
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
-        yaml.safe_dump(override, handle)
-    start = time.perf_counter()
-    subprocess.run(
-        ["snakemake", f"results/{name}/eval/summary.csv", "--cores", str(cores),
-         "--profile", "workflow/profiles/default", "--configfile", str(config), handle.name],
-        check=True,
-    )  # fmt: skip
-    seconds = time.perf_counter() - start
-    Path(handle.name).unlink()
-    for metrics in Path(f"results/{name}/eval").glob("*/metrics.json"):
-        target = out / harmonize / site / metrics.parent.name / "metrics.json"
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(metrics, target)
-    return seconds
 
 
 def main() -> None:
@@ -53,23 +30,19 @@ def main() -> None:
     parser.add_argument("--configfile", type=Path, default=Path("configs/multisite.yaml"))
     parser.add_argument("--cores", type=int, default=2)
     args = parser.parse_args()
-    config = yaml.safe_load(args.configfile.read_text())
-    name = config["dataset"]["name"]
-    sites = [site["name"] for site in config["dataset"]["params"]["sites"]]
-    out = Path(f"results/{name}/sites")
-    if out.exists():
-        shutil.rmtree(out)
-    total = time.perf_counter()
-    for site in sites:
-        for harmonize in ("none", "combat"):
-            seconds = run_fold(args.configfile, name, site, harmonize, args.cores, out)
-            print(f"fold test_site={site} harmonize={harmonize}: {seconds:.0f} s", flush=True)
+    name = yaml.safe_load(args.configfile.read_text())["dataset"]["name"]
+    target = f"results/{name}/loso/site_summary.csv"
+    start = time.perf_counter()
     subprocess.run(
-        ["modalmerge", "site-summary", "--folds", str(out), "--out", str(out / "site_summary.csv"),
-         "--figure", str(out / "site_scores.png")],
+        ["snakemake", "--cores", str(args.cores), "--profile", "workflow/profiles/default",
+         "--configfile", str(args.configfile)],
         check=True,
     )  # fmt: skip
-    print(f"all folds: {time.perf_counter() - total:.0f} s; {out / 'site_summary.csv'}")
+    print(f"all folds: {time.perf_counter() - start:.0f} s; {target}")
+    table = pd.read_csv(target)
+    rows = table[table["metric"] == "pearson_r"]
+    with pd.option_context("display.width", 200, "display.max_rows", 500):
+        print(rows.drop(columns=["condition", "target", "method", "metric"]).to_string())
 
 
 if __name__ == "__main__":

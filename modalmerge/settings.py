@@ -182,11 +182,11 @@ class ShardSettings(_Section):
     #: keys the subject shard stage reads, and those the region shard stage reads
     SUBJECT_KEYS = (
         "seed", "fractions", "window", "stride", "image_downsample", "subjects_per_shard",
-        "split_by", "gap", "connectivity", "test_site", "harmonize",
+        "split_by", "gap", "connectivity", "test_site", "harmonize", "tr",
     )  # fmt: skip
     #: keys that enter the subject record (manifest, config hash, rule params) only when
     #: set away from their default, so shards written before they existed keep their identity
-    OMITTED_AT_DEFAULT = ("test_site", "harmonize")
+    OMITTED_AT_DEFAULT = ("test_site", "harmonize", "tr")
     REGION_KEYS = ("seed", "fractions", "n_blocks", "buffer_mm", "hold_out_homologs")
     seed: int = F(0, doc="seed of the subject (or block) draw", ge=0)
     fractions: Fractions = F(Fractions(), doc="share per split; must sum to 1")
@@ -202,17 +202,28 @@ class ShardSettings(_Section):
         choices=("subject", "time", "site"),
     )
     test_site: str | None = F(
-        None, doc="split_by site: the held-out site (a value of participants.tsv's site column)"
+        None,
+        doc="split_by site: the held-out site (a value of participants.tsv's site column); "
+        "all: every site in turn, one fold of the DAG each (results/<name>/loso/; "
+        "modalmerge.folds)",
     )
     harmonize: str = F(
         "none",
         doc="combat: ComBat on structural features and connectivity, site as batch, the other "
         "participants columns kept as covariates, fitted on training subjects; ROI series "
-        "z-scored per subject (modalmerge.data.harmonize)",
-        choices=("none", "combat"),
+        "z-scored per subject (modalmerge.data.harmonize); both (split_by site): every "
+        "held-out site once with none and once with combat, one fold each",
+        choices=("none", "combat", "both"),
     )
     gap: int | None = F(
         None, doc="split_by time: volumes left out between blocks (null: one window)", ge=0
+    )
+    tr: float | None = F(
+        None,
+        doc="common TR in seconds: every ROI series is resampled to it before windows are cut "
+        "(sites with different TRs; modalmerge.data.resample), so window and stride count "
+        "volumes of this TR; null: no resampling, every run must have the same TR",
+        gt=0,
     )
     connectivity: str | None = F(
         None,
@@ -239,7 +250,7 @@ class ShardSettings(_Section):
     def subject_params(self) -> dict:
         """The keys the subject shard stage reads, as plain JSON values (rule params, manifest);
         the :data:`OMITTED_AT_DEFAULT` keys only when set."""
-        defaults = {"test_site": None, "harmonize": "none"}
+        defaults = {"test_site": None, "harmonize": "none", "tr": None}
         return {
             k: v
             for k, v in to_dict(self).items()
@@ -252,6 +263,11 @@ class ShardSettings(_Section):
             raise ValueError(
                 f"{path or self.SECTION}.test_site: set it exactly when split_by is site "
                 f"(split_by {self.split_by!r}, test_site {self.test_site!r})"
+            )
+        if self.harmonize == "both" and self.split_by != "site":
+            raise ValueError(
+                f"{path or self.SECTION}.harmonize: both (one fold per harmonisation) needs "
+                f"split_by site, got split_by {self.split_by!r}"
             )
 
     def region_params(self) -> dict:

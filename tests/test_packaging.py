@@ -22,7 +22,7 @@ PROJECT = PYPROJECT["project"]
 EXTRAS = PROJECT["optional-dependencies"]
 
 #: The rules that run inside the Snakemake process (Snakefile's `localrules:`).
-LOCAL_RULES = {"all", "environment", "summarize", "summary_chart"}
+LOCAL_RULES = {"all", "environment", "site_summary", "summarize", "summary_chart"}
 
 
 def _name(requirement: str) -> str:

@@ -86,7 +86,9 @@ def test_settings_round_trip_through_json_and_experiments_override_train():
     assert typed.from_dict("shard", json.loads(json.dumps(typed.to_dict(shard)))) == shard
     keys = set(typed.ShardSettings.SUBJECT_KEYS)
     assert set(shard.subject_params()) == keys - set(typed.ShardSettings.OMITTED_AT_DEFAULT)
-    site = typed.from_dict("shard", {"split_by": "site", "test_site": "A", "harmonize": "combat"})
+    site = typed.from_dict(
+        "shard", {"split_by": "site", "test_site": "A", "harmonize": "combat", "tr": 2.0}
+    )
     assert set(site.subject_params()) == keys  # set away from the default: recorded
     entry = {"name": "e", "condition": "text", "target": "tabular", "lr": 1, "target_rois": "^R"}
     experiment = typed.from_dict("experiments", entry)

@@ -255,10 +255,74 @@ def test_combat_with_subject_splits_keeps_site_in_the_table_and_sex_as_a_covaria
     assert sorted(manifest["tabular"]["categorical"]) == ["sex", "site"]
 
 
-def test_write_shards_refuses_runs_of_different_trs(tmp_path):
+def test_write_shards_refuses_runs_of_different_trs_without_a_common_tr(tmp_path):
     subjects, parc, anat, tsv = site_inputs(tmp_path, tr_of=lambda k: 2.0 if k % 3 else 1.5)
-    with pytest.raises(InputError, match="differs from the other subjects"):
+    with pytest.raises(InputError, match="differs from the other subjects.*shard.tr"):
         write_shards(subjects, parc, anat, tsv, None, tmp_path / "out", SITE_SHARDS)
+
+
+def test_resample_series_keeps_slow_signal_and_removes_what_would_alias():
+    from modalmerge.data.resample import resample_factors, resample_series, resampled_length
+
+    t = np.arange(250) * 0.8  # 200 s at TR 0.8 -> 100 volumes at TR 2
+    slow = np.sin(2 * np.pi * 0.05 * t)
+    fast = np.sin(2 * np.pi * 0.45 * t)  # above the 0.25 Hz Nyquist of TR 2; aliases to 0.05
+    out = resample_series(np.stack([slow, fast], axis=1), 0.8, 2.0)
+    assert out.shape == (100, 2) == (resampled_length(250, 0.8, 2.0), 2)
+    inner = slice(5, -5)
+    expected = np.sin(2 * np.pi * 0.05 * np.arange(100) * 2.0)  # same origin: volume 0 at 0 s
+    assert np.abs(out[inner, 0] - expected[inner]).max() < 0.01
+    assert np.abs(out[inner, 1]).max() < 0.02  # plain decimation would keep amplitude 1
+    up = resample_series(out, 2.0, 0.8)
+    assert up.shape == (250, 2)
+    assert resample_series(out, 2.0, 2.0004) is not None and resample_factors(0.72, 2.0) == (9, 25)
+    with pytest.raises(ValueError, match="not a fraction"):
+        resample_factors(0.7071, 2.0)
+
+
+def test_write_shards_resamples_sites_of_different_trs_to_shard_tr(tmp_path):
+    """Sites at TR 1.0 and 2.0: with shard.tr 2.0 every window spans 16 s, the TR-1.0
+    subjects have half as many volumes once resampled, the manifest records each TR."""
+    from modalmerge.data.shards.split_arrays import read_manifest
+
+    subjects, parc, anat, tsv = site_inputs(tmp_path, tr_of=lambda k: 1.0 if k % 3 == 2 else 2.0)
+    params = {**SITE_SHARDS, "tr": 2.0}
+    write_shards(subjects, parc, anat, tsv, None, tmp_path / "out", params)
+    manifest = read_manifest(tmp_path / "out")
+    assert manifest["tr"] == 2.0 and manifest["params"]["tr"] == 2.0
+    assert manifest["native_tr"] == {
+        s: (1.0 if k % 3 == 2 else 2.0) for k, s in enumerate(subjects)
+    }
+    with h5py.File(next((tmp_path / "out").glob("test-*.h5")), "r") as h5:  # site s2: TR 1.0
+        starts = h5["samples/window_start"][:]
+        n_test = len(h5["subjects/id"])
+    # 24 volumes at 1 s = 12 at 2 s: one window of 8 per subject (starts 0), not two (0, 8)
+    assert n_test == 4 and list(starts) == [0] * 4
+    with h5py.File(next((tmp_path / "out").glob("train-*.h5")), "r") as h5:  # 24 at 2 s: 3
+        assert sorted(set(h5["samples/window_start"][:].tolist())) == [0, 8, 16]
+
+
+def test_write_shards_refuses_to_resample_a_censored_run(tmp_path):
+    subjects, parc, anat, tsv = site_inputs(tmp_path, tr_of=lambda k: 1.0 if k % 3 == 2 else 2.0)
+    with np.load(parc[2]) as npz:
+        arrays = dict(npz)
+    arrays.update(
+        roi_timeseries=arrays["roi_timeseries"][:-2],
+        volume_index=np.arange(24)[2:],
+        n_volumes=24,
+    )
+    np.savez(parc[2], **arrays)
+    with pytest.raises(InputError, match="sub-003.*censored volumes.*bridge"):
+        write_shards(subjects, parc, anat, tsv, None, tmp_path / "out", {**SITE_SHARDS, "tr": 2.0})
+
+
+def test_the_dag_check_counts_the_window_in_volumes_of_shard_tr():
+    from modalmerge.data import checks
+
+    shard = {"window": 30, "tr": 2.0}
+    checks.check_run_settings("run", 75, 0.8, {}, shard)  # 60 s = 30 volumes of 2 s
+    with pytest.raises(InputError, match="74 volumes at TR 0.8 s are 30"):
+        checks.check_run_settings("run", 74, 0.8, {}, {"window": 31, "tr": 2.0})
 
 
 def fold_record(site_index: int, harmonized: bool) -> dict:
@@ -319,15 +383,84 @@ def test_a_subject_depends_only_on_its_own_site_so_editing_another_site_reruns_n
 
 
 def test_the_multisite_config_is_valid_and_no_site_outlasts_every_other():
+    """Sites differ in TR and run length; the shard stage resamples to shard.tr, and the
+    longest run (in seconds) is shared by two sites (the group mean needs training runs as
+    long as a held-out one)."""
     import yaml
 
+    from modalmerge.data.resample import resampled_length
     from modalmerge.data.synthetic.sites import with_site_protocol
     from modalmerge.settings import from_config
 
     config = yaml.safe_load(open("configs/multisite.yaml"))
     settings = from_config(config)
-    assert settings.shard.split_by == "site" and settings.shard.harmonize == "none"
+    shard = settings.shard
+    assert (shard.split_by, shard.test_site, shard.harmonize) == ("site", "all", "both")
     p = SyntheticParams.from_dict(config["dataset"]["params"])
-    lengths = [with_site_protocol(p, k + 1).n_timepoints for k in range(len(p.sites))]
+    runs = [with_site_protocol(p, k + 1) for k in range(len(p.sites))]
+    assert len({q.tr for q in runs}) > 1
+    lengths = [resampled_length(q.n_timepoints, q.tr, shard.tr) for q in runs]
     assert len(set(lengths)) > 1 and lengths.count(max(lengths)) >= 2
-    assert len({with_site_protocol(p, k + 1).tr for k in range(len(p.sites))}) == 1
+    assert min(lengths) >= shard.window
+
+
+def test_evaluate_resamples_the_truth_onto_the_shards_common_tr(tmp_path):
+    """A subject recorded at TR 1 s whose shards hold 2 s volumes: its evoked truth is
+    resampled like the observed series, so row k of both is the same second."""
+    from modalmerge.data.resample import resample_series
+    from modalmerge.stages.evaluate import load_truth
+
+    evoked = np.cumsum(np.random.default_rng(0).standard_normal((40, 3)), axis=0)
+    truth = tmp_path / "truth"
+    truth.mkdir()
+    np.savez(truth / "sub-001.npz", evoked=evoked.astype(np.float32))
+    np.savez(truth / "sub-002.npz", evoked=evoked.astype(np.float32))
+    grid = ({"sub-001": 1.0, "sub-002": 2.0}, 2.0)
+    out = load_truth(truth, ["sub-001", "sub-002"], grid=grid, columns=np.array([0, 2]))
+    assert out["sub-001"].evoked.shape == (20, 2)
+    np.testing.assert_allclose(
+        out["sub-001"].evoked, resample_series(evoked[:, [0, 2]], 1.0, 2.0), rtol=1e-5
+    )
+    assert out["sub-002"].evoked.shape == (40, 2)  # already at the common TR: untouched
+    assert load_truth(truth, ["sub-001"])["sub-001"].evoked.shape == (40, 3)
+
+
+def test_time_series_harmonisation_removes_a_site_scale_and_reads_no_other_subject(tmp_path):
+    """harmonize: combat z-scores each ROI series over its own run: a held-out subject's
+    windows are the same whatever the training subjects' series are (nothing is fitted
+    on the held-out site, nor on the cohort), and a site gain of 10 leaves no trace."""
+    subjects, parc, anat, tsv = site_inputs(tmp_path)
+    params = {**SITE_SHARDS, "harmonize": "combat"}
+    write_shards(subjects, parc, anat, tsv, None, tmp_path / "a", params)
+    for k in (0, 1, 3, 4):  # training / validation sites s0, s1: rescale their series x10
+        with np.load(parc[k]) as npz:
+            arrays = dict(npz)
+        arrays["roi_timeseries"] = arrays["roi_timeseries"] * 10.0 + 3.0
+        np.savez(parc[k], **arrays)
+    write_shards(subjects, parc, anat, tsv, None, tmp_path / "b", params)
+
+    def windows(folder, split):
+        with h5py.File(next((tmp_path / folder).glob(f"{split}-*.h5")), "r") as h5:
+            return h5["samples/time_series"][:]
+
+    np.testing.assert_array_equal(windows("a", "test"), windows("b", "test"))
+    train_a, train_b = windows("a", "train"), windows("b", "train")
+    np.testing.assert_allclose(train_a, train_b, atol=1e-5)  # the x10 gain and offset are gone
+
+
+def test_the_dag_checks_each_sites_run_against_the_window_in_seconds(tmp_path):
+    """Each site's protocol is checked on its own: a 0.8 s site of 70 volumes (56 s) is 28
+    volumes at shard.tr 2 s, too short for a 30-volume window, although 70 >= 30."""
+    from modalmerge.stages.acquire import check_settings
+
+    params = {**TINY, "sites": [{"name": "A"}, {"name": "B", "tr": 0.8, "n_timepoints": 70}]}
+    assert get_source("synthetic").planned_runs(params) == [(60, 2.0), (70, 0.8)]
+    config = {
+        "dataset": {"name": "d", "kind": "synthetic", "params": params},
+        "preprocess": {"high_pass": None, "low_pass": None},
+        "shard": {"window": 30, "tr": 2.0},
+    }
+    with pytest.raises(InputError, match="70 volumes at TR 0.8 s are 28 at shard.tr 2 s"):
+        check_settings(config, [], tmp_path)
+    config["shard"]["window"] = 28
+    check_settings(config, [], tmp_path)

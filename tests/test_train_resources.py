@@ -68,7 +68,7 @@ def test_slurm_dry_run_asks_for_cpus_memory_and_one_node_per_gpu(tmp_path):
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = re.findall(
-        r"rule train:\n(?:.*\n)*?\s+wildcards: (?:rep=, )?experiment=(g\d)\n(?:.*\n)*?\s+resources: (.*)",
+        r"rule train:\n(?:.*\n)*?\s+wildcards: (?:rep=, )?(?:fold=, )?experiment=(g\d)\n(?:.*\n)*?\s+resources: (.*)",
         result.stdout,
     )
     resources = {name: dict(kv.split("=", 1) for kv in line.split(", ")) for name, line in jobs}

@@ -262,7 +262,21 @@ def check_run_settings(
             f"low_pass {low}) needs at least {needed}",
         )
     window = None if shard is None else ShardSettings.coerce(shard).window
-    if window is not None and n_volumes < window:
+    common = None if shard is None else ShardSettings.coerce(shard).tr
+    if window is not None and common is not None:  # windows count volumes of shard.tr
+        from modalmerge.data.resample import resampled_length
+
+        try:
+            n_common = resampled_length(n_volumes, tr, common)
+        except ValueError as exc:
+            raise InputError(shown, str(exc)) from None
+        if n_common < window:
+            raise InputError(
+                shown,
+                f"{n_volumes} volumes at TR {tr:g} s are {n_common} at shard.tr {common:g} s; "
+                f"shard.window needs at least {window}",
+            )
+    elif window is not None and n_volumes < window:
         raise InputError(
             shown, f"{n_volumes} volumes; shard.window needs at least {window} per run"
         )

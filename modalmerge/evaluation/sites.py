@@ -1,10 +1,12 @@
 """Leave-one-site-out evidence: one row set per held-out site, with and without harmonisation.
 
-A fold is one run of the workflow with ``shard.split_by: site``,
-``shard.test_site: <site>`` and ``shard.harmonize: <none|combat>``; its
-``eval/<experiment>/metrics.json`` files are gathered under
-``<folds>/<harmonize>/<site>/<experiment>/metrics.json``
-(``benchmarks/bench_multisite.py`` runs the folds and copies them there).
+A fold is one held-out site with one harmonisation (``shard.split_by: site``,
+``shard.test_site``, ``shard.harmonize: <none|combat>``). With
+``shard.test_site: all`` (and ``harmonize: both``) the workflow runs every fold
+in one DAG (:mod:`modalmerge.folds`) and its ``site_summary`` rule gathers the
+folds' ``results/<name>/loso/<harmonize>/<site>/eval/<experiment>/metrics.json``;
+a folder of ``<harmonize>/<site>/<experiment>/metrics.json`` (folds run one at a
+time) is read too.
 
 ``site_summary.csv`` (long format)::
 
@@ -14,7 +16,8 @@ A fold is one run of the workflow with ``shard.split_by: site``,
   (every predictor's score with its bootstrap interval over the held-out
   site's subjects, then the paired differences ``model-<baseline>`` with
   their intervals and verdicts), prefixed by ``harmonize`` and ``test_site``;
-- per site, experiment and predictor with per-unit scores in both folds, a row
+- per site, experiment and predictor (not the truth's ``oracle``,
+  ``noise_ceiling``, ``regional_truth``) with per-unit scores in both folds, a row
   with ``harmonize`` = ``combat-none``: the paired per-subject difference of
   the predictor's primary score with and without ComBat (the same held-out
   subjects), its interval, ``n``, the Wilcoxon p and the verdict (``beats``:
@@ -42,21 +45,38 @@ __all__ = ["SITE_SUMMARY_COLUMNS", "read_folds", "site_summary"]
 
 SITE_SUMMARY_COLUMNS = ["harmonize", "test_site", *SUMMARY_COLUMNS]
 HARMONIZE = ("none", "combat")
+#: the synthetic truth's predictors: the same noise-free runs in both folds, and r does not
+#: see the per-subject z-scoring, so their combat − none difference is float rounding (a
+#: "beats" on +0.000 [+0.000, +0.000] would mean nothing): no combat − none row for them
+TRUTH_PREDICTORS = ("oracle", "noise_ceiling", "regional_truth")
 
 
-def read_folds(folds: str | os.PathLike) -> dict[tuple[str, str, str], dict]:
-    """``{(harmonize, site, experiment): metrics record}`` from a folds directory."""
-    folds = Path(folds)
+def read_folds(
+    folds: str | os.PathLike | list[str | os.PathLike],
+) -> dict[tuple[str, str, str], dict]:
+    """``{(harmonize, site, experiment): metrics record}`` from a folds directory
+    (``<harmonize>/<site>/<experiment>/metrics.json``) or from the workflow's fold files
+    (``.../loso/<harmonize>/<site>/eval/<experiment>/metrics.json``, listed)."""
+    if isinstance(folds, str | os.PathLike):
+        where = Path(folds)
+        paths = sorted(where.glob("*/*/*/metrics.json"))
+    else:
+        where, paths = Path("."), [Path(p) for p in folds]
     records = {}
-    for path in sorted(folds.glob("*/*/*/metrics.json")):
+    for path in paths:
         experiment_dir = path.parent
         site_dir = experiment_dir.parent
+        if site_dir.name == "eval":  # the workflow's layout: <site>/eval/<experiment>
+            site_dir = site_dir.parent
         harmonize = site_dir.parent.name
         if harmonize not in HARMONIZE:
             raise InputError(path, f"lies under {harmonize!r}, not one of {HARMONIZE}")
-        records[(harmonize, site_dir.name, experiment_dir.name)] = read_metrics(path)
+        key = (harmonize, site_dir.name, experiment_dir.name)
+        if key in records:
+            raise InputError(path, f"a second metrics.json of fold {key}")
+        records[key] = read_metrics(path)
     if not records:
-        raise InputError(folds, "holds no <harmonize>/<site>/<experiment>/metrics.json")
+        raise InputError(where, "holds no <harmonize>/<site>/<experiment>/metrics.json")
     return records
 
 
@@ -69,6 +89,8 @@ def _harmonization_rows(none: dict, combat: dict, site: str) -> list[list]:
         raise ValueError(f"site {site}: the folds with and without ComBat score other subjects")
     rows = []
     for predictor in PREDICTORS:
+        if predictor in TRUTH_PREDICTORS:
+            continue
         if metric not in a.get(predictor, {}) or metric not in b.get(predictor, {}):
             continue
         diff = paired_difference(a[predictor][metric], b[predictor][metric])
@@ -80,8 +102,9 @@ def _harmonization_rows(none: dict, combat: dict, site: str) -> list[list]:
     return rows
 
 
-def site_summary(folds: str | os.PathLike, out_csv: str | os.PathLike) -> Path:
-    """Write ``site_summary.csv`` (module doc) from a folds directory; return its path."""
+def site_summary(folds, out_csv: str | os.PathLike) -> Path:
+    """Write ``site_summary.csv`` (module doc) from a folds directory or a list of fold
+    metrics files (:func:`read_folds`); return its path."""
     records = read_folds(folds)
     rows = []
     for (harmonize, site, _), record in records.items():

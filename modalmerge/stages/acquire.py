@@ -142,9 +142,9 @@ def check_settings(config: dict, subjects: list[str], root: str | Path) -> None:
     shard = ShardSettings.coerce(config.get("shard") or {})
     planned = source_module(dataset["kind"]).planned_runs
     if planned is not None:  # length and TR are settings of the source (the generator)
-        n_volumes, tr = planned(dataset.get("params") or {})
         where = f"dataset.params ({dataset['kind']})"
-        checks.check_run_settings(where, n_volumes, tr, preprocess, shard)
+        for n_volumes, tr in planned(dataset.get("params") or {}):
+            checks.check_run_settings(where, n_volumes, tr, preprocess, shard)
         return
     if not source_writes(dataset)["bold"] or source_sample_unit(dataset) != "subject":
         return

@@ -247,6 +247,7 @@ def _score(data, experiment, manifest, model, shard_dir, truth, time_units=1) ->
                 truth_dir,
                 processing=processing,
                 columns=roi_columns(manifest, experiment.target_rois),
+                grid=(manifest["native_tr"], manifest["tr"]) if "native_tr" in manifest else None,
             ),
             roi_views=views,
             time_units=time_units,
@@ -290,6 +291,7 @@ def load_truth(
     *,
     processing: tuple[PreprocessSettings, ParcellateSettings] | None = None,
     columns: np.ndarray | None = None,
+    grid: tuple[dict[str, float], float] | None = None,
 ) -> dict[str, RunTruth] | None:
     """Each test subject's synthetic truth (:class:`~modalmerge.evaluation.time_series.RunTruth`)
     on the target ROIs ``columns`` (None: all); None without a ``truth/`` directory or a
@@ -302,6 +304,11 @@ def load_truth(
     settings, the subject's raw T1, the observed run's sidecar (TR, ``SampleMask``)
     and confounds if any, the dataset's atlas and labels, in a temporary folder:
     ``RunTruth.noisefree`` is its parcellated series.
+
+    ``grid``: ``(native TR by subject, common TR)`` of shards written with
+    ``shard.tr`` (the manifest's ``native_tr`` and ``tr``): the evoked truth and
+    the noise-free series are resampled as the shard stage resampled the observed
+    series (:func:`modalmerge.data.resample.resample_series`).
     """
     if truth_dir is None or not Path(truth_dir).is_dir():
         return None
@@ -316,6 +323,8 @@ def load_truth(
             evoked = truth["evoked"].astype(np.float32)
         if columns is not None:
             evoked = evoked[:, columns]
+        resample = _truth_resampler(grid, s)
+        evoked = resample(evoked)
         clean = Path(truth_dir) / f"{s}_bold-noisefree.nii.gz"
         if processing is None or not clean.exists():
             out[s] = RunTruth(evoked=evoked)
@@ -323,8 +332,22 @@ def load_truth(
         series, volume_index = process_noise_free(clean, Path(truth_dir).parent, s, *processing)
         if columns is not None:
             series = series[:, columns]
+        if grid is not None and s in grid[0]:  # the shards' rows: volumes of the common TR
+            series = resample(series)
+            volume_index = np.arange(len(series), dtype=np.int64)
         out[s] = RunTruth(evoked=evoked, noisefree=series, volume_index=volume_index)
     return out
+
+
+def _truth_resampler(grid, subject: str):
+    """A function resampling subject's truth series to the shards' common TR (identity
+    without ``grid`` or when its TR is the common one)."""
+    if grid is None or subject not in grid[0]:
+        return lambda series: series
+    from modalmerge.data.resample import resample_series
+
+    native, common = grid[0][subject], grid[1]
+    return lambda series: resample_series(series, native, common)
 
 
 def process_noise_free(

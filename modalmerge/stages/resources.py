@@ -33,6 +33,7 @@ MEM_PER_INPUT_MB: dict[str, float] = {
     "summarize": 1.0,
     "summary_chart": 1.0,
     "summarize_repeats": 1.0,
+    "site_summary": 1.0,
 }
 
 

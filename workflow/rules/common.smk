@@ -9,6 +9,7 @@ from modalmerge.fingerprint import code_fingerprint
 from modalmerge.io import atomic_path
 from modalmerge.repeats import REPEAT_PATTERN, repeat_dataset, repeat_index, repeat_seed
 from modalmerge.repeats import repeat_suffixes
+from modalmerge.folds import FOLD_PATTERN, cohort_sites, fold_params, fold_suffixes, has_folds
 from modalmerge.settings import identity_dict, to_dict
 from modalmerge.stages.train_resources import train_resources as train_job_resources
 from modalmerge.stages.train_resources import train_threads
@@ -48,6 +49,25 @@ if workflow.is_main_process:
 else:
     PLAN = read_plan(PLAN_PATH, config)
 SUBJECTS = PLAN["subjects"]
+# Leave-one-site-out folds (shard.test_site: all, shard.harmonize: both; modalmerge/folds.py):
+# shard, train, evaluate and figures paths carry the wildcard {fold} after the repeat's root:
+# empty for the single split (the paths of a run without folds), /loso/<harmonize>/<site> for
+# a fold; site_summary gathers the folds under LOSO.
+SHARD_PARAMS = SETTINGS.shard.subject_params()
+FOLDS = (
+    fold_suffixes(SHARD_PARAMS, cohort_sites(config["dataset"], SUBJECTS))
+    if has_folds(SHARD_PARAMS)
+    else []
+)
+if FOLDS and REPEATS > 1:
+    raise ValueError(
+        f"shard.test_site all / harmonize both (leave-one-site-out folds) cannot be combined"
+        f" with repeats: {REPEATS} yet; use repeats: 1"
+    )
+FROOT = f"{ROOT}{{fold}}"
+FLOGS = f"{LOGS}{{fold}}"
+FBENCH = f"{BENCH}{{fold}}"
+LOSO = f"{ROOT}/loso"
 TASK = source_task(config["dataset"])
 WRITES = source_writes(config["dataset"])  # optional per-subject files: bold, text, confounds
 SAMPLE_UNIT = source_sample_unit(config["dataset"])  # "subject", or "region" (group data)
@@ -78,6 +98,7 @@ if SUBJECTS_PER_JOB > 1 and REPEATS > 1:  # batches.smk writes repeat 0's files 
 
 wildcard_constraints:
     rep=REPEAT_PATTERN,
+    fold=FOLD_PATTERN,
     subject="sub-[A-Za-z0-9]+",
     experiment="|".join(EXPERIMENTS) or "NONE",
 
@@ -234,7 +255,7 @@ def section_json(name):
     wildcards, whose ``seed`` is the repeat's (modalmerge.repeats.repeat_seed; repeat 0:
     the configured seed, the same params as an unrepeated run)."""
     if name == "shard":  # subject shards; region shards read other keys (regions.smk)
-        return seeded_json(SETTINGS.shard.subject_params())
+        return seeded_json(SHARD_PARAMS, folded=True)
     if name == "shard_regions":
         return seeded_json(SETTINGS.shard.region_params())
     if name == "train":
@@ -242,11 +263,16 @@ def section_json(name):
     return as_json(identity_dict(getattr(SETTINGS, name)))
 
 
-def seeded_json(params):
-    """Rule params (a function of wildcards): ``params`` with ``seed`` of repeat ``rep``."""
-    return lambda wildcards: as_json(
-        params | {"seed": repeat_seed(params["seed"], repeat_index(wildcards.rep))}
-    )
+def seeded_json(params, folded=False):
+    """Rule params (a function of wildcards): ``params`` with ``seed`` of repeat ``rep``;
+    ``folded``: with the held-out site and harmonisation of fold ``fold`` (unchanged for
+    the single split, modalmerge.folds.fold_params)."""
+
+    def value(wildcards):
+        seeded = params | {"seed": repeat_seed(params["seed"], repeat_index(wildcards.rep))}
+        return as_json(fold_params(seeded, wildcards.fold) if folded else seeded)
+
+    return value
 
 
 def rep_dataset(wildcards):
@@ -342,8 +368,17 @@ def train_job_threads(wildcards):
     return train_threads(experiment_gpus(wildcards), CLUSTER, SETTINGS.train.threads)
 
 
+def summary_of_run():
+    """What the environment lock follows: the run's summary.csv, or with folds the site summary."""
+    return f"{LOSO}/site_summary.csv" if FOLDS else f"{ROOT}/eval/summary.csv"
+
+
 def final_outputs():
-    """Every repeat's summary, chart and figures; with repeats > 1, summary_repeats.csv."""
+    """Every repeat's summary, chart and figures; with repeats > 1, summary_repeats.csv;
+    with leave-one-site-out folds, the site summary and its figure instead."""
+    if FOLDS:
+        outputs = [f"{LOSO}/site_summary.csv", f"{LOSO}/site_scores.png"]
+        return expand(outputs + [f"{ROOT}/environment.txt"], rep=repeat_suffixes(REPEATS))
     outputs = [f"{ROOT}/eval/summary.csv", f"{ROOT}/figures/summary.png"]
     outputs.append(f"{ROOT}/environment.txt")  # the environment lock of the run
     outputs += [f"{ROOT}/figures/{name}" for name in EXPERIMENTS]

@@ -7,16 +7,16 @@ rule evaluate:
         shards=rules.shard.output[0],
     output:
         metrics=report(
-            f"{ROOT}/eval/{{experiment}}/metrics.json",
+            f"{FROOT}/eval/{{experiment}}/metrics.json",
             caption="../report/metrics.rst",
             category="Scores",
             subcategory="{experiment}",
         ),
-        predictions=f"{ROOT}/eval/{{experiment}}/predictions.npz",
+        predictions=f"{FROOT}/eval/{{experiment}}/predictions.npz",
     log:
-        f"{LOGS}/evaluate/{{experiment}}.log",
+        f"{FLOGS}/evaluate/{{experiment}}.log",
     benchmark:
-        f"{BENCH}/evaluate/{{experiment}}.tsv"
+        f"{FBENCH}/evaluate/{{experiment}}.tsv"
     threads: 1
     resources:
         **stage_resources("evaluate"),
@@ -39,14 +39,14 @@ rule summarize:
         expand(rules.evaluate.output.metrics, experiment=EXPERIMENTS, allow_missing=True),
     output:
         report(
-            f"{ROOT}/eval/summary.csv",
+            f"{FROOT}/eval/summary.csv",
             caption="../report/summary.rst",
             category="Summary",
         ),
     log:
-        f"{LOGS}/evaluate/summary.log",
+        f"{FLOGS}/evaluate/summary.log",
     benchmark:
-        f"{BENCH}/evaluate/summary.tsv"
+        f"{FBENCH}/evaluate/summary.tsv"
     threads: 1
     resources:
         **stage_resources("summarize"),
@@ -61,7 +61,7 @@ rule summarize:
 # whenever the scores are, and when the installed packages change (params); no stage reads it.
 rule environment:
     input:
-        rules.summarize.output[0],
+        summary_of_run(),
     output:
         report(
             f"{ROOT}/environment.txt",
@@ -79,7 +79,7 @@ rule environment:
 # repeats > 1 (modalmerge/repeats.py): every repeat's summary.csv -> mean, SD and "beats" counts
 rule summarize_repeats:
     input:
-        expand(rules.summarize.output[0], rep=repeat_suffixes(REPEATS)),
+        expand(f"{ROOT}/eval/summary.csv", rep=repeat_suffixes(REPEATS)),
     output:
         report(
             f"{ROOT0}/eval/summary_repeats.csv",
@@ -97,3 +97,37 @@ rule summarize_repeats:
         code=fingerprint("modalmerge.evaluation.summary_repeats"),
     shell:
         "modalmerge summarize-repeats --summaries {input:q} --out {output:q} > {log:q} 2>&1"
+
+
+# Leave-one-site-out folds (shard.test_site: all / harmonize: both; modalmerge/folds.py): every
+# fold's metrics.json -> one site_summary.csv (scores per held-out site with intervals, paired
+# differences, ComBat minus none) and the scores-by-site figure.
+rule site_summary:
+    input:
+        expand(
+            rules.evaluate.output.metrics, fold=FOLDS, experiment=EXPERIMENTS, allow_missing=True
+        ),
+    output:
+        csv=report(
+            f"{LOSO}/site_summary.csv",
+            caption="../report/site_summary.rst",
+            category="Summary",
+        ),
+        png=report(
+            f"{LOSO}/site_scores.png",
+            caption="../report/site_summary.rst",
+            category="Summary",
+        ),
+    log:
+        f"{LOGS}/evaluate/site_summary.log",
+    benchmark:
+        f"{BENCH}/evaluate/site_summary.tsv"
+    threads: 1
+    resources:
+        **stage_resources("site_summary"),
+    params:
+        dpi=SETTINGS.figures.dpi,
+        code=fingerprint("modalmerge.stages.sites"),
+    shell:
+        "modalmerge site-summary --metrics {input:q} --out {output.csv:q}"
+        " --figure {output.png:q} --dpi {params.dpi:q} > {log:q} 2>&1"

@@ -16,15 +16,15 @@ rule figures:
         labels=ATLAS_RULE.output.labels,
     output:
         report(
-            directory(f"{ROOT}/figures/{{experiment}}"),
+            directory(f"{FROOT}/figures/{{experiment}}"),
             patterns=["{name}.png"],
             caption="../report/figures.rst",
             category="{experiment}",
         ),
     log:
-        f"{LOGS}/figures/{{experiment}}.log",
+        f"{FLOGS}/figures/{{experiment}}.log",
     benchmark:
-        f"{BENCH}/figures/{{experiment}}.tsv"
+        f"{FBENCH}/figures/{{experiment}}.tsv"
     threads: 1
     resources:
         **stage_resources("figures"),
@@ -44,14 +44,14 @@ rule summary_chart:
         rules.summarize.output[0],
     output:
         report(
-            f"{ROOT}/figures/summary.png",
+            f"{FROOT}/figures/summary.png",
             caption="../report/summary_chart.rst",
             category="Summary",
         ),
     log:
-        f"{LOGS}/figures/summary.log",
+        f"{FLOGS}/figures/summary.log",
     benchmark:
-        f"{BENCH}/figures/summary.tsv"
+        f"{FBENCH}/figures/summary.tsv"
     threads: 1
     resources:
         **stage_resources("summary_chart"),

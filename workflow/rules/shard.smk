@@ -33,11 +33,11 @@ rule shard:
         participants=rules.acquire_cohort.output.participants,
         extra_anatomy=preprocessed_anatomy(),
     output:
-        directory(f"{ROOT}/shards"),
+        directory(f"{FROOT}/shards"),
     log:
-        f"{LOGS}/shard/shard.log",
+        f"{FLOGS}/shard/shard.log",
     benchmark:
-        f"{BENCH}/shard/shard.tsv"
+        f"{FBENCH}/shard/shard.tsv"
     threads: 1
     resources:
         **stage_resources("shard"),

@@ -7,12 +7,12 @@ rule train:
     input:
         shards=rules.shard.output[0],
     output:
-        model=f"{ROOT}/models/{{experiment}}/model.pt",
-        history=f"{ROOT}/models/{{experiment}}/history.csv",
+        model=f"{FROOT}/models/{{experiment}}/model.pt",
+        history=f"{FROOT}/models/{{experiment}}/history.csv",
     log:
-        f"{LOGS}/train/{{experiment}}.log",
+        f"{FLOGS}/train/{{experiment}}.log",
     benchmark:
-        f"{BENCH}/train/{{experiment}}.tsv"
+        f"{FBENCH}/train/{{experiment}}.tsv"
     threads: train_job_threads
     resources:
         **{key: train_resource(key) for key in train_job_resources(0, CLUSTER)},

@@ -44,6 +44,7 @@ import pandas as pd
 from modalmerge.data.harmonize import zscore_series
 from modalmerge.data.nifti import load_image, same_grid
 from modalmerge.data.shards.graphs import read_structural_connectomes
+from modalmerge.data.resample import resample_series, same_tr
 from modalmerge.data.time_split import SPLITS, time_blocks
 from modalmerge.io import InputError, atomic_dir, require_file
 from modalmerge.settings import ShardSettings
@@ -360,10 +361,54 @@ def _window_starts(
     return starts[clean], int((~clean).sum())
 
 
+def _on_common_tr(parc: dict, params: ShardSettings, path: Path) -> dict:
+    """``shard.tr`` set: the subject's ROI series resampled from its own TR to ``shard.tr``
+    (:mod:`modalmerge.data.resample`), with ``n_volumes`` and ``volume_index`` of the new
+    grid and ``native_tr`` kept; ``parc`` itself when it has no series or ``tr`` is unset.
+
+    Raises
+    ------
+    modalmerge.io.InputError
+        The run has no TR, has censored volumes and another TR (a resampled gap would be
+        bridged), or its TR is not a simple ratio of ``shard.tr``.
+    """
+    if params.tr is None or "roi_timeseries" not in parc:
+        return parc
+    native = float(parc["tr"])
+    if not np.isfinite(native):
+        raise InputError(path, "records no TR; shard.tr needs each run's TR to resample it")
+    out = dict(parc, native_tr=native, tr=np.float64(params.tr))
+    if same_tr(native, params.tr):
+        return out
+    if params.split_by == "time":
+        raise InputError(
+            path,
+            f"TR {native:g} s differs from shard.tr {params.tr:g} s: split_by time places its "
+            "blocks on the native volumes (preprocess cleans each block), so it cannot resample",
+        )
+    if len(parc["volume_index"]) < parc["n_volumes"]:
+        raise InputError(
+            path,
+            f"has censored volumes and TR {native:g} s, not shard.tr {params.tr:g} s: "
+            "resampling would bridge the censored gaps (set shard.tr to this TR or drop "
+            "the censoring)",
+        )
+    try:
+        series = resample_series(parc["roi_timeseries"], native, params.tr)
+    except ValueError as exc:
+        raise InputError(path, str(exc)) from None
+    out.update(
+        roi_timeseries=series,
+        n_volumes=len(series),
+        volume_index=np.arange(len(series), dtype=np.int64),
+    )
+    return out
+
+
 def _n_windows(path: Path, params: ShardSettings, split: str) -> int:
     """Windows one subject will give (0 if too short: the main pass reports it; 1 sample
     per subject for anatomy-only data)."""
-    parc = _load_parcellated(path)
+    parc = _on_common_tr(_load_parcellated(path), params, path)
     if "roi_timeseries" not in parc:
         return 1
     n_time = parc["n_volumes"]
@@ -428,6 +473,7 @@ def _write_file(
     censoring: dict | None = None,
     structural: dict[str, np.ndarray] | None = None,
     sc: dict[str, np.ndarray] | None = None,
+    native_tr: dict[str, float] | None = None,
 ) -> int:
     """Write one shard file with the given subjects; return its sample count.
 
@@ -439,9 +485,11 @@ def _write_file(
     (``harmonize: combat``; the ROI series are then z-scored per subject).
     ``sc``: per-subject structural connectomes, stored as ``/subjects/graph_sc``
     (:mod:`modalmerge.data.shards.graphs`).
+    ``native_tr``: filled with each subject's own TR when ``shard.tr`` resamples.
     """
     # Over 60 lines: one HDF5 file written in a single pass over its subjects (datasets created, filled, closed together).
     censoring = {} if censoring is None else censoring
+    native_tr = {} if native_tr is None else native_tr
     window, factor = params.window, params.image_downsample
     n = len(members)
     ids = [subjects[i] for i in members]
@@ -450,7 +498,9 @@ def _write_file(
         series_ds = starts_ds = index_ds = None
         written = 0
         for row, i in enumerate(members):
-            parc = _load_parcellated(parcellated[i])
+            parc = _on_common_tr(_load_parcellated(parcellated[i]), params, parcellated[i])
+            if "native_tr" in parc:
+                native_tr[subjects[i]] = parc["native_tr"]
             series = parc.get("roi_timeseries")  # None: anatomy only, one sample per subject
             if series is not None:
                 series = series.astype(np.float32)
@@ -486,7 +536,8 @@ def _write_file(
                 raise InputError(
                     parcellated[i],
                     f"TR {tr} s differs from the other subjects' ({shapes['tr']} s): windows of "
-                    f"{window} volumes would span different durations (one TR per cohort)",
+                    f"{window} volumes would span different durations (one TR per cohort, or "
+                    "set shard.tr to resample every run to a common TR)",
                 )
             if (window_shape is None) != (shapes["time_series"] is None):
                 raise InputError(
@@ -664,7 +715,9 @@ def write_shards(
         (``subject``: whole subjects per split, drawn with ``seed``; ``time``:
         every subject in every split, each split a block of the run in time,
         ``gap`` volumes apart — for one long run, or to forecast later
-        volumes), ``connectivity``.
+        volumes), ``connectivity``, ``tr`` (a common TR every ROI series is
+        resampled to before windows are cut: :mod:`modalmerge.data.resample`;
+        the manifest then records each subject's ``native_tr``).
 
     Raises
     ------
@@ -675,6 +728,12 @@ def write_shards(
     """
     # Over 60 lines: the plan (splits, windows, tangent fit, censoring) and the atomic directory swap, in order.
     params = ShardSettings.coerce(params)
+    if params.test_site == "all" or params.harmonize == "both":  # modalmerge.folds
+        raise ValueError(
+            "shard.test_site all / harmonize both name folds, not one split: the workflow "
+            "expands them (one shard directory per held-out site and harmonisation); call "
+            "write_shards with one test_site and harmonize none or combat"
+        )
     record = params.subject_params()  # what the manifest and the config hash hold
     subjects = list(subjects)
     lists = {"parcellated": parcellated, "anatomy": anatomy}
@@ -736,6 +795,7 @@ def write_shards(
     if sc is not None:
         shapes["graph_sc"] = list(next(iter(sc.values())).shape)
     censoring: dict = {}
+    native_tr: dict = {}
     files = []
     with atomic_dir(out_dir) as tmp_dir:  # the old shards stay until the new are whole
         for split in SPLITS:
@@ -747,7 +807,7 @@ def write_shards(
                 n_samples = _write_file(
                     tmp_dir / name, split, group, subjects, parcellated, channels, texts,
                     tabular, tabular_attrs, params, chash, shapes, tuple(label_channels),
-                    tangent, censoring, structural, sc,
+                    tangent, censoring, structural, sc, native_tr,
                 )  # fmt: skip
                 files.append(
                     {"file": name, "split": split, "n_subjects": len(group), "n_samples": n_samples}
@@ -780,4 +840,6 @@ def write_shards(
                 "subjects": dict(sorted(censoring.items())),
             },
         }
+        if params.tr is not None:  # each subject's own TR (evaluate resamples its truth)
+            manifest["native_tr"] = dict(sorted(native_tr.items()))
         (tmp_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))

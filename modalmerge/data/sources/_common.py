@@ -143,9 +143,9 @@ class Source:
     anatomy_for: Callable[[dict], tuple[str, ...]] | None = None
     #: ``"subject"``, or ``"region"`` for group data whose samples are regions (region DAG).
     sample_unit: str = "subject"
-    #: ``params -> (volumes, TR in s)`` of every BOLD run when the params alone fix them
-    #: (a generator): the settings are then checked against them when the DAG is built.
-    planned_runs: Callable[[dict], tuple[int, float]] | None = None
+    #: ``params -> [(volumes, TR in s), ...]``, one per run protocol, when the params alone
+    #: fix them (a generator): the settings are then checked against each when the DAG is built.
+    planned_runs: Callable[[dict], list[tuple[int, float]]] | None = None
     # --- a source that writes raw/ itself
     own_subject_ids: Callable[[dict], list[str]] | None = None
     own_write_cohort: Callable[[dict, Path], None] | None = None

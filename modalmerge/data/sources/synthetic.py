@@ -25,15 +25,15 @@ def _task(params: dict) -> str:
     return SyntheticParams.from_dict(params).task
 
 
-def _planned_runs(params: dict) -> tuple[int, float]:
-    """Run length and TR the settings are checked against; with ``sites``, the shortest
-    run and the longest TR of any site (the strictest for the window and the filter)."""
+def _planned_runs(params: dict) -> list[tuple[int, float]]:
+    """Run length and TR of every run protocol the settings are checked against: the
+    cohort's, or with ``sites`` each site's (sites may differ in both)."""
     from modalmerge.data.synthetic.params import SyntheticParams
     from modalmerge.data.synthetic.sites import with_site_protocol
 
     p = SyntheticParams.from_dict(params)
     runs = [with_site_protocol(p, k + 1) for k in range(max(1, len(p.sites)))]
-    return min(q.n_timepoints for q in runs), max(q.tr for q in runs)
+    return sorted({(q.n_timepoints, q.tr) for q in runs})
 
 
 def _subject_params(params: dict, subject: str) -> dict:

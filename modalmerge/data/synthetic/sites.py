@@ -218,6 +218,7 @@ def site_truth(p, site: SiteParams) -> dict[str, np.ndarray]:
         "site_tsnr": np.float64(p.tsnr),
         "site_noise_scale": np.float64(p.noise_scale),
         "site_smoothing_fwhm_mm": np.float64(site.smoothing_fwhm_mm),
+        "site_tr": np.float64(p.tr),
         "site_n_timepoints": np.int64(p.n_timepoints),
         "site_age_range": np.asarray(site.age_range or p.age_range, dtype=np.float64),
     }
