@@ -43,8 +43,8 @@ import pandas as pd
 
 from modalmerge.data.harmonize import zscore_series
 from modalmerge.data.nifti import load_image, same_grid
-from modalmerge.data.shards.graphs import read_structural_connectomes
 from modalmerge.data.resample import resample_series, same_tr
+from modalmerge.data.shards.graphs import read_structural_connectomes
 from modalmerge.data.time_split import SPLITS, time_blocks
 from modalmerge.io import InputError, atomic_dir, require_file
 from modalmerge.settings import ShardSettings
