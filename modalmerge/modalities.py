@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 #: What a model encodes or decodes (``MultiModalModel(condition_type=, target_type=)``).
-MODALITIES = ("image", "time_series", "text", "tabular")
+MODALITIES = ("image", "time_series", "text", "tabular", "point_cloud")
 #: What the shards hold and ``ShardDataset`` / ``load_split_arrays`` can read.
 SHARD_MODALITIES = (
     "image",
@@ -16,6 +16,7 @@ SHARD_MODALITIES = (
     "text",
     "structural_features",
     "connectivity",
+    "point_cloud",
 )
 
 

@@ -22,14 +22,21 @@ DEFAULT_ENCODERS = {
     "time_series": "transformer",
     "text": "gru",
     "tabular": "mlp",
+    "point_cloud": "point_transformer",
 }
 DEFAULT_DECODERS = {
     "image": "deconv",
     "time_series": "transformer",
     "text": "gru",
     "tabular": "mlp",
+    "point_cloud": "values",
 }
-DEFAULT_SHAPES = {"image": (1, 64, 64, 64), "time_series": (50, 16)}
+DEFAULT_SHAPES = {"image": (1, 64, 64, 64), "time_series": (50, 16), "point_cloud": (1024, 6)}
+SHAPE_LAYOUTS = {
+    "image": "(C, H, W) or (C, D, H, W)",
+    "time_series": "(T, channels)",
+    "point_cloud": "(N, 3 + F)",
+}
 
 
 class ModelOutput(NamedTuple):
@@ -56,7 +63,7 @@ class MultiModalModel(nn.Module):
 
     Parameters
     ----------
-    condition_type, target_type : {"image", "time_series", "text", "tabular"}
+    condition_type, target_type : {"image", "time_series", "text", "tabular", "point_cloud"}
         Modalities of the condition (input) and the target (output).
     condition_encoder, target_decoder : str, optional
         Registered names (see :func:`modalmerge.models.registry.available`);
@@ -258,9 +265,14 @@ class MultiModalModel(nn.Module):
         else:
             derived = tuple(int(n) for n in (shape or DEFAULT_SHAPES[modality]))
             ndims = (3, 4) if modality == "image" else (2,)
-            if len(derived) not in ndims or min(derived) < 1:
-                layout = "(C, H, W) or (C, D, H, W)" if modality == "image" else "(T, channels)"
-                raise ValueError(f"{name} for {modality} must be {layout}, got {tuple(derived)}")
+            if (
+                len(derived) not in ndims
+                or min(derived) < 1
+                or (modality == "point_cloud" and derived[-1] < 3)
+            ):
+                raise ValueError(
+                    f"{name} for {modality} must be {SHAPE_LAYOUTS[modality]}, got {tuple(derived)}"
+                )
         if shape is not None and tuple(int(n) for n in shape) != derived:
             raise ValueError(
                 f"{name} {tuple(shape)} disagrees with the {modality} settings {derived}"
@@ -347,8 +359,12 @@ class MultiModalModel(nn.Module):
                 target = self.decoder.generate(tokens, self.conditioner, mask)
             elif self.validate_inputs:
                 self._check(target, "text", self.target_shape, "target")
+        elif self.target_type == "point_cloud" and target is not None and self.validate_inputs:
+            self._check(target, "point_cloud", self.target_shape, "target")
         queries = self.decoder.queries(b, target=target, time_offset=time_offset)
         conditioned, attention = self.conditioner(queries, tokens, mask, return_attention)
+        if self.target_type == "point_cloud":  # a decoder of values at given points reads them
+            return ModelOutput(self.decoder(conditioned, target=target), attention)
         return ModelOutput(self.decoder(conditioned), attention)
 
     @torch.no_grad()

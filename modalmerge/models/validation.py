@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-_FLOAT_MODALITIES = ("image", "time_series", "tabular")
+_FLOAT_MODALITIES = ("image", "time_series", "tabular", "point_cloud")
 
 
 def check_batch(
@@ -24,7 +24,8 @@ def check_batch(
     x : Tensor
         The batch: ``(B, *sample_shape)``.
     modality : str
-        ``image``, ``time_series``, ``tabular`` (floating point, finite) or ``text``
+        ``image``, ``time_series``, ``tabular``, ``point_cloud`` (floating point,
+        finite; a cloud is ``(N, 3 + F)``) or ``text``
         (integer ids in ``[0, vocab_size)``).
     sample_shape : tuple of int
         Expected per-sample shape.
@@ -54,6 +55,19 @@ def check_batch(
                 f"{role} (text) must have shape (B, L) with 1 <= L <= {sample_shape[0]}, "
                 f"got {tuple(x.shape)}"
             )
+    elif modality == "point_cloud" and got != tuple(sample_shape):
+        n, width = sample_shape
+        problem = (
+            f"{got[0]} points where the model takes {n} (too few)"
+            if got[0] < n
+            else f"{got[0]} points where the model takes {n}"
+            if got[0] != n
+            else f"{got[1] - 3} features per point where the model takes {width - 3}"
+        )
+        raise ValueError(
+            f"{role} (point_cloud) must have shape (B, {n}, 3 + {width - 3}) (xyz then "
+            f"features), got {tuple(x.shape)}: {problem}"
+        )
     elif got != tuple(sample_shape):
         raise ValueError(
             f"{role} ({modality}) must have shape {_fmt(expected)}, got {tuple(x.shape)}"
