@@ -88,7 +88,7 @@ def _parcellate(a: argparse.Namespace) -> None:
 
 #: What ``shard --inputs-json`` reads: the file lists that would not fit on a command line.
 SHARD_INPUT_KEYS = ("subjects", "parcellated", "anatomy", "texts", "participants", "channels",
-                    "extra_anatomy", "label_channels")  # fmt: skip
+                    "extra_anatomy", "label_channels", "point_clouds")  # fmt: skip
 
 
 def _shard(a: argparse.Namespace) -> None:
@@ -126,6 +126,7 @@ def _shard(a: argparse.Namespace) -> None:
         a.settings,
         extra_anatomy=extra,
         label_channels=a.label_channels,
+        point_clouds=a.point_clouds,
     )
 
 
@@ -349,7 +350,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--inputs-json",
         default=None,
         help="a JSON object holding the lists below (subjects, parcellated, anatomy, texts, "
-        "participants, channels, extra_anatomy, label_channels): what the workflow passes",
+        "participants, channels, extra_anatomy, label_channels, point_clouds): what the "
+        "workflow passes",
     )
     for name in ("subjects", "parcellated", "anatomy"):
         p.add_argument(f"--{name}", nargs="+", default=None)
@@ -359,6 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--extra-anatomy", nargs="+", default=None, help="their files, subject-major order"
     )
     p.add_argument("--label-channels", nargs="+", default=[], help="channels holding labels")
+    p.add_argument(
+        "--point-clouds", nargs="+", default=None, help="a surface point cloud per subject"
+    )
     p.add_argument("--participants", default=None)
     p.add_argument("--out", required=True)
 

@@ -65,7 +65,9 @@ class ShardDataset(Dataset):
         Modalities to return as ``"condition"`` and ``"target"``: ``image``
         (1, D, H, W) float32, ``time_series`` (window, R) float32, ``tabular``
         (n_columns,) float32, ``text`` (text_max_length,) long,
-        ``structural_features`` (R, F) float32, ``connectivity`` (R, R) float32.
+        ``structural_features`` (R, F) float32, ``connectivity`` (R, R) float32,
+        ``point_cloud`` (N, 3 + F) float32 (xyz mm, z-scored features; only in shards
+        written with point clouds).
     tokenizer : object, optional
         Needed for ``text``: ``encode(text, max_length) -> list[int]``; ids are
         cut or padded with 0 to ``text_max_length``.
@@ -141,12 +143,17 @@ class ShardDataset(Dataset):
             self.columns[role] = None if columns is None else torch.from_numpy(columns)
         held = self.manifest["shapes"]
         for role, name in (("condition", condition), ("target", target)):
-            if name in ("time_series", "image", "structural_features", "connectivity") and (
-                name not in held
-            ):
+            if name in (
+                "time_series",
+                "image",
+                "structural_features",
+                "connectivity",
+                "point_cloud",
+            ) and (name not in held):
                 raise ValueError(
                     f"the {role} {name!r} is not in these shards (they hold {sorted(held)}; "
-                    "anatomy-only data has no time series, region data only a table)"
+                    "anatomy-only data has no time series, region data only a table; point clouds "
+                    "need dataset.params.surface_points)"
                 )
         self.files = [e["file"] for e in self.manifest["shards"] if e["split"] == split]
         counts = [e["n_samples"] for e in self.manifest["shards"] if e["split"] == split]

@@ -41,6 +41,7 @@ import pandas as pd
 
 from modalmerge.data.harmonize import zscore_series
 from modalmerge.data.nifti import load_image, same_grid
+from modalmerge.data.shards.point_clouds import add_point_clouds, load_point_clouds
 from modalmerge.data.time_split import SPLITS, time_blocks
 from modalmerge.io import InputError, atomic_dir, require_file
 from modalmerge.settings import ShardSettings
@@ -615,6 +616,7 @@ def write_shards(
     params: ShardSettings | dict | None,
     extra_anatomy: dict[str, list[Path]] | None = None,
     label_channels=(),
+    point_clouds: list[Path] | None = None,
 ) -> None:
     """Split subjects, cut sliding windows and write ``out_dir`` (shards + manifest.json).
 
@@ -646,6 +648,10 @@ def write_shards(
     label_channels : sequence of str
         Channels that hold labels (downsampled by picking, not averaging;
         listed as ``label_channels`` in the manifest).
+    point_clouds : list of Path, optional
+        A surface point cloud per subject (:mod:`modalmerge.data.point_clouds`), stored
+        as ``/subjects/point_cloud`` with features z-scored on the training subjects
+        (:mod:`modalmerge.data.shards.point_clouds`; the manifest's ``point_cloud``).
     params : ShardSettings or dict
         :class:`modalmerge.settings.ShardSettings` or a ``shard:`` mapping
         (defaults filled, unknown keys and bad values raise ValueError). Read
@@ -670,6 +676,8 @@ def write_shards(
     lists = {"parcellated": parcellated, "anatomy": anatomy}
     if texts is not None:
         lists["texts"] = texts
+    if point_clouds is not None:
+        lists["point_clouds"] = point_clouds
     extra_anatomy = dict(extra_anatomy or {})
     if "T1w" in extra_anatomy:
         raise ValueError("extra_anatomy must not repeat the T1w channel")
@@ -720,6 +728,12 @@ def write_shards(
             parcellated, subjects, splits["train"], sites, tabular, categorical, tangent
         )
 
+    clouds, cloud_entry = None, None
+    if point_clouds is not None:
+        clouds, cloud_entry = load_point_clouds(
+            [Path(p) for p in point_clouds], subjects, splits["train"]
+        )
+
     out_dir = Path(out_dir)
     shapes: dict = {}
     censoring: dict = {}
@@ -736,6 +750,8 @@ def write_shards(
                     tabular, tabular_attrs, params, chash, shapes, tuple(label_channels),
                     tangent, censoring, structural,
                 )  # fmt: skip
+                if clouds is not None:
+                    add_point_clouds(tmp_dir / name, clouds, cloud_entry["feature_names"])
                 files.append(
                     {"file": name, "split": split, "n_subjects": len(group), "n_samples": n_samples}
                 )
@@ -745,7 +761,8 @@ def write_shards(
                 for k in ("time_series", "image", "structural_features", "connectivity")
                 if shapes.get(k) is not None  # anatomy-only data: no time series, no FC
             }
-            | {"tabular": [len(tabular.columns)]},
+            | {"tabular": [len(tabular.columns)]}
+            | ({} if clouds is None else {"point_cloud": list(next(iter(clouds.values())).shape)}),
             "tabular": {"columns": list(tabular.columns), "categorical": categorical}
             | {"categories": categories}
             | numeric_stats,
@@ -758,6 +775,7 @@ def write_shards(
             "connectivity": params.connectivity or "as parcellated",
             "image_channels": list(channels),
             "label_channels": [c for c in channels if c in set(label_channels)],
+            **({} if cloud_entry is None else {"point_cloud": cloud_entry}),
             "censoring": {
                 "rule": "windows holding a censored volume are dropped; window_start counts "
                 "original volumes",

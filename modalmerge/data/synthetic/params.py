@@ -23,6 +23,7 @@ STREAM_FACTORS = 1  # a subject's latent factors and regional features
 STREAM_ANATOMY = 2  # a subject's T1 noise, bias field, lesions
 STREAM_BOLD = 3  # a subject's neural process and BOLD noise
 STREAM_PLANTED = 4  # planted region links (modalmerge.data.synthetic.regional); only when on
+STREAM_SURFACE = 6  # surface point sampling (modalmerge.data.synthetic.surface); only when on
 
 # settings added after the default cohort was frozen: left out of to_dict() when off
 _OPTIONAL_KEYS = ("planted_links", "planted_link_sd", "atlas_channel")
@@ -120,6 +121,11 @@ class SyntheticParams:
         Also write each subject's atlas labels as ``anat/sub-XXX_dseg.nii.gz``:
         a label channel of the image in the shards (the ``region_cnn`` encoder
         pools its features within these regions).
+    surface_points : int
+        0 (default): off. N > 0: also write each subject's grey/white boundary as a
+        point cloud of N points (xyz mm, T1 intensity, thickness proxy, curvature),
+        ``anat/sub-XXX_desc-white_pointcloud.npz``
+        (:mod:`modalmerge.data.synthetic.surface`): the shards' ``point_cloud``.
     sites : tuple of SiteParams
         Acquisition sites, each with its scanner effects
         (:mod:`modalmerge.data.synthetic.sites`); empty (default): one site, no
@@ -158,6 +164,7 @@ class SyntheticParams:
     planted_links: int = 0
     planted_link_sd: float = 0.04
     atlas_channel: bool = False
+    surface_points: int = 0
     sites: tuple[SiteParams, ...] = ()
 
     def __post_init__(self) -> None:
@@ -207,6 +214,8 @@ class SyntheticParams:
         if not self.planted_links and not self.atlas_channel:
             for key in _OPTIONAL_KEYS:
                 del out[key]
+        if not self.surface_points:  # added later still: off leaves every file as it was
+            del out["surface_points"]
         return out
 
     @property
@@ -267,6 +276,8 @@ def _validate(p: SyntheticParams) -> None:
     )
     if not isinstance(p.atlas_channel, bool):
         raise bad("atlas_channel", "must be true or false")
+    if not _is_int(p.surface_points) or not 0 <= p.surface_points <= 1_000_000:
+        raise bad("surface_points", "must be an integer in [0, 1000000] (0: no point clouds)")
     for name in non_negative:
         v = getattr(p, name)
         if not _is_num(v) or not np.isfinite(v) or v < 0:
