@@ -350,8 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--inputs-json",
         default=None,
         help="a JSON object holding the lists below (subjects, parcellated, anatomy, texts, "
-        "participants, channels, extra_anatomy, label_channels, point_clouds): what the "
-        "workflow passes",
+        "participants, channels, extra_anatomy, label_channels, point_clouds)",
     )
     for name in ("subjects", "parcellated", "anatomy"):
         p.add_argument(f"--{name}", nargs="+", default=None)
@@ -361,9 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--extra-anatomy", nargs="+", default=None, help="their files, subject-major order"
     )
     p.add_argument("--label-channels", nargs="+", default=[], help="channels holding labels")
-    p.add_argument(
-        "--point-clouds", nargs="+", default=None, help="a surface point cloud per subject"
-    )
+    p.add_argument("--point-clouds", nargs="+", default=None, help="surface clouds per subject")
     p.add_argument("--participants", default=None)
     p.add_argument("--out", required=True)
 
