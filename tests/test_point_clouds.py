@@ -169,3 +169,23 @@ def test_the_ridge_sees_order_free_summaries_of_a_cloud():
     np.testing.assert_allclose(
         condition_features("point_cloud", shuffled, None), features, rtol=1e-5
     )
+
+
+@pytest.mark.slow  # two DAG builds: a minute or more on a busy machine
+def test_the_workflow_plans_a_cloud_per_subject_into_the_shards_only_when_asked(tmp_path):
+    from workflow_utils import copy_project, load_yaml, snakemake, write_config
+
+    workdir = copy_project(tmp_path / "project")
+    config = load_yaml(workdir / "configs" / "surface.yaml")
+    config["dataset"]["params"]["n_subjects"] = 6
+    write_config(workdir, config)
+    result = snakemake(workdir, "--dry-run", "--printshellcmds", "--until", "shard")
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = result.stdout
+    assert out.count("_desc-white_pointcloud.npz") >= 6  # acquire_subject outputs, shard inputs
+    config["dataset"]["params"].pop("surface_points")
+    config["experiments"] = config["experiments"][1:]  # the image experiment alone
+    write_config(workdir, config)
+    result = snakemake(workdir, "--dry-run", "--printshellcmds", "--until", "shard")
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "pointcloud" not in result.stdout
