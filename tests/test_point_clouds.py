@@ -189,3 +189,17 @@ def test_the_workflow_plans_a_cloud_per_subject_into_the_shards_only_when_asked(
     result = snakemake(workdir, "--dry-run", "--printshellcmds", "--until", "shard")
     assert result.returncode == 0, result.stderr[-3000:]
     assert "pointcloud" not in result.stdout
+
+
+def test_attention_is_drawn_on_the_points_each_coloured_by_its_nearest_centroid():
+    from modalmerge.viz.point_cloud import attention_on_points
+
+    rng = np.random.default_rng(0)
+    points = np.concatenate([rng.normal(-40, 5, (50, 3)), rng.normal(40, 5, (50, 3))])
+    centroids = np.array([[-40.0, -40, -40], [40, 40, 40]])
+    fig = attention_on_points(points, centroids, np.array([0.9, 0.1]))
+    colours = fig.axes[0].collections[0].get_array()
+    np.testing.assert_allclose(colours, [0.9] * 50 + [0.1] * 50)
+    assert len([ax for ax in fig.axes if ax.name == "3d"]) == 3
+    with pytest.raises(ValueError, match="M weights"):
+        attention_on_points(points, centroids, np.ones(3))
