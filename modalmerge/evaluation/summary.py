@@ -361,6 +361,7 @@ def compare_experiments(
     *,
     seed: int = BOOTSTRAP_SEED,
     n_boot: int = N_BOOTSTRAP,
+    same_condition: bool = True,
 ) -> tuple[Difference, str]:
     """The paired per-unit difference model A − model B of two experiments.
 
@@ -374,6 +375,10 @@ def compare_experiments(
         ``eval/<experiment>/metrics.json`` of the two experiments.
     metric : str, optional
         Default: the primary metric of A.
+    same_condition : bool
+        True (default): both must predict from the same condition modality (a method
+        comparison). False: the conditions may differ (e.g. a surface point cloud against
+        the image, both -> time series on the same shards); the target must not.
 
     Returns
     -------
@@ -389,7 +394,7 @@ def compare_experiments(
     """
     a, b = read_metrics(path_a), read_metrics(path_b)
     metric = metric or primary_metric(a)
-    if a["target"] != b["target"] or a["condition"] != b["condition"]:
+    if a["target"] != b["target"] or (same_condition and a["condition"] != b["condition"]):
         raise InputError(path_b, f"predicts {b['condition']} -> {b['target']}, not "
                          f"{a['condition']} -> {a['target']} as {path_a}")  # fmt: skip
     units_a = a.get("per_unit", {}).get("units")
