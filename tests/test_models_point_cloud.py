@@ -111,7 +111,7 @@ def test_attention_reaches_a_local_feature_planted_on_the_surface():
         loss.backward()
         optimizer.step()
         first = loss.item() if first is None else first
-    assert float(loss) < 0.3 * first
+    assert loss.item() < 0.3 * first
 
 
 def test_chamfer_is_zero_for_the_same_set_in_any_order_and_grows_with_displacement():
