@@ -203,3 +203,55 @@ def test_attention_is_drawn_on_the_points_each_coloured_by_its_nearest_centroid(
     assert len([ax for ax in fig.axes if ax.name == "3d"]) == 3
     with pytest.raises(ValueError, match="M weights"):
         attention_on_points(points, centroids, np.ones(3))
+
+
+def test_point_cloud_targets_are_scored_per_subject_against_the_training_surface_map():
+    from types import SimpleNamespace
+
+    from modalmerge.evaluation.point_cloud import feature_r, score_point_cloud
+    from modalmerge.evaluation.scoring import BaselineSettings, ScoringInput
+
+    rng = np.random.default_rng(0)
+
+    def cloud(shift):  # one feature that grows along x, plus a subject shift
+        xyz = rng.normal(0, 40, (60, 3))
+        return np.concatenate([xyz, xyz[:, :1] / 40 + shift], axis=1).astype(np.float32)
+
+    train_clouds = np.stack([cloud(s) for s in rng.normal(0, 1, 6)])
+    test_clouds = np.stack([cloud(s) for s in (-2.0, 0.0, 2.0, 4.0, 1.0)])
+    perfect = test_clouds.copy()
+
+    def split(clouds, prediction=None):
+        subjects = [f"sub-{i:02d}" for i in range(len(clouds))]
+        return SimpleNamespace(subjects=subjects, target=clouds, prediction=prediction)
+
+    data = ScoringInput(
+        "image",
+        split(train_clouds),
+        split(test_clouds, perfect),
+        None,
+        None,
+        BaselineSettings(np.array([1.0])),
+    )
+    scored = score_point_cloud(data)
+    assert scored.extra["primary_metric"] == "feature_r"
+    assert scored.scores["model"]["feature_r"] == pytest.approx(1.0)
+    assert scored.scores["model"]["feature_mse"] == pytest.approx(0.0, abs=1e-10)
+    # the training map follows x (r high) but misses each subject's shift (mse > 0)
+    assert scored.scores["group_mean"]["feature_r"] > 0.8
+    assert scored.scores["group_mean"]["feature_mse"] > 1.0
+    assert len(scored.per_unit["model"]["feature_r"]) == 5
+    assert feature_r(np.ones((4, 1)), np.arange(4.0)[:, None]) == 0.0  # flat: 0, not NaN
+    moved = perfect.copy()
+    moved[..., 0] += 1.0  # a generated set: no paired points
+    with pytest.raises(ValueError, match="no scorer yet"):
+        score_point_cloud(
+            ScoringInput(
+                "image",
+                split(train_clouds),
+                split(test_clouds, moved),
+                None,
+                None,
+                BaselineSettings(np.array([1.0])),
+            )  # fmt: skip
+        )

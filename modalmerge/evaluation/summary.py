@@ -150,6 +150,7 @@ PRIMARY_METRIC = {
     "image": "ssim",
     "tabular": "r2",
     "text": "token_accuracy",
+    "point_cloud": "feature_r",
 }
 
 

@@ -67,6 +67,7 @@ from modalmerge.data.shards.split_arrays import (
 )
 from modalmerge.evaluation.image import score_image
 from modalmerge.evaluation.planted import LINKS_FILE, planted_link_attention, read_planted_links
+from modalmerge.evaluation.point_cloud import score_point_cloud
 from modalmerge.evaluation.region_profiles import profile_table, score_region_profiles
 from modalmerge.evaluation.scoring import (
     BaselineSettings,
@@ -264,6 +265,8 @@ def _score(data, experiment, manifest, model, shard_dir, truth, time_units=1) ->
         return score_region_profiles(scored, table, data.test.attention)
     if target == "text":
         return score_text(data)
+    if target == "point_cloud":
+        return score_point_cloud(data)
     raise ValueError(f"unknown target modality {target!r}")  # pragma: no cover - schema
 
 
