@@ -50,7 +50,8 @@ One JSON object::
   methods are compared at known sizes.
 - ``primary_metric``: ``pearson_r`` for time series and region profiles,
   ``ssim`` for images, ``r2`` for tables with numeric columns (else
-  ``accuracy``), ``token_accuracy`` for text (:data:`PRIMARY_METRIC` when absent).
+  ``accuracy``), ``token_accuracy`` for text, ``feature_r`` for point clouds
+  (:data:`PRIMARY_METRIC` when absent).
 - Metric names are free (``pearson_r``, ``r2``, ``mse``, ``fc_similarity``,
   ``n_constant_series``, ``ssim``, ``psnr``, ``token_accuracy``, ``perplexity``,
   ``mae``, ``accuracy``: see :mod:`modalmerge.evaluation.metrics`); a value is a
