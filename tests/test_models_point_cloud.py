@@ -168,3 +168,14 @@ def test_point_cloud_models_round_trip_through_their_config(tmp_path):
         torch.testing.assert_close(model(x).prediction, clone(x).prediction)
     assert clone.config["condition_shape"] == list(CLOUD)
     assert DIM % HEADS == 0
+
+
+def test_attention_of_a_point_cloud_target_is_drawn_with_its_points_given():
+    from modalmerge.viz import Visualizer
+
+    model = tiny_model("image", "point_cloud").eval()
+    cloud = batch("point_cloud")[0]
+    fig = Visualizer.plot_attention(model, batch("image")[0], target=cloud)
+    assert fig.axes  # the values decoder needs the target's points: drawn, not refused
+    with pytest.raises(ValueError, match="needs the target's coordinates"):
+        Visualizer.plot_attention(model, batch("image")[0])

@@ -213,14 +213,24 @@ def _attention_figures(model, tokenizer, shard_dir, atlas_path, experiment, save
     sample = dataset[0]
     dataset.close()
     offset = int(sample["window_start"])
-    save(Visualizer.plot_attention(model, sample["condition"], time_offset=offset), "attention")
+    # a point-cloud target's queries are built from its points (the values decoder)
+    given = sample["target"] if experiment.target == "point_cloud" else None
+    save(
+        Visualizer.plot_attention(model, sample["condition"], time_offset=offset, target=given),
+        "attention",
+    )
     if experiment.condition == "point_cloud":
         _point_cloud_attention(model, sample, offset, experiment, save)
         return
     if experiment.condition != "image" or sample["condition"].ndim != 4:
         return
     x = sample["condition"][None]
-    output = model(x, time_offset=torch.as_tensor([offset]), return_attention=True)
+    output = model(
+        x,
+        target=None if given is None else given[None],
+        time_offset=torch.as_tensor([offset]),
+        return_attention=True,
+    )
     weights = select_heads(output.attention[0].numpy()).mean(axis=0)  # all target queries
     provenance = model.condition_provenance()
     image = sample["condition"][0].numpy()
