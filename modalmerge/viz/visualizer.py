@@ -236,6 +236,7 @@ class Visualizer:
             When the model returns no attention (e.g. ``film`` or ``concat``
             conditioning), ``x`` has the wrong shape, or a selection is out of range.
         """
+        # Over 60 lines: one entry point for every condition kind (image overlay or heatmap) and its checks.
         tokenizer = labels if not _is_names(labels) and labels is not None else None
         tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
         hint = _condition_provenance(model, None)
