@@ -57,6 +57,9 @@ def test_the_values_decoder_predicts_features_at_the_given_coordinates():
     )
     with pytest.raises(ValueError, match="needs the target's coordinates"):
         model(batch("tabular"))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # mixed precision keeps the points exact
+        half = model(batch("tabular"), target=y).prediction
+    assert torch.equal(half[..., :3], y[..., :3])
 
 
 def test_tokens_are_farthest_point_centroids_and_ignore_the_order_of_the_points():

@@ -81,7 +81,10 @@ class PointValueDecoder(Decoder):
         if target is None:
             raise ValueError("the point-cloud values decoder needs target= (its coordinates)")
         mixed = conditioned if self.mixer is None else self.mixer(conditioned)
-        return torch.cat([target[..., :3].to(conditioned.dtype), self.readout(mixed)], dim=-1)
+        # the given coordinates keep their dtype (under autocast too), so the loss sees
+        # exactly the target's points and scores point by point
+        values = self.readout(mixed).to(target.dtype)
+        return torch.cat([target[..., :3], values], dim=-1)
 
     def query_provenance(self) -> TokenProvenance:
         """``point`` provenance: query i is target point i."""
