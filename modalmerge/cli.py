@@ -90,7 +90,7 @@ def _parcellate(a: argparse.Namespace) -> None:
 
 #: What ``shard --inputs-json`` reads: the file lists that would not fit on a command line.
 SHARD_INPUT_KEYS = ("subjects", "parcellated", "anatomy", "texts", "participants", "channels",
-                    "extra_anatomy", "label_channels")  # fmt: skip
+                    "extra_anatomy", "label_channels", "point_clouds")  # fmt: skip
 
 
 def _shard(a: argparse.Namespace) -> None:
@@ -128,6 +128,7 @@ def _shard(a: argparse.Namespace) -> None:
         a.settings,
         extra_anatomy=extra,
         label_channels=a.label_channels,
+        point_clouds=a.point_clouds,
     )
 
 
@@ -351,7 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--inputs-json",
         default=None,
         help="a JSON object holding the lists below (subjects, parcellated, anatomy, texts, "
-        "participants, channels, extra_anatomy, label_channels): what the workflow passes",
+        "participants, channels, extra_anatomy, label_channels, point_clouds)",
     )
     for name in ("subjects", "parcellated", "anatomy"):
         p.add_argument(f"--{name}", nargs="+", default=None)
@@ -361,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--extra-anatomy", nargs="+", default=None, help="their files, subject-major order"
     )
     p.add_argument("--label-channels", nargs="+", default=[], help="channels holding labels")
+    p.add_argument("--point-clouds", nargs="+", default=None, help="surface clouds per subject")
     p.add_argument("--participants", default=None)
     p.add_argument("--out", required=True)
 

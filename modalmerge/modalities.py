@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 #: What a model encodes or decodes (``MultiModalModel(condition_type=, target_type=)``).
-MODALITIES = ("image", "time_series", "text", "tabular", "graph")
+MODALITIES = ("image", "time_series", "text", "tabular", "graph", "point_cloud")
 #: What the shards hold and ``ShardDataset`` / ``load_split_arrays`` can read.
 SHARD_MODALITIES = (
     "image",
@@ -17,6 +17,7 @@ SHARD_MODALITIES = (
     "structural_features",
     "connectivity",
     "graph",
+    "point_cloud",
 )
 
 

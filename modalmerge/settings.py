@@ -46,7 +46,7 @@ __all__ = [
 ]
 
 F = field_spec  # field(default, doc, choices=, ge=, gt=, le=, ...): see _settings_check
-MODALITIES = ("image", "time_series", "text", "tabular", "graph")
+MODALITIES = ("image", "time_series", "text", "tabular", "graph", "point_cloud")
 #: per-subject connectivity kinds (tangent is group-level: the shard stage's)
 CONNECTIVITY_KINDS = ("correlation", "partial correlation", "covariance", "precision")
 #: dataset kinds: the keys of modalmerge.data.sources.SOURCES (a test keeps them equal)

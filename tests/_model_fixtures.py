@@ -7,11 +7,12 @@ import torch
 
 from modalmerge.models import MultiModalModel
 
-MODALITIES = ["image", "time_series", "text", "tabular", "graph"]
+MODALITIES = ["image", "time_series", "text", "tabular", "graph", "point_cloud"]
 B, DIM, HEADS = 2, 16, 2
 IMAGE = (1, 8, 8, 8)
 SERIES = (6, 3)
 GRAPH = (5, 2 + 5)  # 5 nodes, 2 node features, then the 5 adjacency rows
+CLOUD = (24, 5)  # 24 points: xyz (mm) + 2 features
 VOCAB, MAX_LEN = 12, 6
 N_NUM, CARDS = 2, [3, 2]
 TINY_ENCODERS = {
@@ -20,6 +21,7 @@ TINY_ENCODERS = {
     "text": "gru",
     "tabular": "mlp",
     "graph": "graph_transformer",
+    "point_cloud": "point_transformer",
 }
 TINY_OPTIONS = {
     "image": {"n_blocks": 2},
@@ -27,8 +29,9 @@ TINY_OPTIONS = {
     "text": {},
     "tabular": {},
     "graph": {"n_layers": 1},
+    "point_cloud": {"n_tokens": 6, "neighbours": [4, 8]},
 }
-SHAPES = {"image": IMAGE, "time_series": SERIES, "graph": GRAPH}
+SHAPES = {"image": IMAGE, "time_series": SERIES, "graph": GRAPH, "point_cloud": CLOUD}
 
 
 def tiny_model(
@@ -66,6 +69,11 @@ def batch(modality: str, shape=None, seed: int = 0) -> torch.Tensor:
         features = torch.randn(B, n, (shape or GRAPH)[1] - n, generator=g)
         a = torch.rand(B, n, n, generator=g)
         return torch.cat([features, (a + a.transpose(1, 2)) / 2], dim=-1)
+    if modality == "point_cloud":  # points on a sphere of radius ~60 mm, then features
+        n, width = shape or CLOUD
+        xyz = torch.randn(B, n, 3, generator=g)
+        xyz = 60 * xyz / xyz.norm(dim=-1, keepdim=True)
+        return torch.cat([xyz, torch.randn(B, n, width - 3, generator=g)], dim=-1)
     if modality == "text":
         ids = torch.randint(4, VOCAB, (B, MAX_LEN), generator=g)
         ids[:, 0], ids[:, 3], ids[:, 4:] = 1, 2, 0  # bos w w eos pad pad
@@ -80,6 +88,8 @@ def check_prediction(prediction, target: str) -> None:
         assert prediction.shape == (B, *IMAGE)
     elif target == "time_series":
         assert prediction.shape == (B, *SERIES)
+    elif target == "point_cloud":
+        assert prediction.shape == (B, *CLOUD)
     elif target == "text":
         assert prediction.shape == (B, MAX_LEN, VOCAB)
     elif target == "graph":

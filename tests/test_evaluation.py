@@ -514,6 +514,13 @@ def test_two_methods_are_compared_by_their_paired_per_unit_difference(tmp_path):
         compare_experiments(a, other)
     with pytest.raises(InputError, match="no per-unit model scores of 'r2'"):
         compare_experiments(a, b, "r2")
+    # two conditions, one target (surface cloud vs image): only when asked
+    cloud = write_metrics(
+        tmp_path / "d.json", {**record("d", "cross_attention", mix), "condition": "point_cloud"}
+    )
+    with pytest.raises(InputError, match="predicts point_cloud"):
+        compare_experiments(a, cloud)
+    assert compare_experiments(a, cloud, same_condition=False)[0].value == diff.value
 
 
 def test_ridge_with_pca_is_deterministic_across_fits():

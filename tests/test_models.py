@@ -67,6 +67,8 @@ ENCODER_CASES = [
     ("text", "lstm", None, {}),
     ("text", "gru", None, {}),
     ("tabular", "mlp", None, {"labels": ["age", "iq", "sex", "group"]}),
+    ("point_cloud", "point_transformer", (30, 4), {"n_tokens": 5, "neighbours": [3, 6]}),
+    ("point_cloud", "point_transformer", (16, 3), {"n_tokens": 16, "n_layers": 0}),
 ]
 
 

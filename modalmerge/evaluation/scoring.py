@@ -103,7 +103,26 @@ def condition_features(modality: str, condition: np.ndarray, vocab_size: int | N
         for row, sample in enumerate(ids):
             np.add.at(counts[row], sample[sample > 2], 1.0)
         return counts
+    if modality == "point_cloud":
+        return point_cloud_summary(condition)
     return condition.reshape(len(condition), -1)
+
+
+def point_cloud_summary(clouds: np.ndarray) -> np.ndarray:
+    """Ridge features of clouds ``(n, N, 3 + F)``: each feature's mean and SD over the cloud
+    and its mean in each of the 8 octants around the origin (signs of x, y, z), ``10 F`` in all.
+
+    The points of two clouds are not in correspondence (each subject's surface is sampled
+    afresh), so the flattened cloud that other conditions give the ridge would be noise;
+    octant means are a coarse, order-free regional summary."""
+    xyz, features = clouds[..., :3], clouds[..., 3:].astype(np.float64)
+    octant = (xyz[..., 0] > 0) * 4 + (xyz[..., 1] > 0) * 2 + (xyz[..., 2] > 0)  # (n, N)
+    parts = [features.mean(axis=1), features.std(axis=1)]
+    for k in range(8):
+        inside = (octant == k)[..., None]
+        count = inside.sum(axis=1).clip(1)
+        parts.append((features * inside).sum(axis=1) / count)
+    return np.concatenate(parts, axis=1).astype(np.float32)
 
 
 def fit_ridge(x_train, y_train, settings: BaselineSettings, categorical_columns=()):

@@ -50,7 +50,8 @@ One JSON object::
   methods are compared at known sizes.
 - ``primary_metric``: ``pearson_r`` for time series and region profiles,
   ``ssim`` for images, ``r2`` for tables with numeric columns (else
-  ``accuracy``), ``token_accuracy`` for text (:data:`PRIMARY_METRIC` when absent).
+  ``accuracy``), ``token_accuracy`` for text, ``feature_r`` for point clouds
+  (:data:`PRIMARY_METRIC` when absent).
 - Metric names are free (``pearson_r``, ``r2``, ``mse``, ``fc_similarity``,
   ``n_constant_series``, ``ssim``, ``psnr``, ``token_accuracy``, ``perplexity``,
   ``mae``, ``accuracy``: see :mod:`modalmerge.evaluation.metrics`); a value is a
@@ -152,6 +153,7 @@ PRIMARY_METRIC = {
     "tabular": "r2",
     "text": "token_accuracy",
     "graph": "edge_r",
+    "point_cloud": "feature_r",
 }
 
 
@@ -363,6 +365,7 @@ def compare_experiments(
     *,
     seed: int = BOOTSTRAP_SEED,
     n_boot: int = N_BOOTSTRAP,
+    same_condition: bool = True,
 ) -> tuple[Difference, str]:
     """The paired per-unit difference model A − model B of two experiments.
 
@@ -376,6 +379,10 @@ def compare_experiments(
         ``eval/<experiment>/metrics.json`` of the two experiments.
     metric : str, optional
         Default: the primary metric of A.
+    same_condition : bool
+        True (default): both must predict from the same condition modality (a method
+        comparison). False: the conditions may differ (e.g. a surface point cloud against
+        the image, both -> time series on the same shards); the target must not.
 
     Returns
     -------
@@ -391,7 +398,7 @@ def compare_experiments(
     """
     a, b = read_metrics(path_a), read_metrics(path_b)
     metric = metric or primary_metric(a)
-    if a["target"] != b["target"] or a["condition"] != b["condition"]:
+    if a["target"] != b["target"] or (same_condition and a["condition"] != b["condition"]):
         raise InputError(path_b, f"predicts {b['condition']} -> {b['target']}, not "
                          f"{a['condition']} -> {a['target']} as {path_a}")  # fmt: skip
     units_a = a.get("per_unit", {}).get("units")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-TOKEN_KINDS = ("image_grid", "time", "roi", "word", "column", "region")
+TOKEN_KINDS = ("image_grid", "time", "roi", "word", "column", "region", "point")
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ DEFAULT_ENCODERS = {
     "text": "gru",
     "tabular": "mlp",
     "graph": "graph_transformer",
+    "point_cloud": "point_transformer",
 }
 DEFAULT_DECODERS = {
     "image": "deconv",
@@ -30,8 +31,20 @@ DEFAULT_DECODERS = {
     "text": "gru",
     "tabular": "mlp",
     "graph": "bilinear",
+    "point_cloud": "values",
 }
-DEFAULT_SHAPES = {"image": (1, 64, 64, 64), "time_series": (50, 16), "graph": (16, 16)}
+DEFAULT_SHAPES = {
+    "image": (1, 64, 64, 64),
+    "time_series": (50, 16),
+    "graph": (16, 16),
+    "point_cloud": (1024, 6),
+}
+SHAPE_LAYOUTS = {
+    "image": "(C, H, W) or (C, D, H, W)",
+    "time_series": "(T, channels)",
+    "graph": "(N, F + N): N nodes, F node features, the N adjacency rows",
+    "point_cloud": "(N, 3 + F)",
+}
 
 
 class ModelOutput(NamedTuple):
@@ -58,7 +71,7 @@ class MultiModalModel(nn.Module):
 
     Parameters
     ----------
-    condition_type, target_type : {"image", "time_series", "text", "tabular", "graph"}
+    condition_type, target_type : {"image", "time_series", "text", "tabular", "graph", "point_cloud"}
         Modalities of the condition (input) and the target (output).
     condition_encoder, target_decoder : str, optional
         Registered names (see :func:`modalmerge.models.registry.available`);
@@ -262,13 +275,15 @@ class MultiModalModel(nn.Module):
         else:
             derived = tuple(int(n) for n in (shape or DEFAULT_SHAPES[modality]))
             ndims = (3, 4) if modality == "image" else (2,)
-            bad_graph = modality == "graph" and derived[-1] < derived[0]
-            if len(derived) not in ndims or min(derived) < 1 or bad_graph:
-                layout = {
-                    "image": "(C, H, W) or (C, D, H, W)",
-                    "graph": "(N, F + N): N nodes, F node features, the N adjacency rows",
-                }.get(modality, "(T, channels)")
-                raise ValueError(f"{name} for {modality} must be {layout}, got {tuple(derived)}")
+            if (
+                len(derived) not in ndims
+                or min(derived) < 1
+                or (modality == "graph" and derived[-1] < derived[0])
+                or (modality == "point_cloud" and derived[-1] < 3)
+            ):
+                raise ValueError(
+                    f"{name} for {modality} must be {SHAPE_LAYOUTS[modality]}, got {tuple(derived)}"
+                )
         if shape is not None and tuple(int(n) for n in shape) != derived:
             raise ValueError(
                 f"{name} {tuple(shape)} disagrees with the {modality} settings {derived}"
@@ -355,8 +370,12 @@ class MultiModalModel(nn.Module):
                 target = self.decoder.generate(tokens, self.conditioner, mask)
             elif self.validate_inputs:
                 self._check(target, "text", self.target_shape, "target")
+        elif self.target_type == "point_cloud" and target is not None and self.validate_inputs:
+            self._check(target, "point_cloud", self.target_shape, "target")
         queries = self.decoder.queries(b, target=target, time_offset=time_offset)
         conditioned, attention = self.conditioner(queries, tokens, mask, return_attention)
+        if self.target_type == "point_cloud":  # a decoder of values at given points reads them
+            return ModelOutput(self.decoder(conditioned, target=target), attention)
         return ModelOutput(self.decoder(conditioned), attention)
 
     @torch.no_grad()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-_FLOAT_MODALITIES = ("image", "time_series", "tabular", "graph")
+_FLOAT_MODALITIES = ("image", "time_series", "tabular", "graph", "point_cloud")
 #: |A - A^T| allowed in a graph adjacency, relative to max |A| (float32 round-off)
 SYMMETRY_TOLERANCE = 1e-5
 
@@ -26,8 +26,9 @@ def check_batch(
     x : Tensor
         The batch: ``(B, *sample_shape)``.
     modality : str
-        ``image``, ``time_series``, ``tabular``, ``graph`` (floating point, finite;
-        a graph's adjacency symmetric) or ``text`` (integer ids in ``[0, vocab_size)``).
+        ``image``, ``time_series``, ``tabular``, ``graph``, ``point_cloud`` (floating
+        point, finite; a graph's adjacency symmetric; a cloud is ``(N, 3 + F)``) or
+        ``text`` (integer ids in ``[0, vocab_size)``).
     sample_shape : tuple of int
         Expected per-sample shape.
     role : str
@@ -56,6 +57,19 @@ def check_batch(
                 f"{role} (text) must have shape (B, L) with 1 <= L <= {sample_shape[0]}, "
                 f"got {tuple(x.shape)}"
             )
+    elif modality == "point_cloud" and got != tuple(sample_shape):
+        n, width = sample_shape
+        problem = (
+            f"{got[0]} points where the model takes {n} (too few)"
+            if got[0] < n
+            else f"{got[0]} points where the model takes {n}"
+            if got[0] != n
+            else f"{got[1] - 3} features per point where the model takes {width - 3}"
+        )
+        raise ValueError(
+            f"{role} (point_cloud) must have shape (B, {n}, 3 + {width - 3}) (xyz then "
+            f"features), got {tuple(x.shape)}: {problem}"
+        )
     elif got != tuple(sample_shape):
         raise ValueError(
             f"{role} ({modality}) must have shape {_fmt(expected)}, got {tuple(x.shape)}"

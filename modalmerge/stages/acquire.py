@@ -55,6 +55,12 @@ def source_anatomy(dataset: dict) -> tuple[list[str], list[str]]:
     return source_module(dataset["kind"]).anatomy(dataset.get("params") or {})
 
 
+def source_point_cloud(dataset: dict) -> bool:
+    """Whether the source writes a surface point cloud per subject
+    (``anat/sub-X_desc-white_pointcloud.npz``; ``Source.point_cloud_for``)."""
+    return source_module(dataset["kind"]).writes_point_cloud(dataset.get("params") or {})
+
+
 def source_sample_unit(dataset: dict) -> str:
     """``"subject"`` (the subject DAG) or ``"region"`` (sources of group data whose
     samples are regions, ``Source.sample_unit``)."""

@@ -86,9 +86,9 @@ def build_model(
             )
     if "text" in (condition, target):
         kwargs.update(tokenizer=tokenizer, max_length=TEXT_MAX_LENGTH)
-    if condition in ("image", "time_series", "graph"):
+    if condition in ("image", "time_series", "graph", "point_cloud"):
         kwargs["condition_shape"] = tuple(sample["condition"].shape)
-    if target in ("image", "time_series", "graph"):
+    if target in ("image", "time_series", "graph", "point_cloud"):
         kwargs["target_shape"] = tuple(sample["target"].shape)
     return MultiModalModel(
         condition_type=condition,
@@ -196,7 +196,8 @@ def collect_split(
         if model is not None:
             result = model(
                 batch["condition"],
-                target=batch["target"] if target == "text" else None,
+                # text: teacher forcing; point clouds: the coordinates to predict values at
+                target=batch["target"] if target in ("text", "point_cloud") else None,
                 time_offset=batch.get("time_offset"),
                 return_attention=attention,
             )

@@ -68,6 +68,7 @@ from modalmerge.data.shards.split_arrays import (
 from modalmerge.evaluation.graph_targets import score_graph
 from modalmerge.evaluation.image import score_image
 from modalmerge.evaluation.planted import LINKS_FILE, planted_link_attention, read_planted_links
+from modalmerge.evaluation.point_cloud import score_point_cloud
 from modalmerge.evaluation.region_profiles import profile_table, score_region_profiles
 from modalmerge.evaluation.scoring import (
     BaselineSettings,
@@ -269,6 +270,8 @@ def _score(data, experiment, manifest, model, shard_dir, truth, time_units=1) ->
     if target == "graph":  # the physics baseline: an SC condition, an FC target
         physics = experiment.condition_graph == "sc" and experiment.target_graph in (None, "fc")
         return score_graph(data, physics=physics and data.condition == "graph")
+    if target == "point_cloud":
+        return score_point_cloud(data)
     raise ValueError(f"unknown target modality {target!r}")  # pragma: no cover - schema
 
 

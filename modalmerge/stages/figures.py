@@ -22,7 +22,9 @@ Writes into ``figures/<experiment>/``:
 - cross-attention models: ``attention.png`` (the Visualizer's view of one test
   sample) and, for image conditions, ``attention_on_anatomy.png`` (the mean
   attention of all target queries drawn on the subject's anatomy with nilearn;
-  with ``region_cnn`` tokens each atlas region is painted with its weight).
+  with ``region_cnn`` tokens each atlas region is painted with its weight);
+  for point-cloud conditions ``attention_on_surface.png`` (the same mean attention
+  on the subject's surface cloud: each point coloured by its centroid token's weight).
 """
 
 from __future__ import annotations
@@ -213,11 +215,24 @@ def _attention_figures(model, tokenizer, shard_dir, atlas_path, experiment, save
     sample = dataset[0]
     dataset.close()
     offset = int(sample["window_start"])
-    save(Visualizer.plot_attention(model, sample["condition"], time_offset=offset), "attention")
+    # a point-cloud target's queries are built from its points (the values decoder)
+    given = sample["target"] if experiment.target == "point_cloud" else None
+    save(
+        Visualizer.plot_attention(model, sample["condition"], time_offset=offset, target=given),
+        "attention",
+    )
+    if experiment.condition == "point_cloud":
+        _point_cloud_attention(model, sample, offset, experiment, save)
+        return
     if experiment.condition != "image" or sample["condition"].ndim != 4:
         return
     x = sample["condition"][None]
-    output = model(x, time_offset=torch.as_tensor([offset]), return_attention=True)
+    output = model(
+        x,
+        target=None if given is None else given[None],
+        time_offset=torch.as_tensor([offset]),
+        return_attention=True,
+    )
     weights = select_heads(output.attention[0].numpy()).mean(axis=0)  # all target queries
     provenance = model.condition_provenance()
     image = sample["condition"][0].numpy()
@@ -264,6 +279,25 @@ def _graph_figures(arrays, manifest, experiment, save) -> None:
                               title=f"{experiment.name}: {name}, held-out {subject}"),
             f"graph_{name}",
         )  # fmt: skip
+
+
+def _point_cloud_attention(model, sample, offset, experiment, save) -> None:
+    """The mean attention of every target query drawn on the subject's surface cloud."""
+    from modalmerge.viz.point_cloud import attention_on_points
+
+    x = sample["condition"][None]
+    output = model(x, time_offset=torch.as_tensor([offset]), return_attention=True)
+    weights = select_heads(output.attention[0].numpy()).mean(axis=0)  # all target queries
+    centroids = model.encoder.token_coordinates(x)[0].numpy()
+    save(
+        attention_on_points(
+            sample["condition"].numpy(),
+            centroids,
+            weights,
+            title=f"{experiment.name}: mean attention, subject {sample['subject']}",
+        ),
+        "attention_on_surface",
+    )
 
 
 def _surface_atlas(atlas_path) -> tuple[np.ndarray, str] | None:

@@ -184,6 +184,7 @@ class Visualizer:
         labels=None,
         time_offset: int | None = None,
         target_labels: Sequence[str] | None = None,
+        target=None,
     ) -> Figure:
         """Draw where a model's target queries attend in one condition sample.
 
@@ -219,6 +220,9 @@ class Visualizer:
         target_labels : sequence of str, optional
             Names of all target queries (e.g. target ROI names); default from
             ``model.target_provenance()`` when the model has it, else ``query i``.
+        target : array or tensor, optional
+            One target sample, passed to the model: a point cloud ``(N, 3 + F)`` whose
+            points the ``values`` decoder predicts at (its queries are built from them).
 
         Returns
         -------
@@ -232,6 +236,7 @@ class Visualizer:
             When the model returns no attention (e.g. ``film`` or ``concat``
             conditioning), ``x`` has the wrong shape, or a selection is out of range.
         """
+        # Over 60 lines: one entry point for every condition kind (image overlay or heatmap) and its checks.
         tokenizer = labels if not _is_names(labels) and labels is not None else None
         tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
         hint = _condition_provenance(model, None)
@@ -246,7 +251,9 @@ class Visualizer:
                 None if time_offset is None else torch.tensor([int(time_offset)], device=device)
             )
             try:
-                out = model(xb.to(device), time_offset=offset, return_attention=True)
+                given = None if target is None else torch.as_tensor(target)[None].to(device)
+                kwargs = {} if given is None else {"target": given}
+                out = model(xb.to(device), time_offset=offset, return_attention=True, **kwargs)
             except (RuntimeError, IndexError) as err:
                 raise ValueError(
                     f"the model could not run on x of shape {tuple(xb.shape)}: {err}"

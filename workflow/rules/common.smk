@@ -15,6 +15,7 @@ from modalmerge.stages.train_resources import train_resources as train_job_resou
 from modalmerge.stages.train_resources import train_threads
 from modalmerge.stages.acquire import (
     source_anatomy,
+    source_point_cloud,
     source_atlas_dataset,
     source_cohort_files,
     source_module_name,
@@ -73,6 +74,8 @@ WRITES = source_writes(config["dataset"])  # optional per-subject files: bold, t
 SAMPLE_UNIT = source_sample_unit(config["dataset"])  # "subject", or "region" (group data)
 # anatomy besides the T1w (BraTS: contrasts, segmentation) -> further image channels
 ANATOMY, LABEL_ANATOMY = source_anatomy(config["dataset"])
+# a surface point cloud per subject (synthetic surface_points > 0) -> the shards' point_cloud
+POINT_CLOUD = source_point_cloud(config["dataset"])
 CLUSTER = SETTINGS.cluster  # typed settings of every section: built in the Snakefile
 check_stage_memory(CLUSTER)  # cluster.stage_mem_mb / mem_per_input_mb name data-stage rules
 # BIDS-derivative entities of preproc/ and parcellated/ (modalmerge.data.derivatives)
@@ -117,6 +120,8 @@ def subject_outputs():
         outputs["text"] = f"{raw}/{{subject}}_description.txt"
     if WRITES["confounds"]:
         outputs["confounds"] = f"{raw}/func/{{subject}}_task-{TASK}_desc-confounds_timeseries.tsv"
+    if POINT_CLOUD:
+        outputs["point_cloud"] = f"{raw}/anat/{{subject}}_desc-white_pointcloud.npz"
     return outputs
 
 
@@ -204,6 +209,10 @@ def shard_inputs_json(wildcards):
     }
     if WRITES["text"]:
         inputs["texts"] = expand(rules.acquire_subject.output.text, subject=SUBJECTS, rep=rep)
+    if POINT_CLOUD:
+        inputs["point_clouds"] = expand(
+            rules.acquire_subject.output.point_cloud, subject=SUBJECTS, rep=rep
+        )
     if ANATOMY:
         inputs["channels"] = ANATOMY
         inputs["extra_anatomy"] = expand(preprocessed_anatomy(), rep=rep)

@@ -32,6 +32,11 @@ rule shard:
         ),
         participants=rules.acquire_cohort.output.participants,
         extra_anatomy=preprocessed_anatomy(),
+        point_clouds=(
+            expand(rules.acquire_subject.output.point_cloud, subject=SUBJECTS, allow_missing=True)
+            if POINT_CLOUD
+            else []
+        ),
     output:
         directory(f"{FROOT}/shards"),
     log:

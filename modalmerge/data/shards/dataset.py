@@ -68,6 +68,8 @@ class ShardDataset(Dataset):
         (n_columns,) float32, ``text`` (text_max_length,) long,
         ``structural_features`` (R, F) float32, ``connectivity`` (R, R) float32,
         ``graph`` (R, R) float32 (a graph with no node features: the view below).
+        ``point_cloud`` (N, 3 + F) float32 (xyz mm, z-scored features; only in shards
+        written with point clouds).
     tokenizer : object, optional
         Needed for ``text``: ``encode(text, max_length) -> list[int]``; ids are
         cut or padded with 0 to ``text_max_length``.
@@ -157,12 +159,18 @@ class ShardDataset(Dataset):
             self.columns[role] = None if columns is None else torch.from_numpy(columns)
         held = self.manifest["shapes"]
         for role, name in self.sources.items():
-            if name in ("time_series", "image", "structural_features", "connectivity") + (
+            if name in (
+                "time_series",
+                "image",
+                "structural_features",
+                "connectivity",
                 "graph_sc",
+                "point_cloud",
             ) and (name not in held):
                 raise ValueError(
                     f"the {role} {name!r} is not in these shards (they hold {sorted(held)}; "
-                    "anatomy-only data has no time series, region data only a table)"
+                    "anatomy-only data has no time series, region data only a table; point clouds "
+                    "need dataset.params.surface_points)"
                 )
         self.files = [e["file"] for e in self.manifest["shards"] if e["split"] == split]
         counts = [e["n_samples"] for e in self.manifest["shards"] if e["split"] == split]

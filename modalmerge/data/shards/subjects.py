@@ -45,6 +45,7 @@ from modalmerge.data.harmonize import zscore_series
 from modalmerge.data.nifti import load_image, same_grid
 from modalmerge.data.resample import resample_series, same_tr
 from modalmerge.data.shards.graphs import read_structural_connectomes
+from modalmerge.data.shards.point_clouds import add_point_clouds, load_point_clouds
 from modalmerge.data.time_split import SPLITS, time_blocks
 from modalmerge.io import InputError, atomic_dir, require_file
 from modalmerge.settings import ShardSettings
@@ -676,6 +677,7 @@ def write_shards(
     params: ShardSettings | dict | None,
     extra_anatomy: dict[str, list[Path]] | None = None,
     label_channels=(),
+    point_clouds: list[Path] | None = None,
 ) -> None:
     """Split subjects, cut sliding windows and write ``out_dir`` (shards + manifest.json).
 
@@ -707,6 +709,10 @@ def write_shards(
     label_channels : sequence of str
         Channels that hold labels (downsampled by picking, not averaging;
         listed as ``label_channels`` in the manifest).
+    point_clouds : list of Path, optional
+        A surface point cloud per subject (:mod:`modalmerge.data.point_clouds`), stored
+        as ``/subjects/point_cloud`` with features z-scored on the training subjects
+        (:mod:`modalmerge.data.shards.point_clouds`; the manifest's ``point_cloud``).
     params : ShardSettings or dict
         :class:`modalmerge.settings.ShardSettings` or a ``shard:`` mapping
         (defaults filled, unknown keys and bad values raise ValueError). Read
@@ -739,6 +745,8 @@ def write_shards(
     lists = {"parcellated": parcellated, "anatomy": anatomy}
     if texts is not None:
         lists["texts"] = texts
+    if point_clouds is not None:
+        lists["point_clouds"] = point_clouds
     extra_anatomy = dict(extra_anatomy or {})
     if "T1w" in extra_anatomy:
         raise ValueError("extra_anatomy must not repeat the T1w channel")
@@ -789,6 +797,12 @@ def write_shards(
             parcellated, subjects, splits["train"], sites, tabular, categorical, tangent
         )
 
+    clouds, cloud_entry = None, None
+    if point_clouds is not None:
+        clouds, cloud_entry = load_point_clouds(
+            [Path(p) for p in point_clouds], subjects, splits["train"]
+        )
+
     out_dir = Path(out_dir)
     shapes: dict = {}
     sc = read_structural_connectomes(Path(participants_tsv).parent, subjects)
@@ -809,6 +823,8 @@ def write_shards(
                     tabular, tabular_attrs, params, chash, shapes, tuple(label_channels),
                     tangent, censoring, structural, sc, native_tr,
                 )  # fmt: skip
+                if clouds is not None:
+                    add_point_clouds(tmp_dir / name, clouds, cloud_entry["feature_names"])
                 files.append(
                     {"file": name, "split": split, "n_subjects": len(group), "n_samples": n_samples}
                 )
@@ -819,7 +835,8 @@ def write_shards(
                 + ("graph_sc",)
                 if shapes.get(k) is not None  # anatomy-only data: no time series, no FC
             }
-            | {"tabular": [len(tabular.columns)]},
+            | {"tabular": [len(tabular.columns)]}
+            | ({} if clouds is None else {"point_cloud": list(next(iter(clouds.values())).shape)}),
             "tabular": {"columns": list(tabular.columns), "categorical": categorical}
             | {"categories": categories}
             | numeric_stats,
@@ -832,6 +849,7 @@ def write_shards(
             "connectivity": params.connectivity or "as parcellated",
             "image_channels": list(channels),
             "label_channels": [c for c in channels if c in set(label_channels)],
+            **({} if cloud_entry is None else {"point_cloud": cloud_entry}),
             "censoring": {
                 "rule": "windows holding a censored volume are dropped; window_start counts "
                 "original volumes",

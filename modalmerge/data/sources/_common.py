@@ -141,6 +141,10 @@ class Source:
     #: The extra anatomy a configuration writes, when the params change it (BraTS
     #: ``require_seg: false`` drops ``dseg``): ``params -> names``; None: :attr:`extra_anatomy`.
     anatomy_for: Callable[[dict], tuple[str, ...]] | None = None
+    #: Whether a configuration writes a surface point cloud per subject
+    #: (``anat/sub-X_desc-white_pointcloud.npz``, :mod:`modalmerge.data.point_clouds`):
+    #: ``params -> bool``; None: never.
+    point_cloud_for: Callable[[dict], bool] | None = None
     #: ``"subject"``, or ``"region"`` for group data whose samples are regions (region DAG).
     sample_unit: str = "subject"
     #: ``params -> [(volumes, TR in s), ...]``, one per run protocol, when the params alone
@@ -285,6 +289,10 @@ class Source:
         """The extra anatomy images and the label images among them for this configuration."""
         names = self.extra_anatomy if self.anatomy_for is None else self.anatomy_for(params)
         return list(names), [n for n in self.label_anatomy if n in names]
+
+    def writes_point_cloud(self, params: dict) -> bool:
+        """Whether ``params`` make it write a surface point cloud per subject."""
+        return bool(self.point_cloud_for is not None and self.point_cloud_for(params))
 
     def writes(self) -> dict[str, bool]:
         """Which optional per-subject files it writes: ``bold``, ``text``, ``confounds``."""

@@ -63,6 +63,13 @@ def _anatomy(params: dict) -> tuple[str, ...]:
     return ("dseg",) if SyntheticParams.from_dict(params).atlas_channel else ()
 
 
+def _point_cloud(params: dict) -> bool:
+    """``surface_points > 0``: a grey/white boundary point cloud per subject."""
+    from modalmerge.data.synthetic.params import SyntheticParams
+
+    return SyntheticParams.from_dict(params).surface_points > 0
+
+
 def _write_cohort(params: dict, root: Path) -> None:
     from modalmerge.data.synthetic.cohort import write_cohort
 
@@ -88,6 +95,7 @@ SOURCE = Source(
     extra_anatomy=("dseg",),  # only with atlas_channel: true (anatomy_for)
     label_anatomy=("dseg",),
     anatomy_for=_anatomy,
+    point_cloud_for=_point_cloud,
 )
 
 # the interface the workflow calls (modalmerge.data.sources)

@@ -145,6 +145,16 @@ def _cortex(p: SyntheticParams, tpl: Template, atrophy: float, thickness) -> tup
     return _partial(pial, v), _partial(pial - thickness, v)
 
 
+def cortical_surfaces(p: SyntheticParams, truth: SubjectTruth) -> tuple[np.ndarray, np.ndarray]:
+    """Partial-volume maps (X, Y, Z) inside one subject's pial and inside its white surface.
+
+    The same maps :func:`tissue_fractions` renders the cortex from: their 0.5 level sets
+    are the subject's pial and grey/white boundaries (:mod:`modalmerge.data.synthetic.surface`).
+    """
+    tpl = template(p)
+    return _cortex(p, tpl, truth.atrophy, regional_map(tpl, truth.thickness))
+
+
 def regional_map(tpl: Template, values: np.ndarray) -> np.ndarray:
     """Spread per-region values ``(R,)`` over the grid by soft membership → (X, Y, Z)."""
     return np.tensordot(np.asarray(values, np.float32), tpl.membership, axes=(0, 0))
@@ -241,6 +251,7 @@ def region_names(p: SyntheticParams) -> list[str]:
 __all__ = [
     "Template",
     "atlas_centroids",
+    "cortical_surfaces",
     "grid_affine",
     "region_names",
     "render_t1",

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from modalmerge._version import __version__
+from modalmerge.data.point_clouds import point_cloud_name, write_point_cloud
 from modalmerge.data.synthetic.anatomy import (
     atlas_centroids,
     grid_affine,
@@ -201,6 +202,9 @@ def write_subject(
         stage preprocesses and parcellates it like the observed run: the
         noise ceiling and the ``oracle`` predictor.
 
+        With ``surface_points`` N > 0 also ``raw/sub-XXX/anat/sub-XXX_desc-white_pointcloud.npz``:
+        the grey/white boundary as N points (:mod:`modalmerge.data.synthetic.surface`).
+
     Raises
     ------
     ValueError
@@ -273,6 +277,12 @@ def write_subject(
     _save_nifti(t1, affine, subject_dir / "anat" / f"{subject}_T1w.nii.gz")
     if p.atlas_channel:  # the atlas labels on the subject's grid: a label channel
         _save_nifti(template(p).atlas, affine, subject_dir / "anat" / f"{subject}_dseg.nii.gz")
+    if p.surface_points:  # the grey/white boundary as a point cloud (after the T1: reads it)
+        from modalmerge.data.synthetic import surface  # scikit-image: only when asked
+
+        cloud = surface.surface_point_cloud(p, truth, t1, p.surface_points)
+        path = subject_dir / "anat" / point_cloud_name(subject)
+        write_point_cloud(path, cloud, surface.FEATURE_NAMES)
     _save_nifti(
         bold.data,
         affine,

@@ -24,6 +24,7 @@ STREAM_ANATOMY = 2  # a subject's T1 noise, bias field, lesions
 STREAM_BOLD = 3  # a subject's neural process and BOLD noise
 STREAM_PLANTED = 4  # planted region links (modalmerge.data.synthetic.regional); only when on
 STREAM_CONNECTOME = 5  # structural connectome (modalmerge.data.synthetic.connectome); only when on
+STREAM_SURFACE = 6  # surface point sampling (modalmerge.data.synthetic.surface); only when on
 
 # settings added after the default cohort was frozen: left out of to_dict() when off
 _OPTIONAL_KEYS = ("planted_links", "planted_link_sd", "atlas_channel")
@@ -129,6 +130,11 @@ class SyntheticParams:
         ``A = -I + g SC`` (:mod:`modalmerge.data.synthetic.connectome`).
     connectome_coupling : float
         The cohort's mean global coupling ``g`` in (0, 1) (SC has spectral radius 1).
+    surface_points : int
+        0 (default): off. N > 0: also write each subject's grey/white boundary as a
+        point cloud of N points (xyz mm, T1 intensity, thickness proxy, curvature),
+        ``anat/sub-XXX_desc-white_pointcloud.npz``
+        (:mod:`modalmerge.data.synthetic.surface`): the shards' ``point_cloud``.
     sites : tuple of SiteParams
         Acquisition sites, each with its scanner effects
         (:mod:`modalmerge.data.synthetic.sites`); empty (default): one site, no
@@ -169,6 +175,7 @@ class SyntheticParams:
     atlas_channel: bool = False
     connectome: bool = False
     connectome_coupling: float = 0.7
+    surface_points: int = 0
     sites: tuple[SiteParams, ...] = ()
 
     def __post_init__(self) -> None:
@@ -221,6 +228,8 @@ class SyntheticParams:
         if not self.connectome:  # off: the default cohort's settings (and hashes) as before
             for key in _CONNECTOME_KEYS:
                 del out[key]
+        if not self.surface_points:  # added later still: off leaves every file as it was
+            del out["surface_points"]
         return out
 
     @property
@@ -285,6 +294,8 @@ def _validate(p: SyntheticParams) -> None:
         raise bad("connectome", "must be true or false")
     if not _is_num(p.connectome_coupling) or not 0 < p.connectome_coupling < 1:
         raise bad("connectome_coupling", "must lie in (0, 1): A = -I + g SC is then stable")
+    if not _is_int(p.surface_points) or not 0 <= p.surface_points <= 1_000_000:
+        raise bad("surface_points", "must be an integer in [0, 1000000] (0: no point clouds)")
     for name in non_negative:
         v = getattr(p, name)
         if not _is_num(v) or not np.isfinite(v) or v < 0:

@@ -1,3 +1,10 @@
 """Decoders: learned target queries, once conditioned, -> a target modality; they register on import."""
 
-from modalmerge.models.decoders import graph, image, tabular, text, time_series  # noqa: F401
+from modalmerge.models.decoders import (  # noqa: F401
+    graph,
+    image,
+    point_cloud,
+    tabular,
+    text,
+    time_series,
+)
