@@ -88,7 +88,7 @@ def _parcellate(a: argparse.Namespace) -> None:
 
 #: What ``shard --inputs-json`` reads: the file lists that would not fit on a command line.
 SHARD_INPUT_KEYS = ("subjects", "parcellated", "anatomy", "texts", "participants", "channels",
-                    "extra_anatomy", "label_channels")  # fmt: skip
+                    "extra_anatomy", "label_channels", "bold", "events")  # fmt: skip
 
 
 def _shard(a: argparse.Namespace) -> None:
@@ -126,6 +126,7 @@ def _shard(a: argparse.Namespace) -> None:
         a.settings,
         extra_anatomy=extra,
         label_channels=a.label_channels,
+        **{key: getattr(a, key) for key in ("bold", "events")},  # shard.volume_series
     )
 
 
@@ -359,6 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--extra-anatomy", nargs="+", default=None, help="their files, subject-major order"
     )
     p.add_argument("--label-channels", nargs="+", default=[], help="channels holding labels")
+    p.add_argument("--bold", nargs="+", default=None, help="shard.volume_series: cleaned BOLD")
+    p.add_argument("--events", default=None, help="shard.volume_series: the events table")
     p.add_argument("--participants", default=None)
     p.add_argument("--out", required=True)
 

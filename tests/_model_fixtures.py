@@ -7,14 +7,28 @@ import torch
 
 from modalmerge.models import MultiModalModel
 
-MODALITIES = ["image", "time_series", "text", "tabular"]
+MODALITIES = ["image", "time_series", "text", "tabular", "volume_series"]
 B, DIM, HEADS = 2, 16, 2
 IMAGE = (1, 8, 8, 8)
 SERIES = (6, 3)
+VOLUMES = (3, 8, 8, 8)  # (T, D, H, W): 3 volumes of 2 x 2 x 2 patches of 4^3
 VOCAB, MAX_LEN = 12, 6
 N_NUM, CARDS = 2, [3, 2]
-TINY_ENCODERS = {"image": "cnn", "time_series": "transformer", "text": "gru", "tabular": "mlp"}
-TINY_OPTIONS = {"image": {"n_blocks": 2}, "time_series": {"n_layers": 1}, "text": {}, "tabular": {}}
+TINY_ENCODERS = {
+    "image": "cnn",
+    "time_series": "transformer",
+    "text": "gru",
+    "tabular": "mlp",
+    "volume_series": "spatiotemporal",
+}
+TINY_OPTIONS = {
+    "image": {"n_blocks": 2},
+    "time_series": {"n_layers": 1},
+    "text": {},
+    "tabular": {},
+    "volume_series": {"n_layers": 1},
+}
+SHAPES = {"image": IMAGE, "time_series": SERIES, "volume_series": VOLUMES}
 
 
 def tiny_model(
@@ -27,12 +41,8 @@ def tiny_model(
         embedding_dim=DIM,
         num_attention_heads=HEADS,
         conditioning=method,
-        condition_shape=IMAGE
-        if condition == "image"
-        else SERIES
-        if condition == "time_series"
-        else None,
-        target_shape=IMAGE if target == "image" else SERIES if target == "time_series" else None,
+        condition_shape=SHAPES.get(condition),
+        target_shape=SHAPES.get(target),
         vocab_size=VOCAB,
         max_length=MAX_LEN,
         n_numeric=N_NUM,
@@ -51,6 +61,8 @@ def batch(modality: str, shape=None, seed: int = 0) -> torch.Tensor:
         return torch.randn(B, *(shape or IMAGE), generator=g)
     if modality == "time_series":
         return torch.randn(B, *(shape or SERIES), generator=g)
+    if modality == "volume_series":
+        return torch.randn(B, *(shape or VOLUMES), generator=g)
     if modality == "text":
         ids = torch.randint(4, VOCAB, (B, MAX_LEN), generator=g)
         ids[:, 0], ids[:, 3], ids[:, 4:] = 1, 2, 0  # bos w w eos pad pad
@@ -65,6 +77,8 @@ def check_prediction(prediction, target: str) -> None:
         assert prediction.shape == (B, *IMAGE)
     elif target == "time_series":
         assert prediction.shape == (B, *SERIES)
+    elif target == "volume_series":
+        assert prediction.shape == (B, *VOLUMES)
     elif target == "text":
         assert prediction.shape == (B, MAX_LEN, VOCAB)
     else:

@@ -86,8 +86,13 @@ def test_settings_round_trip_through_json_and_experiments_override_train():
     assert typed.from_dict("shard", json.loads(json.dumps(typed.to_dict(shard)))) == shard
     keys = set(typed.ShardSettings.SUBJECT_KEYS)
     assert set(shard.subject_params()) == keys - set(typed.ShardSettings.OMITTED_AT_DEFAULT)
-    site = typed.from_dict("shard", {"split_by": "site", "test_site": "A", "harmonize": "combat"})
+    site = typed.from_dict(
+        "shard",
+        {"split_by": "site", "test_site": "A", "harmonize": "combat",
+         "volume_series": {"enabled": True}},
+    )  # fmt: skip
     assert set(site.subject_params()) == keys  # set away from the default: recorded
+    assert site.subject_params()["volume_series"]["downsample"] == 2
     entry = {"name": "e", "condition": "text", "target": "tabular", "lr": 1, "target_rois": "^R"}
     experiment = typed.from_dict("experiments", entry)
     assert experiment.lr == 1.0 and isinstance(experiment.lr, float)

@@ -22,14 +22,20 @@ DEFAULT_ENCODERS = {
     "time_series": "transformer",
     "text": "gru",
     "tabular": "mlp",
+    "volume_series": "spatiotemporal",
 }
 DEFAULT_DECODERS = {
     "image": "deconv",
     "time_series": "transformer",
     "text": "gru",
     "tabular": "mlp",
+    "volume_series": "deconv",
 }
-DEFAULT_SHAPES = {"image": (1, 64, 64, 64), "time_series": (50, 16)}
+DEFAULT_SHAPES = {
+    "image": (1, 64, 64, 64),
+    "time_series": (50, 16),
+    "volume_series": (8, 16, 16, 16),
+}
 
 
 class ModelOutput(NamedTuple):
@@ -56,7 +62,7 @@ class MultiModalModel(nn.Module):
 
     Parameters
     ----------
-    condition_type, target_type : {"image", "time_series", "text", "tabular"}
+    condition_type, target_type : {"image", "time_series", "text", "tabular", "volume_series"}
         Modalities of the condition (input) and the target (output).
     condition_encoder, target_decoder : str, optional
         Registered names (see :func:`modalmerge.models.registry.available`);
@@ -76,7 +82,8 @@ class MultiModalModel(nn.Module):
         Conditioning layers stacked.
     condition_shape, target_shape : tuple of int, optional
         Per-sample shapes for image ``(C, D, H, W)`` or ``(C, H, W)`` (default
-        ``(1, 64, 64, 64)``) and time series ``(T, channels)`` (default ``(50, 16)``).
+        ``(1, 64, 64, 64)``), time series ``(T, channels)`` (default ``(50, 16)``) and
+        volume series ``(T, D, H, W)`` (default ``(8, 16, 16, 16)``).
         Text and tabular shapes follow from the arguments below.
     vocab_size : int, optional
         Text vocabulary size; taken from ``tokenizer`` when that is given.
@@ -257,9 +264,12 @@ class MultiModalModel(nn.Module):
             derived = (int(n_numeric or 0) + len(cards),)
         else:
             derived = tuple(int(n) for n in (shape or DEFAULT_SHAPES[modality]))
-            ndims = (3, 4) if modality == "image" else (2,)
+            ndims = {"image": (3, 4), "volume_series": (4,)}.get(modality, (2,))
             if len(derived) not in ndims or min(derived) < 1:
-                layout = "(C, H, W) or (C, D, H, W)" if modality == "image" else "(T, channels)"
+                layout = {
+                    "image": "(C, H, W) or (C, D, H, W)",
+                    "volume_series": "(T, D, H, W)",
+                }.get(modality, "(T, channels)")
                 raise ValueError(f"{name} for {modality} must be {layout}, got {tuple(derived)}")
         if shape is not None and tuple(int(n) for n in shape) != derived:
             raise ValueError(

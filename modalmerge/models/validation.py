@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-_FLOAT_MODALITIES = ("image", "time_series", "tabular")
+_FLOAT_MODALITIES = ("image", "time_series", "tabular", "volume_series")
 
 
 def check_batch(
@@ -24,7 +24,7 @@ def check_batch(
     x : Tensor
         The batch: ``(B, *sample_shape)``.
     modality : str
-        ``image``, ``time_series``, ``tabular`` (floating point, finite) or ``text``
+        ``image``, ``time_series``, ``volume_series``, ``tabular`` (floating point, finite) or ``text``
         (integer ids in ``[0, vocab_size)``).
     sample_shape : tuple of int
         Expected per-sample shape.

@@ -32,6 +32,8 @@ rule shard:
         ),
         participants=rules.acquire_cohort.output.participants,
         extra_anatomy=preprocessed_anatomy(),
+        # shard.volume_series only: the cleaned BOLD (a temp() output kept until shard has run)
+        bold=volume_series_bold(),
     output:
         directory(f"{ROOT}/shards"),
     log:

@@ -1,3 +1,10 @@
 """Encoders: one modality -> tokens ``(B, n_tokens, dim)``; they register on import."""
 
-from modalmerge.models.encoders import image, regions, tabular, text, time_series  # noqa: F401
+from modalmerge.models.encoders import (  # noqa: F401
+    image,
+    regions,
+    tabular,
+    text,
+    time_series,
+    volume_series,
+)
