@@ -79,7 +79,9 @@ def main() -> None:
     torch.set_num_threads(a.threads)
     print(f"torch {torch.__version__}, threads {a.threads}, batch {a.batch}, dim {a.dim}, "
           f"layers {a.layers}, median of {a.repeats} interleaved steps")  # fmt: skip
-    print("| window, tokens | attention | train samples/s | inference samples/s | peak MB (train step) |")
+    print(
+        "| window, tokens | attention | train samples/s | inference samples/s | peak MB (train step) |"
+    )
     print("|---|---|---|---|---|")
     for name, shape, patch in CASES:
         encoders = {m: build(shape, patch, m, a.dim, a.layers) for m in ("divided", "joint")}
@@ -96,7 +98,11 @@ def main() -> None:
             infer = sorted(times[m, False])[a.repeats // 2]
             mem = peak_mb(shape, patch, m, a.dim, a.layers, a.batch)
             print(f"| {name} | {m} | {a.batch / train:.1f} | {a.batch / infer:.1f} | {mem:.0f} |")
-    print(json.dumps({"maxrss_mb_this_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    print(
+        json.dumps(
+            {"maxrss_mb_this_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -63,3 +63,32 @@ def test_run_decoding_scores_every_predictor_per_test_subject(volume_shards, tmp
     lines = (tmp_path / "per_subject.csv").read_text().splitlines()
     assert lines[0] == "subject,model,logistic,logistic_context,chance" and len(lines) == n + 1
     assert metrics["differences"]["model-chance"]["verdict"] == "does not beat"  # n < 5
+
+
+def test_the_anatomy_to_volumes_config_builds_and_trains_a_step_on_volume_shards(volume_shards):  # noqa: F811
+    """configs/volume_generation.yaml's experiment (image -> volume_series), on volume shards."""
+    import yaml
+
+    from modalmerge.settings import from_config
+    from modalmerge.stages.common import build_model, experiment_dataset
+    from modalmerge.training.losses import make_loss
+    from modalmerge.training.schedule import make_optimizer
+
+    config = yaml.safe_load(open("configs/volume_generation.yaml"))
+    settings = from_config(config)
+    (experiment,) = settings.experiments
+    assert (experiment.condition, experiment.target) == ("image", "volume_series")
+    assert settings.shard.volume_series.enabled
+    torch.manual_seed(0)
+    model = build_model(volume_shards, experiment)
+    data = experiment_dataset(volume_shards, "train", experiment)
+    batch = data.get_batch([0, 1])
+    out = model(batch["condition"], return_attention=True)
+    assert out.prediction.shape == batch["target"].shape == (2, 8, 3, 4, 2)
+    assert out.attention.shape[-1] == model.condition_provenance().n_tokens
+    loss = make_loss("volume_series")(out.prediction, batch["target"])
+    loss.backward()
+    optimizer = make_optimizer(model, lr=1e-2, weight_decay=0.0)
+    optimizer.step()
+    after = make_loss("volume_series")(model(batch["condition"]).prediction, batch["target"])
+    assert torch.isfinite(after) and after != loss

@@ -44,8 +44,8 @@ from modalmerge.training.trainer import Trainer
 
 #: the model grid searched on validation accuracy (small: a CPU run of minutes)
 GRID = (
-    {"n_layers": 1, "patch": 3},
-    {"n_layers": 2, "patch": 3},
+    {"n_layers": 1, "patch": 6},
+    {"n_layers": 2, "patch": 6},
 )
 C_GRID = (0.01, 0.1, 1.0, 10.0)
 CONTEXT = 2  # volumes on each side for logistic_context
