@@ -63,6 +63,7 @@ def test_run_decoding_scores_every_predictor_per_test_subject(volume_shards, tmp
     lines = (tmp_path / "per_subject.csv").read_text().splitlines()
     assert lines[0] == "subject,model,logistic,logistic_context,chance" and len(lines) == n + 1
     assert metrics["differences"]["model-chance"]["verdict"] == "does not beat"  # n < 5
+    assert (tmp_path / "attention.png").stat().st_size > 1000  # attention on the slices
 
 
 def test_the_anatomy_to_volumes_config_builds_and_trains_a_step_on_volume_shards(volume_shards):  # noqa: F811

@@ -237,7 +237,27 @@ def run_decoding(
     with atomic_path(out_dir / "per_subject.csv") as tmp:
         Path(tmp).write_text("\n".join(lines) + "\n")
     best["model"].save(out_dir / "model.pt")
+    draw_attention(best["model"], volumes["test"], test["y"], names, out_dir / "attention.png")
     return metrics
+
+
+@torch.no_grad()
+def draw_attention(model, dataset: ShardDataset, codes: np.ndarray, names, path: Path) -> Path:
+    """Attention of the first test window holding a task volume: that volume's query over the
+    window's space-time tokens (mean over heads), on orthogonal slices for four volumes."""
+    from modalmerge.viz.volume_attention import plot_space_time_attention
+
+    model.eval()
+    task = np.flatnonzero((codes > 0).any(axis=1))
+    k = int(task[0]) if len(task) else 0
+    t = int(np.flatnonzero(codes[k] > 0)[0]) if len(task) else 0
+    window = dataset.get_batch([k])["condition"]
+    attention = model(window, return_attention=True).attention  # (1, heads, T, n_tokens)
+    weights = attention[0].mean(0)[t]
+    subject = dataset.get_batch([k])["subject"][0]
+    title = f"{subject}, test window {k}: query of volume {t} ({names[codes[k, t]]})"
+    prov = model.condition_provenance()
+    return plot_space_time_attention(weights, prov, window[0], path=path, title=title)
 
 
 def main(argv: list[str] | None = None) -> None:
