@@ -5,7 +5,7 @@ with the same patches, sizes and layers; ``attention="divided"`` attends over ti
 over space in each block (TimeSformer), ``attention="joint"`` over all ``t x s`` tokens at
 once. They are timed in the same process, interleaved, forward + backward on a batch
 (training) and forward alone (inference), and each one's peak memory is measured in a
-fresh subprocess (``ru_maxrss`` after one training step, minus that after building it).
+fresh subprocess (the high-water mark of one training step above the built model, Linux).
 Run on demand (not a test)::
 
     .venv/bin/python benchmarks/bench_volume_series.py --threads 1
@@ -14,8 +14,6 @@ Run on demand (not a test)::
 from __future__ import annotations
 
 import argparse
-import json
-import resource
 import subprocess
 import sys
 import time
@@ -51,18 +49,27 @@ def step_seconds(encoder, x: torch.Tensor, train: bool) -> float:
     return time.perf_counter() - start
 
 
+def _status_kb(key: str) -> int:
+    for line in open("/proc/self/status"):
+        if line.startswith(key + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{key} not in /proc/self/status")
+
+
 def peak_mb(shape, patch, attention, dim, layers, batch) -> float:
-    """Peak resident memory added by one training step, in a fresh process (MB)."""
+    """Peak resident memory a training step adds above the built model and its input (MB), in a
+    fresh process: the kernel's high-water mark (VmHWM) is reset (``/proc/self/clear_refs``)
+    just before the step, so the imports' own peak does not hide it (Linux only)."""
     code = (
-        "import resource, torch, json, sys\n"
+        "import json, sys, torch\n"
         "sys.path.insert(0, '.')\n"
-        "from benchmarks.bench_volume_series import build\n"
+        "from benchmarks.bench_volume_series import build, _status_kb\n"
         f"torch.set_num_threads(1); e = build({shape!r}, {patch}, {attention!r}, {dim}, {layers})\n"
         f"x = torch.randn({batch}, *{shape!r})\n"
-        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "open('/proc/self/clear_refs', 'w').write('5')\n"
+        "before = _status_kb('VmRSS')\n"
         "e(x).square().mean().backward()\n"
-        "after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "print(json.dumps((after - before) / 1024))\n"
+        "print(json.dumps((_status_kb('VmHWM') - before) / 1024))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
@@ -98,11 +105,6 @@ def main() -> None:
             infer = sorted(times[m, False])[a.repeats // 2]
             mem = peak_mb(shape, patch, m, a.dim, a.layers, a.batch)
             print(f"| {name} | {m} | {a.batch / train:.1f} | {a.batch / infer:.1f} | {mem:.0f} |")
-    print(
-        json.dumps(
-            {"maxrss_mb_this_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-        )
-    )
 
 
 if __name__ == "__main__":
