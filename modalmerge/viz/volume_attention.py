@@ -82,7 +82,7 @@ def plot_space_time_attention(
         raise ValueError(f"times {times} outside the window's {n_time} volumes")
     fig = new_figure(7.5, 2.2 * len(times) + 0.4, layout="constrained")
     axes = fig.subplots(len(times), 3, squeeze=False)
-    vmax = float(maps.max()) or 1.0
+    vmin, vmax = float(maps.min()), float(maps.max())  # near-uniform weights stay visible
     peak = np.unravel_index(int(np.argmax(maps.sum(axis=0))), maps.shape[1:])  # over time
     for row, t in enumerate(times):
         for col, name in enumerate(("sagittal (i)", "coronal (j)", "axial (k)")):
@@ -90,7 +90,7 @@ def plot_space_time_attention(
             ax.imshow(orthogonal_slice(window[t], col, peak[col]), cmap="gray", origin="lower")
             image = ax.imshow(
                 orthogonal_slice(maps[t], col, peak[col]), cmap="hot", origin="lower",
-                alpha=0.55, vmin=0.0, vmax=vmax,
+                alpha=0.55, vmin=vmin, vmax=max(vmax, vmin + 1e-12),
             )  # fmt: skip
             ax.set_xticks([]), ax.set_yticks([])
             if row == 0:
