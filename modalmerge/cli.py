@@ -90,7 +90,8 @@ def _parcellate(a: argparse.Namespace) -> None:
 
 #: What ``shard --inputs-json`` reads: the file lists that would not fit on a command line.
 SHARD_INPUT_KEYS = ("subjects", "parcellated", "anatomy", "texts", "participants", "channels",
-                    "extra_anatomy", "label_channels", "point_clouds")  # fmt: skip
+                    "extra_anatomy", "label_channels", "point_clouds",
+                    "bold", "events")  # fmt: skip
 
 
 def _shard(a: argparse.Namespace) -> None:
@@ -129,6 +130,7 @@ def _shard(a: argparse.Namespace) -> None:
         extra_anatomy=extra,
         label_channels=a.label_channels,
         point_clouds=a.point_clouds,
+        **{key: getattr(a, key) for key in ("bold", "events")},  # shard.volume_series
     )
 
 
@@ -363,6 +365,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--label-channels", nargs="+", default=[], help="channels holding labels")
     p.add_argument("--point-clouds", nargs="+", default=None, help="surface clouds per subject")
+    p.add_argument("--bold", nargs="+", default=None, help="shard.volume_series: cleaned BOLD")
+    p.add_argument("--events", default=None, help="shard.volume_series: the events table")
     p.add_argument("--participants", default=None)
     p.add_argument("--out", required=True)
 

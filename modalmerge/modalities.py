@@ -7,7 +7,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 #: What a model encodes or decodes (``MultiModalModel(condition_type=, target_type=)``).
-MODALITIES = ("image", "time_series", "text", "tabular", "graph", "point_cloud")
+MODALITIES = ("image", "time_series", "text", "tabular", "graph", "point_cloud", "volume_series")
+#: ``volume_series``: windows of preprocessed BOLD on the (downsampled) atlas grid, per sample
+#: ``(T, D, H, W)``; ``task_condition``: the task condition code of each volume of a window,
+#: ``(T,)`` (read as a table of T categorical columns: the brain-decoding target). Both are
+#: in the shards only when ``shard.volume_series.enabled``.
 #: What the shards hold and ``ShardDataset`` / ``load_split_arrays`` can read.
 SHARD_MODALITIES = (
     "image",
@@ -18,6 +22,8 @@ SHARD_MODALITIES = (
     "connectivity",
     "graph",
     "point_cloud",
+    "volume_series",
+    "task_condition",
 )
 
 

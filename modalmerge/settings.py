@@ -39,6 +39,7 @@ __all__ = [
     "PreprocessSettings",
     "ShardSettings",
     "TrainSettings",
+    "VolumeSeriesSettings",
     "WorkflowSettings",
     "from_config",
     "from_dict",
@@ -46,7 +47,7 @@ __all__ = [
 ]
 
 F = field_spec  # field(default, doc, choices=, ge=, gt=, le=, ...): see _settings_check
-MODALITIES = ("image", "time_series", "text", "tabular", "graph", "point_cloud")
+MODALITIES = ("image", "time_series", "text", "tabular", "graph", "point_cloud", "volume_series")
 #: per-subject connectivity kinds (tangent is group-level: the shard stage's)
 CONNECTIVITY_KINDS = ("correlation", "partial correlation", "covariance", "precision")
 #: dataset kinds: the keys of modalmerge.data.sources.SOURCES (a test keeps them equal)
@@ -175,6 +176,28 @@ class Fractions(_Section):
 
 
 @dataclass(frozen=True)
+class VolumeSeriesSettings(_Section):
+    """``shard.volume_series`` — windows of preprocessed BOLD volumes in the shards (4D)."""
+
+    SECTION = "shard.volume_series"
+    enabled: bool = F(
+        False,
+        doc="store each window's preprocessed BOLD volumes (samples/volume_series, the same "
+        "windows as the ROI series) and, where the source has an events table, the task "
+        "condition of each volume (samples/task_condition); the shard stage then reads the "
+        "cleaned BOLD, kept until it has run",
+    )
+    downsample: int = F(2, doc="integer block-mean factor for the volumes (atlas grid)", ge=1)
+    label_lag_s: float = F(
+        5.0,
+        doc="a volume's task condition is the event at its acquisition time minus this "
+        "(s; the hemodynamic delay); no event there: rest",
+        ge=0,
+    )
+    path: InitVar[str | None] = None
+
+
+@dataclass(frozen=True)
 class ShardSettings(_Section):
     """``shard:`` — splits, sliding windows and HDF5 shards (subject data and region data)."""
 
@@ -183,10 +206,11 @@ class ShardSettings(_Section):
     SUBJECT_KEYS = (
         "seed", "fractions", "window", "stride", "image_downsample", "subjects_per_shard",
         "split_by", "gap", "connectivity", "test_site", "harmonize", "tr",
+        "volume_series",
     )  # fmt: skip
     #: keys that enter the subject record (manifest, config hash, rule params) only when
     #: set away from their default, so shards written before they existed keep their identity
-    OMITTED_AT_DEFAULT = ("test_site", "harmonize", "tr")
+    OMITTED_AT_DEFAULT = ("test_site", "harmonize", "tr", "volume_series")
     REGION_KEYS = ("seed", "fractions", "n_blocks", "buffer_mm", "hold_out_homologs")
     seed: int = F(0, doc="seed of the subject (or block) draw", ge=0)
     fractions: Fractions = F(Fractions(), doc="share per split; must sum to 1")
@@ -245,12 +269,20 @@ class ShardSettings(_Section):
         doc="region data only: a held-out region's homolog (the other hemisphere's region "
         "nearest its mirrored centroid) goes to the same split",
     )
+    volume_series: VolumeSeriesSettings = F(
+        VolumeSeriesSettings(), doc="4D windows of BOLD volumes in the shards (off by default)"
+    )
     path: InitVar[str | None] = None
 
     def subject_params(self) -> dict:
         """The keys the subject shard stage reads, as plain JSON values (rule params, manifest);
         the :data:`OMITTED_AT_DEFAULT` keys only when set."""
-        defaults = {"test_site": None, "harmonize": "none", "tr": None}
+        defaults = {
+            "test_site": None,
+            "harmonize": "none",
+            "tr": None,
+            "volume_series": to_dict(VolumeSeriesSettings()),
+        }
         return {
             k: v
             for k, v in to_dict(self).items()
@@ -268,6 +300,16 @@ class ShardSettings(_Section):
             raise ValueError(
                 f"{path or self.SECTION}.harmonize: both (one fold per harmonisation) needs "
                 f"split_by site, got split_by {self.split_by!r}"
+            )
+        if self.volume_series.enabled and self.split_by == "time":
+            raise ValueError(
+                f"{path or self.SECTION}.volume_series: needs split_by subject or site (a run "
+                "split in time is cleaned per block; its volumes are not stored)"
+            )
+        if self.volume_series.enabled and self.tr is not None:
+            raise ValueError(
+                f"{path or self.SECTION}.volume_series: the volumes are stored at their own TR, "
+                f"so they cannot be windowed at shard.tr {self.tr} s; leave shard.tr unset"
             )
 
     def region_params(self) -> dict:

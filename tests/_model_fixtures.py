@@ -7,12 +7,13 @@ import torch
 
 from modalmerge.models import MultiModalModel
 
-MODALITIES = ["image", "time_series", "text", "tabular", "graph", "point_cloud"]
+MODALITIES = ["image", "time_series", "text", "tabular", "graph", "point_cloud", "volume_series"]
 B, DIM, HEADS = 2, 16, 2
 IMAGE = (1, 8, 8, 8)
 SERIES = (6, 3)
 GRAPH = (5, 2 + 5)  # 5 nodes, 2 node features, then the 5 adjacency rows
 CLOUD = (24, 5)  # 24 points: xyz (mm) + 2 features
+VOLUMES = (3, 8, 8, 8)  # (T, D, H, W): 3 volumes of 2 x 2 x 2 patches of 4^3
 VOCAB, MAX_LEN = 12, 6
 N_NUM, CARDS = 2, [3, 2]
 TINY_ENCODERS = {
@@ -22,6 +23,7 @@ TINY_ENCODERS = {
     "tabular": "mlp",
     "graph": "graph_transformer",
     "point_cloud": "point_transformer",
+    "volume_series": "spatiotemporal",
 }
 TINY_OPTIONS = {
     "image": {"n_blocks": 2},
@@ -30,8 +32,15 @@ TINY_OPTIONS = {
     "tabular": {},
     "graph": {"n_layers": 1},
     "point_cloud": {"n_tokens": 6, "neighbours": [4, 8]},
+    "volume_series": {"n_layers": 1},
 }
-SHAPES = {"image": IMAGE, "time_series": SERIES, "graph": GRAPH, "point_cloud": CLOUD}
+SHAPES = {
+    "image": IMAGE,
+    "time_series": SERIES,
+    "graph": GRAPH,
+    "point_cloud": CLOUD,
+    "volume_series": VOLUMES,
+}
 
 
 def tiny_model(
@@ -74,6 +83,8 @@ def batch(modality: str, shape=None, seed: int = 0) -> torch.Tensor:
         xyz = torch.randn(B, n, 3, generator=g)
         xyz = 60 * xyz / xyz.norm(dim=-1, keepdim=True)
         return torch.cat([xyz, torch.randn(B, n, width - 3, generator=g)], dim=-1)
+    if modality == "volume_series":
+        return torch.randn(B, *(shape or VOLUMES), generator=g)
     if modality == "text":
         ids = torch.randint(4, VOCAB, (B, MAX_LEN), generator=g)
         ids[:, 0], ids[:, 3], ids[:, 4:] = 1, 2, 0  # bos w w eos pad pad
@@ -90,6 +101,8 @@ def check_prediction(prediction, target: str) -> None:
         assert prediction.shape == (B, *SERIES)
     elif target == "point_cloud":
         assert prediction.shape == (B, *CLOUD)
+    elif target == "volume_series":
+        assert prediction.shape == (B, *VOLUMES)
     elif target == "text":
         assert prediction.shape == (B, MAX_LEN, VOCAB)
     elif target == "graph":

@@ -69,6 +69,8 @@ ENCODER_CASES = [
     ("tabular", "mlp", None, {"labels": ["age", "iq", "sex", "group"]}),
     ("point_cloud", "point_transformer", (30, 4), {"n_tokens": 5, "neighbours": [3, 6]}),
     ("point_cloud", "point_transformer", (16, 3), {"n_tokens": 16, "n_layers": 0}),
+    ("volume_series", "spatiotemporal", (5, 9, 8, 7), {"n_layers": 1, "time_patch": 2}),
+    ("volume_series", "spatiotemporal", (3, 8, 8, 8), {"n_layers": 1, "attention": "joint"}),
 ]
 
 
@@ -91,6 +93,8 @@ def test_encoder_token_count_matches_its_provenance(modality, name, shape, optio
     assert model.condition_provenance(tuple(x.shape)) == prov  # a batch axis is allowed
     if modality == "image":
         assert prov.kind == "image_grid" and math.prod(prov.grid_shape) == prov.n_tokens
+    if modality == "volume_series":
+        assert prov.kind == "space_time" and math.prod(prov.grid_shape) == prov.n_tokens
     if "labels" in options:
         assert list(prov.labels) == options["labels"]
 
@@ -380,3 +384,58 @@ def test_text_and_tabular_need_their_sizes():
         MultiModalModel("tabular", "time_series")
     with pytest.raises(ValueError, match="disagrees"):
         MultiModalModel("tabular", "time_series", n_numeric=2, condition_shape=(3,))
+
+
+def test_space_time_tokens_map_back_to_their_volume_and_patch():
+    """Token i of the spatiotemporal encoder is grid cell i (time-major): changing one voxel
+    of one volume changes, before any attention, only the token whose (t, x, y, z) covers it."""
+    from modalmerge.models.encoders.volume_series import SpatioTemporalEncoder
+    from modalmerge.models.layers import space_time_coordinates
+
+    torch.manual_seed(0)
+    encoder = SpatioTemporalEncoder((5, 9, 8, 7), DIM, patch=4, time_patch=2, n_layers=0)
+    prov = encoder.token_provenance()
+    assert prov.grid_shape == (3, 3, 2, 2)  # T and the spatial axes padded to whole patches
+    x = torch.zeros(1, 5, 9, 8, 7)
+    base = encoder(x)
+    x[0, 3, 8, 1, 6] = 5.0  # volume 3, voxel (8, 1, 6)
+    changed = (encoder(x) - base).abs().sum(-1)[0].nonzero().flatten().tolist()
+    coords = space_time_coordinates(prov)
+    assert len(changed) == 1
+    t, cx, cy, cz = coords[changed[0]].tolist()
+    assert t == 2  # the tubelet of volumes 2-3
+    assert (cx, cy, cz) == (9.5, 1.5, 5.5)  # centre of the patch holding voxel (8, 1, 6)
+    assert coords.shape == (prov.n_tokens, 4)
+
+
+def test_divided_attention_mixes_tokens_across_space_and_time():
+    """After one divided block a token depends on tokens of another volume AND another patch."""
+    from modalmerge.models.encoders.volume_series import SpatioTemporalEncoder
+
+    torch.manual_seed(0)
+    encoder = SpatioTemporalEncoder((2, 8, 4, 4), DIM, patch=4, n_layers=1, n_heads=HEADS).eval()
+    x = torch.zeros(1, 2, 8, 4, 4)
+    base = encoder(x)
+    x[0, 1, 5, 1, 1] = 3.0  # volume 1, second patch
+    delta = (encoder(x) - base).abs().sum(-1)[0]  # tokens (t, d): (0,0) (0,1) (1,0) (1,1)
+    assert delta[0] > 1e-6  # volume 0, first patch: reached through time then space
+
+
+@pytest.mark.parametrize(
+    "bad,message",
+    [
+        (torch.randn(2, 3, 8, 8), r"must have shape \(B, 3, 8, 8, 8\)"),
+        (torch.randn(2, 4, 8, 8, 8), r"must have shape \(B, 3, 8, 8, 8\)"),
+        (torch.full((2, 3, 8, 8, 8), float("nan")), "NaN or infinite"),
+        (torch.zeros(2, 3, 8, 8, 8, dtype=torch.long), "floating point"),
+    ],
+)
+def test_bad_volume_series_is_refused_with_what_was_expected(bad, message):
+    model = tiny_model("volume_series", "tabular")
+    with pytest.raises(ValueError, match=message):
+        model(bad)
+
+
+def test_volume_series_shape_must_be_four_axes():
+    with pytest.raises(ValueError, match=r"\(T, D, H, W\)"):
+        tiny_model("volume_series", "tabular", condition_shape=(8, 8, 8))

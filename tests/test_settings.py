@@ -89,7 +89,12 @@ def test_settings_round_trip_through_json_and_experiments_override_train():
     site = typed.from_dict(
         "shard", {"split_by": "site", "test_site": "A", "harmonize": "combat", "tr": 2.0}
     )
-    assert set(site.subject_params()) == keys  # set away from the default: recorded
+    assert set(site.subject_params()) == keys - {"volume_series"}  # set away: recorded
+    volumes = typed.from_dict("shard", {"volume_series": {"enabled": True}})
+    assert volumes.subject_params()["volume_series"]["downsample"] == 2
+    # volumes are stored at the acquisition TR: windowing them at another TR is refused
+    with pytest.raises(ValueError, match="shard.volume_series: the volumes are stored at"):
+        typed.from_dict("shard", {"tr": 2.0, "volume_series": {"enabled": True}})
     entry = {"name": "e", "condition": "text", "target": "tabular", "lr": 1, "target_rois": "^R"}
     experiment = typed.from_dict("experiments", entry)
     assert experiment.lr == 1.0 and isinstance(experiment.lr, float)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-TOKEN_KINDS = ("image_grid", "time", "roi", "word", "column", "region", "point")
+TOKEN_KINDS = ("image_grid", "time", "roi", "word", "column", "region", "point", "space_time")
 
 
 @dataclass(frozen=True)
@@ -32,6 +32,9 @@ class TokenProvenance:
         Optional names of the tokens (ROI names, column names).
     input_shape : tuple of int or None
         The per-sample input shape the tokens were computed from (no batch axis).
+    cell_size : tuple of int or None
+        ``space_time`` only: the input extent of one grid cell per axis ``(volumes,
+        voxels, voxels, voxels)`` (the patch; the input is zero-padded to whole cells).
     """
 
     kind: str
@@ -39,6 +42,7 @@ class TokenProvenance:
     grid_shape: tuple[int, ...] | None = None
     labels: tuple[str, ...] | None = None
     input_shape: tuple[int, ...] | None = None
+    cell_size: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.kind not in TOKEN_KINDS:
@@ -47,6 +51,28 @@ class TokenProvenance:
             raise ValueError(f"grid_shape {self.grid_shape} does not hold {self.n_tokens} tokens")
         if self.labels is not None and len(self.labels) != self.n_tokens:
             raise ValueError(f"{len(self.labels)} labels for {self.n_tokens} tokens")
+
+
+def space_time_coordinates(prov: TokenProvenance) -> torch.Tensor:
+    """``(n_tokens, 4)`` float: each ``space_time`` token's ``(t, x, y, z)`` provenance.
+
+    ``t`` is the token's first volume in the window; ``x, y, z`` the centre of its
+    patch in voxels of the input grid (axes D, H, W), so attention maps back onto the
+    brain over time.
+    """
+    if prov.kind != "space_time" or prov.grid_shape is None or prov.cell_size is None:
+        raise ValueError(f"space_time provenance with a cell_size needed, got {prov.kind!r}")
+    cells = (
+        torch.stack(
+            torch.meshgrid(*[torch.arange(n) for n in prov.grid_shape], indexing="ij"), dim=-1
+        )
+        .reshape(-1, 4)
+        .to(torch.float32)
+    )
+    size = torch.tensor(prov.cell_size, dtype=torch.float32)
+    out = cells * size
+    out[:, 1:] += (size[1:] - 1) / 2  # patch centres, in voxels
+    return out
 
 
 def sinusoidal_embedding(positions: torch.Tensor, dim: int, base: float = 10000.0) -> torch.Tensor:

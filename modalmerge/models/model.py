@@ -24,6 +24,7 @@ DEFAULT_ENCODERS = {
     "tabular": "mlp",
     "graph": "graph_transformer",
     "point_cloud": "point_transformer",
+    "volume_series": "spatiotemporal",
 }
 DEFAULT_DECODERS = {
     "image": "deconv",
@@ -32,18 +33,21 @@ DEFAULT_DECODERS = {
     "tabular": "mlp",
     "graph": "bilinear",
     "point_cloud": "values",
+    "volume_series": "deconv",
 }
 DEFAULT_SHAPES = {
     "image": (1, 64, 64, 64),
     "time_series": (50, 16),
     "graph": (16, 16),
     "point_cloud": (1024, 6),
+    "volume_series": (8, 16, 16, 16),
 }
 SHAPE_LAYOUTS = {
     "image": "(C, H, W) or (C, D, H, W)",
     "time_series": "(T, channels)",
     "graph": "(N, F + N): N nodes, F node features, the N adjacency rows",
     "point_cloud": "(N, 3 + F)",
+    "volume_series": "(T, D, H, W)",
 }
 
 
@@ -71,7 +75,8 @@ class MultiModalModel(nn.Module):
 
     Parameters
     ----------
-    condition_type, target_type : {"image", "time_series", "text", "tabular", "graph", "point_cloud"}
+    condition_type, target_type : {"image", "time_series", "text", "tabular", "graph", "point_cloud",
+        "volume_series"}
         Modalities of the condition (input) and the target (output).
     condition_encoder, target_decoder : str, optional
         Registered names (see :func:`modalmerge.models.registry.available`);
@@ -91,9 +96,10 @@ class MultiModalModel(nn.Module):
         Conditioning layers stacked.
     condition_shape, target_shape : tuple of int, optional
         Per-sample shapes for image ``(C, D, H, W)`` or ``(C, H, W)`` (default
-        ``(1, 64, 64, 64)``), time series ``(T, channels)`` (default ``(50, 16)``)
-        and graph ``(N, F + N)`` (node features then adjacency rows, default
-        ``(16, 16)``: :mod:`modalmerge.models.graph`).
+        ``(1, 64, 64, 64)``), time series ``(T, channels)`` (default ``(50, 16)``),
+        graph ``(N, F + N)`` (node features then adjacency rows, default
+        ``(16, 16)``: :mod:`modalmerge.models.graph`) and volume series
+        ``(T, D, H, W)`` (default ``(8, 16, 16, 16)``).
         Text and tabular shapes follow from the arguments below.
     vocab_size : int, optional
         Text vocabulary size; taken from ``tokenizer`` when that is given.
@@ -274,7 +280,7 @@ class MultiModalModel(nn.Module):
             derived = (int(n_numeric or 0) + len(cards),)
         else:
             derived = tuple(int(n) for n in (shape or DEFAULT_SHAPES[modality]))
-            ndims = (3, 4) if modality == "image" else (2,)
+            ndims = {"image": (3, 4), "volume_series": (4,)}.get(modality, (2,))
             if (
                 len(derived) not in ndims
                 or min(derived) < 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-_FLOAT_MODALITIES = ("image", "time_series", "tabular", "graph", "point_cloud")
+_FLOAT_MODALITIES = ("image", "time_series", "tabular", "graph", "point_cloud", "volume_series")
 #: |A - A^T| allowed in a graph adjacency, relative to max |A| (float32 round-off)
 SYMMETRY_TOLERANCE = 1e-5
 
@@ -26,9 +26,9 @@ def check_batch(
     x : Tensor
         The batch: ``(B, *sample_shape)``.
     modality : str
-        ``image``, ``time_series``, ``tabular``, ``graph``, ``point_cloud`` (floating
-        point, finite; a graph's adjacency symmetric; a cloud is ``(N, 3 + F)``) or
-        ``text`` (integer ids in ``[0, vocab_size)``).
+        ``image``, ``time_series``, ``tabular``, ``graph``, ``point_cloud``,
+        ``volume_series`` (floating point, finite; a graph's adjacency symmetric; a cloud
+        is ``(N, 3 + F)``) or ``text`` (integer ids in ``[0, vocab_size)``).
     sample_shape : tuple of int
         Expected per-sample shape.
     role : str

@@ -86,9 +86,9 @@ def build_model(
             )
     if "text" in (condition, target):
         kwargs.update(tokenizer=tokenizer, max_length=TEXT_MAX_LENGTH)
-    if condition in ("image", "time_series", "graph", "point_cloud"):
+    if condition in ("image", "time_series", "graph", "point_cloud", "volume_series"):
         kwargs["condition_shape"] = tuple(sample["condition"].shape)
-    if target in ("image", "time_series", "graph", "point_cloud"):
+    if target in ("image", "time_series", "graph", "point_cloud", "volume_series"):
         kwargs["target_shape"] = tuple(sample["target"].shape)
     return MultiModalModel(
         condition_type=condition,

@@ -210,6 +210,17 @@ class ImageLoss(nn.Module):
         return F.mse_loss(prediction, target)
 
 
+@register_loss("volume_series")
+class VolumeSeriesLoss(ImageLoss):
+    """Voxel-wise MSE (default; ``kind="l1"`` for L1) between windows ``(B, T, D, H, W)``.
+
+    MSE: the cleaned BOLD is z-scored per voxel, so squared error is variance unexplained.
+    """
+
+    def __init__(self, kind: str = "mse"):
+        super().__init__(kind)
+
+
 @register_loss("text")
 class TextLoss(nn.Module):
     """Token cross-entropy that scores neither padding nor the given ``bos``.

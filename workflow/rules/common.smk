@@ -217,7 +217,19 @@ def shard_inputs_json(wildcards):
         inputs["channels"] = ANATOMY
         inputs["extra_anatomy"] = expand(preprocessed_anatomy(), rep=rep)
         inputs["label_channels"] = LABEL_ANATOMY
+    if SETTINGS.shard.volume_series.enabled:  # absent otherwise: the plan file is unchanged
+        inputs["bold"] = expand(volume_series_bold(), rep=rep)
+        inputs["events"] = expand(f"{ROOT}/raw/task-{TASK}_events.tsv", rep=rep)[0]
     return as_json(inputs)
+
+
+def volume_series_bold():
+    """Every subject's cleaned BOLD when shard.volume_series is on (the shard stage stores
+    its windows of volumes), else nothing: the shard job then reads what it always did."""
+    if not (SETTINGS.shard.volume_series.enabled and WRITES["bold"]):
+        return []
+    bold = rules.preprocess.output.bold
+    return [expand(bold, subject=s, allow_missing=True)[0] for s in SUBJECTS]
 
 
 def write_text_atomic(path, text):

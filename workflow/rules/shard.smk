@@ -37,6 +37,8 @@ rule shard:
             if POINT_CLOUD
             else []
         ),
+        # shard.volume_series only: the cleaned BOLD (a temp() output kept until shard has run)
+        bold=volume_series_bold(),
     output:
         directory(f"{FROOT}/shards"),
     log:

@@ -40,6 +40,15 @@ from modalmerge.modalities import SHARD_MODALITIES, check_modality
 
 __all__ = ["SampleBatch", "ShardDataset", "collate_samples"]
 
+#: modalities stored per sample (window) or per subject in one-sample chunks, served from
+#: memory maps: the HDF5 dataset of each
+PER_SAMPLE = {
+    "time_series": "samples/time_series",
+    "volume_series": "samples/volume_series",
+    "task_condition": "samples/task_condition",
+    "image": "subjects/image",
+}
+
 
 @dataclass
 class _SampleIndex:
@@ -70,6 +79,9 @@ class ShardDataset(Dataset):
         ``graph`` (R, R) float32 (a graph with no node features: the view below).
         ``point_cloud`` (N, 3 + F) float32 (xyz mm, z-scored features; only in shards
         written with point clouds).
+        ``volume_series`` (window, D, H, W) float32 and ``task_condition`` (window,)
+        float32 codes (``shard.volume_series.enabled``; names in the manifest's
+        ``volume_series.task_conditions``).
     tokenizer : object, optional
         Needed for ``text``: ``encode(text, max_length) -> list[int]``; ids are
         cut or padded with 0 to ``text_max_length``.
@@ -160,8 +172,7 @@ class ShardDataset(Dataset):
         held = self.manifest["shapes"]
         for role, name in self.sources.items():
             if name in (
-                "time_series",
-                "image",
+                *PER_SAMPLE,
                 "structural_features",
                 "connectivity",
                 "graph_sc",
@@ -170,7 +181,8 @@ class ShardDataset(Dataset):
                 raise ValueError(
                     f"the {role} {name!r} is not in these shards (they hold {sorted(held)}; "
                     "anatomy-only data has no time series, region data only a table; point clouds "
-                    "need dataset.params.surface_points)"
+                    "need dataset.params.surface_points; volume series and task conditions need "
+                    "shard.volume_series.enabled)"
                 )
         self.files = [e["file"] for e in self.manifest["shards"] if e["split"] == split]
         counts = [e["n_samples"] for e in self.manifest["shards"] if e["split"] == split]
@@ -239,7 +251,7 @@ class ShardDataset(Dataset):
 
     def _per_sample(self, name: str, fi: int, rows: np.ndarray) -> np.ndarray:
         """(n, ...) array of a per-sample modality for local sample/subject rows."""
-        key = "samples/time_series" if name == "time_series" else "subjects/image"
+        key = PER_SAMPLE[name]
         chunk_map = self._chunk_map(fi, key)
         if chunk_map is not None:
             return chunk_map.take(rows)
@@ -261,8 +273,8 @@ class ShardDataset(Dataset):
         return self._cache[key]
 
     def _modality(self, name: str, h5: h5py.File, fi: int, local: int, row: int) -> torch.Tensor:
-        if name in ("time_series", "image"):
-            index = local if name == "time_series" else row
+        if name in PER_SAMPLE:
+            index = row if name == "image" else local
             return torch.from_numpy(self._per_sample(name, fi, np.array([index]))[0])
         return self._subject_level(name, h5, fi, row)
 
@@ -340,11 +352,11 @@ class ShardDataset(Dataset):
                 )
 
             return read_text
-        if name in ("time_series", "image"):
-            rows = lookup.local if name == "time_series" else lookup.row
-            key = "samples/time_series" if name == "time_series" else "subjects/image"
+        if name in PER_SAMPLE:
+            rows = lookup.row if name == "image" else lookup.local
+            key = PER_SAMPLE[name]
             chunk_map = self._chunk_map(0, key) if len(self.files) == 1 else None
-            if chunk_map is not None and chunk_map.array is not None and name == "time_series":
+            if chunk_map is not None and chunk_map.array is not None and name != "image":
                 return _strided_reader(chunk_map.array)  # one file: sample index = row
             return lambda index: torch.from_numpy(
                 self._per_sample_rows(name, lookup.file[index], rows[index])

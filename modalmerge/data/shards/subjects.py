@@ -46,6 +46,7 @@ from modalmerge.data.nifti import load_image, same_grid
 from modalmerge.data.resample import resample_series, same_tr
 from modalmerge.data.shards.graphs import read_structural_connectomes
 from modalmerge.data.shards.point_clouds import add_point_clouds, load_point_clouds
+from modalmerge.data.shards.volumes import read_task_conditions, volume_grid
 from modalmerge.data.time_split import SPLITS, time_blocks
 from modalmerge.io import InputError, atomic_dir, require_file
 from modalmerge.settings import ShardSettings
@@ -475,6 +476,7 @@ def _write_file(
     structural: dict[str, np.ndarray] | None = None,
     sc: dict[str, np.ndarray] | None = None,
     native_tr: dict[str, float] | None = None,
+    volumes: dict | None = None,
 ) -> int:
     """Write one shard file with the given subjects; return its sample count.
 
@@ -487,6 +489,8 @@ def _write_file(
     ``sc``: per-subject structural connectomes, stored as ``/subjects/graph_sc``
     (:mod:`modalmerge.data.shards.graphs`).
     ``native_tr``: filled with each subject's own TR when ``shard.tr`` resamples.
+    ``volumes``: ``{"bold": paths, "events": path or None, "conditions": names}`` when
+    ``shard.volume_series.enabled`` (:mod:`modalmerge.data.shards.volumes`).
     """
     # Over 60 lines: one HDF5 file written in a single pass over its subjects (datasets created, filled, closed together).
     censoring = {} if censoring is None else censoring
@@ -514,6 +518,10 @@ def _write_file(
             elif params.split_by == "time":
                 raise InputError(
                     parcellated[i], "split_by time needs ROI time series; this subject has none"
+                )
+            elif volumes is not None:
+                raise InputError(
+                    parcellated[i], "shard.volume_series needs BOLD; this subject has none"
                 )
             window_shape = None if series is None else [window, n_roi]
             conn_shape = list(parc["connectivity"].shape) if "connectivity" in parc else None
@@ -589,6 +597,7 @@ def _write_file(
                     conn_ds = subj.create_dataset("connectivity", (n, *conn_shape), np.float32)
                 if sc is not None:
                     sc_ds = subj.create_dataset("graph_sc", (n, *shapes["graph_sc"]), np.float32)
+                volume_ds = _volume_datasets(samples, volumes, total, window, shapes)
             if series is None:
                 starts = np.zeros(1, dtype=np.int64)
             else:
@@ -608,6 +617,9 @@ def _write_file(
                 rows = np.searchsorted(index, starts)  # kept windows are contiguous rows
                 windows = np.lib.stride_tricks.sliding_window_view(series, window, axis=0)
                 series_ds[written : written + len(starts)] = windows[rows].transpose(0, 2, 1)
+                if volumes is not None:
+                    _write_volumes(volume_ds, volumes, i, anatomy["T1w"][i], parc, rows, starts,
+                                   written, params, shapes)  # fmt: skip
             k = len(starts)
             index_ds[written : written + k] = row
             starts_ds[written : written + k] = starts
@@ -623,6 +635,62 @@ def _write_file(
                 sc_ds[row] = sc[subjects[i]]
             subj["text"][row] = text
         return written
+
+
+def _volume_shapes(shapes: dict, volumes: dict | None) -> dict:
+    """The manifest's shapes of the 4D view (none when it is off)."""
+    if volumes is None:
+        return {}
+    out = {"volume_series": shapes["volume_series"]}
+    if volumes["events"] is not None:
+        out["task_condition"] = [shapes["volume_series"][0]]
+    return out
+
+
+def _volume_datasets(samples, volumes: dict | None, total: int, window: int, shapes: dict):
+    """Create ``samples/volume_series`` (and ``task_condition``) of one file, or None."""
+    if volumes is None:
+        return None
+    grid = shapes["volume_series"][1:]
+    out = {
+        "volume_series": samples.create_dataset(
+            "volume_series",
+            (total, window, *grid),
+            np.float32,
+            chunks=(1, window, *grid),
+            dcpl=_contiguous_chunks(),
+        )  # fmt: skip
+    }
+    if volumes["events"] is not None:
+        out["task_condition"] = samples.create_dataset(
+            "task_condition", (total, window), np.float32,
+            chunks=(1, window), dcpl=_contiguous_chunks(),
+        )  # fmt: skip
+    return out
+
+
+def _write_volumes(
+    datasets: dict, volumes: dict, i: int, t1: Path, parc: dict, rows: np.ndarray,
+    starts: np.ndarray, written: int, params: ShardSettings, shapes: dict,
+) -> None:  # fmt: skip
+    """Subject ``i``'s windows of volumes (and their task conditions) at rows ``written..``."""
+    from modalmerge.data.shards.volumes import load_volumes, volume_conditions
+
+    settings, window = params.volume_series, params.window
+    run = load_volumes(Path(volumes["bold"][i]), t1, len(parc["volume_index"]), settings.downsample)
+    if list(run.shape[1:]) != shapes["volume_series"][1:]:
+        raise InputError(volumes["bold"][i], f"volume grid {run.shape[1:]} differs from others'")
+    k = len(starts)
+    ds = datasets["volume_series"]
+    for j, row in enumerate(rows.tolist()):  # one window at a time: memory of one sample
+        ds[written + j] = run[row : row + window]
+    if "task_condition" in datasets:
+        codes = volume_conditions(
+            Path(volumes["events"]), volumes["conditions"], float(parc["tr"]),
+            int(parc["n_volumes"]), settings.label_lag_s,
+        )  # fmt: skip
+        offsets = starts[:, None] + np.arange(window)  # original volumes of each window
+        datasets["task_condition"][written : written + k] = codes[offsets].astype(np.float32)
 
 
 def _combat_features(
@@ -678,6 +746,8 @@ def write_shards(
     extra_anatomy: dict[str, list[Path]] | None = None,
     label_channels=(),
     point_clouds: list[Path] | None = None,
+    bold: list[Path] | None = None,
+    events: Path | None = None,
 ) -> None:
     """Split subjects, cut sliding windows and write ``out_dir`` (shards + manifest.json).
 
@@ -713,6 +783,13 @@ def write_shards(
         A surface point cloud per subject (:mod:`modalmerge.data.point_clouds`), stored
         as ``/subjects/point_cloud`` with features z-scored on the training subjects
         (:mod:`modalmerge.data.shards.point_clouds`; the manifest's ``point_cloud``).
+    bold : list of Path, optional
+        ``shard.volume_series.enabled`` only (then required): each subject's cleaned
+        BOLD on the atlas grid (preprocess's output), stored as windows of volumes.
+    events : Path, optional
+        ``shard.volume_series.enabled``: the cohort's events table (BIDS
+        ``task-<task>_events.tsv``), for the task condition of each volume; None or a
+        missing file (a resting-state source): no ``task_condition`` in the shards.
     params : ShardSettings or dict
         :class:`modalmerge.settings.ShardSettings` or a ``shard:`` mapping
         (defaults filled, unknown keys and bad values raise ValueError). Read
@@ -754,6 +831,19 @@ def write_shards(
     if unknown:
         raise ValueError(f"label channel(s) {sorted(unknown)} are not among extra_anatomy")
     lists.update(extra_anatomy)
+    volumes = None
+    if params.volume_series.enabled:
+        if bold is None:
+            raise ValueError("shard.volume_series.enabled needs the subjects' cleaned BOLD")
+        lists["bold"] = bold
+        if events is not None and not Path(events).is_file():  # a source without (rest)
+            print(f"no events table {events}: the shards hold no task_condition", flush=True)
+            events = None
+        volumes = {"bold": [Path(p) for p in bold], "events": events, "conditions": None}
+        if events is not None:
+            volumes["conditions"] = read_task_conditions(Path(events))
+    elif bold is not None or events is not None:
+        raise ValueError("bold and events are read only when shard.volume_series.enabled")
     for name, paths in lists.items():
         if len(paths) != len(subjects):
             raise ValueError(f"{len(paths)} {name} paths for {len(subjects)} subjects")
@@ -808,6 +898,10 @@ def write_shards(
     sc = read_structural_connectomes(Path(participants_tsv).parent, subjects)
     if sc is not None:
         shapes["graph_sc"] = list(next(iter(sc.values())).shape)
+    if volumes is not None:
+        shapes["volume_series"] = volume_grid(
+            volumes["bold"][0], params.window, params.volume_series.downsample
+        )
     censoring: dict = {}
     native_tr: dict = {}
     files = []
@@ -821,7 +915,7 @@ def write_shards(
                 n_samples = _write_file(
                     tmp_dir / name, split, group, subjects, parcellated, channels, texts,
                     tabular, tabular_attrs, params, chash, shapes, tuple(label_channels),
-                    tangent, censoring, structural, sc, native_tr,
+                    tangent, censoring, structural, sc, native_tr, volumes,
                 )  # fmt: skip
                 if clouds is not None:
                     add_point_clouds(tmp_dir / name, clouds, cloud_entry["feature_names"])
@@ -836,7 +930,8 @@ def write_shards(
                 if shapes.get(k) is not None  # anatomy-only data: no time series, no FC
             }
             | {"tabular": [len(tabular.columns)]}
-            | ({} if clouds is None else {"point_cloud": list(next(iter(clouds.values())).shape)}),
+            | ({} if clouds is None else {"point_cloud": list(next(iter(clouds.values())).shape)})
+            | _volume_shapes(shapes, volumes),
             "tabular": {"columns": list(tabular.columns), "categorical": categorical}
             | {"categories": categories}
             | numeric_stats,
@@ -860,4 +955,10 @@ def write_shards(
         }
         if params.tr is not None:  # each subject's own TR (evaluate resamples its truth)
             manifest["native_tr"] = dict(sorted(native_tr.items()))
+        if volumes is not None:
+            manifest["volume_series"] = {
+                "downsample": params.volume_series.downsample,
+                "task_conditions": volumes["conditions"],  # code i = name i; None: no events
+                "label_lag_s": params.volume_series.label_lag_s,
+            }
         (tmp_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))

@@ -7,4 +7,5 @@ from modalmerge.models.decoders import (  # noqa: F401
     tabular,
     text,
     time_series,
+    volume_series,
 )

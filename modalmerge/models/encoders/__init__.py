@@ -8,4 +8,5 @@ from modalmerge.models.encoders import (  # noqa: F401
     tabular,
     text,
     time_series,
+    volume_series,
 )
