@@ -136,9 +136,11 @@ PREDICTORS = (
     "oracle",
     "noise_ceiling",
     "regional_truth",
+    "climatology",
 )
-#: the predictors a model is compared with by paired differences
-BASELINES = ("group_mean", "ridge", "ridge_parcel")
+#: the predictors a model is compared with by paired differences (``climatology``: the
+#: training windows as an ensemble, scored by CRPS against a generative model's samples)
+BASELINES = ("group_mean", "ridge", "ridge_parcel", "climatology")
 IDENTITY_FIELDS = ("experiment", "condition", "target", "method")
 SUMMARY_COLUMNS = (
     *(*IDENTITY_FIELDS, "model", "metric", "value"),

@@ -86,6 +86,7 @@ from modalmerge.settings import (
     PreprocessSettings,
 )
 from modalmerge.stages.common import collect_split, load_experiment_model
+from modalmerge.stages.evaluate_samples import add_sample_scores, draw_samples
 
 log = logging.getLogger(__name__)
 
@@ -167,7 +168,15 @@ def _evaluate(
     links = _planted_links(model, truth[0]) if weighted else None
     attention = homologs or links is not None or (regions and weighted and condition == "tabular")
     train = collect_split(shard_dir, "train", experiment, tokenizer)
-    test = collect_split(shard_dir, split, experiment, tokenizer, model=model, attention=attention)
+    samples = None
+    if model.generative:  # the prediction is the mean of the scored samples
+        test = collect_split(shard_dir, split, experiment, tokenizer)
+        samples, test.attention = draw_samples(model, test, settings.samples, settings.sample_seed)
+        test.prediction = samples.mean(axis=1)
+    else:
+        test = collect_split(
+            shard_dir, split, experiment, tokenizer, model=model, attention=attention
+        )
     if not test.subjects:
         raise InputError(shard_dir, f"the {split} split has no samples")
     n_subjects = len(set(test.subjects))
@@ -189,6 +198,8 @@ def _evaluate(
         data.parcel_train = parcel_features(shard_dir, "train", train.subjects)
         data.parcel_test = parcel_features(shard_dir, split, test.subjects)
     scored = _score(data, experiment, manifest, model, shard_dir, truth, settings.time_units)
+    if samples is not None and target == "time_series":
+        add_sample_scores(scored, samples, test, train, float(manifest.get("tr") or 1.0))
     if links is not None:
         labels = roi_labels(manifest, roi_columns(manifest, experiment.target_rois))
         _add_planted(scored, planted_link_attention(test.attention, labels, links))

@@ -274,3 +274,19 @@ class TabularLoss(nn.Module):
                 min=1
             )
         return loss
+
+
+@register_loss("diffusion")
+class DenoisingLoss(nn.Module):
+    """Generative models (``conditioning='diffusion'``): the mean squared error of the
+    denoiser's output to its training target (v or the noise).
+
+    ``prediction`` is the model's :class:`~modalmerge.models.diffusion.DenoisingTerms`
+    ``(predicted, wanted)``; ``target`` (the clean batch) is already inside ``wanted``.
+    """
+
+    def forward(self, prediction, target: Tensor) -> Tensor:
+        """Mean over every element of ``(predicted - wanted) ** 2`` in float32."""
+        predicted, wanted = prediction
+        _check_same_shape(predicted, wanted, "diffusion")
+        return F.mse_loss(predicted.float(), wanted.float())

@@ -1,3 +1,3 @@
 """Decoders: learned target queries, once conditioned, -> a target modality; they register on import."""
 
-from modalmerge.models.decoders import image, tabular, text, time_series  # noqa: F401
+from modalmerge.models.decoders import denoisers, image, tabular, text, time_series  # noqa: F401
