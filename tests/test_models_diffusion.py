@@ -165,9 +165,9 @@ def test_a_saved_diffusion_model_reloads_and_samples_the_same(tmp_path):
 
 
 class SignToy(Dataset):
-    """condition: a table with one column s = +-1; target: s * a fixed pattern + noise 0.3."""
+    """condition: a table with one column s = +-1; target: s * a level per ROI + noise 0.3."""
 
-    pattern = torch.tensor([[1.0, -1.0, 0.5], [0.5, 1.0, -1.0]]).repeat(3, 1)  # (6, 3)
+    pattern = torch.tensor([[1.0, -1.0, 0.5]]).repeat(6, 1)  # (6, 3): one level per ROI
 
     def __init__(self, n: int, seed: int):
         g = torch.Generator().manual_seed(seed)
@@ -192,8 +192,8 @@ def test_a_diffusion_model_fitted_to_a_toy_distribution_beats_the_climatological
         decoder_options={"n_layers": 1},
     )  # fmt: skip
     train, test = SignToy(128, seed=0), SignToy(16, seed=1)
-    trainer = Trainer(model, lr=3e-3, progress=False, seed=0, device="cpu")
-    trainer.train(DataLoader(train, batch_size=32, shuffle=True), None, epochs=40)
+    trainer = Trainer(model, lr=1e-2, progress=False, seed=0, device="cpu")
+    trainer.train(DataLoader(train, batch_size=32, shuffle=True), None, epochs=30)
     model.eval()
     batch = next(iter(DataLoader(test, batch_size=16)))
     samples = model.sample(batch["condition"], n_samples=8, seed=0).samples  # (16, 8, 6, 3)
