@@ -93,26 +93,34 @@ def speed(batch: int = 16) -> None:
     print(f"sampling at {steps} steps: {batch / sw / steps:.1f} samples/s wall")
 
 
-def steps_curve(model_path: str, steps: list[int], samples: int, shards: str, seed: int) -> None:
+def steps_curve(
+    model_path: str, steps: list[int], samples: int, shards: str, seed: int, guidance: list[float]
+) -> None:
     torch.set_num_threads(1)
     model, _ = load_experiment_model(model_path)
     experiment = {"name": EXPERIMENT, "condition": "image", "target": "time_series"}
     val = collect_split(shards, "val", experiment)
-    print(
-        "| DDIM steps | CRPS | spread-skill | ensemble-mean r | sampling s |\n|---|---|---|---|---|"
-    )
+    print("| DDIM steps | guidance | CRPS | spread-skill | ensemble-mean r | sampling s |")
+    print("|---|---|---|---|---|---|")
     rows = []
-    for n in steps:
-        model.conditioner.sample_steps = model.conditioner.check_steps(n)
-        t = time.perf_counter()
-        drawn, _ = draw_samples(model, val, samples, seed)
-        seconds = time.perf_counter() - t
-        crps = crps_ensemble(np.moveaxis(drawn, 1, 0), val.target).mean()
-        ss = spread_skill(np.moveaxis(drawn, 1, 0), val.target)
-        r = pearson_per_roi(drawn.mean(axis=1), val.target).mean()
-        rows.append({"steps": n, "crps": crps, "spread_skill": ss, "r": r, "seconds": seconds})
-        print(f"| {n} | {crps:.4f} | {ss:.3f} | {r:.3f} | {seconds:.1f} |")
+    for g in guidance:
+        for n in steps:
+            rows.append(_point(model, val, samples, seed, n, g))
     print(json.dumps(rows))
+
+
+def _point(model, val, samples: int, seed: int, n: int, g: float) -> dict:
+    """Sample the validation windows at ``n`` steps and guidance ``g``; print one row."""
+    model.conditioner.sample_steps = model.conditioner.check_steps(n)
+    model.conditioner.guidance = g
+    t = time.perf_counter()
+    drawn, _ = draw_samples(model, val, samples, seed)
+    seconds = time.perf_counter() - t
+    crps = float(crps_ensemble(np.moveaxis(drawn, 1, 0), val.target).mean())
+    ss = spread_skill(np.moveaxis(drawn, 1, 0), val.target)
+    r = float(pearson_per_roi(drawn.mean(axis=1), val.target).mean())
+    print(f"| {n} | {g} | {crps:.4f} | {ss:.3f} | {r:.3f} | {seconds:.1f} |", flush=True)
+    return {"steps": n, "guidance": g, "crps": crps, "spread_skill": ss, "r": r, "s": seconds}
 
 
 def main() -> None:
@@ -125,11 +133,12 @@ def main() -> None:
     curve.add_argument("--samples", type=int, default=8)
     curve.add_argument("--shards", default="results/synthetic/shards")
     curve.add_argument("--seed", type=int, default=0)
+    curve.add_argument("--guidance", type=float, nargs="+", default=[1.0])
     args = parser.parse_args()
     if args.what == "speed":
         speed()
     else:
-        steps_curve(args.model, args.steps, args.samples, args.shards, args.seed)
+        steps_curve(args.model, args.steps, args.samples, args.shards, args.seed, args.guidance)
 
 
 if __name__ == "__main__":
