@@ -85,3 +85,39 @@ def test_score_samples_reports_per_subject_crps_against_the_climatology():
     assert found.scores["model"]["fc_sample_true"] > 0.8
     with pytest.raises(ValueError, match="do not match"):
         score_samples(good[:, 0], truth, subjects, starts, train, train_starts, 2.0)
+
+
+def test_the_evaluate_stage_scores_a_diffusion_experiment_from_its_samples(tmp_path):
+    import json
+
+    from test_shards import PARAMS, make_inputs
+
+    from modalmerge.data.shards.subjects import write_shards
+    from modalmerge.stages.evaluate import evaluate_experiment
+    from modalmerge.stages.train import train_experiment
+
+    write_shards(*make_inputs(tmp_path), tmp_path / "shards", PARAMS)
+    experiment = {
+        "name": "tiny_diffusion", "condition": "image", "target": "time_series",
+        "encoder": "cnn", "decoder": "denoiser", "method": "diffusion",
+        "embedding_dim": 16, "heads": 2, "encoder_options": {"channels": 4, "n_blocks": 1},
+        "decoder_options": {"n_layers": 1, "time_patch": 2},
+        "method_options": {"train_steps": 20, "sample_steps": 5, "target_scale": 0.01},
+    }  # fmt: skip
+    settings = {"seed": 0, "epochs": 1, "batch_size": 4, "lr": 0.003, "patience": 5}
+    model = train_experiment(tmp_path / "shards", experiment, settings, tmp_path / "model")
+    out = tmp_path / "eval"
+    record = evaluate_experiment(
+        model, tmp_path / "shards", experiment, {"samples": 3}, out / "m.json", out / "p.npz"
+    )
+    scores = record["scores"]["model"]
+    for key in ("crps", "crps_climatology", "spread_skill", "sample_fc_top1"):
+        assert np.isfinite(scores[key]), key
+    assert all(f"realism_ratio_{k}" in scores for k in ("lag1_autocorrelation", "spectral_slope"))
+    assert record["scores"]["climatology"]["crps"] == scores["crps_climatology"]
+    written = json.loads((out / "m.json").read_text())
+    units = written["per_unit"]["units"]
+    assert len(written["per_unit"]["model"]["crps"]) == len(units) == 2
+    arrays = np.load(out / "p.npz")
+    assert arrays["samples"].shape[1:] == (3, 8, 5)  # (windows, S, T, R)
+    assert written["generative"]["samples_per_window"] == 3

@@ -115,7 +115,15 @@ def realism_statistics(windows: np.ndarray, tr: float) -> dict[str, float]:
 def realism_ratios(predicted: np.ndarray, truth: np.ndarray, tr: float) -> dict[str, float]:
     """``realism_ratio_<statistic>``: each statistic of ``predicted`` over that of ``truth``."""
     mine, true = realism_statistics(predicted, tr), realism_statistics(truth, tr)
-    return {f"realism_ratio_{k}": mine[k] / true[k] for k in REALISM_STATISTICS}
+    return {f"realism_ratio_{k}": _ratio(mine[k], true[k]) for k in REALISM_STATISTICS}
+
+
+def _ratio(a: float, b: float) -> float:
+    """``a / b``; 1 when both are 0 (or undefined: constant windows), inf when only b is."""
+    a, b = (0.0 if not np.isfinite(v) else v for v in (a, b))
+    if b == 0:
+        return 1.0 if a == 0 else float("inf")
+    return a / b
 
 
 @dataclass
@@ -216,4 +224,7 @@ def score_samples(
 
 
 def _r(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson r of two FC triangles; 0 when either is constant (as the metrics score it)."""
+    if np.ptp(a) == 0 or np.ptp(b) == 0:
+        return 0.0
     return float(np.corrcoef(a, b)[0, 1])
