@@ -121,3 +121,16 @@ def test_the_evaluate_stage_scores_a_diffusion_experiment_from_its_samples(tmp_p
     arrays = np.load(out / "p.npz")
     assert arrays["samples"].shape[1:] == (3, 8, 5)  # (windows, S, T, R)
     assert written["generative"]["samples_per_window"] == 3
+
+
+def test_image_mmd_separates_shifted_image_sets_and_diversity_sees_identical_samples():
+    from modalmerge.evaluation.generative import mmd, sample_diversity
+
+    rng = np.random.default_rng(5)
+    a, b = rng.normal(size=(30, 1, 4, 4, 4)), rng.normal(size=(30, 1, 4, 4, 4))
+    same, shifted = mmd(a, b), mmd(a, b + 1.0)
+    assert abs(same) < 0.05 and shifted > 0.2
+    assert sample_diversity(np.repeat(a[:1], 4, axis=0), a[0]) == pytest.approx(0.0, abs=1e-6)
+    assert sample_diversity(a[:4], a[0]) == pytest.approx(np.sqrt(2), rel=0.3)
+    with pytest.raises(ValueError, match="at least 2"):
+        mmd(a[:1], b)

@@ -86,7 +86,11 @@ from modalmerge.settings import (
     PreprocessSettings,
 )
 from modalmerge.stages.common import collect_split, load_experiment_model
-from modalmerge.stages.evaluate_samples import add_sample_scores, draw_samples
+from modalmerge.stages.evaluate_samples import (
+    add_image_sample_scores,
+    add_sample_scores,
+    draw_samples,
+)
 
 log = logging.getLogger(__name__)
 
@@ -200,6 +204,8 @@ def _evaluate(
     scored = _score(data, experiment, manifest, model, shard_dir, truth, settings.time_units)
     if samples is not None and target == "time_series":
         add_sample_scores(scored, samples, test, train, float(manifest.get("tr") or 1.0))
+    elif samples is not None and target == "image":
+        add_image_sample_scores(scored, samples, test, train)
     if links is not None:
         labels = roi_labels(manifest, roi_columns(manifest, experiment.target_rois))
         _add_planted(scored, planted_link_attention(test.attention, labels, links))

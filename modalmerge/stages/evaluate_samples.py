@@ -18,7 +18,7 @@ import logging
 import numpy as np
 import torch
 
-from modalmerge.evaluation.generative import score_samples
+from modalmerge.evaluation.generative import mmd, sample_diversity, score_samples
 from modalmerge.evaluation.intervals import paired_difference
 from modalmerge.stages.common import SplitArrays
 
@@ -96,3 +96,23 @@ def _group_window(train: SplitArrays, start: int) -> np.ndarray:
     """The mean training window at ``start`` (every training window when none starts there)."""
     at = train.target[train.window_start == start]
     return (at if len(at) else train.target).mean(axis=0)
+
+
+def add_image_sample_scores(scored, samples, test: SplitArrays, train: SplitArrays) -> None:
+    """Image targets: ``sample_diversity`` per held-out window (averaged per subject, in
+    ``per_unit`` when the scorer has subject units) and ``image_mmd``, the unbiased MMD²
+    between one sample per held-out window and the real held-out images, beside
+    ``image_mmd_reference``, the same between the training and the held-out images (what
+    two sets of real images give). SSIM/PSNR are the sample mean's (the prediction)."""
+    diversity = np.array(
+        [sample_diversity(s, t) for s, t in zip(samples, test.target, strict=True)]
+    )
+    subjects = np.asarray(test.subjects)
+    units = (scored.per_unit or {}).get("units")
+    if units and set(units) <= set(subjects.tolist()):
+        values = [float(diversity[subjects == u].mean()) for u in units]
+        scored.per_unit.setdefault("model", {})["sample_diversity"] = values
+    model = scored.scores.setdefault("model", {})
+    model["sample_diversity"] = float(diversity.mean())
+    model["image_mmd"] = mmd(samples[:, 0], test.target)
+    model["image_mmd_reference"] = mmd(train.target, test.target)
