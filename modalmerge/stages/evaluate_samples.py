@@ -20,12 +20,34 @@ import torch
 
 from modalmerge.evaluation.generative import mmd, sample_diversity, score_samples
 from modalmerge.evaluation.intervals import paired_difference
-from modalmerge.stages.common import SplitArrays
+from modalmerge.stages.common import SplitArrays, collect_split
 
 log = logging.getLogger(__name__)
 
 #: windows whose samples are kept in predictions.npz for the figures
 KEPT_WINDOWS = 8
+
+
+def held_out_split(shard_dir, split, experiment, tokenizer, model, attention, settings):
+    """The held-out split with the model's predictions, and the samples (None for a
+    deterministic model); a generative model's prediction is the mean of its samples."""
+    if not model.generative:
+        test = collect_split(
+            shard_dir, split, experiment, tokenizer, model=model, attention=attention
+        )
+        return test, None
+    test = collect_split(shard_dir, split, experiment, tokenizer)
+    samples, test.attention = draw_samples(model, test, settings.samples, settings.sample_seed)
+    test.prediction = samples.mean(axis=1)
+    return test, samples
+
+
+def add_samples(scored, samples, target: str, test, train, tr: float) -> None:
+    """Add the scores of a generative model's ``samples`` to ``scored``, by target."""
+    if target == "time_series":
+        add_sample_scores(scored, samples, test, train, tr)
+    elif target == "image":
+        add_image_sample_scores(scored, samples, test, train)
 
 
 @torch.no_grad()
