@@ -363,9 +363,11 @@ class ExperimentSettings(_Section):
             "pooled condition), adaln (adaptive layer norm: each target query normalised over "
             "its features, then scaled and shifted from the condition tokens' mean and SD; adain "
             "is an older name for the same method, not instance normalisation), concat (the "
-            "pooled condition concatenated to every query)"
+            "pooled condition concatenated to every query), diffusion (a conditional denoising "
+            "diffusion model whose denoiser reads the condition by cross-attention; decoder "
+            "denoiser for time_series, diffusion_unet for image; evaluated from samples)"
         ),
-        choices=("cross_attention", "spatial_mix", "film", "adaln", "adain", "concat"),
+        choices=("cross_attention", "spatial_mix", "film", "adaln", "adain", "concat", "diffusion"),
     )
     embedding_dim: int = F(64, doc="token width", ge=4)
     heads: int = F(4, doc="attention heads", ge=1)
@@ -373,6 +375,11 @@ class ExperimentSettings(_Section):
     dropout: float = F(0.1, doc="dropout rate", ge=0, le=0.9)
     encoder_options: dict = F({}, doc="keyword options of the encoder")
     decoder_options: dict = F({}, doc="keyword options of the decoder")
+    method_options: dict = F(
+        {},
+        doc="keyword options of the method (diffusion: train_steps, schedule, prediction, "
+        "condition_dropout, sample_steps, guidance, n_ensemble, sample_seed, validation_seed)",
+    )
     epochs: int | None = F(None, doc="overrides train.epochs", ge=1)
     lr: float | None = F(None, doc="overrides train.lr", gt=0)
     batch_size: int | None = F(None, doc="overrides train.batch_size", ge=1)
@@ -427,6 +434,13 @@ class EvaluateSettings(_Section):
         gt=0,
     )
     pca_components: int = F(20, doc="PCA components of image voxels for the ridge baseline", ge=1)
+    samples: int = F(
+        16,
+        doc="generative models (method diffusion): samples drawn per held-out window; their "
+        "mean is the model's prediction, the samples are scored by CRPS, spread-skill, realism",
+        ge=2,
+    )
+    sample_seed: int = F(0, doc="generative models: seed of the samples drawn", ge=0)
     time_units: int = F(
         1,
         doc="shard.split_by time only: contiguous, equally long units each run's test block is "

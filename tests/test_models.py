@@ -359,7 +359,10 @@ def test_bad_tabular_codes_are_refused_but_missing_codes_are_allowed():
             {"condition_encoder": "vit"},
             r"unknown image encoder 'vit'; known: \['cnn', 'region_cnn', 'resnet18'",
         ),
-        ({"target_decoder": "gan"}, r"unknown time_series decoder 'gan'; known: \['lstm'"),
+        (
+            {"target_decoder": "gan"},
+            r"unknown time_series decoder 'gan'; known: \['denoiser', 'lstm'",
+        ),
         ({"conditioning": "gating"}, r"unknown conditioning method 'gating'; known: \['adain'"),
         ({"num_attention_heads": 3}, "multiple of num_attention_heads"),
         ({"condition_shape": (8, 8)}, r"\(C, H, W\) or \(C, D, H, W\)"),

@@ -39,6 +39,14 @@ EXPERIMENT = {
     "encoder_options": {"channels": 4, "n_blocks": 1},
     "decoder_options": {"n_layers": 1},
 }
+# conditioning='diffusion': its random steps, noise and condition dropout must resume too
+DIFFUSION = {
+    **EXPERIMENT,
+    "name": "tiny_diffusion",
+    "decoder": "denoiser",
+    "method": "diffusion",
+    "method_options": {"train_steps": 20, "sample_steps": 5},
+}
 SETTINGS = {"seed": 0, "epochs": 3, "batch_size": 4, "lr": 0.003, "patience": 10}
 
 # Loaded at start-up of every process that has MM_KILL_AFTER_EPOCH set (PYTHONPATH): rank 0
@@ -70,9 +78,9 @@ def shards(tmp_path_factory):
     return root / "shards"
 
 
-def _train(shards, out_dir, env_extra=None) -> subprocess.CompletedProcess:
+def _train(shards, out_dir, env_extra=None, experiment=None) -> subprocess.CompletedProcess:
     argv = ["-m", "modalmerge.cli", "train", "--settings", json.dumps(SETTINGS)]
-    argv += ["--experiment", json.dumps(EXPERIMENT), "--shards", str(shards)]
+    argv += ["--experiment", json.dumps(experiment or EXPERIMENT), "--shards", str(shards)]
     argv += ["--out-dir", str(out_dir), "--threads", "2"]
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
     env.update(OMP_NUM_THREADS="1", CUDA_VISIBLE_DEVICES="", **(env_extra or {}))
@@ -85,10 +93,11 @@ def _state(path):
     return torch.load(path, weights_only=True)["state_dict"]
 
 
+@pytest.mark.parametrize("experiment", [EXPERIMENT, DIFFUSION], ids=["xattn", "diffusion"])
 def test_two_rank_train_stage_ends_cleanly_and_a_killed_run_resumes_to_the_same_model(
-    shards, tmp_path
+    shards, tmp_path, experiment
 ):
-    whole = _train(shards, tmp_path / "whole")
+    whole = _train(shards, tmp_path / "whole", experiment=experiment)
     assert whole.returncode == 0, whole.stderr[-4000:]
     assert (tmp_path / "whole" / "model.pt").exists()
     assert not (tmp_path / "whole" / "checkpoints").exists()  # finished: resume state removed
@@ -103,14 +112,17 @@ def test_two_rank_train_stage_ends_cleanly_and_a_killed_run_resumes_to_the_same_
     (hooks / "sitecustomize.py").write_text(SITECUSTOMIZE)
     pythonpath = os.pathsep.join(filter(None, [str(hooks), os.environ.get("PYTHONPATH")]))
     killed = _train(
-        shards, tmp_path / "split", {"MM_KILL_AFTER_EPOCH": "1", "PYTHONPATH": pythonpath}
+        shards,
+        tmp_path / "split",
+        {"MM_KILL_AFTER_EPOCH": "1", "PYTHONPATH": pythonpath},
+        experiment,
     )
     assert killed.returncode != 0
     assert not (tmp_path / "split" / "model.pt").exists()
     ckpt = torch.load(tmp_path / "split" / "checkpoints" / "last.pt", weights_only=True)
     assert ckpt["epoch"] == 1 and len(ckpt["rank_rng"]) == 2
 
-    resumed = _train(shards, tmp_path / "split")  # Snakemake's retry: the same command
+    resumed = _train(shards, tmp_path / "split", experiment=experiment)  # Snakemake's retry
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert "resumed from" in resumed.stderr
     a, b = _state(tmp_path / "whole" / "model.pt"), _state(tmp_path / "split" / "model.pt")

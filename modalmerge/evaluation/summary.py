@@ -138,9 +138,11 @@ PREDICTORS = (
     "noise_ceiling",
     "regional_truth",
     "physics",
+    "climatology",
 )
-#: the predictors a model is compared with by paired differences
-BASELINES = ("group_mean", "ridge", "ridge_parcel", "physics")
+#: the predictors a model is compared with by paired differences (``climatology``: the
+#: training windows as an ensemble, scored by CRPS against a generative model's samples)
+BASELINES = ("group_mean", "ridge", "ridge_parcel", "physics", "climatology")
 IDENTITY_FIELDS = ("experiment", "condition", "target", "method")
 SUMMARY_COLUMNS = (
     *(*IDENTITY_FIELDS, "model", "metric", "value"),

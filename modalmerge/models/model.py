@@ -12,6 +12,7 @@ from torch import nn
 
 from modalmerge.io import InputError, atomic_path, require_file
 from modalmerge.models.conditioning import Conditioning, needs_token_counts
+from modalmerge.models.diffusion import Samples, check_generative, is_generative
 from modalmerge.models.layers import TokenProvenance
 from modalmerge.models.registry import build, check_modality, get_decoder, get_encoder
 from modalmerge.models.text import Tokenizer
@@ -48,6 +49,12 @@ SHAPE_LAYOUTS = {
     "graph": "(N, F + N): N nodes, F node features, the N adjacency rows",
     "point_cloud": "(N, 3 + F)",
     "volume_series": "(T, D, H, W)",
+}
+#: the denoiser of each target modality that ``conditioning='diffusion'`` can generate
+DEFAULT_DENOISERS = {
+    "image": "diffusion_unet",
+    "time_series": "denoiser",
+    "volume_series": "diffusion_unet",  # a window (T, D, H, W): its T volumes are the channels
 }
 
 
@@ -183,7 +190,14 @@ class MultiModalModel(nn.Module):
             )
         self.condition_type, self.target_type = condition_type, target_type
         self.condition_encoder_name = condition_encoder or DEFAULT_ENCODERS[condition_type]
-        self.target_decoder_name = target_decoder or DEFAULT_DECODERS[target_type]
+        self.generative = is_generative(conditioning)
+        if self.generative and target_type not in DEFAULT_DENOISERS:
+            raise ValueError(
+                f"conditioning {conditioning!r} generates {sorted(DEFAULT_DENOISERS)} targets, "
+                f"not {target_type!r}"
+            )
+        defaults = DEFAULT_DENOISERS if self.generative else DEFAULT_DECODERS
+        self.target_decoder_name = target_decoder or defaults[target_type]
         self.conditioning_method = conditioning
         self.vocab_size, self.max_length = vocab_size, int(max_length)
         # (n_numeric, cardinalities) of each role's table; the target may have its own
@@ -241,6 +255,12 @@ class MultiModalModel(nn.Module):
                 decoder_options,
             )
 
+        if self.generative:
+            self.decoder = build_decoder()
+            self.conditioner = check_generative(
+                self.decoder, conditioning, conditioning_layers, embedding_dim, conditioning_options
+            )
+            return
         counts = {}
         decoder = None
         if needs_token_counts(conditioning):
@@ -262,6 +282,11 @@ class MultiModalModel(nn.Module):
             **counts,
         )
         self.decoder = build_decoder() if decoder is None else decoder
+        if getattr(self.decoder, "is_denoiser", False):
+            raise ValueError(
+                f"decoder {self.target_decoder_name!r} is a diffusion denoiser: it needs "
+                "conditioning='diffusion'"
+            )
 
     # ----------------------------------------------------------------- shapes
     def _shape(self, role: str, modality: str, shape) -> tuple[int, ...]:
@@ -371,6 +396,19 @@ class MultiModalModel(nn.Module):
         b = tokens.shape[0]
         if self.validate_inputs:
             check_time_offset(time_offset, b)
+        if self.generative:
+            if target is not None:  # the denoising loss path (training, validation)
+                if self.validate_inputs:
+                    self._check(target, self.target_type, self.target_shape, "target")
+                terms = self.conditioner.denoising_terms(
+                    self.decoder, target, tokens, mask, time_offset
+                )
+                return ModelOutput(terms, None)
+            drawn = self._sample(
+                tokens, mask, self.conditioner.n_ensemble, None, None, 0.0,
+                self.conditioner.sample_seed, time_offset, return_attention, False,
+            )  # fmt: skip
+            return ModelOutput(drawn.samples.mean(dim=1), drawn.attention)
         if self.target_type == "text":
             if target is None:
                 target = self.decoder.generate(tokens, self.conditioner, mask)
@@ -383,6 +421,71 @@ class MultiModalModel(nn.Module):
         if self.target_type == "point_cloud":  # a decoder of values at given points reads them
             return ModelOutput(self.decoder(conditioned, target=target), attention)
         return ModelOutput(self.decoder(conditioned), attention)
+
+    @torch.no_grad()
+    def sample(
+        self,
+        condition: torch.Tensor,
+        n_samples: int = 8,
+        steps: int | None = None,
+        guidance: float | None = None,
+        eta: float = 0.0,
+        seed: int | torch.Generator | None = 0,
+        time_offset: torch.Tensor | None = None,
+        return_attention: bool = False,
+        return_trajectory: bool = False,
+    ) -> Samples:
+        """Diffusion models: draw ``n_samples`` targets per condition (DDIM).
+
+        Parameters
+        ----------
+        condition : Tensor
+            A batch of the condition modality.
+        n_samples : int
+            Samples per condition.
+        steps : int, optional
+            DDIM steps (a divisor of the schedule's ``train_steps``); default the
+            model's ``sample_steps``.
+        guidance : float, optional
+            Classifier-free guidance scale (1: conditional, 0: unconditional); default
+            the model's.
+        eta : float
+            0: deterministic DDIM given the initial noise; 1: stochastic (DDPM-like).
+        seed : int or torch.Generator or None
+            Seed (or generator) of every random draw: equal seeds give equal samples.
+            None uses the global random stream.
+        time_offset : Tensor, optional
+            ``(B,)`` window starts, as in :meth:`forward`.
+        return_attention, return_trajectory : bool
+            Also return the last step's cross-attention, and the predicted clean target
+            after every step.
+
+        Returns
+        -------
+        Samples
+            ``samples`` ``(B, n_samples, *target_shape)``, ``attention``, ``trajectory``.
+        """
+        if not self.generative:
+            raise ValueError(
+                f"sample() needs a generative model (conditioning='diffusion'), this one "
+                f"uses {self.conditioning_method!r}"
+            )
+        tokens, mask = self.encode(condition)
+        if self.validate_inputs:
+            check_time_offset(time_offset, tokens.shape[0])
+        return self._sample(
+            tokens, mask, n_samples, steps, guidance, eta, seed, time_offset,
+            return_attention, return_trajectory,
+        )  # fmt: skip
+
+    def _sample(self, tokens, mask, n, steps, guidance, eta, seed, offset, attention, path):
+        generator = seed
+        if seed is not None and not isinstance(seed, torch.Generator):
+            generator = torch.Generator(device=tokens.device).manual_seed(int(seed))
+        return self.conditioner.sample(
+            self.decoder, tokens, mask, self.target_shape, n, steps, guidance, eta,
+            generator, offset, attention, path,
+        )  # fmt: skip
 
     @torch.no_grad()
     def generate(

@@ -249,4 +249,4 @@ def available() -> dict[str, dict[str, list[str]] | list[str]]:
 
 def _import_builtins() -> None:
     # the built-in blocks register themselves on import
-    from modalmerge.models import conditioning, decoders, encoders  # noqa: F401
+    from modalmerge.models import conditioning, decoders, diffusion, encoders  # noqa: F401

@@ -102,6 +102,7 @@ def build_model(
         dropout=experiment.dropout,
         encoder_options=dict(experiment.encoder_options),
         decoder_options=dict(experiment.decoder_options),
+        conditioning_options=dict(experiment.method_options),
         **kwargs,
     )
 

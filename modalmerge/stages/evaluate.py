@@ -88,6 +88,7 @@ from modalmerge.settings import (
     PreprocessSettings,
 )
 from modalmerge.stages.common import collect_split, load_experiment_model
+from modalmerge.stages.evaluate_samples import add_samples, held_out_split
 
 log = logging.getLogger(__name__)
 
@@ -159,17 +160,17 @@ def _evaluate(
     model_path, shard_dir, experiment, settings, out_metrics, out_predictions, truth, split
 ) -> dict:
     model, tokenizer = load_experiment_model(model_path, experiment.plugins)
-    condition, target = experiment.condition, experiment.target
+    condition, target, method = experiment.condition, experiment.target, experiment.method
     manifest = read_manifest(shard_dir)
-    method = experiment.method
     # left/right-style ROI views and region columns: the test pass also averages the attention
-    weighted = returns_attention(method)  # cross_attention, spatial_mix
+    weighted = returns_attention(method)  # cross_attention, spatial_mix, diffusion
     homologs = condition == target == "time_series" and weighted
     regions = manifest.get("sample_unit") == "region" and target == "tabular"
     links = _planted_links(model, truth[0]) if weighted else None
     attention = homologs or links is not None or (regions and weighted and condition == "tabular")
     train = collect_split(shard_dir, "train", experiment, tokenizer)
-    test = collect_split(shard_dir, split, experiment, tokenizer, model=model, attention=attention)
+    held_out = (shard_dir, split, experiment, tokenizer)
+    test, samples = held_out_split(*held_out, model, attention, settings)
     if not test.subjects:
         raise InputError(shard_dir, f"the {split} split has no samples")
     n_subjects = len(set(test.subjects))
@@ -191,6 +192,8 @@ def _evaluate(
         data.parcel_train = parcel_features(shard_dir, "train", train.subjects)
         data.parcel_test = parcel_features(shard_dir, split, test.subjects)
     scored = _score(data, experiment, manifest, model, shard_dir, truth, settings.time_units)
+    if samples is not None:  # a generative model: score its samples too
+        add_samples(scored, samples, target, test, train, float(manifest.get("tr") or 1.0))
     if links is not None:
         labels = roi_labels(manifest, roi_columns(manifest, experiment.target_rois))
         _add_planted(scored, planted_link_attention(test.attention, labels, links))

@@ -401,3 +401,19 @@ class PointCloudLoss(nn.Module):
             return F.mse_loss(prediction[..., 3:], target[..., 3:])
         coordinates, ahead, back = chamfer_distance(prediction, target, self.coordinate_scale)
         return coordinates + self.feature_weight * 0.5 * (ahead + back)
+
+
+@register_loss("diffusion")
+class DenoisingLoss(nn.Module):
+    """Generative models (``conditioning='diffusion'``): the mean squared error of the
+    denoiser's output to its training target (v or the noise).
+
+    ``prediction`` is the model's :class:`~modalmerge.models.diffusion.DenoisingTerms`
+    ``(predicted, wanted)``; ``target`` (the clean batch) is already inside ``wanted``.
+    """
+
+    def forward(self, prediction, target: Tensor) -> Tensor:
+        """Mean over every element of ``(predicted - wanted) ** 2`` in float32."""
+        predicted, wanted = prediction
+        _check_same_shape(predicted, wanted, "diffusion")
+        return F.mse_loss(predicted.float(), wanted.float())

@@ -166,7 +166,9 @@ class Trainer:
             target_type = getattr(model, "target_type", None)
             if target_type is None:
                 raise ValueError("model has no .target_type; pass loss= explicitly")
-            loss = make_loss(target_type, **(loss_options or {}))
+            # a generative model's forward returns its denoising terms, scored by their own loss
+            kind = "diffusion" if getattr(model, "generative", False) else target_type
+            loss = make_loss(kind, **(loss_options or {}))
         self.loss_fn = loss
         if self.ctx.enabled and self.device.type == "cuda":
             # BatchNorm (the resnet encoders) normalises over the global batch, not each

@@ -1,0 +1,297 @@
+"""``conditioning='diffusion'``: a conditional denoising diffusion model.
+
+The condition encoder's tokens reach a denoiser (a registered decoder with
+``is_denoiser``, :mod:`modalmerge.models.decoders.denoisers`) through
+cross-attention only. This module holds what is not network: the noise schedule
+and the training target (MONAI's ``DDPMScheduler``), the sampler (MONAI's
+``DDIMScheduler``), condition dropout and classifier-free guidance.
+
+- **Training** (DDPM, Ho et al. 2020): a step ``t`` uniform in ``[0, train_steps)``,
+  ``x_t = sqrt(abar_t) x_0 + sqrt(1 - abar_t) eps``; the denoiser predicts
+  ``v = sqrt(abar_t) eps - sqrt(1 - abar_t) x_0`` (v-prediction, Salimans & Ho 2022;
+  why: ``docs/architecture.md``) and the loss is the mean squared error to it. With
+  probability ``condition_dropout`` a training sample's condition tokens are all
+  replaced by a learned null token, which teaches the unconditional model too.
+- **Sampling** (DDIM, Song et al. 2021): ``steps`` steps at trailing spacing
+  (``t = train_steps - 1 - k * train_steps / steps``; ``steps`` must divide
+  ``train_steps``), ``eta`` 0 (deterministic given the initial noise) to 1 (with
+  ``steps == train_steps`` exactly DDPM's ancestral sampler). Classifier-free
+  guidance: ``out = out_null + guidance * (out_cond - out_null)``; ``guidance`` 1
+  is the conditional model alone, 0 the unconditional one.
+- Validation losses (eval mode) draw their steps and noise from a generator seeded
+  with ``validation_seed``: the same draws every epoch, so early stopping compares
+  like with like, and the global random streams are not touched.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import nn
+
+from modalmerge.models.registry import build, get_conditioning, register_conditioning
+
+PREDICTIONS = ("v_prediction", "epsilon")
+SCHEDULES = ("cosine", "linear_beta", "scaled_linear_beta", "sigmoid_beta")
+
+
+def is_generative(method: str) -> bool:
+    """Whether the registered conditioning ``method`` is a generative model (``diffusion``)."""
+    return bool(getattr(get_conditioning(method), "generative", False))
+
+
+def check_generative(denoiser, method: str, n_layers: int, dim: int, options: dict | None):
+    """Build the generative ``method``'s layer for ``denoiser``, checking that they fit.
+
+    The denoiser (a registered decoder with ``is_denoiser``) holds the network; its
+    depth is its own option (``decoder_options: {n_layers: ...}``), so
+    ``conditioning_layers`` must stay 1.
+    """
+    if not getattr(denoiser, "is_denoiser", False):
+        raise ValueError(
+            f"conditioning {method!r} needs a denoiser decoder (time_series: denoiser, "
+            f"image: diffusion_unet), got {type(denoiser).__name__}"
+        )
+    if n_layers != 1:
+        raise ValueError(
+            f"conditioning {method!r} takes conditioning_layers=1 (set the denoiser's depth "
+            f"with decoder_options n_layers), got {n_layers}"
+        )
+    return build(get_conditioning(method), f"{method} conditioning", (), {"dim": dim}, options)
+
+
+class DenoisingTerms(NamedTuple):
+    """What a generative model's forward returns as ``prediction`` given a target:
+    the denoiser's output and what it should have been (the loss compares them)."""
+
+    predicted: torch.Tensor
+    wanted: torch.Tensor
+
+
+class Samples(NamedTuple):
+    """:meth:`DiffusionConditioning.sample`'s result.
+
+    Attributes
+    ----------
+    samples : Tensor
+        ``(B, n_samples, *target_shape)``.
+    attention : Tensor or None
+        The denoiser's cross-attention at the last step (conditional branch),
+        averaged over samples: ``(B, heads, n_queries, n_condition)``.
+    trajectory : Tensor or None
+        ``(steps, B, n_samples, *target_shape)``: the predicted clean target
+        ``x_0`` after each step (the denoising trajectory), when asked.
+    """
+
+    samples: torch.Tensor
+    attention: torch.Tensor | None
+    trajectory: torch.Tensor | None
+
+
+@register_conditioning("diffusion")
+class DiffusionConditioning(nn.Module):
+    """Noise schedule, condition dropout, DDIM sampling and guidance of a diffusion model.
+
+    Parameters
+    ----------
+    dim : int
+        Condition token width (the null token's).
+    train_steps : int
+        Diffusion steps of the training chain.
+    schedule : {"cosine", "linear_beta", "scaled_linear_beta", "sigmoid_beta"}
+        MONAI noise schedule.
+    prediction : {"v_prediction", "epsilon"}
+        What the denoiser predicts.
+    condition_dropout : float
+        Probability that a training sample's condition is replaced by the null token.
+    sample_steps : int
+        DDIM steps used by ``model(condition)`` and by default in ``sample``.
+    guidance : float
+        Default guidance scale.
+    n_ensemble : int
+        Samples averaged by ``model(condition)``.
+    sample_seed : int
+        Seed of the initial noise of ``model(condition)`` (deterministic predictions).
+    validation_seed : int
+        Seed of the validation losses' steps and noise.
+    target_scale : float
+        Targets are multiplied by it before diffusion and samples divided by it after:
+        set it near 1 / (the targets' SD) so the data meet the unit-variance noise
+        the schedule assumes (standardized BOLD windows after filtering have SD ~0.4).
+    """
+
+    generative = True
+    returns_attention = True
+
+    def __init__(
+        self,
+        dim: int,
+        train_steps: int = 1000,
+        schedule: str = "cosine",
+        prediction: str = "v_prediction",
+        condition_dropout: float = 0.1,
+        sample_steps: int = 20,
+        guidance: float = 1.0,
+        n_ensemble: int = 8,
+        sample_seed: int = 0,
+        validation_seed: int = 0,
+        target_scale: float = 1.0,
+    ):
+        super().__init__()
+        from monai.networks.schedulers import DDPMScheduler
+
+        if prediction not in PREDICTIONS:
+            raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+        if not 0 <= condition_dropout < 1:
+            raise ValueError(f"condition_dropout must be in [0, 1), got {condition_dropout}")
+        if train_steps < 1 or n_ensemble < 1:
+            raise ValueError("train_steps and n_ensemble must be >= 1")
+        self.train_steps, self.schedule, self.prediction = int(train_steps), schedule, prediction
+        self.condition_dropout = float(condition_dropout)
+        self.sample_steps, self.guidance = self.check_steps(sample_steps), float(guidance)
+        self.n_ensemble, self.sample_seed = int(n_ensemble), int(sample_seed)
+        self.validation_seed = int(validation_seed)
+        if target_scale <= 0:
+            raise ValueError(f"target_scale must be > 0, got {target_scale}")
+        self.target_scale = float(target_scale)
+        self.null = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
+        self.ddpm = DDPMScheduler(
+            num_train_timesteps=self.train_steps,
+            schedule=schedule,
+            prediction_type=prediction,
+            clip_sample=False,
+        )
+
+    def check_steps(self, steps: int) -> int:
+        """``steps`` if it is a valid DDIM step count (divides ``train_steps``), else ValueError."""
+        steps = int(steps)
+        if steps < 1 or steps > self.train_steps or self.train_steps % steps:
+            raise ValueError(
+                f"DDIM steps must divide train_steps ({self.train_steps}); got {steps}"
+            )
+        return steps
+
+    def ddim(self, steps: int):
+        """A MONAI ``DDIMScheduler`` on this schedule, at ``steps`` trailing steps."""
+        from monai.networks.schedulers import DDIMScheduler
+
+        steps = self.check_steps(steps)
+        scheduler = DDIMScheduler(
+            num_train_timesteps=self.train_steps,
+            schedule=self.schedule,
+            prediction_type=self.prediction,
+            clip_sample=False,
+            set_alpha_to_one=True,
+        )
+        scheduler.set_timesteps(steps)
+        # trailing spacing, consistent with step()'s prev = t - train_steps // steps
+        scheduler.timesteps = (
+            self.train_steps - 1 - torch.arange(steps) * (self.train_steps // steps)
+        )
+        return scheduler
+
+    def null_context(self, context: torch.Tensor) -> torch.Tensor:
+        """The null condition: every token replaced by the learned null token."""
+        return self.null.to(context.dtype).expand_as(context)
+
+    # ---------------------------------------------------------------- training
+    def denoising_terms(self, denoiser, x0, context, mask=None, time_offset=None) -> DenoisingTerms:
+        """One DDPM training draw for the batch ``x0``: the denoiser's output and its target."""
+        b, device = x0.shape[0], x0.device
+        generator = None
+        if not self.training:
+            generator = torch.Generator(device=device).manual_seed(self.validation_seed)
+        x0 = x0.float() * self.target_scale
+        t = torch.randint(0, self.train_steps, (b,), device=device, generator=generator)
+        noise = torch.randn(x0.shape, device=device, generator=generator)
+        if self.training and self.condition_dropout > 0:
+            drop = torch.rand(b, device=device) < self.condition_dropout
+            context = torch.where(drop[:, None, None], self.null_context(context), context)
+        if self.prediction == "v_prediction":
+            wanted = self.ddpm.get_velocity(x0, noise, t)
+        else:
+            wanted = noise
+        if getattr(denoiser, "uses_monai_inferer", False):
+            from monai.inferers import DiffusionInferer
+
+            # training keyword: condition= (sampling's is conditioning=)
+            predicted = DiffusionInferer(self.ddpm)(
+                inputs=x0,
+                diffusion_model=denoiser.unet,
+                noise=noise,
+                timesteps=t,
+                condition=context,
+            )
+        else:
+            x_t = self.ddpm.add_noise(x0, noise, t)
+            predicted, _ = denoiser(x_t, t, context, mask, time_offset)
+        return DenoisingTerms(predicted, wanted)
+
+    # ---------------------------------------------------------------- sampling
+    def _guided(self, denoiser, x, t, context, mask, time_offset, guidance, attention):
+        """The guided model output at step ``t`` (and the conditional branch's attention)."""
+        steps = torch.full((x.shape[0],), int(t), device=x.device, dtype=torch.long)
+        if guidance == 1.0:
+            return denoiser(x, steps, context, mask, time_offset, attention)
+        if guidance == 0.0:
+            return denoiser(x, steps, self.null_context(context), mask, time_offset, False)[0], None
+        both = torch.cat([context, self.null_context(context)])
+        out, weights = denoiser(
+            torch.cat([x, x]),
+            torch.cat([steps, steps]),
+            both,
+            None if mask is None else torch.cat([mask, mask]),
+            None if time_offset is None else torch.cat([time_offset, time_offset]),
+            attention,
+        )
+        cond, uncond = out.chunk(2)
+        return uncond + guidance * (cond - uncond), None if weights is None else weights.chunk(2)[0]
+
+    @torch.no_grad()
+    def sample(
+        self,
+        denoiser,
+        context: torch.Tensor,
+        mask: torch.Tensor | None,
+        target_shape: tuple[int, ...],
+        n_samples: int = 1,
+        steps: int | None = None,
+        guidance: float | None = None,
+        eta: float = 0.0,
+        generator: torch.Generator | None = None,
+        time_offset: torch.Tensor | None = None,
+        return_attention: bool = False,
+        return_trajectory: bool = False,
+    ) -> Samples:
+        """Draw ``n_samples`` targets per condition with DDIM; see :class:`Samples`."""
+        # Over 60 lines: the sampling loop with guidance, attention and trajectory kept together.
+        if n_samples < 1:
+            raise ValueError(f"n_samples must be >= 1, got {n_samples}")
+        if not 0.0 <= eta <= 1.0:
+            raise ValueError(f"eta must be in [0, 1], got {eta}")
+        guidance = self.guidance if guidance is None else float(guidance)
+        scheduler = self.ddim(self.sample_steps if steps is None else steps)
+        b = context.shape[0]
+
+        def repeat(x):
+            return None if x is None else x.repeat_interleave(n_samples, dim=0)
+
+        context, mask, offset = repeat(context), repeat(mask), repeat(time_offset)
+        x = torch.randn((b * n_samples, *target_shape), generator=generator, device=context.device)
+        path, attention = [], None
+        for i, t in enumerate(scheduler.timesteps.tolist()):
+            last = i == len(scheduler.timesteps) - 1
+            out, weights = self._guided(
+                denoiser, x, t, context, mask, offset, guidance, return_attention and last
+            )
+            x, x0 = scheduler.step(out.float(), t, x, eta=eta, generator=generator)
+            if return_trajectory:
+                path.append(x0.view(b, n_samples, *target_shape) / self.target_scale)
+            if weights is not None:
+                attention = weights.float().view(b, n_samples, *weights.shape[1:]).mean(dim=1)
+        trajectory = torch.stack(path) if return_trajectory else None
+        samples = x.view(b, n_samples, *target_shape) / self.target_scale
+        return Samples(samples, attention, trajectory)

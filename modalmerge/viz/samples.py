@@ -1,0 +1,93 @@
+"""Figures of a generative model's samples: samples beside the truth, the denoising
+trajectory of one window, and the FC of samples against the true and group FC."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from modalmerge.data.parcellation.connectivity import connectivity
+from modalmerge.viz._common import new_figure
+
+
+def samples_beside_truth(
+    samples: np.ndarray,
+    truth: np.ndarray,
+    rois: Sequence[int] = (0, 1, 2, 3),
+    roi_labels: Sequence[str] | None = None,
+    tr: float = 1.0,
+    title: str = "",
+) -> Figure:
+    """One held-out window: each sample ``(S, T, R)`` thin, their mean dashed, the truth bold.
+
+    One row per ROI in ``rois``; time in seconds (``tr`` per volume).
+    """
+    samples, truth = np.asarray(samples), np.asarray(truth)
+    rois = [r for r in rois if r < truth.shape[-1]]
+    time = np.arange(truth.shape[0]) * tr
+    fig = new_figure(9.0, 1.9 * len(rois) + 0.6, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(len(rois), 1, sharex=True))
+    for ax, r in zip(axes, rois, strict=True):
+        for s in samples[:, :, r]:
+            ax.plot(time, s, color="tab:blue", alpha=0.35, lw=0.8)
+        ax.plot(time, samples[:, :, r].mean(axis=0), "--", color="tab:blue", lw=1.4)
+        ax.plot(time, truth[:, r], color="black", lw=1.8)
+        ax.set_ylabel(roi_labels[r] if roi_labels is not None else f"ROI {r}", fontsize=8)
+    axes[-1].set_xlabel("time in the window (s)")
+    axes[0].set_title(
+        title or f"{len(samples)} samples (blue; dashed: their mean) and the truth (black)"
+    )
+    return fig
+
+
+def denoising_trajectory(
+    trajectory: np.ndarray, truth: np.ndarray, roi: int = 0, tr: float = 1.0, title: str = ""
+) -> Figure:
+    """The predicted clean window of one ROI after each DDIM step ``(steps, T, R)``:
+    early steps pale, the last dark, the truth in black."""
+    trajectory, truth = np.asarray(trajectory), np.asarray(truth)
+    time = np.arange(truth.shape[0]) * tr
+    fig = new_figure(9.0, 3.6, layout="constrained")
+    ax = fig.subplots()
+    n = len(trajectory)
+    colors = [(0.1, 0.3, 0.8, 0.15 + 0.85 * (i + 1) / n) for i in range(n)]
+    for i, (step, color) in enumerate(zip(trajectory, colors, strict=True)):
+        ax.plot(time, step[:, roi], color=color, lw=1.0, label="last step" if i == n - 1 else None)
+    ax.plot(time, truth[:, roi], color="black", lw=1.8, label="truth")
+    ax.set_xlabel("time in the window (s)")
+    ax.set_ylabel(f"ROI {roi}")
+    ax.legend(fontsize=8)
+    ax.set_title(title or f"denoising trajectory: predicted window after each of {n} DDIM steps")
+    return fig
+
+
+def sample_fc(
+    samples: np.ndarray, truth: np.ndarray, group_fc: np.ndarray | None = None, title: str = ""
+) -> Figure:
+    """FC of one sample run, of the true run, and the group FC, on one colour scale.
+
+    ``samples`` ``(S, T, R)`` (the first is drawn), ``truth`` ``(T, R)``; the titles give
+    the correlation of each matrix's upper triangle with the true FC's.
+    """
+    true_fc = connectivity(np.asarray(truth))
+    mats = [("true FC", true_fc), ("one sample's FC", connectivity(np.asarray(samples)[0]))]
+    if group_fc is not None:
+        mats.append(("group FC (training)", np.asarray(group_fc)))
+    iu = np.triu_indices(true_fc.shape[0], k=1)
+    fig = new_figure(4.2 * len(mats), 4.2, layout="constrained")
+    axes = np.atleast_1d(fig.subplots(1, len(mats)))
+    image = None
+    for ax, (name, m) in zip(axes, mats, strict=True):
+        m = np.array(m, dtype=float)
+        np.fill_diagonal(m, 0.0)
+        r = np.corrcoef(m[iu], true_fc[iu])[0, 1]
+        image = ax.imshow(m, vmin=-1, vmax=1, cmap="RdBu_r")
+        ax.set_title(f"{name}\nr with true FC = {r:.2f}", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.colorbar(image, ax=list(axes), shrink=0.8)
+    if title:
+        fig.suptitle(title)
+    return fig
