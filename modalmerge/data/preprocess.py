@@ -322,12 +322,10 @@ def bias_field(t1: np.ndarray) -> np.ndarray:
         raise ValueError("too few positive voxels to fit a bias field")
     axes = [np.linspace(-1.0, 1.0, n) for n in data.shape]
     grid = np.meshgrid(*axes, indexing="ij")
-    powers = [
-        e
-        for e in np.ndindex(*(BIAS_DEGREE + 1,) * data.ndim)
-        if 0 < sum(e) <= BIAS_DEGREE
-    ]
-    basis = np.stack([np.prod([g**k for g, k in zip(grid, e, strict=True)], axis=0) for e in powers])
+    powers = [e for e in np.ndindex(*(BIAS_DEGREE + 1,) * data.ndim) if 0 < sum(e) <= BIAS_DEGREE]
+    basis = np.stack(
+        [np.prod([g**k for g, k in zip(grid, e, strict=True)], axis=0) for e in powers]
+    )
     log_image = np.log(np.where(positive, data, 1.0))
     wm = positive & (data >= np.quantile(data[positive], BIAS_WM_QUANTILE))
     field = np.zeros(data.shape)
