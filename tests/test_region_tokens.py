@@ -148,3 +148,23 @@ def test_region_statistics_and_cross_attention_find_a_planted_source():
     links = _links([(q + 1, s + 1) for q, s in enumerate(sources)])
     scores, _ = planted_link_attention(attention.numpy(), np.arange(1, len(sources) + 1), links)
     assert scores["planted_link_top1"] == 1.0, attention.argmax(1)
+
+
+def test_standardize_puts_a_few_per_cent_between_subjects_at_unit_scale():
+    """Region 2's intensity differs between subjects by 5 % around a level of 1 (the other
+    regions by nothing but voxel noise): standardised, its mean feature is that latent at
+    unit SD across subjects, not a 0.05 ripple."""
+    encoder = RegionCNNEncoder(
+        (2, 6, 6, 6), 8, n_regions=R, channels=0, statistics=True, standardize=True
+    )
+    g = torch.Generator().manual_seed(1)
+    z = torch.randn(64, generator=g)
+    x = _image_with_atlas(batch=64)
+    x[:, 0] = 1.0 + 0.01 * x[:, 0]
+    x[:, 0] += 0.05 * z[:, None, None, None] * (x[:, 1] == 2)
+    pooled = encoder.pooled(x)
+    standardized = encoder.standardize(pooled.flatten(1)).view(pooled.shape)
+    mean_feature = standardized[:, 1, 0]
+    assert pooled[:, 1, 0].std() < 0.06  # raw: a ripple of about 0.05
+    assert abs(float(mean_feature.std()) - 1.0) < 0.05
+    assert float(torch.corrcoef(torch.stack([mean_feature, z]))[0, 1]) > 0.99
