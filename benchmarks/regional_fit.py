@@ -64,10 +64,21 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--truth-image", action="store_true", help="see truth_images")
+    parser.add_argument(
+        "--residual",
+        action="store_true",
+        help="targets minus the training subjects' mean window (per window start): the "
+        "model learns only the subject-specific part",
+    )
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)
     (xt, yt, ot), (xv, yv, ov) = (split(args.root, s, args.truth_image) for s in ("train", "val"))
+    if args.residual:
+        for start in ot.unique():
+            mean = yt[ot == start].mean(0)
+            yt[ot == start] -= mean
+            yv[ov == start] -= mean
     links = pd.read_csv(args.root / "raw" / "planted_links.tsv", sep="\t")
     model = MultiModalModel(
         condition_type="image",
