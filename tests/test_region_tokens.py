@@ -9,6 +9,7 @@ from modalmerge.evaluation.planted import planted_link_attention
 from modalmerge.models import MultiModalModel
 from modalmerge.models.encoders.regions import RegionCNNEncoder
 
+torch.set_num_threads(1)  # tiny models: threads only add overhead (as tests/test_models.py)
 R = 5
 
 
