@@ -8,7 +8,11 @@ For ``results/<name>`` built with ``--until shard`` (configs/regional_tune.yaml)
    every region's) to the latent; the true generating grey-matter intensity for reference;
 2. function: validation MSE of each planted target ROI under the training group mean
    (per window start) and under an oracle that knows the latent (quadratic fit on the
-   training subjects), and the same over all ROIs.
+   training subjects), and the same over all ROIs;
+3. read-out: validation MSE over all ROIs of a ridge (alpha by RidgeCV on the training
+   subjects, per window start) from every region's true grey-matter intensity, and from
+   every region's preprocessed T1 statistics (raw and centred) — what a linear model of
+   the same region features reaches.
 
 Every subject's anatomy (part 1) and the train and validation splits (part 2); never
 the test split::
@@ -97,10 +101,53 @@ def function(root: Path, targets: np.ndarray) -> None:
           f"oracle-latent on the planted targets {np.mean(all_oracle):.4f}")  # fmt: skip
 
 
+def region_statistics(root: Path, subject: str) -> np.ndarray:
+    """Every region's preprocessed T1 mean and quantiles, raw and minus the region average."""
+    anat = root / "preproc" / subject / "anat" / f"{subject}_space-synthetic_desc-preproc_"
+    t1 = nib.load(f"{anat}T1w.nii.gz").get_fdata()
+    labels = nib.load(f"{anat}dseg.nii.gz").get_fdata().round().astype(int)
+    f = np.array(
+        [[t1[labels == r].mean(), *np.quantile(t1[labels == r], QUANTILES)]
+         for r in range(1, labels.max() + 1)]
+    )  # fmt: skip
+    return np.concatenate([f.ravel(), (f - f.mean(0)).ravel()])
+
+
+def readout(root: Path) -> None:
+    def split(name):
+        ts = load_split_arrays(root / "shards", name, "time_series")
+        cache = {
+            s: (
+                np.load(root / "truth" / f"{s}.npz")["structural"][:, 1],
+                region_statistics(root, s),
+            )
+            for s in sorted(set(ts["subject"]))
+        }
+        truth = np.array([cache[s][0] for s in ts["subject"]])
+        stats = np.array([cache[s][1] for s in ts["subject"]])
+        return ts["data"], ts["window_start"], truth, stats
+
+    (yt, ot, gt, ft), (yv, ov, gv, fv) = split("train"), split("val")
+    for name, xt, xv in (("true gm intensity", gt, gv), ("preprocessed T1 stats", ft, fv)):
+        mse, mse0 = [], []
+        for o in np.unique(ot):
+            a, b = (
+                yt[ot == o].reshape((ot == o).sum(), -1),
+                yv[ov == o].reshape((ov == o).sum(), -1),
+            )
+            mean, mu, sd = a.mean(0), xt[ot == o].mean(0), xt[ot == o].std(0) + 1e-9
+            ridge = RidgeCV(alphas=np.logspace(-1, 5, 13)).fit((xt[ot == o] - mu) / sd, a - mean)
+            mse.append(((b - mean - ridge.predict((xv[ov == o] - mu) / sd)) ** 2).mean())
+            mse0.append(((b - mean) ** 2).mean())
+        print(f"val MSE all ROIs, ridge from every region's {name}: {np.mean(mse):.4f} "
+              f"(group mean {np.mean(mse0):.4f})")  # fmt: skip
+
+
 def main(root: Path) -> None:
     links = pd.read_csv(root / "raw" / "planted_links.tsv", sep="\t")
     anatomy(root, links["source_label"].to_numpy() - 1)
     function(root, links["target_label"].to_numpy() - 1)
+    readout(root)
 
 
 if __name__ == "__main__":
