@@ -101,8 +101,9 @@ class PreprocessSettings(_Section):
     standardize: bool = F(True, doc="z-score each voxel's time series")
     normalize_anatomy: str = F(
         "robust_zscore",
-        doc="T1 intensity normalisation inside the brain mask",
-        choices=("robust_zscore", "median", "none"),
+        doc="T1 intensity normalisation inside the brain mask (bias_wm: divided by a smooth "
+        "bias field fitted to the white matter and by the white-matter median)",
+        choices=("robust_zscore", "median", "bias_wm", "none"),
     )
     min_overlap: float = F(
         0.8,

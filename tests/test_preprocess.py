@@ -381,3 +381,26 @@ def test_time_split_block_too_short_for_the_filter_is_an_error_naming_the_run(su
         run(subject, time_split={**TIME_SPLIT, "gap": 0})
     assert_one_line_naming(exc, subject["bold"])
     assert "train block has 24 volumes" in str(exc.value) and "at least 34" in str(exc.value)
+
+
+def test_bias_wm_removes_a_smooth_field_and_puts_white_matter_at_one():
+    """A two-tissue image (white matter 1000, a grey slab 620, noise) under a smooth
+    multiplicative field: ``bias_wm`` must bring white matter back to 1 everywhere and the
+    grey slab to its true ratio 0.62, where plain median scaling leaves the field in."""
+    rng = np.random.default_rng(0)
+    shape = (16, 18, 14)
+    x, y, z = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+    field = np.exp(0.15 * x - 0.1 * y * z + 0.12 * (z**2 - 0.3))
+    tissue = np.full(shape, 1000.0)
+    grey = np.zeros(shape, bool)
+    grey[2:5] = grey[11:14] = True
+    tissue[grey] = 620.0
+    t1 = tissue * field + 10.0 * rng.standard_normal(shape)
+    mask = np.ones(shape, bool)
+    out = pp.normalize_anatomy(t1, mask, "bias_wm")
+    assert np.abs(np.median(out[~grey]) - 1.0) < 0.01
+    assert np.abs(np.median(out[grey]) - 0.62) < 0.01
+    # the field is gone: white matter no longer varies along x (it did by about 35 %)
+    assert np.ptp([np.median(out[i][~grey[i]]) for i in range(5, 11)]) < 0.02
+    plain = pp.normalize_anatomy(t1, mask, "median")
+    assert np.ptp([np.median(plain[i][~grey[i]]) for i in range(5, 11)]) > 0.05

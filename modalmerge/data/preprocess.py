@@ -22,8 +22,9 @@ Steps (nilearn does the signal processing):
    only the kept volumes; its sidecar lists the dropped ones by their original
    index (``CensoredVolumes``), which parcellate and shard keep (docs/architecture.md).
 5. Normalise the T1 intensities inside the mask: ``"robust_zscore"``
-   ((x - median) / (1.4826 * MAD)), ``"median"`` (x / median) or ``"none"``;
-   outside the mask 0.
+   ((x - median) / (1.4826 * MAD)), ``"median"`` (x / median), ``"bias_wm"`` (divided
+   by a smooth bias field fitted to the white matter of the whole image and by the
+   white-matter median: :func:`bias_field`) or ``"none"``; outside the mask 0.
 
 The TR comes from the ``tr`` argument, else the BIDS sidecar
 ``*_bold.json`` (``RepetitionTime``, seconds), else the NIfTI header (when its
@@ -294,6 +295,50 @@ def _to_grid(
     )
 
 
+BIAS_DEGREE = 2  # degree of the log-polynomial bias field
+BIAS_ITERATIONS = 4  # white-matter reselections of the bias fit
+BIAS_WM_QUANTILE = 0.85  # first white-matter guess: voxels above this quantile of the head
+
+
+def bias_field(t1: np.ndarray) -> np.ndarray:
+    """A smooth multiplicative bias field of ``t1`` (X, Y, Z), mean log 0 over white matter.
+
+    A parametric bias model (a polynomial of degree ``BIAS_DEGREE`` in the voxel
+    coordinates, fitted by least squares to log intensities of the white matter, the
+    brightest and most uniform tissue of a T1; Styner et al. 2000, IEEE TMI 19(3):153):
+    white matter is first guessed as the voxels above the ``BIAS_WM_QUANTILE`` quantile
+    of the non-zero image, then reselected ``BIAS_ITERATIONS`` times as the corrected
+    voxels within 10 % of the corrected white-matter median. Written by hand (about 20
+    lines of numpy) rather than N4 from SimpleITK, a 50 MB dependency for one fit.
+
+    Raises
+    ------
+    ValueError
+        When the image has too few positive voxels to fit the field.
+    """
+    data = np.asarray(t1, dtype=np.float64)
+    positive = data > 0
+    if positive.sum() < 50:
+        raise ValueError("too few positive voxels to fit a bias field")
+    axes = [np.linspace(-1.0, 1.0, n) for n in data.shape]
+    grid = np.meshgrid(*axes, indexing="ij")
+    powers = [e for e in np.ndindex(*(BIAS_DEGREE + 1,) * data.ndim) if 0 < sum(e) <= BIAS_DEGREE]
+    basis = np.stack(
+        [np.prod([g**k for g, k in zip(grid, e, strict=True)], axis=0) for e in powers]
+    )
+    log_image = np.log(np.where(positive, data, 1.0))
+    wm = positive & (data >= np.quantile(data[positive], BIAS_WM_QUANTILE))
+    field = np.zeros(data.shape)
+    for _ in range(BIAS_ITERATIONS):
+        design = np.column_stack([np.ones(wm.sum()), basis[:, wm].T])
+        coef, *_ = np.linalg.lstsq(design, log_image[wm], rcond=None)
+        field = np.tensordot(coef[1:], basis, axes=(0, 0))
+        corrected = np.where(positive, data / np.exp(field), 0.0)
+        centre = np.median(corrected[wm])
+        wm = positive & (np.abs(corrected - centre) <= 0.1 * centre)
+    return np.exp(field - field[wm].mean())
+
+
 def normalize_anatomy(t1: np.ndarray, mask: np.ndarray, method: str) -> np.ndarray:
     """Normalise T1 intensities using statistics inside ``mask``.
 
@@ -301,7 +346,10 @@ def normalize_anatomy(t1: np.ndarray, mask: np.ndarray, method: str) -> np.ndarr
     ----------
     t1 : ndarray, shape (X, Y, Z)
     mask : ndarray of bool, shape (X, Y, Z)
-    method : {"robust_zscore", "median", "none"}
+    method : {"robust_zscore", "median", "bias_wm", "none"}
+        ``bias_wm``: divided by :func:`bias_field` (fitted on the whole image, not only
+        the mask) and by the corrected white-matter median, so white matter reads 1 and
+        a region's grey matter its T1 intensity relative to white matter.
 
     Returns
     -------
@@ -318,6 +366,13 @@ def normalize_anatomy(t1: np.ndarray, mask: np.ndarray, method: str) -> np.ndarr
         if scale <= 0:
             scale = inside.std() or 1.0
         inside = (inside - median) / scale
+    elif method == "bias_wm":
+        corrected = np.asarray(t1, dtype=np.float64) / bias_field(t1)
+        positive = corrected > 0
+        bright = corrected >= np.quantile(corrected[positive], BIAS_WM_QUANTILE)
+        centre = np.median(corrected[bright])
+        wm = positive & (np.abs(corrected - centre) <= 0.1 * centre)
+        inside = corrected[mask] / np.median(corrected[wm])
     elif method == "median":
         median = np.median(inside)
         if median == 0:
