@@ -49,7 +49,8 @@ from modalmerge.evaluation.metrics import connectivity
 from modalmerge.io import InputError, require_file
 from modalmerge.models.conditioning import returns_attention
 from modalmerge.settings import ExperimentSettings, FiguresSettings
-from modalmerge.stages.common import collect_split, experiment_dataset, load_experiment_model
+from modalmerge.stages.common import experiment_dataset, load_experiment_model
+from modalmerge.stages.figures_modalities import point_cloud_attention, sample_figures
 from modalmerge.viz import figures as fig_lib
 from modalmerge.viz.attention import project_to_image, select_heads
 from modalmerge.viz.predictions import (
@@ -202,38 +203,11 @@ def draw_experiment_figures(
                 "tabular_prediction",
             )
     if model.generative and target == "time_series" and "samples" in arrays:
-        _sample_figures(model, arrays, shard_dir, experiment, save)
+        sample_figures(model, arrays, shard_dir, experiment, save)
     if returns_attention(experiment.method):  # cross_attention, spatial_mix, diffusion
         _attention_figures(model, tokenizer, shard_dir, atlas_path, experiment, save)
     log.info("wrote %d figures to %s", len(written), out_dir)
     return written
-
-
-@torch.no_grad()
-def _sample_figures(model, arrays, shard_dir, experiment, save) -> None:
-    """A generative model's samples beside the truth, one window's denoising trajectory,
-    and sample FC against the true and the group FC (the first kept test window)."""
-    from modalmerge.viz import samples as sample_figs
-
-    tr = float(read_manifest(shard_dir).get("tr") or 1.0)
-    samples, truth = arrays["samples"][0], arrays["sample_target"][0]
-    who = f"{experiment.name}: {arrays['sample_subjects'][0]}"
-    save(sample_figs.samples_beside_truth(samples, truth, tr=tr), "samples")
-    train = collect_split(shard_dir, "train", experiment)
-    group_fc = np.mean([connectivity(t) for t in train.target], axis=0)
-    save(sample_figs.sample_fc(samples, truth, group_fc, title=who), "sample_fc")
-    test = experiment_dataset(shard_dir, "test", experiment)
-    first = test[0]
-    test.close()
-    drawn = model.sample(
-        first["condition"][None], n_samples=1, seed=0, return_trajectory=True,
-        time_offset=torch.as_tensor([int(first["window_start"])]),
-    )  # fmt: skip
-    path = drawn.trajectory[:, 0, 0].numpy()  # (steps, T, R)
-    save(
-        sample_figs.denoising_trajectory(path, first["target"].numpy(), tr=tr, title=""),
-        "denoising_trajectory",
-    )
 
 
 @torch.no_grad()
@@ -251,7 +225,7 @@ def _attention_figures(model, tokenizer, shard_dir, atlas_path, experiment, save
         "attention",
     )
     if experiment.condition == "point_cloud":
-        _point_cloud_attention(model, sample, offset, experiment, save)
+        point_cloud_attention(model, sample, offset, experiment, save)
         return
     if experiment.condition != "image" or sample["condition"].ndim != 4:
         return
@@ -308,25 +282,6 @@ def _graph_figures(arrays, manifest, experiment, save) -> None:
                               title=f"{experiment.name}: {name}, held-out {subject}"),
             f"graph_{name}",
         )  # fmt: skip
-
-
-def _point_cloud_attention(model, sample, offset, experiment, save) -> None:
-    """The mean attention of every target query drawn on the subject's surface cloud."""
-    from modalmerge.viz.point_cloud import attention_on_points
-
-    x = sample["condition"][None]
-    output = model(x, time_offset=torch.as_tensor([offset]), return_attention=True)
-    weights = select_heads(output.attention[0].numpy()).mean(axis=0)  # all target queries
-    centroids = model.encoder.token_coordinates(x)[0].numpy()
-    save(
-        attention_on_points(
-            sample["condition"].numpy(),
-            centroids,
-            weights,
-            title=f"{experiment.name}: mean attention, subject {sample['subject']}",
-        ),
-        "attention_on_surface",
-    )
 
 
 def _surface_atlas(atlas_path) -> tuple[np.ndarray, str] | None:
