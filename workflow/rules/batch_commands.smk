@@ -3,10 +3,11 @@
 import inspect as _inspect
 import json as _json
 import os as _os
-import shlex as _shlex
 
 from snakemake.io import Namedlist as _Namedlist
 from snakemake.utils import format as _format
+
+from modalmerge import shellwords as _shellwords
 
 
 def subject_files(outputs, subject):
@@ -23,7 +24,8 @@ def rule_command(rule, subject, inputs, outputs):
     what a batch job runs for that subject. It is the rule's own shell text, formatted as
     Snakemake formats it, with the rule's own params (functions called with the subject's
     wildcards, ``inputs`` and ``outputs``) and resources: one argv builder for both forms,
-    so a batch cannot drift from the rule (it once did)."""
+    so a batch cannot drift from the rule (it once did). The words are read back with
+    modalmerge.shellwords (shlex.split's words, ~9x faster on the quoted settings JSON)."""
     wildcards = _Namedlist(fromdict={"subject": subject, "rep": ""})
     named = {"wildcards": wildcards, "input": _Namedlist(fromdict=inputs)}
     named["output"] = _Namedlist(fromdict=outputs)
@@ -35,7 +37,7 @@ def rule_command(rule, subject, inputs, outputs):
         params[name] = value
     named["params"] = _Namedlist(fromdict=params)
     named["resources"] = _Namedlist(fromdict=dict(rule.rule.resources))
-    argv = _shlex.split(_format(rule.rule.shellcmd, log="LOG", **named))
+    argv = _shellwords.split(_format(rule.rule.shellcmd, log="LOG", **named))
     if argv[0] != "modalmerge" or ">" not in argv:  # the form every data-stage rule has
         raise ValueError(f"rule {rule.rule.name}: not 'modalmerge ... > {{log}} 2>&1'")
     return argv[1 : argv.index(">")]
