@@ -18,8 +18,8 @@ def subject_files(outputs, subject):
     }
 
 
-def rule_command(rule, subject, inputs, outputs):
-    """The command line of the per-subject ``rule`` (acquire_subject, preprocess, parcellate)
+def rule_command(single, subject, inputs, outputs):
+    """The command line of the per-subject rule ``single`` (acquire_subject, preprocess, parcellate)
     for ``subject`` of repeat 0, as a list without ``modalmerge`` and the log redirection:
     what a batch job runs for that subject. It is the rule's own shell text, formatted as
     Snakemake formats it, with the rule's own params (functions called with the subject's
@@ -30,16 +30,16 @@ def rule_command(rule, subject, inputs, outputs):
     named = {"wildcards": wildcards, "input": _Namedlist(fromdict=inputs)}
     named["output"] = _Namedlist(fromdict=outputs)
     params = {}
-    for name, value in rule.params.items():
+    for name, value in single.params.items():
         if callable(value):
             wanted = _inspect.signature(value).parameters
             value = value(**{k: named[k] for k in wanted if k in named})
         params[name] = value
     named["params"] = _Namedlist(fromdict=params)
-    named["resources"] = _Namedlist(fromdict=dict(rule.rule.resources))
-    argv = _shellwords.split(_format(rule.rule.shellcmd, log="LOG", **named))
+    named["resources"] = _Namedlist(fromdict=dict(single.rule.resources))
+    argv = _shellwords.split(_format(single.rule.shellcmd, log="LOG", **named))
     if argv[0] != "modalmerge" or ">" not in argv:  # the form every data-stage rule has
-        raise ValueError(f"rule {rule.rule.name}: not 'modalmerge ... > {{log}} 2>&1'")
+        raise ValueError(f"{single.rule.name} runs no 'modalmerge ... > {{log}} 2>&1'")
     return argv[1 : argv.index(">")]
 
 
