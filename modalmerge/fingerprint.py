@@ -48,8 +48,8 @@ PACKAGE = PACKAGE_ROOT.name
 ENTRY_POINT = f"{PACKAGE}.cli"
 #: environment variable naming the cache file ("" turns the cache off)
 CACHE_ENV = "MODALMERGE_FINGERPRINT_CACHE"
-#: package digests a cache file keeps (the newest): a few checkouts or edits of the code
-CACHE_ENTRIES = 8
+#: package digests a cache file keeps (the newest): several checkouts (worktrees) share a home
+CACHE_ENTRIES = 32
 _CACHE_FORMAT = 1  # bumped whenever what is cached, or how fingerprints are made, changes
 
 
