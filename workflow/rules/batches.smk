@@ -8,13 +8,15 @@
 # Two rules per batch and stage. A local rule writes the batch's commands file (the
 # per-subject rule's command line for each subject, rule_command in batch_commands.smk); its
 # inputs are every file the batch reads, its params the command lines. The batch job's only
-# input is that file (and, at parcellate, the cleaned BOLD when it is temp(): Snakemake
-# deletes a temp file once the jobs listing it are done). Snakemake stores a job's inputs
-# and their checksums in the metadata record of each output file: listing the batch's reads
-# on the batch job cost (outputs x inputs) per batch, 24 MB of .snakemake/metadata at 100
-# subjects in batches of 50, read by every no-op rerun; the commands file stores them once.
-# An updated input, or a changed setting, reruns the commands rule, whose new file reruns
-# the batch.
+# input is that file. Snakemake stores a job's inputs and their checksums in the metadata
+# record of each output file: listing the batch's reads on the batch job cost (outputs x
+# inputs) per batch, 24 MB of .snakemake/metadata at 100 subjects in batches of 50, read by
+# every no-op rerun; the commands file stores them once. An updated input, or a changed
+# setting, reruns the commands rule, whose new file reruns the batch. When the cleaned BOLD
+# is temporary (preprocess.keep_intermediate: false), preprocess and parcellate are one job
+# per batch (preprocess_parcellate_batch_NNNN) that deletes each subject's cleaned BOLD once
+# its parcellate has read it: as a temp() file it would have to be an input of the job that
+# reads it, in every output's record again; and a parcellate rerun needs preprocess anyway.
 
 
 include: "batch_commands.smk"
@@ -43,7 +45,6 @@ for _i, _batch in enumerate(BATCHES if SUBJECTS_PER_JOB > 1 else []):
         ]
         + [ATLAS, LABELS],
     }
-    _bold = [_pre[s]["bold"] for s in _batch] if TEMP_BOLD else []
 
     rule:
         name:
@@ -79,79 +80,135 @@ for _i, _batch in enumerate(BATCHES if SUBJECTS_PER_JOB > 1 else []):
         shell:
             "modalmerge batch --commands-file {input.commands:q} > {log:q} 2>&1"
 
-    rule:
-        name:
-            f"preprocess_commands_{_i:04d}"
-        input:
-            _reads["preprocess"],
-        output:
-            f"{ROOT0}/plan/preprocess-{_tag}.json",
-        localrule: True
-        params:
-            commands=batch_commands(
-                [
-                    rule_command(rules.preprocess, s, _raw[s] | {"atlas": ATLAS}, _pre[s])
-                    for s in _batch
-                ]
-            ),
-        run:
-            write_text_atomic(output[0], params.commands)
+    if TEMP_BOLD:
 
-    rule:
-        name:
-            f"preprocess_batch_{_i:04d}"
-        input:
-            commands=f"{ROOT0}/plan/preprocess-{_tag}.json",
-        output:
-            flagged_outputs([(k, f) for s in _batch for k, f in _pre[s].items()]),
-        log:
-            f"{LOGS0}/preprocess/{_tag}.log",
-        benchmark:
-            f"{BENCH0}/preprocess/{_tag}.tsv"
-        threads: 1
-        resources:
-            **batch_resources("preprocess", len(_batch), _reads["preprocess"]),
-        params:
-            code=fingerprint("modalmerge.data.preprocess"),
-        shell:
-            "modalmerge batch --commands-file {input.commands:q} > {log:q} 2>&1"
+        rule:
+            name:
+                f"preprocess_parcellate_commands_{_i:04d}"
+            input:
+                _reads["preprocess"] + [LABELS],
+            output:
+                f"{ROOT0}/plan/preprocess_parcellate-{_tag}.json",
+            localrule: True
+            params:
+                commands=batch_commands(
+                    [
+                        step
+                        for s in _batch
+                        for step in (
+                            rule_command(rules.preprocess, s, _raw[s] | {"atlas": ATLAS}, _pre[s]),
+                            rule_command(
+                                rules.parcellate,
+                                s,
+                                _pre[s] | {"atlas": ATLAS, "labels": LABELS},
+                                _parc[s],
+                            ),
+                            ["remove-intermediate", _pre[s]["bold"]],
+                        )
+                    ]
+                ),
+            run:
+                write_text_atomic(output[0], params.commands)
 
-    rule:
-        name:
-            f"parcellate_commands_{_i:04d}"
-        input:
-            [f for f in _reads["parcellate"] if f not in _bold],
-        output:
-            f"{ROOT0}/plan/parcellate-{_tag}.json",
-        localrule: True
-        params:
-            commands=batch_commands(
-                [
-                    rule_command(
-                        rules.parcellate, s, _pre[s] | {"atlas": ATLAS, "labels": LABELS}, _parc[s]
-                    )
-                    for s in _batch
-                ]
-            ),
-        run:
-            write_text_atomic(output[0], params.commands)
+        rule:
+            name:
+                f"preprocess_parcellate_batch_{_i:04d}"
+            input:
+                commands=f"{ROOT0}/plan/preprocess_parcellate-{_tag}.json",
+            output:
+                [f for s in _batch for k, f in _pre[s].items() if k != "bold"],
+                [f for s in _batch for f in _parc[s].values()],
+            log:
+                f"{LOGS0}/preprocess_parcellate/{_tag}.log",
+            benchmark:
+                f"{BENCH0}/preprocess_parcellate/{_tag}.tsv"
+            threads: 1
+            resources:
+                **batch_resources("preprocess", len(_batch), _reads["preprocess"]),
+            params:
+                code=fingerprint(
+                    "modalmerge.data.preprocess", "modalmerge.data.parcellation.parcellate"
+                ),
+            shell:
+                "modalmerge batch --commands-file {input.commands:q} > {log:q} 2>&1"
 
-    rule:
-        name:
-            f"parcellate_batch_{_i:04d}"
-        input:
-            _bold,
-            commands=f"{ROOT0}/plan/parcellate-{_tag}.json",
-        output:
-            [f for s in _batch for f in _parc[s].values()],
-        log:
-            f"{LOGS0}/parcellate/{_tag}.log",
-        benchmark:
-            f"{BENCH0}/parcellate/{_tag}.tsv"
-        threads: 1
-        resources:
-            **batch_resources("parcellate", len(_batch), _reads["parcellate"]),
-        params:
-            code=fingerprint("modalmerge.data.parcellation.parcellate"),
-        shell:
-            "modalmerge batch --commands-file {input.commands:q} > {log:q} 2>&1"
+    else:
+
+        rule:
+            name:
+                f"preprocess_commands_{_i:04d}"
+            input:
+                _reads["preprocess"],
+            output:
+                f"{ROOT0}/plan/preprocess-{_tag}.json",
+            localrule: True
+            params:
+                commands=batch_commands(
+                    [
+                        rule_command(rules.preprocess, s, _raw[s] | {"atlas": ATLAS}, _pre[s])
+                        for s in _batch
+                    ]
+                ),
+            run:
+                write_text_atomic(output[0], params.commands)
+
+        rule:
+            name:
+                f"preprocess_batch_{_i:04d}"
+            input:
+                commands=f"{ROOT0}/plan/preprocess-{_tag}.json",
+            output:
+                flagged_outputs([(k, f) for s in _batch for k, f in _pre[s].items()]),
+            log:
+                f"{LOGS0}/preprocess/{_tag}.log",
+            benchmark:
+                f"{BENCH0}/preprocess/{_tag}.tsv"
+            threads: 1
+            resources:
+                **batch_resources("preprocess", len(_batch), _reads["preprocess"]),
+            params:
+                code=fingerprint("modalmerge.data.preprocess"),
+            shell:
+                "modalmerge batch --commands-file {input.commands:q} > {log:q} 2>&1"
+
+        rule:
+            name:
+                f"parcellate_commands_{_i:04d}"
+            input:
+                _reads["parcellate"],
+            output:
+                f"{ROOT0}/plan/parcellate-{_tag}.json",
+            localrule: True
+            params:
+                commands=batch_commands(
+                    [
+                        rule_command(
+                            rules.parcellate,
+                            s,
+                            _pre[s] | {"atlas": ATLAS, "labels": LABELS},
+                            _parc[s],
+                        )
+                        for s in _batch
+                    ]
+                ),
+            run:
+                write_text_atomic(output[0], params.commands)
+
+        rule:
+            name:
+                f"parcellate_batch_{_i:04d}"
+            input:
+                commands=f"{ROOT0}/plan/parcellate-{_tag}.json",
+            output:
+                [f for s in _batch for f in _parc[s].values()],
+            log:
+                f"{LOGS0}/parcellate/{_tag}.log",
+            benchmark:
+                f"{BENCH0}/parcellate/{_tag}.tsv"
+            threads: 1
+            resources:
+                **batch_resources("parcellate", len(_batch), _reads["parcellate"]),
+            params:
+                code=fingerprint("modalmerge.data.parcellation.parcellate"),
+            shell:
+                "modalmerge batch --commands-file {input.commands:q} > {log:q} 2>&1"
