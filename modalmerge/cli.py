@@ -131,10 +131,6 @@ def _shard(a: argparse.Namespace) -> None:
 
 #: the subcommands ``modalmerge batch`` runs: the per-subject data stages
 BATCHABLE = ("acquire-subject", "preprocess", "parcellate")
-#: a batch entry ``[REMOVE, path]``: delete a cleaned BOLD that an earlier ``preprocess`` of the
-#: same batch wrote (``--out-bold``), once its ``parcellate`` has read it (the workflow's
-#: preprocess + parcellate batches, where the cleaned BOLD is temporary)
-REMOVE = "remove-intermediate"
 
 
 def _json_commands(text: str) -> list[list[str]]:
@@ -157,16 +153,10 @@ def _batch(a: argparse.Namespace) -> None:
         a.commands = _json_commands(Path(a.commands_file).read_text())
     if not a.commands:
         raise ValueError("batch needs --commands or --commands-file")
-    written: set[str] = set()  # the cleaned BOLDs this batch wrote: all REMOVE may delete
     for i, argv in enumerate(a.commands, 1):
-        if argv[0] == REMOVE:
-            _remove_intermediate(argv[1:], written, i)
-            continue
         if argv[0] not in BATCHABLE:
             raise ValueError(f"batch command {i}: {argv[0]!r} is not one of {BATCHABLE}")
         args = parser.parse_args(argv)
-        if getattr(args, "out_bold", None):
-            written.add(args.out_bold)
         start = time.perf_counter()
         try:
             args.func(args)
@@ -176,15 +166,6 @@ def _batch(a: argparse.Namespace) -> None:
         log.info(
             "batch %d/%d: %s in %.2f s", i, len(a.commands), argv[0], time.perf_counter() - start
         )
-
-
-def _remove_intermediate(paths: list[str], written: set[str], i: int) -> None:
-    for path in paths:
-        if path not in written:
-            raise ValueError(
-                f"batch command {i}: {path} was not written by this batch's preprocess"
-            )
-        Path(path).unlink()
 
 
 def _shard_regions(a: argparse.Namespace) -> None:

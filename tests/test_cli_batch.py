@@ -33,13 +33,3 @@ def test_a_batch_refuses_other_subcommands_and_stops_at_a_failing_subject(tmp_pa
     bad = [_acquire("sub-009", tmp_path), _acquire("sub-001", tmp_path)]  # 9 > n_subjects
     assert main(["batch", "--commands", json.dumps(bad)]) == 1
     assert not (tmp_path / "raw/sub-001").exists()  # stopped at the first failure
-
-
-def test_a_batch_removes_only_the_cleaned_bold_its_own_preprocess_wrote(tmp_path, capsys):
-    """The workflow's preprocess + parcellate batches delete each temporary cleaned BOLD once
-    parcellate has read it; a path no preprocess of the batch wrote is refused, not deleted."""
-    other = tmp_path / "raw.nii.gz"
-    other.write_bytes(b"x")
-    assert main(["batch", "--commands", json.dumps([["remove-intermediate", str(other)]])]) == 1
-    assert "was not written by this batch's preprocess" in capsys.readouterr().err
-    assert other.exists()

@@ -15,7 +15,7 @@
 # setting, reruns the commands rule, whose new file reruns the batch. When the cleaned BOLD
 # is temporary (preprocess.keep_intermediate: false), preprocess and parcellate are one job
 # per batch (preprocess_parcellate_batch_NNNN) that deletes each subject's cleaned BOLD once
-# its parcellate has read it: as a temp() file it would have to be an input of the job that
+# its parcellate has read it (python -m modalmerge.batch_clean): as a temp() file it would have to be an input of the job that
 # reads it, in every output's record again; and a parcellate rerun needs preprocess anyway.
 
 
@@ -127,10 +127,12 @@ for _i, _batch in enumerate(BATCHES if SUBJECTS_PER_JOB > 1 else []):
                 **batch_resources("preprocess", len(_batch), _reads["preprocess"]),
             params:
                 code=fingerprint(
-                    "modalmerge.data.preprocess", "modalmerge.data.parcellation.parcellate"
+                    "modalmerge.batch_clean",
+                    "modalmerge.data.preprocess",
+                    "modalmerge.data.parcellation.parcellate",
                 ),
             shell:
-                "modalmerge batch --commands-file {input.commands:q} > {log:q} 2>&1"
+                "python -m modalmerge.batch_clean {input.commands:q} > {log:q} 2>&1"
 
     else:
 
