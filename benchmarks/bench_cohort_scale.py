@@ -44,7 +44,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from workflow_utils import copy_project  # noqa: E402  (what the workflow needs, as the tests copy it)
 
 BIN = Path(sys.executable).parent
-DATA_RULES = ("acquire", "preprocess", "parcellate")  # per-subject stages (their folders)
+DATA_RULES = ("acquire", "preprocess", "parcellate", "preprocess_parcellate")  # their folders
 
 
 def timed_snakemake(work: Path, *args: str) -> tuple[float, int, str, float]:

@@ -18,20 +18,39 @@ What enters a fingerprint, and what does not:
   (nilearn, nibabel, numpy, torch, ...; ``absent`` for an optional one that is
   not installed), so an upgrade, or installing a speed-up, reruns the stages
   whose code imports it.
+
+Remembered between processes. Parsing and walking the ~100 modules took about half
+of a no-op Snakemake run's time (every Snakemake start, and every cluster job,
+parses the Snakefile). Each fingerprint, and the third-party imports of each stage,
+are kept in a small JSON file (``$MODALMERGE_FINGERPRINT_CACHE``, else
+``$XDG_CACHE_HOME/modalmerge/fingerprints.json``, else ``~/.cache/...``; an empty
+value turns it off) under a digest of every ``.py`` file of the package and the
+Python version: any edit of the package's source misses the cache and is parsed
+again; installed versions are read live and are part of each fingerprint's key.
+A cache that cannot be read or written is ignored (a fingerprint is recomputed).
 """
 
 from __future__ import annotations
 
 import ast
 import hashlib
+import json
+import os
 import sys
 from functools import cache
 from importlib import metadata
 from pathlib import Path
 
+from modalmerge.io import atomic_path
+
 PACKAGE_ROOT = Path(__file__).resolve().parent
 PACKAGE = PACKAGE_ROOT.name
 ENTRY_POINT = f"{PACKAGE}.cli"
+#: environment variable naming the cache file ("" turns the cache off)
+CACHE_ENV = "MODALMERGE_FINGERPRINT_CACHE"
+#: package digests a cache file keeps (the newest): several checkouts (worktrees) share a home
+CACHE_ENTRIES = 32
+_CACHE_FORMAT = 1  # bumped whenever what is cached, or how fingerprints are made, changes
 
 
 def module_path(module: str) -> Path:
@@ -160,7 +179,7 @@ def _distribution_version(dist: str) -> str:
 def dependency_versions(module: str) -> dict[str, str]:
     """``{distribution: version}`` of what ``module``'s closure imports (``absent`` if not installed)."""
     versions = {}
-    for top in third_party_imports(module):
+    for top in _remembered_third_party(module):
         dist = DISTRIBUTION_NAMES.get(top, top)
         versions[dist] = _distribution_version(dist)
     return dict(sorted(versions.items()))
@@ -173,10 +192,81 @@ def normalised_source(module: str) -> str:
 
 
 def clear_caches() -> None:
-    """Forget every per-process cache (tests that fake a file or an installed version)."""
+    """Forget every per-process cache (tests that fake a file or an installed version);
+    the cache file stays (it is keyed by the source, and fingerprints by the versions)."""
     for cached in (_tree, _imported_names, module_closure, third_party_imports,
-                   _distribution_version, normalised_source, code_fingerprint):  # fmt: skip
+                   _distribution_version, normalised_source, code_fingerprint,
+                   package_digest, _disk_entry):  # fmt: skip
         cached.cache_clear()
+
+
+def cache_path() -> Path | None:
+    """The cache file (module docstring), or None when ``$MODALMERGE_FINGERPRINT_CACHE`` is ""."""
+    if CACHE_ENV in os.environ:
+        return Path(os.environ[CACHE_ENV]) if os.environ[CACHE_ENV] else None
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / PACKAGE / "fingerprints.json"
+
+
+@cache
+def package_digest() -> str:
+    """SHA-256 of every ``.py`` file of the package (relative path and bytes) and the Python
+    version (``ast.dump`` may differ between versions): the key of the cache file's entry.
+    Reading and hashing the files takes milliseconds; parsing them, about a second."""
+    digest = hashlib.sha256(f"{_CACHE_FORMAT} {sys.version_info[:2]}".encode())
+    for path in sorted(PACKAGE_ROOT.rglob("*.py")):
+        digest.update(path.relative_to(PACKAGE_ROOT).as_posix().encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _read_cache(path: Path) -> dict:
+    try:
+        stored = json.loads(path.read_text())
+    except (OSError, ValueError):  # absent, unreadable or half-written by hand: start afresh
+        return {}
+    return stored if isinstance(stored, dict) else {}
+
+
+@cache
+def _disk_entry() -> dict:
+    """This source's entry of the cache file: ``{"third_party": {module: [names]},
+    "fingerprints": {key: fingerprint}}`` (empty when there is none)."""
+    path = cache_path()
+    entry = _read_cache(path).get(package_digest()) if path is not None else None
+    if not (isinstance(entry, dict) and {"third_party", "fingerprints"} <= set(entry)):
+        entry = {"third_party": {}, "fingerprints": {}}
+    return entry
+
+
+def _remember(section: str, key: str, value) -> None:
+    """Store ``value`` in this source's entry and write the cache file (atomically; the
+    newest :data:`CACHE_ENTRIES` entries kept). A file that cannot be written is ignored."""
+    entry = _disk_entry()
+    entry[section][key] = value
+    path = cache_path()
+    if path is None:
+        return
+    stored = _read_cache(path)
+    stored.pop(package_digest(), None)
+    stored[package_digest()] = entry  # last: the newest
+    for old in list(stored)[:-CACHE_ENTRIES]:
+        del stored[old]
+    try:
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps(stored, sort_keys=False))
+    except OSError:
+        pass
+
+
+def _remembered_third_party(module: str) -> tuple[str, ...]:
+    """:func:`third_party_imports`, from the cache file when this source was seen before."""
+    known = _disk_entry()["third_party"]
+    if module in known:
+        return tuple(known[module])
+    found = third_party_imports(module)
+    _remember("third_party", module, list(found))
+    return found
 
 
 @cache
@@ -186,12 +276,23 @@ def code_fingerprint(*modules: str) -> str:
     The syntax of ``modules``, of every package module they import and of the
     command-line entry point (its own source only: it imports every stage
     lazily), plus the versions of the third-party distributions ``modules``
-    and their closure import.
+    and their closure import. Remembered in the cache file under the modules and
+    those versions (module docstring).
     """
-    names = sorted({m for module in modules for m in module_closure(module)} | {ENTRY_POINT})
     versions: dict[str, str] = {}
     for module in modules:  # not the entry point's: it imports every stage, lazily
         versions.update(dependency_versions(module))
+    key = json.dumps([list(modules), sorted(versions.items())])
+    known = _disk_entry()["fingerprints"]
+    if key in known:
+        return known[key]
+    fingerprint = _compute_fingerprint(modules, versions)
+    _remember("fingerprints", key, fingerprint)
+    return fingerprint
+
+
+def _compute_fingerprint(modules: tuple[str, ...], versions: dict[str, str]) -> str:
+    names = sorted({m for module in modules for m in module_closure(module)} | {ENTRY_POINT})
     digest = hashlib.sha256()
     for name in names:
         digest.update(name.encode())

@@ -34,3 +34,15 @@ def test_lock_lists_python_torch_nilearn_and_the_commit(tmp_path):
 
 def test_lock_outside_a_checkout_says_so(tmp_path):
     assert "git commit: unknown" in environment_lock(tmp_path)
+
+
+def test_the_header_read_of_each_distribution_agrees_with_importlib_s_parser():
+    """distributions() reads Name and Version from the metadata header only (fast at every
+    Snakemake start); for every installed distribution that is what the email parser gives."""
+    from modalmerge.stages.environment import _name_version, distributions
+
+    dists = list(metadata.distributions())
+    assert len(dists) > 50  # the project's environment, not an empty path
+    for dist in dists:
+        assert _name_version(dist) == (dist.metadata["Name"], dist.version), dist._path
+    assert "numpy==" + metadata.version("numpy") in distributions()

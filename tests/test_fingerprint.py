@@ -6,7 +6,9 @@ fingerprint a rule would carry before and after the edit.
 
 from __future__ import annotations
 
+import functools
 import importlib
+import json
 import shutil
 import sys
 from pathlib import Path
@@ -24,6 +26,16 @@ DATA_STAGES = (
     "modalmerge.data.shards.subjects",
     "modalmerge.data.shards.regions",
 )
+
+
+@pytest.fixture(autouse=True)
+def fresh_cache(tmp_path, monkeypatch):
+    """Each test with its own, empty cache file (never the user's) and fresh process caches."""
+    path = tmp_path / "cache" / "fingerprints.json"
+    monkeypatch.setenv(fingerprint.CACHE_ENV, str(path))
+    fingerprint.clear_caches()
+    yield path
+    fingerprint.clear_caches()
 
 
 @pytest.fixture
@@ -158,3 +170,45 @@ def test_data_stage_fingerprint_ignores_torch_version(monkeypatch):
         assert fingerprint.code_fingerprint("modalmerge.stages.train") != before
     finally:
         fingerprint.clear_caches()
+
+
+@functools.cache
+def _refuse_to_parse(path):
+    raise AssertionError(f"parsed {path}: the cache file was not used")
+
+
+def test_a_new_process_takes_the_fingerprint_from_the_cache_file(fresh_cache, monkeypatch):
+    """What every Snakemake start and cluster job saves: no module is parsed when the cache
+    file knows this source; the fingerprint is the one parsing gives."""
+    stages = ("modalmerge.data.preprocess", "modalmerge.stages.train")
+    parsed = [fingerprint.code_fingerprint(s) for s in stages]
+    assert fresh_cache.is_file()
+    fingerprint.clear_caches()  # as a new process
+    monkeypatch.setattr(fingerprint, "_tree", _refuse_to_parse)
+    assert [fingerprint.code_fingerprint(s) for s in stages] == parsed
+    assert "torch" in fingerprint.dependency_versions("modalmerge.stages.train")
+
+
+def test_an_edit_misses_a_warm_cache(package_copy, fresh_cache):
+    root, fp = package_copy
+    before = fp.code_fingerprint("modalmerge.data.preprocess")
+    _append(root / "data" / "preprocess.py", "\nEXTRA = 1\n")
+    fp = _reload(fp, root)  # same cache file, new source
+    assert fp.code_fingerprint("modalmerge.data.preprocess") != before
+    assert len(json.loads(fresh_cache.read_text())) == 2  # one entry per source seen
+
+
+@pytest.mark.parametrize("content", ["not json {", "[1, 2]", '{"x": 1}'])
+def test_a_broken_cache_file_is_ignored_and_replaced(fresh_cache, content):
+    expected = fingerprint.code_fingerprint("modalmerge.data.preprocess")
+    fresh_cache.write_text(content)
+    fingerprint.clear_caches()
+    assert fingerprint.code_fingerprint("modalmerge.data.preprocess") == expected
+    assert fingerprint.package_digest() in json.loads(fresh_cache.read_text())
+
+
+def test_an_empty_cache_setting_writes_nothing(fresh_cache, monkeypatch):
+    monkeypatch.setenv(fingerprint.CACHE_ENV, "")
+    fingerprint.clear_caches()
+    assert fingerprint.code_fingerprint("modalmerge.data.preprocess")
+    assert not fresh_cache.exists()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import shutil
 import subprocess
 import sys
@@ -188,29 +189,115 @@ def test_a_dependency_upgrade_reruns_the_stages_that_import_it_and_downstream(
     assert _dry(work, _targets(subjects)) == {}  # the installed version again: nothing
 
 
-def test_batched_subjects_rerun_one_batch_when_one_subject_s_sidecar_changes(bids_run):
-    """cluster.subjects_per_job: 2 -> one job per batch of 2 subjects and stage; the unit of
-    rerun is the batch: an edited sidecar of sub-02 reruns batch 0's chain, not batch 1's."""
+# the cleaned BOLD is temporary here: preprocess and parcellate are one job per batch
+BATCH0 = {"acquire_batch_0000": 1, "preprocess_parcellate_batch_0000": 1}
+STAGES = ("acquire", "preprocess_parcellate")
+
+
+@pytest.fixture(scope="module")
+def batched_run(bids_run):
+    """(workdir, bids root, targets, extra args) after the same run with
+    ``cluster.subjects_per_job: 2``: one job per batch of 2 subjects and stage. Its tests come
+    last in this module: the batched run's metadata records replace the per-subject ones."""
     work, bids, _ = bids_run
     subjects = sorted(p.name for p in bids.glob("sub-*"))
     config = load_yaml(work / "config.yaml")
     config["cluster"]["subjects_per_job"] = 2
-    configfile = str(write_config(work, config, "batched.yaml"))
+    args = ["--configfile", str(write_config(work, config, "batched.yaml"))]
     targets = _targets(subjects)
-    result = snakemake(work, *targets, "--configfile", configfile)
+    result = snakemake(work, *targets, *args)
     assert result.returncode == 0, result.stderr[-3000:]
-    log = (work / "logs" / NAME / "preprocess" / "batch-0000.log").read_text()
-    assert log.count("batch 1/2: preprocess") == 1  # one process ran both subjects
-    assert _dry(work, [*targets, "--configfile", configfile]) == {}
+    return work, bids, targets, args
+
+
+def test_a_batch_runs_the_per_subject_rules_command_lines(batched_run):
+    """The batches' commands files hold, for each subject, exactly the command line that
+    subject's per-subject rule runs (as Snakemake prints it), the log redirection left out."""
+    work, _, targets, _ = batched_run
+    singles = snakemake(work, "--dry-run", "--printshellcmds", "--forceall", *targets)
+    assert singles.returncode == 0, singles.stderr[-3000:]
+    expected = set()
+    for line in (singles.stdout + singles.stderr).splitlines():
+        for stage in ("acquire-subject", "preprocess", "parcellate"):
+            if f"modalmerge {stage} " in line:
+                argv = shlex.split(line[line.index(f"modalmerge {stage} ") :])
+                expected.add(json.dumps(argv[1 : argv.index(">")]))
+    assert len(expected) == 9  # 3 subjects x 3 stages
+    batched, removed = set(), []
+    for path in (work / "results" / NAME / "plan").glob("*-batch-*.json"):
+        for argv in json.loads(path.read_text()):
+            if argv[0] == "remove-intermediate":  # the cleaned BOLD, once parcellate read it
+                removed.append(argv[1])
+            else:
+                batched.add(json.dumps(argv))
+    assert batched == expected
+    assert len(removed) == 3 and not any((work / path).exists() for path in removed)
+
+
+def test_a_batch_job_s_metadata_lists_its_commands_file_not_the_batch_s_inputs(batched_run):
+    """Snakemake stores a job's inputs (and checksums) once per output file: a batch job's
+    one input is its commands file, so the metadata a no-op rerun reads grows with the
+    batch, not with its square."""
+    work, _, _, _ = batched_run
+    inputs = {}
+    for record in (work / ".snakemake" / "metadata").rglob("*"):
+        if not record.is_file():
+            continue
+        meta = json.loads(record.read_text())
+        if "_batch_" in meta["rule"]:
+            inputs.setdefault(meta["rule"], set()).add(tuple(meta["input"]))
+    plan = f"results/{NAME}/plan"
+    assert inputs == {
+        f"{stage}_batch_{i:04d}": {(f"{plan}/{stage}-batch-{i:04d}.json",)}
+        for stage in STAGES
+        for i in (0, 1)
+    }
+
+
+def test_batched_subjects_rerun_one_batch_when_one_subject_s_sidecar_changes(batched_run):
+    """The unit of rerun is the batch: an edited sidecar of sub-02 reruns batch 0's chain
+    (its commands files, then its jobs), not batch 1's."""
+    work, bids, targets, args = batched_run
+    log = (work / "logs" / NAME / "preprocess_parcellate" / "batch-0000.log").read_text()
+    assert log.count("batch 1/1: preprocess in") == 2  # one process ran both subjects
+    assert _dry(work, [*targets, *args]) == {}
     sidecar = bids / "sub-02" / "func" / "sub-02_task-rest_bold.json"
     original, stat = sidecar.read_text(), sidecar.stat()
     try:  # new content (a touched but unchanged small file is checksummed: no rerun)
         sidecar.write_text(json.dumps({"RepetitionTime": 2.0, "EchoTime": 0.03}))
         future = time.time() + 5
         os.utime(sidecar, (future, future))
-        jobs = _dry(work, [*targets, "--configfile", configfile])
+        jobs = _dry(work, [*targets, *args])
     finally:
         sidecar.write_text(original)
         os.utime(sidecar, ns=(stat.st_atime_ns, stat.st_mtime_ns))
-    batch0 = {"acquire_batch_0000": 1, "preprocess_batch_0000": 1, "parcellate_batch_0000": 1}
-    assert jobs == batch0
+    assert jobs == BATCH0 | {f"{stage}_commands_0000": 1 for stage in STAGES}
+
+
+def test_batched_subjects_rerun_one_stage_when_its_settings_change(batched_run):
+    """A parcellate setting reruns every preprocess + parcellate batch (the cleaned BOLD that
+    parcellate reads is temporary: gone), not acquire."""
+    work, _, targets, args = batched_run
+    config = load_yaml(work / "batched.yaml")
+    config["parcellate"]["tissue_threshold"] = 0.1
+    changed = str(write_config(work, config, "batched-threshold.yaml"))
+    jobs = _dry(work, [*targets, "--configfile", changed])
+    assert jobs == {f"preprocess_parcellate_{kind}_{i:04d}": 1
+                    for kind in ("commands", "batch") for i in (0, 1)}  # fmt: skip
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_batches_run_preprocess_and_parcellate_together_unless_the_bold_is_kept(tmp_path, keep):
+    """With a temporary cleaned BOLD one job per batch runs preprocess and parcellate (and
+    deletes the BOLD); with preprocess.keep_intermediate they are separate jobs whose only
+    input is their commands file (the kept BOLD is an input of parcellate's commands rule)."""
+    work = copy_project(tmp_path / "work")
+    config = load_yaml(work / "configs" / "tiny.yaml")
+    config["cluster"]["subjects_per_job"] = 4
+    config["preprocess"]["keep_intermediate"] = keep
+    write_config(work, config)
+    result = snakemake(work, "--dry-run", "results/tiny/shards")
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = {rule: n for rule, n in planned_jobs(result).items() if "_batch_" in rule}
+    stages = ("preprocess", "parcellate") if keep else ("preprocess_parcellate",)
+    assert jobs == {f"{s}_batch_{i:04d}": 1 for s in ("acquire", *stages) for i in range(3)}

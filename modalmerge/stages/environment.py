@@ -27,10 +27,26 @@ def distributions() -> list[str]:
     """Every installed distribution as ``name==version``, sorted case-insensitively, once each."""
     found = {}
     for dist in metadata.distributions():
-        name = dist.metadata["Name"]
+        name, version = _name_version(dist)
         if name:
-            found.setdefault(name.lower(), f"{name}=={dist.version}")
+            found.setdefault(name.lower(), f"{name}=={version}")
     return [found[k] for k in sorted(found)]
+
+
+def _name_version(dist: metadata.Distribution) -> tuple[str | None, str | None]:
+    """``Name`` and ``Version`` of a distribution's metadata, read from its header lines:
+    ``dist.metadata`` parses the whole file (long descriptions included) with the email
+    parser, ~10 ms per distribution, paid at every Snakemake start when done for ~270 of
+    them. Falls back to that parser when the header lacks either field."""
+    text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
+    fields = {}
+    for line in text.split("\n\n", 1)[0].splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key in ("Name", "Version") and key not in fields:
+            fields[key] = value.strip()
+    if len(fields) < 2:
+        return dist.metadata["Name"], dist.version
+    return fields["Name"], fields["Version"]
 
 
 def _torch_lines() -> list[str]:

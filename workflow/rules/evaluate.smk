@@ -59,6 +59,8 @@ rule summarize:
 # The environment lock of the run (modalmerge.stages.environment): Python, every installed
 # distribution, torch/CUDA and the git commit. Written after the summary, so it is rewritten
 # whenever the scores are, and when the installed packages change (params); no stage reads it.
+# The package list is a function: read only when this job is in the DAG (not for a target
+# such as results/<name>/shards), its value (what Snakemake records) unchanged.
 rule environment:
     input:
         summary_of_run(),
@@ -71,7 +73,7 @@ rule environment:
     log:
         f"{LOGS}/environment.log",
     params:
-        packages=as_json(distributions()),
+        packages=lambda wildcards: as_json(distributions()),
     run:
         write_environment(output[0])
 
