@@ -286,18 +286,22 @@ def test_batched_subjects_rerun_one_stage_when_its_settings_change(batched_run):
                     for kind in ("commands", "batch") for i in (0, 1)}  # fmt: skip
 
 
-@pytest.mark.parametrize("keep", [False, True])
+@pytest.mark.parametrize("keep", ["no", "keep_intermediate", "volume_series"])
 def test_batches_run_preprocess_and_parcellate_together_unless_the_bold_is_kept(tmp_path, keep):
     """With a temporary cleaned BOLD one job per batch runs preprocess and parcellate (and
     deletes the BOLD); with preprocess.keep_intermediate they are separate jobs whose only
-    input is their commands file (the kept BOLD is an input of parcellate's commands rule)."""
+    input is their commands file (the kept BOLD is an input of parcellate's commands rule).
+    shard.volume_series reads the BOLD after parcellate: separate jobs too, or the combined
+    job would delete what shard needs."""
     work = copy_project(tmp_path / "work")
     config = load_yaml(work / "configs" / "tiny.yaml")
     config["cluster"]["subjects_per_job"] = 4
-    config["preprocess"]["keep_intermediate"] = keep
+    config["preprocess"]["keep_intermediate"] = keep == "keep_intermediate"
+    if keep == "volume_series":
+        config["shard"]["volume_series"] = {"enabled": True}
     write_config(work, config)
     result = snakemake(work, "--dry-run", "results/tiny/shards")
     assert result.returncode == 0, result.stderr[-3000:]
     jobs = {rule: n for rule, n in planned_jobs(result).items() if "_batch_" in rule}
-    stages = ("preprocess", "parcellate") if keep else ("preprocess_parcellate",)
+    stages = ("preprocess", "parcellate") if keep != "no" else ("preprocess_parcellate",)
     assert jobs == {f"{s}_batch_{i:04d}": 1 for s in ("acquire", *stages) for i in range(3)}

@@ -28,7 +28,13 @@ LOGS0, BENCH0 = LOGS.replace("{rep}", ""), BENCH.replace("{rep}", "")
 ATLAS = rules.acquire_atlas.output.atlas.replace("{rep}", "")
 LABELS = rules.acquire_atlas.output.labels.replace("{rep}", "")
 RAW, PRE, PARC = subject_outputs(), preprocess_outputs(), parcellate_outputs()
-TEMP_BOLD = WRITES["bold"] and not SETTINGS.preprocess.keep_intermediate
+# shard.volume_series reads the cleaned BOLD after parcellate: then the two stay separate
+# batch jobs and Snakemake deletes the temp() BOLD once shard has run
+TEMP_BOLD = (
+    WRITES["bold"]
+    and not SETTINGS.preprocess.keep_intermediate
+    and not SETTINGS.shard.volume_series.enabled
+)
 
 for _i, _batch in enumerate(BATCHES if SUBJECTS_PER_JOB > 1 else []):
     _tag = f"batch-{_i:04d}"
