@@ -167,3 +167,42 @@ def test_the_evaluate_stage_scores_a_volume_series_experiment(tmp_path):
     summarize([out / "m.json"], tmp_path / "summary.csv")
     rows = (tmp_path / "summary.csv").read_text()
     assert "model-group_mean,pearson_r" in rows and "model-group_mean,mse" in rows
+
+
+def test_the_evaluate_stage_scores_a_volume_diffusion_experiment_from_its_sample_mean(tmp_path):
+    import json
+
+    from test_shards import PARAMS, make_inputs
+    from test_shards_volumes import VOLUMES, write_bold, write_events
+
+    from modalmerge.data.shards.subjects import write_shards
+    from modalmerge.stages.evaluate import evaluate_experiment
+    from modalmerge.stages.train import train_experiment
+
+    subjects, parc, anat, tsv, texts = make_inputs(tmp_path)
+    bold, events = write_bold(tmp_path, subjects), write_events(tmp_path)
+    params = PARAMS | {"volume_series": VOLUMES}
+    write_shards(subjects, parc, anat, tsv, texts, tmp_path / "shards", params, bold=bold,
+                 events=events)  # fmt: skip
+    experiment = {
+        "name": "tiny_volume_diffusion", "condition": "image", "target": "volume_series",
+        "encoder": "cnn", "decoder": "diffusion_unet", "method": "diffusion",
+        "embedding_dim": 8, "heads": 2, "encoder_options": {"channels": 4},
+        "decoder_options": {"channels": [8], "norm_num_groups": 4},  # one level: odd sides
+        "method_options": {"train_steps": 20, "sample_steps": 5},
+    }  # fmt: skip
+    settings = {"seed": 0, "epochs": 1, "batch_size": 4, "lr": 0.003, "patience": 5}
+    model = train_experiment(tmp_path / "shards", experiment, settings, tmp_path / "model")
+    out = tmp_path / "eval"
+    record = evaluate_experiment(
+        model, tmp_path / "shards", experiment, {"samples": 3}, out / "m.json", out / "p.npz"
+    )
+    written = json.loads((out / "m.json").read_text())
+    units = written["per_unit"]["units"]
+    assert len(written["per_unit"]["model"]["sample_diversity"]) == len(units) >= 2
+    assert record["scores"]["model"]["sample_diversity"] > 0
+    assert written["generative"]["samples_per_window"] == 3
+    arrays = np.load(out / "p.npz")
+    assert arrays["samples"].shape[1:] == (3, 8, 3, 4, 2)  # (windows, S, T, D, H, W)
+    # the prediction is the samples' mean
+    np.testing.assert_allclose(arrays["prediction"], arrays["samples"].mean(axis=1), atol=1e-5)
