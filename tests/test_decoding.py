@@ -77,8 +77,9 @@ def test_the_anatomy_to_volumes_config_builds_and_trains_a_step_on_volume_shards
 
     config = yaml.safe_load(open("configs/volume_generation.yaml"))
     settings = from_config(config)
-    (experiment,) = settings.experiments
+    experiment, diffusion = settings.experiments  # the deterministic one, then diffusion
     assert (experiment.condition, experiment.target) == ("image", "volume_series")
+    assert (diffusion.target, diffusion.method) == ("volume_series", "diffusion")
     assert settings.shard.volume_series.enabled
     torch.manual_seed(0)
     model = build_model(volume_shards, experiment)

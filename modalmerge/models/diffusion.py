@@ -223,7 +223,7 @@ class DiffusionConditioning(nn.Module):
                 diffusion_model=denoiser.unet,
                 noise=noise,
                 timesteps=t,
-                condition=context,
+                condition=denoiser.unet_context(context, time_offset),
             )
         else:
             x_t = self.ddpm.add_noise(x0, noise, t)

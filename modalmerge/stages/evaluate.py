@@ -79,6 +79,7 @@ from modalmerge.evaluation.scoring import (
 from modalmerge.evaluation.summary import write_metrics
 from modalmerge.evaluation.tabular import score_tabular, score_text
 from modalmerge.evaluation.time_series import RunTruth, score_time_series
+from modalmerge.evaluation.volume_series import score_volume_series
 from modalmerge.io import InputError, atomic_path, require_file
 from modalmerge.models.conditioning import returns_attention
 from modalmerge.settings import (
@@ -275,6 +276,8 @@ def _score(data, experiment, manifest, model, shard_dir, truth, time_units=1) ->
         return score_graph(data, physics=physics and data.condition == "graph")
     if target == "point_cloud":
         return score_point_cloud(data)
+    if target == "volume_series":  # BOLD windows (T, D, H, W): voxel-wise r over time, MSE
+        return score_volume_series(data)
     raise ValueError(f"unknown target modality {target!r}")  # pragma: no cover - schema
 
 

@@ -5,7 +5,9 @@ model's ``sample_steps``, seeded with ``evaluate.sample_seed``); their mean is t
 model's prediction, scored like every deterministic prediction (whole runs, against
 the baselines), and the samples themselves are scored by
 :func:`modalmerge.evaluation.generative.score_samples` (CRPS against the
-climatological ensemble, spread–skill, realism ratios, FC of samples). The samples
+climatological ensemble, spread–skill, realism ratios, FC of samples); those of a
+``volume_series`` target by their diversity
+(:func:`modalmerge.evaluation.volume_series.add_volume_sample_scores`). The samples
 of the first test windows go to ``predictions.npz`` (``samples``,
 ``sample_subjects``, ``sample_window_start``) for the figures.
 """
@@ -20,6 +22,7 @@ import torch
 
 from modalmerge.evaluation.generative import mmd, sample_diversity, score_samples
 from modalmerge.evaluation.intervals import paired_difference
+from modalmerge.evaluation.volume_series import add_volume_sample_scores
 from modalmerge.stages.common import SplitArrays, collect_split
 
 log = logging.getLogger(__name__)
@@ -48,6 +51,8 @@ def add_samples(scored, samples, target: str, test, train, tr: float) -> None:
         add_sample_scores(scored, samples, test, train, tr)
     elif target == "image":
         add_image_sample_scores(scored, samples, test, train)
+    elif target == "volume_series":  # the prediction is the ensemble mean: add the diversity
+        add_volume_sample_scores(scored, samples, test, train)
 
 
 @torch.no_grad()

@@ -204,7 +204,9 @@ def draw_experiment_figures(
             )
     if model.generative and target == "time_series" and "samples" in arrays:
         sample_figures(model, arrays, shard_dir, experiment, save)
-    if returns_attention(experiment.method):  # cross_attention, spatial_mix, diffusion
+    # cross_attention, spatial_mix, diffusion; MONAI's U-Net denoiser returns no weights
+    monai_unet = getattr(model.decoder, "uses_monai_inferer", False)
+    if returns_attention(experiment.method) and not monai_unet:
         _attention_figures(model, tokenizer, shard_dir, atlas_path, experiment, save)
     log.info("wrote %d figures to %s", len(written), out_dir)
     return written

@@ -233,6 +233,11 @@ class ImageDenoiser(_DenoiserMixin, Decoder):
         Attention heads (``num_head_channels = channels[level] // n_heads``).
     norm_num_groups : int
         Group-norm groups.
+    window_start : bool
+        Append to the condition tokens one token holding the sinusoidal embedding of the
+        window's start (``time_offset``, in volumes), so the U-Net's cross-attention can
+        read where in the run the window lies (condition dropout does not drop it). Off by
+        default (the model is then as before).
     """
 
     def __init__(
@@ -244,8 +249,10 @@ class ImageDenoiser(_DenoiserMixin, Decoder):
         n_res_blocks: int = 1,
         n_heads: int = 4,
         norm_num_groups: int = 8,
+        window_start: bool = False,
     ):
         super().__init__()
+        self.dim, self.window_start = int(dim), bool(window_start)
         from monai.networks.nets import DiffusionModelUNet
 
         self.output_shape = tuple(int(n) for n in output_shape)
@@ -281,7 +288,16 @@ class ImageDenoiser(_DenoiserMixin, Decoder):
         MONAI's cross-attention takes no key mask: ``context_mask`` (an encoder's
         padding) is not applied; a dropped condition arrives as null tokens, not as a mask.
         """
+        context = self.unet_context(context, time_offset)
         return self.unet(x=x, timesteps=timesteps, context=context), None
+
+    def unet_context(self, context, time_offset=None):
+        """The U-Net's cross-attention context: the condition tokens, and with
+        ``window_start`` one more token embedding ``time_offset`` (B,)."""
+        if not self.window_start or time_offset is None:
+            return context
+        token = sinusoidal_embedding(time_offset.float(), self.dim).to(context.dtype)
+        return torch.cat([context, token[:, None, :]], dim=1)
 
     def query_provenance(self) -> TokenProvenance:
         """The whole image (MONAI gives no per-query attention)."""

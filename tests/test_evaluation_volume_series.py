@@ -1,0 +1,208 @@
+"""Scores of volume_series targets (windows of BOLD volumes): voxel-wise r over time and MSE
+per held-out subject, against the training subjects' mean window."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from modalmerge.evaluation.intervals import BEATS, DOES_NOT_BEAT, paired_difference, verdict
+from modalmerge.evaluation.scoring import Scored
+from modalmerge.evaluation.volume_series import (
+    add_volume_sample_scores,
+    brain_mask,
+    score_volume_series,
+    window_scores,
+)
+
+T, GRID = 6, (3, 4, 2)
+STARTS = (0, 6)
+
+
+def _cohort(rng, common, n_subjects, shared=0.5):
+    """Windows ``(n, T, D, H, W)`` of n subjects at STARTS: a small shared time course (what
+    the group mean can know) plus each subject's own fluctuations; voxel (0, 0, 0) is out of
+    the brain (always 0)."""
+    windows, subjects, starts = [], [], []
+    for i in range(n_subjects):
+        for s in STARTS:
+            w = shared * common[s] + rng.normal(size=(T, *GRID))
+            w[:, 0, 0, 0] = 0.0
+            windows.append(w)
+            subjects.append(f"sub-{i:02d}")
+            starts.append(s)
+    return np.asarray(windows, dtype=np.float32), subjects, np.asarray(starts)
+
+
+def _data(prediction, seed=0, n_test=6):
+    rng = np.random.default_rng(seed)
+    common = {s: rng.normal(size=(T, *GRID)) for s in STARTS}  # shared by every subject
+    train_y, train_s, train_start = _cohort(rng, common, 12)
+    test_y, test_s, test_start = _cohort(rng, common, n_test)
+    train = SimpleNamespace(target=train_y, subjects=train_s, window_start=train_start)
+    pred = prediction(test_y, rng)
+    test = SimpleNamespace(target=test_y, subjects=test_s, window_start=test_start, prediction=pred)
+    return SimpleNamespace(train=train, test=test)
+
+
+def _verdict(scored: Scored, metric="pearson_r"):
+    unit = scored.per_unit
+    return verdict(paired_difference(unit["model"][metric], unit["group_mean"][metric]))
+
+
+def test_a_perfect_prediction_scores_r_one_and_beats_the_group_mean():
+    scored = score_volume_series(_data(lambda y, rng: y.copy()))
+    model = scored.scores["model"]
+    assert model["pearson_r"] == pytest.approx(1.0)
+    assert model["mse"] == pytest.approx(0.0)
+    group = scored.scores["group_mean"]
+    assert 0.0 < group["pearson_r"] < 0.5 and group["mse"] > 0.5
+    assert scored.per_unit["units"] == [f"sub-{i:02d}" for i in range(6)]
+    assert len(scored.per_unit["model"]["mse"]) == 6
+    assert _verdict(scored) == BEATS
+    assert scored.extra["primary_metric"] == "pearson_r"
+    assert scored.extra["volume_series"]["in_brain_voxels"] == int(np.prod(GRID)) - 1
+    assert not scored.arrays["brain_mask"][0, 0, 0]
+
+
+def test_a_shuffled_prediction_does_not_beat_the_group_mean():
+    def shuffled(y, rng):  # another subject's window, its volumes in another order
+        return y[np.roll(np.arange(len(y)), 2)][:, rng.permutation(T)]
+
+    scored = score_volume_series(_data(shuffled))
+    assert abs(scored.scores["model"]["pearson_r"]) < 0.15
+    assert scored.scores["model"]["mse"] > scored.scores["group_mean"]["mse"]
+    assert _verdict(scored) == DOES_NOT_BEAT
+
+
+def test_the_group_mean_is_the_training_mean_window_at_the_same_start():
+    data = _data(lambda y, rng: y.copy())
+    scored = score_volume_series(data)
+    train = data.train
+    expected = train.target[train.window_start == data.test.window_start[1]].mean(axis=0)
+    np.testing.assert_allclose(scored.arrays["group_mean"][1], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_window_scores_count_constant_voxels_as_zero_and_ignore_voxels_outside_the_brain():
+    true = np.random.default_rng(1).normal(size=(T, *GRID))
+    mask = np.ones(GRID, dtype=bool)
+    pred = true.copy()
+    pred[:, 1, 1, 1] = 3.0  # constant in time: r = 0 for that voxel
+    r, _ = window_scores(pred, true, mask)
+    assert r == pytest.approx(1.0 - 1.0 / mask.sum())
+    mask[1, 1, 1] = False
+    assert window_scores(pred, true, mask) == (pytest.approx(1.0), pytest.approx(0.0))
+
+
+def test_mismatched_shapes_are_a_clear_error():
+    data = _data(lambda y, rng: y[:, :, :, :, :1].copy())
+    with pytest.raises(ValueError, match=r"predictions of shape .* but targets of shape"):
+        score_volume_series(data)
+    with pytest.raises(ValueError, match="predicted window of shape"):
+        window_scores(np.zeros((T, *GRID)), np.zeros((T - 1, *GRID)), np.ones(GRID, bool))
+    with pytest.raises(ValueError, match=r"\(n, T, D, H, W\)"):
+        brain_mask(np.zeros((4, T, 3)))
+    data = _data(lambda y, rng: y.copy())
+    data.train.target = data.train.target[:, :-1]
+    with pytest.raises(ValueError, match="training windows of shape"):
+        score_volume_series(data)
+
+
+def test_sample_diversity_is_zero_for_identical_samples_and_grows_with_their_spread():
+    data = _data(lambda y, rng: y.copy())
+    test = data.test
+    n = len(test.target)
+    found = {}
+    for spread in (0.0, 0.5, 2.0):
+        rng = np.random.default_rng(2)
+        samples = test.target[:, None] + spread * rng.normal(size=(n, 4, T, *GRID))
+        scored = score_volume_series(data)
+        add_volume_sample_scores(scored, samples.astype(np.float32), test, data.train)
+        found[spread] = scored.scores["model"]["sample_diversity"]
+        assert len(scored.per_unit["model"]["sample_diversity"]) == 6
+        assert scored.arrays["samples"].shape[1:] == (4, T, *GRID)
+    assert found[0.0] == 0.0 and 0.4 < found[0.5] < 0.6 and 1.6 < found[2.0] < 2.4
+    with pytest.raises(ValueError, match="samples of shape"):
+        add_volume_sample_scores(scored, np.zeros((n, 4, T, 3, 4, 1)), test, data.train)
+
+
+def test_the_evaluate_stage_scores_a_volume_series_experiment(tmp_path):
+    import json
+
+    from test_shards import PARAMS, make_inputs
+    from test_shards_volumes import VOLUMES, write_bold, write_events
+
+    from modalmerge.data.shards.subjects import write_shards
+    from modalmerge.evaluation.summary import summarize
+    from modalmerge.stages.evaluate import evaluate_experiment
+    from modalmerge.stages.train import train_experiment
+
+    subjects, parc, anat, tsv, texts = make_inputs(tmp_path)
+    bold, events = write_bold(tmp_path, subjects), write_events(tmp_path)
+    params = PARAMS | {"volume_series": VOLUMES}
+    write_shards(subjects, parc, anat, tsv, texts, tmp_path / "shards", params, bold=bold,
+                 events=events)  # fmt: skip
+    experiment = {
+        "name": "tiny_volumes", "condition": "image", "target": "volume_series",
+        "encoder": "cnn", "decoder": "deconv", "method": "cross_attention",
+        "embedding_dim": 16, "heads": 2, "encoder_options": {"channels": 4},
+    }  # fmt: skip
+    settings = {"seed": 0, "epochs": 1, "batch_size": 4, "lr": 0.003, "patience": 5}
+    model = train_experiment(tmp_path / "shards", experiment, settings, tmp_path / "model")
+    out = tmp_path / "eval"
+    record = evaluate_experiment(
+        model, tmp_path / "shards", experiment, {}, out / "m.json", out / "p.npz"
+    )
+    assert set(record["scores"]) == {"model", "group_mean"}
+    written = json.loads((out / "m.json").read_text())
+    assert written["primary_metric"] == "pearson_r"
+    units = written["per_unit"]["units"]
+    for name in ("model", "group_mean"):
+        assert len(written["per_unit"][name]["pearson_r"]) == len(units) >= 2
+        assert np.isfinite(written["scores"][name]["mse"])
+    arrays = np.load(out / "p.npz")
+    assert arrays["prediction"].shape[1:] == arrays["target"].shape[1:] == (8, 3, 4, 2)
+    summarize([out / "m.json"], tmp_path / "summary.csv")
+    rows = (tmp_path / "summary.csv").read_text()
+    assert "model-group_mean,pearson_r" in rows and "model-group_mean,mse" in rows
+
+
+def test_the_evaluate_stage_scores_a_volume_diffusion_experiment_from_its_sample_mean(tmp_path):
+    import json
+
+    from test_shards import PARAMS, make_inputs
+    from test_shards_volumes import VOLUMES, write_bold, write_events
+
+    from modalmerge.data.shards.subjects import write_shards
+    from modalmerge.stages.evaluate import evaluate_experiment
+    from modalmerge.stages.train import train_experiment
+
+    subjects, parc, anat, tsv, texts = make_inputs(tmp_path)
+    bold, events = write_bold(tmp_path, subjects), write_events(tmp_path)
+    params = PARAMS | {"volume_series": VOLUMES}
+    write_shards(subjects, parc, anat, tsv, texts, tmp_path / "shards", params, bold=bold,
+                 events=events)  # fmt: skip
+    experiment = {
+        "name": "tiny_volume_diffusion", "condition": "image", "target": "volume_series",
+        "encoder": "cnn", "decoder": "diffusion_unet", "method": "diffusion",
+        "embedding_dim": 8, "heads": 2, "encoder_options": {"channels": 4},
+        "decoder_options": {"channels": [8], "norm_num_groups": 4},  # one level: odd sides
+        "method_options": {"train_steps": 20, "sample_steps": 5},
+    }  # fmt: skip
+    settings = {"seed": 0, "epochs": 1, "batch_size": 4, "lr": 0.003, "patience": 5}
+    model = train_experiment(tmp_path / "shards", experiment, settings, tmp_path / "model")
+    out = tmp_path / "eval"
+    record = evaluate_experiment(
+        model, tmp_path / "shards", experiment, {"samples": 3}, out / "m.json", out / "p.npz"
+    )
+    written = json.loads((out / "m.json").read_text())
+    units = written["per_unit"]["units"]
+    assert len(written["per_unit"]["model"]["sample_diversity"]) == len(units) >= 2
+    assert record["scores"]["model"]["sample_diversity"] > 0
+    assert written["generative"]["samples_per_window"] == 3
+    arrays = np.load(out / "p.npz")
+    assert arrays["samples"].shape[1:] == (3, 8, 3, 4, 2)  # (windows, S, T, D, H, W)
+    # the prediction is the samples' mean
+    np.testing.assert_allclose(arrays["prediction"], arrays["samples"].mean(axis=1), atol=1e-5)
