@@ -128,22 +128,29 @@ def test_sample_diversity_is_zero_for_identical_samples_and_grows_with_their_spr
         add_volume_sample_scores(scored, np.zeros((n, 4, T, 3, 4, 1)), test, data.train)
 
 
-def test_the_evaluate_stage_scores_a_volume_series_experiment(tmp_path):
-    import json
-
+def _write_volume_shards(tmp_path):
+    """Tiny shards with the volume_series view (test_shards' inputs, test_shards_volumes' runs)."""
     from test_shards import PARAMS, make_inputs
     from test_shards_volumes import VOLUMES, write_bold, write_events
 
     from modalmerge.data.shards.subjects import write_shards
-    from modalmerge.evaluation.summary import summarize
-    from modalmerge.stages.evaluate import evaluate_experiment
-    from modalmerge.stages.train import train_experiment
 
     subjects, parc, anat, tsv, texts = make_inputs(tmp_path)
     bold, events = write_bold(tmp_path, subjects), write_events(tmp_path)
     params = PARAMS | {"volume_series": VOLUMES}
     write_shards(subjects, parc, anat, tsv, texts, tmp_path / "shards", params, bold=bold,
                  events=events)  # fmt: skip
+    return tmp_path / "shards"
+
+
+def test_the_evaluate_stage_scores_a_volume_series_experiment(tmp_path):
+    import json
+
+    from modalmerge.evaluation.summary import summarize
+    from modalmerge.stages.evaluate import evaluate_experiment
+    from modalmerge.stages.train import train_experiment
+
+    _write_volume_shards(tmp_path)
     experiment = {
         "name": "tiny_volumes", "condition": "image", "target": "volume_series",
         "encoder": "cnn", "decoder": "deconv", "method": "cross_attention",
@@ -172,18 +179,10 @@ def test_the_evaluate_stage_scores_a_volume_series_experiment(tmp_path):
 def test_the_evaluate_stage_scores_a_volume_diffusion_experiment_from_its_sample_mean(tmp_path):
     import json
 
-    from test_shards import PARAMS, make_inputs
-    from test_shards_volumes import VOLUMES, write_bold, write_events
-
-    from modalmerge.data.shards.subjects import write_shards
     from modalmerge.stages.evaluate import evaluate_experiment
     from modalmerge.stages.train import train_experiment
 
-    subjects, parc, anat, tsv, texts = make_inputs(tmp_path)
-    bold, events = write_bold(tmp_path, subjects), write_events(tmp_path)
-    params = PARAMS | {"volume_series": VOLUMES}
-    write_shards(subjects, parc, anat, tsv, texts, tmp_path / "shards", params, bold=bold,
-                 events=events)  # fmt: skip
+    _write_volume_shards(tmp_path)
     experiment = {
         "name": "tiny_volume_diffusion", "condition": "image", "target": "volume_series",
         "encoder": "cnn", "decoder": "diffusion_unet", "method": "diffusion",
