@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from dataclasses import InitVar, dataclass, field
 
 from modalmerge._settings_check import build, check_fields, field_spec
+from modalmerge.modalities import MODALITIES  # the one list (models and shards check names with it)
 
 __all__ = [
     "CONNECTIVITY_KINDS",
@@ -47,7 +48,6 @@ __all__ = [
 ]
 
 F = field_spec  # field(default, doc, choices=, ge=, gt=, le=, ...): see _settings_check
-MODALITIES = ("image", "time_series", "text", "tabular", "graph", "point_cloud", "volume_series")
 #: per-subject connectivity kinds (tangent is group-level: the shard stage's)
 CONNECTIVITY_KINDS = ("correlation", "partial correlation", "covariance", "precision")
 #: dataset kinds: the keys of modalmerge.data.sources.SOURCES (a test keeps them equal)
