@@ -200,11 +200,12 @@ def batched_run(bids_run):
     ``cluster.subjects_per_job: 2``: one job per batch of 2 subjects and stage. Its tests come
     last in this module: the batched run's metadata records replace the per-subject ones."""
     work, bids, _ = bids_run
-    subjects = sorted(p.name for p in bids.glob("sub-*"))
     config = load_yaml(work / "config.yaml")
     config["cluster"]["subjects_per_job"] = 2
     args = ["--configfile", str(write_config(work, config, "batched.yaml"))]
-    targets = _targets(subjects)
+    # batched, the per-subject files are not Snakemake outputs: the batches' flags stand for them
+    flags = [f"results/{NAME}/plan/{s}-batch-{i:04d}.done" for s in STAGES for i in (0, 1)]
+    targets = _targets([])[:1] + flags
     result = snakemake(work, *targets, *args)
     assert result.returncode == 0, result.stderr[-3000:]
     return work, bids, targets, args
@@ -213,7 +214,8 @@ def batched_run(bids_run):
 def test_a_batch_runs_the_per_subject_rules_command_lines(batched_run):
     """The batches' commands files hold, for each subject, exactly the command line that
     subject's per-subject rule runs (as Snakemake prints it), the log redirection left out."""
-    work, _, targets, _ = batched_run
+    work, bids, _, _ = batched_run
+    targets = _targets(sorted(p.name for p in bids.glob("sub-*")))  # unbatched: per subject
     singles = snakemake(work, "--dry-run", "--printshellcmds", "--forceall", *targets)
     assert singles.returncode == 0, singles.stderr[-3000:]
     expected = set()
@@ -252,6 +254,46 @@ def test_a_batch_job_s_metadata_lists_its_commands_file_not_the_batch_s_inputs(b
         for stage in STAGES
         for i in (0, 1)
     }
+
+
+def test_a_batch_job_s_one_output_is_its_flag(batched_run):
+    """A batch job declares one output, its flag, not its subjects' files: Snakemake keeps one
+    metadata record per batch and matches no per-subject file against the batch's outputs
+    (the no-op rerun's cost at 1,000 subjects, docs/benchmarks.md)."""
+    work, _, _, _ = batched_run
+    outputs = {}
+    for record in (work / ".snakemake" / "metadata").rglob("*"):
+        meta = json.loads(record.read_text()) if record.is_file() else {}
+        if "_batch_" in meta.get("rule", ""):
+            outputs.setdefault(meta["rule"], []).append(meta["code"])
+    assert sorted(outputs) == sorted(f"{s}_batch_{i:04d}" for s in STAGES for i in (0, 1))
+    assert all(len(codes) == 1 for codes in outputs.values())
+    npz = work / f"results/{NAME}/parcellated/sub-03/sub-03_space-MNI152_seg-atlas_parcellated.npz"
+    assert npz.is_file()  # written by batch 1 all the same
+
+
+def test_a_deleted_per_subject_file_reruns_its_batch_only(batched_run):
+    """A subject's file deleted by hand reruns the batch that writes it (its flag is removed
+    when the Snakefile is parsed), not the other batch."""
+    work, _, targets, args = batched_run
+    plan = work / "results" / NAME / "plan"
+    npz = work / f"results/{NAME}/parcellated/sub-03/sub-03_space-MNI152_seg-atlas_parcellated.npz"
+    flag = plan / "preprocess_parcellate-batch-0001.done"
+    saved = work / "saved"
+    saved.mkdir(exist_ok=True)
+    shutil.copy2(npz, saved / npz.name)
+    shutil.copy2(flag, saved / flag.name)
+    try:
+        npz.unlink()
+        result = snakemake(work, "--dry-run", *targets, *args)
+        assert result.returncode == 0, result.stderr[-3000:]
+        assert planned_jobs(result) == {"preprocess_parcellate_batch_0001": 1}
+        assert f"{npz.relative_to(work)} is missing" in result.stderr
+        assert not flag.exists() and (plan / "preprocess_parcellate-batch-0000.done").exists()
+    finally:  # the file and the flag back, with their times: the run is finished again
+        shutil.copy2(saved / npz.name, npz)
+        shutil.copy2(saved / flag.name, flag)
+    assert _dry(work, [*targets, *args]) == {}
 
 
 def test_batched_subjects_rerun_one_batch_when_one_subject_s_sidecar_changes(batched_run):
@@ -305,3 +347,43 @@ def test_batches_run_preprocess_and_parcellate_together_unless_the_bold_is_kept(
     jobs = {rule: n for rule, n in planned_jobs(result).items() if "_batch_" in rule}
     stages = ("preprocess", "parcellate") if keep != "no" else ("preprocess_parcellate",)
     assert jobs == {f"{s}_batch_{i:04d}": 1 for s in ("acquire", *stages) for i in range(3)}
+
+
+def test_batches_combine_with_repeats_each_repeat_with_its_own_batches(tmp_path):
+    """repeats: 2 with subjects_per_job: 4 plans every batch job once per repeat, writing
+    under each repeat's root; the commands rules of repeat 1 write its own files."""
+    work = copy_project(tmp_path / "work")
+    config = load_yaml(work / "configs" / "tiny.yaml")
+    config["cluster"]["subjects_per_job"] = 4
+    config["repeats"] = 2
+    write_config(work, config)
+    result = snakemake(work, "--dry-run", "results/tiny/shards", "results/tiny/rep-1/shards")
+    assert result.returncode == 0, result.stderr[-3000:]
+    jobs = {
+        rule: n for rule, n in planned_jobs(result).items() if "batch" in rule or "comm" in rule
+    }
+    stages = ("acquire", "preprocess_parcellate")
+    assert jobs == {f"{s}_{kind}_{i:04d}": 2
+                    for s in stages for kind in ("commands", "batch") for i in range(3)}  # fmt: skip
+    out = result.stdout + result.stderr
+    for root in ("results/tiny", "results/tiny/rep-1"):
+        assert f"output: {root}/plan/preprocess_parcellate-batch-0002.done" in out
+    # repeat 1's batch runs what its per-subject rule runs: the repeat's cohort seed and root
+    commands = work / "results/tiny/rep-1/plan/acquire-batch-0000.json"
+    made = snakemake(work, str(commands.relative_to(work)))
+    assert made.returncode == 0, made.stderr[-3000:]
+    config["cluster"]["subjects_per_job"] = 1
+    write_config(work, config, "single.yaml")
+    raw = "results/tiny/rep-1/raw/{0}/anat/{0}_T1w.nii.gz"
+    targets = [raw.format(f"sub-{i:03d}") for i in (1, 2, 3, 4)]
+    single = snakemake(work, "-n", "-p", *targets, "--configfile", "single.yaml")
+    assert single.returncode == 0, single.stderr[-3000:]
+    word = "modalmerge acquire-subject "
+    expected = [  # Snakemake's "Shell command: modalmerge ... > LOG 2>&1"
+        shlex.split(line[line.index(word) :])[1:-3]
+        for line in (single.stdout + single.stderr).splitlines()
+        if word in line
+    ]
+    batched = json.loads(commands.read_text())
+    assert sorted(batched) == sorted(expected) and len(batched) == 4
+    assert all('"seed": 2' in argv[2] and argv[4] == "results/tiny/rep-1" for argv in batched)

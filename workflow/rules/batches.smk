@@ -5,65 +5,57 @@
 # a change to one subject's source files or params reruns its batch (and what reads it), not
 # the other batches (docs/architecture.md, "Batches").
 #
-# Two rules per batch and stage. A local rule writes the batch's commands file (the
-# per-subject rule's command line for each subject, rule_command in batch_commands.smk); its
-# inputs are every file the batch reads, its params the command lines. The batch job's only
-# input is that file. Snakemake stores a job's inputs and their checksums in the metadata
-# record of each output file: listing the batch's reads on the batch job cost (outputs x
-# inputs) per batch, 24 MB of .snakemake/metadata at 100 subjects in batches of 50, read by
-# every no-op rerun; the commands file stores them once. An updated input, or a changed
-# setting, reruns the commands rule, whose new file reruns the batch. When the cleaned BOLD
-# is temporary (preprocess.keep_intermediate: false), preprocess and parcellate are one job
-# per batch (preprocess_parcellate_batch_NNNN) that deletes each subject's cleaned BOLD once
-# its parcellate has read it (python -m modalmerge.batch_clean): as a temp() file it would have to be an input of the job that
-# reads it, in every output's record again; and a parcellate rerun needs preprocess anyway.
+# Two rules per batch and stage, with the {rep} wildcard (each repeat has its own batches).
+# A local rule writes the batch's commands file (the per-subject rule's command line for each
+# subject, rule_command in batch_commands.smk); its inputs are what the batch reads: the
+# source files (acquire), else the flag of the batch upstream and the atlas; its params the
+# command lines. The batch job's only input is that file, its only output a flag file
+# (plan/<stage>-batch-NNNN.done, touched by Snakemake on success): the per-subject files are
+# not Snakemake outputs. Snakemake keeps a metadata record per output file and matches every
+# requested file against every output of the rule that may make it (a regular expression
+# each): with N per-subject outputs per batch a no-op rerun spent most of its time there
+# (docs/benchmarks.md, "No-op rerun at 1,000 subjects"). A per-subject file deleted by hand
+# is noticed at parse time instead (reopen_incomplete_batches: its batch's flag is removed).
+# An updated source file, or a changed setting, reruns the commands rule, whose new file
+# reruns the batch, whose new flag reruns the next stage's commands rule. When the cleaned
+# BOLD is temporary (preprocess.keep_intermediate: false), preprocess and parcellate are one
+# job per batch (preprocess_parcellate_batch_NNNN) that deletes each subject's cleaned BOLD
+# once its parcellate has read it (python -m modalmerge.batch_clean); a parcellate rerun
+# needs preprocess anyway.
 
 
 include: "batch_commands.smk"
 
 
-# batches exist for repeat 0 only (common.smk refuses subjects_per_job > 1 with repeats > 1):
-# every path with the {rep} wildcard filled in as ""
-LOGS0, BENCH0 = LOGS.replace("{rep}", ""), BENCH.replace("{rep}", "")
-ATLAS = rules.acquire_atlas.output.atlas.replace("{rep}", "")
-LABELS = rules.acquire_atlas.output.labels.replace("{rep}", "")
+ATLAS, LABELS = rules.acquire_atlas.output.atlas, rules.acquire_atlas.output.labels
 RAW, PRE, PARC = subject_outputs(), preprocess_outputs(), parcellate_outputs()
 # shard.volume_series reads the cleaned BOLD after parcellate: then the two stay separate
-# batch jobs and Snakemake deletes the temp() BOLD once shard has run
+# batch jobs, the temporary BOLDs are outputs of the preprocess batch (besides its flag), and
+# Snakemake deletes them once shard has run
 TEMP_BOLD = (
     WRITES["bold"]
     and not SETTINGS.preprocess.keep_intermediate
     and not SETTINGS.shard.volume_series.enabled
 )
+BATCH_STAGES = ("acquire",) + (
+    ("preprocess_parcellate",) if TEMP_BOLD else ("preprocess", "parcellate")
+)
+if SUBJECTS_PER_JOB > 1 and workflow.is_main_process:
+    reopen_incomplete_batches(BATCH_STAGES)
 
 for _i, _batch in enumerate(BATCHES if SUBJECTS_PER_JOB > 1 else []):
     _tag = f"batch-{_i:04d}"
-    _raw = {s: subject_files(RAW, s) for s in _batch}
-    _pre = {s: subject_files(PRE, s) for s in _batch}
-    _parc = {s: subject_files(PARC, s) for s in _batch}
-    # what each stage reads (as its per-subject rule): the source files; the raw files but
-    # the description text, with the atlas; the preprocessed T1 and BOLD (sidecar) and atlas
-    _reads = {
-        "acquire": [f for s in _batch for f in PLAN["inputs"][s]],
-        "preprocess": [f for s in _batch for k, f in _raw[s].items() if k != "text"] + [ATLAS],
-        "parcellate": [
-            f for s in _batch for k, f in _pre[s].items() if k in ("t1", "bold", "bold_json")
-        ]
-        + [ATLAS, LABELS],
-    }
 
     rule:
         name:
             f"acquire_commands_{_i:04d}"
         input:
-            _reads["acquire"],
+            acquire_reads(_batch, ""),
         output:
-            f"{ROOT0}/plan/acquire-{_tag}.json",
+            batch_file("acquire", _i, "json"),
         localrule: True
         params:
-            commands=batch_commands(
-                [rule_command(rules.acquire_subject, s, {}, _raw[s]) for s in _batch]
-            ),
+            commands=commands_param(acquire_commands, _batch),
         run:
             write_text_atomic(output[0], params.commands)
 
@@ -71,16 +63,16 @@ for _i, _batch in enumerate(BATCHES if SUBJECTS_PER_JOB > 1 else []):
         name:
             f"acquire_batch_{_i:04d}"
         input:
-            commands=f"{ROOT0}/plan/acquire-{_tag}.json",
+            commands=batch_file("acquire", _i, "json"),
         output:
-            [f for s in _batch for f in _raw[s].values()],
+            touch(batch_file("acquire", _i, "done")),
         log:
-            f"{LOGS0}/acquire/{_tag}.log",
+            f"{LOGS}/acquire/{_tag}.log",
         benchmark:
-            f"{BENCH0}/acquire/{_tag}.tsv"
+            f"{BENCH}/acquire/{_tag}.tsv"
         threads: 1
         resources:
-            **batch_resources("acquire_subject", len(_batch), _reads["acquire"]),
+            **batch_resources("acquire_subject", _batch, acquire_reads),
         params:
             code=ACQUIRE_CODE,
         shell:
@@ -92,27 +84,14 @@ for _i, _batch in enumerate(BATCHES if SUBJECTS_PER_JOB > 1 else []):
             name:
                 f"preprocess_parcellate_commands_{_i:04d}"
             input:
-                _reads["preprocess"] + [LABELS],
+                batch_file("acquire", _i, "done"),
+                ATLAS,
+                LABELS,
             output:
-                f"{ROOT0}/plan/preprocess_parcellate-{_tag}.json",
+                batch_file("preprocess_parcellate", _i, "json"),
             localrule: True
             params:
-                commands=batch_commands(
-                    [
-                        step
-                        for s in _batch
-                        for step in (
-                            rule_command(rules.preprocess, s, _raw[s] | {"atlas": ATLAS}, _pre[s]),
-                            rule_command(
-                                rules.parcellate,
-                                s,
-                                _pre[s] | {"atlas": ATLAS, "labels": LABELS},
-                                _parc[s],
-                            ),
-                            ["remove-intermediate", _pre[s]["bold"]],
-                        )
-                    ]
-                ),
+                commands=commands_param(preprocess_parcellate_commands, _batch),
             run:
                 write_text_atomic(output[0], params.commands)
 
@@ -120,17 +99,16 @@ for _i, _batch in enumerate(BATCHES if SUBJECTS_PER_JOB > 1 else []):
             name:
                 f"preprocess_parcellate_batch_{_i:04d}"
             input:
-                commands=f"{ROOT0}/plan/preprocess_parcellate-{_tag}.json",
+                commands=batch_file("preprocess_parcellate", _i, "json"),
             output:
-                [f for s in _batch for k, f in _pre[s].items() if k != "bold"],
-                [f for s in _batch for f in _parc[s].values()],
+                touch(batch_file("preprocess_parcellate", _i, "done")),
             log:
-                f"{LOGS0}/preprocess_parcellate/{_tag}.log",
+                f"{LOGS}/preprocess_parcellate/{_tag}.log",
             benchmark:
-                f"{BENCH0}/preprocess_parcellate/{_tag}.tsv"
+                f"{BENCH}/preprocess_parcellate/{_tag}.tsv"
             threads: 1
             resources:
-                **batch_resources("preprocess", len(_batch), _reads["preprocess"]),
+                **batch_resources("preprocess", _batch, preprocess_reads),
             params:
                 code=fingerprint(
                     "modalmerge.batch_clean",
@@ -146,17 +124,13 @@ for _i, _batch in enumerate(BATCHES if SUBJECTS_PER_JOB > 1 else []):
             name:
                 f"preprocess_commands_{_i:04d}"
             input:
-                _reads["preprocess"],
+                batch_file("acquire", _i, "done"),
+                ATLAS,
             output:
-                f"{ROOT0}/plan/preprocess-{_tag}.json",
+                batch_file("preprocess", _i, "json"),
             localrule: True
             params:
-                commands=batch_commands(
-                    [
-                        rule_command(rules.preprocess, s, _raw[s] | {"atlas": ATLAS}, _pre[s])
-                        for s in _batch
-                    ]
-                ),
+                commands=commands_param(preprocess_commands, _batch),
             run:
                 write_text_atomic(output[0], params.commands)
 
@@ -164,16 +138,17 @@ for _i, _batch in enumerate(BATCHES if SUBJECTS_PER_JOB > 1 else []):
             name:
                 f"preprocess_batch_{_i:04d}"
             input:
-                commands=f"{ROOT0}/plan/preprocess-{_tag}.json",
+                commands=batch_file("preprocess", _i, "json"),
             output:
-                flagged_outputs([(k, f) for s in _batch for k, f in _pre[s].items()]),
+                touch(batch_file("preprocess", _i, "done")),
+                temporary_bolds(_batch, output=True),
             log:
-                f"{LOGS0}/preprocess/{_tag}.log",
+                f"{LOGS}/preprocess/{_tag}.log",
             benchmark:
-                f"{BENCH0}/preprocess/{_tag}.tsv"
+                f"{BENCH}/preprocess/{_tag}.tsv"
             threads: 1
             resources:
-                **batch_resources("preprocess", len(_batch), _reads["preprocess"]),
+                **batch_resources("preprocess", _batch, preprocess_reads),
             params:
                 code=fingerprint("modalmerge.data.preprocess"),
             shell:
@@ -183,22 +158,15 @@ for _i, _batch in enumerate(BATCHES if SUBJECTS_PER_JOB > 1 else []):
             name:
                 f"parcellate_commands_{_i:04d}"
             input:
-                _reads["parcellate"],
+                batch_file("preprocess", _i, "done"),
+                ATLAS,
+                LABELS,
+                temporary_bolds(_batch),
             output:
-                f"{ROOT0}/plan/parcellate-{_tag}.json",
+                batch_file("parcellate", _i, "json"),
             localrule: True
             params:
-                commands=batch_commands(
-                    [
-                        rule_command(
-                            rules.parcellate,
-                            s,
-                            _pre[s] | {"atlas": ATLAS, "labels": LABELS},
-                            _parc[s],
-                        )
-                        for s in _batch
-                    ]
-                ),
+                commands=commands_param(parcellate_commands, _batch),
             run:
                 write_text_atomic(output[0], params.commands)
 
@@ -206,16 +174,16 @@ for _i, _batch in enumerate(BATCHES if SUBJECTS_PER_JOB > 1 else []):
             name:
                 f"parcellate_batch_{_i:04d}"
             input:
-                commands=f"{ROOT0}/plan/parcellate-{_tag}.json",
+                commands=batch_file("parcellate", _i, "json"),
             output:
-                [f for s in _batch for f in _parc[s].values()],
+                touch(batch_file("parcellate", _i, "done")),
             log:
-                f"{LOGS0}/parcellate/{_tag}.log",
+                f"{LOGS}/parcellate/{_tag}.log",
             benchmark:
-                f"{BENCH0}/parcellate/{_tag}.tsv"
+                f"{BENCH}/parcellate/{_tag}.tsv"
             threads: 1
             resources:
-                **batch_resources("parcellate", len(_batch), _reads["parcellate"]),
+                **batch_resources("parcellate", _batch, parcellate_reads),
             params:
                 code=fingerprint("modalmerge.data.parcellation.parcellate"),
             shell:

@@ -92,11 +92,6 @@ EXPERIMENTS = {e.name: e for e in SETTINGS.experiments}  # names are unique (fro
 SUBJECTS_PER_JOB = CLUSTER.subjects_per_job
 BATCHES = [SUBJECTS[i : i + SUBJECTS_PER_JOB] for i in range(0, len(SUBJECTS), SUBJECTS_PER_JOB)]
 PER_SUBJECT_RULES = "sub-[A-Za-z0-9]+" if SUBJECTS_PER_JOB == 1 else "(?!)"
-if SUBJECTS_PER_JOB > 1 and REPEATS > 1:  # batches.smk writes repeat 0's files only
-    raise ValueError(
-        f"cluster.subjects_per_job: {SUBJECTS_PER_JOB} (batched data stages) cannot be combined"
-        f" with repeats: {REPEATS} yet; use subjects_per_job: 1 for repeated runs"
-    )
 
 
 wildcard_constraints:
@@ -230,6 +225,12 @@ def volume_series_bold():
         return []
     bold = rules.preprocess.output.bold
     return [expand(bold, subject=s, allow_missing=True)[0] for s in SUBJECTS]
+
+
+def unbatched(files):
+    """``files`` (per-subject inputs of shard), or none when the data stages are batched:
+    shard then waits for the batches' flags (batches.smk), which stand for those files."""
+    return files if SUBJECTS_PER_JOB == 1 else []
 
 
 def write_text_atomic(path, text):

@@ -22,21 +22,25 @@ rule shard_inputs:
 rule shard:
     input:
         inputs_json=rules.shard_inputs.output[0],
-        # allow_missing: {rep} (the repeat) is filled from the job's output
-        parcellated=expand(rules.parcellate.output.npz, subject=SUBJECTS, allow_missing=True),
-        anatomy=expand(rules.preprocess.output.t1, subject=SUBJECTS, allow_missing=True),
-        texts=(
+        # per-subject files (allow_missing: {rep}, the repeat, is filled from the job's
+        # output); batched, the flags of the batches that write them instead (batches.smk)
+        parcellated=unbatched(
+            expand(rules.parcellate.output.npz, subject=SUBJECTS, allow_missing=True)
+        ),
+        anatomy=unbatched(expand(rules.preprocess.output.t1, subject=SUBJECTS, allow_missing=True)),
+        texts=unbatched(
             expand(rules.acquire_subject.output.text, subject=SUBJECTS, allow_missing=True)
             if WRITES["text"]
             else []
         ),
         participants=rules.acquire_cohort.output.participants,
-        extra_anatomy=preprocessed_anatomy(),
-        point_clouds=(
+        extra_anatomy=unbatched(preprocessed_anatomy()),
+        point_clouds=unbatched(
             expand(rules.acquire_subject.output.point_cloud, subject=SUBJECTS, allow_missing=True)
             if POINT_CLOUD
             else []
         ),
+        batches=batch_flags(BATCH_STAGES),
         # shard.volume_series only: the cleaned BOLD (a temp() output kept until shard has run)
         bold=volume_series_bold(),
     output:
