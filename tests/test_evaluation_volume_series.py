@@ -251,7 +251,9 @@ def test_the_evaluate_stage_scores_a_volume_diffusion_experiment_from_its_sample
         "name": "tiny_volume_diffusion", "condition": "image", "target": "volume_series",
         "encoder": "cnn", "decoder": "diffusion_unet", "method": "diffusion",
         "embedding_dim": 8, "heads": 2, "encoder_options": {"channels": 4},
-        "decoder_options": {"channels": [8], "norm_num_groups": 4},  # one level: odd sides
+        # one level (odd sides); the window start in the timestep embedding: trained through
+        # MONAI's inferer, saved, loaded and sampled with it
+        "decoder_options": {"channels": [8], "norm_num_groups": 4, "start_embedding": True},
         "method_options": {"train_steps": 20, "sample_steps": 5},
     }  # fmt: skip
     settings = {"seed": 0, "epochs": 1, "batch_size": 4, "lr": 0.003, "patience": 5}
