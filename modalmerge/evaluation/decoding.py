@@ -64,8 +64,8 @@ def task_condition_names(manifest: dict, shard_dir) -> list[str]:
     if not names:
         raise InputError(
             Path(shard_dir) / "manifest.json",
-            "no task conditions: write the shards with shard.volume_series.enabled and an "
-            "events table",
+            "no task conditions (the brain-decoding target, target_data task_condition): "
+            "write the shards with shard.volume_series.enabled and an events table",
         )
     return list(names)
 

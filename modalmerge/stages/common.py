@@ -112,13 +112,9 @@ def build_model(
 def task_cardinalities(shard_dir: str | Path, sample: dict) -> list[int]:
     """``[K] * T``: the task conditions (K, the manifest's ``volume_series.task_conditions``)
     of each of a window's T volumes, the brain-decoding target read as a table."""
-    names = (read_manifest(shard_dir).get("volume_series") or {}).get("task_conditions")
-    if not names:
-        raise InputError(
-            Path(shard_dir) / "manifest.json",
-            "target_data task_condition but the shards hold no task conditions: write them "
-            "with shard.volume_series.enabled and an events table",
-        )
+    from modalmerge.evaluation.decoding import task_condition_names
+
+    names = task_condition_names(read_manifest(shard_dir), shard_dir)
     return [len(names)] * int(sample["target"].shape[0])
 
 
