@@ -346,6 +346,9 @@ class ExperimentSettings(_Section):
     """One ``experiments:`` entry: condition -> target with an encoder, decoder and method."""
 
     SECTION = "experiments[]"
+    #: keys that enter the rule params (:meth:`record`) only when set away from their default,
+    #: so experiments configured before they existed keep their identity (no rerun)
+    OMITTED_AT_DEFAULT = ("target_data",)
     name: str = F(
         doc="outputs go to models/<name>/, eval/<name>/, figures/<name>/",
         pattern=r"^[A-Za-z0-9_.-]+$",
@@ -412,11 +415,36 @@ class ExperimentSettings(_Section):
     target_graph: str | None = F(
         None, doc="graph target: the view read, as condition_graph", choices=("fc", "sc")
     )
+    target_data: str | None = F(
+        None,
+        doc="the shard data read as the target instead of the target modality's own: "
+        "task_condition (target tabular, condition volume_series; each volume's task condition "
+        "as a table of T categorical columns: brain decoding, scored against logistic "
+        "regression on the ROI series and chance)",
+        choices=("task_condition",),
+    )
     plugins: tuple[str, ...] | None = F(
         None,
         doc="modules imported before the model is built or loaded (from the top-level plugins:)",
     )
     path: InitVar[str | None] = None
+
+    def __post_init__(self, path: str | None = None) -> None:
+        super().__post_init__(path)
+        if self.target_data == "task_condition" and self.target != "tabular":
+            raise ValueError(
+                f"{path or self.SECTION}: target_data task_condition is read as a table "
+                f"(target: tabular), not as {self.target!r}"
+            )
+
+    def record(self) -> dict:
+        """:func:`to_dict` without the :data:`OMITTED_AT_DEFAULT` keys at their default (None):
+        the experiment as the workflow's rule params."""
+        return {
+            k: v
+            for k, v in to_dict(self).items()
+            if not (k in self.OMITTED_AT_DEFAULT and v is None)
+        }
 
     def training(self, train: TrainSettings) -> TrainSettings:
         """``train`` with this experiment's overrides (epochs, lr, batch_size) applied."""

@@ -1,27 +1,47 @@
-"""Brain decoding (modalmerge.evaluation.decoding): per-volume task conditions from 4D windows."""
+"""Brain decoding as a workflow experiment (target_data: task_condition): per-volume task
+conditions from 4D windows, scored against logistic regression on the ROI series and chance."""
 
 from __future__ import annotations
 
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from modalmerge.evaluation.decoding import (
-    build_decoder,
     logistic_baseline,
     per_subject_accuracy,
-    run_decoding,
+    per_subject_balanced_accuracy,
 )
 from tests.test_shards_volumes import volume_shards  # noqa: F401 - the module's fixture
 
 torch.set_num_threads(1)
+
+#: the decoding experiment at tiny sizes (configs/decoding.yaml's, smaller)
+EXPERIMENT = {
+    "name": "tiny_decoding", "condition": "volume_series", "target": "tabular",
+    "target_data": "task_condition", "encoder": "spatiotemporal", "decoder": "mlp",
+    "method": "cross_attention", "embedding_dim": 8, "heads": 2,
+    "encoder_options": {"n_layers": 1, "patch": 2, "time_patch": 2},
+}  # fmt: skip
 
 
 def test_per_subject_accuracy_averages_each_subject_s_volumes():
     correct = np.array([[1, 1, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0]], bool)
     subjects = np.array(["sub-2", "sub-1", "sub-2"])
     assert per_subject_accuracy(correct, subjects) == {"sub-1": 1.0, "sub-2": 0.25}
+
+
+def test_balanced_accuracy_gives_the_majority_guess_one_over_k_whatever_the_shares():
+    truth = np.array([[0, 0, 0, 0, 0, 0, 1, 2], [0, 0, 0, 0, 0, 0, 0, 0]])
+    subjects = np.array(["sub-1", "sub-2"])
+    majority = np.zeros_like(truth)
+    found = per_subject_balanced_accuracy(truth, majority, subjects)
+    assert found["sub-1"] == pytest.approx(1 / 3)  # plain accuracy would be 0.75
+    assert found["sub-2"] == 1.0  # one condition present: its recall
+    perfect = per_subject_balanced_accuracy(truth, truth, subjects)
+    assert perfect == {"sub-1": 1.0, "sub-2": 1.0}
 
 
 def test_logistic_baseline_decodes_a_planted_roi_code_and_context_sees_neighbours():
@@ -42,55 +62,83 @@ def test_logistic_baseline_decodes_a_planted_roi_code_and_context_sees_neighbour
     assert chosen["C"] in (0.01, 0.1, 1.0, 10.0)
 
 
-def test_the_decoder_predicts_one_class_per_volume():
-    model = build_decoder((3, 8, 8, 8), n_classes=3, dim=16, options={"n_layers": 1})
-    heads = model(torch.randn(2, 3, 8, 8, 8)).prediction["categorical"]
-    assert [tuple(h.shape) for h in heads] == [(2, 3)] * 3
-
-
-def test_run_decoding_scores_every_predictor_per_test_subject(volume_shards, tmp_path):  # noqa: F811
-    grid = ({"n_layers": 1, "patch": 2},)
-    metrics = run_decoding(volume_shards, tmp_path, seed=0, epochs=1, dim=8, grid=grid)
-    saved = json.loads((tmp_path / "metrics.json").read_text())
-    assert saved["accuracy"] == metrics["accuracy"]
-    assert set(metrics["accuracy"]) == {"model", "logistic", "logistic_context", "chance"}
-    n = metrics["n_test_subjects"]
-    assert all(len(v) == n for v in metrics["per_unit"].values())
-    # chance: the training volumes' majority class (rest) on every volume
-    assert metrics["chosen"]["chance"] == {"class": "rest"}
-    # windows at 0, 4, 8, 12 (8 volumes) hold 5, 3, 6 and 8 rest volumes (test_shards_volumes)
-    assert metrics["per_unit"]["chance"] == [22 / 32] * n
-    lines = (tmp_path / "per_subject.csv").read_text().splitlines()
-    assert lines[0] == "subject,model,logistic,logistic_context,chance" and len(lines) == n + 1
-    assert metrics["differences"]["model-chance"]["verdict"] == "does not beat"  # n < 5
-    assert (tmp_path / "attention.png").stat().st_size > 1000  # attention on the slices
-
-
-def test_the_anatomy_to_volumes_config_builds_and_trains_a_step_on_volume_shards(volume_shards):  # noqa: F811
-    """configs/volume_generation.yaml's experiment (image -> volume_series), on volume shards."""
-    import yaml
-
-    from modalmerge.settings import from_config
+def test_the_decoding_experiment_builds_one_k_way_head_per_volume(volume_shards):  # noqa: F811
     from modalmerge.stages.common import build_model, experiment_dataset
-    from modalmerge.training.losses import make_loss
-    from modalmerge.training.schedule import make_optimizer
 
-    config = yaml.safe_load(open("configs/volume_generation.yaml"))
-    settings = from_config(config)
-    experiment, diffusion = settings.experiments  # the deterministic one, then diffusion
-    assert (experiment.condition, experiment.target) == ("image", "volume_series")
-    assert (diffusion.target, diffusion.method) == ("volume_series", "diffusion")
-    assert settings.shard.volume_series.enabled
     torch.manual_seed(0)
-    model = build_model(volume_shards, experiment)
-    data = experiment_dataset(volume_shards, "train", experiment)
-    batch = data.get_batch([0, 1])
-    out = model(batch["condition"], return_attention=True)
-    assert out.prediction.shape == batch["target"].shape == (2, 8, 3, 4, 2)
-    assert out.attention.shape[-1] == model.condition_provenance().n_tokens
-    loss = make_loss("volume_series")(out.prediction, batch["target"])
-    loss.backward()
-    optimizer = make_optimizer(model, lr=1e-2, weight_decay=0.0)
-    optimizer.step()
-    after = make_loss("volume_series")(model(batch["condition"]).prediction, batch["target"])
-    assert torch.isfinite(after) and after != loss
+    model = build_model(volume_shards, EXPERIMENT)
+    batch = experiment_dataset(volume_shards, "train", EXPERIMENT).get_batch([0, 1])
+    assert batch["condition"].shape == (2, 8, 3, 4, 2)
+    assert batch["target"].shape == (2, 8)  # one condition code per volume
+    heads = model(batch["condition"]).prediction["categorical"]
+    assert [tuple(h.shape) for h in heads] == [(2, 3)] * 8  # rest, A, B
+
+
+def test_task_condition_target_data_needs_a_tabular_target():
+    from modalmerge.settings import ExperimentSettings
+
+    with pytest.raises(ValueError, match="target_data task_condition"):
+        ExperimentSettings.coerce(EXPERIMENT | {"target": "time_series"})
+
+
+def test_the_workflow_stages_train_evaluate_and_summarize_a_decoding_experiment(
+    volume_shards,  # noqa: F811
+    tmp_path,
+):
+    from modalmerge.evaluation.summary import summarize
+    from modalmerge.settings import ExperimentSettings
+    from modalmerge.stages.common import load_experiment_model
+    from modalmerge.stages.evaluate import evaluate_experiment
+    from modalmerge.stages.figures_modalities import volume_attention
+    from modalmerge.stages.train import train_experiment
+
+    settings = {"seed": 0, "epochs": 1, "batch_size": 4, "lr": 0.003, "patience": 5}
+    model_path = train_experiment(volume_shards, EXPERIMENT, settings, tmp_path / "model")
+    out = tmp_path / "eval"
+    evaluate_experiment(
+        model_path, volume_shards, EXPERIMENT, {}, out / "metrics.json", out / "p.npz"
+    )
+    written = json.loads((out / "metrics.json").read_text())
+    assert written["primary_metric"] == "balanced_accuracy"
+    assert set(written["scores"]) == {"model", "logistic", "logistic_context", "chance"}
+    units = written["per_unit"]["units"]
+    assert len(units) >= 2
+    # chance: the training volumes' majority class (rest) on every volume; windows at
+    # 0, 4, 8, 12 (8 volumes) hold 5, 3, 6 and 8 rest volumes (test_shards_volumes)
+    assert written["decoding"]["chosen"]["chance"] == {"class": "rest"}
+    assert written["per_unit"]["chance"]["accuracy"] == [22 / 32] * len(units)
+    assert written["per_unit"]["chance"]["balanced_accuracy"] == [pytest.approx(1 / 3)] * len(units)
+    arrays = np.load(out / "p.npz")
+    assert arrays["prediction"].shape == arrays["target"].shape == (4 * len(units), 8)
+    summarize([out / "metrics.json"], tmp_path / "summary.csv")
+    rows = [line.split(",") for line in (tmp_path / "summary.csv").read_text().splitlines()]
+    found = {(r[4], r[5]): r for r in rows[1:]}
+    for predictor in ("model", "logistic", "logistic_context", "chance"):
+        row = found[(predictor, "balanced_accuracy")]
+        assert row[7] and row[8] and int(row[9]) == len(units)  # an interval over subjects
+    for baseline in ("logistic", "logistic_context", "chance"):
+        row = found[(f"model-{baseline}", "balanced_accuracy")]
+        assert row[11] in ("beats", "does not beat")  # the verdict, on the primary metric
+        assert found[(f"model-{baseline}", "accuracy")][11] == ""
+    drawn = []
+    model, _ = load_experiment_model(model_path)
+    experiment = ExperimentSettings.coerce(EXPERIMENT)
+    volume_attention(model, experiment, volume_shards, lambda fig, name: drawn.append((fig, name)))
+    assert [name for _, name in drawn] == ["attention_on_volumes"]
+    assert "query of volume" in drawn[0][0].get_suptitle()  # a task volume's query
+
+
+def test_the_decoding_config_plans_train_evaluate_figures_and_summary_jobs(tmp_path):
+    """configs/decoding.yaml: the decoding is one workflow experiment, no hand-run step."""
+    from tests.workflow_utils import copy_project, planned_jobs, snakemake
+
+    project = copy_project(tmp_path / "project")
+    done = snakemake(
+        project, "--dry-run", "--printshellcmds", "--configfile", "configs/decoding.yaml"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    jobs = planned_jobs(done)
+    assert jobs["train"] == jobs["evaluate"] == jobs["figures"] == jobs["summarize"] == 1
+    assert jobs["shard"] == 1 and jobs["preprocess"] == 40
+    assert "results/decoding/eval/volumes_to_task_decoding/metrics.json" in done.stdout
+    assert "results/decoding/eval/summary.csv" in done.stdout

@@ -14,6 +14,7 @@ from modalmerge.evaluation.volume_series import (
     add_volume_sample_scores,
     brain_mask,
     score_volume_series,
+    volume_realism_statistics,
     window_scores,
 )
 
@@ -128,6 +129,68 @@ def test_sample_diversity_is_zero_for_identical_samples_and_grows_with_their_spr
         add_volume_sample_scores(scored, np.zeros((n, 4, T, 3, 4, 1)), test, data.train)
 
 
+def _known_mean_data(seed=0, spread=0.3, n_samples=8):
+    """Held-out windows ``m + spread * noise`` whose mean m a model knows (the fixture's
+    windows): a perfect ensemble draws ``m + spread * noise'``; the climatology (training
+    windows at the same start) spreads about 1 around the shared course only."""
+    data = _data(lambda y, rng: y.copy(), seed=seed)
+    rng = np.random.default_rng(seed + 10)
+    m = data.test.target.astype(np.float64)
+    data.test.target = (m + spread * rng.normal(size=m.shape)).astype(np.float32)
+    data.test.target[:, :, 0, 0, 0] = 0.0  # out of the brain
+    draws = m[:, None] + spread * rng.normal(size=(len(m), n_samples, *m.shape[1:]))
+    data.test.prediction = draws.mean(axis=1).astype(np.float32)
+    return data, draws.astype(np.float32)
+
+
+def _sample_scores(data, samples):
+    scored = score_volume_series(data)
+    add_volume_sample_scores(scored, samples, data.test, data.train)
+    return scored
+
+
+def test_a_perfect_ensemble_is_calibrated_realistic_and_beats_climatology_on_crps():
+    data, samples = _known_mean_data()
+    scored = _sample_scores(data, samples)
+    model = scored.scores["model"]
+    assert 0.85 < model["spread_skill"] < 1.15
+    assert model["crps"] < 0.5 * model["crps_climatology"]
+    assert scored.scores["climatology"]["crps"] == model["crps_climatology"]
+    diff = scored.extra["generative"]["crps_climatology_minus_model"]
+    assert diff["ci_low"] > 0 and diff["n"] == 6  # per held-out subject
+    for stat in ("lag1_autocorrelation", "inter_voxel_correlation", "temporal_sd"):
+        assert len(scored.per_unit["model"][f"realism_ratio_{stat}"]) == 6
+    assert 0.9 < model["realism_ratio_temporal_sd"] < 1.1  # the samples vary like the truth
+    # the ensemble mean (the prediction) is smoother: its temporal SD ratio is lower
+    assert model["ensemble_mean_realism_ratio_temporal_sd"] < model["realism_ratio_temporal_sd"]
+    assert "realism_ratio_temporal_sd" in scored.scores["group_mean"]
+
+
+def test_a_constant_ensemble_has_no_spread_and_loses_to_a_spread_one_on_crps():
+    data, samples = _known_mean_data()
+    constant = np.repeat(samples.mean(axis=1, keepdims=True), samples.shape[1], axis=1)
+    flat = _sample_scores(data, constant).scores["model"]
+    assert flat["spread_skill"] == 0.0 and flat["sample_diversity"] == 0.0
+    assert flat["crps"] > _sample_scores(data, samples).scores["model"]["crps"]
+    with pytest.raises(ValueError, match=">= 2 samples"):
+        _sample_scores(data, samples[:, :1])
+
+
+def test_volume_realism_statistics_of_known_windows():
+    t = np.arange(8, dtype=np.float64)
+    ramp = np.stack([t, t, -t, np.full(8, 2.0)], axis=1)[None]  # (1, T, V): 4th voxel constant
+    found = volume_realism_statistics(ramp)
+    # pairs of the 3 varying voxels: r = +1 once, -1 twice -> mean -1/3
+    assert found["inter_voxel_correlation"] == pytest.approx(-1 / 3)
+    # a ramp: lag-1 r near 1 (centred on the whole window's mean, as the ROI realism is)
+    assert found["lag1_autocorrelation"] == pytest.approx(0.9375)
+    assert found["temporal_sd"] == pytest.approx(3 * t.std() / 4)  # the constant voxel: SD 0
+    noise = np.random.default_rng(0).normal(size=(50, 40, 30))
+    white = volume_realism_statistics(noise)
+    assert abs(white["lag1_autocorrelation"]) < 0.05
+    assert abs(white["inter_voxel_correlation"]) < 0.02
+
+
 def _write_volume_shards(tmp_path):
     """Tiny shards with the volume_series view (test_shards' inputs, test_shards_volumes' runs)."""
     from test_shards import PARAMS, make_inputs
@@ -179,6 +242,7 @@ def test_the_evaluate_stage_scores_a_volume_series_experiment(tmp_path):
 def test_the_evaluate_stage_scores_a_volume_diffusion_experiment_from_its_sample_mean(tmp_path):
     import json
 
+    from modalmerge.evaluation.summary import summarize
     from modalmerge.stages.evaluate import evaluate_experiment
     from modalmerge.stages.train import train_experiment
 
@@ -187,7 +251,9 @@ def test_the_evaluate_stage_scores_a_volume_diffusion_experiment_from_its_sample
         "name": "tiny_volume_diffusion", "condition": "image", "target": "volume_series",
         "encoder": "cnn", "decoder": "diffusion_unet", "method": "diffusion",
         "embedding_dim": 8, "heads": 2, "encoder_options": {"channels": 4},
-        "decoder_options": {"channels": [8], "norm_num_groups": 4},  # one level: odd sides
+        # one level (odd sides); the window start in the timestep embedding: trained through
+        # MONAI's inferer, saved, loaded and sampled with it
+        "decoder_options": {"channels": [8], "norm_num_groups": 4, "start_embedding": True},
         "method_options": {"train_steps": 20, "sample_steps": 5},
     }  # fmt: skip
     settings = {"seed": 0, "epochs": 1, "batch_size": 4, "lr": 0.003, "patience": 5}
@@ -205,3 +271,11 @@ def test_the_evaluate_stage_scores_a_volume_diffusion_experiment_from_its_sample
     assert arrays["samples"].shape[1:] == (3, 8, 3, 4, 2)  # (windows, S, T, D, H, W)
     # the prediction is the samples' mean
     np.testing.assert_allclose(arrays["prediction"], arrays["samples"].mean(axis=1), atol=1e-5)
+    # the samples' scores per held-out subject, and the paired CRPS row against climatology
+    for key in ("crps", "crps_climatology", "spread_skill", "realism_ratio_temporal_sd"):
+        assert len(written["per_unit"]["model"][key]) == len(units), key
+    assert (
+        written["scores"]["climatology"]["crps"] == written["scores"]["model"]["crps_climatology"]
+    )
+    summarize([out / "m.json"], tmp_path / "summary.csv")
+    assert "model-climatology,crps," in (tmp_path / "summary.csv").read_text()

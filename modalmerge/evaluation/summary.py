@@ -139,10 +139,18 @@ PREDICTORS = (
     "regional_truth",
     "physics",
     "climatology",
+    "logistic",
+    "logistic_context",
+    "chance",
 )
 #: the predictors a model is compared with by paired differences (``climatology``: the
-#: training windows as an ensemble, scored by CRPS against a generative model's samples)
-BASELINES = ("group_mean", "ridge", "ridge_parcel", "physics", "climatology")
+#: training windows as an ensemble, scored by CRPS against a generative model's samples;
+#: ``logistic``, ``logistic_context``, ``chance``: brain decoding's baselines,
+#: :mod:`modalmerge.evaluation.decoding`)
+BASELINES = (
+    *("group_mean", "ridge", "ridge_parcel", "physics", "climatology"),
+    *("logistic", "logistic_context", "chance"),
+)
 IDENTITY_FIELDS = ("experiment", "condition", "target", "method")
 SUMMARY_COLUMNS = (
     *(*IDENTITY_FIELDS, "model", "metric", "value"),

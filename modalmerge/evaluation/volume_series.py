@@ -21,20 +21,46 @@ window at the same window start (every training window's mean when no training w
 starts there), as for time series with a generative model. A ridge from the condition
 is not fitted: its targets would be every voxel of every volume.
 
+Realism, for every predictor (the model's predictions and the group mean): ratios
+predictor / truth, per held-out subject, of three statistics of a window's in-brain voxels
+(:func:`volume_realism_statistics`), each a mean over voxels (or voxel pairs) then windows:
+``lag1_autocorrelation`` (over the window's volumes), ``inter_voxel_correlation`` (the mean
+off-diagonal correlation of the voxels' series) and ``temporal_sd`` (each voxel's SD over
+the window's volumes): ``realism_ratio_<statistic>``. A conditional-mean prediction is
+smoother than the truth (its temporal SD ratio is below 1).
+
 For a generative model (``method: diffusion``) the prediction is the ensemble mean of
-its samples (:mod:`modalmerge.stages.evaluate_samples`), and :func:`add_volume_sample_scores`
-adds ``sample_diversity`` (the mean over windows of the voxel-wise SD across samples,
-averaged over in-brain voxels and volumes: 0 when every sample is the same window).
+its S samples per window (:mod:`modalmerge.stages.evaluate_samples`), and
+:func:`add_volume_sample_scores` adds, per held-out subject (the time-series contract of
+:mod:`modalmerge.evaluation.generative`, whose estimators it calls): ``crps`` (the fair
+ensemble CRPS per in-brain voxel and volume, averaged), ``crps_climatology`` (the same of
+the training subjects' windows at the same window start, also the ``climatology``
+predictor, so ``summary.csv`` has the paired ``model-climatology`` CRPS difference: lower
+is better), ``spread_skill`` (≈ 1 when calibrated), ``realism_ratio_<statistic>`` of the
+samples (then the ensemble mean's as ``ensemble_mean_realism_ratio_<statistic>``) and
+``sample_diversity`` (the mean over windows of the voxel-wise SD across samples, averaged
+over in-brain voxels and volumes: 0 when every sample is the same window).
 """
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
+from modalmerge.evaluation.generative import (
+    _ratio,
+    climatology_members,
+    crps_ensemble,
+    spread_skill,
+)
+from modalmerge.evaluation.intervals import paired_difference
 from modalmerge.evaluation.scoring import Scored, ScoringInput
 
 #: windows whose prediction, truth and group mean are kept in predictions.npz
 KEPT_WINDOWS = 4
+#: realism statistics of a window of volumes (:func:`volume_realism_statistics`)
+VOLUME_REALISM = ("lag1_autocorrelation", "inter_voxel_correlation", "temporal_sd")
 
 
 def brain_mask(train_target: np.ndarray) -> np.ndarray:
@@ -123,6 +149,7 @@ def score_volume_series(data: ScoringInput) -> Scored:
             metric: [float(found[subjects == u, k].mean()) for u in units]
             for k, metric in enumerate(("pearson_r", "mse"))
         }
+        values.update(subject_realism_ratios(pred, test.target, subjects, units, mask))
         per_unit[name] = values
         scores[name] = {metric: float(np.mean(v)) for metric, v in values.items()}
     keep = slice(0, KEPT_WINDOWS)
@@ -146,6 +173,8 @@ def score_volume_series(data: ScoringInput) -> Scored:
             "pearson_r": "voxel-wise over each window's volumes, mean over in-brain voxels "
             "and over the subject's windows",
             "group_mean": "training subjects' mean window at the same window start",
+            "realism": "ratios predictor / truth of lag-1 autocorrelation, mean inter-voxel "
+            "correlation and temporal SD over each window's in-brain voxels",
         },
     }
     return Scored(scores=scores, arrays=arrays, per_unit=per_unit, extra=extra)
@@ -157,28 +186,109 @@ def volume_sample_diversity(samples: np.ndarray, mask: np.ndarray) -> float:
     return float(x.std(axis=0, ddof=1).mean()) if len(x) > 1 else 0.0
 
 
+def volume_realism_statistics(windows: np.ndarray) -> dict[str, float]:
+    """The :data:`VOLUME_REALISM` statistics of windows ``(n, T, V)`` (V in-brain voxels).
+
+    Each over the voxels varying within the window, then averaged over windows; the mean
+    inter-voxel correlation comes from the sum of the z-scored series,
+    ``sum_{v,w} r_vw = sum_t (sum_v z_vt)^2 / T``, so no V x V matrix is formed."""
+    x = np.asarray(windows, dtype=np.float64)
+    x = x - x.mean(axis=1, keepdims=True)
+    sd = x.std(axis=1)  # (n, V)
+    a, b = x[:, 1:], x[:, :-1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lag1 = (a * b).mean(axis=1) / (a.std(axis=1) * b.std(axis=1))
+    varying = sd > 0
+    z = np.where(varying[:, None, :], x / np.where(sd > 0, sd, 1.0)[:, None, :], 0.0)
+    k = varying.sum(axis=1)  # varying voxels per window
+    pair_sum = (z.sum(axis=2) ** 2).sum(axis=1) / x.shape[1] - k  # off-diagonal sum
+    with np.errstate(invalid="ignore", divide="ignore"):
+        inter = np.where(k > 1, pair_sum / (k * (k - 1.0)), np.nan)
+    finite = np.isfinite(lag1)
+    return {
+        "lag1_autocorrelation": float(lag1[finite].mean()) if finite.any() else float("nan"),
+        "inter_voxel_correlation": float(np.nanmean(inter)) if (k > 1).any() else float("nan"),
+        "temporal_sd": float(sd.mean()),
+    }
+
+
+def volume_realism_ratios(predicted, truth) -> dict[str, float]:
+    """``realism_ratio_<statistic>``: each statistic of ``predicted`` ``(n, T, V)`` over that
+    of ``truth`` ``(m, T, V)`` (1 when both are 0 or undefined: see generative's ratio)."""
+    mine, true = volume_realism_statistics(predicted), volume_realism_statistics(truth)
+    return {f"realism_ratio_{k}": _ratio(mine[k], true[k]) for k in VOLUME_REALISM}
+
+
+def subject_realism_ratios(pred, truth, subjects, units, mask) -> dict[str, list[float]]:
+    """Per held-out subject, the realism ratios of ``pred`` windows ``(n, T, D, H, W)``
+    (or ``(n, S, T, D, H, W)`` samples: every sample window counts) to the true windows."""
+    pred, truth = np.asarray(pred), np.asarray(truth)
+    out: dict[str, list[float]] = {f"realism_ratio_{k}": [] for k in VOLUME_REALISM}
+    for u in units:
+        rows = subjects == u
+        mine = pred[rows][..., mask]
+        mine = mine.reshape(-1, *mine.shape[-2:])  # (windows [x samples], T, V)
+        for key, value in volume_realism_ratios(mine, truth[rows][..., mask]).items():
+            out[key].append(value)
+    return out
+
+
 def add_volume_sample_scores(scored: Scored, samples: np.ndarray, test, train) -> None:
-    """Add ``sample_diversity`` of a generative model's ``samples`` ``(n, S, T, D, H, W)``
-    to ``scored`` (in place): per held-out subject in ``per_unit`` and its mean in
-    ``scores['model']``; the first windows' samples go to ``predictions.npz``."""
+    """Add the scores of a generative model's ``samples`` ``(n, S, T, D, H, W)`` to
+    ``scored`` (in place; module docstring): per held-out subject in ``per_unit``, their
+    means in ``scores``, the paired CRPS difference climatology - model under
+    ``generative``; the first windows' samples go to ``predictions.npz``."""
+    # Over 60 lines: one pass gathers every sample score of the contract, as generative's.
     samples = np.asarray(samples)
     if samples.shape[:1] + samples.shape[2:] != np.shape(test.target):
         raise ValueError(
             f"volume_series: samples of shape {samples.shape} do not match the held-out "
             f"windows {np.shape(test.target)} (n, S, T, D, H, W)"
         )
+    if samples.shape[1] < 2:
+        raise ValueError(
+            f"volume_series: CRPS and spread need >= 2 samples, got {samples.shape[1]}"
+        )
     mask = brain_mask(train.target)
-    diversity = np.array([volume_sample_diversity(s, mask) for s in samples])
+    truth = np.asarray(test.target)
+    train_target, train_start = np.asarray(train.target), np.asarray(train.window_start)
+    crps, climate, diversity = [], [], []
+    for i, (members, start) in enumerate(zip(samples, test.window_start, strict=True)):
+        y = truth[i][:, mask]
+        crps.append(crps_ensemble(members[:, :, mask], y).mean())
+        clim = climatology_members(train_target, train_start, start)
+        climate.append(crps_ensemble(clim[:, :, mask], y).mean())
+        diversity.append(volume_sample_diversity(members, mask))
     subjects = np.asarray(test.subjects)
     units = scored.per_unit["units"]
-    scored.per_unit["model"]["sample_diversity"] = [
-        float(diversity[subjects == u].mean()) for u in units
+    model = scored.per_unit["model"]
+
+    def by_unit(values):
+        values = np.asarray(values)
+        return [float(values[subjects == u].mean()) for u in units]
+
+    model["crps"], model["crps_climatology"] = by_unit(crps), by_unit(climate)
+    model["spread_skill"] = [
+        spread_skill(
+            np.moveaxis(samples[subjects == u][..., mask], 1, 0), truth[subjects == u][..., mask]
+        )
+        for u in units
     ]
-    scored.scores["model"]["sample_diversity"] = float(
-        np.mean(scored.per_unit["model"]["sample_diversity"])
-    )
+    for key, values in subject_realism_ratios(
+        test.prediction, truth, subjects, units, mask
+    ).items():
+        model[f"ensemble_mean_{key}"] = values  # the prediction: the ensemble mean
+    model.update(subject_realism_ratios(samples, truth, subjects, units, mask))
+    model["sample_diversity"] = by_unit(diversity)
+    scored.per_unit["climatology"] = {"crps": list(model["crps_climatology"])}
+    for name in ("model", "climatology"):
+        scored.scores[name] = {k: float(np.mean(v)) for k, v in scored.per_unit[name].items()}
+    diff = paired_difference(model["crps_climatology"], model["crps"])
     scored.extra.setdefault("generative", {}).update(
         samples_per_window=int(samples.shape[1]),
+        crps_estimator="fair ensemble CRPS (Ferro 2014) per in-brain voxel and volume",
+        climatology="training subjects' windows at the same window start",
+        crps_climatology_minus_model=dataclasses.asdict(diff),
         sample_diversity="SD across samples per in-brain voxel and volume, averaged",
     )
     scored.arrays["samples"] = samples[:KEPT_WINDOWS].astype(np.float32)

@@ -220,7 +220,7 @@ class DiffusionConditioning(nn.Module):
             # training keyword: condition= (sampling's is conditioning=)
             predicted = DiffusionInferer(self.ddpm)(
                 inputs=x0,
-                diffusion_model=denoiser.unet,
+                diffusion_model=denoiser.unet_model(time_offset),
                 noise=noise,
                 timesteps=t,
                 condition=denoiser.unet_context(context, time_offset),

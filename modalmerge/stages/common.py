@@ -43,7 +43,7 @@ def experiment_dataset(
         shard_dir,
         split,
         experiment.condition,
-        experiment.target,
+        experiment.target_data or experiment.target,
         tokenizer=tokenizer,
         text_max_length=TEXT_MAX_LENGTH,
         condition_rois=experiment.condition_rois,
@@ -75,7 +75,9 @@ def build_model(
     sample = probe[0]
     probe.close()
     kwargs: dict = {}
-    if "tabular" in (condition, target):
+    if experiment.target_data == "task_condition":  # one K-way column per volume of the window
+        kwargs.update(n_numeric=0, categorical_cardinalities=task_cardinalities(shard_dir, sample))
+    elif "tabular" in (condition, target):
         role = "condition" if condition == "tabular" else "target"
         n_numeric, cardinalities = tabular_schema(shard_dir, getattr(experiment, f"{role}_columns"))
         kwargs.update(n_numeric=n_numeric, categorical_cardinalities=cardinalities)
@@ -105,6 +107,15 @@ def build_model(
         conditioning_options=dict(experiment.method_options),
         **kwargs,
     )
+
+
+def task_cardinalities(shard_dir: str | Path, sample: dict) -> list[int]:
+    """``[K] * T``: the task conditions (K, the manifest's ``volume_series.task_conditions``)
+    of each of a window's T volumes, the brain-decoding target read as a table."""
+    from modalmerge.evaluation.decoding import task_condition_names
+
+    names = task_condition_names(read_manifest(shard_dir), shard_dir)
+    return [len(names)] * int(sample["target"].shape[0])
 
 
 def load_experiment_model(

@@ -65,6 +65,7 @@ from modalmerge.data.shards.split_arrays import (
     roi_labels,
     roi_names,
 )
+from modalmerge.evaluation.decoding import roi_windows, score_decoding, task_condition_names
 from modalmerge.evaluation.graph_targets import score_graph
 from modalmerge.evaluation.image import score_image
 from modalmerge.evaluation.planted import LINKS_FILE, planted_link_attention, read_planted_links
@@ -192,7 +193,7 @@ def _evaluate(
     if condition == "image" and not regions:
         data.parcel_train = parcel_features(shard_dir, "train", train.subjects)
         data.parcel_test = parcel_features(shard_dir, split, test.subjects)
-    scored = _score(data, experiment, manifest, model, shard_dir, truth, settings.time_units)
+    scored = _score(data, experiment, manifest, model, shard_dir, truth, settings.time_units, split)
     if samples is not None:  # a generative model: score its samples too
         add_samples(scored, samples, target, test, train, float(manifest.get("tr") or 1.0))
     if links is not None:
@@ -233,9 +234,14 @@ def _add_planted(scored: Scored, found) -> None:
         scored.extra["planted_links"] = found[1]
 
 
-def _score(data, experiment, manifest, model, shard_dir, truth, time_units=1) -> Scored:
-    """Dispatch on the target modality to its scorer in :mod:`modalmerge.evaluation`."""
+def _score(data, experiment, manifest, model, shard_dir, truth, time_units=1, split="test"):
+    """Dispatch on the target modality to its scorer in :mod:`modalmerge.evaluation`
+    (``split``: the held-out split, ``data.test``); returns its :class:`Scored`."""
     target = experiment.target
+    if experiment.target_data == "task_condition":  # brain decoding: per-volume conditions
+        rois = {s: roi_windows(shard_dir, s) for s in ("train", "val")}
+        rois["test"] = roi_windows(shard_dir, split)
+        return score_decoding(data, rois, task_condition_names(manifest, shard_dir))
     if target == "time_series":
         views = None
         if data.test.attention is not None and data.condition == "time_series":  # two ROI views

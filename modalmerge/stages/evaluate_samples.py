@@ -6,7 +6,8 @@ model's prediction, scored like every deterministic prediction (whole runs, agai
 the baselines), and the samples themselves are scored by
 :func:`modalmerge.evaluation.generative.score_samples` (CRPS against the
 climatological ensemble, spread–skill, realism ratios, FC of samples); those of a
-``volume_series`` target by their diversity
+``volume_series`` target by CRPS per voxel against the climatological ensemble,
+spread–skill, realism ratios of 4D windows and diversity
 (:func:`modalmerge.evaluation.volume_series.add_volume_sample_scores`). The samples
 of the first test windows go to ``predictions.npz`` (``samples``,
 ``sample_subjects``, ``sample_window_start``) for the figures.
@@ -51,7 +52,7 @@ def add_samples(scored, samples, target: str, test, train, tr: float) -> None:
         add_sample_scores(scored, samples, test, train, tr)
     elif target == "image":
         add_image_sample_scores(scored, samples, test, train)
-    elif target == "volume_series":  # the prediction is the ensemble mean: add the diversity
+    elif target == "volume_series":  # CRPS, spread-skill, realism of 4D windows, diversity
         add_volume_sample_scores(scored, samples, test, train)
 
 

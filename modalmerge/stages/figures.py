@@ -24,7 +24,11 @@ Writes into ``figures/<experiment>/``:
   attention of all target queries drawn on the subject's anatomy with nilearn;
   with ``region_cnn`` tokens each atlas region is painted with its weight);
   for point-cloud conditions ``attention_on_surface.png`` (the same mean attention
-  on the subject's surface cloud: each point coloured by its centroid token's weight).
+  on the subject's surface cloud: each point coloured by its centroid token's weight);
+  for ``volume_series`` conditions ``attention_on_volumes.png`` (a query's attention on
+  orthogonal slices of a test window for four of its volumes; brain decoding: the query
+  of a task volume). A brain-decoding experiment (``target_data: task_condition``) has no
+  ``tabular_prediction.png`` (its columns are volumes, not the participants table).
 """
 
 from __future__ import annotations
@@ -50,7 +54,11 @@ from modalmerge.io import InputError, require_file
 from modalmerge.models.conditioning import returns_attention
 from modalmerge.settings import ExperimentSettings, FiguresSettings
 from modalmerge.stages.common import experiment_dataset, load_experiment_model
-from modalmerge.stages.figures_modalities import point_cloud_attention, sample_figures
+from modalmerge.stages.figures_modalities import (
+    point_cloud_attention,
+    sample_figures,
+    volume_attention,
+)
 from modalmerge.viz import figures as fig_lib
 from modalmerge.viz.attention import project_to_image, select_heads
 from modalmerge.viz.predictions import (
@@ -184,7 +192,7 @@ def draw_experiment_figures(
         _graph_figures(arrays, read_manifest(shard_dir), experiment, save)
 
     model, tokenizer = load_experiment_model(model_path, experiment.plugins)
-    if target == "tabular":
+    if target == "tabular" and experiment.target_data is None:
         manifest = read_manifest(shard_dir)
         if manifest.get("sample_unit") == "region" and "target_raw" in arrays:
             # hundreds of profile columns: matrices and surfaces instead of one scatter each
@@ -208,6 +216,8 @@ def draw_experiment_figures(
     monai_unet = getattr(model.decoder, "uses_monai_inferer", False)
     if returns_attention(experiment.method) and not monai_unet:
         _attention_figures(model, tokenizer, shard_dir, atlas_path, experiment, save)
+        if experiment.condition == "volume_series":  # space-time tokens on the window's slices
+            volume_attention(model, experiment, shard_dir, save)
     log.info("wrote %d figures to %s", len(written), out_dir)
     return written
 

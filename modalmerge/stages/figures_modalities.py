@@ -1,6 +1,7 @@
 """Figures of the newer target and condition kinds, beside :mod:`modalmerge.stages.figures`
-(which calls them): a generative model's samples (``conditioning='diffusion'``) and the
-attention of a point-cloud condition drawn on its surface."""
+(which calls them): a generative model's samples (``conditioning='diffusion'``), the
+attention of a point-cloud condition drawn on its surface, and that of a 4D window
+(``volume_series`` condition) on orthogonal slices for a few of its volumes."""
 
 from __future__ import annotations
 
@@ -58,3 +59,37 @@ def point_cloud_attention(model, sample, offset, experiment, save) -> None:
         ),
         "attention_on_surface",
     )
+
+
+@torch.no_grad()
+def volume_attention(model, experiment, shard_dir, save) -> None:
+    """``attention_on_volumes.png``: one query's attention over a test window's space-time
+    tokens (mean over heads), on orthogonal slices for four volumes. Brain decoding
+    (``target_data: task_condition``): the query of the first task volume of the first test
+    window holding one; otherwise the mean of every query over the first test window."""
+    from modalmerge.viz.volume_attention import plot_space_time_attention
+
+    dataset = experiment_dataset(shard_dir, "test", experiment)
+    try:
+        codes = dataset.get_batch(np.arange(len(dataset)))["target"].numpy()
+        decoding = experiment.target_data == "task_condition"
+        task = np.flatnonzero((codes > 0).any(axis=1)) if decoding else []
+        k = int(task[0]) if len(task) else 0
+        batch = dataset.get_batch([k])
+    finally:
+        dataset.close()
+    window = batch["condition"]
+    output = model(window, time_offset=batch["time_offset"], return_attention=True)
+    weights = output.attention[0].float().mean(0)  # (n_queries, n_tokens), mean over heads
+    subject = batch["subject"][0]
+    if len(task):
+        t = int(np.flatnonzero(codes[k] > 0)[0])
+        names = read_manifest(shard_dir)["volume_series"]["task_conditions"]
+        query = f"query of volume {t} ({names[int(codes[k, t])]})"
+        weights = weights[t]
+    else:
+        query = "mean of every query"
+        weights = weights.mean(0)
+    title = f"{experiment.name}: {subject}, test window {k}, {query}"
+    prov = model.condition_provenance()
+    save(plot_space_time_attention(weights, prov, window[0], title=title), "attention_on_volumes")

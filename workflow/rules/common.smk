@@ -10,7 +10,7 @@ from modalmerge.io import atomic_path
 from modalmerge.repeats import REPEAT_PATTERN, repeat_dataset, repeat_index, repeat_seed
 from modalmerge.repeats import repeat_suffixes
 from modalmerge.folds import FOLD_PATTERN, cohort_sites, fold_params, fold_suffixes, has_folds
-from modalmerge.settings import identity_dict, to_dict
+from modalmerge.settings import identity_dict
 from modalmerge.stages.train_resources import train_resources as train_job_resources
 from modalmerge.stages.train_resources import train_threads
 from modalmerge.stages.acquire import (
@@ -336,7 +336,7 @@ def fingerprint(*modules):
 
 
 def experiment_json(wildcards):
-    return as_json(to_dict(EXPERIMENTS[wildcards.experiment]))
+    return as_json(EXPERIMENTS[wildcards.experiment].record())
 
 
 def experiment_gpus(wildcards):

@@ -238,6 +238,12 @@ class ImageDenoiser(_DenoiserMixin, Decoder):
         window's start (``time_offset``, in volumes), so the U-Net's cross-attention can
         read where in the run the window lies (condition dropout does not drop it). Off by
         default (the model is then as before).
+    start_embedding : bool
+        Add the window's start to the U-Net's timestep embedding, which every residual
+        block of every level reads (the token above reaches only the attention levels): its
+        sinusoidal embedding through a two-layer MLP, in MONAI's class-embedding slot
+        (``num_class_embeds``; the window start is the "class label", a continuous code
+        rather than a table, so any start works). Off by default.
     """
 
     def __init__(
@@ -250,9 +256,11 @@ class ImageDenoiser(_DenoiserMixin, Decoder):
         n_heads: int = 4,
         norm_num_groups: int = 8,
         window_start: bool = False,
+        start_embedding: bool = False,
     ):
         super().__init__()
         self.dim, self.window_start = int(dim), bool(window_start)
+        self.start_embedding = bool(start_embedding)
         from monai.networks.nets import DiffusionModelUNet
 
         self.output_shape = tuple(int(n) for n in output_shape)
@@ -278,7 +286,10 @@ class ImageDenoiser(_DenoiserMixin, Decoder):
             norm_num_groups=norm_num_groups,
             with_conditioning=True,
             cross_attention_dim=dim,
+            num_class_embeds=1 if self.start_embedding else None,
         )
+        if self.start_embedding:  # the class slot reads the window start, not a table row
+            self.unet.class_embedding = WindowStartEmbedding(channels[0], channels[0] * 4)
 
     def forward(
         self, x, timesteps, context, context_mask=None, time_offset=None, return_attention=False
@@ -289,7 +300,22 @@ class ImageDenoiser(_DenoiserMixin, Decoder):
         padding) is not applied; a dropped condition arrives as null tokens, not as a mask.
         """
         context = self.unet_context(context, time_offset)
-        return self.unet(x=x, timesteps=timesteps, context=context), None
+        return self.unet_model(time_offset)(x=x, timesteps=timesteps, context=context), None
+
+    def unet_model(self, time_offset=None):
+        """The U-Net as MONAI's ``DiffusionInferer`` calls it (``x=, timesteps=, context=``):
+        with ``start_embedding``, the window start ``time_offset`` (B,) (0 when None) bound
+        as its ``class_labels``."""
+        if not self.start_embedding:
+            return self.unet
+
+        def call(x, timesteps, context=None):
+            start = time_offset
+            if start is None:
+                start = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+            return self.unet(x=x, timesteps=timesteps, context=context, class_labels=start)
+
+        return call
 
     def unet_context(self, context, time_offset=None):
         """The U-Net's cross-attention context: the condition tokens, and with
@@ -304,3 +330,18 @@ class ImageDenoiser(_DenoiserMixin, Decoder):
         return TokenProvenance("image_grid", 1, grid_shape=(1,) * (len(self.output_shape) - 1))
 
     uses_monai_inferer = True
+
+
+class WindowStartEmbedding(nn.Module):
+    """A window start (volumes, (B,)) -> ``(B, out_dim)``: its sinusoidal embedding of width
+    ``dim`` through Linear-SiLU-Linear, like MONAI's timestep embedding; it takes the place
+    of ``DiffusionModelUNet.class_embedding`` (an ``nn.Embedding`` there)."""
+
+    def __init__(self, dim: int, out_dim: int):
+        super().__init__()
+        self.dim = int(dim)
+        self.mlp = nn.Sequential(nn.Linear(dim, out_dim), nn.SiLU(), nn.Linear(out_dim, out_dim))
+
+    def forward(self, start: torch.Tensor) -> torch.Tensor:
+        code = sinusoidal_embedding(start.float(), self.dim)
+        return self.mlp(code.to(self.mlp[0].weight.dtype))
