@@ -265,14 +265,21 @@ def _graph_figures(arrays, manifest, experiment, save) -> None:
     names = manifest.get("roi_names")
     coords = _roi_coordinates(manifest, None)
     true, pred = arrays["target"][0], arrays["prediction"][0]
+    subject = str(arrays["subjects"][0])
+    nodes = manifest.get("subgraphs", {}).get("nodes", {}).get(subject)
+    if nodes is not None:  # a local sub-graph of region data: its own nodes and centroids
+        names = nodes
+        coords = np.array([manifest["regions"][r]["xyz"] for r in nodes], dtype=float)
     if coords is not None and len(coords) != len(true):
         coords = None
-    subject = str(arrays["subjects"][0])
     if "condition" in arrays:  # a graph condition (SC -> FC): the three side by side
+        view = experiment.condition_graph or "fc"
         save(
             plot_sc_fc_prediction(
                 arrays["condition"][0], true, pred, names, coords,
                 title=f"{experiment.name}: held-out {subject}",
+                condition_title={"sc": "structural connectome", "mpc": "MPC (condition)"}.get(
+                    view, f"condition graph ({view})"),
             ),
             "graph_prediction",
         )  # fmt: skip
