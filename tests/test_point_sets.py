@@ -83,3 +83,21 @@ def test_score_point_set_beats_templates_when_the_model_generates_each_subject_s
     near = scored.per_unit["nearest_anatomy"]["accuracy_mm"]
     assert near == pytest.approx([2.0, 2.0, 0.0], abs=1e-6)
     assert scored.arrays["medoid_template"].shape == (3, 128, 3)
+
+
+def test_the_prediction_figure_draws_true_above_generated_points_on_one_colour_scale():
+    from modalmerge.viz.point_cloud import cloud_prediction
+
+    rng = np.random.default_rng(4)
+    true = np.concatenate([_sphere(50.0, 80, rng), rng.normal(size=(80, 2))], axis=1)
+    generated = np.concatenate([_sphere(45.0, 60, rng), rng.normal(size=(60, 2))], axis=1)
+    fig = cloud_prediction(true, generated, feature="t1_intensity")
+    axes = [ax for ax in fig.axes if ax.name == "3d"]
+    assert len(axes) == 6
+    assert len(axes[0].collections[0].get_offsets()) == 80  # top row: the true cloud
+    assert len(axes[3].collections[0].get_offsets()) == 60  # bottom row: the generated set
+    limits = {ax.collections[0].get_clim() for ax in axes}
+    assert len(limits) == 1  # one colour scale for both rows
+    np.testing.assert_allclose(axes[3].collections[0].get_array(), generated[:, 3])
+    with pytest.raises(ValueError, match=r"need clouds \(N, 3 \+ F\)"):
+        cloud_prediction(true[:, :2], generated)

@@ -182,6 +182,18 @@ def draw_experiment_figures(
         )
     elif target == "graph":
         _graph_figures(arrays, read_manifest(shard_dir), experiment, save)
+    elif target == "point_cloud":  # first held-out subject: true above predicted/generated
+        from modalmerge.viz.point_cloud import cloud_prediction
+
+        names = read_manifest(shard_dir).get("point_cloud", {}).get("feature_names") or []
+        save(
+            cloud_prediction(
+                arrays["target"][0], arrays["prediction"][0],
+                feature=names[0] if names else "feature 0",
+                title=f"{experiment.name}: held-out {arrays['subjects'][0]}",
+            ),
+            "point_cloud_prediction",
+        )  # fmt: skip
 
     model, tokenizer = load_experiment_model(model_path, experiment.plugins)
     if target == "tabular":
