@@ -69,6 +69,7 @@ SURFACE_MESHES = {10242: "fsaverage5", 32492: "conte69"}
 SUMMARY_METRICS = (
     *("pearson_r", "fc_similarity", "fc_demeaned_r", "r2", "ssim", "psnr", "accuracy"),
     "token_accuracy",
+    *("edge_r", "feature_r", "fscore"),  # graph, point-cloud values and generated point sets
 )
 
 
