@@ -290,6 +290,19 @@ def standardize_by_group(
     return out, {"numeric_mean": [float(v) for v in mean], "numeric_std": [float(v) for v in std]}
 
 
+def _region_records(table: pd.DataFrame, coords: np.ndarray, blocks: np.ndarray) -> dict:
+    """The manifest's ``regions``: label, hemisphere, centroid (mm) and block of each region."""
+    return {
+        r: {
+            "label": int(table.at[r, "label"]),
+            "hemisphere": str(table.at[r, "hemisphere"]),
+            "xyz": [round(float(v), 3) for v in coords[i]],
+            "block": int(blocks[i]),
+        }
+        for i, r in enumerate(table.index)
+    }
+
+
 def write_region_shards(
     regions_tsv: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -338,7 +351,6 @@ def write_region_shards(
                 samples.create_dataset("subject_index", data=np.arange(n, dtype=np.int64))
                 samples.create_dataset("window_start", data=np.zeros(n, dtype=np.int64))
             files.append({"file": name, "split": split, "n_subjects": n, "n_samples": n})
-        position = {r: i for i, r in enumerate(regions)}
         shapes = {"tabular": [features.shape[1]]}
         if graphs is not None:
             shapes |= {k: list(v.shape[1:]) for k, v in graphs["train"].items()}
@@ -350,15 +362,7 @@ def write_region_shards(
             "roi_names": regions,
             "split_by": "space",
             "sample_unit": "region",
-            "regions": {
-                r: {
-                    "label": int(table.at[r, "label"]),
-                    "hemisphere": str(table.at[r, "hemisphere"]),
-                    "xyz": [round(float(v), 3) for v in coords[position[r]]],
-                    "block": int(blocks[position[r]]),
-                }
-                for r in regions
-            },
+            "regions": _region_records(table, coords, blocks),
             "excluded": excluded,
             **info,
             **({"subgraphs": graph_record} if graph_record is not None else {}),
