@@ -212,7 +212,9 @@ class ShardSettings(_Section):
     #: keys that enter the subject record (manifest, config hash, rule params) only when
     #: set away from their default, so shards written before they existed keep their identity
     OMITTED_AT_DEFAULT = ("test_site", "harmonize", "tr", "volume_series")
-    REGION_KEYS = ("seed", "fractions", "n_blocks", "buffer_mm", "hold_out_homologs")
+    REGION_KEYS = (
+        "seed", "fractions", "n_blocks", "buffer_mm", "hold_out_homologs", "subgraph_nodes",
+    )  # fmt: skip
     seed: int = F(0, doc="seed of the subject (or block) draw", ge=0)
     fractions: Fractions = F(Fractions(), doc="share per split; must sum to 1")
     window: int = F(50, doc="volumes per sample", ge=2)
@@ -270,6 +272,14 @@ class ShardSettings(_Section):
         doc="region data only: a held-out region's homolog (the other hemisphere's region "
         "nearest its mirrored centroid) goes to the same split",
     )
+    subgraph_nodes: int = F(
+        0,
+        doc="region data only: with N >= 3, each region of a split also gets its local "
+        "sub-graph (itself and its N - 1 nearest regions of the same split, by centroid): "
+        "graph views mpc (MPC sub-matrix with node features) and fc (FC sub-matrix) "
+        "(modalmerge.data.shards.subgraphs); 0: none",
+        ge=0,
+    )
     volume_series: VolumeSeriesSettings = F(
         VolumeSeriesSettings(), doc="4D windows of BOLD volumes in the shards (off by default)"
     )
@@ -314,8 +324,13 @@ class ShardSettings(_Section):
             )
 
     def region_params(self) -> dict:
-        """The keys the region shard stage reads, as plain JSON values."""
-        return {k: v for k, v in to_dict(self).items() if k in self.REGION_KEYS}
+        """The keys the region shard stage reads, as plain JSON values (``subgraph_nodes``
+        only when set, so region shards written before it existed keep their identity)."""
+        return {
+            k: v
+            for k, v in to_dict(self).items()
+            if k in self.REGION_KEYS and not (k == "subgraph_nodes" and v == 0)
+        }
 
 
 @dataclass(frozen=True)
@@ -408,12 +423,13 @@ class ExperimentSettings(_Section):
     )
     condition_graph: str | None = F(
         None,
-        doc="graph condition: the view read, fc (connectivity, the default) or sc (structural "
-        "connectome, when the dataset has one)",
-        choices=("fc", "sc"),
+        doc="graph condition: the view read, fc (connectivity, the default), sc (structural "
+        "connectome, when the dataset has one) or mpc (region data with shard.subgraph_nodes: "
+        "the microstructure profile covariance sub-graph)",
+        choices=("fc", "sc", "mpc"),
     )
     target_graph: str | None = F(
-        None, doc="graph target: the view read, as condition_graph", choices=("fc", "sc")
+        None, doc="graph target: the view read, as condition_graph", choices=("fc", "sc", "mpc")
     )
     target_data: str | None = F(
         None,

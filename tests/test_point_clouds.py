@@ -243,15 +243,16 @@ def test_point_cloud_targets_are_scored_per_subject_against_the_training_surface
     assert len(scored.per_unit["model"]["feature_r"]) == 5
     assert feature_r(np.ones((4, 1)), np.arange(4.0)[:, None]) == 0.0  # flat: 0, not NaN
     moved = perfect.copy()
-    moved[..., 0] += 1.0  # a generated set: no paired points
-    with pytest.raises(ValueError, match="no scorer yet"):
-        score_point_cloud(
-            ScoringInput(
-                "image",
-                split(train_clouds),
-                split(test_clouds, moved),
-                None,
-                None,
-                BaselineSettings(np.array([1.0])),
-            )  # fmt: skip
+    moved[..., 0] += 1.0  # a generated set: no paired points -> scored as a set
+    x = np.zeros((len(train_clouds), 1)), np.zeros((len(test_clouds), 1))
+    scored = score_point_cloud(
+        ScoringInput(
+            "image",
+            split(train_clouds),
+            split(test_clouds, moved),
+            *x,
+            BaselineSettings(np.array([1.0])),
         )
+    )
+    assert scored.extra["primary_metric"] == "fscore"
+    assert scored.scores["model"]["accuracy_mm"] == pytest.approx(1.0, abs=0.05)

@@ -128,7 +128,7 @@ def baseline_predictions(
     }, g
 
 
-def score_graph(data, physics: bool = False) -> Scored:
+def score_graph(data, physics: bool = False, coordinates=None) -> Scored:
     """Score a graph target (an FC, or any symmetric matrix) per held-out subject.
 
     ``data``: the evaluate stage's :class:`~modalmerge.evaluation.scoring.ScoringInput`
@@ -137,7 +137,10 @@ def score_graph(data, physics: bool = False) -> Scored:
     matrix; ``ridge``, ridge on the PCA of the condition's features (a graph
     condition's upper triangle; :func:`ridge_pca` with the evaluate settings'
     penalties and components); with ``physics`` (an SC condition, an FC target),
-    the analytic OU FC of the subject's SC with ``g`` fitted on training subjects.
+    the analytic OU FC of the subject's SC with ``g`` fitted on training subjects;
+    with ``coordinates`` (the condition graph's node-coordinate columns: local
+    sub-graphs of region data), the per-edge ``distance_decay`` and ``ridge_edges``
+    (:mod:`modalmerge.evaluation.graph_edges`).
     """
     train, test = data.train, data.test
     keys, true = subject_mean(_matrices(test.target), test.subjects)
@@ -155,6 +158,17 @@ def score_graph(data, physics: bool = False) -> Scored:
         g = fit_physics_g(sc_train, train_true)
         predictions["physics"] = physics_fc(sc_test, g)
         extra["physics_g"] = g
+    if coordinates is not None and data.condition == "graph":
+        from modalmerge.evaluation.graph_edges import edge_baselines
+
+        cond_train = subject_mean(np.asarray(train.condition, np.float64), train.subjects)[1]
+        cond_test = subject_mean(np.asarray(test.condition, np.float64), test.subjects)[1]
+        edges = edge_baselines(
+            cond_train, triangles(train_true), cond_test, coordinates, data.baselines.alphas
+        )
+        n_nodes = true.shape[-1]
+        for name, values in edges.items():
+            predictions[name] = edges_to_matrices(values, n_nodes)
     mean = train_true.mean(0)
     per_unit: dict = {"units": list(keys)}
     scores: dict = {}

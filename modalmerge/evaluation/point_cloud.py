@@ -11,7 +11,8 @@ one subject share its cloud; their predictions are averaged):
 Baseline ``group_mean``: the training subjects' surface map — for each test point, each
 training subject's features at its nearest point (mm), averaged over the training
 subjects. The points of two subjects are not in correspondence, so nearest points stand
-in for it. A generated set (the ``set`` decoder) has no paired points and no scorer yet.
+in for it. A generated set (the ``set`` decoder) has no paired points: it is scored as a
+set (:mod:`modalmerge.evaluation.point_sets`: F-score at a radius, Chamfer distance).
 """
 
 from __future__ import annotations
@@ -45,11 +46,10 @@ def score_point_cloud(data: ScoringInput) -> Scored:
     train, test = data.train, data.test
     keys, pred = subject_mean(test.prediction, test.subjects)
     _, true = subject_mean(test.target, test.subjects)
-    if not np.allclose(pred[..., :3], true[..., :3]):
-        raise ValueError(
-            "a point-cloud target is scored at the target's own points (the 'values' "
-            "decoder); a generated point set ('set' decoder) has no scorer yet"
-        )
+    if pred.shape != true.shape or not np.allclose(pred[..., :3], true[..., :3]):
+        from modalmerge.evaluation.point_sets import score_point_set
+
+        return score_point_set(data)  # a generated set ('set' decoder): no paired points
     _, train_clouds = subject_mean(train.target, train.subjects)
     group = np.stack([nearest_point_mean(train_clouds, cloud[:, :3]) for cloud in true])
     predictions = {"model": pred[..., 3:], "group_mean": group}

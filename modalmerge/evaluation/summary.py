@@ -142,6 +142,11 @@ PREDICTORS = (
     "logistic",
     "logistic_context",
     "chance",
+    "distance_decay",
+    "ridge_edges",
+    "medoid_template",
+    "fps_template",
+    "nearest_anatomy",
 )
 #: the predictors a model is compared with by paired differences (``climatology``: the
 #: training windows as an ensemble, scored by CRPS against a generative model's samples;
@@ -150,6 +155,8 @@ PREDICTORS = (
 BASELINES = (
     *("group_mean", "ridge", "ridge_parcel", "physics", "climatology"),
     *("logistic", "logistic_context", "chance"),
+    *("distance_decay", "ridge_edges"),  # graph sub-graphs of region data (graph_edges.py)
+    *("medoid_template", "fps_template", "nearest_anatomy"),  # point sets (point_sets.py)
 )
 IDENTITY_FIELDS = ("experiment", "condition", "target", "method")
 SUMMARY_COLUMNS = (

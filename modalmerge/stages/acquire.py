@@ -61,6 +61,12 @@ def source_point_cloud(dataset: dict) -> bool:
     return source_module(dataset["kind"]).writes_point_cloud(dataset.get("params") or {})
 
 
+def source_connectome(dataset: dict) -> bool:
+    """Whether the source writes a structural connectome per subject
+    (``raw/derivatives/connectome/sub-X_desc-sc_connectome.tsv``; ``Source.connectome_for``)."""
+    return source_module(dataset["kind"]).writes_connectome(dataset.get("params") or {})
+
+
 def source_sample_unit(dataset: dict) -> str:
     """``"subject"`` (the subject DAG) or ``"region"`` (sources of group data whose
     samples are regions, ``Source.sample_unit``)."""

@@ -279,7 +279,12 @@ def _score(data, experiment, manifest, model, shard_dir, truth, time_units=1, sp
         return score_text(data)
     if target == "graph":  # the physics baseline: an SC condition, an FC target
         physics = experiment.condition_graph == "sc" and experiment.target_graph in (None, "fc")
-        return score_graph(data, physics=physics and data.condition == "graph")
+        # local sub-graphs of region data: per-edge baselines from the nodes' positions
+        subgraphs = manifest.get("subgraphs") if experiment.condition_graph == "mpc" else None
+        coordinates = subgraphs["coordinate_columns"] if subgraphs else None
+        return score_graph(
+            data, physics=physics and data.condition == "graph", coordinates=coordinates
+        )
     if target == "point_cloud":
         return score_point_cloud(data)
     if target == "volume_series":  # BOLD windows (T, D, H, W): voxel-wise r over time, MSE

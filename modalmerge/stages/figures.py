@@ -77,6 +77,7 @@ SURFACE_MESHES = {10242: "fsaverage5", 32492: "conte69"}
 SUMMARY_METRICS = (
     *("pearson_r", "fc_similarity", "fc_demeaned_r", "r2", "ssim", "psnr", "accuracy"),
     "token_accuracy",
+    *("edge_r", "feature_r", "fscore"),  # graph, point-cloud values and generated point sets
 )
 
 
@@ -190,6 +191,18 @@ def draw_experiment_figures(
         )
     elif target == "graph":
         _graph_figures(arrays, read_manifest(shard_dir), experiment, save)
+    elif target == "point_cloud":  # first held-out subject: true above predicted/generated
+        from modalmerge.viz.point_cloud import cloud_prediction
+
+        names = read_manifest(shard_dir).get("point_cloud", {}).get("feature_names") or []
+        save(
+            cloud_prediction(
+                arrays["target"][0], arrays["prediction"][0],
+                feature=names[0] if names else "feature 0",
+                title=f"{experiment.name}: held-out {arrays['subjects'][0]}",
+            ),
+            "point_cloud_prediction",
+        )  # fmt: skip
 
     model, tokenizer = load_experiment_model(model_path, experiment.plugins)
     if target == "tabular" and experiment.target_data is None:
@@ -275,14 +288,21 @@ def _graph_figures(arrays, manifest, experiment, save) -> None:
     names = manifest.get("roi_names")
     coords = _roi_coordinates(manifest, None)
     true, pred = arrays["target"][0], arrays["prediction"][0]
+    subject = str(arrays["subjects"][0])
+    nodes = manifest.get("subgraphs", {}).get("nodes", {}).get(subject)
+    if nodes is not None:  # a local sub-graph of region data: its own nodes and centroids
+        names = nodes
+        coords = np.array([manifest["regions"][r]["xyz"] for r in nodes], dtype=float)
     if coords is not None and len(coords) != len(true):
         coords = None
-    subject = str(arrays["subjects"][0])
     if "condition" in arrays:  # a graph condition (SC -> FC): the three side by side
+        view = experiment.condition_graph or "fc"
         save(
             plot_sc_fc_prediction(
                 arrays["condition"][0], true, pred, names, coords,
                 title=f"{experiment.name}: held-out {subject}",
+                condition_title={"sc": "structural connectome", "mpc": "MPC (condition)"}.get(
+                    view, f"condition graph ({view})"),
             ),
             "graph_prediction",
         )  # fmt: skip

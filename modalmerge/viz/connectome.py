@@ -91,8 +91,11 @@ def plot_sc_fc_prediction(
     output: str | Path | None = None,
     title: str | None = None,
     edge_threshold: str | float = "95%",
+    condition_title: str = "structural connectome",
 ):
     """One held-out subject: SC | true FC | predicted FC, and predicted vs true edges.
+
+    ``condition_title`` names the first panel (another condition graph: e.g. MPC).
 
     With ``coords`` (R, 3) a second row draws the true and predicted FC as
     glass-brain connectomes (:func:`nilearn.plotting.plot_connectome`) at the
@@ -120,7 +123,7 @@ def plot_sc_fc_prediction(
     for ax, m, name, limit in zip(
         axes[0, :3],
         mats,
-        ("structural connectome", "true FC", "predicted FC"),
+        (condition_title, "true FC", "predicted FC"),
         (float(np.abs(mats[0]).max()) or 1.0, fc_limit, fc_limit),
         strict=True,
     ):

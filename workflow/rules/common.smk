@@ -16,6 +16,7 @@ from modalmerge.stages.train_resources import train_threads
 from modalmerge.stages.acquire import (
     source_anatomy,
     source_point_cloud,
+    source_connectome,
     source_atlas_dataset,
     source_cohort_files,
     source_module_name,
@@ -76,6 +77,8 @@ SAMPLE_UNIT = source_sample_unit(config["dataset"])  # "subject", or "region" (g
 ANATOMY, LABEL_ANATOMY = source_anatomy(config["dataset"])
 # a surface point cloud per subject (synthetic surface_points > 0) -> the shards' point_cloud
 POINT_CLOUD = source_point_cloud(config["dataset"])
+# a structural connectome TSV per subject (synthetic connectome: true) -> the shards' graph_sc
+CONNECTOME = source_connectome(config["dataset"])
 CLUSTER = SETTINGS.cluster  # typed settings of every section: built in the Snakefile
 check_stage_memory(CLUSTER)  # cluster.stage_mem_mb / mem_per_input_mb name data-stage rules
 # BIDS-derivative entities of preproc/ and parcellated/ (modalmerge.data.derivatives)
@@ -117,6 +120,8 @@ def subject_outputs():
         outputs["confounds"] = f"{raw}/func/{{subject}}_task-{TASK}_desc-confounds_timeseries.tsv"
     if POINT_CLOUD:
         outputs["point_cloud"] = f"{raw}/anat/{{subject}}_desc-white_pointcloud.npz"
+    if CONNECTOME:  # read by the shard stage (modalmerge.data.shards.graphs.sc_path)
+        outputs["sc"] = f"{ROOT}/raw/derivatives/connectome/{{subject}}_desc-sc_connectome.tsv"
     return outputs
 
 

@@ -40,6 +40,12 @@ rule shard:
             if POINT_CLOUD
             else []
         ),
+        # connectome: true only: the structural connectome TSVs (the graph_sc view)
+        sc=unbatched(
+            expand(rules.acquire_subject.output.sc, subject=SUBJECTS, allow_missing=True)
+            if CONNECTOME
+            else []
+        ),
         batches=batch_flags(BATCH_STAGES),
         # shard.volume_series only: the cleaned BOLD (a temp() output kept until shard has run)
         bold=volume_series_bold(),

@@ -176,11 +176,13 @@ class ShardDataset(Dataset):
                 "structural_features",
                 "connectivity",
                 "graph_sc",
+                "graph_mpc",
                 "point_cloud",
             ) and (name not in held):
                 raise ValueError(
                     f"the {role} {name!r} is not in these shards (they hold {sorted(held)}; "
-                    "anatomy-only data has no time series, region data only a table; point clouds "
+                    "anatomy-only data has no time series, region data only a table (and sub-graphs "
+                    "with shard.subgraph_nodes); point clouds "
                     "need dataset.params.surface_points; volume series and task conditions need "
                     "shard.volume_series.enabled)"
                 )

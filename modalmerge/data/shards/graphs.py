@@ -12,6 +12,10 @@ rows; :mod:`modalmerge.models.graph`). The shards hold two views, both with
   with such TSVs: a ``region`` column, then one column per region, in the atlas's
   label order).
 
+Region data with ``shard.subgraph_nodes`` hold ``mpc`` (``/subjects/graph_mpc``, node
+features plus the MPC sub-matrix) and ``fc`` (the FC sub-matrix) per local sub-graph
+(:mod:`modalmerge.data.shards.subgraphs`).
+
 An experiment picks a view per role (``condition_graph`` / ``target_graph``).
 """
 
@@ -27,7 +31,7 @@ from modalmerge.io import InputError
 SC_DIR = Path("derivatives") / "connectome"
 SC_SUFFIX = "_desc-sc_connectome.tsv"
 #: graph view -> the /subjects/ dataset it reads
-GRAPH_VIEWS = {"fc": "connectivity", "sc": "graph_sc"}
+GRAPH_VIEWS = {"fc": "connectivity", "sc": "graph_sc", "mpc": "graph_mpc"}
 #: |A - A^T| allowed in a stored SC, relative to max |A| (TSV round-off)
 SYMMETRY_TOLERANCE = 1e-5
 

@@ -290,6 +290,19 @@ def standardize_by_group(
     return out, {"numeric_mean": [float(v) for v in mean], "numeric_std": [float(v) for v in std]}
 
 
+def _region_records(table: pd.DataFrame, coords: np.ndarray, blocks: np.ndarray) -> dict:
+    """The manifest's ``regions``: label, hemisphere, centroid (mm) and block of each region."""
+    return {
+        r: {
+            "label": int(table.at[r, "label"]),
+            "hemisphere": str(table.at[r, "hemisphere"]),
+            "xyz": [round(float(v), 3) for v in coords[i]],
+            "block": int(blocks[i]),
+        }
+        for i, r in enumerate(table.index)
+    }
+
+
 def write_region_shards(
     regions_tsv: str | os.PathLike,
     out_dir: str | os.PathLike,
@@ -315,6 +328,11 @@ def write_region_shards(
     splits, excluded, blocks, info = split_regions(regions, coords, table["hemisphere"], params)
     features = table[[c for c in table.columns if c not in ID_COLUMNS]].astype(np.float32)
     features, stats = standardize_by_group(features, regions, splits["train"])
+    graphs, graph_record = None, None
+    if params.subgraph_nodes:  # local sub-graphs as graph samples (one group connectome)
+        from modalmerge.data.shards.subgraphs import subgraph_views
+
+        graphs, graph_record = subgraph_views(table, splits, params.subgraph_nodes)
     chash = config_hash(record)
     attrs = {"columns": list(features.columns), "categorical": [], "categories": json.dumps({})}
 
@@ -327,30 +345,27 @@ def write_region_shards(
             n = len(members)
             with h5py.File(tmp_dir / name, "w", libver=("v110", "latest")) as h5:
                 values = features.loc[members].to_numpy(np.float32).reshape(n, -1)
-                samples, _ = shard_file_head(h5, split, chash, members, values, attrs)
+                samples, rows = shard_file_head(h5, split, chash, members, values, attrs)
+                for key, array in (graphs or {}).get(split, {}).items():
+                    rows.create_dataset(key, data=array)
                 samples.create_dataset("subject_index", data=np.arange(n, dtype=np.int64))
                 samples.create_dataset("window_start", data=np.zeros(n, dtype=np.int64))
             files.append({"file": name, "split": split, "n_subjects": n, "n_samples": n})
-        position = {r: i for i, r in enumerate(regions)}
+        shapes = {"tabular": [features.shape[1]]}
+        if graphs is not None:
+            shapes |= {k: list(v.shape[1:]) for k, v in graphs["train"].items()}
         manifest = manifest_head(record, chash, splits, files) | {
-            "shapes": {"tabular": [features.shape[1]]},
+            "shapes": shapes,
             "tabular": {"columns": list(features.columns), "categorical": [], "categories": {}}
             | stats,
             "roi_labels": [int(v) for v in table["label"]],
             "roi_names": regions,
             "split_by": "space",
             "sample_unit": "region",
-            "regions": {
-                r: {
-                    "label": int(table.at[r, "label"]),
-                    "hemisphere": str(table.at[r, "hemisphere"]),
-                    "xyz": [round(float(v), 3) for v in coords[position[r]]],
-                    "block": int(blocks[position[r]]),
-                }
-                for r in regions
-            },
+            "regions": _region_records(table, coords, blocks),
             "excluded": excluded,
             **info,
+            **({"subgraphs": graph_record} if graph_record is not None else {}),
         }
         (tmp_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
     return manifest

@@ -145,6 +145,10 @@ class Source:
     #: (``anat/sub-X_desc-white_pointcloud.npz``, :mod:`modalmerge.data.point_clouds`):
     #: ``params -> bool``; None: never.
     point_cloud_for: Callable[[dict], bool] | None = None
+    #: Whether a configuration writes a structural connectome per subject
+    #: (``derivatives/connectome/sub-X_desc-sc_connectome.tsv`` under ``raw/``,
+    #: :mod:`modalmerge.data.shards.graphs`): ``params -> bool``; None: never.
+    connectome_for: Callable[[dict], bool] | None = None
     #: ``"subject"``, or ``"region"`` for group data whose samples are regions (region DAG).
     sample_unit: str = "subject"
     #: ``params -> [(volumes, TR in s), ...]``, one per run protocol, when the params alone
@@ -293,6 +297,10 @@ class Source:
     def writes_point_cloud(self, params: dict) -> bool:
         """Whether ``params`` make it write a surface point cloud per subject."""
         return bool(self.point_cloud_for is not None and self.point_cloud_for(params))
+
+    def writes_connectome(self, params: dict) -> bool:
+        """Whether ``params`` make it write a structural connectome TSV per subject."""
+        return bool(self.connectome_for is not None and self.connectome_for(params))
 
     def writes(self) -> dict[str, bool]:
         """Which optional per-subject files it writes: ``bold``, ``text``, ``confounds``."""

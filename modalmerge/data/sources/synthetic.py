@@ -70,6 +70,13 @@ def _point_cloud(params: dict) -> bool:
     return SyntheticParams.from_dict(params).surface_points > 0
 
 
+def _connectome(params: dict) -> bool:
+    """``connectome: true``: a structural connectome TSV per subject."""
+    from modalmerge.data.synthetic.params import SyntheticParams
+
+    return SyntheticParams.from_dict(params).connectome
+
+
 def _write_cohort(params: dict, root: Path) -> None:
     from modalmerge.data.synthetic.cohort import write_cohort
 
@@ -96,6 +103,7 @@ SOURCE = Source(
     label_anatomy=("dseg",),
     anatomy_for=_anatomy,
     point_cloud_for=_point_cloud,
+    connectome_for=_connectome,
 )
 
 # the interface the workflow calls (modalmerge.data.sources)
