@@ -251,8 +251,11 @@ class StreamingRidge:
             yield (x - self.x_mean_) / self.x_scale_, (y - self.y_mean_) / self.y_scale_
 
     def fit(self, source: RowSource) -> StreamingRidge:
-        """Fit on the rows of ``source`` (called once per pass; 3 passes, and one more per
-        block of rows for the kernel when PCA applies)."""
+        """Fit on the rows of ``source`` (called once per pass: 4 passes, and with PCA one
+        more per block of rows for the kernel). Memory: one block of rows, the running
+        statistics, and the model itself: with PCA an ``n x n`` kernel (n rows: one per
+        training subject for whole-run targets), ``D x k`` components and ``k x P``
+        coefficients; without, a ``D x D`` Gram matrix and ``rank x P`` coefficients."""
         xm, ym = _Moments(), _Moments()
         for x, y in _blocks(source, self.block_rows):
             xm.add(x), ym.add(y)
@@ -279,14 +282,15 @@ class StreamingRidge:
             self._scores = scores
         else:
             gram = np.zeros((n_features, n_features))
-            x_y = np.zeros((n_features, len(self.y_mean_)))
-            for x, y in self._standard(source):
+            for x, _ in self._standard(source):
                 gram += x.T @ x
-                x_y += x.T @ y
             eigval, eigvec = np.linalg.eigh(gram)
             keep = eigval > eigval.max() * n_features * np.finfo(np.float64).eps
             s, self.components_ = np.sqrt(eigval[keep]), eigvec[:, keep]
-            z_y = self.components_.T @ x_y
+            del gram, eigvec
+            z_y = np.zeros((len(s), len(self.y_mean_)))  # not X'Y: (kept <= D) x targets
+            for x, y in self._standard(source):
+                z_y += (x @ self.components_).T @ y
             self._scores = None
         self.singular_values_ = s
         self.alpha_ = self._choose_alpha(source, s, z_y / s[:, None], n)
