@@ -17,6 +17,7 @@ files it wrote.
 
 Usage: .venv/bin/python benchmarks/bench_preprocess_memory.py --size default
        .venv/bin/python benchmarks/bench_preprocess_memory.py --size hcp [--n-volumes 1200]
+           [--parcellate-before /tmp/mm-before]   (parcellate from that checkout too, compared)
 """
 
 from __future__ import annotations
@@ -153,6 +154,22 @@ def stage_commands(size: str, work: Path, args) -> list[tuple[str, list[str], li
     return commands, inputs
 
 
+def parcellate_before(argv: list[str], checkout: str, work: Path) -> tuple:
+    """The same parcellate command from another checkout (the code before a change), on the
+    same cleaned run: its row, and whether its ``.npz`` arrays equal this checkout's."""
+    out = argv[argv.index("--out") + 1]
+    before = str(Path(out).with_name("parc-before.npz"))
+    argv = [before if a == out else a for a in argv]
+    rss, wall = measure(argv, checkout, work)
+    with np.load(out) as a, np.load(before) as b:
+        same = set(a.files) == set(b.files) and all(
+            a[k].dtype == b[k].dtype and a[k].tobytes() == b[k].tobytes() for k in a.files
+        )
+    name = f"parcellate, code of {checkout} ({'same' if same else 'DIFFERENT'} .npz)"
+    print(f"{name:34s} peak RSS {rss:8.0f} MB  {wall:7.1f} s", flush=True)
+    return name, rss, wall, disk_mb([before])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", choices=("default", "hcp"), default="default")
@@ -163,6 +180,11 @@ def main() -> None:
     parser.add_argument("--pythonpath", default=None, help="a checkout to run the stages from")
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--no-parcellate", action="store_true", help="stop after preprocess")
+    parser.add_argument(
+        "--parcellate-before",
+        default=None,
+        help="also run parcellate from this checkout on the same cleaned run, compare the .npz",
+    )
     args = parser.parse_args()
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
@@ -188,6 +210,8 @@ def main() -> None:
             rows.append((f"{stage} ({argv[0]})", rss, wall, disk_mb(files)))
             print(f"{rows[-1][0]:34s} peak RSS {rss:8.0f} MB  {wall:7.1f} s  disk {rows[-1][3]:8.2f} MB",
                   flush=True)  # fmt: skip
+            if stage == "parcellate" and args.parcellate_before:
+                rows.append(parcellate_before(argv, args.parcellate_before, args.work))
     finally:
         if not args.keep:
             shutil.rmtree(args.work, ignore_errors=True)
