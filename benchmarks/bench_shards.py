@@ -42,8 +42,12 @@ MEMORY_CASES = (
 )
 
 
-def _write_cohort(root: Path, n: int, n_time: int, n_roi: int, side: int, per_shard: int) -> Path:
-    """``n`` tiny random subjects written straight into shards (no workflow): ``root/shards``."""
+def _write_cohort(
+    root: Path, n: int, n_time: int, n_roi: int, side: int, per_shard: int, held_out=None
+) -> Path:
+    """``n`` tiny random subjects written straight into shards (no workflow): ``root/shards``;
+    with ``held_out``, about that many subjects each in val and test (else the shard
+    defaults' fractions), so that only the training split grows with ``n``."""
     rng = np.random.default_rng(n)
     subjects = [f"sub-{i:04d}" for i in range(1, n + 1)]
     parc, anat = [], []
@@ -65,6 +69,9 @@ def _write_cohort(root: Path, n: int, n_time: int, n_roi: int, side: int, per_sh
     tsv = root / "participants.tsv"
     tsv.write_text("participant_id\tage\n" + "".join(f"{s}\t30\n" for s in subjects))
     params = {"window": 50, "stride": 25, "subjects_per_shard": per_shard}
+    if held_out:
+        f = held_out / n
+        params["fractions"] = {"train": 1 - 2 * f, "val": f, "test": f}
     write_shards(subjects, parc, anat, tsv, None, root / "shards", params)
     for path in (*parc, *anat):
         path.unlink()
@@ -206,7 +213,9 @@ def memory_main(args) -> None:
             root = Path(tmp) / f"n{n}"
             root.mkdir()
             start = time.perf_counter()
-            shards = _write_cohort(root, n, args.n_time, args.n_roi, args.side, args.per_shard)
+            shards = _write_cohort(
+                root, n, args.n_time, args.n_roi, args.side, args.per_shard, args.held_out
+            )
             manifest = json.loads((shards / "manifest.json").read_text())
             files = sum(e["split"] == "train" for e in manifest["shards"])
             print(f"{n} subjects: shards written in {time.perf_counter() - start:.1f} s, "
@@ -241,6 +250,12 @@ def main() -> None:
     parser.add_argument("--per-shard", type=int, default=64, help="--memory: subjects_per_shard")
     parser.add_argument(
         "--cases", nargs="+", choices=MEMORY_CASES, default=MEMORY_CASES, help="--memory: cases"
+    )
+    parser.add_argument(
+        "--held-out",
+        type=int,
+        default=None,
+        help="--memory: about this many val and test subjects each, whatever the cohort",
     )
     parser.add_argument("--memory-case", choices=MEMORY_CASES, help=argparse.SUPPRESS)
     parser.add_argument("--shards", type=Path, help=argparse.SUPPRESS)

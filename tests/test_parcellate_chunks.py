@@ -46,9 +46,7 @@ def _parcellate(root, inputs, name, monkeypatch, chunk_mb):
 
 
 @pytest.mark.parametrize("kernel", ["numba", "numpy"])
-def test_chunked_parcellate_writes_what_the_whole_run_gives(
-    cleaned, monkeypatch, kernel
-):
+def test_chunked_parcellate_writes_what_the_whole_run_gives(cleaned, monkeypatch, kernel):
     if kernel == "numba":
         pytest.importorskip("numba")
         monkeypatch.setattr(roi_kernel, "HAVE_NUMBA", True)
@@ -89,5 +87,7 @@ def test_a_truncated_run_read_in_chunks_is_named(cleaned, tmp_path):
     broken.write_bytes(gzip.compress(raw[: len(raw) * 2 // 3]))
     (tmp_path / "bold.json").write_bytes(bold.with_name("bold.json").read_bytes())
     with pytest.raises(InputError, match="bold.nii.gz"):
-        parcellate_subject(t1, broken, atlas, labels, tmp_path / "o.npz", {}, chunk_mb=SMALL_CHUNK_MB)
+        parcellate_subject(
+            t1, broken, atlas, labels, tmp_path / "o.npz", {}, chunk_mb=SMALL_CHUNK_MB
+        )
     assert not (tmp_path / "o.npz").exists()

@@ -50,7 +50,7 @@ __all__ = [
 ]
 
 #: float64 bytes a block of rows (inputs and targets) may hold in :class:`StreamingRidge`
-BLOCK_BYTES = 16 * 2**20
+BLOCK_BYTES = 8 * 2**20
 
 
 @dataclass(frozen=True)
@@ -160,28 +160,37 @@ def running_group_mean(stream: TrainStream, by_time: bool) -> GroupMeanBaseline:
 RowSource = Callable[[], Iterable[tuple[np.ndarray, np.ndarray]]]
 
 
-def _blocks(source: RowSource, block_rows: int | None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """The rows of ``source`` as float64 blocks of ``block_rows`` (by :data:`BLOCK_BYTES` when
-    None); the same blocks on every call."""
+def _blocks(
+    source: RowSource, block_rows: int | None, targets: bool = True
+) -> Iterator[tuple[np.ndarray, np.ndarray | None]]:
+    """The rows of ``source`` as float64 blocks (copies, free to change in place) of
+    ``block_rows`` rows (by :data:`BLOCK_BYTES` when None); the same blocks on every call
+    with the same ``targets``. Without ``targets``, blocks hold the inputs only (Y is None)."""
     xs, ys, held = [], [], 0
     limit = block_rows
     for x, y in source():
-        x = np.asarray(x, dtype=np.float64).reshape(len(x), -1)
-        y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
-        if len(x) != len(y):
+        x = np.array(x, dtype=np.float64).reshape(len(x), -1)
+        y = np.array(y, dtype=np.float64).reshape(len(y), -1) if targets else None
+        if targets and len(x) != len(y):
             raise ValueError(f"X has {len(x)} rows but Y has {len(y)}")
-        if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        if not (np.isfinite(x).all() and (y is None or np.isfinite(y).all())):
             raise ValueError("the training rows hold NaN or infinite values")
         if limit is None:
-            limit = max(1, BLOCK_BYTES // (8 * (x.shape[1] + y.shape[1])))
+            width = x.shape[1] + (y.shape[1] if targets else 0)
+            limit = max(1, BLOCK_BYTES // (8 * width))
         xs.append(x), ys.append(y)
         held += len(x)
         while held >= limit:
-            X, Y = np.concatenate(xs), np.concatenate(ys)
-            yield X[:limit], Y[:limit]
-            xs, ys, held = [X[limit:]], [Y[limit:]], held - limit
+            X = np.concatenate(xs) if len(xs) > 1 else xs[0]
+            Y = (np.concatenate(ys) if len(ys) > 1 else ys[0]) if targets else None
+            xs = [X[limit:].copy()] if len(X) > limit else []
+            ys = [Y[limit:].copy()] if targets and len(Y) > limit else [None] * len(xs)
+            held -= limit
+            yield X[:limit], None if Y is None else Y[:limit]
+            del X, Y
     if held:
-        yield np.concatenate(xs), np.concatenate(ys)
+        X = np.concatenate(xs) if len(xs) > 1 else xs[0]
+        yield X, (np.concatenate(ys) if len(ys) > 1 else ys[0]) if targets else None
 
 
 @dataclass
@@ -245,10 +254,15 @@ class StreamingRidge:
             raise ValueError(f"pca must be True, False or 'auto'; got {pca!r}")
         self.pca, self.n_components, self.block_rows = pca, n_components, block_rows
 
-    def _standard(self, source: RowSource):
-        """Blocks of standardised inputs and targets."""
-        for x, y in _blocks(source, self.block_rows):
-            yield (x - self.x_mean_) / self.x_scale_, (y - self.y_mean_) / self.y_scale_
+    def _standard(self, source: RowSource, targets: bool = True):
+        """Blocks of standardised inputs and targets (None without ``targets``)."""
+        for x, y in _blocks(source, self.block_rows, targets):
+            x -= self.x_mean_
+            x /= self.x_scale_
+            if y is not None:
+                y -= self.y_mean_
+                y /= self.y_scale_
+            yield x, y
 
     def fit(self, source: RowSource) -> StreamingRidge:
         """Fit on the rows of ``source`` (called once per pass: 4 passes, and with PCA one
@@ -282,7 +296,7 @@ class StreamingRidge:
             self._scores = scores
         else:
             gram = np.zeros((n_features, n_features))
-            for x, _ in self._standard(source):
+            for x, _ in self._standard(source, targets=False):
                 gram += x.T @ x
             eigval, eigvec = np.linalg.eigh(gram)
             keep = eigval > eigval.max() * n_features * np.finfo(np.float64).eps
@@ -304,10 +318,10 @@ class StreamingRidge:
         from their kernel ``X X'`` built block pair by block pair (lower triangle, mirrored)."""
         kernel = np.zeros((n, n))
         lo_i = 0
-        for xi, _ in self._standard(source):
+        for xi, _ in self._standard(source, targets=False):
             hi_i = lo_i + len(xi)
             lo_j = 0
-            for xj, _ in self._standard(source):
+            for xj, _ in self._standard(source, targets=False):
                 hi_j = lo_j + len(xj)
                 block = xi @ xj.T
                 kernel[lo_i:hi_i, lo_j:hi_j] = block
@@ -340,9 +354,11 @@ class StreamingRidge:
             u = z / s
             for a, alpha in enumerate(self.alphas):
                 f = s**2 / (s**2 + alpha)
-                fitted = (u * f) @ u_y
-                h = (u**2) @ f + 1.0 / n  # the unpenalised intercept adds 1/n
-                sse[a] += (((y - fitted) / (1.0 - h)[:, None]) ** 2).sum()
+                error = (u * f) @ u_y  # fitted, then the leave-one-out error, in place
+                error -= y
+                error /= (1.0 - ((u**2) @ f + 1.0 / n))[:, None]  # the intercept adds 1/n
+                sse[a] += np.einsum("ij,ij->", error, error)
+                del error
         self.cv_errors_ = sse / (n * u_y.shape[1])  # mean squared LOO error per alpha
         best = int(np.argmin(sse))  # the first of equal errors, as RidgeCV keeps the first
         return float(self.alphas[best])
