@@ -307,9 +307,10 @@ class StreamingRidge:
                 z_y += (x @ self.components_).T @ y
             self._scores = None
         self.singular_values_ = s
-        self.alpha_ = self._choose_alpha(source, s, z_y / s[:, None], n)
-        shrink = s / (s**2 + self.alpha_)  # ridge on scores Z = U S: B = (S^2 + a)^-1 S U'Y
-        self.coef_ = shrink[:, None] * (z_y / s[:, None])
+        z_y /= s[:, None]  # U'Y, in place: the model's size (k x P) is held once
+        self.alpha_ = self._choose_alpha(source, s, z_y, n)
+        z_y *= (s / (s**2 + self.alpha_))[:, None]  # ridge on Z = U S: B = (S^2 + a)^-1 S U'Y
+        self.coef_ = z_y
         del self._scores
         return self
 
