@@ -193,6 +193,16 @@ def _blocks(
         yield X, (np.concatenate(ys) if len(ys) > 1 else ys[0]) if targets else None
 
 
+def _add_product(out: np.ndarray, a: np.ndarray, b: np.ndarray) -> None:
+    """``out += a.T @ b`` without a temporary of ``out``'s size (BLAS ``dgemm`` with beta 1
+    into the Fortran-ordered ``out``: the k x P targets' projection is the model's size)."""
+    from scipy.linalg.blas import dgemm
+
+    result = dgemm(1.0, a, b, beta=1.0, c=out, trans_a=True, overwrite_c=True)
+    if result is not out:  # pragma: no cover - dgemm copies a C-ordered out
+        out[...] = result
+
+
 @dataclass
 class _Moments:
     """Count, mean and sum of squared deviations, merged block by block (Chan et al. 1979)."""
@@ -284,13 +294,13 @@ class StreamingRidge:
         if use_pca:
             k = min(self.n_components or n - 1, n - 1)
             scores, s = self._kernel_pca(source, n, k)
-            z_y = np.zeros((len(s), len(self.y_mean_)))
+            z_y = np.zeros((len(s), len(self.y_mean_)), order="F")
             components = np.zeros((n_features, len(s)))
             row = 0
             for x, y in self._standard(source):  # components = X' U / s; scores' targets
                 z = scores[row : row + len(x)]
                 components += x.T @ (z / s**2)
-                z_y += z.T @ y
+                _add_product(z_y, z, y)
                 row += len(x)
             self.components_ = components
             self._scores = scores
@@ -302,9 +312,9 @@ class StreamingRidge:
             keep = eigval > eigval.max() * n_features * np.finfo(np.float64).eps
             s, self.components_ = np.sqrt(eigval[keep]), eigvec[:, keep]
             del gram, eigvec
-            z_y = np.zeros((len(s), len(self.y_mean_)))  # not X'Y: (kept <= D) x targets
+            z_y = np.zeros((len(s), len(self.y_mean_)), order="F")  # not X'Y: rank x targets
             for x, y in self._standard(source):
-                z_y += (x @ self.components_).T @ y
+                _add_product(z_y, x @ self.components_, y)
             self._scores = None
         self.singular_values_ = s
         z_y /= s[:, None]  # U'Y, in place: the model's size (k x P) is held once
