@@ -206,3 +206,60 @@ def test_a_broken_or_empty_train_shard_is_named_when_streaming(trained, tmp_path
     (copy / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(InputError, match="train split has no samples"):
         list(train_stream(copy, settings, None, None, parcel=False)())
+
+
+# --- the time-series scorer on arrays: streamed == in memory, every condition path --------
+
+
+def _split(rng, subjects, n_windows=6, width=8, stride=4, rois=4, cond_shape=(8, 3)):
+    from modalmerge.stages.common import SplitArrays
+
+    names = [s for s in subjects for _ in range(n_windows)]
+    starts = np.tile(np.arange(n_windows) * stride, len(subjects))
+    target = rng.standard_normal((len(names), width, rois)).astype(np.float32)
+    condition = rng.standard_normal((len(names), *cond_shape)).astype(np.float32)
+    if cond_shape != (width, 3):  # a subject-level condition: the same for its windows
+        condition = np.repeat(condition[::n_windows], n_windows, axis=0)
+    return SplitArrays(names, starts, condition, target, prediction=target + 0.5)
+
+
+@pytest.mark.parametrize(
+    ("condition", "by_time"), [("time_series", False), ("time_series", True), ("tabular", False)]
+)
+def test_the_time_series_scorer_scores_the_same_from_a_streamed_train_split(condition, by_time):
+    from modalmerge.evaluation.scoring import BaselineSettings, ScoringInput, condition_features
+    from modalmerge.evaluation.time_series import score_time_series
+    from modalmerge.stages.common import SplitArrays
+
+    rng = np.random.default_rng(5)
+    shape = (8, 3) if condition == "time_series" else (6,)
+    train = _split(rng, [f"sub-{i:02d}" for i in range(12)], cond_shape=shape)
+    test = _split(rng, ["sub-90", "sub-91", "sub-92"], cond_shape=shape)
+    settings = BaselineSettings(alphas=np.asarray(ALPHAS), n_components=4)
+    x_test = condition_features(condition, test.condition, None)
+
+    def stream():
+        for s in dict.fromkeys(train.subjects):
+            rows = np.flatnonzero(np.asarray(train.subjects) == s)
+            yield SubjectWindows(s, train.window_start[rows],
+                                 condition_features(condition, train.condition[rows], None),
+                                 train.target[rows], condition=train.condition[rows])  # fmt: skip
+
+    memory = ScoringInput(condition, train, test, condition_features(condition, train.condition,
+                          None), x_test, settings)  # fmt: skip
+    streamed = ScoringInput(condition, SplitArrays(), test, None, x_test, settings,
+                            train_stream=stream)  # fmt: skip
+    a = score_time_series(memory, by_time=by_time)
+    b = score_time_series(streamed, by_time=by_time)
+    assert set(a.scores) == set(b.scores) >= {"group_mean", "ridge"}
+    for name, scores in a.scores.items():
+        for metric, value in scores.items():
+            assert b.scores[name][metric] == pytest.approx(value, rel=1e-8, abs=1e-12), (
+                name,
+                metric,
+            )
+    for key, value in a.arrays.items():
+        if value.dtype.kind == "f":
+            assert _relative(value, b.arrays[key]) <= 1e-8, key
+        else:
+            np.testing.assert_array_equal(value, b.arrays[key])
