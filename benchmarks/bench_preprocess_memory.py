@@ -17,6 +17,9 @@ files it wrote.
 
 Usage: .venv/bin/python benchmarks/bench_preprocess_memory.py --size default
        .venv/bin/python benchmarks/bench_preprocess_memory.py --size hcp [--n-volumes 1200]
+           [--parcellate-before /tmp/mm-before]   (parcellate from that checkout too, compared)
+       .venv/bin/python benchmarks/bench_preprocess_memory.py --size hcp --parcellate-only
+           --n-volumes 300 --parcellate-before /tmp/mm-before
 """
 
 from __future__ import annotations
@@ -153,6 +156,47 @@ def stage_commands(size: str, work: Path, args) -> list[tuple[str, list[str], li
     return commands, inputs
 
 
+def parcellate_before(argv: list[str], checkout: str, work: Path) -> tuple:
+    """The same parcellate command from another checkout (the code before a change), on the
+    same cleaned run: its row, and whether its ``.npz`` arrays equal this checkout's."""
+    out = argv[argv.index("--out") + 1]
+    before = str(Path(out).with_name("parc-before.npz"))
+    argv = [before if a == out else a for a in argv]
+    rss, wall = measure(argv, checkout, work)
+    with np.load(out) as a, np.load(before) as b:
+        same = set(a.files) == set(b.files) and all(
+            a[k].dtype == b[k].dtype and a[k].tobytes() == b[k].tobytes() for k in a.files
+        )
+    name = f"parcellate, code of {checkout} ({'same' if same else 'DIFFERENT'} .npz)"
+    print(f"{name:34s} peak RSS {rss:8.0f} MB  {wall:7.1f} s", flush=True)
+    return name, rss, wall, disk_mb([before])
+
+
+def parcellate_only(args) -> None:
+    """``--parcellate-only``: parcellate (this checkout, and ``--parcellate-before``'s) of the
+    generated HCP-size run itself (on the atlas grid: no preprocess needed to measure reading
+    it), the run written by a child process so that this process stays small: a child's
+    ``ru_maxrss`` starts at its parent's RSS when it forks, so measuring children from a
+    process that generated the run (~1.1 GB) reads that floor, not the child's peak."""
+    code = (
+        "import sys; sys.path.insert(0, sys.argv[1]); from bench_preprocess_memory import "
+        "write_hcp_like; from pathlib import Path; "
+        "write_hcp_like(Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))"
+    )
+    here, raw = str(Path(__file__).parent), args.work / "raw"
+    subprocess.run([sys.executable, "-c", code, here, str(raw), str(args.n_volumes),
+                    str(args.n_regions)], check=True)  # fmt: skip
+    argv = ["parcellate", "--settings", "{}", "--t1", str(raw / "t1.nii.gz"), "--bold",
+            str(raw / "bold.nii.gz"), "--atlas", str(raw / "atlas.nii.gz"), "--labels",
+            str(raw / "labels.tsv"), "--out", str(args.work / "parc.npz")]  # fmt: skip
+    floor, _ = measure(["--help"], None, args.work)
+    print(f"{'modalmerge --help (floor)':34s} peak RSS {floor:8.0f} MB", flush=True)
+    rss, wall = measure(argv, None, args.work)
+    print(f"{'parcellate (this checkout)':34s} peak RSS {rss:8.0f} MB  {wall:7.1f} s", flush=True)
+    if args.parcellate_before:
+        parcellate_before(argv, args.parcellate_before, args.work)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size", choices=("default", "hcp"), default="default")
@@ -163,9 +207,24 @@ def main() -> None:
     parser.add_argument("--pythonpath", default=None, help="a checkout to run the stages from")
     parser.add_argument("--keep", action="store_true")
     parser.add_argument("--no-parcellate", action="store_true", help="stop after preprocess")
+    parser.add_argument(
+        "--parcellate-before",
+        default=None,
+        help="also run parcellate from this checkout on the same cleaned run, compare the .npz",
+    )
+    parser.add_argument(
+        "--parcellate-only", action="store_true", help="--size hcp: parcellate the raw run only"
+    )
     args = parser.parse_args()
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
+    if args.parcellate_only:
+        try:
+            parcellate_only(args)
+        finally:
+            if not args.keep:
+                shutil.rmtree(args.work, ignore_errors=True)
+        return
     rows = []
     print(f"modalmerge from {package_used(args.pythonpath, args.work)}", flush=True)
     try:
@@ -188,6 +247,8 @@ def main() -> None:
             rows.append((f"{stage} ({argv[0]})", rss, wall, disk_mb(files)))
             print(f"{rows[-1][0]:34s} peak RSS {rss:8.0f} MB  {wall:7.1f} s  disk {rows[-1][3]:8.2f} MB",
                   flush=True)  # fmt: skip
+            if stage == "parcellate" and args.parcellate_before:
+                rows.append(parcellate_before(argv, args.parcellate_before, args.work))
     finally:
         if not args.keep:
             shutil.rmtree(args.work, ignore_errors=True)

@@ -2,7 +2,7 @@
 with ``--memory``, peak memory of a training epoch and of evaluate's loading at two cohort sizes.
 
 Usage: .venv/bin/python benchmarks/bench_shards.py [--subjects 32] [--n-time 200] [--n-roi 400]
-       .venv/bin/python benchmarks/bench_shards.py --memory [--cohorts 64 512]
+       .venv/bin/python benchmarks/bench_shards.py --memory [--cohorts 64 512] [--cases ...]
 Both sides read (time_series window, structural_features) per sample for the same indices:
 the baseline with one fancy-indexed read per array and batch (numpy arrays out),
 ShardDataset through ``__getitems__`` (what DataLoader calls) collated by
@@ -33,11 +33,21 @@ from modalmerge.data.shards.dataset import ShardDataset, collate_samples
 from modalmerge.data.shards.split_arrays import load_split_arrays
 from modalmerge.data.shards.subjects import write_shards
 
-MEMORY_CASES = ("epoch, 0 workers", "epoch, 2 workers", "evaluate loading")
+MEMORY_CASES = (
+    "epoch, 0 workers",
+    "epoch, 2 workers",
+    "evaluate loading",
+    "evaluate baselines, in memory",
+    "evaluate baselines, streamed",
+)
 
 
-def _write_cohort(root: Path, n: int, n_time: int, n_roi: int, side: int, per_shard: int) -> Path:
-    """``n`` tiny random subjects written straight into shards (no workflow): ``root/shards``."""
+def _write_cohort(
+    root: Path, n: int, n_time: int, n_roi: int, side: int, per_shard: int, held_out=None
+) -> Path:
+    """``n`` tiny random subjects written straight into shards (no workflow): ``root/shards``;
+    with ``held_out``, about that many subjects each in val and test (else the shard
+    defaults' fractions), so that only the training split grows with ``n``."""
     rng = np.random.default_rng(n)
     subjects = [f"sub-{i:04d}" for i in range(1, n + 1)]
     parc, anat = [], []
@@ -59,6 +69,9 @@ def _write_cohort(root: Path, n: int, n_time: int, n_roi: int, side: int, per_sh
     tsv = root / "participants.tsv"
     tsv.write_text("participant_id\tage\n" + "".join(f"{s}\t30\n" for s in subjects))
     params = {"window": 50, "stride": 25, "subjects_per_shard": per_shard}
+    if held_out:
+        f = held_out / n
+        params["fractions"] = {"train": 1 - 2 * f, "val": f, "test": f}
     write_shards(subjects, parc, anat, tsv, None, root / "shards", params)
     for path in (*parc, *anat):
         path.unlink()
@@ -124,7 +137,8 @@ def _memory_case(case: str, shards: Path) -> dict:
     collect_split(shards, "val", experiment, batch_size=16)  # warm imports and allocator
     start = _rollup_kb(os.getpid())
     start_anon, start_file = start["Pss_Anon"], start["Pss_File"]
-    begin = time.perf_counter()
+    begin, cpu = time.perf_counter(), time.process_time()
+    scores = None
     with _PeakSampler() as peak:
         if case.startswith("epoch"):
             ds = ShardDataset(shards, "train", "image", "time_series")
@@ -140,18 +154,55 @@ def _memory_case(case: str, shards: Path) -> dict:
             for batch in loader:
                 n += len(batch["subject"])
                 peak.sample()
-        else:  # what evaluate reads before scoring (image -> time series, no model)
+        elif case == "evaluate loading":  # what evaluate reads before scoring (no model)
             train = collect_split(shards, "train", experiment, batch_size=32)
             test = collect_split(shards, "test", experiment, batch_size=32)
             parcel_features(shards, "train", train.subjects)
             parcel_features(shards, "test", test.subjects)
             n = len(train.subjects) + len(test.subjects)
+        else:  # loading and the time-series scorer with its baselines (the "model" = target)
+            n, scores = _evaluate_baselines(shards, experiment, streamed=case.endswith("streamed"))
     return {
         "samples": n,
         "seconds": time.perf_counter() - begin,
+        "cpu_seconds": time.process_time() - cpu,
+        "scores": scores,
         "anon_mib": (peak.anon - start_anon) / 1024,
         "file_mib": (peak.file - start_file) / 1024,
     }
+
+
+def _evaluate_baselines(shards: Path, experiment: dict, streamed: bool) -> tuple[int, dict]:
+    """What evaluate does for image -> time series without a model: load the test split,
+    fit the group mean, ridge (voxel PCA) and ridge_parcel on the training split (in memory,
+    or streamed over its shards as evaluate does above ``IN_MEMORY_MB``) and score."""
+    from modalmerge.evaluation.scoring import BaselineSettings, ScoringInput, condition_features
+    from modalmerge.evaluation.time_series import score_time_series
+    from modalmerge.settings import ExperimentSettings
+    from modalmerge.stages.common import SplitArrays, collect_split
+    from modalmerge.stages.evaluate import parcel_features
+    from modalmerge.stages.evaluate_stream import train_stream
+
+    test = collect_split(shards, "test", experiment, batch_size=32)
+    test.prediction = test.target  # no model: its scores are not the point here
+    settings = BaselineSettings(alphas=np.array([0.1, 1.0, 10.0, 100.0, 1e3, 1e4]), n_components=20)
+    if streamed:
+        stream = train_stream(shards, ExperimentSettings.coerce(experiment), None, None, True)
+        train, x_train, parcel_train = SplitArrays(), None, None
+    else:
+        stream = None
+        train = collect_split(shards, "train", experiment, batch_size=32)
+        x_train = condition_features("image", train.condition, None)
+        parcel_train = parcel_features(shards, "train", train.subjects)
+    data = ScoringInput(
+        condition="image", train=train, test=test, x_train=x_train,
+        x_test=condition_features("image", test.condition, None), baselines=settings,
+        parcel_train=parcel_train, parcel_test=parcel_features(shards, "test", test.subjects),
+        train_stream=stream,
+    )  # fmt: skip
+    scored = score_time_series(data)
+    names = ("group_mean", "ridge", "ridge_parcel")
+    return len(test.subjects), {k: scored.scores[k]["pearson_r"] for k in names}
 
 
 def memory_main(args) -> None:
@@ -162,23 +213,26 @@ def memory_main(args) -> None:
             root = Path(tmp) / f"n{n}"
             root.mkdir()
             start = time.perf_counter()
-            shards = _write_cohort(root, n, args.n_time, args.n_roi, args.side, args.per_shard)
+            shards = _write_cohort(
+                root, n, args.n_time, args.n_roi, args.side, args.per_shard, args.held_out
+            )
             manifest = json.loads((shards / "manifest.json").read_text())
             files = sum(e["split"] == "train" for e in manifest["shards"])
             print(f"{n} subjects: shards written in {time.perf_counter() - start:.1f} s, "
                   f"{manifest['n_samples']} samples, {files} train file(s)", flush=True)  # fmt: skip
-            for case in MEMORY_CASES:
+            for case in args.cases:
                 out = subprocess.run(
                     [sys.executable, __file__, "--memory-case", case, "--shards", str(shards)],
                     check=True, capture_output=True, text=True,
                 )  # fmt: skip
                 results[n, case] = json.loads(out.stdout.strip().splitlines()[-1])
+                print(f"  {case}: {results[n, case]}", flush=True)
     small, large = min(args.cohorts), max(args.cohorts)
     print(f"\npeak memory above the process's level before the case (MiB); ratio {large}/{small}")
     print("| case | " + " | ".join(f"{n} subj: samples, anon, file" for n in args.cohorts)
           + f" | anon ratio {large}/{small} |")  # fmt: skip
     print("|---|" + "---|" * (len(args.cohorts) + 1))
-    for case in MEMORY_CASES:
+    for case in args.cases:
         cells = [
             f"{results[n, case]['samples']}, {results[n, case]['anon_mib']:.1f}, "
             f"{results[n, case]['file_mib']:.1f}"
@@ -194,6 +248,15 @@ def main() -> None:
     parser.add_argument("--cohorts", type=int, nargs="+", default=[64, 512])
     parser.add_argument("--side", type=int, default=24, help="--memory: image side (voxels)")
     parser.add_argument("--per-shard", type=int, default=64, help="--memory: subjects_per_shard")
+    parser.add_argument(
+        "--cases", nargs="+", choices=MEMORY_CASES, default=MEMORY_CASES, help="--memory: cases"
+    )
+    parser.add_argument(
+        "--held-out",
+        type=int,
+        default=None,
+        help="--memory: about this many val and test subjects each, whatever the cohort",
+    )
     parser.add_argument("--memory-case", choices=MEMORY_CASES, help=argparse.SUPPRESS)
     parser.add_argument("--shards", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--subjects", type=int, default=32)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -52,11 +52,14 @@ class ScoringInput:
     condition: str
     train: Split
     test: Split
-    x_train: np.ndarray
+    x_train: np.ndarray | None
     x_test: np.ndarray
     baselines: BaselineSettings
     parcel_train: np.ndarray | None = None
     parcel_test: np.ndarray | None = None
+    #: the training split as a stream (:data:`modalmerge.evaluation.streaming.TrainStream`)
+    #: instead of arrays: ``train`` then holds nothing and ``x_train`` is None
+    train_stream: Any = None
 
     def ridge_inputs(self) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         """``{ridge predictor: (train features, test features)}``: ``ridge`` on the

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from modalmerge.evaluation import metrics
+from modalmerge.evaluation import metrics, time_series_stream
 from modalmerge.evaluation.baselines import GroupMeanBaseline
 from modalmerge.evaluation.homologs import homolog_attention
 from modalmerge.evaluation.identifiability import fc_triangles, identifiability
@@ -236,12 +236,15 @@ def _add_identifiability(data: ScoringInput, predicted: dict, true: np.ndarray, 
     """Add ``fc_top1``, ``fc_mean_rank`` and ``fc_demeaned_r``
     (:mod:`~modalmerge.evaluation.identifiability`) to every predictor's scores and
     per-unit scores; returns the chance levels."""
-    train_rows = subject_rows(data.train.subjects)
-    train_fc = [
-        fc_triangles(stitch(data.train.target[rows], data.train.window_start[rows])[0][None])[0]
-        for rows in train_rows.values()
-    ]
-    train_mean = np.mean(train_fc, axis=0)
+    if data.train_stream is not None:
+        train_mean = time_series_stream.streamed_train_fc_mean(data)
+    else:
+        train_rows = subject_rows(data.train.subjects)
+        train_fc = [
+            fc_triangles(stitch(data.train.target[rows], data.train.window_start[rows])[0][None])[0]
+            for rows in train_rows.values()
+        ]
+        train_mean = np.mean(train_fc, axis=0)
     true_fc = fc_triangles(true)
     for name, series in predicted.items():
         found = identifiability(fc_triangles(series), true_fc, train_mean)
@@ -274,22 +277,31 @@ def _runs(
             s: stitch(oracle[r], test.window_start[r])[0] for s, r in test_rows.items()
         }
 
-    if by_time:  # test volumes lie after every training volume: the mean training window
+    if data.train_stream is not None:  # the same fit from running sums
+        group = time_series_stream.streamed_group_mean(data, by_time)
+    elif by_time:  # test volumes lie after every training volume: the mean training window
         group = GroupMeanBaseline("time_series").fit(None, train.target)
-        group_windows = group.predict(len(test.subjects))
     else:  # the training subjects' average at the same absolute volumes
         group = GroupMeanBaseline("time_series").fit(
             None, train.target, time_offsets=train.window_start
         )
+    if by_time:
+        group_windows = group.predict(len(test.subjects))
+    else:
         group_windows = group.predict(len(test.subjects), time_offsets=test.window_start)
     for s, r in test_rows.items():
         runs["group_mean"][s] = stitch(group_windows[r], test.window_start[r])[0]
 
     if data.condition == "time_series":  # same-time map: condition ROIs at t -> target ROIs at t
-        n_cond, n_target = train.condition.shape[-1], train.target.shape[-1]
-        ridge = fit_ridge(
-            train.condition.reshape(-1, n_cond), train.target.reshape(-1, n_target), data.baselines
-        )
+        n_cond, n_target = test.condition.shape[-1], test.target.shape[-1]
+        if data.train_stream is not None:
+            ridge = time_series_stream.streamed_same_time_ridge(data)
+        else:
+            ridge = fit_ridge(
+                train.condition.reshape(-1, n_cond),
+                train.target.reshape(-1, n_target),
+                data.baselines,
+            )
         windows = ridge.predict(test.condition.reshape(-1, n_cond)).reshape(test.target.shape)
         for s, r in test_rows.items():
             runs["ridge"][s] = stitch(windows[r], test.window_start[r])[0]
@@ -303,6 +315,11 @@ def _whole_run_ridge(data: ScoringInput, runs: dict, test_rows: dict) -> dict:
     Returns ``runs`` with ``ridge`` (and ``ridge_parcel`` when the parcel
     features are given) added and every run cut to the shortest length.
     """
+    subjects = sorted(test_rows)
+    out = dict(runs)
+    if data.train_stream is not None:  # the same ridge from accumulated statistics
+        out.update(time_series_stream.streamed_whole_run_ridges(data, test_rows))
+        return _common_length(out, subjects)
     train = data.train
     train_rows = subject_rows(train.subjects)
     train_keys = sorted(train_rows)
@@ -312,12 +329,15 @@ def _whole_run_ridge(data: ScoringInput, runs: dict, test_rows: dict) -> dict:
     ]
     length = min(len(r) for r in whole)
     y_train = np.stack([r[:length] for r in whole])
-    subjects = sorted(test_rows)
-    out = dict(runs)
     for name, (x_train_rows, x_test_rows) in data.ridge_inputs().items():
         x_train = np.stack([x_train_rows[train_rows[k][0]] for k in train_keys])
         ridge = fit_ridge(x_train, y_train, data.baselines)
         predicted = ridge.predict(np.stack([x_test_rows[test_rows[s][0]] for s in subjects]))
         out[name] = dict(zip(subjects, predicted, strict=True))
+    return _common_length(out, subjects)
+
+
+def _common_length(out: dict, subjects: list[str]) -> dict:
+    """Every run of ``out`` cut to the shortest one."""
     length = min(len(v[s]) for k, v in out.items() if k != "time_index" for s in subjects)
     return {k: {s: v[s][:length] for s in subjects} for k, v in out.items()}

@@ -89,7 +89,8 @@ from modalmerge.settings import (
     ParcellateSettings,
     PreprocessSettings,
 )
-from modalmerge.stages.common import collect_split, load_experiment_model
+from modalmerge.stages import evaluate_stream
+from modalmerge.stages.common import SplitArrays, collect_split, load_experiment_model
 from modalmerge.stages.evaluate_samples import add_samples, held_out_split
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,7 @@ def evaluate_experiment(
     preprocess: PreprocessSettings | dict | None = None,
     parcellate: ParcellateSettings | dict | None = None,
     split: str = "test",
+    in_memory_mb: float = evaluate_stream.IN_MEMORY_MB,
 ) -> dict:
     """Score a trained experiment on the test split; write metrics.json and predictions.npz.
 
@@ -130,6 +132,10 @@ def evaluate_experiment(
     split : {"test", "val"}
         The held-out split scored: the workflow scores test; ``"val"`` serves
         setting choices (``benchmarks/real_demo_window_sweep.py``), never test.
+    in_memory_mb : float
+        A time-series target whose training windows hold more (MB, as read) has its
+        baselines fitted by streaming over the training shards
+        (:mod:`modalmerge.stages.evaluate_stream`); 0 always streams.
 
     Returns
     -------
@@ -155,11 +161,20 @@ def evaluate_experiment(
             out_predictions,
             (truth_dir, processing),
             split,
+            in_memory_mb,
         )
 
 
 def _evaluate(
-    model_path, shard_dir, experiment, settings, out_metrics, out_predictions, truth, split
+    model_path,
+    shard_dir,
+    experiment,
+    settings,
+    out_metrics,
+    out_predictions,
+    truth,
+    split,
+    in_memory_mb=evaluate_stream.IN_MEMORY_MB,
 ) -> dict:
     model, tokenizer = load_experiment_model(model_path, experiment.plugins)
     condition, target, method = experiment.condition, experiment.target, experiment.method
@@ -170,7 +185,9 @@ def _evaluate(
     regions = manifest.get("sample_unit") == "region" and target == "tabular"
     links = _planted_links(model, truth[0]) if weighted else None
     attention = homologs or links is not None or (regions and weighted and condition == "tabular")
-    train = collect_split(shard_dir, "train", experiment, tokenizer)
+    vocab = tokenizer.vocab_size if tokenizer is not None else None
+    parcels = condition == "image" and not regions
+    train, stream = _train_split(shard_dir, experiment, tokenizer, model, parcels, in_memory_mb)
     held_out = (shard_dir, split, experiment, tokenizer)
     test, samples = held_out_split(*held_out, model, attention, settings)
     if not test.subjects:
@@ -178,20 +195,10 @@ def _evaluate(
     n_subjects = len(set(test.subjects))
     log.info("evaluating %s on %d test samples of %d subjects", experiment.name,
              len(test.subjects), n_subjects)  # fmt: skip
-    vocab = tokenizer.vocab_size if tokenizer is not None else None
-    data = ScoringInput(
-        condition=condition,
-        train=train,
-        test=test,
-        x_train=condition_features(condition, train.condition, vocab),
-        x_test=condition_features(condition, test.condition, vocab),
-        baselines=BaselineSettings(
-            alphas=np.asarray(settings.ridge_alphas, dtype=float),
-            n_components=settings.pca_components,
-        ),
-    )
-    if condition == "image" and not regions:
-        data.parcel_train = parcel_features(shard_dir, "train", train.subjects)
+    data = _scoring_input(condition, (train, test, stream), settings, vocab)
+    if parcels:
+        if not stream:
+            data.parcel_train = parcel_features(shard_dir, "train", train.subjects)
         data.parcel_test = parcel_features(shard_dir, split, test.subjects)
     scored = _score(data, experiment, manifest, model, shard_dir, truth, settings.time_units, split)
     if samples is not None:  # a generative model: score its samples too
@@ -217,6 +224,37 @@ def _evaluate(
         np.savez_compressed(fh, **scored.arrays)
     log.info("scores: %s", record["scores"])
     return record
+
+
+def _scoring_input(condition, splits, settings, vocab) -> ScoringInput:
+    """The scorers' input from ``splits`` = (train, test, train stream or None)."""
+    train, test, stream = splits
+    return ScoringInput(
+        condition=condition,
+        train=train,
+        test=test,
+        x_train=None if stream else condition_features(condition, train.condition, vocab),
+        x_test=condition_features(condition, test.condition, vocab),
+        baselines=BaselineSettings(
+            alphas=np.asarray(settings.ridge_alphas, dtype=float),
+            n_components=settings.pca_components,
+        ),
+        train_stream=stream,
+    )
+
+
+def _train_split(shard_dir, experiment, tokenizer, model, parcels: bool, in_memory_mb: float):
+    """The training split in memory (``SplitArrays``, stream None), or, for a time-series
+    target whose training windows exceed ``in_memory_mb``, an empty ``SplitArrays`` and the
+    split as a stream (:func:`modalmerge.stages.evaluate_stream.train_stream`, issue 14)."""
+    if experiment.target == "time_series" and not model.generative:
+        size = evaluate_stream.train_bytes(shard_dir, experiment, tokenizer)
+        if size > in_memory_mb * 2**20:
+            vocab = tokenizer.vocab_size if tokenizer is not None else None
+            log.info("streaming the train split (%.0f MB of windows)", size / 2**20)
+            stream = evaluate_stream.train_stream(shard_dir, experiment, tokenizer, vocab, parcels)
+            return SplitArrays(), stream
+    return collect_split(shard_dir, "train", experiment, tokenizer), None
 
 
 def _planted_links(model, truth_dir):

@@ -19,14 +19,16 @@ from modalmerge.settings import ClusterSettings
 #: preprocess streams the run in chunks of ``preprocess.chunk_mb``, so its peak no longer
 #: grows with the run (219 MB for the default 8 MB run, 1,149 MB for a 1,094 MB HCP-size run
 #: at chunk_mb 256: about 220 MB + 3.6 x chunk_mb); 1 MB per MB is a margin above that line.
-#: parcellate still holds one float32 run: 8,341 MB for a 981 MB cleaned HCP-size run (8.5
-#: per MB), 161 MB for the default 5.4 MB one. The others are estimates (not measured).
+#: parcellate reads a run larger than one such chunk in chunks: 594-595 MB for HCP-size runs of
+#: 300 and 1,200 volumes (it held the whole float32 run before: 8,341 MB for a 981 MB cleaned
+#: one), 161 MB for the default 5.4 MB run; 1 MB per MB is a margin. The others are estimates
+#: (not measured).
 MEM_PER_INPUT_MB: dict[str, float] = {
     "acquire_atlas": 4.0,
     "acquire_cohort": 1.0,
     "acquire_subject": 4.0,
     "preprocess": 1.0,
-    "parcellate": 9.0,
+    "parcellate": 1.0,
     "shard": 2.0,
     "evaluate": 2.0,
     "figures": 2.0,
@@ -60,9 +62,9 @@ def stage_mem_mb(rule: str, input_mb: float, attempt: int, cluster: ClusterSetti
     """Memory (MB) of one job of ``rule`` with ``input_mb`` MB of input, at retry ``attempt``.
 
     >>> stage_mem_mb("parcellate", 100.0, 1, {"mem_mb": 2000})
-    2900
+    2100
     >>> stage_mem_mb("parcellate", 100.0, 2, {"mem_mb": 2000, "stage_mem_mb": {"parcellate": 8000}})
-    17800
+    16200
     """
     if rule not in MEM_PER_INPUT_MB:
         raise ValueError(f"no memory estimate for rule {rule!r}")

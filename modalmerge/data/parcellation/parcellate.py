@@ -14,15 +14,17 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from modalmerge.data.bold_chunks import ChunkPlan
 from modalmerge.data.derivatives import write_dataset_description
 from modalmerge.data.nifti import check_same_grid, load_image, load_labels
+from modalmerge.data.nifti_stream import open_run
 from modalmerge.data.parcellation import roi_kernel
 from modalmerge.data.parcellation.connectivity import connectivity
 from modalmerge.data.parcellation.label_runs import _cached, column_plan, region_sums_rows, row_plan
 from modalmerge.data.parcellation.labels import read_labels
 from modalmerge.data.preprocess import read_censored_volumes, read_tr
 from modalmerge.io import InputError, atomic_path
-from modalmerge.settings import CONNECTIVITY_KINDS, ParcellateSettings
+from modalmerge.settings import CONNECTIVITY_KINDS, ParcellateSettings, PreprocessSettings
 
 __all__ = [
     "CONNECTIVITY_KINDS",
@@ -42,6 +44,9 @@ FEATURE_NAMES = (
     "tissue_fraction",  # tissue voxels / region voxels
 )
 
+
+#: ``preprocess.chunk_mb``'s default: the chunk parcellate reads a long run in
+CHUNK_MB = PreprocessSettings().chunk_mb
 
 _ROW_BLOCK = 360  # voxels per dense product in Fortran order (bench_parcellate.py)
 
@@ -78,7 +83,10 @@ def _atlas_columns(
 
 
 def roi_means(
-    data: np.ndarray, labels: np.ndarray, roi_labels: np.ndarray | None = None
+    data: np.ndarray,
+    labels: np.ndarray,
+    roi_labels: np.ndarray | None = None,
+    compiled: bool | None = None,
 ) -> np.ndarray:
     """Mean signal per labelled region, in one pass over the data.
 
@@ -98,6 +106,10 @@ def roi_means(
     roi_labels : ndarray of int, shape (R,), optional
         Regions to return, in this order. Default: the sorted non-zero labels
         present, the order NiftiLabelsMasker uses.
+    compiled : bool, optional
+        Use the numba kernel (when installed); default: when the data hold at least
+        :data:`~modalmerge.data.parcellation.roi_kernel.MIN_ELEMENTS` values. Chunks of a
+        long run pass the whole run's choice, so they sum as the whole run would.
 
     Returns
     -------
@@ -143,7 +155,9 @@ def roi_means(
     if not (values.flags.c_contiguous or values.flags.f_contiguous):
         values = np.ascontiguousarray(values)
 
-    if roi_kernel.HAVE_NUMBA and values.size >= roi_kernel.MIN_ELEMENTS:
+    if compiled is None:
+        compiled = values.size >= roi_kernel.MIN_ELEMENTS
+    if roi_kernel.HAVE_NUMBA and compiled:
         # compiled, one pass in memory order over labelled voxels
         means = roi_kernel.region_sums(values, column, n_roi) / counts
         return means.astype(np.float32, copy=False)
@@ -241,6 +255,29 @@ def write_tables(
         _write_tsv(features, out_features)
 
 
+def bold_roi_means(
+    bold_path, atlas, labels: np.ndarray, roi_labels: np.ndarray, chunk_mb: float | None
+) -> tuple[np.ndarray, float]:
+    """The ROI means ``(T, R)`` of a preprocessed BOLD run on the atlas grid, and its TR:
+    the whole run at once, or, when it exceeds ``chunk_mb``, chunks of volumes read in order
+    (:func:`modalmerge.data.nifti_stream.open_run`), each summed as the whole run would be."""
+    what = "preprocessed BOLD"
+    if chunk_mb is not None:
+        with open_run(bold_path, what) as run:
+            plan = ChunkPlan.for_run(run.shape, labels.shape, 1, chunk_mb)  # volumes only
+            if plan.volumes < run.shape[3]:
+                check_same_grid(run.image, atlas, bold_path, what)
+                compiled = int(np.prod(run.shape)) >= roi_kernel.MIN_ELEMENTS  # as if whole
+                parts = [
+                    roi_means(chunk, labels, roi_labels, compiled=compiled)
+                    for _, chunk in run.volumes(plan.volumes)
+                ]
+                return np.concatenate(parts), read_tr(bold_path, run.image)
+    bold = load_image(bold_path, ndim=4, what=what)
+    check_same_grid(bold, atlas, bold_path, what)
+    return roi_means(np.asanyarray(bold.dataobj), labels, roi_labels), read_tr(bold_path, bold)
+
+
 def parcellate_subject(
     t1_path: str | os.PathLike,
     bold_path: str | os.PathLike | None,
@@ -251,6 +288,7 @@ def parcellate_subject(
     out_timeseries: str | os.PathLike | None = None,
     out_relmat: str | os.PathLike | None = None,
     out_features: str | os.PathLike | None = None,
+    chunk_mb: float | None = CHUNK_MB,
 ) -> None:
     """Write one subject's parcellated arrays (``.npz``) and their BIDS-derivative TSVs.
 
@@ -283,6 +321,11 @@ def parcellate_subject(
         The same data as BIDS-derivative TSVs (:func:`write_tables`); the first
         two need a BOLD run. Outputs in a ``sub-<label>`` folder also get the
         derivative ``dataset_description.json``.
+    chunk_mb : float, optional
+        A run larger than this (MB per chunk, as ``preprocess.chunk_mb`` plans it:
+        :class:`~modalmerge.data.bold_chunks.ChunkPlan`) is read in chunks of volumes, so
+        the peak is bounded by the chunk, not the run; the ROI means are the same to the
+        bit. None: always the whole run. Default: ``preprocess.chunk_mb``'s default.
 
     Raises
     ------
@@ -311,11 +354,7 @@ def parcellate_subject(
     check_same_grid(t1, atlas, t1_path, "preprocessed T1")
     function = {}
     if bold_path is not None:
-        bold = load_image(bold_path, ndim=4, what="preprocessed BOLD")
-        check_same_grid(bold, atlas, bold_path, "preprocessed BOLD")
-        tr = read_tr(bold_path, bold)
-        series = roi_means(np.asanyarray(bold.dataobj), labels, roi_labels)
-        del bold
+        series, tr = bold_roi_means(bold_path, atlas, labels, roi_labels, chunk_mb)
         flat = roi_labels[np.ptp(series, axis=0) == 0]
         if flat.size:
             raise InputError(bold_path, f"regions {flat[:10].tolist()} have a constant time series")
