@@ -50,6 +50,8 @@ from modalmerge.data.time_split import SPLITS, time_blocks
 from modalmerge.io import InputError, atomic_dir
 from modalmerge.settings import ShardSettings
 
+# The helpers live in one module per part (docs/architecture.md, Package layout); the public
+# names that were defined here are re-exported, so imports from this module keep working.
 __all__ = [
     "FORMAT_VERSION",
     "SPLITS",
