@@ -6,7 +6,7 @@ Writes one subject as the parcellate stage does (``write_tables`` for the BIDS-
 derivative TSVs, ``np.savez`` for the arrays) into a temporary folder, then times,
 in the same process, best of ``--repeat``:
 
-- npz: ``modalmerge.data.shards.subjects._load_parcellated`` (what ``write_shards`` calls);
+- npz: ``modalmerge.data.shards.roi_series._load_parcellated`` (what ``write_shards`` calls);
 - tsv: the same arrays from the TSVs with pandas (time series with ``n/a`` rows ->
   kept rows and their volume index, relmat, morph) plus ``atlas/labels.tsv`` for
   the ROI labels and coordinates the .npz carries.
@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from modalmerge.data.parcellation.parcellate import FEATURE_NAMES, write_tables
-from modalmerge.data.shards.subjects import _load_parcellated
+from modalmerge.data.shards.roi_series import _load_parcellated
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_parcellate import best  # noqa: E402

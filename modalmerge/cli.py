@@ -1,5 +1,3 @@
-# Over 400 lines: one argparse parser per workflow stage (a subcommand each, with its paths and
-# settings); splitting it per stage would scatter the single entry point the rules call.
 """The ``modalmerge`` command line: one subcommand per workflow stage, plus a demo.
 
 Each subcommand parses explicit paths and a JSON config section, calls one
@@ -270,6 +268,20 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=func)
         return p
 
+    def settings(p: argparse.ArgumentParser, section: str) -> None:
+        """``--settings``: the config section as JSON, parsed into its typed settings."""
+        p.add_argument(
+            "--settings", type=_section(section), required=True, help=f"config['{section}'] as JSON"
+        )
+
+    def experiment(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--experiment",
+            type=_section("experiments"),
+            required=True,
+            help="one entry of config['experiments']",
+        )
+
     p = command("acquire-cohort", _acquire_cohort, "write cohort-level raw/ files and the atlas")
     p.add_argument("--dataset", type=_json, required=True, help="config['dataset'] as JSON")
     p.add_argument("--root", required=True, help="results/<dataset>/")
@@ -296,12 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--commands-file", default=None, help="a file holding that JSON list")
 
     p = command("preprocess", _preprocess, "resample, mask, clean one subject")
-    p.add_argument(
-        "--settings",
-        type=_section("preprocess"),
-        required=True,
-        help="config['preprocess'] as JSON",
-    )
+    settings(p, "preprocess")
     for name in ("t1", "atlas", "out-t1"):
         p.add_argument(f"--{name}", required=True)
     for name in ("bold", "out-bold"):  # both omitted for anatomy-only data
@@ -334,12 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command(
         "parcellate", _parcellate, "ROI time series, connectivity and features of one subject"
     )
-    p.add_argument(
-        "--settings",
-        type=_section("parcellate"),
-        required=True,
-        help="config['parcellate'] as JSON",
-    )
+    settings(p, "parcellate")
     for name in ("t1", "atlas", "labels", "out"):
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--bold", default=None, help="omit for anatomy-only data")
@@ -347,9 +349,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{name}", default=None)
 
     p = command("shard", _shard, "write HDF5 shards with subject-level splits")
-    p.add_argument(
-        "--settings", type=_section("shard"), required=True, help="config['shard'] as JSON"
-    )
+    settings(p, "shard")
     p.add_argument(
         "--inputs-json",
         default=None,
@@ -375,22 +375,13 @@ def build_parser() -> argparse.ArgumentParser:
         _shard_regions,
         "write HDF5 shards whose samples are regions, split in spatial blocks",
     )
-    p.add_argument(
-        "--settings", type=_section("shard"), required=True, help="config['shard'] as JSON"
-    )
+    settings(p, "shard")
     p.add_argument("--regions", required=True, help="raw/regions.tsv")
     p.add_argument("--out", required=True)
 
     p = command("train", _train, "train one experiment")
-    p.add_argument(
-        "--settings", type=_section("train"), required=True, help="config['train'] as JSON"
-    )
-    p.add_argument(
-        "--experiment",
-        type=_section("experiments"),
-        required=True,
-        help="one entry of config['experiments']",
-    )
+    settings(p, "train")
+    experiment(p)
     p.add_argument("--shards", required=True)
     p.add_argument("--out-dir", required=True)
     p.add_argument("--threads", type=int, default=1)
@@ -403,15 +394,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = command("evaluate", _evaluate, "evaluate one experiment on held-out test subjects")
-    p.add_argument(
-        "--settings", type=_section("evaluate"), required=True, help="config['evaluate'] as JSON"
-    )
-    p.add_argument(
-        "--experiment",
-        type=_section("experiments"),
-        required=True,
-        help="one entry of config['experiments']",
-    )
+    settings(p, "evaluate")
+    experiment(p)
     for name in ("model", "shards", "out-metrics", "out-predictions"):
         p.add_argument(f"--{name}", required=True)
     p.add_argument("--truth", default=None, help="truth/ of a synthetic dataset (noise ceiling)")
@@ -436,15 +420,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
 
     p = command("figures", _figures, "draw one experiment's figures")
-    p.add_argument(
-        "--settings", type=_section("figures"), required=True, help="config['figures'] as JSON"
-    )
-    p.add_argument(
-        "--experiment",
-        type=_section("experiments"),
-        required=True,
-        help="one entry of config['experiments']",
-    )
+    settings(p, "figures")
+    experiment(p)
     for name in (
         "model",
         "history",
@@ -458,9 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{name}", required=True)
 
     p = command("summary-chart", _summary_chart, "draw every experiment against its baselines")
-    p.add_argument(
-        "--settings", type=_section("figures"), required=True, help="config['figures'] as JSON"
-    )
+    settings(p, "figures")
     p.add_argument("--summary", required=True)
     p.add_argument("--out", required=True)
 

@@ -75,6 +75,27 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def write_text_if_changed(path: str | os.PathLike, text: str) -> bool:
+    """Write ``text`` to ``path`` atomically (:func:`atomic_path`), unless the file already
+    holds exactly ``text``: then it is left alone, its mtime too, so Snakemake sees no
+    update and reruns nothing downstream (a plan or a description every job writes alike).
+
+    Returns
+    -------
+    bool
+        True when the file was (re)written, False when it already held ``text``.
+    """
+    path = Path(path)
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            return False
+    except (FileNotFoundError, UnicodeDecodeError):  # absent or not text: (re)written
+        pass
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+    return True
+
+
 def require_file(path: str | os.PathLike, what: str = "input file") -> Path:
     """Return ``path`` as a Path, or raise InputError when it is missing or empty."""
     path = Path(path)

@@ -42,6 +42,17 @@ def test_one_modality_check_for_models_and_shards():
         split_arrays.load_split_arrays("/nonexistent", "train", "voxels")
 
 
+def test_every_model_modality_has_a_shape_rule():
+    """A modality added to MODALITIES needs a default shape (build_model then reads its shape
+    from the shards) unless it is text or tabular, whose shapes come from the tokenizer and
+    the table; otherwise the model would be built without the shards' shape."""
+    from modalmerge.modalities import MODALITIES
+    from modalmerge.models.model import DEFAULT_SHAPES, SHAPE_LAYOUTS
+
+    assert set(MODALITIES) == set(DEFAULT_SHAPES) | {"text", "tabular"}
+    assert set(SHAPE_LAYOUTS) == set(DEFAULT_SHAPES)
+
+
 def _docstring_lines(node) -> int:
     body = getattr(node, "body", None)
     if (

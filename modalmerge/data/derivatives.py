@@ -137,14 +137,10 @@ def write_dataset_description(output: str | os.PathLike, stage: str) -> None:
     renames it). Outputs outside a ``sub-<label>`` folder (a test's scratch file)
     get none.
     """
-    from modalmerge.io import atomic_path
+    from modalmerge.io import write_text_if_changed
 
     root = derivative_root(output)
     if root is None:
         return
     text = json.dumps(description(stage), indent=2) + "\n"
-    target = root / "dataset_description.json"
-    if target.exists() and target.read_text() == text:
-        return
-    with atomic_path(target) as tmp:
-        tmp.write_text(text)
+    write_text_if_changed(root / "dataset_description.json", text)

@@ -36,6 +36,8 @@ DEFAULT_DECODERS = {
     "point_cloud": "values",
     "volume_series": "deconv",
 }
+#: every modality with an array shape (all but text and tabular, shaped by the tokenizer and
+#: the table); its keys are the modalities whose shape build_model reads from the shards
 DEFAULT_SHAPES = {
     "image": (1, 64, 64, 64),
     "time_series": (50, 16),

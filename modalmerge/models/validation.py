@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import torch
 
-_FLOAT_MODALITIES = ("image", "time_series", "tabular", "graph", "point_cloud", "volume_series")
 #: |A - A^T| allowed in a graph adjacency, relative to max |A| (float32 round-off)
 SYMMETRY_TOLERANCE = 1e-5
 

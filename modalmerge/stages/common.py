@@ -12,7 +12,7 @@ import torch
 from modalmerge.data.shards.dataset import ShardDataset, collate_samples
 from modalmerge.data.shards.split_arrays import read_manifest, split_texts, tabular_schema
 from modalmerge.io import InputError, require_file
-from modalmerge.models.model import MultiModalModel
+from modalmerge.models.model import DEFAULT_SHAPES, MultiModalModel
 from modalmerge.models.registry import import_plugins
 from modalmerge.models.text import Tokenizer
 from modalmerge.settings import ExperimentSettings
@@ -88,9 +88,9 @@ def build_model(
             )
     if "text" in (condition, target):
         kwargs.update(tokenizer=tokenizer, max_length=TEXT_MAX_LENGTH)
-    if condition in ("image", "time_series", "graph", "point_cloud", "volume_series"):
+    if condition in DEFAULT_SHAPES:  # the modalities with an array shape (not text, tabular)
         kwargs["condition_shape"] = tuple(sample["condition"].shape)
-    if target in ("image", "time_series", "graph", "point_cloud", "volume_series"):
+    if target in DEFAULT_SHAPES:
         kwargs["target_shape"] = tuple(sample["target"].shape)
     return MultiModalModel(
         condition_type=condition,

@@ -15,7 +15,7 @@ import hashlib
 import json
 from pathlib import Path
 
-from modalmerge.io import atomic_path
+from modalmerge.io import write_text_if_changed
 from modalmerge.stages import acquire
 
 #: bump when the plan's layout changes: an old plan is then stale
@@ -67,13 +67,7 @@ def make_plan(config: dict, root: str | Path) -> dict:
 
 def write_plan(path: str | Path, plan: dict) -> None:
     """``plan`` to ``path`` atomically; an identical file is left alone (its mtime too)."""
-    path = Path(path)
-    text = json.dumps(plan, indent=1, sort_keys=True) + "\n"
-    if path.exists() and path.read_text() == text:
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(text)
+    write_text_if_changed(path, json.dumps(plan, indent=1, sort_keys=True) + "\n")
 
 
 def read_plan(path: str | Path, config: dict) -> dict:

@@ -34,7 +34,7 @@ from modalmerge.data.shards.split_arrays import (
     roi_columns,
     table_columns,
 )
-from modalmerge.data.shards.subjects import SPLITS
+from modalmerge.data.time_split import SPLITS
 from modalmerge.io import InputError
 from modalmerge.modalities import SHARD_MODALITIES, check_modality
 

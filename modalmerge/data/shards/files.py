@@ -21,7 +21,7 @@ from pathlib import Path
 
 import h5py
 
-from modalmerge.data.shards.subjects import FORMAT_VERSION
+from modalmerge.data.shards.layout import FORMAT_VERSION
 from modalmerge.io import InputError, require_file
 
 __all__ = ["FileIdentity", "file_identity", "open_shard", "shard_paths"]

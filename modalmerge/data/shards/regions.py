@@ -47,12 +47,8 @@ import h5py
 import numpy as np
 import pandas as pd
 
-from modalmerge.data.shards.subjects import (
-    SPLITS,
-    config_hash,
-    manifest_head,
-    shard_file_head,
-)
+from modalmerge.data.shards.layout import config_hash, manifest_head, shard_file_head
+from modalmerge.data.time_split import SPLITS
 from modalmerge.io import InputError, atomic_dir, require_file
 from modalmerge.settings import ShardSettings
 

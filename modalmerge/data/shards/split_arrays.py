@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from modalmerge.data.shards.files import open_shard
-from modalmerge.data.shards.subjects import FORMAT_VERSION
+from modalmerge.data.shards.layout import FORMAT_VERSION
 from modalmerge.io import InputError, require_file
 from modalmerge.modalities import SHARD_MODALITIES, check_modality
 

@@ -27,7 +27,9 @@ import numpy as np
 import pandas as pd
 
 from modalmerge.data.nifti import load_image, same_grid
+from modalmerge.data.shards.layout import _contiguous_chunks
 from modalmerge.io import InputError, require_file
+from modalmerge.settings import ShardSettings
 
 __all__ = ["block_mean", "load_volumes", "read_task_conditions", "volume_conditions", "volume_grid"]
 
@@ -120,3 +122,57 @@ def _read_events(events: Path) -> pd.DataFrame:
         raise InputError(events, "events table has missing onsets or durations")
     table["trial_type"] = table["trial_type"].astype(str)
     return table
+
+
+def _volume_shapes(shapes: dict, volumes: dict | None) -> dict:
+    """The manifest's shapes of the 4D view (none when it is off)."""
+    if volumes is None:
+        return {}
+    out = {"volume_series": shapes["volume_series"]}
+    if volumes["events"] is not None:
+        out["task_condition"] = [shapes["volume_series"][0]]
+    return out
+
+
+def _volume_datasets(samples, volumes: dict | None, total: int, window: int, shapes: dict):
+    """Create ``samples/volume_series`` (and ``task_condition``) of one file, or None."""
+    if volumes is None:
+        return None
+    grid = shapes["volume_series"][1:]
+    out = {
+        "volume_series": samples.create_dataset(
+            "volume_series",
+            (total, window, *grid),
+            np.float32,
+            chunks=(1, window, *grid),
+            dcpl=_contiguous_chunks(),
+        )  # fmt: skip
+    }
+    if volumes["events"] is not None:
+        out["task_condition"] = samples.create_dataset(
+            "task_condition", (total, window), np.float32,
+            chunks=(1, window), dcpl=_contiguous_chunks(),
+        )  # fmt: skip
+    return out
+
+
+def _write_volumes(
+    datasets: dict, volumes: dict, i: int, t1: Path, parc: dict, rows: np.ndarray,
+    starts: np.ndarray, written: int, params: ShardSettings, shapes: dict,
+) -> None:  # fmt: skip
+    """Subject ``i``'s windows of volumes (and their task conditions) at rows ``written..``."""
+    settings, window = params.volume_series, params.window
+    run = load_volumes(Path(volumes["bold"][i]), t1, len(parc["volume_index"]), settings.downsample)
+    if list(run.shape[1:]) != shapes["volume_series"][1:]:
+        raise InputError(volumes["bold"][i], f"volume grid {run.shape[1:]} differs from others'")
+    k = len(starts)
+    ds = datasets["volume_series"]
+    for j, row in enumerate(rows.tolist()):  # one window at a time: memory of one sample
+        ds[written + j] = run[row : row + window]
+    if "task_condition" in datasets:
+        codes = volume_conditions(
+            Path(volumes["events"]), volumes["conditions"], float(parc["tr"]),
+            int(parc["n_volumes"]), settings.label_lag_s,
+        )  # fmt: skip
+        offsets = starts[:, None] + np.arange(window)  # original volumes of each window
+        datasets["task_condition"][written : written + k] = codes[offsets].astype(np.float32)
