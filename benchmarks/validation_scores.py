@@ -9,6 +9,9 @@ paired differences, verdicts) go to ``--out``.
 
     .venv/bin/python benchmarks/validation_scores.py --shards results/synthetic/shards \\
         --config config.yaml --candidates candidates.yaml --out /tmp/val
+
+``--reuse`` scores models already in ``--out/models/<name>/model.pt`` (e.g. the
+default run's cross-attention model) without training them again.
 """
 
 from __future__ import annotations
@@ -43,6 +46,11 @@ def main() -> None:
     parser.add_argument("--config", required=True, help="config.yaml: its train: section")
     parser.add_argument("--candidates", required=True, help="YAML list of experiments: entries")
     parser.add_argument("--out", required=True)
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="score a candidate's --out/models/<name>/model.pt when it exists instead of training",
+    )
     args = parser.parse_args()
     train = yaml.safe_load(Path(args.config).read_text())["train"]
     candidates = yaml.safe_load(Path(args.candidates).read_text())
@@ -52,7 +60,8 @@ def main() -> None:
     metrics = []
     for experiment in candidates:
         model_dir = out / "models" / experiment["name"]
-        train_experiment(args.shards, experiment, train, model_dir, threads=1)
+        if not (args.reuse and (model_dir / "model.pt").exists()):
+            train_experiment(args.shards, experiment, train, model_dir, threads=1)
         path = out / "eval" / experiment["name"] / "metrics.json"
         evaluate_stage.evaluate_experiment(
             model_dir / "model.pt", args.shards, experiment, {}, path, path.with_suffix(".npz")

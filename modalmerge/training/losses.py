@@ -410,10 +410,18 @@ class DenoisingLoss(nn.Module):
 
     ``prediction`` is the model's :class:`~modalmerge.models.diffusion.DenoisingTerms`
     ``(predicted, wanted)``; ``target`` (the clean batch) is already inside ``wanted``.
+    A residual diffusion model's terms also hold its mean head's prediction: the loss
+    then adds ``mean_weight`` times its mean squared error to the clean target.
     """
 
     def forward(self, prediction, target: Tensor) -> Tensor:
-        """Mean over every element of ``(predicted - wanted) ** 2`` in float32."""
-        predicted, wanted = prediction
+        """Mean over every element of ``(predicted - wanted) ** 2`` in float32 (plus the
+        weighted mean-head MSE of a residual model)."""
+        predicted, wanted = prediction.predicted, prediction.wanted
         _check_same_shape(predicted, wanted, "diffusion")
-        return F.mse_loss(predicted.float(), wanted.float())
+        loss = F.mse_loss(predicted.float(), wanted.float())
+        if prediction.mean is None:
+            return loss
+        _check_same_shape(prediction.mean, prediction.target, "diffusion mean head")
+        mean_loss = F.mse_loss(prediction.mean.float(), prediction.target.float())
+        return loss + prediction.mean_weight * mean_loss
