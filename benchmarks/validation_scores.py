@@ -25,21 +25,6 @@ import modalmerge.stages.evaluate as evaluate_stage
 from modalmerge.evaluation.summary import summarize
 from modalmerge.stages.train import train_experiment
 
-_collect, _parcels = evaluate_stage.collect_split, evaluate_stage.parcel_features
-
-
-def _val(split: str) -> str:
-    return "val" if split == "test" else split
-
-
-def _collect_val(shard_dir, split, *args, **kwargs):
-    return _collect(shard_dir, _val(split), *args, **kwargs)
-
-
-def _parcels_val(shard_dir, split, subjects):
-    return _parcels(shard_dir, _val(split), subjects)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shards", required=True)
@@ -55,8 +40,6 @@ def main() -> None:
     train = yaml.safe_load(Path(args.config).read_text())["train"]
     candidates = yaml.safe_load(Path(args.candidates).read_text())
     out = Path(args.out)
-    evaluate_stage.collect_split = _collect_val  # the val split where evaluate reads "test"
-    evaluate_stage.parcel_features = _parcels_val
     metrics = []
     for experiment in candidates:
         model_dir = out / "models" / experiment["name"]
@@ -64,7 +47,13 @@ def main() -> None:
             train_experiment(args.shards, experiment, train, model_dir, threads=1)
         path = out / "eval" / experiment["name"] / "metrics.json"
         evaluate_stage.evaluate_experiment(
-            model_dir / "model.pt", args.shards, experiment, {}, path, path.with_suffix(".npz")
+            model_dir / "model.pt",
+            args.shards,
+            experiment,
+            {},
+            path,
+            path.with_suffix(".npz"),
+            split="val",
         )
         metrics.append(path)
     summarize(metrics, out / "summary.csv")
