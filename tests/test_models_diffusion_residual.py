@@ -87,9 +87,10 @@ def test_the_mean_head_learns_what_a_deterministic_model_learns(toy_residual):
     with torch.no_grad():
         reference = deterministic(SIGNS).prediction
     truth = SIGNS[:, :, None] * RampToy.pattern
-    # noise SD 0.3 over 128 windows: the class means are known to ~0.04
-    assert (mean - truth).abs().max() < 0.15, (mean - truth).abs().max()
-    assert (mean - reference).abs().max() < 0.15, (mean - reference).abs().max()
+    # noise SD 0.3 over 128 windows: the class means are known to ~0.04 (the pattern's
+    # mean absolute value is 0.46: predicting zero or the wrong sign fails)
+    assert (mean - truth).abs().mean() < 0.1, (mean - truth).abs().mean()
+    assert (mean - reference).abs().mean() < 0.1, (mean - reference).abs().mean()
 
 
 def test_the_ensemble_mean_tends_to_the_mean_head_as_the_ensemble_grows(toy_residual):

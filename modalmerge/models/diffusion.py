@@ -115,6 +115,7 @@ class DenoisingTerms(NamedTuple):
     mean: torch.Tensor | None = None
     target: torch.Tensor | None = None
     mean_weight: float = 0.0
+    mean_loss: str = "mse"
 
 
 class Samples(NamedTuple):
@@ -178,6 +179,13 @@ class DiffusionConditioning(nn.Module):
         default decoder, e.g. ``transformer`` for time series, ``deconv`` for images).
     mean_decoder_options : dict, optional
         Its keyword options (e.g. ``{"query": "roi"}``).
+    mean_loss : {"mse", "target"}
+        The mean head's loss: ``mse`` (the conditional mean), or ``target``: the
+        deterministic loss of the target modality, as a deterministic model of that
+        target is trained (time series: MSE + 0.5 (1 - r)).
+    detach_condition : bool
+        ``residual`` only: the denoiser reads the condition tokens detached, so only
+        the mean head trains the condition encoder (as in the deterministic model).
     """
 
     generative = True
@@ -200,6 +208,8 @@ class DiffusionConditioning(nn.Module):
         mean_weight: float = 1.0,
         mean_decoder: str | None = None,
         mean_decoder_options: dict | None = None,
+        mean_loss: str = "mse",
+        detach_condition: bool = False,
     ):
         super().__init__()
         from monai.networks.schedulers import DDPMScheduler
@@ -226,7 +236,12 @@ class DiffusionConditioning(nn.Module):
             raise ValueError("mean_decoder and mean_decoder_options need residual: true")
         if not mean_weight > 0:
             raise ValueError(f"mean_weight must be > 0, got {mean_weight}")
+        if mean_loss not in ("mse", "target"):
+            raise ValueError(f"mean_loss must be 'mse' or 'target', got {mean_loss!r}")
+        if detach_condition and not residual:
+            raise ValueError("detach_condition needs residual: true")
         self.residual, self.mean_weight = residual, float(mean_weight)
+        self.mean_loss, self.detach_condition = mean_loss, bool(detach_condition)
         self.mean_decoder = mean_decoder
         self.mean_decoder_options = dict(mean_decoder_options or {})
         self.null = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
@@ -283,10 +298,13 @@ class DiffusionConditioning(nn.Module):
         if not self.training:
             generator = torch.Generator(device=device).manual_seed(self.validation_seed)
         if mean is not None:
+            context = context.detach() if self.detach_condition else context
             terms = self.denoising_terms(
                 denoiser, x0.float() - mean.detach().float(), context, mask, time_offset
             )
-            return terms._replace(mean=mean, target=x0, mean_weight=self.mean_weight)
+            return terms._replace(
+                mean=mean, target=x0, mean_weight=self.mean_weight, mean_loss=self.mean_loss
+            )
         x0 = x0.float() * self.target_scale
         t = torch.randint(0, self.train_steps, (b,), device=device, generator=generator)
         noise = torch.randn(x0.shape, device=device, generator=generator)

@@ -413,6 +413,8 @@ class MultiModalModel(nn.Module):
                 terms = self.conditioner.denoising_terms(
                     self.decoder, target, tokens, mask, time_offset, mean
                 )
+                if mean is not None and terms.mean_loss == "target":
+                    terms = terms._replace(mean_loss=self.target_type)
                 return ModelOutput(terms, None)
             drawn = self._sample(
                 tokens, mask, self.conditioner.n_ensemble, None, None, 0.0,
