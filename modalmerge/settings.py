@@ -382,7 +382,7 @@ class ExperimentSettings(_Section):
         "condition_dropout, sample_steps, guidance, n_ensemble, sample_seed, validation_seed, "
         "target_scale; residual (true: a deterministic mean head predicts the conditional "
         "mean and the diffusion models the residual), mean_weight, mean_decoder, "
-        "mean_decoder_options)",
+        "mean_decoder_options, mean_loss (mse or target), detach_condition)",
     )
     epochs: int | None = F(None, doc="overrides train.epochs", ge=1)
     lr: float | None = F(None, doc="overrides train.lr", gt=0)

@@ -157,11 +157,30 @@ def test_residual_samples_have_the_target_shape_and_reload_the_same(condition, t
     assert torch.equal(model.sample(cond, seed=1).samples, again.sample(cond, seed=1).samples)
 
 
+def test_mean_loss_target_uses_the_deterministic_loss_and_detach_keeps_the_encoder_to_the_mean():
+    options = {**RESIDUAL, "mean_loss": "target", "detach_condition": True}
+    model = diffusion_model(options=options)
+    x, y = batch("image"), batch("time_series")
+    terms = model(x, target=y).prediction
+    assert terms.mean_loss == "time_series"
+    expected = (terms.predicted - terms.wanted).pow(2).mean() + make_loss("time_series")(
+        terms.mean, y
+    )
+    assert make_loss("diffusion")(terms, y).item() == pytest.approx(expected.item(), rel=1e-5)
+    terms.predicted.sum().backward()  # the denoising term alone
+    assert all(p.grad is None for p in model.encoder.parameters())
+    assert any(p.grad is not None for p in model.decoder.parameters())
+
+
 def test_residual_options_are_checked():
     with pytest.raises(ValueError, match="mean_weight"):
         diffusion_model(options={**OPTIONS, "residual": True, "mean_weight": 0})
     with pytest.raises(ValueError, match="need residual"):
         diffusion_model(options={**OPTIONS, "mean_decoder": "transformer"})
+    with pytest.raises(ValueError, match="needs residual"):
+        diffusion_model(options={**OPTIONS, "detach_condition": True})
+    with pytest.raises(ValueError, match="mean_loss"):
+        diffusion_model(options={**RESIDUAL, "mean_loss": "l1"})
     with pytest.raises(ValueError, match="denoiser"):
         diffusion_model(options={**OPTIONS, "residual": True, "mean_decoder": "denoiser"})
 
