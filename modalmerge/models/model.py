@@ -407,9 +407,7 @@ class MultiModalModel(nn.Module):
             if target is not None:  # the denoising loss path (training, validation)
                 if self.validate_inputs:
                     self._check(target, self.target_type, self.target_shape, "target")
-                mean = None
-                if self.mean_head is not None:
-                    mean = self.mean_head(tokens, mask, time_offset)
+                mean = None if self.mean_head is None else self.mean_head(tokens, mask, time_offset)
                 terms = self.conditioner.denoising_terms(
                     self.decoder, target, tokens, mask, time_offset, mean
                 )
