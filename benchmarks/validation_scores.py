@@ -25,6 +25,7 @@ import modalmerge.stages.evaluate as evaluate_stage
 from modalmerge.evaluation.summary import summarize
 from modalmerge.stages.train import train_experiment
 
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shards", required=True)
