@@ -6,7 +6,12 @@ model itself, whose test-window predictions get the same realism ratios as the s
 Every interval is the seeded percentile bootstrap over held-out subjects
 (:mod:`modalmerge.evaluation.intervals`).
 
-    .venv/bin/python benchmarks/diffusion_must_show.py [results/synthetic]
+    .venv/bin/python benchmarks/diffusion_must_show.py [results/synthetic] [split]
+
+``split`` (default ``test``): the split whose windows the cross-attention model's
+realism ratios are taken on; ``val`` for a tree written by ``validation_scores.py``
+(whose metrics are on the validation subjects), to choose settings without the test
+subjects.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ def _ci(values) -> str:
     return f"{np.mean(values):.3f} [{low:.3f}, {high:.3f}]"
 
 
-def main(root: str = "results/synthetic") -> None:
+def main(root: str = "results/synthetic", split: str = "test") -> None:
     root = Path(root)
     diff = json.loads((root / "eval" / DIFFUSION / "metrics.json").read_text())
     xattn = json.loads((root / "eval" / XATTN / "metrics.json").read_text())
@@ -53,7 +58,7 @@ def main(root: str = "results/synthetic") -> None:
     # the deterministic cross-attention model's test windows, scored like the samples
     model, _ = load_experiment_model(root / "models" / XATTN / "model.pt")
     experiment = {"name": XATTN, "condition": "image", "target": "time_series"}
-    test = collect_split(root / "shards", "test", experiment, model=model)
+    test = collect_split(root / "shards", split, experiment, model=model)
     tr = float(json.loads((root / "shards" / "manifest.json").read_text()).get("tr") or 1.0)
     per_subject = {k: [] for k in REALISM_STATISTICS}
     for u in units:

@@ -9,6 +9,9 @@ paired differences, verdicts) go to ``--out``.
 
     .venv/bin/python benchmarks/validation_scores.py --shards results/synthetic/shards \\
         --config config.yaml --candidates candidates.yaml --out /tmp/val
+
+``--reuse`` scores models already in ``--out/models/<name>/model.pt`` (e.g. the
+default run's cross-attention model) without training them again.
 """
 
 from __future__ import annotations
@@ -22,20 +25,6 @@ import modalmerge.stages.evaluate as evaluate_stage
 from modalmerge.evaluation.summary import summarize
 from modalmerge.stages.train import train_experiment
 
-_collect, _parcels = evaluate_stage.collect_split, evaluate_stage.parcel_features
-
-
-def _val(split: str) -> str:
-    return "val" if split == "test" else split
-
-
-def _collect_val(shard_dir, split, *args, **kwargs):
-    return _collect(shard_dir, _val(split), *args, **kwargs)
-
-
-def _parcels_val(shard_dir, split, subjects):
-    return _parcels(shard_dir, _val(split), subjects)
-
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -43,19 +32,29 @@ def main() -> None:
     parser.add_argument("--config", required=True, help="config.yaml: its train: section")
     parser.add_argument("--candidates", required=True, help="YAML list of experiments: entries")
     parser.add_argument("--out", required=True)
+    parser.add_argument(
+        "--reuse",
+        action="store_true",
+        help="score a candidate's --out/models/<name>/model.pt when it exists instead of training",
+    )
     args = parser.parse_args()
     train = yaml.safe_load(Path(args.config).read_text())["train"]
     candidates = yaml.safe_load(Path(args.candidates).read_text())
     out = Path(args.out)
-    evaluate_stage.collect_split = _collect_val  # the val split where evaluate reads "test"
-    evaluate_stage.parcel_features = _parcels_val
     metrics = []
     for experiment in candidates:
         model_dir = out / "models" / experiment["name"]
-        train_experiment(args.shards, experiment, train, model_dir, threads=1)
+        if not (args.reuse and (model_dir / "model.pt").exists()):
+            train_experiment(args.shards, experiment, train, model_dir, threads=1)
         path = out / "eval" / experiment["name"] / "metrics.json"
         evaluate_stage.evaluate_experiment(
-            model_dir / "model.pt", args.shards, experiment, {}, path, path.with_suffix(".npz")
+            model_dir / "model.pt",
+            args.shards,
+            experiment,
+            {},
+            path,
+            path.with_suffix(".npz"),
+            split="val",
         )
         metrics.append(path)
     summarize(metrics, out / "summary.csv")

@@ -397,7 +397,10 @@ class ExperimentSettings(_Section):
     method_options: dict = F(
         {},
         doc="keyword options of the method (diffusion: train_steps, schedule, prediction, "
-        "condition_dropout, sample_steps, guidance, n_ensemble, sample_seed, validation_seed)",
+        "condition_dropout, sample_steps, guidance, n_ensemble, sample_seed, validation_seed, "
+        "target_scale; residual (true: a deterministic mean head predicts the conditional "
+        "mean and the diffusion models the residual), mean_weight, mean_decoder, "
+        "mean_decoder_options, mean_loss (mse or target), detach_condition)",
     )
     epochs: int | None = F(None, doc="overrides train.epochs", ge=1)
     lr: float | None = F(None, doc="overrides train.lr", gt=0)

@@ -18,6 +18,12 @@ and the training target (MONAI's ``DDPMScheduler``), the sampler (MONAI's
   ``steps == train_steps`` exactly DDPM's ancestral sampler). Classifier-free
   guidance: ``out = out_null + guidance * (out_cond - out_null)``; ``guidance`` 1
   is the conditional model alone, 0 the unconditional one.
+- **Residual diffusion** (``residual=True``; CorrDiff, Mardani et al. 2023): a
+  deterministic mean head (the model's condition tokens read by cross-attention
+  into a deterministic decoder, built by :class:`~modalmerge.models.model.MultiModalModel`)
+  predicts the conditional mean ``mu(c)`` with an MSE loss weighted ``mean_weight``;
+  the diffusion chain models the residual ``x_0 - mu(c)`` (``mu`` detached: the
+  denoising loss does not move the mean head), and a sample is ``mu + residual``.
 - Validation losses (eval mode) draw their steps and noise from a generator seeded
   with ``validation_seed``: the same draws every epoch, so early stopping compares
   like with like, and the global random streams are not touched.
@@ -30,7 +36,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
-from modalmerge.models.registry import build, get_conditioning, register_conditioning
+from modalmerge.models.registry import build, get_conditioning, get_decoder, register_conditioning
 
 PREDICTIONS = ("v_prediction", "epsilon")
 SCHEDULES = ("cosine", "linear_beta", "scaled_linear_beta", "sigmoid_beta")
@@ -61,12 +67,55 @@ def check_generative(denoiser, method: str, n_layers: int, dim: int, options: di
     return build(get_conditioning(method), f"{method} conditioning", (), {"dim": dim}, options)
 
 
+class MeanHead(nn.Module):
+    """A residual diffusion model's deterministic head: the target's deterministic
+    decoder's queries read the condition tokens by cross-attention (as in a
+    ``cross_attention`` model), and the decoder maps them to ``mu(c)``."""
+
+    def __init__(self, decoder: nn.Module, dim: int, heads: int, dropout: float):
+        super().__init__()
+        from modalmerge.models.conditioning import Conditioning
+
+        if getattr(decoder, "is_denoiser", False):
+            raise ValueError("the mean head needs a deterministic decoder, not a denoiser")
+        self.conditioner = Conditioning("cross_attention", dim, heads, dropout, 1, {})
+        self.decoder = decoder
+
+    @classmethod
+    def build(cls, name, target_type, target_shape, dim, kwargs, diffusion) -> MeanHead:
+        """The mean head of the ``diffusion`` conditioning (its ``mean_decoder_options``) with
+        the registered decoder ``name`` for ``target_type``; ``kwargs``: the model's settings
+        a decoder may take (``n_heads``, ``dropout``, the modality's)."""
+        decoder = build(
+            get_decoder(target_type, name),
+            f"{name} mean-head decoder",
+            (target_shape, dim),
+            kwargs,
+            diffusion.mean_decoder_options,
+        )
+        return cls(decoder, dim, kwargs["n_heads"], kwargs["dropout"])
+
+    def forward(self, tokens, mask=None, time_offset=None) -> torch.Tensor:
+        """``mu(c)`` shaped like the target, from the condition tokens ``(B, N, dim)``."""
+        queries = self.decoder.queries(tokens.shape[0], time_offset=time_offset)
+        conditioned, _ = self.conditioner(queries, tokens, mask, False)
+        return self.decoder(conditioned)
+
+
 class DenoisingTerms(NamedTuple):
     """What a generative model's forward returns as ``prediction`` given a target:
-    the denoiser's output and what it should have been (the loss compares them)."""
+    the denoiser's output and what it should have been (the loss compares them).
+
+    A residual model adds its mean head's prediction ``mean`` of the clean
+    ``target``; the loss adds ``mean_weight`` times their mean squared error.
+    """
 
     predicted: torch.Tensor
     wanted: torch.Tensor
+    mean: torch.Tensor | None = None
+    target: torch.Tensor | None = None
+    mean_weight: float = 0.0
+    mean_loss: str = "mse"
 
 
 class Samples(NamedTuple):
@@ -119,6 +168,24 @@ class DiffusionConditioning(nn.Module):
         Targets are multiplied by it before diffusion and samples divided by it after:
         set it near 1 / (the targets' SD) so the data meet the unit-variance noise
         the schedule assumes (standardized BOLD windows after filtering have SD ~0.4).
+        A residual model scales the residual ``x_0 - mu``.
+    residual : bool
+        Residual diffusion: a deterministic mean head predicts ``mu(c)`` and the
+        diffusion chain models ``x_0 - mu(c)`` (module docstring).
+    mean_weight : float
+        Weight of the mean head's MSE beside the denoising loss (``residual`` only).
+    mean_decoder : str, optional
+        The mean head's registered deterministic decoder (default: the target's
+        default decoder, e.g. ``transformer`` for time series, ``deconv`` for images).
+    mean_decoder_options : dict, optional
+        Its keyword options (e.g. ``{"query": "roi"}``).
+    mean_loss : {"mse", "target"}
+        The mean head's loss: ``mse`` (the conditional mean), or ``target``: the
+        deterministic loss of the target modality, as a deterministic model of that
+        target is trained (time series: MSE + 0.5 (1 - r)).
+    detach_condition : bool
+        ``residual`` only: the denoiser reads the condition tokens detached, so only
+        the mean head trains the condition encoder (as in the deterministic model).
     """
 
     generative = True
@@ -137,6 +204,12 @@ class DiffusionConditioning(nn.Module):
         sample_seed: int = 0,
         validation_seed: int = 0,
         target_scale: float = 1.0,
+        residual: bool = False,
+        mean_weight: float = 1.0,
+        mean_decoder: str | None = None,
+        mean_decoder_options: dict | None = None,
+        mean_loss: str = "mse",
+        detach_condition: bool = False,
     ):
         super().__init__()
         from monai.networks.schedulers import DDPMScheduler
@@ -157,6 +230,20 @@ class DiffusionConditioning(nn.Module):
         if target_scale <= 0:
             raise ValueError(f"target_scale must be > 0, got {target_scale}")
         self.target_scale = float(target_scale)
+        if not isinstance(residual, bool):
+            raise ValueError(f"residual must be true or false, got {residual!r}")
+        if not residual and (mean_decoder is not None or mean_decoder_options is not None):
+            raise ValueError("mean_decoder and mean_decoder_options need residual: true")
+        if not mean_weight > 0:
+            raise ValueError(f"mean_weight must be > 0, got {mean_weight}")
+        if mean_loss not in ("mse", "target"):
+            raise ValueError(f"mean_loss must be 'mse' or 'target', got {mean_loss!r}")
+        if detach_condition and not residual:
+            raise ValueError("detach_condition needs residual: true")
+        self.residual, self.mean_weight = residual, float(mean_weight)
+        self.mean_loss, self.detach_condition = mean_loss, bool(detach_condition)
+        self.mean_decoder = mean_decoder
+        self.mean_decoder_options = dict(mean_decoder_options or {})
         self.null = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
         self.ddpm = DDPMScheduler(
             num_train_timesteps=self.train_steps,
@@ -198,12 +285,26 @@ class DiffusionConditioning(nn.Module):
         return self.null.to(context.dtype).expand_as(context)
 
     # ---------------------------------------------------------------- training
-    def denoising_terms(self, denoiser, x0, context, mask=None, time_offset=None) -> DenoisingTerms:
-        """One DDPM training draw for the batch ``x0``: the denoiser's output and its target."""
+    def denoising_terms(
+        self, denoiser, x0, context, mask=None, time_offset=None, mean=None
+    ) -> DenoisingTerms:
+        """One DDPM training draw for the batch ``x0``: the denoiser's output and its target.
+
+        ``mean``: a residual model's mean-head prediction of ``x0``; the chain then
+        noises ``x0 - mean`` (detached) and the terms carry the mean head's error too.
+        """
         b, device = x0.shape[0], x0.device
         generator = None
         if not self.training:
             generator = torch.Generator(device=device).manual_seed(self.validation_seed)
+        if mean is not None:
+            context = context.detach() if self.detach_condition else context
+            terms = self.denoising_terms(
+                denoiser, x0.float() - mean.detach().float(), context, mask, time_offset
+            )
+            return terms._replace(
+                mean=mean, target=x0, mean_weight=self.mean_weight, mean_loss=self.mean_loss
+            )
         x0 = x0.float() * self.target_scale
         t = torch.randint(0, self.train_steps, (b,), device=device, generator=generator)
         noise = torch.randn(x0.shape, device=device, generator=generator)

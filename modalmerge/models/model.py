@@ -12,7 +12,7 @@ from torch import nn
 
 from modalmerge.io import InputError, atomic_path, require_file
 from modalmerge.models.conditioning import Conditioning, needs_token_counts
-from modalmerge.models.diffusion import Samples, check_generative, is_generative
+from modalmerge.models.diffusion import MeanHead, Samples, check_generative, is_generative
 from modalmerge.models.layers import TokenProvenance
 from modalmerge.models.registry import build, check_modality, get_decoder, get_encoder
 from modalmerge.models.text import Tokenizer
@@ -262,6 +262,13 @@ class MultiModalModel(nn.Module):
             self.conditioner = check_generative(
                 self.decoder, conditioning, conditioning_layers, embedding_dim, conditioning_options
             )
+            self.mean_head = None
+            if getattr(self.conditioner, "residual", False):  # built last: seeds stay as before
+                name = self.conditioner.mean_decoder or DEFAULT_DECODERS[target_type]
+                kwargs = {**common, **self._modality_kwargs(target_type, "target")}
+                self.mean_head = MeanHead.build(
+                    name, target_type, self.target_shape, embedding_dim, kwargs, self.conditioner
+                )
             return
         counts = {}
         decoder = None
@@ -402,9 +409,12 @@ class MultiModalModel(nn.Module):
             if target is not None:  # the denoising loss path (training, validation)
                 if self.validate_inputs:
                     self._check(target, self.target_type, self.target_shape, "target")
+                mean = None if self.mean_head is None else self.mean_head(tokens, mask, time_offset)
                 terms = self.conditioner.denoising_terms(
-                    self.decoder, target, tokens, mask, time_offset
+                    self.decoder, target, tokens, mask, time_offset, mean
                 )
+                if mean is not None and terms.mean_loss == "target":
+                    terms = terms._replace(mean_loss=self.target_type)
                 return ModelOutput(terms, None)
             drawn = self._sample(
                 tokens, mask, self.conditioner.n_ensemble, None, None, 0.0,
@@ -484,10 +494,15 @@ class MultiModalModel(nn.Module):
         generator = seed
         if seed is not None and not isinstance(seed, torch.Generator):
             generator = torch.Generator(device=tokens.device).manual_seed(int(seed))
-        return self.conditioner.sample(
+        drawn = self.conditioner.sample(
             self.decoder, tokens, mask, self.target_shape, n, steps, guidance, eta,
             generator, offset, attention, path,
         )  # fmt: skip
+        if self.mean_head is None:
+            return drawn
+        mean = self.mean_head(tokens, mask, offset).float()  # residual: samples = mu + r
+        trajectory = None if drawn.trajectory is None else drawn.trajectory + mean[None, :, None]
+        return drawn._replace(samples=drawn.samples + mean[:, None], trajectory=trajectory)
 
     @torch.no_grad()
     def generate(

@@ -410,10 +410,28 @@ class DenoisingLoss(nn.Module):
 
     ``prediction`` is the model's :class:`~modalmerge.models.diffusion.DenoisingTerms`
     ``(predicted, wanted)``; ``target`` (the clean batch) is already inside ``wanted``.
+    A residual diffusion model's terms also hold its mean head's prediction: the loss
+    then adds ``mean_weight`` times its mean squared error to the clean target (or,
+    with ``mean_loss: target``, the target modality's own loss).
     """
 
+    def __init__(self):
+        super().__init__()
+        self._mean_losses: dict[str, nn.Module] = {}
+
     def forward(self, prediction, target: Tensor) -> Tensor:
-        """Mean over every element of ``(predicted - wanted) ** 2`` in float32."""
-        predicted, wanted = prediction
+        """Mean over every element of ``(predicted - wanted) ** 2`` in float32 (plus the
+        weighted mean-head MSE of a residual model)."""
+        predicted, wanted = prediction.predicted, prediction.wanted
         _check_same_shape(predicted, wanted, "diffusion")
-        return F.mse_loss(predicted.float(), wanted.float())
+        loss = F.mse_loss(predicted.float(), wanted.float())
+        if prediction.mean is None:
+            return loss
+        _check_same_shape(prediction.mean, prediction.target, "diffusion mean head")
+        mean, target = prediction.mean.float(), prediction.target.float()
+        if prediction.mean_loss == "mse":
+            return loss + prediction.mean_weight * F.mse_loss(mean, target)
+        # the target modality's deterministic loss (mean_loss: target), default options
+        if prediction.mean_loss not in self._mean_losses:
+            self._mean_losses[prediction.mean_loss] = make_loss(prediction.mean_loss)
+        return loss + prediction.mean_weight * self._mean_losses[prediction.mean_loss](mean, target)
