@@ -83,6 +83,7 @@ def _parcellate(a: argparse.Namespace) -> None:
     parcellate_subject(
         a.t1, a.bold, a.atlas, a.labels, a.out, a.settings,
         a.out_timeseries, a.out_relmat, a.out_features,
+        **({} if a.chunk_mb is None else {"chunk_mb": a.chunk_mb}),
     )  # fmt: skip
 
 
@@ -347,6 +348,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bold", default=None, help="omit for anatomy-only data")
     for name in ("out-timeseries", "out-relmat", "out-features"):  # BIDS-derivative TSVs
         p.add_argument(f"--{name}", default=None)
+    p.add_argument(
+        "--chunk-mb",
+        type=float,
+        default=None,
+        help="preprocess.chunk_mb: MB per chunk of a cleaned run read in volumes (default: its default)",
+    )
 
     p = command("shard", _shard, "write HDF5 shards with subject-level splits")
     settings(p, "shard")

@@ -91,3 +91,25 @@ def test_a_truncated_run_read_in_chunks_is_named(cleaned, tmp_path):
             t1, broken, atlas, labels, tmp_path / "o.npz", {}, chunk_mb=SMALL_CHUNK_MB
         )
     assert not (tmp_path / "o.npz").exists()
+
+
+def test_the_cli_passes_the_chunk_size_the_workflow_gives_it(cleaned, monkeypatch):
+    """`modalmerge parcellate --chunk-mb` (preprocess.chunk_mb, a resource of the rule) reaches
+    the stage: a user's smaller chunk bounds parcellate's memory too."""
+    from modalmerge import cli
+
+    root, (t1, bold, atlas, labels) = cleaned
+    calls = []
+
+    def counted(data, *args, **kwargs):
+        calls.append(np.shape(data))
+        return ROI_MEANS(data, *args, **kwargs)
+
+    monkeypatch.setattr(parcellate, "roi_means", counted)
+    argv = ["parcellate", "--settings", "{}", "--t1", str(t1), "--bold", str(bold)]
+    argv += ["--atlas", str(atlas), "--labels", str(labels), "--out", str(root / "cli.npz")]
+    assert cli.main([*argv, "--chunk-mb", str(SMALL_CHUNK_MB)]) == 0
+    assert len(calls) == 8  # chunks of 5 volumes
+    calls.clear()
+    assert cli.main(argv) == 0
+    assert len(calls) == 1  # the default chunk holds the whole small run

@@ -1,6 +1,7 @@
 # parcellate: per subject ROI time series, connectivity and ROI structural features, as
 # BIDS-derivative TSVs plus the .npz the shard stage reads (structural features only for
-# anatomy-only sources).
+# anatomy-only sources). A cleaned run larger than preprocess.chunk_mb is read in chunks of
+# volumes; like preprocess, the chunk size is a resource, so changing it reruns nothing.
 
 
 rule parcellate:
@@ -21,6 +22,7 @@ rule parcellate:
     threads: 1
     resources:
         **stage_resources("parcellate"),
+        chunk_mb=SETTINGS.preprocess.chunk_mb,
     params:
         settings=section_json("parcellate"),
         code=fingerprint("modalmerge.data.parcellation.parcellate"),
@@ -28,4 +30,5 @@ rule parcellate:
     shell:
         "modalmerge parcellate --settings {params.settings:q} --t1 {input.t1:q}"
         " {params.optional} --atlas {input.atlas:q} --labels {input.labels:q}"
-        " --out {output.npz:q} --out-features {output.features:q} > {log:q} 2>&1"
+        " --out {output.npz:q} --out-features {output.features:q}"
+        " --chunk-mb {resources.chunk_mb:q} > {log:q} 2>&1"
