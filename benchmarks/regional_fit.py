@@ -130,6 +130,12 @@ def main() -> None:
                          f"null {scores['planted_link_top1_null']:.3f} hits per head {per_head} "
                          f"mass on regions {heads.sum(-1).mean():.2f} peaks {peaks}")  # fmt: skip
             print(line, flush=True)
+            if out[0].attention is not None and epoch == args.epochs - 1:
+                full = torch.cat([o.attention for o in out]).mean(dim=1)  # (n, Q, N)
+                for start in ov.unique().tolist():  # does attention follow the window start?
+                    peaks = full[ov == start].mean(0).argmax(1) + 1
+                    print(f"  window start {start}: peak regions of the 24 ROIs "
+                          f"{sorted(set(peaks.tolist()))}")  # fmt: skip
 
 
 if __name__ == "__main__":

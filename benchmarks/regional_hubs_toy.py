@@ -26,8 +26,9 @@ TARGETS = np.array([0, 3, 5, 9, 12, 17, 20, 22])
 SOURCES = np.array([14, 21, 1, 6, 19, 8, 2, 11])  # target ROI TARGETS[k] <- region SOURCES[k]
 
 
-def data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (S, 2, 8, 12, 8) (intensity, atlas labels) and series (S, T, R)."""
+def data(seed: int = 0, noise: float = 0.3, link: float = 0.6, offsets: bool = False):
+    """Images (S, 2, 8, 12, 8) (intensity, atlas labels), series (S, T, R) and window starts
+    (S,): 0, or (``offsets``) one of 0, 20, ..., 80 per sample, as the cohort's windows."""
     rng = np.random.default_rng(seed)
     labels = np.zeros((8, 12, 8), np.int64)
     r = 0
@@ -38,16 +39,23 @@ def data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
                 r += 1
     z = rng.standard_normal((S, R))
     shared = rng.standard_normal((S, 1))
-    image = 0.3 * rng.standard_normal((S, 1, 8, 12, 8)) + 0.1 * (z + shared)[:, labels - 1][:, None]
-    t = np.arange(T)
+    image = (
+        noise * rng.standard_normal((S, 1, 8, 12, 8)) + 0.1 * (z + shared)[:, labels - 1][:, None]
+    )
+    start = rng.integers(0, 5, S) * 20 if offsets else np.zeros(S, np.int64)
+    t = np.arange(T)[None, :] + start[:, None]  # (S, T) absolute time
     freq = rng.uniform(1.0, 3.0, R)
     phase0 = rng.uniform(0, 2 * np.pi, R)
     phase = np.tile(phase0, (S, 1))
-    phase[:, TARGETS] += 0.6 * z[:, SOURCES]
-    y = np.sin(2 * np.pi * freq * t[None, :, None] / T + phase[:, None, :])
+    phase[:, TARGETS] += link * z[:, SOURCES]
+    y = np.sin(2 * np.pi * freq * t[:, :, None] / T + phase[:, None, :])
     y = y + 0.3 * rng.standard_normal(y.shape)
     x = np.concatenate([image, np.broadcast_to(labels, (S, 1, 8, 12, 8))], 1)
-    return torch.tensor(x, dtype=torch.float32), torch.tensor(y, dtype=torch.float32)
+    return (
+        torch.tensor(x, dtype=torch.float32),
+        torch.tensor(y, dtype=torch.float32),
+        torch.tensor(start, dtype=torch.long),
+    )
 
 
 def main() -> None:
@@ -56,10 +64,13 @@ def main() -> None:
     parser.add_argument("--method-options", default="{}")
     parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--noise", type=float, default=0.3, help="voxel noise SD (latent 0.1)")
+    parser.add_argument("--offsets", action="store_true", help="windows at 5 starts")
+    parser.add_argument("--link", type=float, default=0.6, help="phase shift per SD, rad")
     args = parser.parse_args()
     torch.manual_seed(args.seed)
     torch.set_num_threads(1)
-    x, y = data()
+    x, y, o = data(noise=args.noise, link=args.link, offsets=args.offsets)
     n_train = 144
     model = MultiModalModel(
         condition_type="image",
@@ -77,15 +88,17 @@ def main() -> None:
     start = time.time()
     for _ in range(args.steps):
         idx = torch.randint(0, n_train, (16,))
-        loss = ((model(x[idx]).prediction - y[idx]) ** 2).mean()
+        loss = ((model(x[idx], time_offset=o[idx]).prediction - y[idx]) ** 2).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
     model.eval()
     with torch.no_grad():
-        out = model(x[n_train:], return_attention=True)
+        out = model(x[n_train:], time_offset=o[n_train:], return_attention=True)
     val = float(((out.prediction - y[n_train:]) ** 2).mean())
-    group = float(((y[:n_train].mean(0) - y[n_train:]) ** 2).mean())
+    means = {int(s): y[:n_train][o[:n_train] == s].mean(0) for s in o.unique()}
+    group_pred = torch.stack([means[int(s)] for s in o[n_train:]])
+    group = float(((group_pred - y[n_train:]) ** 2).mean())  # per window start
     attention = out.attention.mean(dim=(0, 1)).numpy()
     peaks = attention[TARGETS].argmax(1)
     print(f"{time.time() - start:.0f} s; val MSE {val:.4f} (group mean {group:.4f}); "
