@@ -129,6 +129,14 @@ def main() -> None:
                 line += (f" top1 {scores['planted_link_top1']:.3f} "
                          f"null {scores['planted_link_top1_null']:.3f} hits per head {per_head} "
                          f"mass on regions {heads.sum(-1).mean():.2f} peaks {peaks}")  # fmt: skip
+                # how peaked is the attention? per sample and head: the largest weight and
+                # the entropy / ln(n_regions) (1 = uniform), means over samples, heads, ROIs
+                w = torch.cat([o.attention for o in out])
+                p = w / w.sum(-1, keepdim=True)
+                entropy = float((-(p * p.clamp_min(1e-12).log()).sum(-1)).mean()) / np.log(
+                    w.shape[-1]
+                )
+                line += f" max weight {float(w.amax(-1).mean()):.3f} entropy {entropy:.3f}"
             print(line, flush=True)
             if out[0].attention is not None and epoch == args.epochs - 1:
                 full = torch.cat([o.attention for o in out]).mean(dim=1)  # (n, Q, N)
