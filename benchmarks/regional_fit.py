@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 
 from modalmerge.data.shards.split_arrays import load_split_arrays
-from modalmerge.evaluation.planted import planted_link_attention
+from modalmerge.evaluation.planted import link_pairs, planted_link_attention
 from modalmerge.models import MultiModalModel
 
 
@@ -60,6 +60,12 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--method", default="cross_attention")
     parser.add_argument("--options", default='{"n_regions": 24, "channels": 8}')
+    parser.add_argument(
+        "--decoder-options", default='{"query": "roi"}', help="e.g. n_layers 0: no ROI mixing"
+    )
+    parser.add_argument("--method-options", default="{}", help='e.g. {"sink": true}')
+    parser.add_argument("--heads", type=int, default=2)
+    parser.add_argument("--dropout", type=float, default=0.1)
     parser.add_argument("--dim", type=int, default=32)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
@@ -86,12 +92,14 @@ def main() -> None:
         condition_encoder="region_cnn",
         target_decoder="transformer",
         embedding_dim=args.dim,
-        num_attention_heads=2,
+        num_attention_heads=args.heads,
+        dropout=args.dropout,
         conditioning=args.method,
+        conditioning_options=json.loads(args.method_options),
         condition_shape=tuple(xt.shape[1:]),
         target_shape=tuple(yt.shape[1:]),
         encoder_options=json.loads(args.options),
-        decoder_options={"query": "roi"},
+        decoder_options=json.loads(args.decoder_options),
     )
     print(f"{len(xt)} train windows, {len(xv)} val windows, "
           f"{sum(p.numel() for p in model.parameters())} parameters")  # fmt: skip
@@ -113,12 +121,29 @@ def main() -> None:
                                    zip(out, torch.arange(len(xv)).split(64), strict=True)]).mean())  # fmt: skip
             line = f"epoch {epoch + 1} val loss {val:.4f} ({time.time() - start:.0f} s)"
             if out[0].attention is not None:
-                att = torch.cat([o.attention for o in out]).mean(dim=(0, 1)).numpy()
-                scores, record = planted_link_attention(att, labels, links)
+                heads = torch.cat([o.attention for o in out]).mean(dim=0).numpy()  # (h, Q, N)
+                scores, record = planted_link_attention(heads.mean(0), labels, links)
                 peaks = [(x["peak_label"], x["source_label"]) for x in record["links"]]
+                per_head = [len([1 for i, j in link_pairs(labels, links, h.shape[1]).items()
+                                 if h[i].argmax() == j]) for h in heads]  # fmt: skip
                 line += (f" top1 {scores['planted_link_top1']:.3f} "
-                         f"null {scores['planted_link_top1_null']:.3f} peaks {peaks}")  # fmt: skip
+                         f"null {scores['planted_link_top1_null']:.3f} hits per head {per_head} "
+                         f"mass on regions {heads.sum(-1).mean():.2f} peaks {peaks}")  # fmt: skip
+                # how peaked is the attention? per sample and head: the largest weight and
+                # the entropy / ln(n_regions) (1 = uniform), means over samples, heads, ROIs
+                w = torch.cat([o.attention for o in out])
+                p = w / w.sum(-1, keepdim=True)
+                entropy = float((-(p * p.clamp_min(1e-12).log()).sum(-1)).mean()) / np.log(
+                    w.shape[-1]
+                )
+                line += f" max weight {float(w.amax(-1).mean()):.3f} entropy {entropy:.3f}"
             print(line, flush=True)
+            if out[0].attention is not None and epoch == args.epochs - 1:
+                full = torch.cat([o.attention for o in out]).mean(dim=1)  # (n, Q, N)
+                for start in ov.unique().tolist():  # does attention follow the window start?
+                    peaks = full[ov == start].mean(0).argmax(1) + 1
+                    print(f"  window start {start}: peak regions of the 24 ROIs "
+                          f"{sorted(set(peaks.tolist()))}")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -92,7 +92,7 @@ def ts_model(**kw) -> MultiModalModel:
         ),
         (
             {"conditioning_options": {"temperature": 2.0}},
-            r"^cross_attention conditioning: unknown option 'temperature'; known: \(none\)$",
+            r"^cross_attention conditioning: unknown option 'temperature'; known: sink$",
         ),
         (
             {"decoder_options": {"dropout": 0.5}},

@@ -90,11 +90,18 @@ class CrossAttentionLayer(nn.Module):
     with ``return_attention=True`` the same attention is computed explicitly as
     ``softmax(Q K^T / sqrt(d_head))`` and its weights ``(B, heads, Q, N)`` are
     returned (weights before dropout; each row sums to 1 over condition tokens).
+
+    ``sink: true`` (``method_options``) adds a learned "null" key whose value is zero
+    (an attention sink; Xiao et al. 2023, "Efficient streaming language models with
+    attention sinks"; register tokens, Darcet et al. 2024): a head that has nothing
+    to read can put its mass there instead of on an arbitrary hub token. The sink
+    carries no information about the condition or its regions. The returned weights
+    are those of the real tokens only, so a row then sums to 1 minus the sink's share.
     """
 
     returns_attention = True
 
-    def __init__(self, dim: int, n_heads: int = 8, dropout: float = 0.0):
+    def __init__(self, dim: int, n_heads: int = 8, dropout: float = 0.0, sink: bool = False):
         super().__init__()
         if dim % n_heads:
             raise ValueError(f"embedding dim {dim} must be divisible by {n_heads} heads")
@@ -107,9 +114,24 @@ class CrossAttentionLayer(nn.Module):
         self.out_dropout = nn.Dropout(dropout)
         self.norm = nn.LayerNorm(dim)
         self.ff = _ResidualFeedForward(dim, dropout)
+        if not isinstance(sink, bool):
+            raise ValueError(f"cross_attention: sink must be true or false, got {sink!r}")
+        # created last, and only when asked: the other weights' initial values under a
+        # given seed stay those of the model without a sink
+        self.sink_key = nn.Parameter(torch.zeros(dim)) if sink else None
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return _split_heads(x, self.n_heads)  # (B, n, dim) -> (B, heads, n, d_head)
+
+    def _with_sink(self, k, v, mask):
+        """Append the sink: key ``sink_key`` per head, value 0, never masked."""
+        b, h, _, d = k.shape
+        key = self.sink_key.to(k.dtype).view(1, h, 1, d).expand(b, h, 1, d)
+        k = torch.cat([k, key], dim=2)
+        v = torch.cat([v, torch.zeros_like(v[:, :, :1])], dim=2)
+        if mask is not None:
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+        return k, v, mask
 
     def attend(
         self,
@@ -139,9 +161,12 @@ class CrossAttentionLayer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Queries (B, Q, dim), condition (B, N, dim) -> (B, Q, dim), weights (B, h, Q, N) | None."""
         k, v = self.to_kv(self.condition_norm(condition)).chunk(2, dim=-1)
-        out, weights = self.attend(
-            self._heads(self.to_q(queries)), self._heads(k), self._heads(v), mask, return_attention
-        )
+        k, v = self._heads(k), self._heads(v)
+        if self.sink_key is not None:
+            k, v, mask = self._with_sink(k, v, mask)
+        out, weights = self.attend(self._heads(self.to_q(queries)), k, v, mask, return_attention)
+        if weights is not None and self.sink_key is not None:
+            weights = weights[..., :-1]  # the real tokens' share
         out = out.transpose(1, 2).reshape(queries.shape)  # (B, Q, dim)
         x = self.norm(queries + self.out_dropout(self.to_out(out)))
         return self.ff(x), weights

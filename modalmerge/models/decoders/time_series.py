@@ -32,7 +32,11 @@ class TimeSeriesDecoder(Decoder):
         ``roi``: one query per channel, read out to its whole window; the window's
         ``time_offset`` is added to every query as a sinusoidal embedding.
     n_layers, n_heads, dropout
-        Sequence-model sizes.
+        Sequence-model sizes. ``n_layers: 0``: no sequence model, each conditioned
+        query is read out on its own (a LayerNorm, then the readout): no information
+        passes between queries after the cross-attention, so with ``query: roi`` a
+        target ROI's prediction depends on the condition only through its own
+        attention weights, and those weights say where its information came from.
     """
 
     fixed_options = ("mixer",)  # the registered subclasses choose it
@@ -61,7 +65,14 @@ class TimeSeriesDecoder(Decoder):
         # scale, like the sinusoidal time codes) so their attention can separate early.
         scale = 1.0 if query == "roi" else 0.02
         self.query = nn.Parameter(torch.randn(self.n_queries, dim) * scale)
-        self.mixer = SequenceMixer(mixer, dim, n_heads, n_layers, dropout)
+        if not isinstance(n_layers, int) or n_layers < 0:
+            raise ValueError(f"n_layers must be an integer >= 0, got {n_layers!r}")
+        # n_layers 0: no mixing across queries (see the class docstring)
+        self.mixer = (
+            nn.LayerNorm(dim)
+            if n_layers == 0
+            else SequenceMixer(mixer, dim, n_heads, n_layers, dropout)
+        )
         self.readout = nn.Linear(dim, n_channels if query == "time" else n_time)
 
     def queries(self, batch_size: int, target=None, time_offset=None) -> torch.Tensor:
