@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from _model_fixtures import batch, tiny_model
+from test_models_diffusion import Interrupt, Windows  # a killed job, as for plain diffusion
 from torch.utils.data import DataLoader, Dataset
 
 from modalmerge.models import MultiModalModel
@@ -183,29 +184,6 @@ def test_residual_options_are_checked():
         diffusion_model(options={**RESIDUAL, "mean_loss": "l1"})
     with pytest.raises(ValueError, match="denoiser"):
         diffusion_model(options={**OPTIONS, "residual": True, "mean_decoder": "denoiser"})
-
-
-class Interrupt(Exception):
-    pass
-
-
-class Windows(Dataset):
-    def __init__(self, n: int, seed: int, fail_at: int = -1):
-        from _model_fixtures import IMAGE
-
-        g = torch.Generator().manual_seed(seed)
-        self.x = torch.randn(n, *IMAGE, generator=g)
-        self.y = torch.randn(n, *SERIES, generator=g)
-        self.reads, self.fail_at = 0, fail_at
-
-    def __len__(self):
-        return len(self.x)
-
-    def __getitem__(self, i):
-        self.reads += 1
-        if self.reads == self.fail_at:
-            raise Interrupt
-        return {"condition": self.x[i], "target": self.y[i]}
 
 
 def _fit(ckpt_dir, fail_at=-1, resume=False):
