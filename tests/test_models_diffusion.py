@@ -237,8 +237,10 @@ class Windows(Dataset):
         return {"condition": self.x[i], "target": self.y[i]}
 
 
-def _fit(ckpt_dir, fail_at=-1, resume=False):
-    model = diffusion_model(dropout=0.1)
+def _fit(ckpt_dir, fail_at=-1, resume=False, make=None):
+    """Three epochs of a model from ``make`` (default: this file's ``diffusion_model``),
+    killed at read ``fail_at`` or resumed from ``ckpt_dir``."""
+    model = (make or diffusion_model)(dropout=0.1)
     train = DataLoader(
         Windows(16, 0, fail_at), batch_size=4, shuffle=True,
         generator=torch.Generator().manual_seed(5),

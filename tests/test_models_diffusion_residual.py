@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from _model_fixtures import batch, tiny_model
-from test_models_diffusion import Interrupt, Windows  # a killed job, as for plain diffusion
+from test_models_diffusion import Interrupt, _fit  # a killed job, as for plain diffusion
 from torch.utils.data import DataLoader, Dataset
 
 from modalmerge.models import MultiModalModel
@@ -186,23 +186,11 @@ def test_residual_options_are_checked():
         diffusion_model(options={**OPTIONS, "residual": True, "mean_decoder": "denoiser"})
 
 
-def _fit(ckpt_dir, fail_at=-1, resume=False):
-    model = diffusion_model(dropout=0.1)
-    train = DataLoader(
-        Windows(16, 0, fail_at), batch_size=4, shuffle=True,
-        generator=torch.Generator().manual_seed(5),
-    )  # fmt: skip
-    val = DataLoader(Windows(4, 1), batch_size=4)
-    trainer = Trainer(model, lr=1e-2, patience=10, checkpoint_dir=ckpt_dir, progress=False)
-    history = trainer.train(train, val, epochs=3, resume=resume)
-    return model, history
-
-
 def test_residual_training_interrupted_and_resumed_ends_with_the_same_weights(tmp_path):
-    whole, history = _fit(tmp_path / "whole")
+    whole, history = _fit(tmp_path / "whole", make=diffusion_model)
     with pytest.raises(Interrupt):
-        _fit(tmp_path / "split", fail_at=22)
-    resumed, again = _fit(tmp_path / "split", resume=True)
+        _fit(tmp_path / "split", fail_at=22, make=diffusion_model)
+    resumed, again = _fit(tmp_path / "split", resume=True, make=diffusion_model)
     a, b = whole.state_dict(), resumed.state_dict()
     assert any(k.startswith("mean_head") for k in a)
     assert all(torch.equal(a[k], b[k]) for k in a)
