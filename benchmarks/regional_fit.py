@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from modalmerge.data.shards.split_arrays import load_split_arrays
+from modalmerge.data.shards.split_arrays import load_split_arrays, run_length
 from modalmerge.evaluation.planted import link_pairs, planted_link_attention
 from modalmerge.models import MultiModalModel
 
@@ -86,6 +87,9 @@ def main() -> None:
             yt[ot == start] -= mean
             yv[ov == start] -= mean
     links = pd.read_csv(args.root / "raw" / "planted_links.tsv", sep="\t")
+    decoder_options = json.loads(args.decoder_options)
+    if decoder_options.get("readout") == "run":  # derived from the shards, as the workflow does
+        decoder_options["run_length"] = run_length(args.root / "shards", yt.shape[1])
     model = MultiModalModel(
         condition_type="image",
         target_type="time_series",
@@ -99,7 +103,7 @@ def main() -> None:
         condition_shape=tuple(xt.shape[1:]),
         target_shape=tuple(yt.shape[1:]),
         encoder_options=json.loads(args.options),
-        decoder_options=json.loads(args.decoder_options),
+        decoder_options=decoder_options,
     )
     print(f"{len(xt)} train windows, {len(xv)} val windows, "
           f"{sum(p.numel() for p in model.parameters())} parameters")  # fmt: skip
@@ -119,7 +123,8 @@ def main() -> None:
                    for i in torch.arange(len(xv)).split(64)]  # fmt: skip
             val = float(torch.cat([((o.prediction - yv[i]) ** 2).mean((1, 2)) for o, i in
                                    zip(out, torch.arange(len(xv)).split(64), strict=True)]).mean())  # fmt: skip
-            line = f"epoch {epoch + 1} val loss {val:.4f} ({time.time() - start:.0f} s)"
+            cpu = sum(os.times()[:2])
+            line = f"epoch {epoch + 1} val loss {val:.4f} ({time.time() - start:.0f} s, cpu {cpu:.0f} s)"
             if out[0].attention is not None:
                 heads = torch.cat([o.attention for o in out]).mean(dim=0).numpy()  # (h, Q, N)
                 scores, record = planted_link_attention(heads.mean(0), labels, links)

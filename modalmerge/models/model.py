@@ -13,7 +13,7 @@ from torch import nn
 from modalmerge.io import InputError, atomic_path, require_file
 from modalmerge.models.conditioning import Conditioning, needs_token_counts
 from modalmerge.models.diffusion import MeanHead, Samples, check_generative, is_generative
-from modalmerge.models.layers import TokenProvenance
+from modalmerge.models.layers import TokenProvenance, decode
 from modalmerge.models.registry import build, check_modality, get_decoder, get_encoder
 from modalmerge.models.text import Tokenizer
 from modalmerge.models.validation import check_batch, check_time_offset
@@ -432,7 +432,7 @@ class MultiModalModel(nn.Module):
         conditioned, attention = self.conditioner(queries, tokens, mask, return_attention)
         if self.target_type == "point_cloud":  # a decoder of values at given points reads them
             return ModelOutput(self.decoder(conditioned, target=target), attention)
-        return ModelOutput(self.decoder(conditioned), attention)
+        return ModelOutput(decode(self.decoder, conditioned, time_offset), attention)
 
     @torch.no_grad()
     def sample(
