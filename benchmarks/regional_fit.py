@@ -72,6 +72,13 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--truth-image", action="store_true", help="see truth_images")
     parser.add_argument(
+        "--entropy",
+        type=float,
+        default=0.0,
+        help="add this times the mean attention entropy (nats, per sample, head and ROI) "
+        "to the training loss: a penalty for spread-out attention (cross_attention only)",
+    )
+    parser.add_argument(
         "--residual",
         action="store_true",
         help="targets minus the training subjects' mean window (per window start): the "
@@ -113,7 +120,11 @@ def main() -> None:
     for epoch in range(args.epochs):
         model.train()
         for idx in torch.randperm(len(xt)).split(16):
-            loss = ((model(xt[idx], time_offset=ot[idx]).prediction - yt[idx]) ** 2).mean()
+            out = model(xt[idx], time_offset=ot[idx], return_attention=args.entropy > 0)
+            loss = ((out.prediction - yt[idx]) ** 2).mean()
+            if args.entropy > 0:
+                w = out.attention.clamp_min(1e-12)
+                loss = loss + args.entropy * (-(w * w.log()).sum(-1)).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
