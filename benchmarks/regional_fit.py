@@ -26,6 +26,7 @@ import torch
 from modalmerge.data.shards.split_arrays import load_split_arrays, run_length
 from modalmerge.evaluation.planted import link_pairs, planted_link_attention
 from modalmerge.models import MultiModalModel
+from modalmerge.training.schedule import make_scheduler
 
 
 def truth_images(root: Path, images: dict) -> np.ndarray:
@@ -72,6 +73,11 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--truth-image", action="store_true", help="see truth_images")
     parser.add_argument(
+        "--cosine",
+        action="store_true",
+        help="the workflow Trainer's default per-step schedule (make_scheduler 'cosine')",
+    )
+    parser.add_argument(
         "--entropy",
         type=float,
         default=0.0,
@@ -115,6 +121,8 @@ def main() -> None:
     print(f"{len(xt)} train windows, {len(xv)} val windows, "
           f"{sum(p.numel() for p in model.parameters())} parameters")  # fmt: skip
     opt = torch.optim.AdamW(model.parameters(), args.lr, weight_decay=0.01)
+    steps = args.epochs * len(torch.arange(len(xt)).split(16))
+    schedule = make_scheduler(opt, "cosine" if args.cosine else "constant", steps)
     labels = np.arange(1, yt.shape[2] + 1)
     start = time.time()
     for epoch in range(args.epochs):
@@ -128,6 +136,7 @@ def main() -> None:
             opt.zero_grad()
             loss.backward()
             opt.step()
+            schedule.step()
         model.eval()
         with torch.no_grad():
             out = [model(xv[i], time_offset=ov[i], return_attention=True)
