@@ -518,10 +518,15 @@ class MultiModalModel(nn.Module):
         return cls(**config)
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write ``{"config", "state_dict"}`` to ``path`` atomically; return the path."""
+        """Write ``{"config", "state_dict"}`` to ``path`` atomically; return the path.
+
+        Saved through an open file, not a path: ``torch.save`` names the zip archive's
+        top folder after a path's file name (here the temporary one, which holds the pid),
+        so equal weights give equal bytes only when saved through a file object.
+        """
         state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
-        with atomic_path(path) as tmp:
-            torch.save({"config": self.config, "state_dict": state}, tmp)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            torch.save({"config": self.config, "state_dict": state}, fh)
         return Path(path)
 
     @classmethod
