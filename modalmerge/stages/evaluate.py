@@ -233,7 +233,9 @@ def _scoring_input(condition, splits, settings, vocab) -> ScoringInput:
         condition=condition,
         train=train,
         test=test,
-        x_train=None if stream else condition_features(condition, train.condition, vocab),
+        x_train=None
+        if stream or train.condition is None
+        else condition_features(condition, train.condition, vocab),
         x_test=condition_features(condition, test.condition, vocab),
         baselines=BaselineSettings(
             alphas=np.asarray(settings.ridge_alphas, dtype=float),
@@ -246,7 +248,13 @@ def _scoring_input(condition, splits, settings, vocab) -> ScoringInput:
 def _train_split(shard_dir, experiment, tokenizer, model, parcels: bool, in_memory_mb: float):
     """The training split in memory (``SplitArrays``, stream None), or, for a time-series
     target whose training windows exceed ``in_memory_mb``, an empty ``SplitArrays`` and the
-    split as a stream (:func:`modalmerge.stages.evaluate_stream.train_stream`, issue 14)."""
+    split as a stream (:func:`modalmerge.stages.evaluate_stream.train_stream`, issue 14).
+
+    A decoding experiment (``target_data: task_condition``) gets an empty ``SplitArrays``:
+    its scorer and baselines read the training split's ROI series and codes only
+    (:func:`~modalmerge.evaluation.decoding.roi_windows`), not its volumes."""
+    if experiment.target_data == "task_condition":
+        return SplitArrays(), None
     if experiment.target == "time_series" and not model.generative:
         size = evaluate_stream.train_bytes(shard_dir, experiment, tokenizer)
         if size > in_memory_mb * 2**20:
