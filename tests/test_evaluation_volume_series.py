@@ -279,3 +279,27 @@ def test_the_evaluate_stage_scores_a_volume_diffusion_experiment_from_its_sample
     )
     summarize([out / "m.json"], tmp_path / "summary.csv")
     assert "model-climatology,crps," in (tmp_path / "summary.csv").read_text()
+
+
+def test_a_sampler_ignoring_the_window_start_does_not_beat_the_climatology_on_crps():
+    """Samples drawn from every training window whatever the held-out window's start (real
+    BOLD windows, realistic but not in step with the task) lose to the climatology of the
+    windows at the same start; the perfect ensemble of the same data beats it."""
+    data, perfect = _known_mean_data()
+    rng = np.random.default_rng(5)
+    pool = data.train.target
+    n, s = perfect.shape[:2]
+    # (n, S, T, D, H, W): S distinct training windows per held-out window, any start
+    agnostic = np.stack([pool[rng.choice(len(pool), s, replace=False)] for _ in range(n)])
+    found = {}
+    for name, samples in (("agnostic", agnostic), ("perfect", perfect)):
+        scored = _sample_scores(data, samples.astype(np.float32))
+        diff = scored.extra["generative"]["crps_climatology_minus_model"]
+        found[name] = verdict(paired_difference(*(
+            scored.per_unit["model"][k] for k in ("crps_climatology", "crps")
+        )))  # fmt: skip
+        assert diff["n"] == 6
+        if name == "agnostic":
+            assert diff["ci_high"] < 0  # worse than the climatology at the same start
+            assert 0.8 < scored.scores["model"]["realism_ratio_temporal_sd"] < 1.25
+    assert found == {"agnostic": DOES_NOT_BEAT, "perfect": BEATS}
