@@ -303,3 +303,29 @@ def test_a_sampler_ignoring_the_window_start_does_not_beat_the_climatology_on_cr
             assert diff["ci_high"] < 0  # worse than the climatology at the same start
             assert 0.8 < scored.scores["model"]["realism_ratio_temporal_sd"] < 1.25
     assert found == {"agnostic": DOES_NOT_BEAT, "perfect": BEATS}
+
+
+def test_the_volume_figure_draws_truth_group_mean_mean_and_samples_on_one_slice():
+    from modalmerge.stages.figures import _volume_rows_figure
+
+    rng = np.random.default_rng(0)
+    mask = np.ones(GRID, bool)
+    mask[0, 0, 0] = False
+    arrays = {
+        "target": rng.normal(size=(2, T, *GRID)), "group_mean": np.zeros((2, T, *GRID)),
+        "prediction": rng.normal(size=(2, T, *GRID)), "subjects": np.array(["sub-01"] * 2),
+        "window_start": np.array([12, 22]), "brain_mask": mask,
+    }  # fmt: skip
+    fig = _volume_rows_figure(arrays, "det")
+    assert len(fig.axes) == 3 * 5 + 1  # truth, group mean, prediction x 5 volumes + colour bar
+    arrays["samples"] = rng.normal(size=(2, 3, T, *GRID))
+    fig = _volume_rows_figure(arrays, "gen")
+    panels = fig.axes[:-1]
+    assert len(panels) == 5 * 5 and panels[10].get_ylabel() == "mean of samples"
+    assert "window start 12" in fig._suptitle.get_text()
+    shown = panels[0].get_images()[0].get_array()  # truth, volume 0, slice z = 1
+    want = np.where(mask, arrays["target"][0][0], np.nan)[:, :, GRID[2] // 2].T
+    np.testing.assert_allclose(np.ma.filled(shown, np.nan), want)
+    assert np.isnan(np.ma.filled(panels[0].get_images()[0].get_array(), np.nan)).sum() == (
+        (~mask[:, :, GRID[2] // 2]).sum()
+    )

@@ -9,6 +9,9 @@ Writes into ``figures/<experiment>/``:
   / ``connectome_predicted.png`` (each matrix beside its glass-brain connectome
   at the atlas coordinates, one colour scale);
 - image targets: ``image_prediction.png``; tabular targets: ``tabular_prediction.png``;
+- ``volume_series`` targets: ``volume_prediction.png`` (the first held-out window's middle
+  axial slice at five of its volumes: truth, group mean, prediction; a generative model's
+  ensemble mean and two of its samples);
 - time-series targets on an fsaverage5 surface atlas: ``surface_accuracy.png``
   (the model's Pearson r per region on the inflated surface) and, when
   evaluate measured homolog attention, ``surface_attention.png`` (the
@@ -204,6 +207,9 @@ def draw_experiment_figures(
             "point_cloud_prediction",
         )  # fmt: skip
 
+    elif target == "volume_series":  # first held-out window on a slice over time
+        save(_volume_rows_figure(arrays, experiment.name), "volume_prediction")
+
     model, tokenizer = load_experiment_model(model_path, experiment.plugins)
     if target == "tabular" and experiment.target_data is None:
         manifest = read_manifest(shard_dir)
@@ -233,6 +239,20 @@ def draw_experiment_figures(
             volume_attention(model, experiment, shard_dir, save)
     log.info("wrote %d figures to %s", len(written), out_dir)
     return written
+
+
+def _volume_rows_figure(arrays, name):
+    """The truth, the group mean, the prediction (a generative model's ensemble mean) and
+    two samples (when kept) of the first held-out window."""
+    from modalmerge.viz.samples import volume_windows_beside_truth
+
+    rows = {"truth": arrays["target"][0], "group mean": arrays["group_mean"][0]}
+    generative = "samples" in arrays
+    rows["mean of samples" if generative else "prediction"] = arrays["prediction"][0]
+    if generative:
+        rows |= {f"sample {k + 1}": arrays["samples"][0][k] for k in range(2)}
+    title = f"{name}: held-out {arrays['subjects'][0]}, window start {arrays['window_start'][0]}"
+    return volume_windows_beside_truth(rows, arrays["brain_mask"], title=title)
 
 
 @torch.no_grad()
