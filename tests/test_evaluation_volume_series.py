@@ -306,7 +306,7 @@ def test_a_sampler_ignoring_the_window_start_does_not_beat_the_climatology_on_cr
 
 
 def test_the_volume_figure_draws_truth_group_mean_mean_and_samples_on_one_slice():
-    from modalmerge.stages.figures import _volume_rows_figure
+    from modalmerge.stages.figures_modalities import volume_rows_figure
 
     rng = np.random.default_rng(0)
     mask = np.ones(GRID, bool)
@@ -316,10 +316,10 @@ def test_the_volume_figure_draws_truth_group_mean_mean_and_samples_on_one_slice(
         "prediction": rng.normal(size=(2, T, *GRID)), "subjects": np.array(["sub-01"] * 2),
         "window_start": np.array([12, 22]), "brain_mask": mask,
     }  # fmt: skip
-    fig = _volume_rows_figure(arrays, "det")
+    fig = volume_rows_figure(arrays, "det")
     assert len(fig.axes) == 3 * 5 + 1  # truth, group mean, prediction x 5 volumes + colour bar
     arrays["samples"] = rng.normal(size=(2, 3, T, *GRID))
-    fig = _volume_rows_figure(arrays, "gen")
+    fig = volume_rows_figure(arrays, "gen")
     panels = fig.axes[:-1]
     assert len(panels) == 5 * 5 and panels[10].get_ylabel() == "mean of samples"
     assert "window start 12" in fig._suptitle.get_text()

@@ -61,6 +61,7 @@ from modalmerge.stages.figures_modalities import (
     point_cloud_attention,
     sample_figures,
     volume_attention,
+    volume_rows_figure,
 )
 from modalmerge.viz import figures as fig_lib
 from modalmerge.viz.attention import project_to_image, select_heads
@@ -208,7 +209,7 @@ def draw_experiment_figures(
         )  # fmt: skip
 
     elif target == "volume_series":  # first held-out window on a slice over time
-        save(_volume_rows_figure(arrays, experiment.name), "volume_prediction")
+        save(volume_rows_figure(arrays, experiment.name), "volume_prediction")
 
     model, tokenizer = load_experiment_model(model_path, experiment.plugins)
     if target == "tabular" and experiment.target_data is None:
@@ -239,20 +240,6 @@ def draw_experiment_figures(
             volume_attention(model, experiment, shard_dir, save)
     log.info("wrote %d figures to %s", len(written), out_dir)
     return written
-
-
-def _volume_rows_figure(arrays, name):
-    """The truth, the group mean, the prediction (a generative model's ensemble mean) and
-    two samples (when kept) of the first held-out window."""
-    from modalmerge.viz.samples import volume_windows_beside_truth
-
-    rows = {"truth": arrays["target"][0], "group mean": arrays["group_mean"][0]}
-    generative = "samples" in arrays
-    rows["mean of samples" if generative else "prediction"] = arrays["prediction"][0]
-    if generative:
-        rows |= {f"sample {k + 1}": arrays["samples"][0][k] for k in range(2)}
-    title = f"{name}: held-out {arrays['subjects'][0]}, window start {arrays['window_start'][0]}"
-    return volume_windows_beside_truth(rows, arrays["brain_mask"], title=title)
 
 
 @torch.no_grad()
