@@ -30,9 +30,12 @@ def _ci(values) -> str:
     return f"{sum(values) / len(values):.4f} [{low:.4f}, {high:.4f}]"
 
 
-def _diff(a, b) -> str:
+def _diff(a, b, lower_is_better: bool = False) -> str:
+    """``a - b`` with its interval and p; the verdict says whether ``a`` beats ``b`` (for a
+    lower-is-better metric: whether the interval lies below zero)."""
     d = paired_difference(a, b)
-    return f"{d.value:+.4f} [{d.ci_low:+.4f}, {d.ci_high:+.4f}], p {d.p_wilcoxon:.4f}, {verdict(d)}"
+    said = verdict(paired_difference(b, a) if lower_is_better else d)
+    return f"{d.value:+.4f} [{d.ci_low:+.4f}, {d.ci_high:+.4f}], p {d.p_wilcoxon:.4f}, {said}"
 
 
 def main(eval_dir: str, reference: str, *others: str) -> None:
@@ -54,9 +57,11 @@ def main(eval_dir: str, reference: str, *others: str) -> None:
             print(f"{name:34s} {_ci(unit[metric])}")
         for name in (reference, *others):
             model = rows[name][metric]
-            print(f"{name} - group_mean: {_diff(model, rows['group_mean'][metric])}")
+            low = metric == "mse"
+            print(f"{name} - group_mean: {_diff(model, rows['group_mean'][metric], low)}")
         for name in others:
-            print(f"{name} - {reference}: {_diff(rows[name][metric], rows[reference][metric])}")
+            found = _diff(rows[name][metric], rows[reference][metric], metric == "mse")
+            print(f"{name} - {reference}: {found}")
     for name in others:
         unit = rows[name]
         if "crps" not in unit:
