@@ -9,6 +9,9 @@ Writes into ``figures/<experiment>/``:
   / ``connectome_predicted.png`` (each matrix beside its glass-brain connectome
   at the atlas coordinates, one colour scale);
 - image targets: ``image_prediction.png``; tabular targets: ``tabular_prediction.png``;
+- ``volume_series`` targets: ``volume_prediction.png`` (the first held-out window's middle
+  axial slice at five of its volumes: truth, group mean, prediction; a generative model's
+  ensemble mean and two of its samples);
 - time-series targets on an fsaverage5 surface atlas: ``surface_accuracy.png``
   (the model's Pearson r per region on the inflated surface) and, when
   evaluate measured homolog attention, ``surface_attention.png`` (the
@@ -58,6 +61,7 @@ from modalmerge.stages.figures_modalities import (
     point_cloud_attention,
     sample_figures,
     volume_attention,
+    volume_rows_figure,
 )
 from modalmerge.viz import figures as fig_lib
 from modalmerge.viz.attention import project_to_image, select_heads
@@ -203,6 +207,9 @@ def draw_experiment_figures(
             ),
             "point_cloud_prediction",
         )  # fmt: skip
+
+    elif target == "volume_series":  # first held-out window on a slice over time
+        save(volume_rows_figure(arrays, experiment.name), "volume_prediction")
 
     model, tokenizer = load_experiment_model(model_path, experiment.plugins)
     if target == "tabular" and experiment.target_data is None:

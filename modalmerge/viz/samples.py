@@ -91,3 +91,35 @@ def sample_fc(
     if title:
         fig.suptitle(title)
     return fig
+
+
+def volume_windows_beside_truth(
+    rows: dict[str, np.ndarray], mask: np.ndarray, n_times: int = 5, title: str = ""
+) -> Figure:
+    """One held-out 4D window on its middle axial slice at ``n_times`` volumes spread over
+    the window: one row per entry of ``rows`` (name -> window ``(T, D, H, W)``: the truth,
+    the group mean, the prediction, samples), voxels outside ``mask`` ``(D, H, W)`` blank,
+    one colour scale (the truth's in-brain range) for every panel."""
+    names = list(rows)
+    windows = [np.asarray(rows[n], dtype=float) for n in names]
+    n_volumes, depth = windows[0].shape[0], windows[0].shape[-1]
+    times = np.unique(np.linspace(0, n_volumes - 1, min(n_times, n_volumes)).round().astype(int))
+    z = depth // 2
+    limit = float(np.abs(windows[0][:, mask]).max()) or 1.0
+    fig = new_figure(1.9 * len(times) + 1.2, 1.9 * len(names) + 0.6, layout="constrained")
+    axes = np.atleast_2d(fig.subplots(len(names), len(times), squeeze=False))
+    image = None
+    for i, (name, window) in enumerate(zip(names, windows, strict=True)):
+        for j, t in enumerate(times):
+            ax = axes[i, j]
+            shown = np.where(mask, window[t], np.nan)[:, :, z].T
+            image = ax.imshow(shown, origin="lower", cmap="RdBu_r", vmin=-limit, vmax=limit)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(f"volume {t}", fontsize=9)
+            if j == 0:
+                ax.set_ylabel(name, fontsize=9)
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.7)
+    fig.suptitle(title or f"axial slice z = {z} over the window")
+    return fig
