@@ -225,6 +225,15 @@ def draw_experiment_figures(
             )
     if model.generative and target == "time_series" and "samples" in arrays:
         sample_figures(model, arrays, shard_dir, experiment, save)
+    if model.generative and target == "image" and "samples" in arrays:
+        from modalmerge.viz.samples import image_samples_beside_truth
+
+        save(
+            image_samples_beside_truth(
+                arrays["samples"], arrays["sample_target"], arrays["sample_subjects"]
+            ),
+            "image_samples",
+        )
     # cross_attention, spatial_mix, diffusion; MONAI's U-Net denoiser returns no weights
     monai_unet = getattr(model.decoder, "uses_monai_inferer", False)
     if returns_attention(experiment.method) and not monai_unet:
