@@ -8,7 +8,8 @@ Writes into ``figures/<experiment>/``:
   predicted connectivity, mean over test subjects) and ``connectome_true.png``
   / ``connectome_predicted.png`` (each matrix beside its glass-brain connectome
   at the atlas coordinates, one colour scale);
-- image targets: ``image_prediction.png``; tabular targets: ``tabular_prediction.png``;
+- image targets: ``image_prediction.png`` (a generative model's also ``image_samples.png``:
+  truth, sample mean and samples); tabular targets: ``tabular_prediction.png``;
 - time-series targets on an fsaverage5 surface atlas: ``surface_accuracy.png``
   (the model's Pearson r per region on the inflated surface) and, when
   evaluate measured homolog attention, ``surface_attention.png`` (the
@@ -66,6 +67,7 @@ from modalmerge.viz.predictions import (
     plot_tabular_prediction,
     plot_timeseries_prediction,
 )
+from modalmerge.viz.samples import IMAGE_SAMPLES, image_samples_beside_truth
 from modalmerge.viz.visualizer import Visualizer
 
 log = logging.getLogger(__name__)
@@ -226,14 +228,7 @@ def draw_experiment_figures(
     if model.generative and target == "time_series" and "samples" in arrays:
         sample_figures(model, arrays, shard_dir, experiment, save)
     if model.generative and target == "image" and "samples" in arrays:
-        from modalmerge.viz.samples import image_samples_beside_truth
-
-        save(
-            image_samples_beside_truth(
-                arrays["samples"], arrays["sample_target"], arrays["sample_subjects"]
-            ),
-            "image_samples",
-        )
+        save(image_samples_beside_truth(*(arrays[k] for k in IMAGE_SAMPLES)), "image_samples")
     # cross_attention, spatial_mix, diffusion; MONAI's U-Net denoiser returns no weights
     monai_unet = getattr(model.decoder, "uses_monai_inferer", False)
     if returns_attention(experiment.method) and not monai_unet:

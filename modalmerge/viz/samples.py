@@ -93,6 +93,10 @@ def sample_fc(
     return fig
 
 
+#: the predictions.npz arrays :func:`image_samples_beside_truth` draws, in its argument order
+IMAGE_SAMPLES = ("samples", "sample_target", "sample_subjects")
+
+
 def image_samples_beside_truth(
     samples: np.ndarray, truth: np.ndarray, subjects: Sequence[str] | None = None, n_shown: int = 4
 ) -> Figure:
