@@ -85,11 +85,42 @@ def main(root: str = "results/image_diffusion", split: str = "test", diffusion=D
     for name, s in scores.items():
         if name != "model" and "image_mmd" in s:
             print(f"| {name} | {s['image_mmd']:.4f} |")
+    arrays = np.load(root / "eval" / diffusion / "predictions.npz")
+    others = {k: arrays[k] for k in scores if k != "model" and k in arrays}
     if xattn is not None:
         pred = np.load(root / "eval" / XATTN / "predictions.npz")
-        real = np.load(root / "eval" / diffusion / "predictions.npz")["target"]
-        value = mmd(pred["prediction"], real, found["bandwidth"])
+        value = mmd(pred["prediction"], arrays["target"], found["bandwidth"])
         print(f"| xattn (deterministic) | {value:.4f} |")
+        others["xattn"] = pred["prediction"]
+    _mmd_subsets(arrays, others, found["bandwidth"])
+
+
+def _mmd_subsets(arrays, others: dict, bandwidth: float, n_sets: int = 1000) -> None:
+    """MMD²(one sample per subject) − MMD²(a deterministic predictor) on random halves of
+    the held-out subjects (drawn without replacement: a bootstrap with replacement would
+    duplicate images, which biases MMD), 2.5-97.5 percentiles: a conservative interval
+    (half the subjects). Needs every held-out subject's kept samples in predictions.npz."""
+    samples, subjects = arrays["samples"], arrays["sample_subjects"].tolist()
+    keys = arrays["subjects"].tolist()
+    if sorted(subjects) != sorted(keys):
+        print("(interval skipped: predictions.npz keeps the samples of only some subjects)")
+        return
+    order = [subjects.index(k) for k in keys]  # samples in the order of the per-subject arrays
+    samples, real = samples[order], arrays["target"]
+    rng = np.random.default_rng(0)
+    half = len(keys) // 2
+    diffs = {name: [] for name in others}
+    for _ in range(n_sets):
+        pick = rng.choice(len(keys), half, replace=False)
+        gen = np.mean(
+            [mmd(samples[pick, s], real[pick], bandwidth) for s in range(samples.shape[1])]
+        )
+        for name, images in others.items():
+            diffs[name].append(gen - mmd(np.asarray(images)[pick], real[pick], bandwidth))
+    print(f"\nMMD² samples − predictor on {n_sets} random halves ({half} subjects), 95 % range:")
+    for name, d in diffs.items():
+        low, high = np.percentile(d, [2.5, 97.5])
+        print(f"| {name} | {np.mean(d):+.4f} [{low:+.4f}, {high:+.4f}] |")
 
 
 if __name__ == "__main__":

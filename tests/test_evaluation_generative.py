@@ -221,5 +221,6 @@ def test_image_samples_figure_has_a_row_per_subject_and_checks_shapes():
     fig = image_samples_beside_truth(samples, truth, ["sub-1", "sub-2"], n_shown=3)
     assert len(fig.axes) == 2 * (2 + 3)
     assert fig.axes[0].get_title() == "truth" and fig.axes[1].get_title() == "mean of 5"
+    assert len(image_samples_beside_truth(samples, truth, max_rows=1).axes) == 2 + 4
     with pytest.raises(ValueError, match="do not match"):
         image_samples_beside_truth(samples[:, :, :, :3], truth)

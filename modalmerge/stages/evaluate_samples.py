@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 #: windows whose samples are kept in predictions.npz for the figures
 KEPT_WINDOWS = 8
+#: image targets: held-out subjects whose first window's samples are kept (all, up to this)
+KEPT_IMAGE_SUBJECTS = 64
 
 
 def held_out_split(shard_dir, split, experiment, tokenizer, model, attention, settings):
@@ -130,8 +132,9 @@ def add_image_sample_scores(scored, samples, test: SplitArrays, train: SplitArra
     """Image targets: ``sample_diversity`` per held-out window (averaged per subject, in
     ``per_unit`` when the scorer has subject units), and the distance between generated
     and real held-out images (:func:`image_distances`). SSIM/PSNR are the sample mean's
-    (the prediction). The samples of the first window of the first held-out subjects
-    go to ``predictions.npz`` for the figures (``samples``, ``sample_target``, ...)."""
+    (the prediction). The samples of the first window of each held-out subject (up to
+    ``KEPT_IMAGE_SUBJECTS``) go to ``predictions.npz`` for the figures and for intervals
+    of the MMD (``samples``, ``sample_target``, ...)."""
     diversity = np.array(
         [sample_diversity(s, t) for s, t in zip(samples, test.target, strict=True)]
     )
@@ -153,7 +156,7 @@ def add_image_sample_scores(scored, samples, test: SplitArrays, train: SplitArra
     for name, values in found.pop("predictors").items():
         scored.scores.setdefault(name, {}).update(values)
     scored.extra["image_mmd"] = found
-    first = _first_rows(test.subjects)[:KEPT_WINDOWS]
+    first = _first_rows(test.subjects)[:KEPT_IMAGE_SUBJECTS]
     scored.arrays.update(
         samples=samples[first].astype(np.float32),
         sample_target=test.target[first],

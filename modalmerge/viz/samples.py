@@ -98,9 +98,13 @@ IMAGE_SAMPLES = ("samples", "sample_target", "sample_subjects")
 
 
 def image_samples_beside_truth(
-    samples: np.ndarray, truth: np.ndarray, subjects: Sequence[str] | None = None, n_shown: int = 4
+    samples: np.ndarray,
+    truth: np.ndarray,
+    subjects: Sequence[str] | None = None,
+    n_shown: int = 4,
+    max_rows: int = 8,
 ) -> Figure:
-    """Held-out subjects, one row each: the true image, the mean of its samples and the
+    """The first ``max_rows`` held-out subjects, one row each: the true image, the mean of its samples and the
     first ``n_shown`` samples, on the central slice of the last axis (first channel), one
     grey scale per row (the truth's range).
 
@@ -109,6 +113,7 @@ def image_samples_beside_truth(
     samples, truth = np.asarray(samples), np.asarray(truth)
     if samples.shape[0] != truth.shape[0] or samples.shape[2:] != truth.shape[1:]:
         raise ValueError(f"samples {samples.shape} do not match the truth {truth.shape}")
+    samples, truth = samples[:max_rows], truth[:max_rows]
 
     def plane(image):  # (C, *spatial) -> the first channel's central slice, rows = 2nd axis
         x = image[0]
