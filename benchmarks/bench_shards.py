@@ -175,7 +175,7 @@ def _memory_case(case: str, shards: Path) -> dict:
 def _evaluate_baselines(shards: Path, experiment: dict, streamed: bool) -> tuple[int, dict]:
     """What evaluate does for image -> time series without a model: load the test split,
     fit the group mean, ridge (voxel PCA) and ridge_parcel on the training split (in memory,
-    or streamed over its shards as evaluate does above ``IN_MEMORY_MB``) and score."""
+    or streamed over its shards as evaluate does above ``evaluate.in_memory_mb``) and score."""
     from modalmerge.evaluation.scoring import BaselineSettings, ScoringInput, condition_features
     from modalmerge.evaluation.time_series import score_time_series
     from modalmerge.settings import ExperimentSettings

@@ -37,6 +37,12 @@ def main() -> None:
         action="store_true",
         help="score a candidate's --out/models/<name>/model.pt when it exists instead of training",
     )
+    parser.add_argument(
+        "--samples",
+        type=int,
+        default=None,
+        help="generative candidates: samples per window (default: evaluate.samples' default)",
+    )
     args = parser.parse_args()
     train = yaml.safe_load(Path(args.config).read_text())["train"]
     candidates = yaml.safe_load(Path(args.candidates).read_text())
@@ -51,7 +57,7 @@ def main() -> None:
             model_dir / "model.pt",
             args.shards,
             experiment,
-            {},
+            {} if args.samples is None else {"samples": args.samples},
             path,
             path.with_suffix(".npz"),
             split="val",

@@ -50,7 +50,7 @@ ENTRY_POINT = f"{PACKAGE}.cli"
 CACHE_ENV = "MODALMERGE_FINGERPRINT_CACHE"
 #: package digests a cache file keeps (the newest): several checkouts (worktrees) share a home
 CACHE_ENTRIES = 32
-_CACHE_FORMAT = 1  # bumped whenever what is cached, or how fingerprints are made, changes
+_CACHE_FORMAT = 2  # bumped whenever what is cached, or how fingerprints are made, changes
 
 
 def module_path(module: str) -> Path:
@@ -146,6 +146,11 @@ def module_closure(module: str) -> tuple[str, ...]:
         if name in seen:
             continue
         seen.add(name)
+        if name == ENTRY_POINT and name != module:
+            # the command line imports every stage (lazily): a module that imports it (the
+            # preprocess + parcellate batch job's runner) depends on its own source only, as
+            # every fingerprint does, not on every stage's code
+            continue
         path = module_path(name)
         stack.extend(_package_modules(_imported_names(path, name)) - seen)
     return tuple(sorted(seen))

@@ -495,6 +495,14 @@ class EvaluateSettings(_Section):
         "cut into, each scored as one held-out unit (a verdict needs >= 5 units in all)",
         ge=1,
     )
+    in_memory_mb: float = F(
+        32.0,
+        doc="time-series targets (not generative): training windows (condition + target, MB as "
+        "read, float32) up to which the baselines are fitted in memory; above it, by passes "
+        "over the training shards, one subject at a time (the same fit to rounding); 0 always "
+        "streams",
+        ge=0,
+    )
     path: InitVar[str | None] = None
 
 

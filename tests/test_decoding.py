@@ -81,8 +81,20 @@ def test_task_condition_target_data_needs_a_tabular_target():
         ExperimentSettings.coerce(EXPERIMENT | {"target": "time_series"})
 
 
+@pytest.fixture(scope="module")
+def decoding_model(volume_shards, tmp_path_factory):  # noqa: F811
+    """The tiny decoding experiment trained by the train stage (1 epoch)."""
+    from modalmerge.stages.train import train_experiment
+
+    settings = {"seed": 0, "epochs": 1, "batch_size": 4, "lr": 0.003, "patience": 5}
+    return train_experiment(
+        volume_shards, EXPERIMENT, settings, tmp_path_factory.mktemp("decoding") / "model"
+    )
+
+
 def test_the_workflow_stages_train_evaluate_and_summarize_a_decoding_experiment(
     volume_shards,  # noqa: F811
+    decoding_model,
     tmp_path,
 ):
     from modalmerge.evaluation.summary import summarize
@@ -90,10 +102,8 @@ def test_the_workflow_stages_train_evaluate_and_summarize_a_decoding_experiment(
     from modalmerge.stages.common import load_experiment_model
     from modalmerge.stages.evaluate import evaluate_experiment
     from modalmerge.stages.figures_modalities import volume_attention
-    from modalmerge.stages.train import train_experiment
 
-    settings = {"seed": 0, "epochs": 1, "batch_size": 4, "lr": 0.003, "patience": 5}
-    model_path = train_experiment(volume_shards, EXPERIMENT, settings, tmp_path / "model")
+    model_path = decoding_model
     out = tmp_path / "eval"
     evaluate_experiment(
         model_path, volume_shards, EXPERIMENT, {}, out / "metrics.json", out / "p.npz"
@@ -126,6 +136,45 @@ def test_the_workflow_stages_train_evaluate_and_summarize_a_decoding_experiment(
     volume_attention(model, experiment, volume_shards, lambda fig, name: drawn.append((fig, name)))
     assert [name for _, name in drawn] == ["attention_on_volumes"]
     assert "query of volume" in drawn[0][0].get_suptitle()  # a task volume's query
+
+
+def test_decoding_evaluate_does_not_read_the_training_volumes(
+    volume_shards,  # noqa: F811
+    decoding_model,
+    tmp_path,
+):
+    """Its scorer and baselines read the training split's ROI series and codes, not its
+    4D windows (~190 MB at the decoding config's size): with every training shard's
+    volumes deleted, evaluate writes the same metrics and predictions."""
+    import shutil
+
+    import h5py
+
+    from modalmerge.data.shards.split_arrays import read_manifest
+    from modalmerge.stages.evaluate import evaluate_experiment
+
+    broken = tmp_path / "shards"
+    shutil.copytree(volume_shards, broken)
+    train_files = [e["file"] for e in read_manifest(broken)["shards"] if e["split"] == "train"]
+    assert train_files
+    for name in train_files:
+        with h5py.File(broken / name, "a") as f:
+            del f["samples/volume_series"]
+    found = {}
+    for label, shards in (("intact", volume_shards), ("broken", broken)):
+        out = tmp_path / label
+        evaluate_experiment(
+            decoding_model, shards, EXPERIMENT, {}, out / "metrics.json", out / "p.npz"
+        )
+        found[label] = (
+            json.loads((out / "metrics.json").read_text()),
+            dict(np.load(out / "p.npz")),
+        )
+    (intact, intact_arrays), (broken_metrics, broken_arrays) = found["intact"], found["broken"]
+    assert broken_metrics == intact and set(intact["scores"]) >= {"model", "logistic"}
+    assert set(broken_arrays) == set(intact_arrays)
+    for key, value in intact_arrays.items():
+        np.testing.assert_array_equal(broken_arrays[key], value)
 
 
 def test_the_decoding_config_plans_train_evaluate_figures_and_summary_jobs(tmp_path):

@@ -134,3 +134,93 @@ def test_image_mmd_separates_shifted_image_sets_and_diversity_sees_identical_sam
     assert sample_diversity(a[:4], a[0]) == pytest.approx(np.sqrt(2), rel=0.3)
     with pytest.raises(ValueError, match="at least 2"):
         mmd(a[:1], b)
+
+
+def _image_split(images, repeats):
+    """A split whose subjects each repeat their image once per window, as in the shards."""
+    from modalmerge.stages.common import SplitArrays
+
+    subjects = [f"sub-{i:02d}" for i in range(len(images)) for _ in range(repeats)]
+    target = np.repeat(images, repeats, axis=0)
+    return SplitArrays(subjects=subjects, window_start=np.zeros(len(target)), target=target)
+
+
+def test_image_distances_count_each_subject_once_and_share_one_bandwidth():
+    from modalmerge.evaluation.generative import mmd
+    from modalmerge.stages.evaluate_samples import image_distances
+
+    rng = np.random.default_rng(3)
+    train_images, test_images = rng.normal(size=(40, 1, 4, 4, 4)), rng.normal(size=(20, 1, 4, 4, 4))
+    train, test = _image_split(train_images, 3), _image_split(test_images, 3)
+    # samples: independent draws of the image distribution, 4 per window
+    samples = rng.normal(size=(len(test.subjects), 4, 1, 4, 4, 4))
+    found = image_distances(
+        samples, test, train, {"group_mean": np.repeat(train_images.mean(0, keepdims=True), 20, 0)}
+    )
+    model = found["model"]
+    assert found["n_real_test"] == found["n_generated_per_set"] == 20
+    assert found["n_real_train"] == 40
+    # real vs real and generated vs real are ~0: the windows' duplicated images would
+    # otherwise put kernel values of 1 into the within-set terms
+    assert abs(model["image_mmd_reference"]) < 0.05 and abs(model["image_mmd"]) < 0.05
+    once = mmd(train_images, test_images, found["bandwidth"])
+    assert model["image_mmd_reference"] == pytest.approx(once)
+    assert mmd(train.target, test.target, found["bandwidth"]) > once + 0.01  # duplicates
+    # one image for every subject (the group mean) is far from the real distribution
+    assert found["predictors"]["group_mean"]["image_mmd"] > 0.04 > abs(model["image_mmd"])
+    # the bandwidth comes from the training images only: the same for other samples
+    shifted = image_distances(samples + 1.0, test, train)
+    assert shifted["bandwidth"] == found["bandwidth"]
+    assert shifted["model"]["image_mmd"] > 0.1 + model["image_mmd"]
+
+
+def test_the_evaluate_stage_scores_an_image_diffusion_experiment_per_subject(tmp_path):
+    import json
+
+    from test_shards import PARAMS, make_inputs
+
+    from modalmerge.data.shards.subjects import write_shards
+    from modalmerge.stages.evaluate import evaluate_experiment
+    from modalmerge.stages.train import train_experiment
+
+    write_shards(*make_inputs(tmp_path), tmp_path / "shards", PARAMS)
+    experiment = {
+        "name": "tiny_image_diffusion", "condition": "time_series", "target": "image",
+        "encoder": "transformer", "decoder": "diffusion_unet", "method": "diffusion",
+        "embedding_dim": 8, "heads": 2, "encoder_options": {"tokenize": "roi"},
+        "decoder_options": {"channels": [8], "norm_num_groups": 4},
+        "method_options": {"train_steps": 20, "sample_steps": 2},
+    }  # fmt: skip
+    settings = {"seed": 0, "epochs": 1, "batch_size": 4, "lr": 0.003, "patience": 5}
+    model = train_experiment(tmp_path / "shards", experiment, settings, tmp_path / "model")
+    out = tmp_path / "eval"
+    record = evaluate_experiment(
+        model, tmp_path / "shards", experiment, {"samples": 3}, out / "m.json", out / "p.npz"
+    )
+    written = json.loads((out / "m.json").read_text())
+    units = written["per_unit"]["units"]
+    assert len(units) == 2 and len(written["per_unit"]["model"]["sample_diversity"]) == 2
+    scores = record["scores"]
+    for key in ("ssim", "psnr", "sample_diversity", "image_mmd", "image_mmd_reference"):
+        assert np.isfinite(scores["model"][key]), key
+    assert np.isfinite(scores["model"]["image_mmd_sample_mean"])
+    assert np.isfinite(scores["group_mean"]["image_mmd"])
+    assert written["image_mmd"]["n_real_test"] == 2 and written["image_mmd"]["bandwidth"] > 0
+    arrays = np.load(out / "p.npz")
+    # one kept window per held-out subject: (subjects, S, C, *spatial)
+    assert arrays["samples"].shape[:2] == (2, 3)
+    assert arrays["samples"].shape[2:] == arrays["sample_target"].shape[1:]
+    assert sorted(arrays["sample_subjects"].tolist()) == sorted(units)
+
+
+def test_image_samples_figure_has_a_row_per_subject_and_checks_shapes():
+    from modalmerge.viz.samples import image_samples_beside_truth
+
+    rng = np.random.default_rng(0)
+    samples, truth = rng.normal(size=(2, 5, 1, 4, 6, 4)), rng.normal(size=(2, 1, 4, 6, 4))
+    fig = image_samples_beside_truth(samples, truth, ["sub-1", "sub-2"], n_shown=3)
+    assert len(fig.axes) == 2 * (2 + 3)
+    assert fig.axes[0].get_title() == "truth" and fig.axes[1].get_title() == "mean of 5"
+    assert len(image_samples_beside_truth(samples, truth, max_rows=1).axes) == 2 + 4
+    with pytest.raises(ValueError, match="do not match"):
+        image_samples_beside_truth(samples[:, :, :, :3], truth)

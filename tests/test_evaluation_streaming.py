@@ -157,21 +157,30 @@ def trained(tmp_path_factory):
     return root, shards, experiment, model
 
 
-def _evaluate(trained, name, **kwargs):
+def _evaluate(trained, name, **settings):
     from modalmerge.stages.evaluate import evaluate_experiment
 
     root, shards, experiment, model = trained
     out = root / name
-    settings = {"ridge_alphas": ALPHAS, "pca_components": 4}
-    evaluate_experiment(model, shards, experiment, settings, out / "m.json", out / "p.npz",
-                        **kwargs)  # fmt: skip
+    settings = {"ridge_alphas": ALPHAS, "pca_components": 4, **settings}
+    evaluate_experiment(model, shards, experiment, settings, out / "m.json", out / "p.npz")
     return json.loads((out / "m.json").read_text()), dict(np.load(out / "p.npz"))
 
 
-def test_the_evaluate_stage_scores_the_same_when_it_streams_the_train_split(trained, caplog):
-    memory, memory_arrays = _evaluate(trained, "memory")
+@pytest.mark.parametrize("threshold", [0, 0.01], ids=["zero", "tiny"])
+def test_the_evaluate_stage_scores_the_same_when_it_streams_the_train_split(
+    trained, caplog, threshold
+):
+    """``evaluate.in_memory_mb`` (default 32 MB) is a setting: a tiny threshold makes this
+    tiny experiment (~0.1 MB of training windows) stream, with the same scores."""
+    from modalmerge.settings import EvaluateSettings
+
+    assert EvaluateSettings().in_memory_mb == 32.0  # the default: this experiment fits in memory
     with caplog.at_level("INFO", logger="modalmerge.stages.evaluate"):
-        streamed, streamed_arrays = _evaluate(trained, "streamed", in_memory_mb=0)
+        memory, memory_arrays = _evaluate(trained, "memory")
+    assert "streaming the train split" not in caplog.text
+    with caplog.at_level("INFO", logger="modalmerge.stages.evaluate"):
+        streamed, streamed_arrays = _evaluate(trained, "streamed", in_memory_mb=threshold)
     assert "streaming the train split" in caplog.text
     assert set(memory_arrays) == set(streamed_arrays) >= {"ridge", "ridge_parcel", "group_mean"}
     for key, value in memory_arrays.items():

@@ -279,3 +279,53 @@ def test_the_evaluate_stage_scores_a_volume_diffusion_experiment_from_its_sample
     )
     summarize([out / "m.json"], tmp_path / "summary.csv")
     assert "model-climatology,crps," in (tmp_path / "summary.csv").read_text()
+
+
+def test_a_sampler_ignoring_the_window_start_does_not_beat_the_climatology_on_crps():
+    """Samples drawn from every training window whatever the held-out window's start (real
+    BOLD windows, realistic but not in step with the task) lose to the climatology of the
+    windows at the same start; the perfect ensemble of the same data beats it."""
+    data, perfect = _known_mean_data()
+    rng = np.random.default_rng(5)
+    pool = data.train.target
+    n, s = perfect.shape[:2]
+    # (n, S, T, D, H, W): S distinct training windows per held-out window, any start
+    agnostic = np.stack([pool[rng.choice(len(pool), s, replace=False)] for _ in range(n)])
+    found = {}
+    for name, samples in (("agnostic", agnostic), ("perfect", perfect)):
+        scored = _sample_scores(data, samples.astype(np.float32))
+        diff = scored.extra["generative"]["crps_climatology_minus_model"]
+        found[name] = verdict(paired_difference(*(
+            scored.per_unit["model"][k] for k in ("crps_climatology", "crps")
+        )))  # fmt: skip
+        assert diff["n"] == 6
+        if name == "agnostic":
+            assert diff["ci_high"] < 0  # worse than the climatology at the same start
+            assert 0.8 < scored.scores["model"]["realism_ratio_temporal_sd"] < 1.25
+    assert found == {"agnostic": DOES_NOT_BEAT, "perfect": BEATS}
+
+
+def test_the_volume_figure_draws_truth_group_mean_mean_and_samples_on_one_slice():
+    from modalmerge.stages.figures_modalities import volume_rows_figure
+
+    rng = np.random.default_rng(0)
+    mask = np.ones(GRID, bool)
+    mask[0, 0, 0] = False
+    arrays = {
+        "target": rng.normal(size=(2, T, *GRID)), "group_mean": np.zeros((2, T, *GRID)),
+        "prediction": rng.normal(size=(2, T, *GRID)), "subjects": np.array(["sub-01"] * 2),
+        "window_start": np.array([12, 22]), "brain_mask": mask,
+    }  # fmt: skip
+    fig = volume_rows_figure(arrays, "det")
+    assert len(fig.axes) == 3 * 5 + 1  # truth, group mean, prediction x 5 volumes + colour bar
+    arrays["samples"] = rng.normal(size=(2, 3, T, *GRID))
+    fig = volume_rows_figure(arrays, "gen")
+    panels = fig.axes[:-1]
+    assert len(panels) == 5 * 5 and panels[10].get_ylabel() == "mean of samples"
+    assert "window start 12" in fig._suptitle.get_text()
+    shown = panels[0].get_images()[0].get_array()  # truth, volume 0, slice z = 1
+    want = np.where(mask, arrays["target"][0][0], np.nan)[:, :, GRID[2] // 2].T
+    np.testing.assert_allclose(np.ma.filled(shown, np.nan), want)
+    assert np.isnan(np.ma.filled(panels[0].get_images()[0].get_array(), np.nan)).sum() == (
+        (~mask[:, :, GRID[2] // 2]).sum()
+    )

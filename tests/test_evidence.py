@@ -277,6 +277,29 @@ def test_per_unit_lists_must_match_the_units(tmp_path):
         write_metrics(tmp_path / "m.json", record)
 
 
+def test_per_roi_and_per_unit_lists_are_checked_by_one_rule():
+    """Both blocks are ``{predictor: {metric: [numbers]}}`` and refuse the same faults in the
+    same words (one checker since cleanup2); per_roi lists share a length, per_unit lists
+    have one value per unit."""
+    from modalmerge.evaluation.summary import validate_metrics
+
+    record = _record([0.5, 0.6], [0.4, 0.5])
+    record["per_roi"] = {"model": {"pearson_r": [0.1, "x"], "mse": [1.0]}, "nope": {}}
+    record["per_roi"]["ridge"] = {"pearson_r": [0.1, 0.2]}
+    record["per_unit"]["nope"] = {"pearson_r": [1.0, 2.0]}
+    record["per_unit"]["model"]["pearson_r"] = ["x", 0.5]
+    record["per_unit"]["ridge"]["mse"] = [1.0]
+    assert sorted(validate_metrics(record)) == [  # sorted: the order of faults is no contract
+        "per_roi lists differ in length: [1, 2]",
+        "per_roi['model']['pearson_r'] must be a list of numbers",
+        "per_roi['nope'] must be a known predictor mapping metric -> list",
+        "per_unit['model']['pearson_r'] must be a list of numbers",
+        "per_unit['nope'] must be a known predictor mapping metric -> list",
+        "per_unit['ridge']['mse'] has 1 values for 2 units",
+    ]
+    assert validate_metrics(_record([0.5, 0.6], [0.4, 0.5], per_roi={})) == []
+
+
 def _subject_level_input(rng, target_shape, n_train=12, n_test=5):
     """One sample per subject; conditions are random features, targets random arrays."""
 

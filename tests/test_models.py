@@ -257,6 +257,28 @@ def test_save_and_load_round_trip_gives_identical_outputs(tmp_path):
     assert set(data) == {"config", "state_dict"}
 
 
+def test_two_saves_of_equal_weights_are_byte_identical_whatever_the_temporary_name(
+    tmp_path, monkeypatch
+):
+    """model.pt of two identical trainings (other processes, so other temporary names
+    ``.tmp-<pid>-model.pt``) must be the same bytes: the archive's folder is not the
+    temporary file's name. Both load, memory-mapped, to the same weights."""
+    import os
+    import zipfile
+
+    torch.manual_seed(0)
+    model = tiny_model("time_series", "tabular", "film").eval()
+    paths = []
+    for pid in (1234, 56789):
+        monkeypatch.setattr(os, "getpid", lambda pid=pid: pid)
+        paths.append(model.save(tmp_path / f"run{pid}" / "model.pt"))
+    assert paths[0].read_bytes() == paths[1].read_bytes()
+    assert not any(".tmp-" in name for name in zipfile.ZipFile(paths[0]).namelist())
+    loaded = MultiModalModel.load(paths[1])  # mmap=True
+    for key, value in model.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[key], value, rtol=0, atol=0)
+
+
 def test_loading_a_broken_model_file_names_the_file(tmp_path):
     bad = tmp_path / "model.pt"
     bad.write_bytes(b"not a checkpoint")

@@ -272,3 +272,20 @@ def test_validation_loss_is_the_same_draw_every_time():
     second = model(x, target=y).prediction
     assert torch.equal(first.wanted, second.wanted)
     assert torch.equal(first.predicted, second.predicted)
+
+
+def test_the_image_denoisers_flash_attention_keeps_weights_and_outputs():
+    from modalmerge.models.decoders.denoisers import ImageDenoiser
+
+    torch.manual_seed(0)
+    shape = (1, 4, 8, 4)
+    plain = ImageDenoiser(shape, 8, channels=[8, 8], norm_num_groups=4)
+    flash = ImageDenoiser(shape, 8, channels=[8, 8], norm_num_groups=4, flash_attention=True)
+    flash.load_state_dict(plain.state_dict())  # the same parameters
+    for p in plain.parameters():  # MONAI zero-initialises the output conv: make it read
+        p.data.normal_(0, 0.3)
+    flash.load_state_dict(plain.state_dict())
+    x, t, context = torch.randn(2, *shape), torch.tensor([3, 700]), torch.randn(2, 5, 8)
+    a, b = plain(x, t, context)[0], flash(x, t, context)[0]
+    assert a.abs().mean() > 1e-3
+    assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)

@@ -63,6 +63,7 @@ def test_the_package_and_the_workflow_share_the_defaults_the_workflow_ran():
         ("train", {"lr": "fast"}, "train.lr: must be a number > 0, got 'fast'"),
         ("train", {"epochs": True}, "train.epochs: must be an integer >= 1, got true"),
         ("evaluate", {"ridge_alphas": [1, -1]}, "evaluate.ridge_alphas[1]: must be > 0"),
+        ("evaluate", {"in_memory_mb": -1}, "evaluate.in_memory_mb: must be >= 0, got -1"),
         ("experiments", {"name": "x", "condition": "image"}, "experiments[].target: required"),
         ("nonsense", {}, "nonsense: unknown config section"),
     ],

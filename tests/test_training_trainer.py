@@ -19,7 +19,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from modalmerge.io import InputError
-from modalmerge.training.checkpoint import capture_rng_state, load_checkpoint, restore_rng_state
+from modalmerge.training.checkpoint import (
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
 from modalmerge.training.trainer import Trainer
 
 torch.set_num_threads(1)
@@ -144,6 +149,17 @@ def test_checkpoint_loads_with_weights_only_and_round_trips_the_model(tmp_path):
     # training restored the best epoch's weights; the checkpoint stores the last epoch's
     best = raw["best_model_state"] or raw["model_state"]
     assert all(torch.equal(v, best[k]) for k, v in model.state_dict().items())
+
+
+def test_a_checkpoint_s_bytes_do_not_depend_on_the_temporary_file_s_name(tmp_path, monkeypatch):
+    """last.pt (and a plain model's model.pt) is written through a file object: the zip
+    archive's folder is not the temporary name ``.tmp-<pid>-last.pt``."""
+    checkpoint = {"model_state": TinyModel().state_dict(), "epoch": 3}
+    written = []
+    for pid in (11, 2222):
+        monkeypatch.setattr(os, "getpid", lambda pid=pid: pid)
+        written.append(save_checkpoint(tmp_path / str(pid) / "last.pt", checkpoint).read_bytes())
+    assert written[0] == written[1]
 
 
 def test_save_model_writes_config_and_state(tmp_path):

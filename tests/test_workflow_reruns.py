@@ -328,6 +328,17 @@ def test_batched_subjects_rerun_one_stage_when_its_settings_change(batched_run):
                     for kind in ("commands", "batch") for i in (0, 1)}  # fmt: skip
 
 
+def test_batched_data_stages_do_not_rerun_when_an_experiment_changes(batched_run):
+    """Editing a model setting (an experiment's epochs, the training seed) plans no data-stage
+    job: batch params hold the data stages' settings and code only."""
+    work, _, targets, args = batched_run
+    config = load_yaml(work / "batched.yaml")
+    config["experiments"][0]["epochs"] = config["experiments"][0].get("epochs", 1) + 7
+    config["train"]["seed"] = config["train"]["seed"] + 1
+    changed = str(write_config(work, config, "batched-epochs.yaml"))
+    assert _dry(work, [*targets, "--configfile", changed]) == {}
+
+
 @pytest.mark.parametrize("keep", ["no", "keep_intermediate", "volume_series"])
 def test_batches_run_preprocess_and_parcellate_together_unless_the_bold_is_kept(tmp_path, keep):
     """With a temporary cleaned BOLD one job per batch runs preprocess and parcellate (and

@@ -24,7 +24,7 @@ few passes over it and holds only running sums and one block of rows.
     The same model as the in-memory one, so predictions agree to floating-point rounding
     (tests/test_evaluation_streaming.py: <= 1e-8 relative); not to the last bit, which is
     why the evaluate stage keeps the in-memory fit when the training split is small
-    (:data:`modalmerge.stages.evaluate_stream.IN_MEMORY_MB`).
+    (``evaluate.in_memory_mb``, :class:`~modalmerge.settings.EvaluateSettings`).
 
 Why by hand: scikit-learn's incremental estimators (``IncrementalPCA``, ``SGDRegressor``)
 give other answers than the exact fit they would replace (an incremental PCA is an

@@ -234,21 +234,30 @@ def validate_metrics(record: Mapping) -> list[str]:
     per_roi = record.get("per_roi", {})
     if not isinstance(per_roi, Mapping):
         return faults + ["'per_roi' must be an object"]
-    lengths = set()
-    for predictor, metrics in per_roi.items():
+    found, lengths = _list_block_faults(per_roi, "per_roi")
+    faults += found
+    if len(set(lengths.values())) > 1:
+        faults.append(f"per_roi lists differ in length: {sorted(set(lengths.values()))}")
+    return faults + _per_unit_faults(record.get("per_unit", {}))
+
+
+def _list_block_faults(block: Mapping, name: str) -> tuple[list[str], dict[tuple, int]]:
+    """What is wrong with the ``{predictor: {metric: [number, ...]}}`` entries of the
+    ``per_roi`` or ``per_unit`` block ``name`` (its ``units`` key aside), and the length of
+    each well-formed list by ``(predictor, metric)``."""
+    faults, lengths = [], {}
+    for predictor, metrics in block.items():
+        if predictor == "units" and name == "per_unit":
+            continue
         if predictor not in PREDICTORS or not isinstance(metrics, Mapping):
-            faults.append(
-                f"per_roi['{predictor}'] must be a known predictor mapping metric -> list"
-            )
+            faults.append(f"{name}['{predictor}'] must be a known predictor mapping metric -> list")
             continue
         for m, values in metrics.items():
             if not isinstance(values, (list, tuple)) or not all(_is_number(v) for v in values):
-                faults.append(f"per_roi['{predictor}']['{m}'] must be a list of numbers")
+                faults.append(f"{name}['{predictor}']['{m}'] must be a list of numbers")
             else:
-                lengths.add(len(values))
-    if len(lengths) > 1:
-        faults.append(f"per_roi lists differ in length: {sorted(lengths)}")
-    return faults + _per_unit_faults(record.get("per_unit", {}))
+                lengths[(predictor, m)] = len(values)
+    return faults, lengths
 
 
 def _per_unit_faults(per_unit) -> list[str]:
@@ -260,24 +269,12 @@ def _per_unit_faults(per_unit) -> list[str]:
     units = per_unit.get("units")
     if not isinstance(units, list) or not units or not all(isinstance(u, str) for u in units):
         return ["per_unit['units'] must be a non-empty list of unit ids"]
-    faults = []
-    for predictor, metrics in per_unit.items():
-        if predictor == "units":
-            continue
-        if predictor not in PREDICTORS or not isinstance(metrics, Mapping):
-            faults.append(
-                f"per_unit['{predictor}'] must be a known predictor mapping metric -> list"
-            )
-            continue
-        for m, values in metrics.items():
-            if not isinstance(values, (list, tuple)) or not all(_is_number(v) for v in values):
-                faults.append(f"per_unit['{predictor}']['{m}'] must be a list of numbers")
-            elif len(values) != len(units):
-                faults.append(
-                    f"per_unit['{predictor}']['{m}'] has {len(values)} values for "
-                    f"{len(units)} units"
-                )
-    return faults
+    faults, lengths = _list_block_faults(per_unit, "per_unit")
+    return faults + [
+        f"per_unit['{predictor}']['{m}'] has {n} values for {len(units)} units"
+        for (predictor, m), n in lengths.items()
+        if n != len(units)
+    ]
 
 
 def write_metrics(path: str | os.PathLike, record: Mapping) -> Path:

@@ -12,7 +12,14 @@ from torch import nn
 
 from modalmerge.io import InputError, atomic_path, require_file
 from modalmerge.models.conditioning import Conditioning, needs_token_counts
-from modalmerge.models.diffusion import MeanHead, Samples, check_generative, is_generative
+from modalmerge.models.diffusion import Samples
+from modalmerge.models.generative import (
+    DEFAULT_DENOISERS,
+    build_generative,
+    draw_samples,
+    generative_forward,
+    generative_target,
+)
 from modalmerge.models.layers import TokenProvenance, decode
 from modalmerge.models.registry import build, check_modality, get_decoder, get_encoder
 from modalmerge.models.text import Tokenizer
@@ -51,12 +58,6 @@ SHAPE_LAYOUTS = {
     "graph": "(N, F + N): N nodes, F node features, the N adjacency rows",
     "point_cloud": "(N, 3 + F)",
     "volume_series": "(T, D, H, W)",
-}
-#: the denoiser of each target modality that ``conditioning='diffusion'`` can generate
-DEFAULT_DENOISERS = {
-    "image": "diffusion_unet",
-    "time_series": "denoiser",
-    "volume_series": "diffusion_unet",  # a window (T, D, H, W): its T volumes are the channels
 }
 
 
@@ -192,12 +193,7 @@ class MultiModalModel(nn.Module):
             )
         self.condition_type, self.target_type = condition_type, target_type
         self.condition_encoder_name = condition_encoder or DEFAULT_ENCODERS[condition_type]
-        self.generative = is_generative(conditioning)
-        if self.generative and target_type not in DEFAULT_DENOISERS:
-            raise ValueError(
-                f"conditioning {conditioning!r} generates {sorted(DEFAULT_DENOISERS)} targets, "
-                f"not {target_type!r}"
-            )
+        self.generative = generative_target(conditioning, target_type)
         defaults = DEFAULT_DENOISERS if self.generative else DEFAULT_DECODERS
         self.target_decoder_name = target_decoder or defaults[target_type]
         self.conditioning_method = conditioning
@@ -257,18 +253,12 @@ class MultiModalModel(nn.Module):
                 decoder_options,
             )
 
-        if self.generative:
-            self.decoder = build_decoder()
-            self.conditioner = check_generative(
-                self.decoder, conditioning, conditioning_layers, embedding_dim, conditioning_options
-            )
-            self.mean_head = None
-            if getattr(self.conditioner, "residual", False):  # built last: seeds stay as before
-                name = self.conditioner.mean_decoder or DEFAULT_DECODERS[target_type]
-                kwargs = {**common, **self._modality_kwargs(target_type, "target")}
-                self.mean_head = MeanHead.build(
-                    name, target_type, self.target_shape, embedding_dim, kwargs, self.conditioner
-                )
+        if self.generative:  # denoiser, diffusion layer, mean head: models/generative.py
+            mean_kwargs = {**common, **self._modality_kwargs(target_type, "target")}
+            build_generative(
+                self, build_decoder, conditioning_options, conditioning_layers, embedding_dim,
+                (DEFAULT_DECODERS[target_type], mean_kwargs),
+            )  # fmt: skip
             return
         counts = {}
         decoder = None
@@ -405,22 +395,12 @@ class MultiModalModel(nn.Module):
         b = tokens.shape[0]
         if self.validate_inputs:
             check_time_offset(time_offset, b)
-        if self.generative:
-            if target is not None:  # the denoising loss path (training, validation)
-                if self.validate_inputs:
-                    self._check(target, self.target_type, self.target_shape, "target")
-                mean = None if self.mean_head is None else self.mean_head(tokens, mask, time_offset)
-                terms = self.conditioner.denoising_terms(
-                    self.decoder, target, tokens, mask, time_offset, mean
-                )
-                if mean is not None and terms.mean_loss == "target":
-                    terms = terms._replace(mean_loss=self.target_type)
-                return ModelOutput(terms, None)
-            drawn = self._sample(
-                tokens, mask, self.conditioner.n_ensemble, None, None, 0.0,
-                self.conditioner.sample_seed, time_offset, return_attention, False,
-            )  # fmt: skip
-            return ModelOutput(drawn.samples.mean(dim=1), drawn.attention)
+        if self.generative:  # with a target the denoising loss terms, else a sample mean
+            if target is not None and self.validate_inputs:
+                self._check(target, self.target_type, self.target_shape, "target")
+            return ModelOutput(
+                *generative_forward(self, tokens, mask, target, time_offset, return_attention)
+            )
         if self.target_type == "text":
             if target is None:
                 target = self.decoder.generate(tokens, self.conditioner, mask)
@@ -485,24 +465,10 @@ class MultiModalModel(nn.Module):
         tokens, mask = self.encode(condition)
         if self.validate_inputs:
             check_time_offset(time_offset, tokens.shape[0])
-        return self._sample(
-            tokens, mask, n_samples, steps, guidance, eta, seed, time_offset,
+        return draw_samples(
+            self, tokens, mask, n_samples, steps, guidance, eta, seed, time_offset,
             return_attention, return_trajectory,
         )  # fmt: skip
-
-    def _sample(self, tokens, mask, n, steps, guidance, eta, seed, offset, attention, path):
-        generator = seed
-        if seed is not None and not isinstance(seed, torch.Generator):
-            generator = torch.Generator(device=tokens.device).manual_seed(int(seed))
-        drawn = self.conditioner.sample(
-            self.decoder, tokens, mask, self.target_shape, n, steps, guidance, eta,
-            generator, offset, attention, path,
-        )  # fmt: skip
-        if self.mean_head is None:
-            return drawn
-        mean = self.mean_head(tokens, mask, offset).float()  # residual: samples = mu + r
-        trajectory = None if drawn.trajectory is None else drawn.trajectory + mean[None, :, None]
-        return drawn._replace(samples=drawn.samples + mean[:, None], trajectory=trajectory)
 
     @torch.no_grad()
     def generate(
@@ -552,10 +518,15 @@ class MultiModalModel(nn.Module):
         return cls(**config)
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Write ``{"config", "state_dict"}`` to ``path`` atomically; return the path."""
+        """Write ``{"config", "state_dict"}`` to ``path`` atomically; return the path.
+
+        Saved through an open file, not a path: ``torch.save`` names the zip archive's
+        top folder after a path's file name (here the temporary one, which holds the pid),
+        so equal weights give equal bytes only when saved through a file object.
+        """
         state = {k: v.detach().cpu() for k, v in self.state_dict().items()}
-        with atomic_path(path) as tmp:
-            torch.save({"config": self.config, "state_dict": state}, tmp)
+        with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+            torch.save({"config": self.config, "state_dict": state}, fh)
         return Path(path)
 
     @classmethod

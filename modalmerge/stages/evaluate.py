@@ -107,7 +107,6 @@ def evaluate_experiment(
     preprocess: PreprocessSettings | dict | None = None,
     parcellate: ParcellateSettings | dict | None = None,
     split: str = "test",
-    in_memory_mb: float = evaluate_stream.IN_MEMORY_MB,
 ) -> dict:
     """Score a trained experiment on the test split; write metrics.json and predictions.npz.
 
@@ -120,7 +119,10 @@ def evaluate_experiment(
     experiment : ExperimentSettings or dict
         The experiment's entry in ``config.yaml``.
     settings : EvaluateSettings or dict
-        ``config['evaluate']``: ``ridge_alphas``, ``pca_components``.
+        ``config['evaluate']``: ``ridge_alphas``, ``pca_components``, ... and
+        ``in_memory_mb``: a time-series target whose training windows hold more (MB, as
+        read) has its baselines fitted by streaming over the training shards
+        (:mod:`modalmerge.stages.evaluate_stream`); 0 always streams.
     truth_dir : path, optional
         ``truth/`` of a synthetic dataset; when it holds ``<subject>.npz`` with
         ``evoked``, ``regional_truth`` is reported, and with
@@ -132,10 +134,6 @@ def evaluate_experiment(
     split : {"test", "val"}
         The held-out split scored: the workflow scores test; ``"val"`` serves
         setting choices (``benchmarks/real_demo_window_sweep.py``), never test.
-    in_memory_mb : float
-        A time-series target whose training windows hold more (MB, as read) has its
-        baselines fitted by streaming over the training shards
-        (:mod:`modalmerge.stages.evaluate_stream`); 0 always streams.
 
     Returns
     -------
@@ -161,7 +159,6 @@ def evaluate_experiment(
             out_predictions,
             (truth_dir, processing),
             split,
-            in_memory_mb,
         )
 
 
@@ -174,7 +171,6 @@ def _evaluate(
     out_predictions,
     truth,
     split,
-    in_memory_mb=evaluate_stream.IN_MEMORY_MB,
 ) -> dict:
     model, tokenizer = load_experiment_model(model_path, experiment.plugins)
     condition, target, method = experiment.condition, experiment.target, experiment.method
@@ -187,6 +183,7 @@ def _evaluate(
     attention = homologs or links is not None or (regions and weighted and condition == "tabular")
     vocab = tokenizer.vocab_size if tokenizer is not None else None
     parcels = condition == "image" and not regions
+    in_memory_mb = settings.in_memory_mb
     train, stream = _train_split(shard_dir, experiment, tokenizer, model, parcels, in_memory_mb)
     held_out = (shard_dir, split, experiment, tokenizer)
     test, samples = held_out_split(*held_out, model, attention, settings)
@@ -233,7 +230,9 @@ def _scoring_input(condition, splits, settings, vocab) -> ScoringInput:
         condition=condition,
         train=train,
         test=test,
-        x_train=None if stream else condition_features(condition, train.condition, vocab),
+        x_train=None
+        if stream or train.condition is None
+        else condition_features(condition, train.condition, vocab),
         x_test=condition_features(condition, test.condition, vocab),
         baselines=BaselineSettings(
             alphas=np.asarray(settings.ridge_alphas, dtype=float),
@@ -246,7 +245,13 @@ def _scoring_input(condition, splits, settings, vocab) -> ScoringInput:
 def _train_split(shard_dir, experiment, tokenizer, model, parcels: bool, in_memory_mb: float):
     """The training split in memory (``SplitArrays``, stream None), or, for a time-series
     target whose training windows exceed ``in_memory_mb``, an empty ``SplitArrays`` and the
-    split as a stream (:func:`modalmerge.stages.evaluate_stream.train_stream`, issue 14)."""
+    split as a stream (:func:`modalmerge.stages.evaluate_stream.train_stream`, issue 14).
+
+    A decoding experiment (``target_data: task_condition``) gets an empty ``SplitArrays``:
+    its scorer and baselines read the training split's ROI series and codes only
+    (:func:`~modalmerge.evaluation.decoding.roi_windows`), not its volumes."""
+    if experiment.target_data == "task_condition":
+        return SplitArrays(), None
     if experiment.target == "time_series" and not model.generative:
         size = evaluate_stream.train_bytes(shard_dir, experiment, tokenizer)
         if size > in_memory_mb * 2**20:

@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 #: windows whose samples are kept in predictions.npz for the figures
 KEPT_WINDOWS = 8
+#: image targets: held-out subjects whose first window's samples are kept (all, up to this)
+KEPT_IMAGE_SUBJECTS = 64
 
 
 def held_out_split(shard_dir, split, experiment, tokenizer, model, attention, settings):
@@ -128,10 +130,11 @@ def _group_window(train: SplitArrays, start: int) -> np.ndarray:
 
 def add_image_sample_scores(scored, samples, test: SplitArrays, train: SplitArrays) -> None:
     """Image targets: ``sample_diversity`` per held-out window (averaged per subject, in
-    ``per_unit`` when the scorer has subject units) and ``image_mmd``, the unbiased MMD²
-    between one sample per held-out window and the real held-out images, beside
-    ``image_mmd_reference``, the same between the training and the held-out images (what
-    two sets of real images give). SSIM/PSNR are the sample mean's (the prediction)."""
+    ``per_unit`` when the scorer has subject units), and the distance between generated
+    and real held-out images (:func:`image_distances`). SSIM/PSNR are the sample mean's
+    (the prediction). The samples of the first window of each held-out subject (up to
+    ``KEPT_IMAGE_SUBJECTS``) go to ``predictions.npz`` for the figures and for intervals
+    of the MMD (``samples``, ``sample_target``, ...)."""
     diversity = np.array(
         [sample_diversity(s, t) for s, t in zip(samples, test.target, strict=True)]
     )
@@ -142,5 +145,87 @@ def add_image_sample_scores(scored, samples, test: SplitArrays, train: SplitArra
         scored.per_unit.setdefault("model", {})["sample_diversity"] = values
     model = scored.scores.setdefault("model", {})
     model["sample_diversity"] = float(diversity.mean())
-    model["image_mmd"] = mmd(samples[:, 0], test.target)
-    model["image_mmd_reference"] = mmd(train.target, test.target)
+    predictors = _subject_predictions(scored)
+    sample_mean = predictors.pop("model", None)
+    found = image_distances(samples, test, train, predictors)
+    model.update(found.pop("model"))
+    if sample_mean is not None:  # the prediction: the mean of each subject's samples
+        model["image_mmd_sample_mean"] = image_distances(
+            samples, test, train, {"mean": sample_mean}
+        )["predictors"]["mean"]["image_mmd"]
+    for name, values in found.pop("predictors").items():
+        scored.scores.setdefault(name, {}).update(values)
+    scored.extra["image_mmd"] = found
+    first = _first_rows(test.subjects)[:KEPT_IMAGE_SUBJECTS]
+    scored.arrays.update(
+        samples=samples[first].astype(np.float32),
+        sample_target=test.target[first],
+        sample_subjects=subjects[first],
+        sample_window_start=test.window_start[first],
+    )
+
+
+def _first_rows(subjects) -> np.ndarray:
+    """The index of each subject's first row, in the order the subjects first appear."""
+    _, first = np.unique(np.asarray(subjects), return_index=True)
+    return np.sort(first)
+
+
+def _subject_predictions(scored) -> dict[str, np.ndarray]:
+    """The per-subject images of every predictor the image scorer wrote (``prediction``:
+    the model's sample mean, as ``model``; ``group_mean``, ridge ...), keyed by their
+    score names."""
+    arrays = scored.arrays
+    n = len(arrays.get("subjects", ()))
+    found = {"model": arrays["prediction"]} if "prediction" in arrays else {}
+    for name in scored.scores:
+        if name != "model" and name in arrays and len(arrays[name]) == n:
+            found[name] = arrays[name]
+    return found
+
+
+def image_distances(samples, test: SplitArrays, train: SplitArrays, predictors=None) -> dict:
+    """The Gaussian-kernel MMD² between generated and real held-out images, one image per
+    subject on both sides, at ONE bandwidth fixed from the real training images.
+
+    The shards repeat a subject's image for each of its windows; duplicates would put
+    kernel values of 1 into the within-set terms of the unbiased estimate, so every set
+    here holds one image per subject: the real held-out images, the training images
+    (the real-vs-real reference), and for the generated side sample ``s`` of each held-out
+    subject's first window, for every ``s`` (``image_mmd`` is the mean over the ``S``
+    such sets, ``image_mmd_sd`` their SD). The bandwidth is the median pairwise distance
+    between training images (the median heuristic on real data only), so the model's
+    value, the reference and the deterministic predictors' values share one kernel.
+    ``predictors``: per-subject images of deterministic predictors (rows in the order of
+    the held-out subjects' first appearance), each scored as ``image_mmd`` too.
+
+    Returns ``{"model": {...}, "predictors": {name: {"image_mmd": v}}, "bandwidth": b,
+    "n_generated_per_set": n, "n_real_test": n, "n_real_train": n}``.
+    """
+    test_rows, train_rows = _first_rows(test.subjects), _first_rows(train.subjects)
+    real_test, real_train = test.target[test_rows], train.target[train_rows]
+    flat = real_train.reshape(len(real_train), -1).astype(np.float64)
+    sq = (flat**2).sum(axis=1)
+    d2 = np.maximum(sq[:, None] + sq[None] - 2 * flat @ flat.T, 0)
+    bandwidth = float(np.sqrt(np.median(d2[np.triu_indices(len(flat), 1)]))) or 1.0
+    drawn = samples[test_rows]  # (subjects, S, ...)
+    per_set = [mmd(drawn[:, s], real_test, bandwidth) for s in range(drawn.shape[1])]
+    model = {
+        "image_mmd": float(np.mean(per_set)),
+        "image_mmd_sd": float(np.std(per_set)),
+        "image_mmd_reference": mmd(real_train, real_test, bandwidth),
+    }
+    others = {
+        name: {"image_mmd": mmd(np.asarray(images), real_test, bandwidth)}
+        for name, images in (predictors or {}).items()
+    }
+    return {
+        "model": model,
+        "predictors": others,
+        "bandwidth": bandwidth,
+        "bandwidth_rule": "median pairwise distance between the real training images",
+        "n_generated_per_set": len(test_rows),
+        "n_sets": int(drawn.shape[1]),
+        "n_real_test": len(test_rows),
+        "n_real_train": len(train_rows),
+    }

@@ -1,7 +1,8 @@
 """The evaluate stage's training split as a stream (issue 14: memory flat in cohort size).
 
 When the training windows of a time-series target would hold more than
-:data:`IN_MEMORY_MB` (as read, float32), evaluate does not load them: the baselines are
+``evaluate.in_memory_mb`` (:class:`~modalmerge.settings.EvaluateSettings`, default 32 MB,
+as read, float32), evaluate does not load them: the baselines are
 fitted by passes over the shards, one subject at a time
 (:mod:`modalmerge.evaluation.streaming`, :mod:`modalmerge.evaluation.time_series_stream`).
 Below it, the training split is loaded and fitted in memory as before, so the default
@@ -24,10 +25,7 @@ from modalmerge.evaluation.streaming import SubjectWindows, TrainStream, subject
 from modalmerge.io import InputError
 from modalmerge.stages.common import experiment_dataset
 
-__all__ = ["IN_MEMORY_MB", "train_bytes", "train_stream"]
-
-#: training windows (condition + target, MB as read) up to which evaluate fits in memory
-IN_MEMORY_MB = 32.0
+__all__ = ["train_bytes", "train_stream"]
 
 
 def train_bytes(shard_dir, experiment, tokenizer) -> int:

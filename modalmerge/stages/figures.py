@@ -8,7 +8,11 @@ Writes into ``figures/<experiment>/``:
   predicted connectivity, mean over test subjects) and ``connectome_true.png``
   / ``connectome_predicted.png`` (each matrix beside its glass-brain connectome
   at the atlas coordinates, one colour scale);
-- image targets: ``image_prediction.png``; tabular targets: ``tabular_prediction.png``;
+- image targets: ``image_prediction.png`` (a generative model's also ``image_samples.png``:
+  truth, sample mean and samples); tabular targets: ``tabular_prediction.png``;
+- ``volume_series`` targets: ``volume_prediction.png`` (the first held-out window's middle
+  axial slice at five of its volumes: truth, group mean, prediction; a generative model's
+  ensemble mean and two of its samples);
 - time-series targets on an fsaverage5 surface atlas: ``surface_accuracy.png``
   (the model's Pearson r per region on the inflated surface) and, when
   evaluate measured homolog attention, ``surface_attention.png`` (the
@@ -58,6 +62,7 @@ from modalmerge.stages.figures_modalities import (
     point_cloud_attention,
     sample_figures,
     volume_attention,
+    volume_rows_figure,
 )
 from modalmerge.viz import figures as fig_lib
 from modalmerge.viz.attention import project_to_image, select_heads
@@ -66,6 +71,7 @@ from modalmerge.viz.predictions import (
     plot_tabular_prediction,
     plot_timeseries_prediction,
 )
+from modalmerge.viz.samples import IMAGE_SAMPLES, image_samples_beside_truth
 from modalmerge.viz.visualizer import Visualizer
 
 log = logging.getLogger(__name__)
@@ -204,6 +210,9 @@ def draw_experiment_figures(
             "point_cloud_prediction",
         )  # fmt: skip
 
+    elif target == "volume_series":  # first held-out window on a slice over time
+        save(volume_rows_figure(arrays, experiment.name), "volume_prediction")
+
     model, tokenizer = load_experiment_model(model_path, experiment.plugins)
     if target == "tabular" and experiment.target_data is None:
         manifest = read_manifest(shard_dir)
@@ -225,6 +234,8 @@ def draw_experiment_figures(
             )
     if model.generative and target == "time_series" and "samples" in arrays:
         sample_figures(model, arrays, shard_dir, experiment, save)
+    if model.generative and target == "image" and "samples" in arrays:
+        save(image_samples_beside_truth(*(arrays[k] for k in IMAGE_SAMPLES)), "image_samples")
     # cross_attention, spatial_mix, diffusion; MONAI's U-Net denoiser returns no weights
     monai_unet = getattr(model.decoder, "uses_monai_inferer", False)
     if returns_attention(experiment.method) and not monai_unet:

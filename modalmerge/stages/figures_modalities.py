@@ -93,3 +93,17 @@ def volume_attention(model, experiment, shard_dir, save) -> None:
     title = f"{experiment.name}: {subject}, test window {k}, {query}"
     prov = model.condition_provenance()
     save(plot_space_time_attention(weights, prov, window[0], title=title), "attention_on_volumes")
+
+
+def volume_rows_figure(arrays, name):
+    """``volume_prediction.png``: the truth, the group mean, the prediction (a generative model's ensemble mean) and
+    two samples (when kept) of the first held-out window."""
+    from modalmerge.viz.samples import volume_windows_beside_truth
+
+    rows = {"truth": arrays["target"][0], "group mean": arrays["group_mean"][0]}
+    generative = "samples" in arrays
+    rows["mean of samples" if generative else "prediction"] = arrays["prediction"][0]
+    if generative:
+        rows |= {f"sample {k + 1}": arrays["samples"][0][k] for k in range(2)}
+    title = f"{name}: held-out {arrays['subjects'][0]}, window start {arrays['window_start'][0]}"
+    return volume_windows_beside_truth(rows, arrays["brain_mask"], title=title)

@@ -142,8 +142,8 @@ def save_checkpoint(path: str | os.PathLike, checkpoint: dict[str, Any]) -> Path
         The written path.
     """
     path = Path(path)
-    with atomic_path(path) as tmp:
-        torch.save(checkpoint, tmp)
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:  # a file: no pid in the archive
+        torch.save(checkpoint, fh)
     return path
 
 

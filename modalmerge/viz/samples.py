@@ -91,3 +91,79 @@ def sample_fc(
     if title:
         fig.suptitle(title)
     return fig
+
+
+def volume_windows_beside_truth(
+    rows: dict[str, np.ndarray], mask: np.ndarray, n_times: int = 5, title: str = ""
+) -> Figure:
+    """One held-out 4D window on its middle axial slice at ``n_times`` volumes spread over
+    the window: one row per entry of ``rows`` (name -> window ``(T, D, H, W)``: the truth,
+    the group mean, the prediction, samples), voxels outside ``mask`` ``(D, H, W)`` blank,
+    one colour scale (the truth's in-brain range) for every panel."""
+    names = list(rows)
+    windows = [np.asarray(rows[n], dtype=float) for n in names]
+    n_volumes, depth = windows[0].shape[0], windows[0].shape[-1]
+    times = np.unique(np.linspace(0, n_volumes - 1, min(n_times, n_volumes)).round().astype(int))
+    z = depth // 2
+    limit = float(np.abs(windows[0][:, mask]).max()) or 1.0
+    fig = new_figure(1.9 * len(times) + 1.2, 1.9 * len(names) + 0.6, layout="constrained")
+    axes = np.atleast_2d(fig.subplots(len(names), len(times), squeeze=False))
+    image = None
+    for i, (name, window) in enumerate(zip(names, windows, strict=True)):
+        for j, t in enumerate(times):
+            ax = axes[i, j]
+            shown = np.where(mask, window[t], np.nan)[:, :, z].T
+            image = ax.imshow(shown, origin="lower", cmap="RdBu_r", vmin=-limit, vmax=limit)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(f"volume {t}", fontsize=9)
+            if j == 0:
+                ax.set_ylabel(name, fontsize=9)
+    fig.colorbar(image, ax=axes.ravel().tolist(), shrink=0.7)
+    fig.suptitle(title or f"axial slice z = {z} over the window")
+    return fig
+
+
+#: the predictions.npz arrays :func:`image_samples_beside_truth` draws, in its argument order
+IMAGE_SAMPLES = ("samples", "sample_target", "sample_subjects")
+
+
+def image_samples_beside_truth(
+    samples: np.ndarray,
+    truth: np.ndarray,
+    subjects: Sequence[str] | None = None,
+    n_shown: int = 4,
+    max_rows: int = 8,
+) -> Figure:
+    """The first ``max_rows`` held-out subjects, one row each: the true image, the mean of its samples and the
+    first ``n_shown`` samples, on the central slice of the last axis (first channel), one
+    grey scale per row (the truth's range).
+
+    ``samples`` ``(n, S, C, *spatial)`` and ``truth`` ``(n, C, *spatial)`` (2-D or 3-D).
+    """
+    samples, truth = np.asarray(samples), np.asarray(truth)
+    if samples.shape[0] != truth.shape[0] or samples.shape[2:] != truth.shape[1:]:
+        raise ValueError(f"samples {samples.shape} do not match the truth {truth.shape}")
+    samples, truth = samples[:max_rows], truth[:max_rows]
+
+    def plane(image):  # (C, *spatial) -> the first channel's central slice, rows = 2nd axis
+        x = image[0]
+        return (x[..., x.shape[-1] // 2] if x.ndim == 3 else x).T
+
+    shown = min(n_shown, samples.shape[1])
+    columns = ["truth", f"mean of {samples.shape[1]}"] + [f"sample {k + 1}" for k in range(shown)]
+    fig = new_figure(1.6 * len(columns), 1.7 * len(truth) + 0.4, layout="constrained")
+    axes = fig.subplots(len(truth), len(columns), squeeze=False)
+    for i, row in enumerate(axes):
+        images = [truth[i], samples[i].mean(axis=0), *samples[i, :shown]]
+        lo, hi = float(truth[i].min()), float(truth[i].max())
+        for j, (ax, image) in enumerate(zip(row, images, strict=True)):
+            ax.imshow(plane(image), cmap="gray", vmin=lo, vmax=hi, origin="lower")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(columns[j], fontsize=8)
+        if subjects is not None:
+            row[0].set_ylabel(str(subjects[i]), fontsize=8)
+    return fig

@@ -244,6 +244,12 @@ class ImageDenoiser(_DenoiserMixin, Decoder):
         sinusoidal embedding through a two-layer MLP, in MONAI's class-embedding slot
         (``num_class_embeds``; the window start is the "class label", a continuous code
         rather than a table, so any start works). Off by default.
+    flash_attention : bool
+        MONAI's ``use_flash_attention``: attention by torch's fused
+        ``scaled_dot_product_attention`` instead of explicit matrices; the same weights
+        and (to float rounding) the same outputs, 2-3x faster on CPU where attention
+        dominates (docs/benchmarks.md, "Diffusion: ROI time series -> T1 image"). Off by
+        default (the model is then as before).
     """
 
     def __init__(
@@ -257,6 +263,7 @@ class ImageDenoiser(_DenoiserMixin, Decoder):
         norm_num_groups: int = 8,
         window_start: bool = False,
         start_embedding: bool = False,
+        flash_attention: bool = False,
     ):
         super().__init__()
         self.dim, self.window_start = int(dim), bool(window_start)
@@ -287,6 +294,7 @@ class ImageDenoiser(_DenoiserMixin, Decoder):
             with_conditioning=True,
             cross_attention_dim=dim,
             num_class_embeds=1 if self.start_embedding else None,
+            use_flash_attention=bool(flash_attention),
         )
         if self.start_embedding:  # the class slot reads the window start, not a table row
             self.unet.class_embedding = WindowStartEmbedding(channels[0], channels[0] * 4)
