@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -22,9 +23,10 @@ import numpy as np
 import pandas as pd
 import torch
 
-from modalmerge.data.shards.split_arrays import load_split_arrays
+from modalmerge.data.shards.split_arrays import load_split_arrays, run_length
 from modalmerge.evaluation.planted import link_pairs, planted_link_attention
 from modalmerge.models import MultiModalModel
+from modalmerge.training.schedule import make_scheduler
 
 
 def truth_images(root: Path, images: dict) -> np.ndarray:
@@ -71,6 +73,18 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--truth-image", action="store_true", help="see truth_images")
     parser.add_argument(
+        "--cosine",
+        action="store_true",
+        help="the workflow Trainer's default per-step schedule (make_scheduler 'cosine')",
+    )
+    parser.add_argument(
+        "--entropy",
+        type=float,
+        default=0.0,
+        help="add this times the mean attention entropy (nats, per sample, head and ROI) "
+        "to the training loss: a penalty for spread-out attention (cross_attention only)",
+    )
+    parser.add_argument(
         "--residual",
         action="store_true",
         help="targets minus the training subjects' mean window (per window start): the "
@@ -86,6 +100,9 @@ def main() -> None:
             yt[ot == start] -= mean
             yv[ov == start] -= mean
     links = pd.read_csv(args.root / "raw" / "planted_links.tsv", sep="\t")
+    decoder_options = json.loads(args.decoder_options)
+    if decoder_options.get("readout") == "run":  # derived from the shards, as the workflow does
+        decoder_options["run_length"] = run_length(args.root / "shards", yt.shape[1])
     model = MultiModalModel(
         condition_type="image",
         target_type="time_series",
@@ -99,27 +116,35 @@ def main() -> None:
         condition_shape=tuple(xt.shape[1:]),
         target_shape=tuple(yt.shape[1:]),
         encoder_options=json.loads(args.options),
-        decoder_options=json.loads(args.decoder_options),
+        decoder_options=decoder_options,
     )
     print(f"{len(xt)} train windows, {len(xv)} val windows, "
           f"{sum(p.numel() for p in model.parameters())} parameters")  # fmt: skip
     opt = torch.optim.AdamW(model.parameters(), args.lr, weight_decay=0.01)
+    steps = args.epochs * len(torch.arange(len(xt)).split(16))
+    schedule = make_scheduler(opt, "cosine" if args.cosine else "constant", steps)
     labels = np.arange(1, yt.shape[2] + 1)
     start = time.time()
     for epoch in range(args.epochs):
         model.train()
         for idx in torch.randperm(len(xt)).split(16):
-            loss = ((model(xt[idx], time_offset=ot[idx]).prediction - yt[idx]) ** 2).mean()
+            out = model(xt[idx], time_offset=ot[idx], return_attention=args.entropy > 0)
+            loss = ((out.prediction - yt[idx]) ** 2).mean()
+            if args.entropy > 0:
+                w = out.attention.clamp_min(1e-12)
+                loss = loss + args.entropy * (-(w * w.log()).sum(-1)).mean()
             opt.zero_grad()
             loss.backward()
             opt.step()
+            schedule.step()
         model.eval()
         with torch.no_grad():
             out = [model(xv[i], time_offset=ov[i], return_attention=True)
                    for i in torch.arange(len(xv)).split(64)]  # fmt: skip
             val = float(torch.cat([((o.prediction - yv[i]) ** 2).mean((1, 2)) for o, i in
                                    zip(out, torch.arange(len(xv)).split(64), strict=True)]).mean())  # fmt: skip
-            line = f"epoch {epoch + 1} val loss {val:.4f} ({time.time() - start:.0f} s)"
+            cpu = sum(os.times()[:2])
+            line = f"epoch {epoch + 1} val loss {val:.4f} ({time.time() - start:.0f} s, cpu {cpu:.0f} s)"
             if out[0].attention is not None:
                 heads = torch.cat([o.attention for o in out]).mean(dim=0).numpy()  # (h, Q, N)
                 scores, record = planted_link_attention(heads.mean(0), labels, links)

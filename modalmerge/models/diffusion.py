@@ -36,6 +36,7 @@ from typing import NamedTuple
 import torch
 from torch import nn
 
+from modalmerge.models.layers import decode
 from modalmerge.models.registry import build, get_conditioning, get_decoder, register_conditioning
 
 PREDICTIONS = ("v_prediction", "epsilon")
@@ -99,7 +100,7 @@ class MeanHead(nn.Module):
         """``mu(c)`` shaped like the target, from the condition tokens ``(B, N, dim)``."""
         queries = self.decoder.queries(tokens.shape[0], time_offset=time_offset)
         conditioned, _ = self.conditioner(queries, tokens, mask, False)
-        return self.decoder(conditioned)
+        return decode(self.decoder, conditioned, time_offset)
 
 
 class DenoisingTerms(NamedTuple):

@@ -283,3 +283,12 @@ class Decoder(nn.Module):
 
     def query_provenance(self) -> TokenProvenance:  # pragma: no cover - abstract
         raise NotImplementedError
+
+
+def decode(decoder: nn.Module, conditioned: torch.Tensor, time_offset=None, **kwargs):
+    """``decoder(conditioned, **kwargs)``, with ``time_offset`` for a decoder whose
+    ``reads_time_offset`` is true (a time-series read-out of the whole run). Read with
+    ``getattr``: a plugin decoder need only be an ``nn.Module``."""
+    if getattr(decoder, "reads_time_offset", False):
+        return decoder(conditioned, time_offset=time_offset, **kwargs)
+    return decoder(conditioned, **kwargs)

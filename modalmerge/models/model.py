@@ -20,7 +20,7 @@ from modalmerge.models.generative import (
     generative_forward,
     generative_target,
 )
-from modalmerge.models.layers import TokenProvenance
+from modalmerge.models.layers import TokenProvenance, decode
 from modalmerge.models.registry import build, check_modality, get_decoder, get_encoder
 from modalmerge.models.text import Tokenizer
 from modalmerge.models.validation import check_batch, check_time_offset
@@ -412,7 +412,7 @@ class MultiModalModel(nn.Module):
         conditioned, attention = self.conditioner(queries, tokens, mask, return_attention)
         if self.target_type == "point_cloud":  # a decoder of values at given points reads them
             return ModelOutput(self.decoder(conditioned, target=target), attention)
-        return ModelOutput(self.decoder(conditioned), attention)
+        return ModelOutput(decode(self.decoder, conditioned, time_offset), attention)
 
     @torch.no_grad()
     def sample(

@@ -10,7 +10,12 @@ import numpy as np
 import torch
 
 from modalmerge.data.shards.dataset import ShardDataset, collate_samples
-from modalmerge.data.shards.split_arrays import read_manifest, split_texts, tabular_schema
+from modalmerge.data.shards.split_arrays import (
+    read_manifest,
+    run_length,
+    split_texts,
+    tabular_schema,
+)
 from modalmerge.io import InputError, require_file
 from modalmerge.models.model import DEFAULT_SHAPES, MultiModalModel
 from modalmerge.models.registry import import_plugins
@@ -92,6 +97,17 @@ def build_model(
         kwargs["condition_shape"] = tuple(sample["condition"].shape)
     if target in DEFAULT_SHAPES:
         kwargs["target_shape"] = tuple(sample["target"].shape)
+    decoder_options = dict(experiment.decoder_options)
+    if target == "time_series" and decoder_options.get("readout") == "run":
+        # the run's length is the data's: derived from the shards' window starts
+        derived = run_length(shard_dir, sample["target"].shape[0])
+        if decoder_options.setdefault("run_length", derived) != derived:
+            raise InputError(
+                shard_dir,
+                f"decoder_options run_length {decoder_options['run_length']!r} disagrees "
+                f"with the shards' runs ({derived} volumes to the end of the last window); "
+                "leave it out (it is derived)",
+            )
     return MultiModalModel(
         condition_type=condition,
         target_type=target,
@@ -103,7 +119,7 @@ def build_model(
         conditioning_layers=experiment.layers,
         dropout=experiment.dropout,
         encoder_options=dict(experiment.encoder_options),
-        decoder_options=dict(experiment.decoder_options),
+        decoder_options=decoder_options,
         conditioning_options=dict(experiment.method_options),
         **kwargs,
     )

@@ -27,6 +27,7 @@ __all__ = [
     "roi_columns",
     "roi_labels",
     "roi_names",
+    "run_length",
     "split_texts",
     "table_columns",
     "tabular_schema",
@@ -129,6 +130,27 @@ def load_split_arrays(shard_dir: str | os.PathLike, split: str, modality: str) -
         "subject": subjects,
         "window_start": np.concatenate(starts) if starts else None,
     }
+
+
+def run_length(shard_dir: str | os.PathLike, window: int) -> int:
+    """Volumes from a run's start to the end of its last window in any split: the
+    ``run_length`` of a time-series decoder's ``readout: run`` (window starts only, no
+    series values, are read)."""
+    manifest = read_manifest(shard_dir)
+    last = -1
+    for entry in manifest["shards"]:
+        with open_shard(Path(shard_dir) / entry["file"]) as h5:
+            if "samples/window_start" not in h5:
+                raise InputError(
+                    Path(shard_dir) / entry["file"],
+                    "no samples/window_start: not time-series shards",
+                )
+            starts = h5["samples/window_start"][()]
+        if len(starts):
+            last = max(last, int(starts.max()))
+    if last < 0:
+        raise InputError(Path(shard_dir) / "manifest.json", "no time-series windows in any split")
+    return last + int(window)
 
 
 def split_texts(shard_dir: str | os.PathLike, split: str) -> list[str]:
