@@ -26,7 +26,8 @@ import torch
 from modalmerge.data.shards.split_arrays import load_split_arrays, run_length
 from modalmerge.evaluation.planted import link_pairs, planted_link_attention
 from modalmerge.models import MultiModalModel
-from modalmerge.training.schedule import make_scheduler
+from modalmerge.training.losses import make_loss
+from modalmerge.training.schedule import make_optimizer, make_scheduler
 
 
 def truth_images(root: Path, images: dict) -> np.ndarray:
@@ -78,6 +79,18 @@ def main() -> None:
         help="the workflow Trainer's default per-step schedule (make_scheduler 'cosine')",
     )
     parser.add_argument(
+        "--trainer-loss",
+        action="store_true",
+        help="the workflow Trainer's time-series loss (make_loss: MSE + 0.5 x (1 - Pearson r)) "
+        "instead of plain MSE",
+    )
+    parser.add_argument(
+        "--trainer-optimizer",
+        action="store_true",
+        help="the workflow Trainer's optimizer (make_optimizer: betas 0.9/0.95, decay on weight "
+        "matrices only) and gradient clipping (norm 1) instead of AdamW's defaults",
+    )
+    parser.add_argument(
         "--entropy",
         type=float,
         default=0.0,
@@ -120,7 +133,11 @@ def main() -> None:
     )
     print(f"{len(xt)} train windows, {len(xv)} val windows, "
           f"{sum(p.numel() for p in model.parameters())} parameters")  # fmt: skip
-    opt = torch.optim.AdamW(model.parameters(), args.lr, weight_decay=0.01)
+    if args.trainer_optimizer:
+        opt = make_optimizer(model, args.lr, weight_decay=0.01)
+    else:
+        opt = torch.optim.AdamW(model.parameters(), args.lr, weight_decay=0.01)
+    criterion = make_loss("time_series") if args.trainer_loss else None
     steps = args.epochs * len(torch.arange(len(xt)).split(16))
     schedule = make_scheduler(opt, "cosine" if args.cosine else "constant", steps)
     labels = np.arange(1, yt.shape[2] + 1)
@@ -129,12 +146,17 @@ def main() -> None:
         model.train()
         for idx in torch.randperm(len(xt)).split(16):
             out = model(xt[idx], time_offset=ot[idx], return_attention=args.entropy > 0)
-            loss = ((out.prediction - yt[idx]) ** 2).mean()
+            if criterion is None:
+                loss = ((out.prediction - yt[idx]) ** 2).mean()
+            else:
+                loss = criterion(out.prediction, yt[idx])
             if args.entropy > 0:
                 w = out.attention.clamp_min(1e-12)
                 loss = loss + args.entropy * (-(w * w.log()).sum(-1)).mean()
             opt.zero_grad()
             loss.backward()
+            if args.trainer_optimizer:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             schedule.step()
         model.eval()

@@ -50,6 +50,9 @@ __all__ = [
 F = field_spec  # field(default, doc, choices=, ge=, gt=, le=, ...): see _settings_check
 #: per-subject connectivity kinds (tangent is group-level: the shard stage's)
 CONNECTIVITY_KINDS = ("correlation", "partial correlation", "covariance", "precision")
+#: learning-rate schedules: modalmerge.training.schedule.SCHEDULERS (a test keeps them equal;
+#: that module imports torch, which this one must not)
+SCHEDULERS = ("cosine", "onecycle", "constant")
 #: dataset kinds: the keys of modalmerge.data.sources.SOURCES (a test keeps them equal)
 SOURCE_KINDS = ("synthetic", "bids", "fmriprep", "hcp", "brats", "adni", "brainspace")
 SOURCE_KINDS += ("brainspace_group",)
@@ -338,10 +341,19 @@ class TrainSettings(_Section):
     """``train:`` — optimisation shared by every experiment (an experiment may override some)."""
 
     SECTION = "train"
+    #: keys that enter the train rule's params (:func:`identity_dict`) only when set away from
+    #: their default, so runs configured before they existed keep their identity (no rerun)
+    IDENTITY_OMITTED_AT_DEFAULT = ("scheduler",)
     seed: int = F(0, doc="torch seed (weights, shuffling)")
     epochs: int = F(40, doc="maximum epochs", ge=1)
     batch_size: int = F(16, doc="samples per batch", ge=1)
     lr: float = F(0.002, doc="peak AdamW learning rate", gt=0)
+    scheduler: str = F(
+        "cosine",
+        doc="per-step learning-rate schedule: cosine (5 % linear warm-up, then cosine decay to "
+        "1 % of lr), onecycle (torch OneCycleLR) or constant (lr throughout)",
+        choices=SCHEDULERS,
+    )
     weight_decay: float = F(0.01, doc="AdamW weight decay (matrices only)", ge=0)
     patience: int = F(8, doc="epochs without validation improvement before stopping", ge=1)
     threads: int = F(1, doc="CPU threads per training job", ge=1, resource=True)
@@ -363,7 +375,7 @@ class ExperimentSettings(_Section):
     SECTION = "experiments[]"
     #: keys that enter the rule params (:meth:`record`) only when set away from their default,
     #: so experiments configured before they existed keep their identity (no rerun)
-    OMITTED_AT_DEFAULT = ("target_data",)
+    OMITTED_AT_DEFAULT = ("target_data", "scheduler")
     name: str = F(
         doc="outputs go to models/<name>/, eval/<name>/, figures/<name>/",
         pattern=r"^[A-Za-z0-9_.-]+$",
@@ -404,6 +416,7 @@ class ExperimentSettings(_Section):
     )
     epochs: int | None = F(None, doc="overrides train.epochs", ge=1)
     lr: float | None = F(None, doc="overrides train.lr", gt=0)
+    scheduler: str | None = F(None, doc="overrides train.scheduler", choices=SCHEDULERS)
     batch_size: int | None = F(None, doc="overrides train.batch_size", ge=1)
     gpus: int = F(0, doc="GPUs asked for on a cluster (more than 1 launches torchrun)", ge=0)
     condition_rois: str | list | None = F(
@@ -466,8 +479,8 @@ class ExperimentSettings(_Section):
         }
 
     def training(self, train: TrainSettings) -> TrainSettings:
-        """``train`` with this experiment's overrides (epochs, lr, batch_size) applied."""
-        overrides = {k: getattr(self, k) for k in ("epochs", "lr", "batch_size")}
+        """``train`` with this experiment's overrides (epochs, lr, scheduler, batch_size) applied."""
+        overrides = {k: getattr(self, k) for k in ("epochs", "lr", "scheduler", "batch_size")}
         return dataclasses.replace(train, **{k: v for k, v in overrides.items() if v is not None})
 
 
@@ -673,10 +686,14 @@ def _plugins(value) -> tuple[str, ...]:
 
 def identity_dict(settings) -> dict:
     """:func:`to_dict` without the resource knobs (fields marked ``resource=True``: threads,
-    workers, memory): what a stage computes, the workflow's rerun identity of a section."""
+    workers, memory): what a stage computes, the workflow's rerun identity of a section.
+    A section's ``IDENTITY_OMITTED_AT_DEFAULT`` keys are left out while at their default, so
+    adding such a key reruns nothing configured before it."""
     plain = to_dict(settings)
+    omitted = getattr(settings, "IDENTITY_OMITTED_AT_DEFAULT", ())
     for f in dataclasses.fields(settings):
-        if f.metadata.get("resource"):
+        at_default = f.name in omitted and getattr(settings, f.name) == f.default
+        if f.metadata.get("resource") or at_default:
             plain.pop(f.name, None)
     return plain
 

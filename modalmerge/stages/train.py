@@ -86,7 +86,7 @@ def train_experiment(
     """Train ``experiment`` (an entry of ``config['experiments']``) with ``settings`` (``config['train']``).
 
     Either may be its settings object or a mapping (defaults filled, bad values
-    refused). The experiment's ``epochs``, ``lr`` and ``batch_size`` override
+    refused). The experiment's ``epochs``, ``lr``, ``scheduler`` and ``batch_size`` override
     the train settings'. Returns the path of the saved model. ``threads`` are
     the job's CPUs, shared by its ranks (:func:`~modalmerge.training.distributed.cpu_budget`).
     ``workers``: data-loader worker processes per rank (``train.num_workers``, a resource
@@ -150,6 +150,7 @@ def _train(shard_dir, experiment, settings, out_dir, cpus, device, ctx) -> Path:
     trainer = Trainer(
         model,
         lr=settings.lr,
+        scheduler=settings.scheduler,
         weight_decay=settings.weight_decay,
         patience=settings.patience,
         checkpoint_dir=checkpoints,

@@ -1,0 +1,69 @@
+"""The workflow's own training (``train_experiment``) of a regional config's first experiment,
+scored on the VALIDATION subjects as ``benchmarks/regional_fit.py`` scores its fits.
+
+Checks that the workflow runs the procedure chosen with ``regional_fit.py`` (docs/benchmarks.md,
+"Absolute-time read-out"): trains ``experiments[0]`` of ``--config`` (its ``train:`` section
+and overrides, optionally ``--scheduler``) on ``<root>/shards`` into ``--out``, then prints the
+per-epoch history and the validation MSE and ``planted_link_top1`` (attention of the returned
+model, mean over samples and heads, with its permutation null)::
+
+    nice -n 10 .venv/bin/python benchmarks/regional_workflow_val.py results/regional_tune \\
+        --config configs/regional_abs14.yaml --out /tmp/wf_val
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import yaml
+
+sys.path.insert(0, str(Path(__file__).parent))
+from regional_fit import split  # noqa: E402
+
+from modalmerge.evaluation.planted import planted_link_attention  # noqa: E402
+from modalmerge.models import MultiModalModel  # noqa: E402
+from modalmerge.settings import ExperimentSettings, TrainSettings  # noqa: E402
+from modalmerge.stages.train import train_experiment  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("root", type=Path)
+    parser.add_argument("--config", type=Path, required=True)
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--scheduler", default=None, help="overrides the config's")
+    args = parser.parse_args()
+    config = yaml.safe_load(args.config.read_text())
+    train = config["train"] | ({"scheduler": args.scheduler} if args.scheduler else {})
+    experiment = ExperimentSettings.from_dict(config["experiments"][0])
+    began = time.time()
+    path = train_experiment(
+        args.root / "shards", experiment, TrainSettings.from_dict(train), args.out
+    )
+    cpu = sum(os.times()[:4])
+    print(pd.read_csv(args.out / "history.csv").to_string(index=False))
+    print(f"trained in {time.time() - began:.0f} s wall, {cpu:.0f} s cpu (user+sys)")
+    model = MultiModalModel.load(path)
+    model.eval()
+    xv, yv, ov = split(args.root, "val")
+    links = pd.read_csv(args.root / "raw" / "planted_links.tsv", sep="\t")
+    with torch.no_grad():
+        out = [model(xv[i], time_offset=ov[i], return_attention=True)
+               for i in torch.arange(len(xv)).split(64)]  # fmt: skip
+        mse = torch.cat([((o.prediction - yv[i]) ** 2).mean((1, 2))
+                         for o, i in zip(out, torch.arange(len(xv)).split(64), strict=True)])  # fmt: skip
+        heads = torch.cat([o.attention for o in out]).mean(dim=0).numpy()
+    scores, _ = planted_link_attention(heads.mean(0), np.arange(1, yv.shape[2] + 1), links)
+    print(f"val MSE {float(mse.mean()):.4f} planted_link_top1 {scores['planted_link_top1']:.3f} "
+          f"null {scores['planted_link_top1_null']:.3f}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
