@@ -72,7 +72,7 @@ def ts_model(**kw) -> MultiModalModel:
     [
         (
             {"decoder_options": {"querry": "roi"}},
-            r"^transformer decoder: unknown option 'querry'; known: labels, n_layers, query$",
+            r"^transformer decoder: unknown option 'querry'; known: labels, n_layers, query, readout, run_length$",
         ),
         (
             {
