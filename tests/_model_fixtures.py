@@ -120,3 +120,23 @@ def scalar_loss(prediction) -> torch.Tensor:
             c.square().mean() for c in prediction["categorical"]
         )
     return prediction.square().mean()
+
+
+#: the training settings of the tiny train -> evaluate tests (one epoch)
+TINY_TRAIN = {"seed": 0, "epochs": 1, "batch_size": 4, "lr": 0.003, "patience": 5}
+
+
+def fit_and_evaluate(tmp_path, experiment: dict, evaluate: dict | None = None):
+    """Train ``experiment`` on ``tmp_path/shards`` with the train stage (one epoch), evaluate
+    it with the evaluate stage into ``tmp_path/eval`` (``m.json``, ``p.npz``); returns the
+    evaluate record and that folder."""
+    from modalmerge.stages.evaluate import evaluate_experiment
+    from modalmerge.stages.train import train_experiment
+
+    shards = tmp_path / "shards"
+    model = train_experiment(shards, experiment, TINY_TRAIN, tmp_path / "model")
+    out = tmp_path / "eval"
+    record = evaluate_experiment(
+        model, shards, experiment, evaluate or {}, out / "m.json", out / "p.npz"
+    )
+    return record, out

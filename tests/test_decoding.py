@@ -14,6 +14,7 @@ from modalmerge.evaluation.decoding import (
     per_subject_accuracy,
     per_subject_balanced_accuracy,
 )
+from tests._model_fixtures import TINY_TRAIN
 from tests.test_shards_volumes import volume_shards  # noqa: F401 - the module's fixture
 
 torch.set_num_threads(1)
@@ -86,9 +87,8 @@ def decoding_model(volume_shards, tmp_path_factory):  # noqa: F811
     """The tiny decoding experiment trained by the train stage (1 epoch)."""
     from modalmerge.stages.train import train_experiment
 
-    settings = {"seed": 0, "epochs": 1, "batch_size": 4, "lr": 0.003, "patience": 5}
     return train_experiment(
-        volume_shards, EXPERIMENT, settings, tmp_path_factory.mktemp("decoding") / "model"
+        volume_shards, EXPERIMENT, TINY_TRAIN, tmp_path_factory.mktemp("decoding") / "model"
     )
 
 

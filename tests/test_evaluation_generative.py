@@ -12,6 +12,7 @@ from modalmerge.evaluation.generative import (
     score_samples,
     spread_skill,
 )
+from tests._model_fixtures import fit_and_evaluate
 
 
 def test_crps_is_the_fair_pairwise_estimator():
@@ -93,8 +94,6 @@ def test_the_evaluate_stage_scores_a_diffusion_experiment_from_its_samples(tmp_p
     from test_shards import PARAMS, make_inputs
 
     from modalmerge.data.shards.subjects import write_shards
-    from modalmerge.stages.evaluate import evaluate_experiment
-    from modalmerge.stages.train import train_experiment
 
     write_shards(*make_inputs(tmp_path), tmp_path / "shards", PARAMS)
     experiment = {
@@ -104,12 +103,7 @@ def test_the_evaluate_stage_scores_a_diffusion_experiment_from_its_samples(tmp_p
         "decoder_options": {"n_layers": 1, "time_patch": 2},
         "method_options": {"train_steps": 20, "sample_steps": 5, "target_scale": 0.01},
     }  # fmt: skip
-    settings = {"seed": 0, "epochs": 1, "batch_size": 4, "lr": 0.003, "patience": 5}
-    model = train_experiment(tmp_path / "shards", experiment, settings, tmp_path / "model")
-    out = tmp_path / "eval"
-    record = evaluate_experiment(
-        model, tmp_path / "shards", experiment, {"samples": 3}, out / "m.json", out / "p.npz"
-    )
+    record, out = fit_and_evaluate(tmp_path, experiment, {"samples": 3})
     scores = record["scores"]["model"]
     for key in ("crps", "crps_climatology", "spread_skill", "sample_fc_top1"):
         assert np.isfinite(scores[key]), key
@@ -180,8 +174,6 @@ def test_the_evaluate_stage_scores_an_image_diffusion_experiment_per_subject(tmp
     from test_shards import PARAMS, make_inputs
 
     from modalmerge.data.shards.subjects import write_shards
-    from modalmerge.stages.evaluate import evaluate_experiment
-    from modalmerge.stages.train import train_experiment
 
     write_shards(*make_inputs(tmp_path), tmp_path / "shards", PARAMS)
     experiment = {
@@ -191,12 +183,7 @@ def test_the_evaluate_stage_scores_an_image_diffusion_experiment_per_subject(tmp
         "decoder_options": {"channels": [8], "norm_num_groups": 4},
         "method_options": {"train_steps": 20, "sample_steps": 2},
     }  # fmt: skip
-    settings = {"seed": 0, "epochs": 1, "batch_size": 4, "lr": 0.003, "patience": 5}
-    model = train_experiment(tmp_path / "shards", experiment, settings, tmp_path / "model")
-    out = tmp_path / "eval"
-    record = evaluate_experiment(
-        model, tmp_path / "shards", experiment, {"samples": 3}, out / "m.json", out / "p.npz"
-    )
+    record, out = fit_and_evaluate(tmp_path, experiment, {"samples": 3})
     written = json.loads((out / "m.json").read_text())
     units = written["per_unit"]["units"]
     assert len(units) == 2 and len(written["per_unit"]["model"]["sample_diversity"]) == 2

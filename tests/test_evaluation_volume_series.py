@@ -17,6 +17,7 @@ from modalmerge.evaluation.volume_series import (
     volume_realism_statistics,
     window_scores,
 )
+from tests._model_fixtures import fit_and_evaluate
 
 T, GRID = 6, (3, 4, 2)
 STARTS = (0, 6)
@@ -210,8 +211,6 @@ def test_the_evaluate_stage_scores_a_volume_series_experiment(tmp_path):
     import json
 
     from modalmerge.evaluation.summary import summarize
-    from modalmerge.stages.evaluate import evaluate_experiment
-    from modalmerge.stages.train import train_experiment
 
     _write_volume_shards(tmp_path)
     experiment = {
@@ -219,12 +218,7 @@ def test_the_evaluate_stage_scores_a_volume_series_experiment(tmp_path):
         "encoder": "cnn", "decoder": "deconv", "method": "cross_attention",
         "embedding_dim": 16, "heads": 2, "encoder_options": {"channels": 4},
     }  # fmt: skip
-    settings = {"seed": 0, "epochs": 1, "batch_size": 4, "lr": 0.003, "patience": 5}
-    model = train_experiment(tmp_path / "shards", experiment, settings, tmp_path / "model")
-    out = tmp_path / "eval"
-    record = evaluate_experiment(
-        model, tmp_path / "shards", experiment, {}, out / "m.json", out / "p.npz"
-    )
+    record, out = fit_and_evaluate(tmp_path, experiment)
     assert set(record["scores"]) == {"model", "group_mean"}
     written = json.loads((out / "m.json").read_text())
     assert written["primary_metric"] == "pearson_r"
@@ -243,8 +237,6 @@ def test_the_evaluate_stage_scores_a_volume_diffusion_experiment_from_its_sample
     import json
 
     from modalmerge.evaluation.summary import summarize
-    from modalmerge.stages.evaluate import evaluate_experiment
-    from modalmerge.stages.train import train_experiment
 
     _write_volume_shards(tmp_path)
     experiment = {
@@ -256,12 +248,7 @@ def test_the_evaluate_stage_scores_a_volume_diffusion_experiment_from_its_sample
         "decoder_options": {"channels": [8], "norm_num_groups": 4, "start_embedding": True},
         "method_options": {"train_steps": 20, "sample_steps": 5},
     }  # fmt: skip
-    settings = {"seed": 0, "epochs": 1, "batch_size": 4, "lr": 0.003, "patience": 5}
-    model = train_experiment(tmp_path / "shards", experiment, settings, tmp_path / "model")
-    out = tmp_path / "eval"
-    record = evaluate_experiment(
-        model, tmp_path / "shards", experiment, {"samples": 3}, out / "m.json", out / "p.npz"
-    )
+    record, out = fit_and_evaluate(tmp_path, experiment, {"samples": 3})
     written = json.loads((out / "m.json").read_text())
     units = written["per_unit"]["units"]
     assert len(written["per_unit"]["model"]["sample_diversity"]) == len(units) >= 2
