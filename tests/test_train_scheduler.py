@@ -7,8 +7,6 @@ is a setting, and the default must train exactly as before.
 
 from __future__ import annotations
 
-import nibabel as nib
-import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -26,29 +24,13 @@ TRAIN = {"seed": 0, "epochs": 3, "batch_size": 4, "lr": 0.003, "patience": 5}
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
-    """Eight random subjects (6^3 T1w, 5 ROIs x 30 volumes) in shards."""
+    """The shard tests' eight subjects (test_shards.make_inputs) in shards."""
+    from test_shards import PARAMS, make_inputs
+
     from modalmerge.data.shards.subjects import write_shards
 
     root = tmp_path_factory.mktemp("sched")
-    rng = np.random.default_rng(3)
-    subjects = [f"sub-{i:02d}" for i in range(1, 9)]
-    parc, anat = [], []
-    for sid in subjects:
-        p = root / f"{sid}.npz"
-        np.savez(
-            p, roi_timeseries=rng.standard_normal((30, 5)).astype(np.float32),
-            connectivity=np.eye(5, dtype=np.float32),
-            structural_features=rng.standard_normal((5, 3)).astype(np.float32),
-            feature_names=np.array(list("abc")), roi_labels=np.arange(1, 6), tr=2.0,
-        )  # fmt: skip
-        a = root / f"{sid}_T1w.nii"
-        nib.save(nib.Nifti1Image(rng.standard_normal((6, 6, 6)).astype(np.float32), np.eye(4)), a)
-        parc.append(p), anat.append(a)
-    tsv = root / "participants.tsv"
-    tsv.write_text("participant_id\tage\n" + "".join(f"{s}\t30\n" for s in subjects))
-    params = {"window": 10, "stride": 10, "subjects_per_shard": 4, "seed": 1,
-              "fractions": {"train": 0.5, "val": 0.25, "test": 0.25}}  # fmt: skip
-    write_shards(subjects, parc, anat, tsv, None, root / "shards", params)
+    write_shards(*make_inputs(root), root / "shards", PARAMS)
     return root / "shards"
 
 
