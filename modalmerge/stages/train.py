@@ -24,7 +24,9 @@ from pathlib import Path
 import torch
 
 from modalmerge.data.shards.dataset import collate_samples
-from modalmerge.io import atomic_path
+from modalmerge.io import InputError, atomic_path
+from modalmerge.models.generative import adopt_mean
+from modalmerge.models.model import MultiModalModel
 from modalmerge.settings import ExperimentSettings, TrainSettings, to_dict
 from modalmerge.stages.common import build_model, experiment_dataset, fit_tokenizer
 from modalmerge.training import distributed
@@ -73,6 +75,30 @@ def _checkpoint_dir(out_dir: Path, experiment: ExperimentSettings, settings: Tra
     with atomic_path(stamp) as tmp:
         tmp.write_text(json.dumps(key))
     return checkpoints
+
+
+def mean_source(model, out_dir: Path) -> Path | None:
+    """A residual diffusion model with ``mean_from``: copy the named experiment's trained
+    encoder and decoder in as its frozen encoder and mean head (CorrDiff: the regression
+    first, then the diffusion on its residuals). The named model is the sibling
+    ``out_dir/../<mean_from>/model.pt``, the workflow's ``models/<name>/model.pt``, which
+    the train rule lists as an input. Returns its path (None without ``mean_from``)."""
+    name = getattr(model.conditioner, "mean_from", None) if model.generative else None
+    if name is None:
+        return None
+    path = out_dir.parent / name / "model.pt"
+    if not path.is_file():
+        raise InputError(
+            path,
+            f"mean_from {name!r}: no trained model of that experiment (train it first; "
+            "the workflow does so)",
+        )
+    try:
+        adopt_mean(model, MultiModalModel.load(path))
+    except ValueError as err:
+        raise InputError(path, str(err)) from None
+    log.info("encoder and mean head copied (frozen) from %s", path)
+    return path
 
 
 def train_experiment(
@@ -125,6 +151,7 @@ def _train(shard_dir, experiment, settings, out_dir, cpus, device, ctx) -> Path:
     tokenizer = fit_tokenizer(shard_dir) if "text" in (condition, target) else None
     model = build_model(shard_dir, experiment, tokenizer)
     log.info("experiment %s: %s", experiment.name, model.config)
+    mean_source(model, out_dir)
 
     batch_size = settings.batch_size
     datasets = {

@@ -344,6 +344,16 @@ def experiment_json(wildcards):
     return as_json(EXPERIMENTS[wildcards.experiment].record())
 
 
+def mean_source_model(wildcards):
+    """A residual diffusion experiment with method_options mean_from: the named experiment's
+    model.pt in the same repeat and fold (its frozen encoder and mean head; the train stage
+    reads it as the sibling models/NAME/model.pt). No input for every other experiment."""
+    name = EXPERIMENTS[wildcards.experiment].mean_from
+    if name is None:
+        return []
+    return [f"{ROOT0}{wildcards.rep}{wildcards.fold}/models/{name}/model.pt"]
+
+
 def experiment_gpus(wildcards):
     return EXPERIMENTS[wildcards.experiment].gpus
 
