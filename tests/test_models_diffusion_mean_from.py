@@ -111,10 +111,14 @@ def test_a_mismatched_or_generative_source_is_refused_naming_what_differs():
     wide = tiny_model("image", "time_series", embedding_dim=8, decoder_options={"query": "roi"})
     with pytest.raises(ValueError, match="'xattn' has embedding_dim 8, this model 16"):
         adopt_mean(model, wide)
-    with pytest.raises(ValueError, match="'xattn' has decoder_options {'n_layers': 1}, this model {'query': 'roi'}"):
+    with pytest.raises(
+        ValueError, match="'xattn' has decoder_options {'n_layers': 1}, this model {'query': 'roi'}"
+    ):
         adopt_mean(model, tiny_model("image", "time_series"))
     with pytest.raises(ValueError, match="one cross_attention layer"):
-        adopt_mean(model, tiny_model("image", "time_series", "film", decoder_options={"query": "roi"}))
+        adopt_mean(
+            model, tiny_model("image", "time_series", "film", decoder_options={"query": "roi"})
+        )
 
 
 def test_the_train_stage_copies_the_sibling_model_and_names_a_missing_one(tmp_path):
@@ -154,17 +158,17 @@ def _config(**options):
     ],
 )
 def test_a_bad_mean_from_stops_the_config_naming_the_experiment(options, message):
-    with pytest.raises(ValueError, match=rf"experiments\[4\]\.method_options\.mean_from: .*"):
+    with pytest.raises(ValueError, match=message) as err:
         from_config(_config(**options))
-    with pytest.raises(ValueError, match=message):
-        from_config(_config(**options))
+    assert str(err.value).startswith("experiments[4].method_options.mean_from: ")
 
 
 def test_a_generative_source_stops_the_config():
     config = _config()
     config["experiments"].append({**config["experiments"][-1], "name": "second"})
     config["experiments"][-1]["method_options"] = {
-        **config["experiments"][-1]["method_options"], "mean_from": "image_to_timeseries_diffusion"
+        **config["experiments"][-1]["method_options"],
+        "mean_from": "image_to_timeseries_diffusion",
     }
     with pytest.raises(ValueError, match="'image_to_timeseries_diffusion' is itself generative"):
         from_config(config)
@@ -179,5 +183,5 @@ def test_the_diffusion_train_job_needs_the_named_model_and_no_other_job_changes(
     result = snakemake(work, "--dry-run", model.format("image_to_timeseries_diffusion"))
     assert result.returncode == 0, result.stderr[-3000:]
     assert planned_jobs(result)["train"] == 2  # the cross-attention model first
-    result = snakemake(work, "--dry-run", "--printshellcmds", model.format("tabular_to_timeseries_film"))
+    result = snakemake(work, "--dry-run", model.format("tabular_to_timeseries_film"))
     assert planned_jobs(result)["train"] == 1
