@@ -143,6 +143,36 @@ class Samples(NamedTuple):
     trajectory: torch.Tensor | None
 
 
+def _check_residual(residual, mean_weight, mean_decoder, mean_decoder_options, mean_loss, detach):
+    """ValueError naming the first residual-diffusion option that is out of range or unused."""
+    if not isinstance(residual, bool):
+        raise ValueError(f"residual must be true or false, got {residual!r}")
+    if not residual and (mean_decoder is not None or mean_decoder_options is not None):
+        raise ValueError("mean_decoder and mean_decoder_options need residual: true")
+    if not mean_weight > 0:
+        raise ValueError(f"mean_weight must be > 0, got {mean_weight}")
+    if mean_loss not in ("mse", "target"):
+        raise ValueError(f"mean_loss must be 'mse' or 'target', got {mean_loss!r}")
+    if detach and not residual:
+        raise ValueError("detach_condition needs residual: true")
+
+
+def _check_mean_from(mean_from, residual, mean_weight, mean_loss, detach_condition):
+    """``mean_from`` if it fits the other residual options, else ValueError."""
+    if mean_from is None:
+        return None
+    if not isinstance(mean_from, str) or not mean_from:
+        raise ValueError(f"mean_from must be an experiment name, got {mean_from!r}")
+    if not residual:
+        raise ValueError("mean_from needs residual: true (it supplies the mean head)")
+    if mean_weight != 1.0 or mean_loss != "mse" or detach_condition:
+        raise ValueError(
+            "mean_from freezes the encoder and the mean head: mean_weight, mean_loss "
+            "and detach_condition do not apply; leave them out"
+        )
+    return mean_from
+
+
 @register_conditioning("diffusion")
 class DiffusionConditioning(nn.Module):
     """Noise schedule, condition dropout, DDIM sampling and guidance of a diffusion model.
@@ -242,27 +272,10 @@ class DiffusionConditioning(nn.Module):
         if target_scale <= 0:
             raise ValueError(f"target_scale must be > 0, got {target_scale}")
         self.target_scale = float(target_scale)
-        if not isinstance(residual, bool):
-            raise ValueError(f"residual must be true or false, got {residual!r}")
-        if not residual and (mean_decoder is not None or mean_decoder_options is not None):
-            raise ValueError("mean_decoder and mean_decoder_options need residual: true")
-        if not mean_weight > 0:
-            raise ValueError(f"mean_weight must be > 0, got {mean_weight}")
-        if mean_loss not in ("mse", "target"):
-            raise ValueError(f"mean_loss must be 'mse' or 'target', got {mean_loss!r}")
-        if detach_condition and not residual:
-            raise ValueError("detach_condition needs residual: true")
-        if mean_from is not None:
-            if not isinstance(mean_from, str) or not mean_from:
-                raise ValueError(f"mean_from must be an experiment name, got {mean_from!r}")
-            if not residual:
-                raise ValueError("mean_from needs residual: true (it supplies the mean head)")
-            if mean_weight != 1.0 or mean_loss != "mse" or detach_condition:
-                raise ValueError(
-                    "mean_from freezes the encoder and the mean head: mean_weight, mean_loss "
-                    "and detach_condition do not apply; leave them out"
-                )
-        self.mean_from = mean_from
+        _check_residual(residual, mean_weight, mean_decoder, mean_decoder_options, mean_loss,
+                        detach_condition)  # fmt: skip
+        self.mean_from = _check_mean_from(mean_from, residual, mean_weight, mean_loss,
+                                          detach_condition)  # fmt: skip
         self.residual, self.mean_weight = residual, float(mean_weight)
         self.mean_loss, self.detach_condition = mean_loss, bool(detach_condition)
         self.mean_decoder = mean_decoder
