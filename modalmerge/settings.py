@@ -412,9 +412,7 @@ class ExperimentSettings(_Section):
         "condition_dropout, sample_steps, guidance, n_ensemble, sample_seed, validation_seed, "
         "target_scale; residual (true: a deterministic mean head predicts the conditional "
         "mean and the diffusion models the residual), mean_weight, mean_decoder, "
-        "mean_decoder_options, mean_loss (mse or target), detach_condition; mean_from: the "
-        "name of a deterministic cross_attention experiment of this config whose trained "
-        "encoder and decoder become the frozen encoder and mean head, trained first)",
+        "mean_decoder_options, mean_loss (mse or target), detach_condition)",
     )
     epochs: int | None = F(None, doc="overrides train.epochs", ge=1)
     lr: float | None = F(None, doc="overrides train.lr", gt=0)
@@ -479,12 +477,6 @@ class ExperimentSettings(_Section):
             for k, v in to_dict(self).items()
             if not (k in self.OMITTED_AT_DEFAULT and v is None)
         }
-
-    @property
-    def mean_from(self) -> str | None:
-        """The experiment a residual diffusion model copies its frozen encoder and mean
-        head from (``method_options: {mean_from: ...}``), or None."""
-        return self.method_options["mean_from"] if "mean_from" in self.method_options else None
 
     def training(self, train: TrainSettings) -> TrainSettings:
         """``train`` with this experiment's overrides (epochs, lr, scheduler, batch_size) applied."""
@@ -649,7 +641,6 @@ def from_config(config: Mapping) -> WorkflowSettings:
     names = [e.name for e in experiments]
     if len(set(names)) != len(names):
         raise ValueError(f"experiments: names must be unique, got {names}")
-    _check_mean_sources(experiments)
     sections = {
         name: from_dict(name, config.get(name)) for name in SECTIONS if name != "experiments"
     }
@@ -657,52 +648,6 @@ def from_config(config: Mapping) -> WorkflowSettings:
         raise ValueError("shard.fractions.test: must be > 0 (the evaluate stage scores it), got 0")
     repeats = _repeats(config.get("repeats", 1))
     return WorkflowSettings(experiments=experiments, plugins=plugins, repeats=repeats, **sections)
-
-
-#: what a mean_from source shares with the diffusion experiment that names it
-_MEAN_SHARED = ("condition", "target", "encoder", "embedding_dim", "heads", "encoder_options")
-
-
-def _check_mean_sources(experiments: tuple[ExperimentSettings, ...]) -> None:
-    """Each ``method_options.mean_from`` names another experiment of the config: a
-    deterministic ``cross_attention`` one (one layer, no options) with the same condition,
-    target, encoder, width and heads, whose decoder options are the mean head's; the
-    model-level checks (shapes, decoder names) run again when the weights are copied."""
-    by_name = {e.name: e for e in experiments}
-    for i, e in enumerate(experiments):
-        if e.mean_from is None:
-            continue
-        key = f"experiments[{i}].method_options.mean_from"
-        if e.method != "diffusion":
-            raise ValueError(f"{key}: needs method diffusion, {e.name!r} has {e.method!r}")
-        options = e.method_options
-        if "residual" not in options or options["residual"] is not True:
-            raise ValueError(f"{key}: needs residual: true in method_options ({e.name!r})")
-        if not isinstance(e.mean_from, str) or e.mean_from not in by_name or e.mean_from == e.name:
-            raise ValueError(
-                f"{key}: no other experiment named {e.mean_from!r} in this config; "
-                f"known: {', '.join(n for n in by_name if n != e.name)}"
-            )
-        source = by_name[e.mean_from]
-        if source.method == "diffusion":
-            raise ValueError(
-                f"{key}: {source.name!r} is itself generative (method diffusion); name a "
-                "deterministic cross_attention experiment"
-            )
-        if source.method != "cross_attention" or source.layers != 1 or source.method_options:
-            raise ValueError(
-                f"{key}: {source.name!r} must be a one-layer cross_attention experiment "
-                f"without method_options (it has {source.method!r}, layers {source.layers})"
-            )
-        mean_options = options["mean_decoder_options"] if "mean_decoder_options" in options else {}
-        pairs = [(k, getattr(source, k), getattr(e, k)) for k in _MEAN_SHARED]
-        pairs.append(("decoder_options", source.decoder_options, mean_options))
-        for name, theirs, ours in pairs:
-            if theirs != ours:
-                raise ValueError(
-                    f"{key}: {source.name!r} has {name} {theirs!r}, {e.name!r} "
-                    f"{ours!r} (decoder_options: its mean_decoder_options)"
-                )
 
 
 PLUGINS_DOC = (

@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 from workflow_utils import REPO, copy_project, load_yaml, planned_jobs, snakemake, write_config
 
 from modalmerge.io import InputError
+from modalmerge.mean_sources import check_mean_sources
 from modalmerge.models.generative import adopt_mean
 from modalmerge.settings import from_config
 from modalmerge.stages.train import mean_source
@@ -159,7 +160,7 @@ def _config(**options):
 )
 def test_a_bad_mean_from_stops_the_config_naming_the_experiment(options, message):
     with pytest.raises(ValueError, match=message) as err:
-        from_config(_config(**options))
+        check_mean_sources(from_config(_config(**options)).experiments)
     assert str(err.value).startswith("experiments[4].method_options.mean_from: ")
 
 
@@ -171,7 +172,7 @@ def test_a_generative_source_stops_the_config():
         "mean_from": "image_to_timeseries_diffusion",
     }
     with pytest.raises(ValueError, match="'image_to_timeseries_diffusion' is itself generative"):
-        from_config(config)
+        check_mean_sources(from_config(config).experiments)
 
 
 @pytest.mark.slow
