@@ -186,3 +186,21 @@ def test_the_diffusion_train_job_needs_the_named_model_and_no_other_job_changes(
     assert planned_jobs(result)["train"] == 2  # the cross-attention model first
     result = snakemake(work, "--dry-run", model.format("tabular_to_timeseries_film"))
     assert planned_jobs(result)["train"] == 1
+
+
+def test_a_retrained_source_discards_the_resume_state_of_a_killed_job(tmp_path):
+    """The checkpoints hold the frozen weights: resuming them after the named model was
+    retrained would train the denoiser on the old model's residuals."""
+    from modalmerge.settings import ExperimentSettings, TrainSettings
+    from modalmerge.stages.train import _checkpoint_dir
+
+    experiment = ExperimentSettings.coerce(_config()["experiments"][-1])
+    source = tmp_path / "xattn.pt"
+    source.write_bytes(b"one")
+    checkpoints = _checkpoint_dir(tmp_path, experiment, TrainSettings(), source)
+    (checkpoints / "last.pt").write_bytes(b"state")
+    _checkpoint_dir(tmp_path, experiment, TrainSettings(), source)
+    assert (checkpoints / "last.pt").exists()  # same source: resume
+    source.write_bytes(b"two")
+    _checkpoint_dir(tmp_path, experiment, TrainSettings(), source)
+    assert not (checkpoints / "last.pt").exists()

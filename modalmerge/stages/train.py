@@ -58,14 +58,20 @@ def _loader(dataset, batch_size: int, shuffle: bool, seed: int, workers: int, pi
     )
 
 
-def _checkpoint_dir(out_dir: Path, experiment: ExperimentSettings, settings: TrainSettings) -> Path:
+def _checkpoint_dir(
+    out_dir: Path, experiment: ExperimentSettings, settings: TrainSettings, source: Path | None
+) -> Path:
     """``out_dir/checkpoints``, emptied when it holds the resume state of another configuration.
 
     A killed job resumes from its last checkpoint only if the experiment and
-    training settings are unchanged; otherwise training starts afresh.
+    training settings are unchanged, and so is the ``mean_from`` model ``source`` (its
+    bytes), whose frozen weights the checkpoint holds; otherwise training starts afresh.
     """
     checkpoints = out_dir / "checkpoints"
-    blob = json.dumps([to_dict(experiment), to_dict(settings)], sort_keys=True)
+    parts = [to_dict(experiment), to_dict(settings)]
+    if source is not None:
+        parts.append(hashlib.sha256(source.read_bytes()).hexdigest())
+    blob = json.dumps(parts, sort_keys=True)
     key = hashlib.sha256(blob.encode()).hexdigest()
     stamp = checkpoints / "run.json"
     if checkpoints.exists() and (not stamp.exists() or json.loads(stamp.read_text()) != key):
@@ -151,7 +157,7 @@ def _train(shard_dir, experiment, settings, out_dir, cpus, device, ctx) -> Path:
     tokenizer = fit_tokenizer(shard_dir) if "text" in (condition, target) else None
     model = build_model(shard_dir, experiment, tokenizer)
     log.info("experiment %s: %s", experiment.name, model.config)
-    mean_source(model, out_dir)
+    source = mean_source(model, out_dir)
 
     batch_size = settings.batch_size
     datasets = {
@@ -172,7 +178,7 @@ def _train(shard_dir, experiment, settings, out_dir, cpus, device, ctx) -> Path:
 
     checkpoints = out_dir / "checkpoints"
     if ctx.is_main:
-        _checkpoint_dir(out_dir, experiment, settings)
+        _checkpoint_dir(out_dir, experiment, settings, source)
     distributed.barrier(ctx)
     trainer = Trainer(
         model,
