@@ -2,6 +2,7 @@
 # The science lives in the `modalmerge` package; each rule calls one `modalmerge` subcommand.
 from snakemake.utils import min_version, validate
 
+from modalmerge.mean_sources import check_mean_sources
 from modalmerge.settings import from_config
 
 min_version("9.0")
@@ -19,6 +20,7 @@ if not workflow.overwrite_configfiles:
 # "preprocess.high_pass: must be > 0 or null, got 0". The schema, generated from the same
 # dataclasses (`make schema`), then fills their defaults into `config`.
 SETTINGS = from_config(config)
+check_mean_sources(SETTINGS.experiments)  # method_options mean_from names a usable experiment
 validate(config, "workflow/schemas/config.schema.yaml")
 
 

@@ -186,6 +186,25 @@ def test_editing_one_experiment_reruns_that_experiment_only(restore_config):
     assert not set(jobs) & DATA_RULES
 
 
+def test_editing_the_mean_from_source_reruns_the_diffusion_training_too(restore_config):
+    """method_options mean_from: the diffusion experiment's train job takes the named
+    experiment's model.pt as input, so retraining that model retrains it."""
+    workdir, config = restore_config
+    source = config["experiments"][0]  # image_to_timeseries_xattn
+    config["experiments"].append(
+        {"name": "image_to_timeseries_diffusion", "condition": "image", "target": "time_series",
+         "encoder": source["encoder"], "decoder": "denoiser", "method": "diffusion",
+         "embedding_dim": source["embedding_dim"], "heads": source["heads"],
+         "decoder_options": {"n_layers": 1},
+         "method_options": {"train_steps": 20, "sample_steps": 5, "residual": True,
+                            "mean_from": source["name"],
+                            "mean_decoder_options": source["decoder_options"]}}
+    )  # fmt: skip
+    assert _dry_run(workdir, config)["train"] == 1  # the new experiment alone
+    source["dropout"] = 0.2  # not a setting the mean head must share
+    assert _dry_run(workdir, config)["train"] == 2  # the source, then the diffusion model
+
+
 def test_editing_a_figure_setting_reruns_figures_only(restore_config):
     workdir, config = restore_config
     config["figures"]["dpi"] = config["figures"]["dpi"] + 10

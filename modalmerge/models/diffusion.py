@@ -24,6 +24,10 @@ and the training target (MONAI's ``DDPMScheduler``), the sampler (MONAI's
   predicts the conditional mean ``mu(c)`` with an MSE loss weighted ``mean_weight``;
   the diffusion chain models the residual ``x_0 - mu(c)`` (``mu`` detached: the
   denoising loss does not move the mean head), and a sample is ``mu + residual``.
+  With ``mean_from`` (CorrDiff's own two-stage recipe) the encoder and the mean head are
+  not trained here: they are copied, frozen, from a trained deterministic
+  ``cross_attention`` model (:func:`~modalmerge.models.generative.adopt_mean`), and only
+  the denoiser (and the null token) learn; the loss is the denoising loss alone.
 - Validation losses (eval mode) draw their steps and noise from a generator seeded
   with ``validation_seed``: the same draws every epoch, so early stopping compares
   like with like, and the global random streams are not touched.
@@ -139,6 +143,36 @@ class Samples(NamedTuple):
     trajectory: torch.Tensor | None
 
 
+def _check_residual(residual, mean_weight, mean_decoder, mean_decoder_options, mean_loss, detach):
+    """ValueError naming the first residual-diffusion option that is out of range or unused."""
+    if not isinstance(residual, bool):
+        raise ValueError(f"residual must be true or false, got {residual!r}")
+    if not residual and (mean_decoder is not None or mean_decoder_options is not None):
+        raise ValueError("mean_decoder and mean_decoder_options need residual: true")
+    if not mean_weight > 0:
+        raise ValueError(f"mean_weight must be > 0, got {mean_weight}")
+    if mean_loss not in ("mse", "target"):
+        raise ValueError(f"mean_loss must be 'mse' or 'target', got {mean_loss!r}")
+    if detach and not residual:
+        raise ValueError("detach_condition needs residual: true")
+
+
+def _check_mean_from(mean_from, residual, mean_weight, mean_loss, detach_condition):
+    """``mean_from`` if it fits the other residual options, else ValueError."""
+    if mean_from is None:
+        return None
+    if not isinstance(mean_from, str) or not mean_from:
+        raise ValueError(f"mean_from must be an experiment name, got {mean_from!r}")
+    if not residual:
+        raise ValueError("mean_from needs residual: true (it supplies the mean head)")
+    if mean_weight != 1.0 or mean_loss != "mse" or detach_condition:
+        raise ValueError(
+            "mean_from freezes the encoder and the mean head: mean_weight, mean_loss "
+            "and detach_condition do not apply; leave them out"
+        )
+    return mean_from
+
+
 @register_conditioning("diffusion")
 class DiffusionConditioning(nn.Module):
     """Noise schedule, condition dropout, DDIM sampling and guidance of a diffusion model.
@@ -187,6 +221,12 @@ class DiffusionConditioning(nn.Module):
     detach_condition : bool
         ``residual`` only: the denoiser reads the condition tokens detached, so only
         the mean head trains the condition encoder (as in the deterministic model).
+    mean_from : str, optional
+        ``residual`` only: the name of the trained deterministic ``cross_attention``
+        experiment whose encoder and decoder become this model's encoder and mean head,
+        frozen (the workflow's train stage copies them in before training). Their own
+        loss options (``mean_weight``, ``mean_loss``, ``detach_condition``) then do not
+        apply and are refused.
     """
 
     generative = True
@@ -211,6 +251,7 @@ class DiffusionConditioning(nn.Module):
         mean_decoder_options: dict | None = None,
         mean_loss: str = "mse",
         detach_condition: bool = False,
+        mean_from: str | None = None,
     ):
         super().__init__()
         from monai.networks.schedulers import DDPMScheduler
@@ -231,16 +272,10 @@ class DiffusionConditioning(nn.Module):
         if target_scale <= 0:
             raise ValueError(f"target_scale must be > 0, got {target_scale}")
         self.target_scale = float(target_scale)
-        if not isinstance(residual, bool):
-            raise ValueError(f"residual must be true or false, got {residual!r}")
-        if not residual and (mean_decoder is not None or mean_decoder_options is not None):
-            raise ValueError("mean_decoder and mean_decoder_options need residual: true")
-        if not mean_weight > 0:
-            raise ValueError(f"mean_weight must be > 0, got {mean_weight}")
-        if mean_loss not in ("mse", "target"):
-            raise ValueError(f"mean_loss must be 'mse' or 'target', got {mean_loss!r}")
-        if detach_condition and not residual:
-            raise ValueError("detach_condition needs residual: true")
+        _check_residual(residual, mean_weight, mean_decoder, mean_decoder_options, mean_loss,
+                        detach_condition)  # fmt: skip
+        self.mean_from = _check_mean_from(mean_from, residual, mean_weight, mean_loss,
+                                          detach_condition)  # fmt: skip
         self.residual, self.mean_weight = residual, float(mean_weight)
         self.mean_loss, self.detach_condition = mean_loss, bool(detach_condition)
         self.mean_decoder = mean_decoder
@@ -303,6 +338,8 @@ class DiffusionConditioning(nn.Module):
             terms = self.denoising_terms(
                 denoiser, x0.float() - mean.detach().float(), context, mask, time_offset
             )
+            if self.mean_from is not None:  # frozen mean head: the denoising loss alone
+                return terms
             return terms._replace(
                 mean=mean, target=x0, mean_weight=self.mean_weight, mean_loss=self.mean_loss
             )

@@ -12,7 +12,9 @@ module existed. What differs is how they are built and run, and that lives here:
   the optional mean head, in that order (the order fixes the seeded initial weights);
 - :func:`generative_forward` — ``model(condition, target)``: the denoising loss terms;
   ``model(condition)``: the mean of an ensemble of samples;
-- :func:`draw_samples` — :meth:`MultiModalModel.sample` from encoded condition tokens.
+- :func:`draw_samples` — :meth:`MultiModalModel.sample` from encoded condition tokens;
+- :func:`adopt_mean` — a residual model with ``mean_from``: copy a trained deterministic
+  ``cross_attention`` model's encoder and decoder in as its frozen encoder and mean head.
 
 The diffusion maths (schedules, DDIM, guidance, the mean head) is in
 :mod:`modalmerge.models.diffusion`; this module only wires it into the model.
@@ -33,7 +35,9 @@ if TYPE_CHECKING:  # pragma: no cover - typing only (model.py imports this modul
 
 __all__ = [
     "DEFAULT_DENOISERS",
+    "adopt_mean",
     "build_generative",
+    "frozen_parts",
     "draw_samples",
     "generative_forward",
     "generative_target",
@@ -91,6 +95,69 @@ def build_generative(
         model.mean_head = MeanHead.build(
             name, model.target_type, model.target_shape, dim, kwargs, model.conditioner
         )
+        model.mean_head.decoder_name = name
+        for part in frozen_parts(model):
+            part.requires_grad_(False)
+
+
+def frozen_parts(model: MultiModalModel) -> tuple[nn.Module, ...]:
+    """The parts a residual model with ``mean_from`` does not train (encoder, mean head):
+    no gradients, and kept in eval mode (no dropout, no batch-norm statistics updated)
+    while the model trains; ``()`` for every other model."""
+    if getattr(model.conditioner, "mean_from", None) is None:
+        return ()
+    return (model.encoder, model.mean_head)
+
+
+#: config keys a ``mean_from`` source must share with the diffusion model
+_SHARED = (
+    "condition_type", "target_type", "condition_encoder", "embedding_dim",
+    "num_attention_heads", "condition_shape", "target_shape", "encoder_options",
+)  # fmt: skip
+
+
+def adopt_mean(model: MultiModalModel, source: MultiModalModel) -> None:
+    """Copy ``source``'s encoder, cross-attention and decoder into ``model``'s encoder and
+    mean head (``model``: residual diffusion with ``mean_from``; ``source``: the trained
+    deterministic ``cross_attention`` model it names). Afterwards ``model``'s mean head
+    predicts exactly what ``source`` predicts.
+
+    Raises
+    ------
+    ValueError
+        Naming what does not match: ``model`` has no ``mean_from``, ``source`` is itself
+        generative or not a one-layer option-free ``cross_attention`` model, or a shared
+        setting (condition, target, encoder, width, heads, shapes, decoder) differs.
+    """
+    conditioner = model.conditioner
+    name = getattr(conditioner, "mean_from", None)
+    if not frozen_parts(model):
+        raise ValueError("adopt_mean needs a residual diffusion model with mean_from")
+    if source.generative:
+        raise ValueError(
+            f"mean_from {name!r} is itself a generative model ({source.conditioning_method}); "
+            "it must be a deterministic cross_attention model"
+        )
+    theirs, ours = source.config, model.config
+    wanted = {"conditioning": "cross_attention", "conditioning_layers": 1,
+              "conditioning_options": {}}  # fmt: skip
+    for key, value in wanted.items():
+        if theirs[key] != value:
+            raise ValueError(
+                f"mean_from {name!r}: the mean head is one cross_attention layer without "
+                f"options, the model has {key} {theirs[key]!r}"
+            )
+    mean_pairs = [("target_decoder", model.mean_head.decoder_name),
+                  ("decoder_options", conditioner.mean_decoder_options)]  # fmt: skip
+    for key, value in [(k, ours[k]) for k in _SHARED] + mean_pairs:
+        if theirs[key] != value:
+            raise ValueError(
+                f"mean_from {name!r} has {key} {theirs[key]!r}, this model {value!r} "
+                "(the mean head's decoder: mean_decoder, mean_decoder_options)"
+            )
+    model.encoder.load_state_dict(source.encoder.state_dict())
+    model.mean_head.conditioner.load_state_dict(source.conditioner.state_dict())
+    model.mean_head.decoder.load_state_dict(source.decoder.state_dict())
 
 
 def generative_forward(
@@ -108,7 +175,8 @@ def generative_forward(
     its ``sample_seed`` (deterministic DDIM), and their attention when asked.
     """
     if target is not None:
-        mean = None if model.mean_head is None else model.mean_head(tokens, mask, time_offset)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen_parts(model)):
+            mean = None if model.mean_head is None else model.mean_head(tokens, mask, time_offset)
         terms = model.conditioner.denoising_terms(
             model.decoder, target, tokens, mask, time_offset, mean
         )

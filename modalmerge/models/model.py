@@ -17,6 +17,7 @@ from modalmerge.models.generative import (
     DEFAULT_DENOISERS,
     build_generative,
     draw_samples,
+    frozen_parts,
     generative_forward,
     generative_target,
 )
@@ -413,6 +414,14 @@ class MultiModalModel(nn.Module):
         if self.target_type == "point_cloud":  # a decoder of values at given points reads them
             return ModelOutput(self.decoder(conditioned, target=target), attention)
         return ModelOutput(decode(self.decoder, conditioned, time_offset), attention)
+
+    def train(self, mode: bool = True) -> MultiModalModel:
+        """``nn.Module.train``; parts a model does not train (a ``mean_from`` residual
+        model's encoder and mean head) stay in eval mode."""
+        super().train(mode)
+        for part in frozen_parts(self) if self.generative else ():
+            part.eval()
+        return self
 
     @torch.no_grad()
     def sample(

@@ -24,7 +24,9 @@ from pathlib import Path
 import torch
 
 from modalmerge.data.shards.dataset import collate_samples
-from modalmerge.io import atomic_path
+from modalmerge.io import InputError, atomic_path
+from modalmerge.models.generative import adopt_mean
+from modalmerge.models.model import MultiModalModel
 from modalmerge.settings import ExperimentSettings, TrainSettings, to_dict
 from modalmerge.stages.common import build_model, experiment_dataset, fit_tokenizer
 from modalmerge.training import distributed
@@ -56,14 +58,20 @@ def _loader(dataset, batch_size: int, shuffle: bool, seed: int, workers: int, pi
     )
 
 
-def _checkpoint_dir(out_dir: Path, experiment: ExperimentSettings, settings: TrainSettings) -> Path:
+def _checkpoint_dir(
+    out_dir: Path, experiment: ExperimentSettings, settings: TrainSettings, source: Path | None
+) -> Path:
     """``out_dir/checkpoints``, emptied when it holds the resume state of another configuration.
 
     A killed job resumes from its last checkpoint only if the experiment and
-    training settings are unchanged; otherwise training starts afresh.
+    training settings are unchanged, and so is the ``mean_from`` model ``source`` (its
+    bytes), whose frozen weights the checkpoint holds; otherwise training starts afresh.
     """
     checkpoints = out_dir / "checkpoints"
-    blob = json.dumps([to_dict(experiment), to_dict(settings)], sort_keys=True)
+    parts = [to_dict(experiment), to_dict(settings)]
+    if source is not None:
+        parts.append(hashlib.sha256(source.read_bytes()).hexdigest())
+    blob = json.dumps(parts, sort_keys=True)
     key = hashlib.sha256(blob.encode()).hexdigest()
     stamp = checkpoints / "run.json"
     if checkpoints.exists() and (not stamp.exists() or json.loads(stamp.read_text()) != key):
@@ -73,6 +81,30 @@ def _checkpoint_dir(out_dir: Path, experiment: ExperimentSettings, settings: Tra
     with atomic_path(stamp) as tmp:
         tmp.write_text(json.dumps(key))
     return checkpoints
+
+
+def mean_source(model, out_dir: Path) -> Path | None:
+    """A residual diffusion model with ``mean_from``: copy the named experiment's trained
+    encoder and decoder in as its frozen encoder and mean head (CorrDiff: the regression
+    first, then the diffusion on its residuals). The named model is the sibling
+    ``out_dir/../<mean_from>/model.pt``, the workflow's ``models/<name>/model.pt``, which
+    the train rule lists as an input. Returns its path (None without ``mean_from``)."""
+    name = getattr(model.conditioner, "mean_from", None) if model.generative else None
+    if name is None:
+        return None
+    path = out_dir.parent / name / "model.pt"
+    if not path.is_file():
+        raise InputError(
+            path,
+            f"mean_from {name!r}: no trained model of that experiment (train it first; "
+            "the workflow does so)",
+        )
+    try:
+        adopt_mean(model, MultiModalModel.load(path))
+    except ValueError as err:
+        raise InputError(path, str(err)) from None
+    log.info("encoder and mean head copied (frozen) from %s", path)
+    return path
 
 
 def train_experiment(
@@ -125,6 +157,7 @@ def _train(shard_dir, experiment, settings, out_dir, cpus, device, ctx) -> Path:
     tokenizer = fit_tokenizer(shard_dir) if "text" in (condition, target) else None
     model = build_model(shard_dir, experiment, tokenizer)
     log.info("experiment %s: %s", experiment.name, model.config)
+    source = mean_source(model, out_dir)
 
     batch_size = settings.batch_size
     datasets = {
@@ -145,7 +178,7 @@ def _train(shard_dir, experiment, settings, out_dir, cpus, device, ctx) -> Path:
 
     checkpoints = out_dir / "checkpoints"
     if ctx.is_main:
-        _checkpoint_dir(out_dir, experiment, settings)
+        _checkpoint_dir(out_dir, experiment, settings, source)
     distributed.barrier(ctx)
     trainer = Trainer(
         model,

@@ -11,6 +11,7 @@ from modalmerge.repeats import REPEAT_PATTERN, repeat_dataset, repeat_index, rep
 from modalmerge.repeats import repeat_suffixes
 from modalmerge.folds import FOLD_PATTERN, cohort_sites, fold_params, fold_suffixes, has_folds
 from modalmerge.settings import identity_dict
+from modalmerge.mean_sources import mean_from
 from modalmerge.stages.train_resources import train_resources as train_job_resources
 from modalmerge.stages.train_resources import train_threads
 from modalmerge.stages.acquire import (
@@ -342,6 +343,16 @@ def fingerprint(*modules):
 
 def experiment_json(wildcards):
     return as_json(EXPERIMENTS[wildcards.experiment].record())
+
+
+def mean_source_model(wildcards):
+    """A residual diffusion experiment with method_options mean_from: the named experiment's
+    model.pt in the same repeat and fold (its frozen encoder and mean head; the train stage
+    reads it as the sibling models/NAME/model.pt). No input for every other experiment."""
+    name = mean_from(EXPERIMENTS[wildcards.experiment])
+    if name is None:
+        return []
+    return [f"{ROOT0}{wildcards.rep}{wildcards.fold}/models/{name}/model.pt"]
 
 
 def experiment_gpus(wildcards):

@@ -6,6 +6,7 @@
 rule train:
     input:
         shards=rules.shard.output[0],
+        mean_source=mean_source_model,
     output:
         model=f"{FROOT}/models/{{experiment}}/model.pt",
         history=f"{FROOT}/models/{{experiment}}/history.csv",

@@ -1,0 +1,71 @@
+"""``method_options: {mean_from: <experiment>}`` of a residual diffusion experiment, at the
+config level: which experiment it names, and whether that one can supply its frozen encoder
+and mean head (:func:`modalmerge.models.generative.adopt_mean` checks the trained models
+again when the weights are copied).
+
+The workflow calls :func:`check_mean_sources` right after
+:func:`modalmerge.settings.from_config` (``workflow/rules/common.smk``), so a bad name stops
+``snakemake -n`` at once, naming the key. It lives outside ``settings.py`` on purpose: every
+stage's code fingerprint includes ``settings.py``, so an edit there reruns the whole DAG.
+No torch here (the Snakefile imports it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from modalmerge.settings import ExperimentSettings
+
+
+def mean_from(experiment: ExperimentSettings) -> str | None:
+    """The experiment whose trained encoder and decoder ``experiment`` copies (frozen) as
+    its encoder and mean head, or None."""
+    options = experiment.method_options
+    return options["mean_from"] if "mean_from" in options else None
+
+
+#: what a mean_from source shares with the diffusion experiment that names it
+SHARED = ("condition", "target", "encoder", "embedding_dim", "heads", "encoder_options")
+
+
+def check_mean_sources(experiments: Sequence[ExperimentSettings]) -> None:
+    """Each ``method_options.mean_from`` names another experiment of the config: a
+    deterministic ``cross_attention`` one (one layer, no options) with the same condition,
+    target, encoder, width and heads, whose decoder options are the mean head's; the
+    model-level checks (shapes, decoder names) run again when the weights are copied."""
+    by_name = {e.name: e for e in experiments}
+    for i, e in enumerate(experiments):
+        name = mean_from(e)
+        if name is None:
+            continue
+        key = f"experiments[{i}].method_options.mean_from"
+        if e.method != "diffusion":
+            raise ValueError(f"{key}: needs method diffusion, {e.name!r} has {e.method!r}")
+        options = e.method_options
+        if "residual" not in options or options["residual"] is not True:
+            raise ValueError(f"{key}: needs residual: true in method_options ({e.name!r})")
+        if not isinstance(name, str) or name not in by_name or name == e.name:
+            raise ValueError(
+                f"{key}: no other experiment named {name!r} in this config; "
+                f"known: {', '.join(n for n in by_name if n != e.name)}"
+            )
+        source = by_name[name]
+        if source.method == "diffusion":
+            raise ValueError(
+                f"{key}: {source.name!r} is itself generative (method diffusion); name a "
+                "deterministic cross_attention experiment"
+            )
+        if source.method != "cross_attention" or source.layers != 1 or source.method_options:
+            raise ValueError(
+                f"{key}: {source.name!r} must be a one-layer cross_attention experiment "
+                f"without method_options (it has {source.method!r}, layers {source.layers})"
+            )
+        mean_options = options["mean_decoder_options"] if "mean_decoder_options" in options else {}
+        pairs = [(k, getattr(source, k), getattr(e, k)) for k in SHARED]
+        pairs.append(("decoder_options", source.decoder_options, mean_options))
+        for setting, theirs, ours in pairs:
+            if theirs != ours:
+                raise ValueError(
+                    f"{key}: {source.name!r} has {setting} {theirs!r}, {e.name!r} "
+                    f"{ours!r} (decoder_options: its mean_decoder_options)"
+                )
