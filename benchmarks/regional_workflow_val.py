@@ -5,7 +5,10 @@ Checks that the workflow runs the procedure chosen with ``regional_fit.py`` (doc
 "Absolute-time read-out"): trains ``experiments[0]`` of ``--config`` (its ``train:`` section
 and overrides, optionally ``--scheduler``) on ``<root>/shards`` into ``--out``, then prints the
 per-epoch history and the validation MSE and ``planted_link_top1`` (attention of the returned
-model, mean over samples and heads, with its permutation null)::
+model, mean over samples and heads, with its permutation null), each link's hit or miss and
+peak, the hits per head, and saves that attention per head as ``<split>_attention.npy`` in
+``--save-to`` (default ``--out``); ``--score-only`` scores the model already in ``--out``; ``--split test`` scores the test
+subjects instead (only for settings already frozen and reported, e.g. a second training seed)::
 
     nice -n 10 .venv/bin/python benchmarks/regional_workflow_val.py results/regional_tune \\
         --config configs/regional_abs14.yaml --out /tmp/wf_val
@@ -39,20 +42,30 @@ def main() -> None:
     parser.add_argument("--config", type=Path, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--scheduler", default=None, help="overrides the config's")
+    parser.add_argument(
+        "--score-only", action="store_true", help="score the model already in --out, no training"
+    )
+    parser.add_argument("--save-to", type=Path, default=None, help="where val_attention.npy goes")
+    parser.add_argument(
+        "--split", default="val", help="the subjects scored (test only for a frozen, reported run)"
+    )
     args = parser.parse_args()
     config = yaml.safe_load(args.config.read_text())
     train = config["train"] | ({"scheduler": args.scheduler} if args.scheduler else {})
     experiment = ExperimentSettings.from_dict(config["experiments"][0])
     began = time.time()
-    path = train_experiment(
-        args.root / "shards", experiment, TrainSettings.from_dict(train), args.out
-    )
+    if args.score_only:
+        path = args.out / "model.pt"
+    else:
+        path = train_experiment(
+            args.root / "shards", experiment, TrainSettings.from_dict(train), args.out
+        )
     cpu = sum(os.times()[:4])
     print(pd.read_csv(args.out / "history.csv").to_string(index=False))
     print(f"trained in {time.time() - began:.0f} s wall, {cpu:.0f} s cpu (user+sys)")
     model = MultiModalModel.load(path)
     model.eval()
-    xv, yv, ov = split(args.root, "val")
+    xv, yv, ov = split(args.root, args.split)
     links = pd.read_csv(args.root / "raw" / "planted_links.tsv", sep="\t")
     with torch.no_grad():
         out = [model(xv[i], time_offset=ov[i], return_attention=True)
@@ -60,9 +73,18 @@ def main() -> None:
         mse = torch.cat([((o.prediction - yv[i]) ** 2).mean((1, 2))
                          for o, i in zip(out, torch.arange(len(xv)).split(64), strict=True)])  # fmt: skip
         heads = torch.cat([o.attention for o in out]).mean(dim=0).numpy()
-    scores, _ = planted_link_attention(heads.mean(0), np.arange(1, yv.shape[2] + 1), links)
-    print(f"val MSE {float(mse.mean()):.4f} planted_link_top1 {scores['planted_link_top1']:.3f} "
+    labels = np.arange(1, yv.shape[2] + 1)
+    scores, record = planted_link_attention(heads.mean(0), labels, links)
+    print(f"{args.split} MSE {float(mse.mean()):.4f} planted_link_top1 {scores['planted_link_top1']:.3f} "
           f"null {scores['planted_link_top1_null']:.3f}")  # fmt: skip
+    for link in record["links"]:
+        verdict = "hit" if link["peak_label"] == link["source_label"] else "miss"
+        print(f"  {verdict:4s} {link['target_label']} <- {link['source_label']} "
+              f"(peak {link['peak_label']}, weight on source {link['attention_on_source']:.3f})")  # fmt: skip
+    per_head = [planted_link_attention(h, labels, links)[0]["planted_link_top1"] for h in heads]
+    print("hits per head", [round(v * len(record["links"])) for v in per_head])
+    # (heads, target ROIs, regions), for diagnosis
+    np.save((args.save_to or args.out) / f"{args.split}_attention.npy", heads)
 
 
 if __name__ == "__main__":
