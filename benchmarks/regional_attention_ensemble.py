@@ -6,9 +6,9 @@ heads, then the fits (each fit weighs the same, whatever its head count: the mea
 training seeds, heads and samples), and scores that map against ``<root>/raw/planted_links.tsv``
 with the package's own scorer (:func:`~modalmerge.evaluation.planted.planted_link_attention`:
 the same peak rule and seeded permutation null as ``evaluate``). Prints each fit alone
-(a check: it reproduces ``regional_workflow_val.py``'s score), the ensemble of all fits
-with each link's hit or miss and peak, and with ``--subsets`` every ensemble of two or more
-of the fits. No training; it reads only saved attention and the planted-links table::
+(a check: it reproduces ``regional_workflow_val.py``'s score), with ``--subsets`` every
+ensemble of two to n - 1 of the fits, and the ensemble of all fits with each link's hit or
+miss, peak and the best region other than the source (the margin). No training; it reads only saved attention and the planted-links table::
 
     .venv/bin/python benchmarks/regional_attention_ensemble.py results/regional_tune \\
         --fits /tmp/links/C_lr2 /tmp/links/C_lr2_seed1 /tmp/links2/C_lr2_seed2 --subsets
@@ -79,8 +79,11 @@ def main() -> None:
     print(line(f"ENSEMBLE of {len(maps)}", scores, record))
     for link in record["links"]:
         verdict = "hit" if link["peak_label"] == link["source_label"] else "miss"
+        row = ensemble[link["target_label"] - 1].copy()
+        row[link["source_label"] - 1] = -np.inf
         print(f"  {verdict:4s} {link['target_label']} <- {link['source_label']} "
-              f"(peak {link['peak_label']}, weight on source {link['attention_on_source']:.3f})")  # fmt: skip
+              f"(peak {link['peak_label']}, weight on source {link['attention_on_source']:.3f}, "
+              f"best other region {int(row.argmax()) + 1} {row.max():.3f})")  # fmt: skip
     print(f"distinct peak regions over the {ensemble.shape[0]} ROIs: "
           f"{len(set(ensemble.argmax(axis=1).tolist()))}")  # fmt: skip
 
