@@ -12,6 +12,13 @@ Every interval is the seeded percentile bootstrap over held-out subjects
 realism ratios are taken on; ``val`` for a tree written by ``validation_scores.py``
 (whose metrics are on the validation subjects), to choose settings without the test
 subjects.
+
+    .venv/bin/python benchmarks/diffusion_must_show.py --pooled ROOT [ROOT ...]
+
+pools the held-out subjects of several finished runs (independent cohorts, e.g. the
+repeats of ``configs/diffusion_repeats.yaml`` and ``configs/diffusion_seed4207.yaml``):
+one line per cohort with the four must-show quantities, then the same over all subjects
+(the bootstrap resamples subjects across cohorts).
 """
 
 from __future__ import annotations
@@ -80,5 +87,47 @@ def main(root: str = "results/synthetic", split: str = "test") -> None:
         print(f"| {name} | {value} |")
 
 
+def _must_show(roots: list[Path]) -> dict[str, list[float]]:
+    """Per-subject must-show quantities of finished runs, concatenated over ``roots``."""
+    out = {k: [] for k in ("r_diff", "r_xattn", "spread_skill", "crps", "crps_clim", "inter")}
+    for root in roots:
+        for name in (DIFFUSION, XATTN):
+            if not (root / "eval" / name / "metrics.json").is_file():
+                raise SystemExit(f"{root}: no eval/{name}/metrics.json (run the workflow first)")
+        diff = json.loads((root / "eval" / DIFFUSION / "metrics.json").read_text())
+        xattn = json.loads((root / "eval" / XATTN / "metrics.json").read_text())
+        if diff["per_unit"]["units"] != xattn["per_unit"]["units"]:
+            raise SystemExit(f"{root}: the two experiments score different subjects")
+        d = diff["per_unit"]["model"]
+        out["r_diff"] += d["pearson_r"]
+        out["r_xattn"] += xattn["per_unit"]["model"]["pearson_r"]
+        out["spread_skill"] += d["spread_skill"]
+        out["crps"] += d["crps"]
+        out["crps_clim"] += diff["per_unit"]["climatology"]["crps"]
+        out["inter"] += d["realism_ratio_inter_roi_correlation"]
+    return out
+
+
+def pooled(roots: list[str]) -> None:
+    """The must-show per cohort and over every held-out subject of ``roots``."""
+    print(
+        "| cohort | n | r_diff / r_xattn | r_diff - 0.95 r_xattn | spread-skill "
+        "| CRPS clim. - diffusion | inter-ROI ratio (samples) |\n|---|---|---|---|---|---|---|"
+    )
+    for label, group in [(r, [Path(r)]) for r in roots] + [("pooled", [Path(r) for r in roots])]:
+        q = _must_show(group)
+        gap = paired_difference(q["r_diff"], 0.95 * np.asarray(q["r_xattn"]))
+        crps = paired_difference(q["crps_clim"], q["crps"])
+        ratio = np.mean(q["r_diff"]) / np.mean(q["r_xattn"])
+        print(f"| {label} | {len(q['r_diff'])} | {ratio:.3f} x "
+              f"| {gap.value:+.3f} [{gap.ci_low:+.3f}, {gap.ci_high:+.3f}] "
+              f"| {_ci(q['spread_skill'])} "
+              f"| {crps.value:+.4f} [{crps.ci_low:+.4f}, {crps.ci_high:+.4f}] "
+              f"| {_ci(q['inter'])} |")  # fmt: skip
+
+
 if __name__ == "__main__":
-    main(*sys.argv[1:])
+    if sys.argv[1:2] == ["--pooled"]:
+        pooled(sys.argv[2:])
+    else:
+        main(*sys.argv[1:])
