@@ -122,6 +122,13 @@ def scalar_loss(prediction) -> torch.Tensor:
     return prediction.square().mean()
 
 
+#: the tiny image -> ROI time-series experiment of the workflow-stage tests (train, evaluate)
+TINY_IMAGE_TO_SERIES = {
+    "name": "tiny", "condition": "image", "target": "time_series", "encoder": "cnn",
+    "decoder": "transformer", "method": "cross_attention", "embedding_dim": 8, "heads": 2,
+    "encoder_options": {"channels": 4},
+}  # fmt: skip
+
 #: the training settings of the tiny train -> evaluate tests (one epoch)
 TINY_TRAIN = {"seed": 0, "epochs": 1, "batch_size": 4, "lr": 0.003, "patience": 5}
 

@@ -19,6 +19,7 @@ from modalmerge.evaluation.streaming import (
     subject_groups,
 )
 from modalmerge.io import InputError
+from tests._model_fixtures import TINY_IMAGE_TO_SERIES
 
 ALPHAS = [0.1, 1.0, 10.0, 100.0, 1000.0, 10000.0]
 
@@ -147,11 +148,7 @@ def trained(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("streamed")
     shards = _cohort(root)
-    experiment = {
-        "name": "tiny", "condition": "image", "target": "time_series", "encoder": "cnn",
-        "decoder": "transformer", "method": "cross_attention", "embedding_dim": 8, "heads": 2,
-        "encoder_options": {"channels": 4},
-    }  # fmt: skip
+    experiment = TINY_IMAGE_TO_SERIES
     settings = {"seed": 0, "epochs": 1, "batch_size": 8, "lr": 0.003, "patience": 5}
     model = train_experiment(shards, experiment, settings, root / "model")
     return root, shards, experiment, model

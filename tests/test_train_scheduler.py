@@ -13,12 +13,9 @@ import torch
 
 from modalmerge import settings as typed
 from modalmerge.training import schedule
+from tests._model_fixtures import TINY_IMAGE_TO_SERIES
 
-EXPERIMENT = {
-    "name": "tiny", "condition": "image", "target": "time_series", "encoder": "cnn",
-    "decoder": "transformer", "method": "cross_attention", "embedding_dim": 8, "heads": 2,
-    "encoder_options": {"channels": 4},
-}  # fmt: skip
+EXPERIMENT = TINY_IMAGE_TO_SERIES
 TRAIN = {"seed": 0, "epochs": 3, "batch_size": 4, "lr": 0.003, "patience": 5}
 
 
