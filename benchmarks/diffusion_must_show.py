@@ -41,12 +41,25 @@ def _ci(values) -> str:
     return f"{np.mean(values):.3f} [{low:.3f}, {high:.3f}]"
 
 
+def _metrics(root: Path) -> tuple[dict, dict]:
+    """The diffusion and cross-attention experiments' ``metrics.json`` of a finished run,
+    checked to score the same held-out subjects (SystemExit naming the run otherwise)."""
+    found = []
+    for name in (DIFFUSION, XATTN):
+        path = root / "eval" / name / "metrics.json"
+        if not path.is_file():
+            raise SystemExit(f"{root}: no eval/{name}/metrics.json (run the workflow first)")
+        found.append(json.loads(path.read_text()))
+    diff, xattn = found
+    if diff["per_unit"]["units"] != xattn["per_unit"]["units"]:
+        raise SystemExit(f"{root}: the two experiments score different subjects")
+    return diff, xattn
+
+
 def main(root: str = "results/synthetic", split: str = "test") -> None:
     root = Path(root)
-    diff = json.loads((root / "eval" / DIFFUSION / "metrics.json").read_text())
-    xattn = json.loads((root / "eval" / XATTN / "metrics.json").read_text())
+    diff, xattn = _metrics(root)
     units = diff["per_unit"]["units"]
-    assert units == xattn["per_unit"]["units"], "the two experiments score different subjects"
     d, x = diff["per_unit"]["model"], xattn["per_unit"]["model"]
     rows = [("n held-out subjects", str(len(units)))]
     rows.append(("ensemble-mean r (diffusion)", _ci(d["pearson_r"])))
@@ -87,35 +100,29 @@ def main(root: str = "results/synthetic", split: str = "test") -> None:
         print(f"| {name} | {value} |")
 
 
-def _must_show(roots: list[Path]) -> dict[str, list[float]]:
-    """Per-subject must-show quantities of finished runs, concatenated over ``roots``."""
-    out = {k: [] for k in ("r_diff", "r_xattn", "spread_skill", "crps", "crps_clim", "inter")}
-    for root in roots:
-        for name in (DIFFUSION, XATTN):
-            if not (root / "eval" / name / "metrics.json").is_file():
-                raise SystemExit(f"{root}: no eval/{name}/metrics.json (run the workflow first)")
-        diff = json.loads((root / "eval" / DIFFUSION / "metrics.json").read_text())
-        xattn = json.loads((root / "eval" / XATTN / "metrics.json").read_text())
-        if diff["per_unit"]["units"] != xattn["per_unit"]["units"]:
-            raise SystemExit(f"{root}: the two experiments score different subjects")
-        d = diff["per_unit"]["model"]
-        out["r_diff"] += d["pearson_r"]
-        out["r_xattn"] += xattn["per_unit"]["model"]["pearson_r"]
-        out["spread_skill"] += d["spread_skill"]
-        out["crps"] += d["crps"]
-        out["crps_clim"] += diff["per_unit"]["climatology"]["crps"]
-        out["inter"] += d["realism_ratio_inter_roi_correlation"]
-    return out
+def _must_show(root: Path) -> dict[str, list[float]]:
+    """Per-subject must-show quantities of one finished run."""
+    diff, xattn = _metrics(root)
+    d = diff["per_unit"]["model"]
+    return {
+        "r_diff": d["pearson_r"],
+        "r_xattn": xattn["per_unit"]["model"]["pearson_r"],
+        "spread_skill": d["spread_skill"],
+        "crps": d["crps"],
+        "crps_clim": diff["per_unit"]["climatology"]["crps"],
+        "inter": d["realism_ratio_inter_roi_correlation"],
+    }
 
 
 def pooled(roots: list[str]) -> None:
     """The must-show per cohort and over every held-out subject of ``roots``."""
+    cohorts = {r: _must_show(Path(r)) for r in roots}  # each run read once
+    every = {k: sum((q[k] for q in cohorts.values()), []) for k in next(iter(cohorts.values()))}
     print(
         "| cohort | n | r_diff / r_xattn | r_diff - 0.95 r_xattn | spread-skill "
         "| CRPS clim. - diffusion | inter-ROI ratio (samples) |\n|---|---|---|---|---|---|---|"
     )
-    for label, group in [(r, [Path(r)]) for r in roots] + [("pooled", [Path(r) for r in roots])]:
-        q = _must_show(group)
+    for label, q in [*cohorts.items(), ("pooled", every)]:
         gap = paired_difference(q["r_diff"], 0.95 * np.asarray(q["r_xattn"]))
         crps = paired_difference(q["crps_clim"], q["crps"])
         ratio = np.mean(q["r_diff"]) / np.mean(q["r_xattn"])
