@@ -343,7 +343,7 @@ class TrainSettings(_Section):
     SECTION = "train"
     #: keys that enter the train rule's params (:func:`identity_dict`) only when set away from
     #: their default, so runs configured before they existed keep their identity (no rerun)
-    IDENTITY_OMITTED_AT_DEFAULT = ("scheduler",)
+    IDENTITY_OMITTED_AT_DEFAULT = ("scheduler", "ensemble")
     seed: int = F(0, doc="torch seed (weights, shuffling)")
     epochs: int = F(40, doc="maximum epochs", ge=1)
     batch_size: int = F(16, doc="samples per batch", ge=1)
@@ -356,6 +356,13 @@ class TrainSettings(_Section):
     )
     weight_decay: float = F(0.01, doc="AdamW weight decay (matrices only)", ge=0)
     patience: int = F(8, doc="epochs without validation improvement before stopping", ge=1)
+    ensemble: int = F(
+        1,
+        doc="models trained per experiment, member k with seed + k, one after another in the "
+        "train job; evaluate and figures use their mean prediction and mean attention (not "
+        "for diffusion models or text targets)",
+        ge=1,
+    )
     threads: int = F(1, doc="CPU threads per training job", ge=1, resource=True)
     num_workers: int | None = F(
         None,
@@ -375,7 +382,7 @@ class ExperimentSettings(_Section):
     SECTION = "experiments[]"
     #: keys that enter the rule params (:meth:`record`) only when set away from their default,
     #: so experiments configured before they existed keep their identity (no rerun)
-    OMITTED_AT_DEFAULT = ("target_data", "scheduler")
+    OMITTED_AT_DEFAULT = ("target_data", "scheduler", "ensemble")
     name: str = F(
         doc="outputs go to models/<name>/, eval/<name>/, figures/<name>/",
         pattern=r"^[A-Za-z0-9_.-]+$",
@@ -418,6 +425,7 @@ class ExperimentSettings(_Section):
     lr: float | None = F(None, doc="overrides train.lr", gt=0)
     scheduler: str | None = F(None, doc="overrides train.scheduler", choices=SCHEDULERS)
     batch_size: int | None = F(None, doc="overrides train.batch_size", ge=1)
+    ensemble: int | None = F(None, doc="overrides train.ensemble", ge=1)
     gpus: int = F(0, doc="GPUs asked for on a cluster (more than 1 launches torchrun)", ge=0)
     condition_rois: str | list | None = F(
         None, doc="time_series condition: ROIs (regex on names, or names/labels)", items=(str, int)
@@ -479,8 +487,10 @@ class ExperimentSettings(_Section):
         }
 
     def training(self, train: TrainSettings) -> TrainSettings:
-        """``train`` with this experiment's overrides (epochs, lr, scheduler, batch_size) applied."""
-        overrides = {k: getattr(self, k) for k in ("epochs", "lr", "scheduler", "batch_size")}
+        """``train`` with this experiment's overrides (epochs, lr, scheduler, batch_size,
+        ensemble) applied."""
+        keys = ("epochs", "lr", "scheduler", "batch_size", "ensemble")
+        overrides = {k: getattr(self, k) for k in keys}
         return dataclasses.replace(train, **{k: v for k, v in overrides.items() if v is not None})
 
 
@@ -647,6 +657,7 @@ def from_config(config: Mapping) -> WorkflowSettings:
     if sections["shard"].fractions.test == 0:  # the package may write shards without a test split
         raise ValueError("shard.fractions.test: must be > 0 (the evaluate stage scores it), got 0")
     repeats = _repeats(config.get("repeats", 1))
+    _check_ensembles(experiments, sections["train"])
     return WorkflowSettings(experiments=experiments, plugins=plugins, repeats=repeats, **sections)
 
 
@@ -666,6 +677,34 @@ REPEATS_DOC = (
 )
 #: top-level keys that are not sections (each checked by its own function below)
 TOP_LEVEL_KEYS = ("plugins", "repeats")
+
+
+def ensemble_refusal(method: str, target: str) -> str | None:
+    """Why a model of ``method`` -> ``target`` cannot be ensembled (None: it can)."""
+    if method == "diffusion":
+        return "a diffusion model is scored from its samples, not from a mean prediction"
+    if target == "text":
+        return "a text target is decoded greedily from its own words, not averaged"
+    return None
+
+
+def _check_ensembles(experiments, train) -> None:
+    """An ensemble (``train.ensemble`` or an experiment's ``ensemble`` above 1) only of
+    deterministic, non-text models; a ``mean_from`` source must be a single model."""
+    sizes = {e.name: e.training(train).ensemble for e in experiments}
+    for i, e in enumerate(experiments):
+        refusal = ensemble_refusal(e.method, e.target) if sizes[e.name] > 1 else None
+        if refusal is not None:
+            raise ValueError(
+                f"experiments[{i}] ({e.name}): ensemble {sizes[e.name]} (train.ensemble or the "
+                f"experiment's ensemble): {refusal}; set its ensemble: 1"
+            )
+        source = e.method_options.get("mean_from") if e.method == "diffusion" else None
+        if sizes.get(source, 1) > 1:
+            raise ValueError(
+                f"experiments[{i}] ({e.name}): mean_from {source!r} is an ensemble of "
+                f"{sizes[source]}; its mean head must be one model (set its ensemble: 1)"
+            )
 
 
 def _repeats(value) -> int:

@@ -50,7 +50,8 @@ DIFFUSION = {
 SETTINGS = {"seed": 0, "epochs": 3, "batch_size": 4, "lr": 0.003, "patience": 10}
 
 # Loaded at start-up of every process that has MM_KILL_AFTER_EPOCH set (PYTHONPATH): rank 0
-# SIGKILLs itself right after writing the checkpoint of that epoch, like a pre-empted job.
+# SIGKILLs itself right after writing the checkpoint of that epoch (with MM_KILL_IN, only a
+# checkpoint whose path contains it: an ensemble member's), like a pre-empted job.
 SITECUSTOMIZE = textwrap.dedent(
     """
     import os
@@ -62,7 +63,8 @@ SITECUSTOMIZE = textwrap.dedent(
 
         def save_checkpoint(path, checkpoint):
             out = _save(path, checkpoint)
-            if checkpoint["epoch"] >= int(os.environ["MM_KILL_AFTER_EPOCH"]):
+            late = checkpoint["epoch"] >= int(os.environ["MM_KILL_AFTER_EPOCH"])
+            if late and os.environ.get("MM_KILL_IN", "") in str(path):
                 os.kill(os.getpid(), signal.SIGKILL)
             return out
 
@@ -78,8 +80,10 @@ def shards(tmp_path_factory):
     return root / "shards"
 
 
-def _train(shards, out_dir, env_extra=None, experiment=None) -> subprocess.CompletedProcess:
-    argv = ["-m", "modalmerge.cli", "train", "--settings", json.dumps(SETTINGS)]
+def _train(
+    shards, out_dir, env_extra=None, experiment=None, settings=None
+) -> subprocess.CompletedProcess:
+    argv = ["-m", "modalmerge.cli", "train", "--settings", json.dumps(settings or SETTINGS)]
     argv += ["--experiment", json.dumps(experiment or EXPERIMENT), "--shards", str(shards)]
     argv += ["--out-dir", str(out_dir), "--threads", "2"]
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
@@ -132,3 +136,37 @@ def test_two_rank_train_stage_ends_cleanly_and_a_killed_run_resumes_to_the_same_
     again = pd.read_csv(tmp_path / "split" / "history.csv")
     for column in ("train_loss", "val_loss", "lr"):
         assert again[column].tolist() == pytest.approx(history[column].tolist(), rel=1e-6)
+
+
+def _hooks(tmp_path) -> str:
+    hooks = tmp_path / "hooks"
+    hooks.mkdir()
+    (hooks / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    return os.pathsep.join(filter(None, [str(hooks), os.environ.get("PYTHONPATH")]))
+
+
+def test_two_rank_ensemble_killed_in_its_second_member_resumes_to_the_same_ensemble(
+    shards, tmp_path
+):
+    """``train.ensemble: 2`` under torchrun: a job killed while member 1 trains keeps member 0
+    and resumes member 1 from its checkpoint; the ensemble equals an uninterrupted run's."""
+    settings = {**SETTINGS, "epochs": 2, "ensemble": 2}
+    whole = _train(shards, tmp_path / "whole", settings=settings)
+    assert whole.returncode == 0, whole.stderr[-4000:]
+    env = {"MM_KILL_AFTER_EPOCH": "1", "MM_KILL_IN": "member-1", "PYTHONPATH": _hooks(tmp_path)}
+    killed = _train(shards, tmp_path / "split", env, settings=settings)
+    assert killed.returncode != 0
+    assert not (tmp_path / "split" / "model.pt").exists()
+    assert (tmp_path / "split" / "checkpoints" / "member-0" / "model.pt").is_file()
+    resumed = _train(shards, tmp_path / "split", settings=settings)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert "ensemble member 1 of 2: trained before" in resumed.stderr
+    assert "resumed from" in resumed.stderr
+    a = torch.load(tmp_path / "whole" / "model.pt", weights_only=True)["members"]
+    b = torch.load(tmp_path / "split" / "model.pt", weights_only=True)["members"]
+    assert len(a) == len(b) == 2
+    for member_a, member_b in zip(a, b, strict=True):
+        for key in member_a:
+            assert torch.allclose(member_a[key], member_b[key], rtol=1e-5, atol=1e-7), key
+    history = pd.read_csv(tmp_path / "split" / "history.csv")
+    assert history[["member", "epoch"]].values.tolist() == [[0, 1], [0, 2], [1, 1], [1, 2]]

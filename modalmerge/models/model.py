@@ -553,6 +553,12 @@ class MultiModalModel(nn.Module):
             data = torch.load(path, map_location=map_location, weights_only=True, mmap=True)
         except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad file
             raise InputError(path, f"not a readable model file ({err})") from None
+        if isinstance(data, dict) and "members" in data:
+            raise InputError(
+                path,
+                f"holds an ensemble of {len(data['members'])} models (train.ensemble): load it "
+                "with modalmerge.models.load_model",
+            )
         if not isinstance(data, dict) or "config" not in data or "state_dict" not in data:
             raise InputError(path, "model file must hold {'config', 'state_dict'}")
         model = cls.from_config(data["config"])

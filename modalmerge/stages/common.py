@@ -17,6 +17,7 @@ from modalmerge.data.shards.split_arrays import (
     tabular_schema,
 )
 from modalmerge.io import InputError, require_file
+from modalmerge.models.ensemble import ModelEnsemble, load_model
 from modalmerge.models.model import DEFAULT_SHAPES, MultiModalModel
 from modalmerge.models.registry import import_plugins
 from modalmerge.models.text import Tokenizer
@@ -136,8 +137,9 @@ def task_cardinalities(shard_dir: str | Path, sample: dict) -> list[int]:
 
 def load_experiment_model(
     model_path: str | Path, plugins: list[str] | None = None
-) -> tuple[MultiModalModel, Tokenizer | None]:
-    """A trained model (eval mode, CPU) and its tokenizer (None without text).
+) -> tuple[MultiModalModel | ModelEnsemble, Tokenizer | None]:
+    """A trained model or ensemble (``train.ensemble``; eval mode, CPU) and its tokenizer
+    (None without text).
 
     ``plugins`` (the experiment's ``plugins``) are imported first: a model built
     from a plugin's blocks loads only once they are registered again.
@@ -145,7 +147,7 @@ def load_experiment_model(
     import_plugins(plugins)
     require_file(model_path, "trained model")
     try:
-        model = MultiModalModel.load(model_path, map_location="cpu")
+        model = load_model(model_path, map_location="cpu")
     except (RuntimeError, EOFError, KeyError) as exc:
         raise InputError(model_path, f"not a readable ModalMerge checkpoint ({exc})") from exc
     model.eval()

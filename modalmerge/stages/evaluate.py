@@ -83,6 +83,7 @@ from modalmerge.evaluation.time_series import RunTruth, score_time_series
 from modalmerge.evaluation.volume_series import score_volume_series
 from modalmerge.io import InputError, atomic_path, require_file
 from modalmerge.models.conditioning import returns_attention
+from modalmerge.models.ensemble import ModelEnsemble
 from modalmerge.settings import (
     EvaluateSettings,
     ExperimentSettings,
@@ -209,7 +210,8 @@ def _evaluate(
         "target": target,
         "method": method,
         "n_test_subjects": n_subjects,
-        "n_parameters": model.n_parameters(),
+        "n_parameters": model.n_parameters(),  # an ensemble's: all its members'
+        **({"ensemble_members": len(model)} if isinstance(model, ModelEnsemble) else {}),
         "scores": scored.scores,
         **({"per_roi": scored.per_roi} if scored.per_roi else {}),
         **({"per_unit": scored.per_unit} if scored.per_unit else {}),

@@ -19,15 +19,18 @@ import json
 import logging
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from modalmerge.data.shards.dataset import collate_samples
 from modalmerge.io import InputError, atomic_path
+from modalmerge.models.ensemble import ModelEnsemble
 from modalmerge.models.generative import adopt_mean
 from modalmerge.models.model import MultiModalModel
-from modalmerge.settings import ExperimentSettings, TrainSettings, to_dict
+from modalmerge.settings import ExperimentSettings, TrainSettings, ensemble_refusal, to_dict
 from modalmerge.stages.common import build_model, experiment_dataset, fit_tokenizer
 from modalmerge.training import distributed
 from modalmerge.training.device import resolve_device
@@ -151,52 +154,115 @@ def _train(shard_dir, experiment, settings, out_dir, cpus, device, ctx) -> Path:
         workers = wanted_workers
     torch.set_num_threads(torch_threads)
     log.info("per rank: %d torch thread(s), %d loader worker(s)", torch_threads, workers)
-    seed = settings.seed
-    torch.manual_seed(seed)
+    refusal = ensemble_refusal(experiment.method, experiment.target)
+    if settings.ensemble > 1 and refusal is not None:
+        raise ValueError(f"{experiment.name}: ensemble {settings.ensemble}: {refusal}")
+    torch.manual_seed(settings.seed)
     condition, target = experiment.condition, experiment.target
     tokenizer = fit_tokenizer(shard_dir) if "text" in (condition, target) else None
-    model = build_model(shard_dir, experiment, tokenizer)
-    log.info("experiment %s: %s", experiment.name, model.config)
-    source = mean_source(model, out_dir)
-
-    batch_size = settings.batch_size
     datasets = {
         split: experiment_dataset(shard_dir, split, experiment, tokenizer)
         for split in ("train", "val")
     }
-    if getattr(model.decoder, "tangent", False):  # graph FC in the tangent space
-        n = len(datasets["train"])
-        targets = datasets["train"].get_batch(list(range(n)))["target"]
-        model.decoder.set_tangent_reference(targets[..., targets.shape[-1] - targets.shape[-2] :])
-    pin = device.type == "cuda"
-    train_loader = _loader(datasets["train"], batch_size, True, seed, workers, pin)
-    val_loader = (  # validation is short: half the workers (only one loader reads at a time)
-        _loader(datasets["val"], batch_size, False, seed, workers // 2, pin)
-        if len(datasets["val"])
-        else None
-    )
-
-    checkpoints = out_dir / "checkpoints"
-    if ctx.is_main:
-        _checkpoint_dir(out_dir, experiment, settings, source)
-    distributed.barrier(ctx)
-    trainer = Trainer(
-        model,
-        lr=settings.lr,
-        scheduler=settings.scheduler,
-        weight_decay=settings.weight_decay,
-        patience=settings.patience,
-        checkpoint_dir=checkpoints,
-        device=device,
-        seed=seed,
-        progress=bool(os.environ.get("MODALMERGE_PROGRESS", "")),
-    )
-    history = trainer.train(train_loader, val_loader, epochs=settings.epochs, resume=True)
-    model_path = trainer.save_model(out_dir / "model.pt")  # every rank: it ends in a barrier
+    run = _Run(shard_dir, experiment, settings, tokenizer, datasets, workers, device, ctx)
+    if settings.ensemble == 1:
+        model_path, history = run.fit(out_dir, out_dir / "model.pt", settings.seed, fresh=True)
+    else:
+        model_path, history = _train_ensemble(run, out_dir)
     if not ctx.is_main:  # under torchrun only rank 0 writes
         return model_path
     with atomic_path(out_dir / "history.csv") as tmp:
         history.to_csv(tmp, index=False)
-    shutil.rmtree(checkpoints, ignore_errors=True)  # finished: the resume state is not needed
+    shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)  # finished: no resume state needed
     log.info("best validation loss %.4f after %d epochs", history["val_loss"].min(), len(history))
     return model_path
+
+
+def _train_ensemble(run: _Run, out_dir: Path) -> tuple[Path, pd.DataFrame]:
+    """``train.ensemble`` members one after another (member k: seed + k), each kept under
+    ``checkpoints/member-<k>/`` once trained, so a killed job resumes at the member it was
+    training; rank 0 then writes them as one :class:`ModelEnsemble` ``model.pt``."""
+    k_members, histories = run.settings.ensemble, []
+    if run.ctx.is_main:  # members kept from another configuration are discarded first
+        _checkpoint_dir(out_dir, run.experiment, run.settings, None)
+    distributed.barrier(run.ctx)
+    for k in range(k_members):
+        member_dir = out_dir / "checkpoints" / f"member-{k}"
+        done = member_dir / "model.pt"
+        if done.is_file() and (member_dir / "history.csv").is_file():
+            log.info("ensemble member %d of %d: trained before (%s)", k + 1, k_members, done)
+            histories.append(pd.read_csv(member_dir / "history.csv"))
+            continue
+        log.info("ensemble member %d of %d (seed %d)", k + 1, k_members, run.settings.seed + k)
+        _, history = run.fit(out_dir, done, run.settings.seed + k, fresh=k == 0, sub=member_dir)
+        if run.ctx.is_main:
+            with atomic_path(member_dir / "history.csv") as tmp:
+                history.to_csv(tmp, index=False)
+        histories.append(history)
+    model_path = out_dir / "model.pt"
+    if run.ctx.is_main:
+        members = [
+            MultiModalModel.load(out_dir / "checkpoints" / f"member-{k}" / "model.pt")
+            for k in range(k_members)
+        ]
+        ModelEnsemble(members).save(model_path)
+    distributed.barrier(run.ctx)
+    combined = pd.concat([h.assign(member=k) for k, h in enumerate(histories)], ignore_index=True)
+    return model_path, combined[["member", *histories[0].columns]]
+
+
+@dataclass
+class _Run:
+    """What every member of one train job shares: data, tokenizer, device, loaders' workers."""
+
+    shard_dir: Path
+    experiment: ExperimentSettings
+    settings: TrainSettings
+    tokenizer: object
+    datasets: dict
+    workers: int
+    device: torch.device
+    ctx: object
+
+    def fit(self, out_dir, model_path, seed, fresh, sub=None) -> tuple[Path, pd.DataFrame]:
+        """Train one model with ``seed`` and save it to ``model_path`` (every rank calls it).
+
+        ``fresh``: the first model of the job (its torch seed was set by the caller, the
+        single-model run's order of draws); later members reseed. ``sub``: this member's
+        checkpoint directory (None: ``out_dir/checkpoints`` itself)."""
+        if not fresh:
+            torch.manual_seed(seed)
+        model = build_model(self.shard_dir, self.experiment, self.tokenizer)
+        log.info("experiment %s: %s", self.experiment.name, model.config)
+        source = mean_source(model, out_dir)
+        if getattr(model.decoder, "tangent", False):  # graph FC in the tangent space
+            n = len(self.datasets["train"])
+            targets = self.datasets["train"].get_batch(list(range(n)))["target"]
+            model.decoder.set_tangent_reference(
+                targets[..., targets.shape[-1] - targets.shape[-2] :]
+            )
+        pin, batch_size = self.device.type == "cuda", self.settings.batch_size
+        train_loader = _loader(self.datasets["train"], batch_size, True, seed, self.workers, pin)
+        val_loader = (  # validation is short: half the workers (one loader reads at a time)
+            _loader(self.datasets["val"], batch_size, False, seed, self.workers // 2, pin)
+            if len(self.datasets["val"])
+            else None
+        )
+        if self.ctx.is_main:
+            _checkpoint_dir(out_dir, self.experiment, self.settings, source)
+        checkpoints = out_dir / "checkpoints" if sub is None else sub
+        checkpoints.mkdir(parents=True, exist_ok=True)
+        distributed.barrier(self.ctx)
+        trainer = Trainer(
+            model,
+            lr=self.settings.lr,
+            scheduler=self.settings.scheduler,
+            weight_decay=self.settings.weight_decay,
+            patience=self.settings.patience,
+            checkpoint_dir=checkpoints,
+            device=self.device,
+            seed=seed,
+            progress=bool(os.environ.get("MODALMERGE_PROGRESS", "")),
+        )
+        history = trainer.train(train_loader, val_loader, epochs=self.settings.epochs, resume=True)
+        return trainer.save_model(model_path), history  # every rank: it ends in a barrier
