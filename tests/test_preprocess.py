@@ -404,3 +404,22 @@ def test_bias_wm_removes_a_smooth_field_and_puts_white_matter_at_one():
     assert np.ptp([np.median(out[i][~grey[i]]) for i in range(5, 11)]) < 0.02
     plain = pp.normalize_anatomy(t1, mask, "median")
     assert np.ptp([np.median(plain[i][~grey[i]]) for i in range(5, 11)]) > 0.05
+
+
+@pytest.mark.parametrize("standardize", [True, False])
+def test_cleaning_keeps_working_past_nilearns_boolean_standardize(standardize):
+    """nilearn 0.15 drops ``standardize=False``; ours passes None, which nilearn reads the
+    same today: unstandardised series keep their scale, standardised ones have SD 1."""
+    import warnings
+
+    x = np.random.default_rng(0).normal(3.0, 5.0, size=(80, 4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", FutureWarning)
+        out = pp.clean_signals(
+            x, TR, detrend=True, standardize=standardize, low_pass=None, high_pass=None
+        )
+    sd = out.std(axis=0, ddof=1)
+    if standardize:
+        np.testing.assert_allclose(sd, 1.0, rtol=1e-6)
+    else:
+        np.testing.assert_allclose(sd, x.std(axis=0, ddof=1), rtol=0.2)

@@ -208,7 +208,7 @@ def clean_signals(
     return clean(
         signals,
         detrend=detrend,
-        standardize="zscore_sample" if standardize else False,
+        standardize="zscore_sample" if standardize else None,  # None: nilearn 0.15 drops False
         confounds=confounds,
         sample_mask=sample_mask,
         low_pass=low_pass,
