@@ -36,7 +36,7 @@ def score(model_path: Path, root: Path, config: dict, experiment: dict, out: Pat
 
 
 def line(name: str, record: dict) -> str:
-    scores = record["scores"]
+    scores = record["scores"]["model"]
     text = f"{name}: r {scores.get('pearson_r', float('nan')):.4f}"
     if "planted_link_top1" in scores:
         links = record["planted_links"]["links"]
