@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from regional_fit import split  # noqa: E402
 
 from modalmerge.evaluation.planted import planted_link_attention  # noqa: E402
-from modalmerge.models import MultiModalModel  # noqa: E402
+from modalmerge.models import load_model  # noqa: E402
 from modalmerge.settings import ExperimentSettings, TrainSettings  # noqa: E402
 from modalmerge.stages.train import train_experiment  # noqa: E402
 
@@ -63,7 +63,7 @@ def main() -> None:
     cpu = sum(os.times()[:4])
     print(pd.read_csv(args.out / "history.csv").to_string(index=False))
     print(f"trained in {time.time() - began:.0f} s wall, {cpu:.0f} s cpu (user+sys)")
-    model = MultiModalModel.load(path)
+    model = load_model(path)  # one model or a train.ensemble (mean attention over members)
     model.eval()
     xv, yv, ov = split(args.root, args.split)
     links = pd.read_csv(args.root / "raw" / "planted_links.tsv", sep="\t")
