@@ -174,7 +174,11 @@ def _train(shard_dir, experiment, settings, out_dir, cpus, device, ctx) -> Path:
     with atomic_path(out_dir / "history.csv") as tmp:
         history.to_csv(tmp, index=False)
     shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)  # finished: no resume state needed
-    log.info("best validation loss %.4f after %d epochs", history["val_loss"].min(), len(history))
+    for member, part in history.groupby("member") if "member" in history else [(None, history)]:
+        name = "" if member is None else f"member {member}: "
+        log.info(
+            "%sbest validation loss %.4f after %d epochs", name, part["val_loss"].min(), len(part)
+        )
     return model_path
 
 
