@@ -42,7 +42,9 @@ def runs(tmp_path_factory) -> list[dict]:
         root = tmp_path_factory.mktemp(f"seed{seed}")
         params = {**TINY, "seed": seed}
         write_cohort(params, root)
-        masker = NiftiLabelsMasker(root / "atlas" / "atlas.nii.gz", detrend=True, t_r=2.0)
+        masker = NiftiLabelsMasker(  # standardize None: nilearn 0.15 drops the False default
+            root / "atlas" / "atlas.nii.gz", detrend=True, standardize=None, t_r=2.0
+        )
         for subject in ("sub-001", "sub-002", "sub-003"):
             write_subject(params, subject, root)
             bold = nib.load(root / "raw" / subject / "func" / f"{subject}_task-motor_bold.nii.gz")
