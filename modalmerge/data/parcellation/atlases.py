@@ -96,8 +96,12 @@ class Atlas:
 
         Keyword arguments go to :class:`~nilearn.maskers.NiftiLabelsMasker` or
         :class:`~nilearn.maskers.NiftiSpheresMasker` (``t_r``, ``standardize`` ...).
+        ``standardize`` defaults to None (no scaling: nilearn's own default, which nilearn
+        0.14 spells ``False`` and warns that 0.15 will refuse).
         """
         from nilearn.maskers import NiftiLabelsMasker, NiftiSpheresMasker
+
+        kwargs.setdefault("standardize", None)
 
         if self.kind == "spheres":
             return NiftiSpheresMasker(
