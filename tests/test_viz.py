@@ -478,6 +478,25 @@ def test_learning_curves_draw_train_and_validation_loss():
         learning_curves(history.iloc[:0])
 
 
+def test_an_ensembles_learning_curves_keep_each_member_apart():
+    """One line per member and kind (not one line zig-zagging across members' epochs),
+    each member's best validation epoch starred at its own minimum."""
+    one = {"epoch": [1, 2, 3], "train_loss": [3.0, 2.0, 1.0], "val_loss": [3.5, 2.5, 2.8]}
+    two = {"epoch": [1, 2], "train_loss": [2.0, 1.5], "val_loss": [2.2, 2.1]}
+    history = pd.concat([pd.DataFrame(one).assign(member=0), pd.DataFrame(two).assign(member=1)])[
+        ["member", "epoch", "train_loss", "val_loss"]
+    ]
+    (ax,) = learning_curves(history).axes
+    curves = {line.get_label(): line for line in ax.lines if not line.get_label().startswith("_")}
+    assert set(curves) == {
+        "train, member 0", "validation, member 0", "train, member 1", "validation, member 1"
+    }  # fmt: skip
+    assert list(curves["validation, member 1"].get_xdata()) == [1, 2]
+    stars = [(line.get_xdata()[0], line.get_ydata()[0]) for line in ax.lines
+             if line.get_marker() == "*"]  # fmt: skip
+    assert stars == [(2, 2.5), (2, 2.1)]
+
+
 def test_summary_chart_groups_experiments_against_baselines_per_metric():
     rows = [
         (exp, model, metric, value)

@@ -248,12 +248,14 @@ def learning_curves(history: pd.DataFrame) -> Figure:
     ----------
     history : pandas.DataFrame
         Columns ``epoch``, ``train_loss``, ``val_loss`` (one row per epoch, as in
-        ``models/<exp>/history.csv``); other columns are ignored.
+        ``models/<exp>/history.csv``); with a ``member`` column (a ``train.ensemble``)
+        each member's curves and best epoch, one line style per member; other columns
+        are ignored.
 
     Returns
     -------
     matplotlib.figure.Figure
-        One axis with the two curves.
+        One axis with the two curves (per member for an ensemble).
 
     Raises
     ------
@@ -267,6 +269,9 @@ def learning_curves(history: pd.DataFrame) -> Figure:
         raise ValueError("history is empty: no epoch was recorded")
     fig = new_figure(6.0, 4.0, layout="constrained")
     ax = fig.subplots()
+    if "member" in history:
+        _member_curves(ax, history)
+        return fig
     epoch = history["epoch"].to_numpy()
     ax.plot(epoch, history["train_loss"].to_numpy(dtype=float), marker="o", ms=3, label="train")
     val = history["val_loss"].to_numpy(dtype=float)
@@ -279,6 +284,25 @@ def learning_curves(history: pd.DataFrame) -> Figure:
     ax.set_title("learning curves")
     ax.legend()
     return fig
+
+
+def _member_curves(ax, history: pd.DataFrame) -> None:
+    """An ensemble's learning curves: train (C0) and validation (C1) per member, one line
+    style each, and each member's best validation epoch as a star."""
+    styles = ("-", "--", ":", "-.")
+    for k, (member, part) in enumerate(history.groupby("member", sort=True)):
+        epoch, ls = part["epoch"].to_numpy(), styles[k % len(styles)]
+        ax.plot(epoch, part["train_loss"].to_numpy(dtype=float), ls=ls, color="C0", lw=1,
+                label=f"train, member {member}")  # fmt: skip
+        val = part["val_loss"].to_numpy(dtype=float)
+        ax.plot(epoch, val, ls=ls, color="C1", lw=1, label=f"validation, member {member}")
+        if np.isfinite(val).any():
+            best = int(np.nanargmin(val))
+            ax.plot(epoch[best], val[best], marker="*", ms=10, color="C1", ls="none")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("loss")
+    ax.set_title(f"learning curves of {history['member'].nunique()} ensemble members (*: best)")
+    ax.legend(fontsize="small", ncol=2)
 
 
 def roi_attention_matrix(
