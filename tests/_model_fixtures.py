@@ -3,6 +3,8 @@ a test module from another would register its test encoders twice)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from modalmerge.models import MultiModalModel
@@ -147,3 +149,14 @@ def fit_and_evaluate(tmp_path, experiment: dict, evaluate: dict | None = None):
         model, shards, experiment, evaluate or {}, out / "m.json", out / "p.npz"
     )
     return record, out
+
+
+def tiny_shards(root: Path) -> Path:
+    """The shard tests' eight subjects (``test_shards.make_inputs``) written as shards under
+    ``root/shards``: the data of the train-stage tests."""
+    from test_shards import PARAMS, make_inputs
+
+    from modalmerge.data.shards.subjects import write_shards
+
+    write_shards(*make_inputs(root), root / "shards", PARAMS)
+    return root / "shards"

@@ -19,21 +19,14 @@ import torch
 from modalmerge import settings as typed
 from modalmerge.io import InputError
 from modalmerge.models import ModelEnsemble, MultiModalModel, load_model
-from tests._model_fixtures import TINY_IMAGE_TO_SERIES, batch, tiny_model
+from tests._model_fixtures import TINY_IMAGE_TO_SERIES, batch, tiny_model, tiny_shards
 
 TRAIN = {"seed": 0, "epochs": 1, "batch_size": 4, "lr": 0.003, "patience": 5}
 
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
-    """The shard tests' eight subjects (test_shards.make_inputs) in shards."""
-    from test_shards import PARAMS, make_inputs
-
-    from modalmerge.data.shards.subjects import write_shards
-
-    root = tmp_path_factory.mktemp("ensemble")
-    write_shards(*make_inputs(root), root / "shards", PARAMS)
-    return root / "shards"
+    return tiny_shards(tmp_path_factory.mktemp("ensemble"))
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ import torch
 
 from modalmerge import settings as typed
 from modalmerge.training import schedule
-from tests._model_fixtures import TINY_IMAGE_TO_SERIES
+from tests._model_fixtures import TINY_IMAGE_TO_SERIES, tiny_shards
 
 EXPERIMENT = TINY_IMAGE_TO_SERIES
 TRAIN = {"seed": 0, "epochs": 3, "batch_size": 4, "lr": 0.003, "patience": 5}
@@ -21,14 +21,7 @@ TRAIN = {"seed": 0, "epochs": 3, "batch_size": 4, "lr": 0.003, "patience": 5}
 
 @pytest.fixture(scope="module")
 def shards(tmp_path_factory):
-    """The shard tests' eight subjects (test_shards.make_inputs) in shards."""
-    from test_shards import PARAMS, make_inputs
-
-    from modalmerge.data.shards.subjects import write_shards
-
-    root = tmp_path_factory.mktemp("sched")
-    write_shards(*make_inputs(root), root / "shards", PARAMS)
-    return root / "shards"
+    return tiny_shards(tmp_path_factory.mktemp("sched"))
 
 
 def _train(shards, out, train=TRAIN, experiment=EXPERIMENT):
