@@ -135,11 +135,11 @@ def test_a_killed_ensemble_job_resumes_at_its_member(shards, trained, tmp_path, 
 
     real_fit, calls = stage._Run.fit, []
 
-    def dies_on_the_second_member(self, out_dir, model_path, seed, fresh, sub=None):
+    def dies_on_the_second_member(self, out_dir, model_path, seed, sub=None):
         calls.append(seed)
         if seed == 1 and len(calls) == 2:
             raise KeyboardInterrupt  # the job is killed while member 1 trains
-        return real_fit(self, out_dir, model_path, seed, fresh, sub)
+        return real_fit(self, out_dir, model_path, seed, sub)
 
     monkeypatch.setattr(stage._Run, "fit", dies_on_the_second_member)
     settings = {**TRAIN, "ensemble": 2}

@@ -23,8 +23,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from modalmerge.io import InputError, atomic_path, require_file
-from modalmerge.models.model import ModelOutput, MultiModalModel
+from modalmerge.io import InputError, atomic_path
+from modalmerge.models.model import ModelOutput, MultiModalModel, read_model_file
 from modalmerge.settings import ensemble_refusal
 
 #: attributes an ensemble answers with its first member's (equal for every member: the
@@ -114,13 +114,9 @@ def load_model(
     path: str | os.PathLike, map_location: str | torch.device = "cpu"
 ) -> MultiModalModel | ModelEnsemble:
     """A model written by :meth:`MultiModalModel.save` or :meth:`ModelEnsemble.save`."""
-    path = require_file(path, "model file")
-    try:
-        data = torch.load(path, map_location=map_location, weights_only=True, mmap=True)
-    except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad file
-        raise InputError(path, f"not a readable model file ({err})") from None
+    path, data = read_model_file(path, map_location)  # read once, whichever it holds
     if not (isinstance(data, dict) and "members" in data):
-        return MultiModalModel.load(path, map_location)
+        return MultiModalModel.from_file_data(path, data, map_location)
     members = data["members"]
     if "config" not in data or not isinstance(members, list) or not members:
         raise InputError(path, "ensemble file must hold {'config', 'members': [state_dict, ...]}")

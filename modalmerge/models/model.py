@@ -548,11 +548,15 @@ class MultiModalModel(nn.Module):
         page cache as ``load_state_dict`` copies them into the model, so loading
         holds the weights once in process memory, not twice.
         """
-        path = require_file(path, "model file")
-        try:
-            data = torch.load(path, map_location=map_location, weights_only=True, mmap=True)
-        except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad file
-            raise InputError(path, f"not a readable model file ({err})") from None
+        path, data = read_model_file(path, map_location)
+        return cls.from_file_data(path, data, map_location)
+
+    @classmethod
+    def from_file_data(
+        cls, path: Path, data, map_location: str | torch.device = "cpu"
+    ) -> MultiModalModel:
+        """The model of ``data``, what :func:`read_model_file` read from ``path`` (named in
+        the errors): ``{"config", "state_dict"}``; an ensemble's file is refused."""
         if isinstance(data, dict) and "members" in data:
             raise InputError(
                 path,
@@ -579,3 +583,15 @@ class MultiModalModel(nn.Module):
             f"{self.condition_type}[{self.condition_encoder_name}] -> {self.conditioning_method} -> "
             f"{self.target_type}[{self.target_decoder_name}]"
         )
+
+
+def read_model_file(path: str | os.PathLike, map_location: str | torch.device = "cpu"):
+    """``(path, contents)`` of a saved model or ensemble file (``torch.load`` with
+    ``weights_only=True``, memory-mapped: tensors are read from the page cache as they are
+    copied into a model, so loading holds the weights once in process memory)."""
+    path = require_file(path, "model file")
+    try:
+        data = torch.load(path, map_location=map_location, weights_only=True, mmap=True)
+    except Exception as err:  # noqa: BLE001 - any unpickling failure is a bad file
+        raise InputError(path, f"not a readable model file ({err})") from None
+    return path, data
