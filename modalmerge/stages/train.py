@@ -166,7 +166,7 @@ def _train(shard_dir, experiment, settings, out_dir, cpus, device, ctx) -> Path:
     }
     run = _Run(shard_dir, experiment, settings, tokenizer, datasets, workers, device, ctx)
     if settings.ensemble == 1:
-        model_path, history = run.fit(out_dir, out_dir / "model.pt", settings.seed, fresh=True)
+        model_path, history = run.fit(out_dir, out_dir / "model.pt", settings.seed)
     else:
         model_path, history = _train_ensemble(run, out_dir)
     if not ctx.is_main:  # under torchrun only rank 0 writes
@@ -198,7 +198,7 @@ def _train_ensemble(run: _Run, out_dir: Path) -> tuple[Path, pd.DataFrame]:
             histories.append(pd.read_csv(member_dir / "history.csv"))
             continue
         log.info("ensemble member %d of %d (seed %d)", k + 1, k_members, run.settings.seed + k)
-        _, history = run.fit(out_dir, done, run.settings.seed + k, fresh=k == 0, sub=member_dir)
+        _, history = run.fit(out_dir, done, run.settings.seed + k, sub=member_dir)
         if run.ctx.is_main:
             with atomic_path(member_dir / "history.csv") as tmp:
                 history.to_csv(tmp, index=False)
@@ -228,14 +228,14 @@ class _Run:
     device: torch.device
     ctx: object
 
-    def fit(self, out_dir, model_path, seed, fresh, sub=None) -> tuple[Path, pd.DataFrame]:
+    def fit(self, out_dir, model_path, seed, sub=None) -> tuple[Path, pd.DataFrame]:
         """Train one model with ``seed`` and save it to ``model_path`` (every rank calls it).
 
-        ``fresh``: the first model of the job (its torch seed was set by the caller, the
-        single-model run's order of draws); later members reseed. ``sub``: this member's
-        checkpoint directory (None: ``out_dir/checkpoints`` itself)."""
-        if not fresh:
-            torch.manual_seed(seed)
+        The torch seed is set right before the model is built (nothing between the job's
+        own seeding and here draws from it: a single model's weights are as before).
+        ``sub``: an ensemble member's checkpoint directory, inside the ``checkpoints/``
+        that :func:`_train_ensemble` prepared (None: a single model's, prepared here)."""
+        torch.manual_seed(seed)
         model = build_model(self.shard_dir, self.experiment, self.tokenizer)
         log.info("experiment %s: %s", self.experiment.name, model.config)
         source = mean_source(model, out_dir)
@@ -252,10 +252,11 @@ class _Run:
             if len(self.datasets["val"])
             else None
         )
-        if self.ctx.is_main:
-            _checkpoint_dir(out_dir, self.experiment, self.settings, source)
         checkpoints = out_dir / "checkpoints" if sub is None else sub
-        checkpoints.mkdir(parents=True, exist_ok=True)
+        if self.ctx.is_main and sub is None:
+            _checkpoint_dir(out_dir, self.experiment, self.settings, source)
+        elif self.ctx.is_main:  # inside the checkpoints/ that _train_ensemble prepared
+            sub.mkdir(parents=True, exist_ok=True)
         distributed.barrier(self.ctx)
         trainer = Trainer(
             model,
