@@ -28,6 +28,14 @@ and the training target (MONAI's ``DDPMScheduler``), the sampler (MONAI's
   not trained here: they are copied, frozen, from a trained deterministic
   ``cross_attention`` model (:func:`~modalmerge.models.generative.adopt_mean`), and only
   the denoiser (and the null token) learn; the loss is the denoising loss alone.
+- **Whitened residuals** (``whiten=True``, with ``mean_from``, time-series targets): the
+  chain runs on ``(x_0 - mu) W`` where ``W = S^-1/2`` whitens the frozen mean head's
+  training residuals across ROIs (``S``: their ROI x ROI covariance, Ledoit-Wolf shrunk,
+  estimated once before training by :func:`~modalmerge.models.generative.fit_whitening`),
+  and a draw ``z`` maps back as ``z S^1/2``. A denoiser that leaves the ROIs of its
+  draws independent then still draws residuals with the training residuals' covariance
+  (diffusion in a decorrelated space, as latent and PCA-space diffusion do); what it
+  learns is how one subject departs from that.
 - Validation losses (eval mode) draw their steps and noise from a generator seeded
   with ``validation_seed``: the same draws every epoch, so early stopping compares
   like with like, and the global random streams are not touched.
@@ -227,6 +235,10 @@ class DiffusionConditioning(nn.Module):
         frozen (the workflow's train stage copies them in before training). Their own
         loss options (``mean_weight``, ``mean_loss``, ``detach_condition``) then do not
         apply and are refused.
+    whiten : bool
+        ``mean_from`` and time-series targets only: diffuse the residuals whitened across
+        ROIs by their training covariance (module docstring). The matrices are buffers
+        (in the state dict), identity until the train stage fits them.
     """
 
     generative = True
@@ -252,6 +264,7 @@ class DiffusionConditioning(nn.Module):
         mean_loss: str = "mse",
         detach_condition: bool = False,
         mean_from: str | None = None,
+        whiten: bool = False,
     ):
         super().__init__()
         from monai.networks.schedulers import DDPMScheduler
@@ -276,6 +289,11 @@ class DiffusionConditioning(nn.Module):
                         detach_condition)  # fmt: skip
         self.mean_from = _check_mean_from(mean_from, residual, mean_weight, mean_loss,
                                           detach_condition)  # fmt: skip
+        if whiten and self.mean_from is None:
+            raise ValueError(
+                "whiten needs mean_from: it whitens the residuals of a trained, frozen mean head"
+            )
+        self.whiten = bool(whiten)
         self.residual, self.mean_weight = residual, float(mean_weight)
         self.mean_loss, self.detach_condition = mean_loss, bool(detach_condition)
         self.mean_decoder = mean_decoder
@@ -316,6 +334,52 @@ class DiffusionConditioning(nn.Module):
         )
         return scheduler
 
+    def init_whitening(self, target_type: str, target_shape: tuple[int, ...]) -> None:
+        """Register identity whitening and colouring buffers for ``whiten`` (no-op without)."""
+        if not self.whiten:
+            return
+        if target_type != "time_series":
+            raise ValueError(f"whiten whitens time series across ROIs, not {target_type!r} targets")
+        n = int(target_shape[-1])
+        self.register_buffer("whitening", torch.eye(n))
+        self.register_buffer("coloring", torch.eye(n))
+
+    def set_whitening(self, covariance: torch.Tensor, floor: float = 1e-6) -> None:
+        """Set ``whitening = S^-1/2`` and ``coloring = S^1/2`` (symmetric, ZCA: each whitened
+        ROI stays closest to its own) from a ROI covariance ``S``; eigenvalues below
+        ``floor`` x the largest are raised to it, so no direction is amplified without bound."""
+        if not self.whiten:
+            raise ValueError("set_whitening needs a model built with whiten=True")
+        covariance = torch.as_tensor(covariance, dtype=torch.float64)
+        if covariance.shape != self.whitening.shape or not torch.isfinite(covariance).all():
+            raise ValueError(
+                f"whitening needs a finite {tuple(self.whitening.shape)} covariance, "
+                f"got shape {tuple(covariance.shape)}"
+            )
+        values, vectors = torch.linalg.eigh((covariance + covariance.T) / 2)
+        values = values.clamp_min(float(values.max()) * floor)
+        if not values.max() > 0:
+            raise ValueError("whitening needs a covariance with positive variance")
+        self.whitening.copy_((vectors * values.rsqrt()) @ vectors.T)
+        self.coloring.copy_((vectors * values.sqrt()) @ vectors.T)
+
+    def to_chain(self, x0: torch.Tensor) -> torch.Tensor:
+        """A clean target (a residual model's residual) in the chain's space: whitened
+        across ROIs when ``whiten``, then times ``target_scale``."""
+        x0 = x0.float()
+        if self.whiten:  # in fp32 also under autocast
+            with torch.autocast(x0.device.type, enabled=False):
+                x0 = x0 @ self.whitening
+        return x0 * self.target_scale
+
+    def from_chain(self, x: torch.Tensor) -> torch.Tensor:
+        """The inverse of :meth:`to_chain`."""
+        x = x.float() / self.target_scale
+        if not self.whiten:
+            return x
+        with torch.autocast(x.device.type, enabled=False):
+            return x @ self.coloring
+
     def null_context(self, context: torch.Tensor) -> torch.Tensor:
         """The null condition: every token replaced by the learned null token."""
         return self.null.to(context.dtype).expand_as(context)
@@ -343,7 +407,7 @@ class DiffusionConditioning(nn.Module):
             return terms._replace(
                 mean=mean, target=x0, mean_weight=self.mean_weight, mean_loss=self.mean_loss
             )
-        x0 = x0.float() * self.target_scale
+        x0 = self.to_chain(x0)
         t = torch.randint(0, self.train_steps, (b,), device=device, generator=generator)
         noise = torch.randn(x0.shape, device=device, generator=generator)
         if self.training and self.condition_dropout > 0:
@@ -428,9 +492,9 @@ class DiffusionConditioning(nn.Module):
             )
             x, x0 = scheduler.step(out.float(), t, x, eta=eta, generator=generator)
             if return_trajectory:
-                path.append(x0.view(b, n_samples, *target_shape) / self.target_scale)
+                path.append(self.from_chain(x0.view(b, n_samples, *target_shape)))
             if weights is not None:
                 attention = weights.float().view(b, n_samples, *weights.shape[1:]).mean(dim=1)
         trajectory = torch.stack(path) if return_trajectory else None
-        samples = x.view(b, n_samples, *target_shape) / self.target_scale
+        samples = self.from_chain(x.view(b, n_samples, *target_shape))
         return Samples(samples, attention, trajectory)

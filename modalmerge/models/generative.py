@@ -88,6 +88,7 @@ def build_generative(
     method = model.conditioning_method
     model.decoder = build_decoder()
     model.conditioner = check_generative(model.decoder, method, layers, dim, options)
+    model.conditioner.init_whitening(model.target_type, model.target_shape)  # whiten only
     model.mean_head = None
     if getattr(model.conditioner, "residual", False):
         default, kwargs = mean_decoder

@@ -30,6 +30,7 @@ from modalmerge.io import InputError, atomic_path
 from modalmerge.models.ensemble import ModelEnsemble
 from modalmerge.models.generative import adopt_mean
 from modalmerge.models.model import MultiModalModel
+from modalmerge.models.whitening import fit_whitening
 from modalmerge.settings import ExperimentSettings, TrainSettings, ensemble_refusal, to_dict
 from modalmerge.stages.common import build_model, experiment_dataset, fit_tokenizer
 from modalmerge.training import distributed
@@ -239,6 +240,9 @@ class _Run:
         model = build_model(self.shard_dir, self.experiment, self.tokenizer)
         log.info("experiment %s: %s", self.experiment.name, model.config)
         source = mean_source(model, out_dir)
+        if getattr(model.conditioner, "whiten", False):  # residual ROI covariance, one pass
+            fit_whitening(model, _loader(self.datasets["train"], self.settings.batch_size,
+                                         False, seed, 0, False))  # fmt: skip
         if getattr(model.decoder, "tangent", False):  # graph FC in the tangent space
             n = len(self.datasets["train"])
             targets = self.datasets["train"].get_batch(list(range(n)))["target"]
