@@ -36,6 +36,16 @@ def check_mean_sources(experiments: Sequence[ExperimentSettings]) -> None:
     by_name = {e.name: e for e in experiments}
     for i, e in enumerate(experiments):
         name = mean_from(e)
+        whiten = e.method_options["whiten"] if "whiten" in e.method_options else False
+        if whiten not in (True, False):
+            raise ValueError(
+                f"experiments[{i}].method_options.whiten: true or false, got {whiten!r}"
+            )
+        if whiten and (name is None or e.target != "time_series"):
+            raise ValueError(
+                f"experiments[{i}].method_options.whiten: whitens the residuals of a mean_from "
+                f"model across ROIs: needs mean_from and a time_series target ({e.name!r})"
+            )
         if name is None:
             continue
         key = f"experiments[{i}].method_options.mean_from"

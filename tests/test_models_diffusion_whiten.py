@@ -9,11 +9,13 @@ import pytest
 import torch
 from _model_fixtures import TINY_TRAIN, batch, tiny_model, tiny_shards
 from sklearn.covariance import ledoit_wolf
-from test_models_diffusion_mean_from import FROZEN, frozen_model, source_model
+from test_models_diffusion_mean_from import FROZEN, _config, frozen_model, source_model
 
+from modalmerge.mean_sources import check_mean_sources
 from modalmerge.models import MultiModalModel
 from modalmerge.models.generative import adopt_mean
 from modalmerge.models.whitening import RunningLedoitWolf, fit_whitening
+from modalmerge.settings import from_config
 
 WHITE = {**FROZEN, "whiten": True}
 
@@ -181,3 +183,21 @@ def test_the_train_stage_fits_the_whitening_on_the_training_residuals(tmp_path):
         np.isfinite(record["scores"]["model"]["crps"])
         and record["scores"]["model"]["spread_skill"] > 0
     )
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        ({"whiten": "yes"}, "whiten: true or false, got 'yes'"),
+        ({"whiten": True, "mean_from": None}, "needs mean_from and a time_series target"),
+    ],
+)
+def test_a_bad_whiten_stops_the_config_naming_the_key(edit, message):
+    config = _config(**edit)
+    options = config["experiments"][-1]["method_options"]
+    if options.get("mean_from", "") is None:
+        del options["mean_from"]
+    with pytest.raises(ValueError, match=message) as err:
+        check_mean_sources(from_config(config).experiments)
+    assert str(err.value).startswith("experiments[4].method_options.whiten: ")
+    check_mean_sources(from_config(_config(whiten=True)).experiments)  # a good one passes
