@@ -18,7 +18,19 @@ subjects.
 pools the held-out subjects of several finished runs (independent cohorts, e.g. the
 repeats of ``configs/diffusion_repeats.yaml`` and ``configs/diffusion_seed4207.yaml``):
 one line per cohort with the four must-show quantities, then the same over all subjects
-(the bootstrap resamples subjects across cohorts).
+(the bootstrap resamples subjects across cohorts), and which of the four targets each
+meets (T1 r_diff - 0.95 r_xattn above zero, T2 spread-skill in 0.8-1.2, T3 the samples'
+four realism ratios in 0.8-1.25, T4 CRPS climatology - diffusion above zero; point
+estimates of the means for T2 and T3, the paired intervals for T1 and T4).
+
+    .venv/bin/python benchmarks/diffusion_must_show.py --diffusion NAME ...
+
+scores the diffusion experiment ``NAME`` instead of ``image_to_timeseries_diffusion``, and
+
+    .venv/bin/python benchmarks/diffusion_must_show.py --paired NAME_A NAME_B ROOT [ROOT ...]
+
+compares two diffusion experiments of the same runs subject by subject (B - A, paired
+bootstrap per cohort and pooled).
 """
 
 from __future__ import annotations
@@ -111,7 +123,22 @@ def _must_show(root: Path) -> dict[str, list[float]]:
         "crps": d["crps"],
         "crps_clim": diff["per_unit"]["climatology"]["crps"],
         "inter": d["realism_ratio_inter_roi_correlation"],
+        **{f"ratio_{k}": d[f"realism_ratio_{k}"] for k in REALISM_STATISTICS},
     }
+
+
+def _targets(q: dict[str, list[float]]) -> str:
+    """Which must-show targets the per-subject quantities ``q`` meet (module docstring)."""
+    gap = paired_difference(q["r_diff"], 0.95 * np.asarray(q["r_xattn"]))
+    crps = paired_difference(q["crps_clim"], q["crps"])
+    met = {
+        "T1": gap.ci_low > 0,
+        "T2": 0.8 <= np.mean(q["spread_skill"]) <= 1.2,
+        "T3": all(0.8 <= np.mean(q[f"ratio_{k}"]) <= 1.25 for k in REALISM_STATISTICS),
+        "T4": crps.ci_low > 0,
+    }
+    missed = [k for k, ok in met.items() if not ok]
+    return f"{4 - len(missed)} of 4" + (f" (missed {', '.join(missed)})" if missed else "")
 
 
 def pooled(roots: list[str]) -> None:
@@ -120,7 +147,8 @@ def pooled(roots: list[str]) -> None:
     every = {k: sum((q[k] for q in cohorts.values()), []) for k in next(iter(cohorts.values()))}
     print(
         "| cohort | n | r_diff / r_xattn | r_diff - 0.95 r_xattn | spread-skill "
-        "| CRPS clim. - diffusion | inter-ROI ratio (samples) |\n|---|---|---|---|---|---|---|"
+        "| CRPS clim. - diffusion | inter-ROI ratio (samples) | targets |\n"
+        "|---|---|---|---|---|---|---|---|"
     )
     for label, q in [*cohorts.items(), ("pooled", every)]:
         gap = paired_difference(q["r_diff"], 0.95 * np.asarray(q["r_xattn"]))
@@ -130,11 +158,39 @@ def pooled(roots: list[str]) -> None:
               f"| {gap.value:+.3f} [{gap.ci_low:+.3f}, {gap.ci_high:+.3f}] "
               f"| {_ci(q['spread_skill'])} "
               f"| {crps.value:+.4f} [{crps.ci_low:+.4f}, {crps.ci_high:+.4f}] "
-              f"| {_ci(q['inter'])} |")  # fmt: skip
+              f"| {_ci(q['inter'])} | {_targets(q)} |")  # fmt: skip
+
+
+def paired(first: str, second: str, roots: list[str]) -> None:
+    """``second`` - ``first`` (two diffusion experiments of the same runs), per subject."""
+    global DIFFUSION
+    found = {}
+    for name in (first, second):
+        DIFFUSION = name
+        found[name] = {r: _must_show(Path(r)) for r in roots}
+    keys = ("r_diff", "spread_skill", "crps", "inter")
+    print(f"{second} - {first}, paired over subjects:\n")
+    print("| cohort | n | " + " | ".join(keys) + " |\n|---|---|" + "---|" * len(keys))
+    labels = [*roots, "pooled"]
+    for label in labels:
+        rows = roots if label == "pooled" else [label]
+        cells = []
+        for k in keys:
+            a = sum((found[first][r][k] for r in rows), [])
+            b = sum((found[second][r][k] for r in rows), [])
+            d = paired_difference(b, a)
+            cells.append(f"{d.value:+.4f} [{d.ci_low:+.4f}, {d.ci_high:+.4f}]")
+        n = sum(len(found[first][r]["r_diff"]) for r in rows)
+        print(f"| {label} | {n} | " + " | ".join(cells) + " |")
 
 
 if __name__ == "__main__":
-    if sys.argv[1:2] == ["--pooled"]:
-        pooled(sys.argv[2:])
+    args = sys.argv[1:]
+    if args[:1] == ["--diffusion"]:
+        DIFFUSION, args = args[1], args[2:]
+    if args[:1] == ["--pooled"]:
+        pooled(args[1:])
+    elif args[:1] == ["--paired"]:
+        paired(args[1], args[2], args[3:])
     else:
-        main(*sys.argv[1:])
+        main(*args)
