@@ -31,7 +31,7 @@ and the training target (MONAI's ``DDPMScheduler``), the sampler (MONAI's
 - **Whitened residuals** (``whiten=True``, with ``mean_from``, time-series targets): the
   chain runs on ``(x_0 - mu) W`` where ``W = S^-1/2`` whitens the frozen mean head's
   training residuals across ROIs (``S``: their ROI x ROI covariance, Ledoit-Wolf shrunk,
-  estimated once before training by :func:`~modalmerge.models.generative.fit_whitening`),
+  estimated once before training by :func:`~modalmerge.models.whitening.fit_whitening`),
   and a draw ``z`` maps back as ``z S^1/2``. A denoiser that leaves the ROIs of its
   draws independent then still draws residuals with the training residuals' covariance
   (diffusion in a decorrelated space, as latent and PCA-space diffusion do); what it
