@@ -181,6 +181,15 @@ def _check_mean_from(mean_from, residual, mean_weight, mean_loss, detach_conditi
     return mean_from
 
 
+def _check_whiten(whiten, mean_from) -> bool:
+    """``whiten`` if it fits (it needs ``mean_from``), else ValueError."""
+    if whiten and mean_from is None:
+        raise ValueError(
+            "whiten needs mean_from: it whitens the residuals of a trained, frozen mean head"
+        )
+    return bool(whiten)
+
+
 @register_conditioning("diffusion")
 class DiffusionConditioning(nn.Module):
     """Noise schedule, condition dropout, DDIM sampling and guidance of a diffusion model.
@@ -289,11 +298,7 @@ class DiffusionConditioning(nn.Module):
                         detach_condition)  # fmt: skip
         self.mean_from = _check_mean_from(mean_from, residual, mean_weight, mean_loss,
                                           detach_condition)  # fmt: skip
-        if whiten and self.mean_from is None:
-            raise ValueError(
-                "whiten needs mean_from: it whitens the residuals of a trained, frozen mean head"
-            )
-        self.whiten = bool(whiten)
+        self.whiten = _check_whiten(whiten, self.mean_from)
         self.residual, self.mean_weight = residual, float(mean_weight)
         self.mean_loss, self.detach_condition = mean_loss, bool(detach_condition)
         self.mean_decoder = mean_decoder
