@@ -53,11 +53,11 @@ def _ci(values) -> str:
     return f"{np.mean(values):.3f} [{low:.3f}, {high:.3f}]"
 
 
-def _metrics(root: Path) -> tuple[dict, dict]:
+def _metrics(root: Path, diffusion: str = DIFFUSION) -> tuple[dict, dict]:
     """The diffusion and cross-attention experiments' ``metrics.json`` of a finished run,
     checked to score the same held-out subjects (SystemExit naming the run otherwise)."""
     found = []
-    for name in (DIFFUSION, XATTN):
+    for name in (diffusion, XATTN):
         path = root / "eval" / name / "metrics.json"
         if not path.is_file():
             raise SystemExit(f"{root}: no eval/{name}/metrics.json (run the workflow first)")
@@ -68,9 +68,9 @@ def _metrics(root: Path) -> tuple[dict, dict]:
     return diff, xattn
 
 
-def main(root: str = "results/synthetic", split: str = "test") -> None:
+def main(root: str = "results/synthetic", split: str = "test", diffusion: str = DIFFUSION) -> None:
     root = Path(root)
-    diff, xattn = _metrics(root)
+    diff, xattn = _metrics(root, diffusion)
     units = diff["per_unit"]["units"]
     d, x = diff["per_unit"]["model"], xattn["per_unit"]["model"]
     rows = [("n held-out subjects", str(len(units)))]
@@ -112,9 +112,9 @@ def main(root: str = "results/synthetic", split: str = "test") -> None:
         print(f"| {name} | {value} |")
 
 
-def _must_show(root: Path) -> dict[str, list[float]]:
+def _must_show(root: Path, diffusion: str = DIFFUSION) -> dict[str, list[float]]:
     """Per-subject must-show quantities of one finished run."""
-    diff, xattn = _metrics(root)
+    diff, xattn = _metrics(root, diffusion)
     d = diff["per_unit"]["model"]
     return {
         "r_diff": d["pearson_r"],
@@ -122,15 +122,13 @@ def _must_show(root: Path) -> dict[str, list[float]]:
         "spread_skill": d["spread_skill"],
         "crps": d["crps"],
         "crps_clim": diff["per_unit"]["climatology"]["crps"],
-        "inter": d["realism_ratio_inter_roi_correlation"],
         **{f"ratio_{k}": d[f"realism_ratio_{k}"] for k in REALISM_STATISTICS},
     }
 
 
-def _targets(q: dict[str, list[float]]) -> str:
-    """Which must-show targets the per-subject quantities ``q`` meet (module docstring)."""
-    gap = paired_difference(q["r_diff"], 0.95 * np.asarray(q["r_xattn"]))
-    crps = paired_difference(q["crps_clim"], q["crps"])
+def _targets(q: dict[str, list[float]], gap, crps) -> str:
+    """Which must-show targets the per-subject quantities ``q`` meet (module docstring);
+    ``gap``, ``crps``: the paired differences r_diff - 0.95 r_xattn and CRPS clim. - model."""
     met = {
         "T1": gap.ci_low > 0,
         "T2": 0.8 <= np.mean(q["spread_skill"]) <= 1.2,
@@ -141,9 +139,9 @@ def _targets(q: dict[str, list[float]]) -> str:
     return f"{4 - len(missed)} of 4" + (f" (missed {', '.join(missed)})" if missed else "")
 
 
-def pooled(roots: list[str]) -> None:
+def pooled(roots: list[str], diffusion: str = DIFFUSION) -> None:
     """The must-show per cohort and over every held-out subject of ``roots``."""
-    cohorts = {r: _must_show(Path(r)) for r in roots}  # each run read once
+    cohorts = {r: _must_show(Path(r), diffusion) for r in roots}  # each run read once
     every = {k: sum((q[k] for q in cohorts.values()), []) for k in next(iter(cohorts.values()))}
     print(
         "| cohort | n | r_diff / r_xattn | r_diff - 0.95 r_xattn | spread-skill "
@@ -158,17 +156,13 @@ def pooled(roots: list[str]) -> None:
               f"| {gap.value:+.3f} [{gap.ci_low:+.3f}, {gap.ci_high:+.3f}] "
               f"| {_ci(q['spread_skill'])} "
               f"| {crps.value:+.4f} [{crps.ci_low:+.4f}, {crps.ci_high:+.4f}] "
-              f"| {_ci(q['inter'])} | {_targets(q)} |")  # fmt: skip
+              f"| {_ci(q['ratio_inter_roi_correlation'])} | {_targets(q, gap, crps)} |")  # fmt: skip
 
 
 def paired(first: str, second: str, roots: list[str]) -> None:
     """``second`` - ``first`` (two diffusion experiments of the same runs), per subject."""
-    global DIFFUSION
-    found = {}
-    for name in (first, second):
-        DIFFUSION = name
-        found[name] = {r: _must_show(Path(r)) for r in roots}
-    keys = ("r_diff", "spread_skill", "crps", "inter")
+    found = {name: {r: _must_show(Path(r), name) for r in roots} for name in (first, second)}
+    keys = ("r_diff", "spread_skill", "crps", "ratio_inter_roi_correlation")
     print(f"{second} - {first}, paired over subjects:\n")
     print("| cohort | n | " + " | ".join(keys) + " |\n|---|---|" + "---|" * len(keys))
     labels = [*roots, "pooled"]
@@ -185,12 +179,12 @@ def paired(first: str, second: str, roots: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    args = sys.argv[1:]
+    args, name = sys.argv[1:], DIFFUSION
     if args[:1] == ["--diffusion"]:
-        DIFFUSION, args = args[1], args[2:]
+        name, args = args[1], args[2:]
     if args[:1] == ["--pooled"]:
-        pooled(args[1:])
+        pooled(args[1:], name)
     elif args[:1] == ["--paired"]:
         paired(args[1], args[2], args[3:])
     else:
-        main(*args)
+        main(*args, diffusion=name)
