@@ -121,7 +121,8 @@ def test_plan_bounds_each_chunk_of_an_hcp_size_run():
     plan = ChunkPlan.for_run(run_shape, grid, 230_000, chunk_mb=256)
     assert not plan.in_memory  # 230,000 x 1,200 float32 = 1.1 GB > 256 MB
     assert plan.volumes * np.prod(grid) * 8 <= 256 * 2**20 and plan.volumes >= 1
-    assert plan.voxels * 1200 * 8 <= 256 * 2**20 and plan.voxels >= 1
+    # the band-pass holds about four float64 copies of a cleaning chunk at once
+    assert plan.voxels * 1200 * 8 * 4 <= 256 * 2**20 and plan.voxels >= 1
 
 
 def test_streamed_run_has_the_bytes_save_image_writes(tmp_path):

@@ -21,6 +21,10 @@ __all__ = ["ChunkPlan"]
 
 _MB = 2**20
 _FLOAT64 = 8
+#: float64 copies of a cleaning chunk alive at once inside nilearn.signal.clean with the
+#: vectorised band-pass (the padded series, the forward and backward passes, the output):
+#: the chunk is sized so that all of them fit in ``chunk_mb``.
+_CLEAN_COPIES = 4
 
 
 @dataclass(frozen=True)
@@ -33,7 +37,8 @@ class ChunkPlan:
         Volumes per chunk when resampling and writing: one chunk (float64) on the larger of
         the input and atlas grids holds at most ``chunk_mb``.
     voxels : int
-        Voxels per cleaning chunk: their whole series as float64 hold at most ``chunk_mb``.
+        Voxels per cleaning chunk: the float64 copies of their whole series that cleaning
+        holds at once (``_CLEAN_COPIES``) fit in ``chunk_mb``.
     in_memory : bool
         The in-mask signals (float32) fit in ``chunk_mb``: no scratch file.
     shape : tuple of int
@@ -56,7 +61,7 @@ class ChunkPlan:
         per_volume = max(int(np.prod(run_shape[:3])), int(np.prod(grid_shape))) * _FLOAT64
         return cls(
             volumes=max(1, min(n_volumes, int(budget // per_volume))),
-            voxels=max(1, min(n_mask, int(budget // (n_volumes * _FLOAT64)))),
+            voxels=max(1, min(n_mask, int(budget // (n_volumes * _FLOAT64 * _CLEAN_COPIES)))),
             in_memory=n_mask * n_volumes * 4 <= budget,
             shape=(int(n_mask), n_volumes),
         )

@@ -198,6 +198,17 @@ def clean_signals(
         after nilearn fills them by interpolation and filters): they do not
         influence the result.
 
+    Notes
+    -----
+    The band-pass filters all columns in one vectorised ``sosfiltfilt`` call
+    (``butterworth__copy=True``) and keeps its float64 result up to the end.
+    nilearn's default filters column by column in place, which on a float32
+    chunk rounds every filtered series to float32 before confound removal and
+    standardising, and costs one Python-level call per voxel (about 40x slower
+    on the default runs: ``benchmarks/bench_preprocess_memory.py``). The
+    chunk's float64 copy is what :class:`~modalmerge.data.bold_chunks.ChunkPlan`
+    budgets for.
+
     Returns
     -------
     ndarray, shape (T_kept, V)
@@ -215,6 +226,7 @@ def clean_signals(
         high_pass=high_pass,
         t_r=tr,
         ensure_finite=False,
+        butterworth__copy=True,  # one vectorised filter call, not one per voxel (Notes)
     )
 
 
