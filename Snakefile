@@ -3,9 +3,11 @@
 from snakemake.utils import min_version, validate
 
 from modalmerge.mean_sources import check_mean_sources
+from modalmerge.scheduler_fix import patch_scheduler
 from modalmerge.settings import from_config
 
 min_version("9.0")
+patch_scheduler()  # --cores holds on Snakemake 9.10-9.16 too (modalmerge/scheduler_fix.py)
 
 
 # The embedded default; a --configfile given on the command line replaces it rather than
