@@ -11,6 +11,10 @@ What enters a fingerprint, and what does not:
 - each module's *syntax*, with docstrings removed (comments, blank lines and
   formatting are not in the syntax tree): editing a comment or a docstring
   reruns nothing, changing behaviour reruns the stage and what follows;
+- nor the ``doc="..."`` string of a call (the settings fields' ``F(default,
+  doc=...)`` in ``settings.py``): it reaches the config schema's descriptions
+  only, and every stage imports the settings, so editing one used to rerun the
+  whole workflow;
 - imports inside a module's ``__getattr__`` (lazy re-exports) and inside
   ``if TYPE_CHECKING:`` blocks are not followed: they run no code at stage time;
 - ``modalmerge/cli.py``, the entry point every rule calls, in every fingerprint;
@@ -50,7 +54,7 @@ ENTRY_POINT = f"{PACKAGE}.cli"
 CACHE_ENV = "MODALMERGE_FINGERPRINT_CACHE"
 #: package digests a cache file keeps (the newest): several checkouts (worktrees) share a home
 CACHE_ENTRIES = 32
-_CACHE_FORMAT = 2  # bumped whenever what is cached, or how fingerprints are made, changes
+_CACHE_FORMAT = 3  # bumped whenever what is cached, or how fingerprints are made, changes
 
 
 def module_path(module: str) -> Path:
@@ -67,9 +71,12 @@ def module_path(module: str) -> Path:
 
 @cache
 def _tree(path: Path) -> ast.Module:
-    """The module's syntax tree with its docstrings removed (comments never enter it)."""
+    """The module's syntax tree with its docstrings and the string literals of ``doc=``
+    keywords removed (comments never enter it)."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            node.keywords = [kw for kw in node.keywords if not _is_doc_keyword(kw)]
         body = getattr(node, "body", None)
         if (
             isinstance(node, ast.Module | ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef)
@@ -80,6 +87,12 @@ def _tree(path: Path) -> ast.Module:
         ):
             node.body = body[1:] or [ast.Pass()]
     return tree
+
+
+def _is_doc_keyword(keyword: ast.keyword) -> bool:
+    """``doc="..."`` with a string literal (an f-string or a name is code: it stays)."""
+    value = keyword.value
+    return keyword.arg == "doc" and isinstance(value, ast.Constant) and isinstance(value.value, str)
 
 
 def _is_type_checking(node: ast.AST) -> bool:

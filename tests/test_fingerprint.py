@@ -81,6 +81,26 @@ def test_comment_and_docstring_edits_keep_the_fingerprint(package_copy):
     assert fp.code_fingerprint("modalmerge.data.parcellation.parcellate") == before
 
 
+def test_a_settings_field_doc_edit_keeps_every_fingerprint_and_its_default_does_not(
+    package_copy,
+):
+    """A field's ``doc=`` reaches the config schema only: rewording it reruns nothing, while
+    changing the field's default (what preprocess computes with) reruns it."""
+    root, fp = package_copy
+    before = [fp.code_fingerprint(s) for s in DATA_STAGES]
+    settings = root / "settings.py"
+    text = settings.read_text()
+    old = 'F(True, doc="remove a linear trend from each voxel\'s series")'
+    assert old in text
+    settings.write_text(text.replace(old, 'F(True, doc="reworded: a linear detrend per voxel")'))
+    fp = _reload(fp, root)
+    assert [fp.code_fingerprint(s) for s in DATA_STAGES] == before
+    settings.write_text(text.replace(old, old.replace("F(True,", "F(False,")))
+    fp = _reload(fp, root)
+    preprocess = DATA_STAGES.index("modalmerge.data.preprocess")
+    assert fp.code_fingerprint(DATA_STAGES[preprocess]) != before[preprocess]
+
+
 def test_behaviour_edit_in_an_imported_module_changes_the_fingerprint(package_copy):
     root, fp = package_copy
     before = fp.code_fingerprint("modalmerge.data.parcellation.parcellate")
