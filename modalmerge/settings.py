@@ -419,7 +419,10 @@ class ExperimentSettings(_Section):
         "condition_dropout, sample_steps, guidance, n_ensemble, sample_seed, validation_seed, "
         "target_scale; residual (true: a deterministic mean head predicts the conditional "
         "mean and the diffusion models the residual), mean_weight, mean_decoder, "
-        "mean_decoder_options, mean_loss (mse or target), detach_condition)",
+        "mean_decoder_options, mean_loss (mse or target), detach_condition; mean_from (the "
+        "name of an experiment whose trained encoder and deterministic head become the frozen "
+        "mean head), whiten (with mean_from and a time-series target: the chain runs on "
+        "residuals whitened by their Ledoit-Wolf ROI covariance))",
     )
     epochs: int | None = F(None, doc="overrides train.epochs", ge=1)
     lr: float | None = F(None, doc="overrides train.lr", gt=0)
