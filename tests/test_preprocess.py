@@ -427,7 +427,7 @@ def test_cleaning_keeps_working_past_nilearns_boolean_standardize(standardize):
 
 def test_band_pass_filters_every_voxel_in_one_call_with_nilearns_result(monkeypatch):
     """The cleaning chunk is filtered by one vectorised ``sosfiltfilt`` (nilearn's default
-    loops over voxels, ~40x slower on the default runs), and the result is nilearn's own:
+    loops over voxels, its filter ~40x slower on a default subject's chunk), and the result is nilearn's own:
     on float64 series, identical to its per-voxel path; on float32 series (the stage's
     chunks), within float32 rounding of it, without the per-voxel rounding to float32."""
     from nilearn.signal import clean

@@ -204,10 +204,11 @@ def clean_signals(
     (``butterworth__copy=True``) and keeps its float64 result up to the end.
     nilearn's default filters column by column in place, which on a float32
     chunk rounds every filtered series to float32 before confound removal and
-    standardising, and costs one Python-level call per voxel (about 40x slower
-    on the default runs: ``benchmarks/bench_preprocess_memory.py``). The
-    chunk's float64 copy is what :class:`~modalmerge.data.bold_chunks.ChunkPlan`
-    budgets for.
+    standardising, and costs one Python-level call per voxel (the filter about
+    40x slower on a default subject's chunk, the whole stage 7.4 s against
+    1.8 s: ``benchmarks/bench_preprocess_memory.py``). The filter's float64
+    copies of the chunk (about four) are what
+    :class:`~modalmerge.data.bold_chunks.ChunkPlan` budgets for.
 
     Returns
     -------
