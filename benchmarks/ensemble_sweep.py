@@ -12,7 +12,7 @@ deterministic model's validation ``metrics.json`` (``validation_scores.py --reus
 
     .venv/bin/python benchmarks/ensemble_sweep.py --shards results/synthetic/shards \\
         --candidates cand.yaml --name D45 --model /tmp/val/models/D45/model.pt \\
-        --steps 5 10 20 --samples 16 32 64 --out /tmp/sweep \\
+        --steps 5 10 20 --samples 16 32 64 --out /tmp/sweep [--guidance 0.5] \\
         --reference /tmp/val/eval/image_to_timeseries_xattn/metrics.json
 """
 
@@ -37,13 +37,14 @@ def _cpu() -> float:
 
 
 class _AtSteps:
-    """A generative model whose ``sample`` runs ``steps`` DDIM steps."""
+    """A generative model whose ``sample`` runs ``steps`` DDIM steps (at ``guidance``, or the
+    model's own guidance scale when None)."""
 
-    def __init__(self, model, steps: int):
-        self.model, self.steps = model, steps
+    def __init__(self, model, steps: int, guidance: float | None = None):
+        self.model, self.steps, self.guidance = model, steps, guidance
 
     def sample(self, *args, **kwargs):
-        return self.model.sample(*args, steps=self.steps, **kwargs)
+        return self.model.sample(*args, steps=self.steps, guidance=self.guidance, **kwargs)
 
 
 def _ci(values) -> str:
@@ -60,6 +61,9 @@ def main() -> None:
     parser.add_argument("--steps", type=int, nargs="+", required=True)
     parser.add_argument("--samples", type=int, nargs="+", required=True)
     parser.add_argument("--seed", type=int, default=0, help="evaluate.sample_seed")
+    parser.add_argument(
+        "--guidance", type=float, help="classifier-free guidance scale (default: the model's)"
+    )
     parser.add_argument("--out", required=True)
     parser.add_argument("--reference", help="the cross-attention model's validation metrics.json")
     args = parser.parse_args()
@@ -79,7 +83,7 @@ def main() -> None:
             if "samples" not in _drawn:
                 start = _cpu()
                 _drawn["samples"], _drawn["attention"] = original(
-                    _AtSteps(model, _steps), split, s_max, seed, batch_size
+                    _AtSteps(model, _steps, args.guidance), split, s_max, seed, batch_size
                 )
                 _drawn["cpu"] = _cpu() - start
             return _drawn["samples"][:, :n_samples], _drawn["attention"]
