@@ -12,7 +12,7 @@ deterministic model's validation ``metrics.json`` (``validation_scores.py --reus
 
     .venv/bin/python benchmarks/ensemble_sweep.py --shards results/synthetic/shards \\
         --candidates cand.yaml --name D45 --model /tmp/val/models/D45/model.pt \\
-        --steps 5 10 20 --samples 16 32 64 --out /tmp/sweep [--guidance 0.5] \\
+        --steps 5 10 20 --samples 16 32 64 --out /tmp/sweep [--guidance 0.5] [--eta 1] \\
         --reference /tmp/val/eval/image_to_timeseries_xattn/metrics.json
 """
 
@@ -38,13 +38,15 @@ def _cpu() -> float:
 
 class _AtSteps:
     """A generative model whose ``sample`` runs ``steps`` DDIM steps (at ``guidance``, or the
-    model's own guidance scale when None)."""
+    model's own guidance scale when None, and DDIM ``eta``: 0 deterministic, 1 DDPM-like)."""
 
-    def __init__(self, model, steps: int, guidance: float | None = None):
-        self.model, self.steps, self.guidance = model, steps, guidance
+    def __init__(self, model, steps: int, guidance: float | None = None, eta: float = 0.0):
+        self.model, self.steps, self.guidance, self.eta = model, steps, guidance, eta
 
     def sample(self, *args, **kwargs):
-        return self.model.sample(*args, steps=self.steps, guidance=self.guidance, **kwargs)
+        return self.model.sample(
+            *args, steps=self.steps, guidance=self.guidance, eta=self.eta, **kwargs
+        )
 
 
 def _ci(values) -> str:
@@ -64,6 +66,7 @@ def main() -> None:
     parser.add_argument(
         "--guidance", type=float, help="classifier-free guidance scale (default: the model's)"
     )
+    parser.add_argument("--eta", type=float, default=0.0, help="DDIM eta (the workflow's: 0)")
     parser.add_argument("--out", required=True)
     parser.add_argument("--reference", help="the cross-attention model's validation metrics.json")
     args = parser.parse_args()
@@ -83,7 +86,7 @@ def main() -> None:
             if "samples" not in _drawn:
                 start = _cpu()
                 _drawn["samples"], _drawn["attention"] = original(
-                    _AtSteps(model, _steps, args.guidance), split, s_max, seed, batch_size
+                    _AtSteps(model, _steps, args.guidance, args.eta), split, s_max, seed, batch_size
                 )
                 _drawn["cpu"] = _cpu() - start
             return _drawn["samples"][:, :n_samples], _drawn["attention"]

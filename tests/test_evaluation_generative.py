@@ -35,6 +35,24 @@ def test_crps_of_a_large_gaussian_ensemble_matches_the_closed_form():
     assert crps_ensemble(members, y) == pytest.approx(closed, abs=0.02)
 
 
+def test_crps_of_exact_draws_is_unbiased_at_any_size_but_plug_in_and_recentred_sets_are_not():
+    # What docs/benchmarks.md ("Where the CRPS is lost") rests on: a climatology or a
+    # residual bootstrap (exact draws of the truth's distribution) scores the distribution's
+    # own CRPS whatever its size; a Gaussian refitted to those draws' mean and SD pays for
+    # the estimate; re-centring a small set on its own mean is rewarded.
+    rng = np.random.default_rng(2)
+    y = rng.normal(size=40_000)
+    own = 1 / np.sqrt(np.pi)  # expected CRPS of N(0, 1) for truths drawn from it
+    for n in (5, 45):
+        draws = rng.normal(size=(n, y.size))
+        assert crps_ensemble(draws, y).mean() == pytest.approx(own, rel=0.01)
+    draws = rng.normal(size=(45, y.size))
+    plug_in = draws.mean(axis=0) + draws.std(axis=0, ddof=1) * rng.normal(size=(64, y.size))
+    assert crps_ensemble(plug_in, y).mean() > own * 1.008
+    small = rng.normal(size=(9, y.size))
+    assert crps_ensemble(small - small.mean(axis=0), y).mean() < own * 0.96
+
+
 def test_crps_needs_two_members_and_matching_shapes():
     with pytest.raises(ValueError, match="at least 2"):
         crps_ensemble(np.zeros((1, 3)), np.zeros(3))
