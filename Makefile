@@ -35,8 +35,12 @@ $(VENV)/.installed: pyproject.toml Makefile $(CONSTRAINTS)
 		$$($(BIN)/python -c "$(REAL_EXTRA)")
 	touch $@
 
+# The longest chain first (the diffusion experiment's training waits for its mean_from source's,
+# and its evaluate samples): Snakemake's --prioritize on its outputs, named by the config
+# (docs/architecture.md, "Job order"). The outputs are those of plain `snakemake --cores 2`.
 run: setup
-	$(BIN)/snakemake --cores $(CORES) --profile workflow/profiles/default
+	$(BIN)/snakemake --cores $(CORES) --profile workflow/profiles/default \
+		$$($(BIN)/python -m modalmerge.mean_sources config.yaml)
 
 real-demo: setup
 	$(BIN)/snakemake --cores $(CORES) --configfile configs/real_demo.yaml --profile workflow/profiles/default

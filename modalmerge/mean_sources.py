@@ -8,11 +8,17 @@ The workflow calls :func:`check_mean_sources` right after
 ``snakemake -n`` at once, naming the key. It lives outside ``settings.py`` on purpose: every
 stage's code fingerprint includes ``settings.py``, so an edit there reruns the whole DAG.
 No torch here (the Snakefile imports it).
+
+:func:`priority_targets` names the outputs of the longest chain of a run (a ``mean_from``
+experiment's evaluate); ``make run`` passes them to Snakemake's ``--prioritize``
+(``python -m modalmerge.mean_sources config.yaml``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import shlex
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from modalmerge.settings import ExperimentSettings
 
@@ -79,3 +85,59 @@ def check_mean_sources(experiments: Sequence[ExperimentSettings]) -> None:
                     f"{key}: {source.name!r} has {setting} {theirs!r}, {e.name!r} "
                     f"{ours!r} (decoder_options: its mean_decoder_options)"
                 )
+
+
+def chain_targets(experiments: Sequence[ExperimentSettings], roots: Sequence[str]) -> list[str]:
+    """The ``eval/<name>/metrics.json`` of every experiment with ``mean_from``, under each
+    of ``roots`` (one per repeat and fold).
+
+    Such an experiment is the longest chain of a run: its training waits for its source's,
+    and its evaluate draws samples. The Snakefile hands these paths to Snakemake as priority
+    targets (what ``--prioritize`` does), so the chain and every job it needs start first
+    and the other experiments fill the remaining cores around it.
+    """
+    names = [e.name for e in experiments if mean_from(e) is not None]
+    return [f"{root}/eval/{name}/metrics.json" for root in roots for name in names]
+
+
+def priority_targets(config: Mapping) -> list[str]:
+    """:func:`chain_targets` of a whole config, one root per repeat; none for
+    leave-one-site-out folds (their fold roots need the cohort plan)."""
+    from modalmerge.folds import has_folds
+    from modalmerge.repeats import repeat_suffixes
+    from modalmerge.settings import from_config
+
+    settings = from_config(config)
+    if has_folds(settings.shard.subject_params()):
+        return []
+    root = f"results/{config['dataset']['name']}"
+    roots = [root + suffix for suffix in repeat_suffixes(settings.repeats)]
+    return chain_targets(settings.experiments, roots)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``python -m modalmerge.mean_sources CONFIG``: print Snakemake's ``--prioritize``
+    arguments for the config, for ``make run``; nothing when it has no ``mean_from``
+    experiment, or when its settings are invalid (Snakemake then stops on them, naming the
+    key)."""
+    import argparse
+
+    import yaml
+
+    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
+    parser.add_argument("config", type=Path)
+    args = parser.parse_args(argv)
+    try:
+        config = yaml.safe_load(args.config.read_text())
+    except (OSError, yaml.YAMLError) as err:
+        raise SystemExit(f"{args.config}: cannot read the config: {err}") from None
+    try:
+        targets = priority_targets(config)
+    except (ValueError, KeyError, TypeError):
+        return
+    if targets:
+        print(" ".join(["--prioritize", *(shlex.quote(t) for t in targets)]))
+
+
+if __name__ == "__main__":
+    main()

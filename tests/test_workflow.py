@@ -29,6 +29,7 @@ from workflow_utils import (
 )
 
 pytestmark = pytest.mark.slow
+PROJECT = Path(__file__).resolve().parents[1]
 
 DATA_RULES = {"acquire_atlas", "acquire_cohort", "acquire_subject", "preprocess", "parcellate",
               "shard_inputs", "shard"}  # fmt: skip
@@ -203,6 +204,67 @@ def test_editing_the_mean_from_source_reruns_the_diffusion_training_too(restore_
     assert _dry_run(workdir, config)["train"] == 1  # the new experiment alone
     source["dropout"] = 0.2  # not a setting the mean head must share
     assert _dry_run(workdir, config)["train"] == 2  # the source, then the diffusion model
+
+
+def _job_priorities(result) -> dict[tuple[str, str], str]:
+    """(rule, experiment) -> the priority a dry run prints for the job ("0" when none)."""
+    found = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:)", result.stdout + result.stderr):
+        head = re.match(r"(?:local)?rule (\w+):", block)
+        experiment = re.search(r"experiment=([\w-]+)", block)
+        if head and experiment:
+            priority = re.search(r"^\s+priority: (\S+)", block, re.M)
+            found[(head.group(1), experiment.group(1))] = priority.group(1) if priority else "0"
+    return found
+
+
+def test_make_run_starts_the_mean_from_chain_first(restore_config):
+    """`make run` passes `python -m modalmerge.mean_sources config.yaml` to --prioritize:
+    the diffusion experiment's evaluate output, so that job, its training and its source's
+    training get the highest priority, and the source's own evaluate does not."""
+    workdir, config = restore_config
+    source = config["experiments"][0]
+    config["experiments"].append(
+        {"name": "image_to_timeseries_diffusion", "condition": "image", "target": "time_series",
+         "encoder": source["encoder"], "decoder": "denoiser", "method": "diffusion",
+         "embedding_dim": source["embedding_dim"], "heads": source["heads"],
+         "decoder_options": {"n_layers": 1},
+         "method_options": {"train_steps": 20, "sample_steps": 5, "residual": True,
+                            "mean_from": source["name"],
+                            "mean_decoder_options": source["decoder_options"]}}
+    )  # fmt: skip
+    source["dropout"] = 0.2  # retrain the source too
+    path = write_config(workdir, config)
+    printed = subprocess.run(
+        [sys.executable, "-m", "modalmerge.mean_sources", str(path)],
+        cwd=workdir, capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    name = config["dataset"]["name"]
+    assert printed == [
+        "--prioritize",
+        f"results/{name}/eval/image_to_timeseries_diffusion/metrics.json",
+    ]
+    found = _job_priorities(snakemake(workdir, "--dry-run", *printed))
+    assert found[("train", source["name"])] == "highest"
+    assert found[("train", "image_to_timeseries_diffusion")] == "highest"
+    assert found[("evaluate", "image_to_timeseries_diffusion")] == "highest"
+    assert found[("evaluate", source["name"])] != "highest"
+    assert "mean_sources config.yaml" in (PROJECT / "Makefile").read_text()
+
+
+def test_mean_sources_prints_no_priority_for_a_config_without_a_chain(tmp_path):
+    config = load_yaml(PROJECT / "configs" / "tiny.yaml")
+    path = write_config(tmp_path, config)
+    result = subprocess.run(
+        [sys.executable, "-m", "modalmerge.mean_sources", str(path)],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert result.stdout == ""
+    broken = subprocess.run(
+        [sys.executable, "-m", "modalmerge.mean_sources", str(tmp_path / "missing.yaml")],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert broken.returncode != 0 and "missing.yaml: cannot read the config" in broken.stderr
 
 
 def test_editing_a_figure_setting_reruns_figures_only(restore_config):
