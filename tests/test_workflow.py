@@ -187,20 +187,23 @@ def test_editing_one_experiment_reruns_that_experiment_only(restore_config):
     assert not set(jobs) & DATA_RULES
 
 
+def _residual_diffusion(source: dict) -> dict:
+    """A tiny residual diffusion experiment whose mean head is ``source``'s (mean_from)."""
+    return {"name": "image_to_timeseries_diffusion", "condition": "image",
+            "target": "time_series", "encoder": source["encoder"], "decoder": "denoiser",
+            "method": "diffusion", "embedding_dim": source["embedding_dim"],
+            "heads": source["heads"], "decoder_options": {"n_layers": 1},
+            "method_options": {"train_steps": 20, "sample_steps": 5, "residual": True,
+                               "mean_from": source["name"],
+                               "mean_decoder_options": source["decoder_options"]}}  # fmt: skip
+
+
 def test_editing_the_mean_from_source_reruns_the_diffusion_training_too(restore_config):
     """method_options mean_from: the diffusion experiment's train job takes the named
     experiment's model.pt as input, so retraining that model retrains it."""
     workdir, config = restore_config
     source = config["experiments"][0]  # image_to_timeseries_xattn
-    config["experiments"].append(
-        {"name": "image_to_timeseries_diffusion", "condition": "image", "target": "time_series",
-         "encoder": source["encoder"], "decoder": "denoiser", "method": "diffusion",
-         "embedding_dim": source["embedding_dim"], "heads": source["heads"],
-         "decoder_options": {"n_layers": 1},
-         "method_options": {"train_steps": 20, "sample_steps": 5, "residual": True,
-                            "mean_from": source["name"],
-                            "mean_decoder_options": source["decoder_options"]}}
-    )  # fmt: skip
+    config["experiments"].append(_residual_diffusion(source))
     assert _dry_run(workdir, config)["train"] == 1  # the new experiment alone
     source["dropout"] = 0.2  # not a setting the mean head must share
     assert _dry_run(workdir, config)["train"] == 2  # the source, then the diffusion model
@@ -224,15 +227,7 @@ def test_make_run_starts_the_mean_from_chain_first(restore_config):
     training get the highest priority, and the source's own evaluate does not."""
     workdir, config = restore_config
     source = config["experiments"][0]
-    config["experiments"].append(
-        {"name": "image_to_timeseries_diffusion", "condition": "image", "target": "time_series",
-         "encoder": source["encoder"], "decoder": "denoiser", "method": "diffusion",
-         "embedding_dim": source["embedding_dim"], "heads": source["heads"],
-         "decoder_options": {"n_layers": 1},
-         "method_options": {"train_steps": 20, "sample_steps": 5, "residual": True,
-                            "mean_from": source["name"],
-                            "mean_decoder_options": source["decoder_options"]}}
-    )  # fmt: skip
+    config["experiments"].append(_residual_diffusion(source))
     source["dropout"] = 0.2  # retrain the source too
     path = write_config(workdir, config)
     printed = subprocess.run(
