@@ -40,7 +40,7 @@ $(VENV)/.installed: pyproject.toml Makefile $(CONSTRAINTS)
 # (docs/architecture.md, "Job order"). The outputs are those of plain `snakemake --cores 2`.
 run: setup
 	$(BIN)/snakemake --cores $(CORES) --profile workflow/profiles/default \
-		$$($(BIN)/python -m modalmerge.mean_sources config.yaml)
+		$$($(BIN)/python workflow/priority_targets.py config.yaml)
 
 real-demo: setup
 	$(BIN)/snakemake --cores $(CORES) --configfile configs/real_demo.yaml --profile workflow/profiles/default

@@ -11,14 +11,13 @@ No torch here (the Snakefile imports it).
 
 :func:`priority_targets` names the outputs of the longest chain of a run (a ``mean_from``
 experiment's evaluate); ``make run`` passes them to Snakemake's ``--prioritize``
-(``python -m modalmerge.mean_sources config.yaml``).
+(``workflow/priority_targets.py config.yaml``, a script beside the rules: reading YAML is
+Snakemake's business, and the package does not import ``yaml``).
 """
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 
 from modalmerge.settings import ExperimentSettings
 
@@ -113,31 +112,3 @@ def priority_targets(config: Mapping) -> list[str]:
     root = f"results/{config['dataset']['name']}"
     roots = [root + suffix for suffix in repeat_suffixes(settings.repeats)]
     return chain_targets(settings.experiments, roots)
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``python -m modalmerge.mean_sources CONFIG``: print Snakemake's ``--prioritize``
-    arguments for the config, for ``make run``; nothing when it has no ``mean_from``
-    experiment, or when its settings are invalid (Snakemake then stops on them, naming the
-    key)."""
-    import argparse
-
-    import yaml
-
-    parser = argparse.ArgumentParser(description=main.__doc__.splitlines()[0])
-    parser.add_argument("config", type=Path)
-    args = parser.parse_args(argv)
-    try:
-        config = yaml.safe_load(args.config.read_text())
-    except (OSError, yaml.YAMLError) as err:
-        raise SystemExit(f"{args.config}: cannot read the config: {err}") from None
-    try:
-        targets = priority_targets(config)
-    except (ValueError, KeyError, TypeError):
-        return
-    if targets:
-        print(" ".join(["--prioritize", *(shlex.quote(t) for t in targets)]))
-
-
-if __name__ == "__main__":
-    main()

@@ -222,7 +222,7 @@ def _job_priorities(result) -> dict[tuple[str, str], str]:
 
 
 def test_make_run_starts_the_mean_from_chain_first(restore_config):
-    """`make run` passes `python -m modalmerge.mean_sources config.yaml` to --prioritize:
+    """`make run` passes `workflow/priority_targets.py config.yaml` to --prioritize:
     the diffusion experiment's evaluate output, so that job, its training and its source's
     training get the highest priority, and the source's own evaluate does not."""
     workdir, config = restore_config
@@ -231,7 +231,7 @@ def test_make_run_starts_the_mean_from_chain_first(restore_config):
     source["dropout"] = 0.2  # retrain the source too
     path = write_config(workdir, config)
     printed = subprocess.run(
-        [sys.executable, "-m", "modalmerge.mean_sources", str(path)],
+        [sys.executable, str(PROJECT / "workflow" / "priority_targets.py"), str(path)],
         cwd=workdir, capture_output=True, text=True, check=True,
     ).stdout.split()  # fmt: skip
     name = config["dataset"]["name"]
@@ -244,19 +244,19 @@ def test_make_run_starts_the_mean_from_chain_first(restore_config):
     assert found[("train", "image_to_timeseries_diffusion")] == "highest"
     assert found[("evaluate", "image_to_timeseries_diffusion")] == "highest"
     assert found[("evaluate", source["name"])] != "highest"
-    assert "mean_sources config.yaml" in (PROJECT / "Makefile").read_text()
+    assert "workflow/priority_targets.py config.yaml" in (PROJECT / "Makefile").read_text()
 
 
-def test_mean_sources_prints_no_priority_for_a_config_without_a_chain(tmp_path):
+def test_priority_targets_prints_nothing_for_a_config_without_a_chain(tmp_path):
     config = load_yaml(PROJECT / "configs" / "tiny.yaml")
     path = write_config(tmp_path, config)
     result = subprocess.run(
-        [sys.executable, "-m", "modalmerge.mean_sources", str(path)],
+        [sys.executable, str(PROJECT / "workflow" / "priority_targets.py"), str(path)],
         capture_output=True, text=True, check=True,
     )  # fmt: skip
     assert result.stdout == ""
     broken = subprocess.run(
-        [sys.executable, "-m", "modalmerge.mean_sources", str(tmp_path / "missing.yaml")],
+        [sys.executable, str(PROJECT / "workflow" / "priority_targets.py"), str(tmp_path / "missing.yaml")],
         capture_output=True, text=True,
     )  # fmt: skip
     assert broken.returncode != 0 and "missing.yaml: cannot read the config" in broken.stderr
