@@ -106,12 +106,12 @@ def reference_crps(train, calib, held, samples: int, seed: int, leave_one_out: b
         zip(held.window_start, held.target, held.prediction, strict=True)
     ):
         truth = truth.astype(np.float64)
-        clim = train.target[_at_start(train.window_start, start)].astype(np.float64)
+        at = _at_start(train.window_start, start)
+        clim = train.target[at].astype(np.float64)
         out["climatology"].append(float(crps_ensemble(clim, truth).mean()))
         shifted = centre + (clim - clim.mean(axis=0))
         out["shifted_climatology"].append(float(crps_ensemble(shifted, truth).mean()))
-        at = _at_start(train.window_start, start)
-        own = train.target[at].astype(np.float64) - train.prediction[at]
+        own = clim - train.prediction[at]
         out["training_residuals"].append(float(crps_ensemble(centre + own, truth).mean()))
         noise = rng.standard_normal((samples, *truth.shape))
         draws = centre + own.mean(axis=0) + own.std(axis=0, ddof=1) * noise

@@ -91,9 +91,10 @@ def chain_targets(experiments: Sequence[ExperimentSettings], roots: Sequence[str
     of ``roots`` (one per repeat and fold).
 
     Such an experiment is the longest chain of a run: its training waits for its source's,
-    and its evaluate draws samples. The Snakefile hands these paths to Snakemake as priority
-    targets (what ``--prioritize`` does), so the chain and every job it needs start first
-    and the other experiments fill the remaining cores around it.
+    and its evaluate draws samples. ``make run`` hands these paths to Snakemake's
+    ``--prioritize`` (through :func:`priority_targets` and ``workflow/priority_targets.py``),
+    so the chain and every job it needs start first and the other experiments fill the
+    remaining cores around it.
     """
     names = [e.name for e in experiments if mean_from(e) is not None]
     return [f"{root}/eval/{name}/metrics.json" for root in roots for name in names]

@@ -30,6 +30,7 @@ from workflow_utils import (
 
 pytestmark = pytest.mark.slow
 PROJECT = Path(__file__).resolve().parents[1]
+PRIORITY_TARGETS = PROJECT / "workflow" / "priority_targets.py"  # make run's --prioritize
 
 DATA_RULES = {"acquire_atlas", "acquire_cohort", "acquire_subject", "preprocess", "parcellate",
               "shard_inputs", "shard"}  # fmt: skip
@@ -221,6 +222,13 @@ def _job_priorities(result) -> dict[tuple[str, str], str]:
     return found
 
 
+def _priority_targets(config_path: Path, **kwargs) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(PRIORITY_TARGETS), str(config_path)],
+        capture_output=True, text=True, **kwargs,
+    )  # fmt: skip
+
+
 def test_make_run_starts_the_mean_from_chain_first(restore_config):
     """`make run` passes `workflow/priority_targets.py config.yaml` to --prioritize:
     the diffusion experiment's evaluate output, so that job, its training and its source's
@@ -230,10 +238,7 @@ def test_make_run_starts_the_mean_from_chain_first(restore_config):
     config["experiments"].append(_residual_diffusion(source))
     source["dropout"] = 0.2  # retrain the source too
     path = write_config(workdir, config)
-    printed = subprocess.run(
-        [sys.executable, str(PROJECT / "workflow" / "priority_targets.py"), str(path)],
-        cwd=workdir, capture_output=True, text=True, check=True,
-    ).stdout.split()  # fmt: skip
+    printed = _priority_targets(path, cwd=workdir, check=True).stdout.split()
     name = config["dataset"]["name"]
     assert printed == [
         "--prioritize",
@@ -250,15 +255,8 @@ def test_make_run_starts_the_mean_from_chain_first(restore_config):
 def test_priority_targets_prints_nothing_for_a_config_without_a_chain(tmp_path):
     config = load_yaml(PROJECT / "configs" / "tiny.yaml")
     path = write_config(tmp_path, config)
-    result = subprocess.run(
-        [sys.executable, str(PROJECT / "workflow" / "priority_targets.py"), str(path)],
-        capture_output=True, text=True, check=True,
-    )  # fmt: skip
-    assert result.stdout == ""
-    broken = subprocess.run(
-        [sys.executable, str(PROJECT / "workflow" / "priority_targets.py"), str(tmp_path / "missing.yaml")],
-        capture_output=True, text=True,
-    )  # fmt: skip
+    assert _priority_targets(path, check=True).stdout == ""
+    broken = _priority_targets(tmp_path / "missing.yaml")
     assert broken.returncode != 0 and "missing.yaml: cannot read the config" in broken.stderr
 
 
