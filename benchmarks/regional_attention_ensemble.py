@@ -8,7 +8,8 @@ with the package's own scorer (:func:`~modalmerge.evaluation.planted.planted_lin
 the same peak rule and seeded permutation null as ``evaluate``). Prints each fit alone
 (a check: it reproduces ``regional_workflow_val.py``'s score), with ``--subsets`` every
 ensemble of two to n - 1 of the fits, and the ensemble of all fits with each link's hit or
-miss, peak and the best region other than the source (the margin). No training; it reads only saved attention and the planted-links table::
+miss, peak and the best region other than the source (the margin; the smallest margin
+over the links is printed last). No training; it reads only saved attention and the planted-links table::
 
     .venv/bin/python benchmarks/regional_attention_ensemble.py results/regional_tune \\
         --fits /tmp/links/C_lr2 /tmp/links/C_lr2_seed1 /tmp/links2/C_lr2_seed2 --subsets
@@ -77,13 +78,16 @@ def main() -> None:
     ensemble = np.mean(list(maps.values()), axis=0)
     scores, record = score(ensemble, links)
     print(line(f"ENSEMBLE of {len(maps)}", scores, record))
+    margins = []
     for link in record["links"]:
         verdict = "hit" if link["peak_label"] == link["source_label"] else "miss"
         row = ensemble[link["target_label"] - 1].copy()
         row[link["source_label"] - 1] = -np.inf
+        margins.append(link["attention_on_source"] - row.max())
         print(f"  {verdict:4s} {link['target_label']} <- {link['source_label']} "
               f"(peak {link['peak_label']}, weight on source {link['attention_on_source']:.3f}, "
               f"best other region {int(row.argmax()) + 1} {row.max():.3f})")  # fmt: skip
+    print(f"smallest margin (weight on the source minus the best other region): {min(margins):+.3f}")
     print(f"distinct peak regions over the {ensemble.shape[0]} ROIs: "
           f"{len(set(ensemble.argmax(axis=1).tolist()))}")  # fmt: skip
 
