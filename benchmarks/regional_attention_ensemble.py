@@ -87,7 +87,9 @@ def main() -> None:
         print(f"  {verdict:4s} {link['target_label']} <- {link['source_label']} "
               f"(peak {link['peak_label']}, weight on source {link['attention_on_source']:.3f}, "
               f"best other region {int(row.argmax()) + 1} {row.max():.3f})")  # fmt: skip
-    print(f"smallest margin (weight on the source minus the best other region): {min(margins):+.3f}")
+    print(
+        f"smallest margin (weight on the source minus the best other region): {min(margins):+.3f}"
+    )
     print(f"distinct peak regions over the {ensemble.shape[0]} ROIs: "
           f"{len(set(ensemble.argmax(axis=1).tolist()))}")  # fmt: skip
 

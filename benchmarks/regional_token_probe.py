@@ -9,6 +9,11 @@ projection, and the token after its LayerNorm (what the attention reads)::
     .venv/bin/python benchmarks/regional_token_probe.py results/regional_tune [--truth]
 
 ``--truth``: the T1 replaced by each region's true grey-matter intensity (regional_fit.py).
+``--all-regions``: also the r of each link's latent from every other region's statistics,
+printing the best other region, its rank by centroid distance from the source (1 = the
+source's nearest region; centroids from the atlas channel) and its r beside the source's:
+a latent that shows in a neighbour's statistics leaks there through partial volumes or the
+bias correction.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("root", type=Path)
     parser.add_argument("--truth", action="store_true")
+    parser.add_argument("--all-regions", action="store_true")
     args = parser.parse_args()
     links = pd.read_csv(args.root / "raw" / "planted_links.tsv", sep="\t")
     images, latents = [], []
@@ -67,6 +73,33 @@ def main() -> None:
         s = int(row.source_label) - 1
         values = [cv_r(a[:, s].numpy(), z[:, k]) for a in (standardized, projected, tokens)]
         print(k, " ".join(f"{v:.2f}" for v in values), flush=True)
+    if args.all_regions:
+        leakage(links, standardized.numpy(), z, centroids(x[0, -1].numpy(), standardized.shape[1]))
+
+
+def centroids(labels: np.ndarray, n_regions: int) -> np.ndarray:
+    """Each atlas label's voxel centroid (n_regions, spatial dims), labels 1..n_regions."""
+    grid = np.indices(labels.shape).reshape(labels.ndim, -1).T
+    flat = np.rint(labels).astype(int).ravel()
+    return np.stack([grid[flat == r + 1].mean(axis=0) for r in range(n_regions)])
+
+
+def leakage(links: pd.DataFrame, stats: np.ndarray, z: np.ndarray, centre: np.ndarray) -> None:
+    """Per link: the latent's CV r from the source's statistics against every other region's."""
+    print("link target <- source: r from the source | best other region (rank by distance "
+          "from the source), its r | r from the source's nearest region")  # fmt: skip
+    for k, row in links.iterrows():
+        s = int(row.source_label) - 1
+        r = np.array([cv_r(stats[:, j], z[:, k]) for j in range(stats.shape[1])])
+        order = np.argsort(np.linalg.norm(centre - centre[s], axis=1))  # order[0] is s
+        others = np.delete(np.arange(len(r)), s)
+        best = int(others[np.argmax(r[others])])
+        rank = int(np.flatnonzero(order == best)[0])
+        print(
+            f"{k} {int(row.target_label)} <- {s + 1}: {r[s]:.2f} | region {best + 1} "
+            f"(rank {rank}) {r[best]:.2f} | region {int(order[1]) + 1} {r[order[1]]:.2f}",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":
