@@ -88,6 +88,16 @@ def test_planted_link_top1_on_a_hand_made_attention_matrix():
     assert abs(scores["planted_link_top1_null"] - 1 / n_regions) < 0.01
     assert scores["planted_link_top1_p_value"] < 0.01
     assert [link["peak_label"] for link in record["links"]] == [15, 2, 20, 1]
+    # each link's margin: the source's weight minus the best other region's, and that region
+    attention[1, 6] = 0.3  # a runner-up for row 1 (label 7)
+    _, record = planted_link_attention(attention, target_labels, links)
+    by_target = {link["target_label"]: link for link in record["links"]}
+    assert by_target[7]["runner_up_label"] == 7
+    assert by_target[7]["margin"] == pytest.approx(0.5 - 0.3)
+    assert by_target[12]["runner_up_label"] == 1  # the miss: its peak is the runner-up
+    assert by_target[12]["margin"] == pytest.approx(0.01 - 0.5)
+    assert all((link["margin"] > 0) == (link["peak_label"] == link["source_label"])
+               for link in record["links"])  # fmt: skip
 
 
 def test_planted_link_score_is_none_without_planted_targets():

@@ -11,6 +11,13 @@ cross-attention ``(n_target ROIs, n_regions)`` reads directly per region.
 regions' labels permuted (``planted_link_top1_null``: mean of 1,000 seeded
 draws, ``_null_p95``, ``_p_value``;
 :func:`~modalmerge.evaluation.scoring.attention_peak_null`).
+
+``metrics.json``'s ``planted_links`` record lists each link with its peak region, the
+weight on its source, the best other region (``runner_up_label``) and the ``margin``
+(the source's weight minus that region's: positive when the link is found, negative
+when it is missed, zero on a tie).
+The smallest margin says how close the weakest link is to being lost or found, which the
+0/1 score cannot (docs/benchmarks.md, "Fresh seed 17").
 """
 
 from __future__ import annotations
@@ -79,18 +86,33 @@ def planted_link_attention(
     }
     scores, drawn = with_null("planted_link_top1", scores, attention, pairs)
     peaks = attention.argmax(axis=1)
-    record = {
-        **drawn,
-        "n_links": len(pairs),
-        "links": [
+    links_record = []
+    for i, j in pairs.items():
+        others = np.delete(attention[i], j)
+        runner_up = int(np.argmax(others))
+        runner_up += runner_up >= j  # back to a column of ``attention``
+        links_record.append(
             {
                 "target_label": int(target_labels[i]),
                 "source_label": j + 1,
                 "peak_label": int(peaks[i]) + 1,
                 "attention_on_source": round(float(attention[i, j]), 6),
+                "runner_up_label": runner_up + 1,
+                "margin": round(float(attention[i, j] - attention[i, runner_up]), 6),
             }
-            for i, j in pairs.items()
-        ],
+        )
+    weakest = min(links_record, key=lambda link: link["margin"])
+    log.info(
+        "weakest planted link: %d <- %d, margin %+.4f (the source's weight minus region %d's)",
+        weakest["target_label"],
+        weakest["source_label"],
+        weakest["margin"],
+        weakest["runner_up_label"],
+    )
+    record = {
+        **drawn,
+        "n_links": len(pairs),
+        "links": links_record,
         "mean_attention": attention.round(6).tolist(),
     }
     return scores, record
