@@ -6,7 +6,8 @@ Checks that the workflow runs the procedure chosen with ``regional_fit.py`` (doc
 and overrides, optionally ``--scheduler``) on ``<root>/shards`` into ``--out``, then prints the
 per-epoch history and the validation MSE and ``planted_link_top1`` (attention of the returned
 model, mean over samples and heads, with its permutation null), each link's hit or miss and
-peak, the hits per head, and saves that attention per head as ``<split>_attention.npy`` in
+peak and margin (the weight on the source minus the best other region), the smallest
+margin, the hits per head, and saves that attention per head as ``<split>_attention.npy`` in
 ``--save-to`` (default ``--out``); ``--score-only`` scores the model already in ``--out``; ``--split test`` scores the test
 subjects instead (only for settings already frozen and reported, e.g. a second training seed)::
 
@@ -80,7 +81,10 @@ def main() -> None:
     for link in record["links"]:
         verdict = "hit" if link["peak_label"] == link["source_label"] else "miss"
         print(f"  {verdict:4s} {link['target_label']} <- {link['source_label']} "
-              f"(peak {link['peak_label']}, weight on source {link['attention_on_source']:.3f})")  # fmt: skip
+              f"(peak {link['peak_label']}, weight on source {link['attention_on_source']:.3f}, "
+              f"margin {link['margin']:+.3f} over region {link['runner_up_label']})")  # fmt: skip
+    weakest = min(link["margin"] for link in record["links"])
+    print(f"smallest margin (weight on the source minus the best other region): {weakest:+.3f}")
     per_head = [planted_link_attention(h, labels, links)[0]["planted_link_top1"] for h in heads]
     print("hits per head", [round(v * len(record["links"])) for v in per_head])
     # (heads, target ROIs, regions), for diagnosis
