@@ -11,7 +11,7 @@ projection, and the token after its LayerNorm (what the attention reads)::
 ``--truth``: the T1 replaced by each region's true grey-matter intensity (regional_fit.py).
 ``--all-regions``: also the r of each link's latent from every other region's statistics,
 printing the best other region, its rank by centroid distance from the source (1 = the
-source's nearest region; centroids from the atlas channel) and its r beside the source's:
+source's nearest region; centroids of the run's ``atlas/atlas.nii.gz``) and its r beside the source's:
 a latent that shows in a neighbour's statistics leaks there through partial volumes or the
 bias correction.
 """
@@ -22,6 +22,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 import torch
@@ -31,6 +32,7 @@ from sklearn.model_selection import cross_val_predict
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from regional_fit import truth_images  # noqa: E402 - the benchmark's own helper
 
+from modalmerge.data.parcellation.atlases import label_coordinates  # noqa: E402
 from modalmerge.data.shards.split_arrays import load_split_arrays  # noqa: E402
 from modalmerge.models.encoders.regions import RegionCNNEncoder  # noqa: E402
 
@@ -74,14 +76,9 @@ def main() -> None:
         values = [cv_r(a[:, s].numpy(), z[:, k]) for a in (standardized, projected, tokens)]
         print(k, " ".join(f"{v:.2f}" for v in values), flush=True)
     if args.all_regions:
-        leakage(links, standardized.numpy(), z, centroids(x[0, -1].numpy(), standardized.shape[1]))
-
-
-def centroids(labels: np.ndarray, n_regions: int) -> np.ndarray:
-    """Each atlas label's voxel centroid (n_regions, spatial dims), labels 1..n_regions."""
-    grid = np.indices(labels.shape).reshape(labels.ndim, -1).T
-    flat = np.rint(labels).astype(int).ravel()
-    return np.stack([grid[flat == r + 1].mean(axis=0) for r in range(n_regions)])
+        labels = np.arange(1, standardized.shape[1] + 1)
+        atlas = nib.load(args.root / "atlas" / "atlas.nii.gz")
+        leakage(links, standardized.numpy(), z, label_coordinates(atlas, labels))
 
 
 def leakage(links: pd.DataFrame, stats: np.ndarray, z: np.ndarray, centre: np.ndarray) -> None:
