@@ -61,9 +61,11 @@ def main() -> None:
         path = train_experiment(
             args.root / "shards", experiment, TrainSettings.from_dict(train), args.out
         )
-    cpu = sum(os.times()[:4])
-    print(pd.read_csv(args.out / "history.csv").to_string(index=False))
-    print(f"trained in {time.time() - began:.0f} s wall, {cpu:.0f} s cpu (user+sys)")
+    if (args.out / "history.csv").exists():  # absent beside a model ensemble_members.py kept
+        print(pd.read_csv(args.out / "history.csv").to_string(index=False))
+    if not args.score_only:
+        cpu = sum(os.times()[:4])
+        print(f"trained in {time.time() - began:.0f} s wall, {cpu:.0f} s cpu (user+sys)")
     model = load_model(path)  # one model or a train.ensemble (mean attention over members)
     model.eval()
     xv, yv, ov = split(args.root, args.split)
@@ -88,6 +90,7 @@ def main() -> None:
     per_head = [planted_link_attention(h, labels, links)[0]["planted_link_top1"] for h in heads]
     print("hits per head", [round(v * len(record["links"])) for v in per_head])
     # (heads, target ROIs, regions), for diagnosis
+    (args.save_to or args.out).mkdir(parents=True, exist_ok=True)
     np.save((args.save_to or args.out) / f"{args.split}_attention.npy", heads)
 
 
