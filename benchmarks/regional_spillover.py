@@ -57,24 +57,23 @@ def main() -> None:
         f"{len(subjects)} training subjects; a latent explaining nothing gives about "
         f"{1 / len(subjects):.3f}"
     )
+    pairs = [
+        (int(t), int(s)) for t, s in zip(links["target_label"], links["source_label"], strict=True)
+    ]
     print("link target <- source: R² on the target; the three ROIs it explains most")
-    for k, link in links.reset_index(drop=True).iterrows():
-        t = int(link["target_label"]) - 1
+    for k, (target, source) in enumerate(pairs):
         top = np.argsort(-r2[:, k])[:3]
         print(
-            f"  {k}: {t + 1} <- {int(link['source_label'])}: {r2[t, k]:.3f}; "
+            f"  {k}: {target} <- {source}: {r2[target - 1, k]:.3f}; "
             + ", ".join(f"ROI {i + 1} {r2[i, k]:.3f}" for i in top)
         )
     print("per target ROI, the links explaining it most (link: target <- source, R²)")
-    for link in links.itertuples():
-        t = int(link.target_label) - 1
-        top = np.argsort(-r2[t])[:3]
+    for target, _ in pairs:
+        top = np.argsort(-r2[target - 1])[:3]
         described = ", ".join(
-            f"{j}: {int(links.iloc[j]['target_label'])} <- {int(links.iloc[j]['source_label'])} "
-            f"{r2[t, j]:.3f}"
-            for j in top
+            f"{j}: {pairs[j][0]} <- {pairs[j][1]} {r2[target - 1, j]:.3f}" for j in top
         )
-        print(f"  ROI {t + 1}: {described}")
+        print(f"  ROI {target}: {described}")
 
 
 if __name__ == "__main__":
