@@ -33,6 +33,22 @@ def mean_from(experiment: ExperimentSettings) -> str | None:
 SHARED = ("condition", "target", "encoder", "embedding_dim", "heads", "encoder_options")
 
 
+def _check_calibrate_spread(i: int, e: ExperimentSettings) -> None:
+    """``calibrate_spread`` (residual diffusion only) as a bool, else ValueError naming it."""
+    options = e.method_options
+    if "calibrate_spread" not in options:
+        return
+    key = f"experiments[{i}].method_options.calibrate_spread"
+    if options["calibrate_spread"] not in (True, False):
+        raise ValueError(f"{key}: true or false, got {options['calibrate_spread']!r}")
+    residual = "residual" in options and options["residual"] is True
+    if options["calibrate_spread"] and (e.method != "diffusion" or not residual):
+        raise ValueError(
+            f"{key}: scales the residual draws around a mean head: needs method diffusion "
+            f"with residual: true ({e.name!r})"
+        )
+
+
 def check_mean_sources(experiments: Sequence[ExperimentSettings]) -> None:
     """Each ``method_options.mean_from`` names another experiment of the config: a
     deterministic ``cross_attention`` one (one layer, no options) with the same condition,
@@ -51,6 +67,7 @@ def check_mean_sources(experiments: Sequence[ExperimentSettings]) -> None:
                 f"experiments[{i}].method_options.whiten: whitens the residuals of a mean_from "
                 f"model across ROIs: needs mean_from and a time_series target ({e.name!r})"
             )
+        _check_calibrate_spread(i, e)
         if name is None:
             continue
         key = f"experiments[{i}].method_options.mean_from"

@@ -422,7 +422,9 @@ class ExperimentSettings(_Section):
         "mean_decoder_options, mean_loss (mse or target), detach_condition; mean_from (the "
         "name of an experiment whose trained encoder and deterministic head become the frozen "
         "mean head), whiten (with mean_from and a time-series target: the chain runs on "
-        "residuals whitened by their Ledoit-Wolf ROI covariance))",
+        "residuals whitened by their Ledoit-Wolf ROI covariance), calibrate_spread (with "
+        "residual: one scale for the residual draws, chosen on the validation subjects' "
+        "CRPS after training))",
     )
     epochs: int | None = F(None, doc="overrides train.epochs", ge=1)
     lr: float | None = F(None, doc="overrides train.lr", gt=0)

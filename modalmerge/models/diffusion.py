@@ -181,6 +181,17 @@ def _check_mean_from(mean_from, residual, mean_weight, mean_loss, detach_conditi
     return mean_from
 
 
+def _check_calibrate_spread(calibrate_spread, residual) -> bool:
+    """``calibrate_spread`` if it fits (it needs ``residual``), else ValueError."""
+    if not isinstance(calibrate_spread, bool):
+        raise ValueError(f"calibrate_spread must be true or false, got {calibrate_spread!r}")
+    if calibrate_spread and not residual:
+        raise ValueError(
+            "calibrate_spread needs residual: true (it scales the draws around the mean head)"
+        )
+    return calibrate_spread
+
+
 def _check_whiten(whiten, mean_from) -> bool:
     """``whiten`` if it fits (it needs ``mean_from``), else ValueError."""
     if whiten and mean_from is None:
@@ -248,6 +259,11 @@ class DiffusionConditioning(nn.Module):
         ``mean_from`` and time-series targets only: diffuse the residuals whitened across
         ROIs by their training covariance (module docstring). The matrices are buffers
         (in the state dict), identity until the train stage fits them.
+    calibrate_spread : bool
+        ``residual`` only: after training, the train stage chooses one scale ``s`` for the
+        residual draws on the validation subjects (lowest mean fair CRPS), and a sample
+        becomes ``mu + s r`` (:mod:`modalmerge.models.spread`). The scale is a buffer
+        ``spread`` (in the state dict), 1 until calibrated.
     """
 
     generative = True
@@ -274,6 +290,7 @@ class DiffusionConditioning(nn.Module):
         detach_condition: bool = False,
         mean_from: str | None = None,
         whiten: bool = False,
+        calibrate_spread: bool = False,
     ):
         super().__init__()
         from monai.networks.schedulers import DDPMScheduler
@@ -299,6 +316,9 @@ class DiffusionConditioning(nn.Module):
         self.mean_from = _check_mean_from(mean_from, residual, mean_weight, mean_loss,
                                           detach_condition)  # fmt: skip
         self.whiten = _check_whiten(whiten, self.mean_from)
+        self.calibrate_spread = _check_calibrate_spread(calibrate_spread, residual)
+        if self.calibrate_spread:  # the residual draws' scale, set by calibration
+            self.register_buffer("spread", torch.ones(()))
         self.residual, self.mean_weight = residual, float(mean_weight)
         self.mean_loss, self.detach_condition = mean_loss, bool(detach_condition)
         self.mean_decoder = mean_decoder

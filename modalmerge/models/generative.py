@@ -205,6 +205,11 @@ def draw_samples(model, tokens, mask, n, steps, guidance, eta, seed, offset, att
     )  # fmt: skip
     if model.mean_head is None:
         return drawn
-    mean = model.mean_head(tokens, mask, offset).float()  # residual: samples = mu + r
-    trajectory = None if drawn.trajectory is None else drawn.trajectory + mean[None, :, None]
-    return drawn._replace(samples=drawn.samples + mean[:, None], trajectory=trajectory)
+    mean = model.mean_head(tokens, mask, offset).float()  # residual: samples = mu + s r
+    scale = getattr(model.conditioner, "spread", None)  # calibrate_spread's s (else 1)
+    residual, trajectory = drawn.samples, drawn.trajectory
+    if scale is not None:
+        residual = residual * scale.float()
+        trajectory = None if trajectory is None else trajectory * scale.float()
+    trajectory = None if trajectory is None else trajectory + mean[None, :, None]
+    return drawn._replace(samples=residual + mean[:, None], trajectory=trajectory)

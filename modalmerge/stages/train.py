@@ -30,6 +30,7 @@ from modalmerge.io import InputError, atomic_path
 from modalmerge.models.ensemble import ModelEnsemble
 from modalmerge.models.generative import adopt_mean
 from modalmerge.models.model import MultiModalModel
+from modalmerge.models.spread import fit_spread
 from modalmerge.models.whitening import fit_whitening
 from modalmerge.settings import ExperimentSettings, TrainSettings, ensemble_refusal, to_dict
 from modalmerge.stages.common import build_model, experiment_dataset, fit_tokenizer
@@ -38,6 +39,11 @@ from modalmerge.training.device import resolve_device
 from modalmerge.training.trainer import Trainer
 
 log = logging.getLogger(__name__)
+
+#: residual draws per validation window when a model calibrates its spread
+#: (``calibrate_spread``): the fair CRPS is unbiased at any ensemble size, so a few
+#: suffice for one scale, and the validation sampling stays a small part of the job
+SPREAD_SAMPLES = 16
 
 
 def _loader(dataset, batch_size: int, shuffle: bool, seed: int, workers: int, pin: bool):
@@ -274,4 +280,7 @@ class _Run:
             progress=bool(os.environ.get("MODALMERGE_PROGRESS", "")),
         )
         history = trainer.train(train_loader, val_loader, epochs=self.settings.epochs, resume=True)
+        if getattr(model.conditioner, "calibrate_spread", False):  # on the best weights
+            fit_spread(model, _loader(self.datasets["val"], batch_size, False, seed, 0, False),
+                       n_samples=SPREAD_SAMPLES, seed=seed)  # fmt: skip
         return trainer.save_model(model_path), history  # every rank: it ends in a barrier
