@@ -316,9 +316,7 @@ class DiffusionConditioning(nn.Module):
         self.mean_from = _check_mean_from(mean_from, residual, mean_weight, mean_loss,
                                           detach_condition)  # fmt: skip
         self.whiten = _check_whiten(whiten, self.mean_from)
-        self.calibrate_spread = _check_calibrate_spread(calibrate_spread, residual)
-        if self.calibrate_spread:  # the residual draws' scale, set by calibration
-            self.register_buffer("spread", torch.ones(()))
+        self._init_spread(calibrate_spread, residual)
         self.residual, self.mean_weight = residual, float(mean_weight)
         self.mean_loss, self.detach_condition = mean_loss, bool(detach_condition)
         self.mean_decoder = mean_decoder
@@ -330,6 +328,13 @@ class DiffusionConditioning(nn.Module):
             prediction_type=prediction,
             clip_sample=False,
         )
+
+    def _init_spread(self, calibrate_spread, residual) -> None:
+        """``calibrate_spread`` (checked) and, with it, the residual draws' scale: a buffer
+        ``spread``, 1 until the train stage calibrates it."""
+        self.calibrate_spread = _check_calibrate_spread(calibrate_spread, residual)
+        if self.calibrate_spread:
+            self.register_buffer("spread", torch.ones(()))
 
     def check_steps(self, steps: int) -> int:
         """``steps`` if it is a valid DDIM step count (divides ``train_steps``), else ValueError."""

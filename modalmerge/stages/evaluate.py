@@ -200,10 +200,7 @@ def _evaluate(
         data.parcel_test = parcel_features(shard_dir, split, test.subjects)
     scored = _score(data, experiment, manifest, model, shard_dir, truth, settings.time_units, split)
     if samples is not None:  # a generative model: score its samples too
-        add_samples(scored, samples, target, test, train, float(manifest.get("tr") or 1.0))
-        spread = getattr(model.conditioner, "spread", None)  # calibrate_spread's scale
-        if spread is not None and "generative" in scored.extra:
-            scored.extra["generative"]["spread_scale"] = float(spread)
+        add_samples(scored, samples, target, test, train, float(manifest.get("tr") or 1.0), model)
     if links is not None:
         labels = roi_labels(manifest, roi_columns(manifest, experiment.target_rois))
         _add_planted(scored, planted_link_attention(test.attention, labels, links))
