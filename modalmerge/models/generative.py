@@ -206,10 +206,8 @@ def draw_samples(model, tokens, mask, n, steps, guidance, eta, seed, offset, att
     if model.mean_head is None:
         return drawn
     mean = model.mean_head(tokens, mask, offset).float()  # residual: samples = mu + s r
-    scale = getattr(model.conditioner, "spread", None)  # calibrate_spread's s (else 1)
-    residual, trajectory = drawn.samples, drawn.trajectory
-    if scale is not None:
-        residual = residual * scale.float()
-        trajectory = None if trajectory is None else trajectory * scale.float()
-    trajectory = None if trajectory is None else trajectory + mean[None, :, None]
-    return drawn._replace(samples=residual + mean[:, None], trajectory=trajectory)
+    scale = getattr(model.conditioner, "spread", None)  # calibrate_spread's s
+    scale = 1.0 if scale is None else scale.float()  # (times 1.0 is exact: r unchanged)
+    trajectory = drawn.trajectory
+    trajectory = None if trajectory is None else trajectory * scale + mean[None, :, None]
+    return drawn._replace(samples=drawn.samples * scale + mean[:, None], trajectory=trajectory)

@@ -27,6 +27,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from modalmerge.evaluation.generative import spread_skill
+
 log = logging.getLogger(__name__)
 
 __all__ = ["SpreadCalibration", "ScaledResiduals", "calibrate_spread", "fit_spread"]
@@ -98,11 +100,10 @@ class ScaledResiduals:
         return self._per_subject_mean(skill - scale * self.pair)
 
     def spread_skill(self, scale: float) -> float:
-        """Spread–skill of the scaled draws over all windows (the evaluate stage's formula)."""
-        s = self.n_samples
-        spread = scale * np.sqrt(self.residuals.var(axis=1, ddof=1).mean())
-        rmse = np.sqrt(((scale * self.residuals.mean(axis=1) - self.error[:, 0]) ** 2).mean())
-        return float(np.sqrt((s + 1) / s) * spread / rmse) if rmse > 0 else float("inf")
+        """The evaluate stage's spread–skill of the scaled draws over all windows (it does
+        not change when draws and truth shift by ``mu``, so it is taken on ``s r`` and
+        ``y - mu``)."""
+        return spread_skill(np.moveaxis(scale * self.residuals, 1, 0), self.error[:, 0])
 
     def best_scale(self, bounds: tuple[float, float] = SCALE_BOUNDS) -> float:
         """The scale in ``bounds`` with the lowest mean CRPS (it is convex in the scale)."""

@@ -280,7 +280,10 @@ class _Run:
             progress=bool(os.environ.get("MODALMERGE_PROGRESS", "")),
         )
         history = trainer.train(train_loader, val_loader, epochs=self.settings.epochs, resume=True)
-        if getattr(model.conditioner, "calibrate_spread", False):  # on the best weights
-            fit_spread(model, _loader(self.datasets["val"], batch_size, False, seed, 0, False),
-                       n_samples=SPREAD_SAMPLES, seed=seed)  # fmt: skip
+        fit_spread(
+            model,
+            _loader(self.datasets["val"], batch_size, False, seed, 0, False),
+            n_samples=SPREAD_SAMPLES,
+            seed=seed,
+        )  # calibrate_spread: on the best weights
         return trainer.save_model(model_path), history  # every rank: it ends in a barrier
