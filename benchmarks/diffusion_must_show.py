@@ -124,6 +124,7 @@ def _must_show(root: Path, diffusion: str = DIFFUSION) -> dict[str, list[float]]
         "crps_clim": diff["per_unit"]["climatology"]["crps"],
         **{f"ratio_{k}": d[f"realism_ratio_{k}"] for k in REALISM_STATISTICS},
         "spread_scale": [diff.get("generative", {}).get("spread_scale", 1.0)],
+        "mean_scale": [diff.get("generative", {}).get("mean_scale", 1.0)],
     }
 
 
@@ -158,11 +159,12 @@ def pooled(roots: list[str], diffusion: str = DIFFUSION) -> None:
               f"| {_ci(q['spread_skill'])} "
               f"| {crps.value:+.4f} [{crps.ci_low:+.4f}, {crps.ci_high:+.4f}] "
               f"| {_ci(q['ratio_inter_roi_correlation'])} | {_targets(q, gap, crps)} |")  # fmt: skip
-    print("\n| cohort | spread scale (calibrate_spread; 1 without) | samples' realism ratios: "
-          + " / ".join(REALISM_STATISTICS) + " |\n|---|---|---|")  # fmt: skip
+    print("\n| cohort | spread scale s / mean scale a (calibrate_spread, calibrate_mean; 1 "
+          "without) | samples' realism ratios: " + " / ".join(REALISM_STATISTICS)
+          + " |\n|---|---|---|")  # fmt: skip
     for label, q in cohorts.items():
         ratios = " / ".join(f"{np.mean(q[f'ratio_{k}']):.3f}" for k in REALISM_STATISTICS)
-        print(f"| {label} | {q['spread_scale'][0]:.3f} | {ratios} |")
+        print(f"| {label} | {q['spread_scale'][0]:.3f} / {q['mean_scale'][0]:.3f} | {ratios} |")
 
 
 def paired(first: str, second: str, roots: list[str]) -> None:

@@ -34,8 +34,18 @@ SHARED = ("condition", "target", "encoder", "embedding_dim", "heads", "encoder_o
 
 
 def _check_calibrate_spread(i: int, e: ExperimentSettings) -> None:
-    """``calibrate_spread`` (residual diffusion only) as a bool, else ValueError naming it."""
+    """``calibrate_spread`` (residual diffusion only) and ``calibrate_mean`` (with
+    ``calibrate_spread`` only) as bools, else ValueError naming the key."""
     options = e.method_options
+    if "calibrate_mean" in options:
+        key = f"experiments[{i}].method_options.calibrate_mean"
+        if options["calibrate_mean"] not in (True, False):
+            raise ValueError(f"{key}: true or false, got {options['calibrate_mean']!r}")
+        if options["calibrate_mean"] and options.get("calibrate_spread") is not True:
+            raise ValueError(
+                f"{key}: chooses the mean's scale with the draws' spread: needs "
+                f"calibrate_spread: true ({e.name!r})"
+            )
     if "calibrate_spread" not in options:
         return
     key = f"experiments[{i}].method_options.calibrate_spread"

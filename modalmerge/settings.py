@@ -424,7 +424,8 @@ class ExperimentSettings(_Section):
         "mean head), whiten (with mean_from and a time-series target: the chain runs on "
         "residuals whitened by their Ledoit-Wolf ROI covariance), calibrate_spread (with "
         "residual: one scale for the residual draws, chosen on the validation subjects' "
-        "CRPS after training))",
+        "CRPS after training), calibrate_mean (with calibrate_spread: a scale for the mean "
+        "head's prediction too, chosen jointly))",
     )
     epochs: int | None = F(None, doc="overrides train.epochs", ge=1)
     lr: float | None = F(None, doc="overrides train.lr", gt=0)

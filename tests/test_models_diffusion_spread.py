@@ -145,10 +145,14 @@ def test_a_bad_calibrate_spread_stops_the_config_naming_the_key(edit, message):
 
 
 @pytest.mark.slow
-def test_the_train_stage_calibrates_on_validation_and_evaluate_records_the_scale(tmp_path):
+@pytest.mark.parametrize("calibrate_mean", [False, True])
+def test_the_train_stage_calibrates_on_validation_and_evaluate_records_the_scale(
+    tmp_path, calibrate_mean
+):
     """End to end through the train and evaluate stages: the saved model carries a scale
-    other than 1, chosen on the validation split (recomputed here from the saved model's own
-    draws), and metrics.json records it beside the sample scores."""
+    other than 1 (and a mean scale with ``calibrate_mean``), chosen on the validation split
+    (recomputed here from the saved model's own draws), and metrics.json records them
+    beside the sample scores."""
     from modalmerge.stages.common import experiment_dataset
     from modalmerge.stages.evaluate import evaluate_experiment
     from modalmerge.stages.train import SPREAD_SAMPLES, _loader, train_experiment
@@ -161,19 +165,23 @@ def test_the_train_stage_calibrates_on_validation_and_evaluate_records_the_scale
     }  # fmt: skip
     diffusion = {**source, "name": "diff", "decoder": "denoiser", "method": "diffusion",
                  "decoder_options": {"n_layers": 1},
-                 "method_options": {**SPREAD, "mean_from": "xattn"}}  # fmt: skip
+                 "method_options": {**SPREAD, "mean_from": "xattn",
+                                    "calibrate_mean": calibrate_mean}}  # fmt: skip
     models = tmp_path / "models"
     train_experiment(shards, source, TINY_TRAIN, models / "xattn")
     path = train_experiment(shards, diffusion, TINY_TRAIN, models / "diff")
     model = MultiModalModel.load(path)
     scale = float(model.conditioner.spread)
-    assert scale != 1.0
+    mean_scale = float(getattr(model.conditioner, "mean_scale", torch.ones(())))
+    assert scale != 1.0 and (mean_scale != 1.0) == calibrate_mean
     model.conditioner.spread.fill_(1.0)
     val = experiment_dataset(shards, "val", diffusion)
     again = calibrate_spread(model, _loader(val, TINY_TRAIN["batch_size"], False, 0, 0, False),
                              n_samples=SPREAD_SAMPLES, seed=TINY_TRAIN["seed"])  # fmt: skip
     assert again.scale == pytest.approx(scale, rel=1e-5)
+    assert again.mean_scale == pytest.approx(mean_scale, rel=1e-5)
     record = evaluate_experiment(path, shards, diffusion, {"samples": 4},
                                  tmp_path / "m.json", tmp_path / "p.npz")  # fmt: skip
     assert record["generative"]["spread_scale"] == pytest.approx(scale)
+    assert record["generative"].get("mean_scale", 1.0) == pytest.approx(mean_scale)
     assert np.isfinite(record["scores"]["model"]["crps"])

@@ -192,6 +192,18 @@ def _check_calibrate_spread(calibrate_spread, residual) -> bool:
     return calibrate_spread
 
 
+def _check_calibrate_mean(calibrate_mean, calibrate_spread) -> bool:
+    """``calibrate_mean`` if it fits (it needs ``calibrate_spread``), else ValueError."""
+    if not isinstance(calibrate_mean, bool):
+        raise ValueError(f"calibrate_mean must be true or false, got {calibrate_mean!r}")
+    if calibrate_mean and not calibrate_spread:
+        raise ValueError(
+            "calibrate_mean needs calibrate_spread: true (the mean's scale is chosen with "
+            "the draws' spread, on the same validation CRPS)"
+        )
+    return calibrate_mean
+
+
 def _check_whiten(whiten, mean_from) -> bool:
     """``whiten`` if it fits (it needs ``mean_from``), else ValueError."""
     if whiten and mean_from is None:
@@ -264,6 +276,12 @@ class DiffusionConditioning(nn.Module):
         residual draws on the validation subjects (lowest mean fair CRPS), and a sample
         becomes ``mu + s r`` (:mod:`modalmerge.models.spread`). The scale is a buffer
         ``spread`` (in the state dict), 1 until calibrated.
+    calibrate_mean : bool
+        ``calibrate_spread`` only: the same calibration also chooses a scale ``a`` for the
+        mean head's prediction, jointly with ``s``, and a sample becomes ``a mu + s r``: a
+        mean head that overfits its training subjects predicts held-out subjects with too
+        large an amplitude, and shrinking it is the validation-chosen remedy. A buffer
+        ``mean_scale``, 1 until calibrated.
     """
 
     generative = True
@@ -291,6 +309,7 @@ class DiffusionConditioning(nn.Module):
         mean_from: str | None = None,
         whiten: bool = False,
         calibrate_spread: bool = False,
+        calibrate_mean: bool = False,
     ):
         super().__init__()
         from monai.networks.schedulers import DDPMScheduler
@@ -316,7 +335,7 @@ class DiffusionConditioning(nn.Module):
         self.mean_from = _check_mean_from(mean_from, residual, mean_weight, mean_loss,
                                           detach_condition)  # fmt: skip
         self.whiten = _check_whiten(whiten, self.mean_from)
-        self._init_spread(calibrate_spread, residual)
+        self._init_spread(calibrate_spread, residual, calibrate_mean)
         self.residual, self.mean_weight = residual, float(mean_weight)
         self.mean_loss, self.detach_condition = mean_loss, bool(detach_condition)
         self.mean_decoder = mean_decoder
@@ -329,12 +348,16 @@ class DiffusionConditioning(nn.Module):
             clip_sample=False,
         )
 
-    def _init_spread(self, calibrate_spread, residual) -> None:
-        """``calibrate_spread`` (checked) and, with it, the residual draws' scale: a buffer
-        ``spread``, 1 until the train stage calibrates it."""
+    def _init_spread(self, calibrate_spread, residual, calibrate_mean=False) -> None:
+        """``calibrate_spread`` and ``calibrate_mean`` (checked) and, with them, the residual
+        draws' scale and the mean's: buffers ``spread`` and ``mean_scale``, 1 until the
+        train stage calibrates them."""
         self.calibrate_spread = _check_calibrate_spread(calibrate_spread, residual)
+        self.calibrate_mean = _check_calibrate_mean(calibrate_mean, self.calibrate_spread)
         if self.calibrate_spread:
             self.register_buffer("spread", torch.ones(()))
+        if self.calibrate_mean:
+            self.register_buffer("mean_scale", torch.ones(()))
 
     def check_steps(self, steps: int) -> int:
         """``steps`` if it is a valid DDIM step count (divides ``train_steps``), else ValueError."""

@@ -205,9 +205,11 @@ def draw_samples(model, tokens, mask, n, steps, guidance, eta, seed, offset, att
     )  # fmt: skip
     if model.mean_head is None:
         return drawn
-    mean = model.mean_head(tokens, mask, offset).float()  # residual: samples = mu + s r
+    mean = model.mean_head(tokens, mask, offset).float()  # residual: samples = a mu + s r
     scale = getattr(model.conditioner, "spread", None)  # calibrate_spread's s
     scale = 1.0 if scale is None else scale.float()  # (times 1.0 is exact: r unchanged)
+    shrink = getattr(model.conditioner, "mean_scale", None)  # calibrate_mean's a
+    mean = mean if shrink is None else mean * shrink.float()
     trajectory = drawn.trajectory
     trajectory = None if trajectory is None else trajectory * scale + mean[None, :, None]
     return drawn._replace(samples=drawn.samples * scale + mean[:, None], trajectory=trajectory)

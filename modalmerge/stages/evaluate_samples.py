@@ -50,16 +50,19 @@ def held_out_split(shard_dir, split, experiment, tokenizer, model, attention, se
 
 def add_samples(scored, samples, target: str, test, train, tr: float, model=None) -> None:
     """Add the scores of a generative ``model``'s ``samples`` to ``scored``, by target,
-    and the scale of its residual draws where it calibrated one (``calibrate_spread``)."""
+    and the scales of its residual draws and mean where it calibrated them
+    (``calibrate_spread``, ``calibrate_mean``)."""
     if target == "time_series":
         add_sample_scores(scored, samples, test, train, tr)
     elif target == "image":
         add_image_sample_scores(scored, samples, test, train)
     elif target == "volume_series":  # CRPS, spread-skill, realism of 4D windows, diversity
         add_volume_sample_scores(scored, samples, test, train)
-    spread = getattr(getattr(model, "conditioner", None), "spread", None)
-    if spread is not None and "generative" in scored.extra:
-        scored.extra["generative"]["spread_scale"] = float(spread)
+    conditioner = getattr(model, "conditioner", None)
+    for buffer, key in (("spread", "spread_scale"), ("mean_scale", "mean_scale")):
+        value = getattr(conditioner, buffer, None)  # calibrate_spread's s, calibrate_mean's a
+        if value is not None and "generative" in scored.extra:
+            scored.extra["generative"][key] = float(value)
 
 
 @torch.no_grad()
