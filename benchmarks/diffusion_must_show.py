@@ -21,7 +21,13 @@ one line per cohort with the four must-show quantities, then the same over all s
 (the bootstrap resamples subjects across cohorts), and which of the four targets each
 meets (T1 r_diff - 0.95 r_xattn above zero, T2 spread-skill in 0.8-1.2, T3 the samples'
 four realism ratios in 0.8-1.25, T4 CRPS climatology - diffusion above zero; point
-estimates of the means for T2 and T3, the paired intervals for T1 and T4).
+estimates for T2 and T3, the paired intervals for T1 and T4).
+
+A realism ratio over subjects is the ratio of the means of its per-subject parts (the
+samples' statistic over the truth's; :func:`modalmerge.evaluation.generative.unit_scores`),
+with :func:`modalmerge.evaluation.intervals.ratio_of_means_ci`. Trees evaluated before
+the parts were recorded, and any tree with ``--per-subject-realism`` (the definition the
+rules written before that change name), use the mean of the subjects' ratios instead.
 
     .venv/bin/python benchmarks/diffusion_must_show.py --diffusion NAME ...
 
@@ -41,16 +47,38 @@ from pathlib import Path
 
 import numpy as np
 
-from modalmerge.evaluation.generative import REALISM_STATISTICS, realism_ratios
-from modalmerge.evaluation.intervals import bootstrap_ci, paired_difference
+from modalmerge.evaluation.generative import (
+    REALISM_STATISTICS,
+    realism_entries,
+    realism_statistics,
+)
+from modalmerge.evaluation.intervals import bootstrap_ci, paired_difference, ratio_of_means_ci
 from modalmerge.stages.common import collect_split, load_experiment_model
 
 DIFFUSION, XATTN = "image_to_timeseries_diffusion", "image_to_timeseries_xattn"
 
 
+#: T3 as the mean of the subjects' ratios (``--per-subject-realism``), not the ratio of means
+PER_SUBJECT = {"on": False}
+
+
 def _ci(values) -> str:
     low, high = bootstrap_ci(values)
     return f"{np.mean(values):.3f} [{low:.3f}, {high:.3f}]"
+
+
+def _ratio(q: dict[str, list[float]], k: str) -> tuple[float, float, float]:
+    """A realism ratio over subjects and its interval: the ratio of the parts' means where
+    ``q`` has the parts (and ``--per-subject-realism`` is off), else the subjects' mean."""
+    mine, true = q.get(f"part_{k}"), q.get(f"truth_{k}")
+    if mine and true and not PER_SUBJECT["on"]:
+        return (float(np.mean(mine) / np.mean(true)), *ratio_of_means_ci(mine, true))
+    return (float(np.mean(q[f"ratio_{k}"])), *bootstrap_ci(q[f"ratio_{k}"]))
+
+
+def _ratio_cell(q: dict[str, list[float]], k: str) -> str:
+    value, low, high = _ratio(q, k)
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]"
 
 
 def _metrics(root: Path, diffusion: str = DIFFUSION) -> tuple[dict, dict]:
@@ -92,24 +120,39 @@ def main(root: str = "results/synthetic", split: str = "test", diffusion: str = 
     experiment = {"name": XATTN, "condition": "image", "target": "time_series"}
     test = collect_split(root / "shards", split, experiment, model=model)
     tr = float(json.loads((root / "shards" / "manifest.json").read_text()).get("tr") or 1.0)
-    per_subject = {k: [] for k in REALISM_STATISTICS}
+    xattn_q: dict[str, list[float]] = {}
     for u in units:
         idx = np.flatnonzero(np.asarray(test.subjects) == u)
-        found = realism_ratios(test.prediction[idx], test.target[idx], tr)
+        true = realism_statistics(test.target[idx], tr)
+        found = realism_entries(test.prediction[idx], true, tr)
         for k in REALISM_STATISTICS:
-            per_subject[k].append(found[f"realism_ratio_{k}"])
+            xattn_q.setdefault(f"ratio_{k}", []).append(found[f"realism_ratio_{k}"])
+            xattn_q.setdefault(f"part_{k}", []).append(found[f"realism_{k}"])
+            xattn_q.setdefault(f"truth_{k}", []).append(true[k])
+    group = diff["per_unit"]["group_mean"]
     for k in REALISM_STATISTICS:
         key = f"realism_ratio_{k}"
-        rows.append((f"{key}: samples", _ci(d[key])))
-        rows.append((f"{key}: diffusion ensemble mean", _ci(d[f"ensemble_mean_{key}"])))
-        rows.append((f"{key}: cross-attention", _ci(per_subject[k])))
-        rows.append((f"{key}: group mean", _ci(diff["per_unit"]["group_mean"][key])))
+        rows.append((f"{key}: samples", _ratio_cell(_quantities(d, k), k)))
+        rows.append((f"{key}: diffusion ensemble mean",
+                     _ratio_cell(_quantities(d, k, "ensemble_mean_"), k)))  # fmt: skip
+        rows.append((f"{key}: cross-attention", _ratio_cell(xattn_q, k)))
+        rows.append((f"{key}: group mean", _ratio_cell(_quantities(group, k), k)))
     for key in ("fc_sample_true", "fc_sample_group", "fc_true_group", "sample_fc_top1"):
         rows.append((key, _ci(d[key])))
     rows.append(("fc_top1 of the ensemble mean", _ci(d["fc_top1"])))
     print("| quantity | mean [95% CI over subjects] |\n|---|---|")
     for name, value in rows:
         print(f"| {name} | {value} |")
+
+
+def _quantities(units: dict, k: str, prefix: str = "") -> dict[str, list[float]]:
+    """One predictor's per-subject realism ratio of statistic ``k`` and, where recorded,
+    its parts, under the keys :func:`_ratio` reads."""
+    out = {f"ratio_{k}": units[f"{prefix}realism_ratio_{k}"]}
+    truth = units.get(f"{prefix}realism_truth_{k}", units.get(f"realism_truth_{k}"))
+    if f"{prefix}realism_{k}" in units and truth is not None:
+        out.update({f"part_{k}": units[f"{prefix}realism_{k}"], f"truth_{k}": truth})
+    return out
 
 
 def _must_show(root: Path, diffusion: str = DIFFUSION) -> dict[str, list[float]]:
@@ -122,7 +165,7 @@ def _must_show(root: Path, diffusion: str = DIFFUSION) -> dict[str, list[float]]
         "spread_skill": d["spread_skill"],
         "crps": d["crps"],
         "crps_clim": diff["per_unit"]["climatology"]["crps"],
-        **{f"ratio_{k}": d[f"realism_ratio_{k}"] for k in REALISM_STATISTICS},
+        **{key: v for k in REALISM_STATISTICS for key, v in _quantities(d, k).items()},
         "spread_scale": [diff.get("generative", {}).get("spread_scale", 1.0)],
         "mean_scale": [diff.get("generative", {}).get("mean_scale", 1.0)],
     }
@@ -134,7 +177,7 @@ def _targets(q: dict[str, list[float]], gap, crps) -> str:
     met = {
         "T1": gap.ci_low > 0,
         "T2": 0.8 <= np.mean(q["spread_skill"]) <= 1.2,
-        "T3": all(0.8 <= np.mean(q[f"ratio_{k}"]) <= 1.25 for k in REALISM_STATISTICS),
+        "T3": all(0.8 <= _ratio(q, k)[0] <= 1.25 for k in REALISM_STATISTICS),
         "T4": crps.ci_low > 0,
     }
     missed = [k for k, ok in met.items() if not ok]
@@ -144,7 +187,8 @@ def _targets(q: dict[str, list[float]], gap, crps) -> str:
 def pooled(roots: list[str], diffusion: str = DIFFUSION) -> None:
     """The must-show per cohort and over every held-out subject of ``roots``."""
     cohorts = {r: _must_show(Path(r), diffusion) for r in roots}  # each run read once
-    every = {k: sum((q[k] for q in cohorts.values()), []) for k in next(iter(cohorts.values()))}
+    shared = set.intersection(*(set(q) for q in cohorts.values()))  # parts: where all have them
+    every = {k: sum((q[k] for q in cohorts.values()), []) for k in sorted(shared)}
     print(
         "| cohort | n | r_diff / r_xattn | r_diff - 0.95 r_xattn | spread-skill "
         "| CRPS clim. - diffusion | inter-ROI ratio (samples) | targets |\n"
@@ -158,12 +202,12 @@ def pooled(roots: list[str], diffusion: str = DIFFUSION) -> None:
               f"| {gap.value:+.3f} [{gap.ci_low:+.3f}, {gap.ci_high:+.3f}] "
               f"| {_ci(q['spread_skill'])} "
               f"| {crps.value:+.4f} [{crps.ci_low:+.4f}, {crps.ci_high:+.4f}] "
-              f"| {_ci(q['ratio_inter_roi_correlation'])} | {_targets(q, gap, crps)} |")  # fmt: skip
+              f"| {_ratio_cell(q, 'inter_roi_correlation')} | {_targets(q, gap, crps)} |")  # fmt: skip
     print("\n| cohort | spread scale s / mean scale a (calibrate_spread, calibrate_mean; 1 "
           "without) | samples' realism ratios: " + " / ".join(REALISM_STATISTICS)
           + " |\n|---|---|---|")  # fmt: skip
     for label, q in cohorts.items():
-        ratios = " / ".join(f"{np.mean(q[f'ratio_{k}']):.3f}" for k in REALISM_STATISTICS)
+        ratios = " / ".join(f"{_ratio(q, k)[0]:.3f}" for k in REALISM_STATISTICS)
         print(f"| {label} | {q['spread_scale'][0]:.3f} / {q['mean_scale'][0]:.3f} | {ratios} |")
 
 
@@ -188,6 +232,8 @@ def paired(first: str, second: str, roots: list[str]) -> None:
 
 if __name__ == "__main__":
     args, name = sys.argv[1:], DIFFUSION
+    if "--per-subject-realism" in args:
+        PER_SUBJECT["on"], args = True, [a for a in args if a != "--per-subject-realism"]
     if args[:1] == ["--diffusion"]:
         name, args = args[1], args[2:]
     if args[:1] == ["--pooled"]:

@@ -229,3 +229,66 @@ def test_image_samples_figure_has_a_row_per_subject_and_checks_shapes():
     assert len(image_samples_beside_truth(samples, truth, max_rows=1).axes) == 2 + 4
     with pytest.raises(ValueError, match="do not match"):
         image_samples_beside_truth(samples[:, :, :, :3], truth)
+
+
+def _shared_signal(rng, n, t, r, weight):
+    """Windows ``(n, t, r)`` whose ROIs share a common signal of ``weight`` (their mean
+    inter-ROI correlation grows with it; 0 leaves independent ROIs)."""
+    common = rng.normal(size=(n, t, 1))
+    return weight * common + rng.normal(size=(n, t, r))
+
+
+def test_the_realism_score_is_the_ratio_of_means_and_survives_a_subject_near_zero():
+    """One subject whose true mean inter-ROI correlation is near zero: its own ratio is
+    far outside any band and drags the mean of the subjects' ratios, while the score over
+    subjects (the ratio of the means of the parts) stays near the samples' true ratio."""
+    rng = np.random.default_rng(3)
+    t, r, s = 40, 6, 4
+    weights = {"a": 1.0, "b": 1.0, "c": 1.0, "d": 0.0}  # d: uncorrelated ROIs
+    truth = np.concatenate([_shared_signal(rng, 2, t, r, w) for w in weights.values()])
+    subjects = [u for u in weights for _ in range(2)]
+    # draws: the truth plus noise with a weak shared part of its own (0.03 to the samples'
+    # mean inter-ROI correlation): a few hundredths off, as a model's draws are
+    noise = [0.5 * _shared_signal(rng, len(truth), t, r, 0.35) for _ in range(s)]
+    samples = np.stack([truth + e for e in noise], axis=1)
+    starts = np.zeros(len(truth), dtype=int)
+    found = score_samples(samples, truth, subjects, starts, truth, starts, 2.0)
+    model, key = found.per_unit["model"], "realism_ratio_inter_roi_correlation"
+    parts = model["realism_inter_roi_correlation"], model["realism_truth_inter_roi_correlation"]
+    assert found.scores["model"][key] == pytest.approx(np.mean(parts[0]) / np.mean(parts[1]))
+    assert abs(model["realism_truth_inter_roi_correlation"][3]) < 0.05  # d's truth: near 0
+    assert abs(model[key][3] - 1) > 0.5  # d's own ratio: far off
+    assert 0.75 < found.scores["model"][key] < 1.05  # a, b, c: about 0.9 each
+    assert found.scores["model"][key] != pytest.approx(np.mean(model[key]))
+    # the deterministic predictors' and the ensemble mean's ratios pool the same way
+    group = {"group_mean": truth.mean(axis=0, keepdims=True).repeat(len(truth), axis=0)}
+    found = score_samples(samples, truth, subjects, starts, truth, starts, 2.0, group)
+    pooled = found.per_unit["group_mean"]
+    assert found.scores["group_mean"][key] == pytest.approx(
+        np.mean(pooled["realism_inter_roi_correlation"])
+        / np.mean(pooled["realism_truth_inter_roi_correlation"])
+    )
+    mean_key = f"ensemble_mean_{key}"
+    assert found.scores["model"][mean_key] == pytest.approx(
+        np.mean(model["ensemble_mean_realism_inter_roi_correlation"]) / np.mean(parts[1])
+    )
+
+
+def test_summary_rows_give_a_realism_ratio_its_ratio_of_means_interval():
+    from modalmerge.evaluation.intervals import ratio_of_means_ci
+    from modalmerge.evaluation.summary import experiment_rows
+
+    mine, true = [0.2, 0.25, 0.1, 0.05], [0.22, 0.2, 0.12, 0.01]
+    ratios = [a / b for a, b in zip(mine, true, strict=True)]
+    record = {
+        "experiment": "e", "condition": "image", "target": "time_series", "method": "diffusion",
+        "scores": {"model": {"realism_ratio_inter_roi_correlation": sum(mine) / sum(true)}},
+        "per_unit": {"units": list("abcd"), "model": {
+            "realism_ratio_inter_roi_correlation": ratios,
+            "realism_inter_roi_correlation": mine,
+            "realism_truth_inter_roi_correlation": true}},
+    }  # fmt: skip
+    row = next(r for r in experiment_rows(record) if r[5] == "realism_ratio_inter_roi_correlation")
+    low, high = ratio_of_means_ci(mine, true)
+    assert (float(row[7]), float(row[8]), row[9]) == (low, high, "4")
+    assert low < sum(mine) / sum(true) < high

@@ -112,3 +112,29 @@ def test_no_verdict_of_beats_on_fewer_than_five_units():
     assert few.ci_low > 0 and verdict(few) == "does not beat"
     enough = paired_difference([0.5, 0.6, 0.55, 0.52, 0.58], [0.1, 0.2, 0.15, 0.12, 0.18])
     assert enough.ci_low > 0 and verdict(enough) == "beats"
+
+
+def test_the_ratio_of_means_interval_resamples_both_parts_together():
+    from modalmerge.evaluation.intervals import ratio_of_means_ci
+
+    rng = np.random.default_rng(0)
+    true = rng.uniform(0.1, 0.3, size=12)
+    mine = 0.8 * true + 0.01 * rng.normal(size=12)  # a ratio near 0.8 on every unit
+    low, high = ratio_of_means_ci(mine, true)
+    assert low < mine.mean() / true.mean() < high and 0.75 < low and high < 0.85
+    assert ratio_of_means_ci(mine, true) == (low, high)  # seeded
+    assert ratio_of_means_ci(2 * mine, 2 * true) == pytest.approx((low, high))  # scale-free
+    # one unit far off in its own ratio (a denominator near 0) barely moves the interval
+    mine[0], true[0] = 0.05, 0.001
+    low, high = ratio_of_means_ci(mine, true)
+    assert 0.7 < low < high < 1.0
+
+
+def test_the_ratio_of_means_interval_is_undefined_where_the_ratio_is():
+    from modalmerge.evaluation.intervals import ratio_of_means_ci
+
+    assert all(np.isnan(ratio_of_means_ci([0.1], [0.2])))  # one unit
+    assert all(np.isnan(ratio_of_means_ci([0.1, np.nan], [0.2, 0.3])))
+    assert all(np.isnan(ratio_of_means_ci([0.1, 0.2], [0.0, 0.0])))  # denominator 0
+    with pytest.raises(ValueError, match="differ in length"):
+        ratio_of_means_ci([0.1, 0.2], [0.2, 0.3, 0.4])

@@ -20,7 +20,16 @@ then averaged per held-out subject (the unit of the intervals):
   (periodogram of each ROI's demeaned window); ``low_frequency_share``, the power in
   0.01–0.1 Hz over that in 0.01–0.25 Hz; ``inter_roi_correlation``, the mean of the
   window's off-diagonal ROI correlations. The same ratios are given for deterministic
-  predictions (:func:`realism_ratios`), which are smoother than the truth.
+  predictions (:func:`realism_ratios`), which are smoother than the truth. Per held-out
+  subject ``per_unit`` holds the ratio and its two parts, the predictor's statistic
+  (``realism_<statistic>``) and the truth's (``realism_truth_<statistic>``); the score over
+  subjects (``scores``) is the **ratio of the means** of the parts (:func:`unit_scores`),
+  not the mean of the subjects' ratios: a subject whose true mean inter-ROI correlation is
+  near zero (0.017 and 0.045 among one cohort's validation subjects) turns a few
+  hundredths of difference into a ratio of ±2 or more, and the mean over 9 subjects
+  carries it, while the ratio of means weighs each subject by its own statistic and stays
+  defined as long as the cohort's is. Its interval resamples subjects and recomputes the
+  ratio (:func:`modalmerge.evaluation.intervals.ratio_of_means_ci`).
 - FC of samples: each sample index's windows of a subject, concatenated, give one
   sample run; its FC (upper triangle) against the subject's true FC
   (``fc_sample_true``) and against the training subjects' average FC
@@ -34,6 +43,8 @@ estimator above is three lines.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -118,6 +129,39 @@ def realism_ratios(predicted: np.ndarray, truth: np.ndarray, tr: float) -> dict[
     return {f"realism_ratio_{k}": _ratio(mine[k], true[k]) for k in REALISM_STATISTICS}
 
 
+def realism_parts(key: str, per_unit: Mapping[str, list]) -> tuple[str, str] | None:
+    """The per-unit keys ``(predictor's statistic, truth's statistic)`` of a realism ratio
+    ``[<prefix>]realism_ratio_<statistic>``, when ``per_unit`` holds both; else None."""
+    found = re.fullmatch(r"(.*)realism_ratio_(\w+)", key)
+    if found is None:
+        return None
+    prefix, statistic = found.groups()
+    mine, truth = f"{prefix}realism_{statistic}", f"{prefix}realism_truth_{statistic}"
+    truth = truth if truth in per_unit else f"realism_truth_{statistic}"
+    return (mine, truth) if mine in per_unit and truth in per_unit else None
+
+
+def unit_scores(per_unit: Mapping[str, list]) -> dict[str, float]:
+    """Each per-unit score's mean over units, except a realism ratio with its parts: the
+    ratio of the parts' means (module docstring)."""
+    scores = {key: float(np.mean(values)) for key, values in per_unit.items()}
+    for key in per_unit:
+        parts = realism_parts(key, per_unit)
+        if parts is not None:
+            scores[key] = _ratio(scores[parts[0]], scores[parts[1]])
+    return scores
+
+
+def realism_entries(predicted: np.ndarray, true: Mapping[str, float], tr: float,
+                    prefix: str = "") -> dict[str, float]:  # fmt: skip
+    """One unit's ``<prefix>realism_ratio_<statistic>`` and ``<prefix>realism_<statistic>``
+    of ``predicted`` windows, against the truth's statistics ``true``."""
+    mine = realism_statistics(predicted, tr)
+    out = {f"{prefix}realism_ratio_{k}": _ratio(mine[k], true[k]) for k in REALISM_STATISTICS}
+    out.update({f"{prefix}realism_{k}": mine[k] for k in REALISM_STATISTICS})
+    return out
+
+
 def _ratio(a: float, b: float) -> float:
     """``a / b``; 1 when both are 0 (or undefined: constant windows), inf when only b is."""
     a, b = (0.0 if not np.isfinite(v) else v for v in (a, b))
@@ -160,7 +204,7 @@ def score_samples(
     scored separately as ``ensemble_mean_realism_ratio_*``) to window predictions
     ``(n, T, R)`` whose realism ratios are reported too. Returns per-unit scores for
     ``model`` (the samples) and ``climatology``, and each deterministic predictor's
-    ratios, with their means over units.
+    ratios, with their means over units (realism ratios: ratios of means, :func:`unit_scores`).
     """
     # Over 60 lines: one pass over the held-out subjects gathers every score of the contract.
     samples = np.asarray(samples, dtype=np.float64)
@@ -184,12 +228,8 @@ def score_samples(
     )
     group_fc = fc_triangles(np.asarray(train_target)).mean(axis=0)  # mean training-window FC
     model: dict[str, list[float]] = {"crps": [], "crps_climatology": [], "spread_skill": []}
-    model.update({f"realism_ratio_{k}": [] for k in REALISM_STATISTICS})
-    model.update({f"ensemble_mean_realism_ratio_{k}": [] for k in REALISM_STATISTICS})
     model.update(fc_sample_true=[], fc_sample_group=[], fc_true_group=[])
-    others = {
-        name: {f"realism_ratio_{k}": [] for k in REALISM_STATISTICS} for name in deterministic or {}
-    }
+    others: dict[str, dict[str, list[float]]] = {name: {} for name in deterministic or {}}
     sample_fc, true_fc = [], []
     for u in units:
         idx = rows[u]
@@ -197,14 +237,17 @@ def score_samples(
         model["crps"].append(float(crps_w[idx].mean()))
         model["crps_climatology"].append(float(clim_w[idx].mean()))
         model["spread_skill"].append(spread_skill(np.moveaxis(mine, 1, 0), true))
-        flat = mine.reshape(-1, *mine.shape[2:])  # every sample window
-        for key, value in realism_ratios(flat, true, tr).items():
-            model[key].append(value)
-        for key, value in realism_ratios(mine.mean(axis=1), true, tr).items():
-            model[f"ensemble_mean_{key}"].append(value)
+        truth_stats = realism_statistics(true, tr)
+        entries = realism_entries(mine.reshape(-1, *mine.shape[2:]), truth_stats, tr)
+        entries.update(realism_entries(mine.mean(axis=1), truth_stats, tr, "ensemble_mean_"))
+        entries.update({f"realism_truth_{k}": v for k, v in truth_stats.items()})
         for name, predicted in (deterministic or {}).items():
-            for key, value in realism_ratios(np.asarray(predicted)[idx], true, tr).items():
-                others[name][key].append(value)
+            found = realism_entries(np.asarray(predicted)[idx], truth_stats, tr)
+            found.update({f"realism_truth_{k}": v for k, v in truth_stats.items()})
+            for key, value in found.items():
+                others[name].setdefault(key, []).append(value)
+        for key, value in entries.items():  # every sample window, then the ensemble mean
+            model.setdefault(key, []).append(value)
         k, n_samples, t, r = mine.shape
         runs = mine.transpose(1, 0, 2, 3).reshape(n_samples, k * t, r)  # one run per sample
         fc_s = fc_triangles(runs)  # (S, E)
@@ -219,7 +262,7 @@ def score_samples(
         model["sample_fc_top1"] = found["fc_top1"].tolist()
     per_unit = {"model": model, "climatology": {"crps": list(model["crps_climatology"])}}
     per_unit.update(others)
-    scores = {name: {k: float(np.mean(v)) for k, v in m.items()} for name, m in per_unit.items()}
+    scores = {name: unit_scores(m) for name, m in per_unit.items()}
     return SampleScores(units=units, per_unit=per_unit, scores=scores)
 
 

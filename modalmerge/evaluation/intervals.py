@@ -6,6 +6,8 @@ region samples; ``per_unit``). This module turns such lists into evidence:
 
 - :func:`bootstrap_ci`: the 95 % percentile bootstrap interval of the mean
   over units (resampling units with replacement, ``n_boot`` resamples, seeded);
+- :func:`ratio_of_means_ci`: the same interval for a ratio of two per-unit means (the
+  realism ratios: resampling units once for numerator and denominator together);
 - :func:`paired_difference`: the per-unit difference ``a - b`` of two
   predictors scored on the same units, its mean, its bootstrap interval and
   the two-sided Wilcoxon signed-rank p-value (:func:`scipy.stats.wilcoxon`);
@@ -104,6 +106,37 @@ def bootstrap_ci(
         return float(values[0]), float(values[0])
     tail = 100 * (1 - confidence) / 2
     low, high = np.percentile(_resample_means(values, seed, n_boot), [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def ratio_of_means_ci(
+    numerator,
+    denominator,
+    seed: int = BOOTSTRAP_SEED,
+    n_boot: int = N_BOOTSTRAP,
+    confidence: float = CONFIDENCE,
+) -> tuple[float, float]:
+    """The percentile bootstrap interval of ``mean(numerator) / mean(denominator)`` (one
+    pair per unit; the same unit indices resample both).
+
+    ``(nan, nan)`` for fewer than 2 units, a non-finite value, or a resample whose
+    denominator mean is 0 (the ratio is then undefined, and so is its interval).
+    """
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1); got {confidence}")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1; got {n_boot}")
+    a, b = _values(numerator), _values(denominator)
+    if a.shape != b.shape:
+        raise ValueError(f"numerator and denominator differ in length: {len(a)} and {len(b)}")
+    if len(a) < 2 or not (np.isfinite(a).all() and np.isfinite(b).all()):
+        return math.nan, math.nan
+    index = np.random.default_rng(seed).integers(0, len(a), size=(n_boot, len(a)))
+    below = b[index].mean(axis=1)
+    if (below == 0).any():
+        return math.nan, math.nan
+    tail = 100 * (1 - confidence) / 2
+    low, high = np.percentile(a[index].mean(axis=1) / below, [tail, 100 - tail])
     return float(low), float(high)
 
 

@@ -89,7 +89,9 @@ Long format, one row per (experiment, predictor, metric), in input order::
   ridge_parcel | noise_ceiling), ``value`` its score; ``ci_low``/``ci_high``
   the 95 % percentile bootstrap interval of the mean over the ``n`` held-out
   units (:func:`modalmerge.evaluation.intervals.bootstrap_ci`), empty without
-  per-unit scores; ``p_wilcoxon`` and ``verdict`` empty.
+  per-unit scores; for a realism ratio with its per-unit parts, the value is the ratio of
+  their means and the interval :func:`modalmerge.evaluation.intervals.ratio_of_means_ci`;
+  ``p_wilcoxon`` and ``verdict`` empty.
 - ``n_parameters`` (when the record has it): one row after the ``model``
   predictor's rows, ``model`` = ``model``, ``metric`` = ``n_parameters``,
   ``value`` the count; the other cells empty.
@@ -119,12 +121,14 @@ import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from modalmerge.evaluation.generative import realism_parts
 from modalmerge.evaluation.intervals import (
     BOOTSTRAP_SEED,
     N_BOOTSTRAP,
     Difference,
     bootstrap_ci,
     paired_difference,
+    ratio_of_means_ci,
     verdict,
 )
 from modalmerge.io import InputError, atomic_path, require_file
@@ -348,7 +352,12 @@ def experiment_rows(
         units = per_unit.get(predictor, {})
         for metric, value in record["scores"].get(predictor, {}).items():
             interval = ["", "", ""]
-            if metric in units:
+            parts = realism_parts(metric, units)
+            if parts is not None:  # a ratio of means: resample its two parts together
+                num, den = (units[p] for p in parts)
+                low, high = ratio_of_means_ci(num, den, seed=seed, n_boot=n_boot)
+                interval = [_cell(low), _cell(high), str(len(num))]
+            elif metric in units:
                 low, high = bootstrap_ci(units[metric], seed=seed, n_boot=n_boot)
                 interval = [_cell(low), _cell(high), str(len(units[metric]))]
             rows.append([*identity, predictor, metric, _cell(float(value)), *interval, "", ""])
@@ -361,8 +370,8 @@ def experiment_rows(
     model_units = per_unit.get("model", {})
     for baseline in BASELINES:
         for metric, values in per_unit.get(baseline, {}).items():
-            if metric not in model_units:
-                continue
+            if metric not in model_units or "realism_truth_" in metric:
+                continue  # (the truth's statistic is the same for every predictor)
             diff = paired_difference(model_units[metric], values, seed=seed, n_boot=n_boot)
             rows.append(
                 [*identity, f"model-{baseline}", metric, _cell(diff.value)]

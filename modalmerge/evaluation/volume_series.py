@@ -26,7 +26,10 @@ predictor / truth, per held-out subject, of three statistics of a window's in-br
 (:func:`volume_realism_statistics`), each a mean over voxels (or voxel pairs) then windows:
 ``lag1_autocorrelation`` (over the window's volumes), ``inter_voxel_correlation`` (the mean
 off-diagonal correlation of the voxels' series) and ``temporal_sd`` (each voxel's SD over
-the window's volumes): ``realism_ratio_<statistic>``. A conditional-mean prediction is
+the window's volumes): ``realism_ratio_<statistic>``, with its parts per subject
+(``realism_<statistic>``, ``realism_truth_<statistic>``); the score over subjects is the
+ratio of the parts' means, as for ROI time series
+(:func:`modalmerge.evaluation.generative.unit_scores`). A conditional-mean prediction is
 smoother than the truth (its temporal SD ratio is below 1).
 
 For a generative model (``method: diffusion``) the prediction is the ensemble mean of
@@ -53,6 +56,7 @@ from modalmerge.evaluation.generative import (
     climatology_members,
     crps_ensemble,
     spread_skill,
+    unit_scores,
 )
 from modalmerge.evaluation.intervals import paired_difference
 from modalmerge.evaluation.scoring import Scored, ScoringInput
@@ -151,7 +155,7 @@ def score_volume_series(data: ScoringInput) -> Scored:
         }
         values.update(subject_realism_ratios(pred, test.target, subjects, units, mask))
         per_unit[name] = values
-        scores[name] = {metric: float(np.mean(v)) for metric, v in values.items()}
+        scores[name] = unit_scores(values)
     keep = slice(0, KEPT_WINDOWS)
     arrays = {
         "subjects": subjects,
@@ -212,24 +216,23 @@ def volume_realism_statistics(windows: np.ndarray) -> dict[str, float]:
     }
 
 
-def volume_realism_ratios(predicted, truth) -> dict[str, float]:
-    """``realism_ratio_<statistic>``: each statistic of ``predicted`` ``(n, T, V)`` over that
-    of ``truth`` ``(m, T, V)`` (1 when both are 0 or undefined: see generative's ratio)."""
-    mine, true = volume_realism_statistics(predicted), volume_realism_statistics(truth)
-    return {f"realism_ratio_{k}": _ratio(mine[k], true[k]) for k in VOLUME_REALISM}
-
-
 def subject_realism_ratios(pred, truth, subjects, units, mask) -> dict[str, list[float]]:
     """Per held-out subject, the realism ratios of ``pred`` windows ``(n, T, D, H, W)``
-    (or ``(n, S, T, D, H, W)`` samples: every sample window counts) to the true windows."""
+    (or ``(n, S, T, D, H, W)`` samples: every sample window counts) to the true windows,
+    with their parts ``realism_<statistic>`` and ``realism_truth_<statistic>`` (the score
+    over subjects is the ratio of the parts' means: generative's ``unit_scores``)."""
     pred, truth = np.asarray(pred), np.asarray(truth)
-    out: dict[str, list[float]] = {f"realism_ratio_{k}": [] for k in VOLUME_REALISM}
+    out: dict[str, list[float]] = {}
     for u in units:
         rows = subjects == u
         mine = pred[rows][..., mask]
         mine = mine.reshape(-1, *mine.shape[-2:])  # (windows [x samples], T, V)
-        for key, value in volume_realism_ratios(mine, truth[rows][..., mask]).items():
-            out[key].append(value)
+        found = volume_realism_statistics(mine)
+        true = volume_realism_statistics(truth[rows][..., mask])
+        for k in VOLUME_REALISM:
+            out.setdefault(f"realism_ratio_{k}", []).append(_ratio(found[k], true[k]))
+            out.setdefault(f"realism_{k}", []).append(found[k])
+            out.setdefault(f"realism_truth_{k}", []).append(true[k])
     return out
 
 
@@ -282,7 +285,7 @@ def add_volume_sample_scores(scored: Scored, samples: np.ndarray, test, train) -
     model["sample_diversity"] = by_unit(diversity)
     scored.per_unit["climatology"] = {"crps": list(model["crps_climatology"])}
     for name in ("model", "climatology"):
-        scored.scores[name] = {k: float(np.mean(v)) for k, v in scored.per_unit[name].items()}
+        scored.scores[name] = unit_scores(scored.per_unit[name])
     diff = paired_difference(model["crps_climatology"], model["crps"])
     scored.extra.setdefault("generative", {}).update(
         samples_per_window=int(samples.shape[1]),
