@@ -27,6 +27,13 @@
 include: "batch_commands.smk"
 
 
+def write_commands(path, commands, log_path):
+    """A batch's commands file, written atomically, and a one-line log of it (the commands
+    rules are local: this is all they do)."""
+    write_text_atomic(path, commands)
+    write_text_atomic(log_path, f"wrote {path} ({len(commands)} characters)\n")
+
+
 ATLAS, LABELS = rules.acquire_atlas.output.atlas, rules.acquire_atlas.output.labels
 RAW, PRE, PARC = subject_outputs(), preprocess_outputs(), parcellate_outputs()
 # shard.volume_series reads the cleaned BOLD after parcellate: then the two stay separate
@@ -53,11 +60,13 @@ for _i, _batch in enumerate(BATCHES if SUBJECTS_PER_JOB > 1 else []):
             acquire_reads(_batch, ""),
         output:
             batch_file("acquire", _i, "json"),
+        log:
+            f"{LOGS}/acquire/{_tag}-commands.log",
         localrule: True
         params:
             commands=commands_param(acquire_commands, _batch),
         run:
-            write_text_atomic(output[0], params.commands)
+            write_commands(output[0], params.commands, log[0])
 
     rule:
         name:
@@ -89,11 +98,13 @@ for _i, _batch in enumerate(BATCHES if SUBJECTS_PER_JOB > 1 else []):
                 LABELS,
             output:
                 batch_file("preprocess_parcellate", _i, "json"),
+            log:
+                f"{LOGS}/preprocess_parcellate/{_tag}-commands.log",
             localrule: True
             params:
                 commands=commands_param(preprocess_parcellate_commands, _batch),
             run:
-                write_text_atomic(output[0], params.commands)
+                write_commands(output[0], params.commands, log[0])
 
         rule:
             name:
@@ -128,11 +139,13 @@ for _i, _batch in enumerate(BATCHES if SUBJECTS_PER_JOB > 1 else []):
                 ATLAS,
             output:
                 batch_file("preprocess", _i, "json"),
+            log:
+                f"{LOGS}/preprocess/{_tag}-commands.log",
             localrule: True
             params:
                 commands=commands_param(preprocess_commands, _batch),
             run:
-                write_text_atomic(output[0], params.commands)
+                write_commands(output[0], params.commands, log[0])
 
         rule:
             name:
@@ -164,11 +177,13 @@ for _i, _batch in enumerate(BATCHES if SUBJECTS_PER_JOB > 1 else []):
                 temporary_bolds(_batch),
             output:
                 batch_file("parcellate", _i, "json"),
+            log:
+                f"{LOGS}/parcellate/{_tag}-commands.log",
             localrule: True
             params:
                 commands=commands_param(parcellate_commands, _batch),
             run:
-                write_text_atomic(output[0], params.commands)
+                write_commands(output[0], params.commands, log[0])
 
         rule:
             name:
