@@ -12,7 +12,6 @@ from test_models_diffusion_mean_from import FROZEN, _config, frozen_model, sourc
 
 from modalmerge.evaluation.generative import crps_ensemble, spread_skill
 from modalmerge.mean_sources import check_mean_sources
-from modalmerge.models import MultiModalModel
 from modalmerge.models.generative import adopt_mean
 from modalmerge.models.spread import MEAN_SCALE_BOUNDS, ScaledResiduals, calibrate_spread
 from modalmerge.settings import from_config
@@ -61,27 +60,6 @@ def test_the_joint_optimum_finds_the_true_slope_and_the_error_spread():
     assert useless < 0.1
     _, exact = ScaledResiduals(*_windows(slope=1.0)).best_scales()
     assert 0.95 < exact < 1.05  # a mean head of the right size is left alone
-
-
-@torch.no_grad()
-def test_samples_are_the_scaled_mean_plus_the_scaled_draws_and_saved_with_the_model(tmp_path):
-    model = frozen_model(BOTH)
-    adopt_mean(model, source_model())
-    model.eval()
-    assert float(model.conditioner.mean_scale) == 1.0  # until calibrated
-    condition = batch("image", seed=2)
-    mean = model.mean_head(*model.encode(condition))[:, None]
-    before = model.sample(condition, n_samples=3, seed=5).samples
-    model.conditioner.spread.fill_(1.5)
-    model.conditioner.mean_scale.fill_(0.5)
-    after = model.sample(condition, n_samples=3, seed=5).samples
-    torch.testing.assert_close(after, 0.5 * mean + 1.5 * (before - mean), atol=1e-5, rtol=1e-5)
-    trajectory = model.sample(condition, n_samples=3, seed=5, return_trajectory=True).trajectory
-    torch.testing.assert_close(trajectory[-1], after, atol=1e-5, rtol=1e-5)
-    model.save(tmp_path / "model.pt")
-    loaded = MultiModalModel.load(tmp_path / "model.pt").eval()
-    assert float(loaded.conditioner.mean_scale) == 0.5
-    assert torch.equal(loaded.sample(condition, n_samples=3, seed=5).samples, after)
 
 
 def test_calibration_shrinks_a_mean_head_that_predicts_too_large():

@@ -69,8 +69,13 @@ def test_scaled_residuals_refuse_broken_draws():
 
 
 @torch.no_grad()
-def test_samples_are_the_mean_plus_the_scaled_residual_draws_and_saved_with_the_model(tmp_path):
-    model = frozen_model(SPREAD)
+@pytest.mark.parametrize("calibrate_mean", [False, True])
+def test_samples_are_the_scaled_mean_plus_the_scaled_draws_and_saved_with_the_model(
+    tmp_path, calibrate_mean
+):
+    """Samples are ``a mu + s r``: ``s`` the spread, ``a`` the mean's scale
+    (``calibrate_mean``; 1 without), for trajectories too, and both survive save/load."""
+    model = frozen_model({**SPREAD, "calibrate_mean": calibrate_mean})
     adopt_mean(model, source_model())
     model.eval()
     assert float(model.conditioner.spread) == 1.0  # until calibrated
@@ -78,13 +83,21 @@ def test_samples_are_the_mean_plus_the_scaled_residual_draws_and_saved_with_the_
     mean = model.mean_head(*model.encode(condition))[:, None]
     before = model.sample(condition, n_samples=3, seed=5).samples
     model.conditioner.spread.fill_(1.5)
+    shrink = 0.5 if calibrate_mean else 1.0
+    if calibrate_mean:
+        assert float(model.conditioner.mean_scale) == 1.0  # until calibrated
+        model.conditioner.mean_scale.fill_(shrink)
+    else:
+        assert not hasattr(model.conditioner, "mean_scale")
     after = model.sample(condition, n_samples=3, seed=5).samples
-    torch.testing.assert_close(after - mean, 1.5 * (before - mean), atol=1e-5, rtol=1e-5)
+    expected = shrink * mean + 1.5 * (before - mean)
+    torch.testing.assert_close(after, expected, atol=1e-5, rtol=1e-5)
     trajectory = model.sample(condition, n_samples=3, seed=5, return_trajectory=True).trajectory
     torch.testing.assert_close(trajectory[-1], after, atol=1e-5, rtol=1e-5)
     model.save(tmp_path / "model.pt")
     loaded = MultiModalModel.load(tmp_path / "model.pt").eval()
     assert float(loaded.conditioner.spread) == 1.5
+    assert float(getattr(loaded.conditioner, "mean_scale", torch.ones(()))) == shrink
     assert torch.equal(loaded.sample(condition, n_samples=3, seed=5).samples, after)
 
 
