@@ -236,9 +236,7 @@ def _report(found: SpreadCalibration) -> None:
     )  # fmt: skip
     edges = ((found.scale, SCALE_BOUNDS, "spread scale"),
              (found.mean_scale, MEAN_SCALE_BOUNDS, "mean scale"))  # fmt: skip
-    for value, bounds, what in edges:
-        if what == "mean scale" and value == 1.0:
-            continue  # not calibrated (1 is inside its range anyway)
+    for value, bounds, what in edges:  # (an uncalibrated a = 1 is at neither edge)
         if abs(value - bounds[0]) < 1e-3 or abs(value - bounds[1]) < 1e-3:
             log.warning(
                 "%s %.3f is at the edge of the searched range %s: the draws are far from the "
