@@ -819,3 +819,31 @@ def test_time_split_test_block_is_cut_into_scored_units():
         )
     with pytest.raises(ValueError, match="time_units 20"):
         score_time_series(data, by_time=True, time_units=20)  # 2 volumes per unit
+
+
+def test_two_experiments_realism_ratios_are_compared_as_ratios_of_means(tmp_path):
+    """compare_experiments on a realism ratio with its parts: the difference of the two
+    ratios of means over the common truth; without the truth in common, per unit."""
+    from modalmerge.evaluation.intervals import paired_ratio_difference
+    from modalmerge.evaluation.summary import compare_experiments
+
+    units, key = ["sub-01", "sub-02", "sub-03", "sub-04", "sub-05"], "inter_roi_correlation"
+    true = [0.22, 0.2, 0.12, 0.01, 0.18]
+
+    def record(name, mine, truth=true):
+        per_unit = {"units": units, "model": {
+            f"realism_ratio_{key}": [m / t for m, t in zip(mine, truth, strict=True)],
+            f"realism_{key}": mine, f"realism_truth_{key}": truth}}  # fmt: skip
+        return {**_record(name), "method": "diffusion", "per_unit": per_unit}
+
+    mine, other = [0.2, 0.25, 0.1, 0.05, 0.16], [0.15, 0.2, 0.08, 0.0, 0.12]
+    a = write_metrics(tmp_path / "a.json", record("a", mine))
+    b = write_metrics(tmp_path / "b.json", record("b", other))
+    diff, _ = compare_experiments(a, b, f"realism_ratio_{key}")
+    assert diff == paired_ratio_difference(mine, other, true)
+    assert diff.value == pytest.approx((sum(mine) - sum(other)) / sum(true))
+    shifted = write_metrics(tmp_path / "c.json", record("c", other, [t + 0.1 for t in true]))
+    per_unit, _ = compare_experiments(a, shifted, f"realism_ratio_{key}")
+    assert per_unit.value == pytest.approx(
+        np.mean([m / t - o / (t + 0.1) for m, o, t in zip(mine, other, true, strict=True)])
+    )

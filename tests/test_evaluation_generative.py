@@ -292,3 +292,29 @@ def test_summary_rows_give_a_realism_ratio_its_ratio_of_means_interval():
     low, high = ratio_of_means_ci(mine, true)
     assert (float(row[7]), float(row[8]), row[9]) == (low, high, "4")
     assert low < sum(mine) / sum(true) < high
+
+
+def test_summary_difference_rows_of_a_realism_ratio_use_the_ratios_of_means():
+    """model − group mean on a realism ratio: the difference of the two ratios of means over
+    the same truth (a subject whose true statistic is near zero does not dominate it)."""
+    from modalmerge.evaluation.intervals import paired_ratio_difference
+    from modalmerge.evaluation.summary import experiment_rows
+
+    key, true = "inter_roi_correlation", [0.22, 0.2, 0.12, 0.01, 0.18]
+    mine, group = [0.2, 0.25, 0.1, 0.05, 0.16], [0.02, -0.03, 0.01, 0.04, 0.0]
+
+    def units(values):
+        return {f"realism_ratio_{key}": [v / t for v, t in zip(values, true, strict=True)],
+                f"realism_{key}": values, f"realism_truth_{key}": true}  # fmt: skip
+
+    record = {
+        "experiment": "e", "condition": "image", "target": "time_series", "method": "diffusion",
+        "scores": {"model": {}, "group_mean": {}},
+        "per_unit": {"units": list("abcde"), "model": units(mine), "group_mean": units(group)},
+    }  # fmt: skip
+    rows = [r for r in experiment_rows(record) if r[4] == "model-group_mean"]
+    assert {r[5] for r in rows} == {f"realism_ratio_{key}", f"realism_{key}"}
+    row = next(r for r in rows if r[5] == f"realism_ratio_{key}")
+    expected = paired_ratio_difference(mine, group, true)
+    assert float(row[6]) == pytest.approx((sum(mine) - sum(group)) / sum(true))
+    assert (float(row[7]), float(row[8]), row[9]) == (expected.ci_low, expected.ci_high, "5")

@@ -138,3 +138,26 @@ def test_the_ratio_of_means_interval_is_undefined_where_the_ratio_is():
     assert all(np.isnan(ratio_of_means_ci([0.1, 0.2], [0.0, 0.0])))  # denominator 0
     with pytest.raises(ValueError, match="differ in length"):
         ratio_of_means_ci([0.1, 0.2], [0.2, 0.3, 0.4])
+
+
+def test_the_paired_ratio_difference_is_the_difference_of_the_ratios_of_means():
+    """Two predictors' realism ratios against one truth: the difference of the ratios of
+    means, its interval resampling units jointly, undefined where a ratio is."""
+    from modalmerge.evaluation.intervals import paired_ratio_difference, ratio_of_means_ci
+
+    rng = np.random.default_rng(1)
+    true = rng.uniform(0.1, 0.3, size=12)
+    a = 1.0 * true + 0.01 * rng.normal(size=12)
+    b = 0.7 * true + 0.01 * rng.normal(size=12)
+    true[0], a[0], b[0] = 0.001, 0.05, -0.05  # one unit whose own ratios are far off
+    diff = paired_ratio_difference(a, b, true)
+    assert diff.value == pytest.approx(a.mean() / true.mean() - b.mean() / true.mean())
+    assert (diff.ci_low, diff.ci_high) == ratio_of_means_ci(a - b, true)
+    assert 0.2 < diff.ci_low < diff.value < diff.ci_high < 0.5 and diff.n == 12
+    assert paired_difference(a / true, b / true).value > 5  # per-unit ratios: unit 0 rules
+    assert diff.p_wilcoxon < 0.01  # a - b > 0 on most units
+    assert paired_ratio_difference(a, b, true) == diff  # seeded
+    assert np.isnan(paired_ratio_difference([0.1, 0.2], [0.1, 0.1], [0.0, 0.0]).value)
+    assert np.isnan(paired_ratio_difference([0.1, np.inf], [0.1, 0.1], [0.2, 0.3]).ci_low)
+    with pytest.raises(ValueError, match="differ in length"):
+        paired_ratio_difference([0.1, 0.2], [0.1, 0.2], [0.2, 0.3, 0.4])

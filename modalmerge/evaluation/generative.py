@@ -125,8 +125,8 @@ def realism_statistics(windows: np.ndarray, tr: float) -> dict[str, float]:
 
 def realism_ratios(predicted: np.ndarray, truth: np.ndarray, tr: float) -> dict[str, float]:
     """``realism_ratio_<statistic>``: each statistic of ``predicted`` over that of ``truth``."""
-    mine, true = realism_statistics(predicted, tr), realism_statistics(truth, tr)
-    return {f"realism_ratio_{k}": _ratio(mine[k], true[k]) for k in REALISM_STATISTICS}
+    found = realism_entries(predicted, realism_statistics(truth, tr), tr)
+    return {key: value for key, value in found.items() if key.startswith("realism_ratio_")}
 
 
 def realism_parts(key: str, per_unit: Mapping[str, list]) -> tuple[str, str] | None:

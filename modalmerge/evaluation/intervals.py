@@ -8,6 +8,8 @@ region samples; ``per_unit``). This module turns such lists into evidence:
   over units (resampling units with replacement, ``n_boot`` resamples, seeded);
 - :func:`ratio_of_means_ci`: the same interval for a ratio of two per-unit means (the
   realism ratios: resampling units once for numerator and denominator together);
+- :func:`paired_ratio_difference`: the difference of two such ratios over a common
+  denominator (two predictors' realism ratios against the same truth), resampled jointly;
 - :func:`paired_difference`: the per-unit difference ``a - b`` of two
   predictors scored on the same units, its mean, its bootstrap interval and
   the two-sided Wilcoxon signed-rank p-value (:func:`scipy.stats.wilcoxon`);
@@ -122,13 +124,19 @@ def ratio_of_means_ci(
     ``(nan, nan)`` for fewer than 2 units, a non-finite value, or a resample whose
     denominator mean is 0 (the ratio is then undefined, and so is its interval).
     """
+    a, b = _values(numerator), _values(denominator)
+    if a.shape != b.shape:
+        raise ValueError(f"numerator and denominator differ in length: {len(a)} and {len(b)}")
+    return _ratio_interval(a, b, seed, n_boot, confidence)
+
+
+def _ratio_interval(a, b, seed, n_boot, confidence) -> tuple[float, float]:
+    """The percentile interval of ``mean(a) / mean(b)`` over unit resamples, or NaNs
+    (:func:`ratio_of_means_ci`; checked arguments)."""
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie in (0, 1); got {confidence}")
     if n_boot < 1:
         raise ValueError(f"n_boot must be >= 1; got {n_boot}")
-    a, b = _values(numerator), _values(denominator)
-    if a.shape != b.shape:
-        raise ValueError(f"numerator and denominator differ in length: {len(a)} and {len(b)}")
     if len(a) < 2 or not (np.isfinite(a).all() and np.isfinite(b).all()):
         return math.nan, math.nan
     index = np.random.default_rng(seed).integers(0, len(a), size=(n_boot, len(a)))
@@ -200,6 +208,34 @@ def paired_difference(
     value = float(d.mean()) if len(d) and np.isfinite(d).all() else math.nan
     low, high = bootstrap_ci(d, seed=seed, n_boot=n_boot, confidence=confidence)
     return Difference(value, low, high, len(d), wilcoxon_p(d))
+
+
+def paired_ratio_difference(
+    numerator_a,
+    numerator_b,
+    denominator,
+    seed: int = BOOTSTRAP_SEED,
+    n_boot: int = N_BOOTSTRAP,
+    confidence: float = CONFIDENCE,
+) -> Difference:
+    """The paired difference of two ratios of means over the same denominator,
+    ``mean(a) / mean(d) - mean(b) / mean(d)``: two predictors' realism ratios against the
+    same truth.
+
+    The interval resamples units once for all three lists (:func:`ratio_of_means_ci` of
+    ``a - b`` over ``d``); ``p_wilcoxon`` is :func:`wilcoxon_p` of the per-unit ``a - b``
+    (the denominator is common, so it tests the same null). ``value`` is NaN where the
+    ratio is undefined (a non-finite value, a zero mean denominator).
+    """
+    a, b, d = _values(numerator_a), _values(numerator_b), _values(denominator)
+    if not a.shape == b.shape == d.shape:
+        raise ValueError(f"paired ratios differ in length: {len(a)}, {len(b)} and {len(d)} units")
+    with np.errstate(invalid="ignore"):
+        diff = a - b
+    defined = len(d) > 0 and np.isfinite(diff).all() and np.isfinite(d).all() and d.mean() != 0
+    value = float(diff.mean() / d.mean()) if defined else math.nan
+    low, high = _ratio_interval(diff, d, seed, n_boot, confidence)
+    return Difference(value, low, high, len(d), wilcoxon_p(diff))
 
 
 def verdict(difference: Difference) -> str:

@@ -99,7 +99,10 @@ Long format, one row per (experiment, predictor, metric), in input order::
   ``model-<baseline>`` for every baseline (group_mean, ridge, ridge_parcel)
   with per-unit scores, ``value`` the mean paired per-unit difference
   (model − baseline), its interval, ``n`` and ``p_wilcoxon`` (two-sided
-  signed-rank test, :func:`modalmerge.evaluation.intervals.paired_difference`).
+  signed-rank test, :func:`modalmerge.evaluation.intervals.paired_difference`); for a
+  realism ratio whose parts both predictors hold, the difference of their ratios of means
+  over the same truth, resampled jointly
+  (:func:`modalmerge.evaluation.intervals.paired_ratio_difference`).
   On the primary metric (higher is better for every primary metric) ``verdict``
   says ``beats`` when the interval lies above zero, else ``does not beat``;
   empty on other metrics (for ``mse``/``mae`` lower is better: read the sign).
@@ -128,6 +131,7 @@ from modalmerge.evaluation.intervals import (
     Difference,
     bootstrap_ci,
     paired_difference,
+    paired_ratio_difference,
     ratio_of_means_ci,
     verdict,
 )
@@ -369,16 +373,28 @@ def experiment_rows(
     primary = primary_metric(record)
     model_units = per_unit.get("model", {})
     for baseline in BASELINES:
-        for metric, values in per_unit.get(baseline, {}).items():
+        for metric in per_unit.get(baseline, {}):
             if metric not in model_units or "realism_truth_" in metric:
                 continue  # (the truth's statistic is the same for every predictor)
-            diff = paired_difference(model_units[metric], values, seed=seed, n_boot=n_boot)
+            diff = _paired(metric, model_units, per_unit[baseline], seed, n_boot)
             rows.append(
                 [*identity, f"model-{baseline}", metric, _cell(diff.value)]
                 + [_cell(diff.ci_low), _cell(diff.ci_high), str(diff.n), _cell(diff.p_wilcoxon)]
                 + [verdict(diff) if metric == primary else ""]
             )
     return rows
+
+
+def _paired(metric: str, model: Mapping, baseline: Mapping, seed: int, n_boot: int):
+    """Model − baseline on ``metric``: a realism ratio whose parts both hold, over the same
+    truth, as the difference of the ratios of means (:func:`paired_ratio_difference`), any
+    other score as the mean per-unit difference."""
+    mine, theirs = realism_parts(metric, model), realism_parts(metric, baseline)
+    if mine and theirs and list(model[mine[1]]) == list(baseline[theirs[1]]):
+        return paired_ratio_difference(
+            model[mine[0]], baseline[theirs[0]], model[mine[1]], seed=seed, n_boot=n_boot
+        )
+    return paired_difference(model[metric], baseline[metric], seed=seed, n_boot=n_boot)
 
 
 def compare_experiments(
@@ -394,7 +410,8 @@ def compare_experiments(
 
     For two methods trained on the same shards (e.g. ``cross_attention`` −
     ``spatial_mix``: what content-based attention adds): both ``metrics.json``
-    must score the same held-out units in the same order.
+    must score the same held-out units in the same order. A realism ratio with its parts
+    in both is the difference of the two ratios of means over the common truth.
 
     Parameters
     ----------
@@ -430,9 +447,7 @@ def compare_experiments(
             raise InputError(path, f"has no per-unit model scores of {metric!r}")
         if record["per_unit"]["units"] != units_a:
             raise InputError(path, f"scores other held-out units than {path_a}")
-    diff = paired_difference(
-        a["per_unit"]["model"][metric], b["per_unit"]["model"][metric], seed=seed, n_boot=n_boot
-    )
+    diff = _paired(metric, a["per_unit"]["model"], b["per_unit"]["model"], seed, n_boot)
     return diff, verdict(diff)
 
 
