@@ -181,27 +181,15 @@ def _check_mean_from(mean_from, residual, mean_weight, mean_loss, detach_conditi
     return mean_from
 
 
-def _check_calibrate_spread(calibrate_spread, residual) -> bool:
-    """``calibrate_spread`` if it fits (it needs ``residual``), else ValueError."""
-    if not isinstance(calibrate_spread, bool):
-        raise ValueError(f"calibrate_spread must be true or false, got {calibrate_spread!r}")
-    if calibrate_spread and not residual:
-        raise ValueError(
-            "calibrate_spread needs residual: true (it scales the draws around the mean head)"
-        )
-    return calibrate_spread
-
-
-def _check_calibrate_mean(calibrate_mean, calibrate_spread) -> bool:
-    """``calibrate_mean`` if it fits (it needs ``calibrate_spread``), else ValueError."""
-    if not isinstance(calibrate_mean, bool):
-        raise ValueError(f"calibrate_mean must be true or false, got {calibrate_mean!r}")
-    if calibrate_mean and not calibrate_spread:
-        raise ValueError(
-            "calibrate_mean needs calibrate_spread: true (the mean's scale is chosen with "
-            "the draws' spread, on the same validation CRPS)"
-        )
-    return calibrate_mean
+def _check_flag(name: str, value, needs: str, needed: bool, why: str) -> bool:
+    """Option ``name`` as a bool that, when true, needs option ``needs`` true (``why``),
+    else ValueError naming both: ``calibrate_spread`` (needs ``residual``) and
+    ``calibrate_mean`` (needs ``calibrate_spread``)."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be true or false, got {value!r}")
+    if value and not needed:
+        raise ValueError(f"{name} needs {needs}: true ({why})")
+    return value
 
 
 def _check_whiten(whiten, mean_from) -> bool:
@@ -352,8 +340,14 @@ class DiffusionConditioning(nn.Module):
         """``calibrate_spread`` and ``calibrate_mean`` (checked) and, with them, the residual
         draws' scale and the mean's: buffers ``spread`` and ``mean_scale``, 1 until the
         train stage calibrates them."""
-        self.calibrate_spread = _check_calibrate_spread(calibrate_spread, residual)
-        self.calibrate_mean = _check_calibrate_mean(calibrate_mean, self.calibrate_spread)
+        self.calibrate_spread = _check_flag(
+            "calibrate_spread", calibrate_spread, "residual", residual,
+            "it scales the draws around the mean head",
+        )  # fmt: skip
+        self.calibrate_mean = _check_flag(
+            "calibrate_mean", calibrate_mean, "calibrate_spread", self.calibrate_spread,
+            "the mean's scale is chosen with the draws' spread, on the same validation CRPS",
+        )  # fmt: skip
         if self.calibrate_spread:
             self.register_buffer("spread", torch.ones(()))
         if self.calibrate_mean:
