@@ -1,0 +1,111 @@
+"""Does the residual diffusion model's CRPS against the climatology follow its mean head?
+
+The default diffusion model draws ``a mu + s r``: ``mu`` is the frozen cross-attention
+model's prediction, ``r`` the denoiser's residual draws. The climatology it is scored
+against is the training subjects' windows at the same start, centred on the group-mean
+window. If the draws were normal with the right spread around each centre, the CRPS would
+be proportional to the RMSE of the centre, so the relative CRPS gain of the model over the
+climatology would be about ``1 - sqrt(MSE(mu) / MSE(group mean))``: fixed by how much the
+mean head beats the group mean, whatever the denoiser does.
+
+This reads only ``metrics.json`` of workflow trees that were evaluated (no model is run):
+per held-out subject, the cross-attention experiment's ``mse`` of the model and of the
+group mean, and the diffusion experiment's ``crps`` of the model and of the climatology.
+Per tree it prints the mean head's MSE ratio (a ratio of the subjects' means, with its
+seeded bootstrap interval), the gain that ratio predicts, the observed relative CRPS gain
+and the paired CRPS difference climatology − model with its interval, and the correlation
+over subjects of observed and predicted gains. Pooled over the trees, the least-squares
+line ``observed = alpha + beta * predicted`` over subjects, and the MSE ratio at which it
+crosses zero. It chooses nothing: the trees' test subjects were all read before.
+
+    .venv/bin/python benchmarks/crps_mean_head.py \\
+        results/diffusion_meancal{,/rep-1,/rep-2}:image_to_timeseries_diffusion_meancal
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from modalmerge.evaluation.intervals import paired_difference, ratio_of_means_ci
+
+XATTN = "image_to_timeseries_xattn"
+DIFFUSION = "image_to_timeseries_diffusion"
+
+
+def subject_gains(root: Path, diffusion: str, xattn: str) -> dict[str, np.ndarray]:
+    """Per held-out subject: MSE of the mean head and of the group mean, CRPS of the
+    diffusion model and of the climatology; ValueError naming the file if they disagree."""
+    records = {}
+    for name in (xattn, diffusion):
+        path = root / "eval" / name / "metrics.json"
+        if not path.is_file():
+            raise ValueError(f"{path}: no such file (evaluate {name} in {root} first)")
+        records[name] = json.loads(path.read_text())["per_unit"]
+    mean_head, model = records[xattn], records[diffusion]
+    if mean_head["units"] != model["units"]:
+        raise ValueError(f"{root}: {xattn} and {diffusion} score other held-out subjects")
+    found = {
+        "mse_model": mean_head["model"]["mse"],
+        "mse_group": mean_head["group_mean"]["mse"],
+        "crps_model": model["model"]["crps"],
+        "crps_climatology": model["climatology"]["crps"],
+    }
+    return {key: np.asarray(values, dtype=np.float64) for key, values in found.items()}
+
+
+def predicted_gain(g: dict[str, np.ndarray]) -> np.ndarray:
+    """Per subject, ``1 - sqrt(MSE(mu) / MSE(group mean))``: the normal-draws prediction."""
+    return 1 - np.sqrt(g["mse_model"] / g["mse_group"])
+
+
+def observed_gain(g: dict[str, np.ndarray]) -> np.ndarray:
+    """Per subject, ``1 - CRPS(model) / CRPS(climatology)``."""
+    return 1 - g["crps_model"] / g["crps_climatology"]
+
+
+def row(label: str, g: dict[str, np.ndarray]) -> str:
+    """One table row (module docstring)."""
+    ratio = g["mse_model"].mean() / g["mse_group"].mean()
+    low, high = ratio_of_means_ci(g["mse_model"], g["mse_group"])
+    diff = paired_difference(g["crps_climatology"], g["crps_model"])
+    gain = 1 - g["crps_model"].mean() / g["crps_climatology"].mean()
+    r = np.corrcoef(predicted_gain(g), observed_gain(g))[0, 1]
+    return (f"| {label} | {len(g['mse_model'])} | {ratio:.3f} [{low:.3f}, {high:.3f}] "
+            f"| {1 - np.sqrt(ratio):+.3f} | {gain:+.3f} | {diff.value:+.4f} "
+            f"[{diff.ci_low:+.4f}, {diff.ci_high:+.4f}] | {r:.2f} |")  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "trees", nargs="+", help="workflow trees (results/<name>[/rep-k]), each optionally "
+        "with ':<diffusion experiment>'",
+    )  # fmt: skip
+    parser.add_argument("--xattn", default=XATTN, help="the mean head's experiment")
+    args = parser.parse_args(argv)
+    print("| tree | n | MSE(mu) / MSE(group mean) | predicted CRPS gain | observed CRPS gain "
+          "| CRPS climatology − model | r over subjects |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|")
+    pooled: dict[str, list] = {}
+    for tree in args.trees:
+        root, _, name = tree.partition(":")
+        g = subject_gains(Path(root), name or DIFFUSION, args.xattn)
+        print(row(tree, g))
+        for key, values in g.items():
+            pooled.setdefault(key, []).append(values)
+    g = {key: np.concatenate(values) for key, values in pooled.items()}
+    print(row("pooled", g))
+    beta, alpha = np.polyfit(predicted_gain(g), observed_gain(g), 1)
+    zero = -alpha / beta
+    print(
+        f"\nover subjects: observed = {alpha:+.4f} + {beta:.3f} x predicted; zero at a "
+        f"predicted gain of {zero:+.4f}, an MSE ratio of {(1 - zero) ** 2:.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
