@@ -421,7 +421,9 @@ class ExperimentSettings(_Section):
         "mean and the diffusion models the residual), mean_weight, mean_decoder, "
         "mean_decoder_options, mean_loss (mse or target), detach_condition; mean_from (the "
         "name of an experiment whose trained encoder and deterministic head become the frozen "
-        "mean head), whiten (with mean_from and a time-series target: the chain runs on "
+        "mean head), mean_members (with mean_from: the size of that experiment's ensemble, "
+        "whose members' mean is the mean head), whiten (with mean_from and a time-series "
+        "target: the chain runs on "
         "residuals whitened by their Ledoit-Wolf ROI covariance), calibrate_spread (with "
         "residual: one scale for the residual draws, chosen on the validation subjects' "
         "CRPS after training), calibrate_mean (with calibrate_spread: a scale for the mean "
@@ -696,7 +698,8 @@ def ensemble_refusal(method: str, target: str) -> str | None:
 
 def _check_ensembles(experiments, train) -> None:
     """An ensemble (``train.ensemble`` or an experiment's ``ensemble`` above 1) only of
-    deterministic, non-text models; a ``mean_from`` source must be a single model."""
+    deterministic, non-text models; a ``mean_from`` source's ensemble size is the diffusion
+    experiment's ``method_options.mean_members`` (1 when absent)."""
     sizes = {e.name: e.training(train).ensemble for e in experiments}
     for i, e in enumerate(experiments):
         refusal = ensemble_refusal(e.method, e.target) if sizes[e.name] > 1 else None
@@ -706,10 +709,12 @@ def _check_ensembles(experiments, train) -> None:
                 f"experiment's ensemble): {refusal}; set its ensemble: 1"
             )
         source = e.method_options.get("mean_from") if e.method == "diffusion" else None
-        if sizes.get(source, 1) > 1:
+        members = e.method_options.get("mean_members", 1) if source is not None else 1
+        if source in sizes and sizes[source] != members:
             raise ValueError(
-                f"experiments[{i}] ({e.name}): mean_from {source!r} is an ensemble of "
-                f"{sizes[source]}; its mean head must be one model (set its ensemble: 1)"
+                f"experiments[{i}].method_options.mean_members ({e.name}): {members}, but "
+                f"mean_from {source!r} trains an ensemble of {sizes[source]} (train.ensemble "
+                f"or its ensemble); set mean_members: {sizes[source]}"
             )
 
 

@@ -192,6 +192,18 @@ def _check_flag(name: str, value, needs: str, needed: bool, why: str) -> bool:
     return value
 
 
+def _check_mean_members(mean_members, mean_from) -> int:
+    """``mean_members`` if it fits (an int >= 1; above 1 it needs ``mean_from``)."""
+    if isinstance(mean_members, bool) or not isinstance(mean_members, int) or mean_members < 1:
+        raise ValueError(f"mean_members must be an integer >= 1, got {mean_members!r}")
+    if mean_members > 1 and mean_from is None:
+        raise ValueError(
+            "mean_members needs mean_from: the mean head is a trained ensemble's (train."
+            "ensemble or the experiment's ensemble), copied in frozen"
+        )
+    return mean_members
+
+
 def _check_whiten(whiten, mean_from) -> bool:
     """``whiten`` if it fits (it needs ``mean_from``), else ValueError."""
     if whiten and mean_from is None:
@@ -255,6 +267,14 @@ class DiffusionConditioning(nn.Module):
         frozen (the workflow's train stage copies them in before training). Their own
         loss options (``mean_weight``, ``mean_loss``, ``detach_condition``) then do not
         apply and are refused.
+    mean_members : int
+        ``mean_from`` only: the number of members of the ``mean_from`` experiment's
+        ensemble (its ``ensemble``), 1 for a single model. With K > 1 the mean head
+        predicts the mean of the K members' predictions: member 0's encoder and head are
+        ``encoder`` and ``mean_head`` (the denoiser reads member 0's condition tokens), the
+        others are frozen copies in ``mean_members``. An ensemble of training seeds predicts
+        held-out subjects with a lower MSE than one fit (docs/benchmarks.md, "Mean-head
+        candidates on validation").
     whiten : bool
         ``mean_from`` and time-series targets only: diffuse the residuals whitened across
         ROIs by their training covariance (module docstring). The matrices are buffers
@@ -295,6 +315,7 @@ class DiffusionConditioning(nn.Module):
         mean_loss: str = "mse",
         detach_condition: bool = False,
         mean_from: str | None = None,
+        mean_members: int = 1,
         whiten: bool = False,
         calibrate_spread: bool = False,
         calibrate_mean: bool = False,
@@ -318,16 +339,13 @@ class DiffusionConditioning(nn.Module):
         if target_scale <= 0:
             raise ValueError(f"target_scale must be > 0, got {target_scale}")
         self.target_scale = float(target_scale)
-        _check_residual(residual, mean_weight, mean_decoder, mean_decoder_options, mean_loss,
-                        detach_condition)  # fmt: skip
+        self._init_residual(residual, mean_weight, mean_decoder, mean_decoder_options,
+                            mean_loss, detach_condition)  # fmt: skip
         self.mean_from = _check_mean_from(mean_from, residual, mean_weight, mean_loss,
                                           detach_condition)  # fmt: skip
         self.whiten = _check_whiten(whiten, self.mean_from)
+        self.mean_members = _check_mean_members(mean_members, self.mean_from)
         self._init_spread(calibrate_spread, residual, calibrate_mean)
-        self.residual, self.mean_weight = residual, float(mean_weight)
-        self.mean_loss, self.detach_condition = mean_loss, bool(detach_condition)
-        self.mean_decoder = mean_decoder
-        self.mean_decoder_options = dict(mean_decoder_options or {})
         self.null = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
         self.ddpm = DDPMScheduler(
             num_train_timesteps=self.train_steps,
@@ -335,6 +353,16 @@ class DiffusionConditioning(nn.Module):
             prediction_type=prediction,
             clip_sample=False,
         )
+
+    def _init_residual(self, residual, mean_weight, mean_decoder, mean_decoder_options,
+                       mean_loss, detach_condition) -> None:  # fmt: skip
+        """The residual variant's own settings (checked; class docstring)."""
+        _check_residual(residual, mean_weight, mean_decoder, mean_decoder_options, mean_loss,
+                        detach_condition)  # fmt: skip
+        self.residual, self.mean_weight = residual, float(mean_weight)
+        self.mean_loss, self.detach_condition = mean_loss, bool(detach_condition)
+        self.mean_decoder = mean_decoder
+        self.mean_decoder_options = dict(mean_decoder_options or {})
 
     def _init_spread(self, calibrate_spread, residual, calibrate_mean=False) -> None:
         """``calibrate_spread`` and ``calibrate_mean`` (checked) and, with them, the residual

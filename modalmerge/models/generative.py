@@ -22,6 +22,7 @@ The diffusion maths (schedules, DDIM, guidance, the mean head) is in
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -35,12 +36,14 @@ if TYPE_CHECKING:  # pragma: no cover - typing only (model.py imports this modul
 
 __all__ = [
     "DEFAULT_DENOISERS",
+    "MeanMember",
     "adopt_mean",
     "build_generative",
     "frozen_parts",
     "draw_samples",
     "generative_forward",
     "generative_target",
+    "mean_prediction",
 ]
 
 #: the denoiser of each target modality that ``conditioning='diffusion'`` can generate
@@ -89,7 +92,7 @@ def build_generative(
     model.decoder = build_decoder()
     model.conditioner = check_generative(model.decoder, method, layers, dim, options)
     model.conditioner.init_whitening(model.target_type, model.target_shape)  # whiten only
-    model.mean_head = None
+    model.mean_head = model.mean_members = None
     if getattr(model.conditioner, "residual", False):
         default, kwargs = mean_decoder
         name = model.conditioner.mean_decoder or default
@@ -97,8 +100,43 @@ def build_generative(
             name, model.target_type, model.target_shape, dim, kwargs, model.conditioner
         )
         model.mean_head.decoder_name = name
+        extra = getattr(model.conditioner, "mean_members", 1) - 1  # an ensemble's members
+        if extra:  # copies: the same blocks, weights from adopt_mean or the state dict
+            model.mean_members = nn.ModuleList(
+                MeanMember(copy.deepcopy(model.encoder), copy.deepcopy(model.mean_head))
+                for _ in range(extra)
+            )
         for part in frozen_parts(model):
             part.requires_grad_(False)
+
+
+class MeanMember(nn.Module):
+    """One further member of a ``mean_from`` ensemble: its own encoder and mean head."""
+
+    def __init__(self, encoder: nn.Module, head: nn.Module) -> None:
+        super().__init__()
+        self.encoder, self.head = encoder, head
+
+    def forward(self, condition, time_offset=None) -> torch.Tensor:
+        padding_mask = getattr(self.encoder, "padding_mask", None)
+        mask = None if padding_mask is None else padding_mask(condition)
+        return self.head(self.encoder(condition), mask, time_offset)
+
+
+def mean_prediction(model, tokens, mask, time_offset, condition) -> torch.Tensor:
+    """The residual model's mean head ``mu(c)`` from member 0's encoded ``tokens``; with a
+    ``mean_from`` ensemble (``mean_members`` K > 1) the mean of the K members' predictions,
+    the others encoding ``condition`` themselves (as the ensemble predicts)."""
+    mean = model.mean_head(tokens, mask, time_offset)
+    members = getattr(model, "mean_members", None)
+    if members is None:
+        return mean
+    if condition is None:
+        raise ValueError("the mean head of a mean_from ensemble needs the condition batch")
+    total = mean.float()
+    for member in members:
+        total = total + member(condition, time_offset).float()
+    return (total / (len(members) + 1)).to(mean.dtype)
 
 
 def frozen_parts(model: MultiModalModel) -> tuple[nn.Module, ...]:
@@ -107,7 +145,8 @@ def frozen_parts(model: MultiModalModel) -> tuple[nn.Module, ...]:
     while the model trains; ``()`` for every other model."""
     if getattr(model.conditioner, "mean_from", None) is None:
         return ()
-    return (model.encoder, model.mean_head)
+    members = getattr(model, "mean_members", None)
+    return (model.encoder, model.mean_head) + (() if members is None else (members,))
 
 
 #: config keys a ``mean_from`` source must share with the diffusion model
@@ -120,8 +159,9 @@ _SHARED = (
 def adopt_mean(model: MultiModalModel, source: MultiModalModel) -> None:
     """Copy ``source``'s encoder, cross-attention and decoder into ``model``'s encoder and
     mean head (``model``: residual diffusion with ``mean_from``; ``source``: the trained
-    deterministic ``cross_attention`` model it names). Afterwards ``model``'s mean head
-    predicts exactly what ``source`` predicts.
+    deterministic ``cross_attention`` model it names, or its ``ModelEnsemble``: member 0
+    into the encoder and mean head, the others into ``mean_members``). Afterwards
+    ``model``'s mean head predicts exactly what ``source`` predicts.
 
     Raises
     ------
@@ -134,6 +174,27 @@ def adopt_mean(model: MultiModalModel, source: MultiModalModel) -> None:
     name = getattr(conditioner, "mean_from", None)
     if not frozen_parts(model):
         raise ValueError("adopt_mean needs a residual diffusion model with mean_from")
+    sources = list(getattr(source, "members", [source]))  # a ModelEnsemble: its members
+    if len(sources) != conditioner.mean_members:
+        raise ValueError(
+            f"mean_from {name!r} is {'an ensemble of ' if len(sources) > 1 else ''}"
+            f"{len(sources)} model{'s' if len(sources) > 1 else ''}, this model's "
+            f"mean_members is {conditioner.mean_members} (set method_options.mean_members "
+            "to the source's ensemble)"
+        )
+    _check_mean_source(model, sources[0], name)
+    members = [(model.encoder, model.mean_head)]
+    members += [(m.encoder, m.head) for m in (model.mean_members or [])]
+    for (encoder, head), trained in zip(members, sources, strict=True):
+        encoder.load_state_dict(trained.encoder.state_dict())
+        head.conditioner.load_state_dict(trained.conditioner.state_dict())
+        head.decoder.load_state_dict(trained.decoder.state_dict())
+
+
+def _check_mean_source(model, source, name) -> None:
+    """``source`` (a member of) the deterministic one-layer cross-attention model whose
+    settings the mean head shares, else ValueError naming the first difference."""
+    conditioner = model.conditioner
     if source.generative:
         raise ValueError(
             f"mean_from {name!r} is itself a generative model ({source.conditioning_method}); "
@@ -156,9 +217,6 @@ def adopt_mean(model: MultiModalModel, source: MultiModalModel) -> None:
                 f"mean_from {name!r} has {key} {theirs[key]!r}, this model {value!r} "
                 "(the mean head's decoder: mean_decoder, mean_decoder_options)"
             )
-    model.encoder.load_state_dict(source.encoder.state_dict())
-    model.mean_head.conditioner.load_state_dict(source.conditioner.state_dict())
-    model.mean_head.decoder.load_state_dict(source.decoder.state_dict())
 
 
 def generative_forward(
@@ -168,8 +226,10 @@ def generative_forward(
     target: torch.Tensor | None,
     time_offset: torch.Tensor | None,
     return_attention: bool,
+    condition: torch.Tensor | None = None,
 ) -> tuple:
-    """``(prediction, attention)`` of a generative ``model`` from encoded condition tokens.
+    """``(prediction, attention)`` of a generative ``model`` from encoded condition tokens
+    (and the ``condition`` itself, which a ``mean_from`` ensemble's other members encode).
 
     With a (checked) ``target``: the denoising loss terms (training, validation), no
     attention. Without: the mean of the conditioning's ``n_ensemble`` samples drawn with
@@ -177,7 +237,9 @@ def generative_forward(
     """
     if target is not None:
         with torch.set_grad_enabled(torch.is_grad_enabled() and not frozen_parts(model)):
-            mean = None if model.mean_head is None else model.mean_head(tokens, mask, time_offset)
+            mean = None
+            if model.mean_head is not None:
+                mean = mean_prediction(model, tokens, mask, time_offset, condition)
         terms = model.conditioner.denoising_terms(
             model.decoder, target, tokens, mask, time_offset, mean
         )
@@ -187,15 +249,18 @@ def generative_forward(
     conditioner = model.conditioner
     drawn = draw_samples(
         model, tokens, mask, conditioner.n_ensemble, None, None, 0.0,
-        conditioner.sample_seed, time_offset, return_attention, False,
+        conditioner.sample_seed, time_offset, return_attention, False, condition,
     )  # fmt: skip
     return drawn.samples.mean(dim=1), drawn.attention
 
 
-def draw_samples(model, tokens, mask, n, steps, guidance, eta, seed, offset, attention, path):
+def draw_samples(
+    model, tokens, mask, n, steps, guidance, eta, seed, offset, attention, path, condition=None
+):
     """``n`` samples per condition from encoded ``tokens`` (arguments as in
     :meth:`MultiModalModel.sample`; ``path``: return the trajectory): the diffusion
-    conditioning's DDIM draws, plus the mean head's ``mu(c)`` for a residual model."""
+    conditioning's DDIM draws, plus the mean head's ``mu(c)`` for a residual model
+    (:func:`mean_prediction`, which reads ``condition`` for an ensemble's members)."""
     generator = seed
     if seed is not None and not isinstance(seed, torch.Generator):
         generator = torch.Generator(device=tokens.device).manual_seed(int(seed))
@@ -205,7 +270,7 @@ def draw_samples(model, tokens, mask, n, steps, guidance, eta, seed, offset, att
     )  # fmt: skip
     if model.mean_head is None:
         return drawn
-    mean = model.mean_head(tokens, mask, offset).float()  # residual: samples = a mu + s r
+    mean = mean_prediction(model, tokens, mask, offset, condition).float()  # a mu + s r
     scale = getattr(model.conditioner, "spread", None)  # calibrate_spread's s
     scale = 1.0 if scale is None else scale.float()  # (times 1.0 is exact: r unchanged)
     shrink = getattr(model.conditioner, "mean_scale", None)  # calibrate_mean's a

@@ -399,9 +399,9 @@ class MultiModalModel(nn.Module):
         if self.generative:  # with a target the denoising loss terms, else a sample mean
             if target is not None and self.validate_inputs:
                 self._check(target, self.target_type, self.target_shape, "target")
-            return ModelOutput(
-                *generative_forward(self, tokens, mask, target, time_offset, return_attention)
-            )
+            return ModelOutput(*generative_forward(
+                self, tokens, mask, target, time_offset, return_attention, condition
+            ))  # fmt: skip
         if self.target_type == "text":
             if target is None:
                 target = self.decoder.generate(tokens, self.conditioner, mask)
@@ -476,7 +476,7 @@ class MultiModalModel(nn.Module):
             check_time_offset(time_offset, tokens.shape[0])
         return draw_samples(
             self, tokens, mask, n_samples, steps, guidance, eta, seed, time_offset,
-            return_attention, return_trajectory,
+            return_attention, return_trajectory, condition,
         )  # fmt: skip
 
     @torch.no_grad()

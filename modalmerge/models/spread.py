@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from modalmerge.evaluation.generative import spread_skill
+from modalmerge.models.generative import mean_prediction
 
 log = logging.getLogger(__name__)
 
@@ -176,14 +177,16 @@ def calibrate_spread(
     model.eval()
     try:
         for batch in batches:
-            tokens, mask = model.encode(batch["condition"].to(device))
+            condition = batch["condition"].to(device)
+            tokens, mask = model.encode(condition)
             offset = batch.get("time_offset")
             offset = None if offset is None else offset.to(device)
             drawn = conditioner.sample(
                 model.decoder, tokens, mask, model.target_shape, n_samples,
                 generator=generator, time_offset=offset,
             )  # fmt: skip
-            means.append(model.mean_head(tokens, mask, offset).float().cpu().numpy())
+            mean = mean_prediction(model, tokens, mask, offset, condition)
+            means.append(mean.float().cpu().numpy())
             residuals.append(drawn.samples.float().cpu().numpy())
             truths.append(batch["target"].float().numpy())
             subjects.extend(batch["subject"])

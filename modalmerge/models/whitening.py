@@ -22,6 +22,8 @@ from collections.abc import Iterable
 import numpy as np
 import torch
 
+from modalmerge.models.generative import mean_prediction
+
 log = logging.getLogger(__name__)
 
 __all__ = ["RunningLedoitWolf", "fit_whitening"]
@@ -81,7 +83,8 @@ def fit_whitening(model, batches: Iterable[dict]) -> float:
     try:
         for batch in batches:
             tokens, mask = model.encode(batch["condition"])
-            mean = model.mean_head(tokens, mask, batch.get("time_offset"))
+            offset = batch.get("time_offset")
+            mean = mean_prediction(model, tokens, mask, offset, batch["condition"])
             residual = batch["target"].float() - mean.float()
             running.add(residual.reshape(-1, n_rois).double().cpu().numpy())
     finally:

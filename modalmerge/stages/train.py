@@ -27,7 +27,7 @@ import torch
 
 from modalmerge.data.shards.dataset import collate_samples
 from modalmerge.io import InputError, atomic_path
-from modalmerge.models.ensemble import ModelEnsemble
+from modalmerge.models.ensemble import ModelEnsemble, load_model
 from modalmerge.models.generative import adopt_mean
 from modalmerge.models.model import MultiModalModel
 from modalmerge.models.spread import fit_spread
@@ -110,7 +110,7 @@ def mean_source(model, out_dir: Path) -> Path | None:
             "the workflow does so)",
         )
     try:
-        adopt_mean(model, MultiModalModel.load(path))
+        adopt_mean(model, load_model(path))  # one model, or a train.ensemble's members
     except ValueError as err:
         raise InputError(path, str(err)) from None
     log.info("encoder and mean head copied (frozen) from %s", path)
