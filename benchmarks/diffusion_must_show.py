@@ -31,7 +31,10 @@ rules written before that change name), use the mean of the subjects' ratios ins
 
     .venv/bin/python benchmarks/diffusion_must_show.py --diffusion NAME ...
 
-scores the diffusion experiment ``NAME`` instead of ``image_to_timeseries_diffusion``, and
+scores the diffusion experiment ``NAME`` instead of ``image_to_timeseries_diffusion``;
+``--xattn NAME`` (before it) takes the deterministic cross-attention experiment ``NAME``
+(e.g. a ``train.ensemble``, a diffusion model's ``mean_from`` source) instead of
+``image_to_timeseries_xattn`` for T1 and the deterministic realism ratios; and
 
     .venv/bin/python benchmarks/diffusion_must_show.py --paired NAME_A NAME_B ROOT [ROOT ...]
 
@@ -60,6 +63,8 @@ DIFFUSION, XATTN = "image_to_timeseries_diffusion", "image_to_timeseries_xattn"
 
 #: T3 as the mean of the subjects' ratios (``--per-subject-realism``), not the ratio of means
 PER_SUBJECT = {"on": False}
+#: the deterministic cross-attention experiment T1 and the deterministic realism ratios use
+REFERENCE = {"xattn": XATTN}
 
 
 def _ci(values) -> str:
@@ -85,7 +90,7 @@ def _metrics(root: Path, diffusion: str = DIFFUSION) -> tuple[dict, dict]:
     """The diffusion and cross-attention experiments' ``metrics.json`` of a finished run,
     checked to score the same held-out subjects (SystemExit naming the run otherwise)."""
     found = []
-    for name in (diffusion, XATTN):
+    for name in (diffusion, REFERENCE["xattn"]):
         path = root / "eval" / name / "metrics.json"
         if not path.is_file():
             raise SystemExit(f"{root}: no eval/{name}/metrics.json (run the workflow first)")
@@ -116,8 +121,9 @@ def main(root: str = "results/synthetic", split: str = "test", diffusion: str = 
         ("CRPS climatology - diffusion", f"{c.value:.3f} [{c.ci_low:.3f}, {c.ci_high:.3f}]")
     )
     # the deterministic cross-attention model's test windows, scored like the samples
-    model, _ = load_experiment_model(root / "models" / XATTN / "model.pt")
-    experiment = {"name": XATTN, "condition": "image", "target": "time_series"}
+    xattn_name = REFERENCE["xattn"]  # one model or a train.ensemble (its mean prediction)
+    model, _ = load_experiment_model(root / "models" / xattn_name / "model.pt")
+    experiment = {"name": xattn_name, "condition": "image", "target": "time_series"}
     test = collect_split(root / "shards", split, experiment, model=model)
     tr = float(json.loads((root / "shards" / "manifest.json").read_text()).get("tr") or 1.0)
     xattn_q: dict[str, list[float]] = {}
@@ -234,6 +240,8 @@ if __name__ == "__main__":
     args, name = sys.argv[1:], DIFFUSION
     if "--per-subject-realism" in args:
         PER_SUBJECT["on"], args = True, [a for a in args if a != "--per-subject-realism"]
+    if args[:1] == ["--xattn"]:
+        REFERENCE["xattn"], args = args[1], args[2:]
     if args[:1] == ["--diffusion"]:
         name, args = args[1], args[2:]
     if args[:1] == ["--pooled"]:
