@@ -32,6 +32,7 @@ from torch import nn
 from modalmerge.models.diffusion import MeanHead, Samples, check_generative, is_generative
 
 if TYPE_CHECKING:  # pragma: no cover - typing only (model.py imports this module)
+    from modalmerge.models.ensemble import ModelEnsemble
     from modalmerge.models.model import MultiModalModel
 
 __all__ = [
@@ -156,7 +157,7 @@ _SHARED = (
 )  # fmt: skip
 
 
-def adopt_mean(model: MultiModalModel, source: MultiModalModel) -> None:
+def adopt_mean(model: MultiModalModel, source: MultiModalModel | ModelEnsemble) -> None:
     """Copy ``source``'s encoder, cross-attention and decoder into ``model``'s encoder and
     mean head (``model``: residual diffusion with ``mean_from``; ``source``: the trained
     deterministic ``cross_attention`` model it names, or its ``ModelEnsemble``: member 0
@@ -167,8 +168,9 @@ def adopt_mean(model: MultiModalModel, source: MultiModalModel) -> None:
     ------
     ValueError
         Naming what does not match: ``model`` has no ``mean_from``, ``source`` is itself
-        generative or not a one-layer option-free ``cross_attention`` model, or a shared
-        setting (condition, target, encoder, width, heads, shapes, decoder) differs.
+        generative or not a one-layer option-free ``cross_attention`` model, a shared
+        setting (condition, target, encoder, width, heads, shapes, decoder) differs, or its
+        number of models is not ``model``'s ``mean_members``.
     """
     conditioner = model.conditioner
     name = getattr(conditioner, "mean_from", None)
