@@ -30,6 +30,7 @@ import torch
 from torch import nn
 
 from modalmerge.models.diffusion import MeanHead, Samples, check_generative, is_generative
+from modalmerge.models.layers import encode_tokens
 
 if TYPE_CHECKING:  # pragma: no cover - typing only (model.py imports this module)
     from modalmerge.models.ensemble import ModelEnsemble
@@ -119,9 +120,7 @@ class MeanMember(nn.Module):
         self.encoder, self.head = encoder, head
 
     def forward(self, condition, time_offset=None) -> torch.Tensor:
-        padding_mask = getattr(self.encoder, "padding_mask", None)
-        mask = None if padding_mask is None else padding_mask(condition)
-        return self.head(self.encoder(condition), mask, time_offset)
+        return self.head(*encode_tokens(self.encoder, condition), time_offset)
 
 
 def mean_prediction(model, tokens, mask, time_offset, condition) -> torch.Tensor:

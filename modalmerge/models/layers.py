@@ -263,6 +263,13 @@ class Encoder(nn.Module):
         return None
 
 
+def encode_tokens(encoder: nn.Module, condition: torch.Tensor):
+    """``encoder``'s tokens of ``condition`` and its padding mask (None without one:
+    ``padding_mask`` is optional for plugin encoders that do not subclass :class:`Encoder`)."""
+    padding_mask = getattr(encoder, "padding_mask", None)
+    return encoder(condition), None if padding_mask is None else padding_mask(condition)
+
+
 class Decoder(nn.Module):
     """Base of decoders: learned queries ``(B, n_queries, dim)`` -> the target modality.
 

@@ -21,7 +21,7 @@ from modalmerge.models.generative import (
     generative_forward,
     generative_target,
 )
-from modalmerge.models.layers import TokenProvenance, decode
+from modalmerge.models.layers import TokenProvenance, decode, encode_tokens
 from modalmerge.models.registry import build, check_modality, get_decoder, get_encoder
 from modalmerge.models.text import Tokenizer
 from modalmerge.models.validation import check_batch, check_time_offset
@@ -361,8 +361,7 @@ class MultiModalModel(nn.Module):
         """Condition batch -> tokens ``(B, n_condition, dim)`` and padding mask ``(B, n)`` or None."""
         if self.validate_inputs:
             self._check(condition, self.condition_type, self.condition_shape, "condition")
-        padding_mask = getattr(self.encoder, "padding_mask", None)  # optional for plugins
-        return self.encoder(condition), None if padding_mask is None else padding_mask(condition)
+        return encode_tokens(self.encoder, condition)
 
     def forward(
         self,
