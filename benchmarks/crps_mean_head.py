@@ -25,12 +25,12 @@ crosses zero. It chooses nothing: the trees' test subjects were all read before.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 
 from modalmerge.evaluation.intervals import paired_difference, ratio_of_means_ci
+from modalmerge.evaluation.summary import read_metrics
 
 XATTN = "image_to_timeseries_xattn"
 DIFFUSION = "image_to_timeseries_diffusion"
@@ -38,13 +38,11 @@ DIFFUSION = "image_to_timeseries_diffusion"
 
 def subject_gains(root: Path, diffusion: str, xattn: str) -> dict[str, np.ndarray]:
     """Per held-out subject: MSE of the mean head and of the group mean, CRPS of the
-    diffusion model and of the climatology; ValueError naming the file if they disagree."""
+    diffusion model and of the climatology; InputError naming a missing or broken
+    ``metrics.json``, ValueError naming the tree if the two score other subjects."""
     records = {}
-    for name in (xattn, diffusion):
-        path = root / "eval" / name / "metrics.json"
-        if not path.is_file():
-            raise ValueError(f"{path}: no such file (evaluate {name} in {root} first)")
-        records[name] = json.loads(path.read_text())["per_unit"]
+    for name in (xattn, diffusion):  # InputError naming a missing or broken file
+        records[name] = read_metrics(root / "eval" / name / "metrics.json")["per_unit"]
     mean_head, model = records[xattn], records[diffusion]
     if mean_head["units"] != model["units"]:
         raise ValueError(f"{root}: {xattn} and {diffusion} score other held-out subjects")
