@@ -104,3 +104,19 @@ def require_file(path: str | os.PathLike, what: str = "input file") -> Path:
     if path.is_file() and path.stat().st_size == 0:
         raise InputError(path, f"{what} is empty")
     return path
+
+
+def load_arrays(path: str | os.PathLike, what: str = "predictions") -> dict:
+    """Every array of an ``.npz`` file (``predictions.npz``) as a dict, read at once.
+
+    Raises InputError naming ``path`` when it is missing, empty or not a readable
+    ``.npz`` archive (pickled objects are refused).
+    """
+    import numpy as np
+
+    require_file(path, what)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            return {key: data[key] for key in data.files}
+    except (OSError, ValueError, EOFError) as exc:
+        raise InputError(path, f"not a readable {what} file ({exc})") from exc

@@ -54,7 +54,7 @@ from modalmerge.data.shards.split_arrays import (
     table_columns,
 )
 from modalmerge.evaluation.metrics import connectivity
-from modalmerge.io import InputError, require_file
+from modalmerge.io import InputError, load_arrays, require_file
 from modalmerge.models.conditioning import returns_attention
 from modalmerge.settings import ExperimentSettings, FiguresSettings
 from modalmerge.stages.common import experiment_dataset, load_experiment_model
@@ -102,15 +102,6 @@ def _roi_coordinates(manifest: dict, columns) -> np.ndarray | None:
     return coords if np.isfinite(coords).all() else None
 
 
-def _load_predictions(path: str | Path) -> dict[str, np.ndarray]:
-    require_file(path, "predictions")
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            return {k: data[k] for k in data.files}
-    except (OSError, ValueError) as exc:
-        raise InputError(path, f"not a readable predictions file ({exc})") from exc
-
-
 def _anatomy_affine(atlas_path: str | Path, image_shape: tuple[int, ...]) -> np.ndarray:
     """Affine of the shards' anatomy: the atlas grid, scaled when the shards downsampled it."""
     atlas = nib.load(require_file(atlas_path, "atlas"))
@@ -151,7 +142,7 @@ def draw_experiment_figures(
     history = pd.read_csv(require_file(history_path, "training history"))
     save(fig_lib.learning_curves(history), "learning_curves")
 
-    arrays = _load_predictions(predictions_path)
+    arrays = load_arrays(predictions_path)
     atlas_names = _roi_labels(labels_path)
     target = experiment.target
     if target == "time_series":
