@@ -7,6 +7,7 @@ fill the same defaults, and a bad value stops a dry run naming its key.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
@@ -188,3 +189,46 @@ def test_resource_knobs_stay_out_of_a_stage_s_identity():
     assert "threads" not in identity and identity["lr"] == 0.01
     assert typed.to_dict(train)["threads"] == 4  # still a setting the CLI and rules read
     assert identity == typed.identity_dict(typed.TrainSettings.from_dict({"lr": 0.01}))
+
+
+def _configfiles(path) -> list:
+    """The configfiles a committed config runs with: the ``--configfile`` list of its header
+    comment where that list names it (a config given after another one), else itself."""
+    header = []
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        header.append(line.lstrip("#").replace("\\", " "))
+    for match in re.finditer(r"--configfile((?:\s+configs/[\w.-]+\.yaml)+)", " ".join(header)):
+        files = [REPO / name for name in match.group(1).split()]
+        if path in files:
+            return files
+    return [path]
+
+
+COMMITTED_CONFIGS = sorted((REPO / "configs").glob("*.yaml")) + [REPO / "config.yaml"]
+
+
+@pytest.mark.parametrize("path", COMMITTED_CONFIGS, ids=lambda p: p.name)
+def test_every_committed_config_passes_the_checks_the_snakefile_makes(path):
+    """What a run of the config checks before planning a job (Snakefile: from_config,
+    check_mean_sources, the schema), on the configfiles merged as Snakemake merges them;
+    a config nobody runs in the suite (configs/gpu.yaml, the fresh-cohort configs) would
+    otherwise rot unnoticed."""
+    from snakemake.utils import update_config, validate
+
+    from modalmerge.mean_sources import check_mean_sources
+
+    config: dict = {}
+    for file in _configfiles(path):
+        update_config(config, load_yaml(file))
+    settings = typed.from_config(config)
+    check_mean_sources(settings.experiments)
+    validate(config, str(REPO / SCHEMA_PATH))
+    assert settings.experiments, f"{path.name}: no experiments"
+
+
+def test_a_config_given_after_another_is_checked_on_the_merge():
+    stacked = _configfiles(REPO / "configs" / "decoding_seed8.yaml")
+    assert [p.name for p in stacked] == ["decoding.yaml", "decoding_seed8.yaml"]
+    assert _configfiles(REPO / "configs" / "gpu.yaml") == [REPO / "configs" / "gpu.yaml"]
