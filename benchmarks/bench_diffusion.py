@@ -2,6 +2,8 @@
 
     # throughput of the default experiment's model (fresh weights), 1 torch thread
     .venv/bin/python benchmarks/bench_diffusion.py speed
+    # on a GPU, fp32 and bf16 autocast, the GPU config's wider denoiser
+    python3 benchmarks/bench_diffusion.py speed --device cuda --batch 64 --config configs/gpu.yaml
     # steps vs CRPS, spread-skill and ensemble-mean r on the VALIDATION split of a
     # trained model (choose sample_steps here, never on test)
     .venv/bin/python benchmarks/bench_diffusion.py steps \\
@@ -40,22 +42,29 @@ def _cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _timed(fn, repeats=5, warmup=2) -> tuple[float, float]:
-    for _ in range(warmup):
+def _timed(fn, device: torch.device, repeats=5, warmup=2) -> tuple[float, float]:
+    """Median wall and process-CPU seconds of ``fn``; on CUDA each call is synchronised."""
+
+    def call():
         fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for _ in range(warmup):
+        call()
     walls, cpus = [], []
     for _ in range(repeats):
         w, c = time.perf_counter(), _cpu()
-        fn()
+        call()
         walls.append(time.perf_counter() - w)
         cpus.append(_cpu() - c)
     return statistics.median(walls), statistics.median(cpus)
 
 
-def speed(batch: int = 16) -> None:
-    torch.set_num_threads(1)
-    config = yaml.safe_load(Path("config.yaml").read_text())
-    exp = next(e for e in config["experiments"] if e["name"] == EXPERIMENT)
+def _model(config: str) -> tuple[MultiModalModel, dict]:
+    """The diffusion experiment of ``config`` with fresh weights, at the default shapes."""
+    experiments = yaml.safe_load(Path(config).read_text())["experiments"]
+    exp = next(e for e in experiments if e["name"] == EXPERIMENT)
     torch.manual_seed(0)
     model = MultiModalModel(
         condition_type="image", target_type="time_series", condition_encoder=exp["encoder"],
@@ -65,32 +74,66 @@ def speed(batch: int = 16) -> None:
         encoder_options=exp["encoder_options"], decoder_options=exp["decoder_options"],
         conditioning_options=exp["method_options"],
     )  # fmt: skip
-    x, y = torch.randn(batch, 1, 18, 22, 18), torch.randn(batch, 50, 16)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    return model, exp
+
+
+def _throughput(model, opt, x, y, bf16: bool):
+    """Timed training steps and denoiser evaluations (one DDIM step, no guidance) of a batch,
+    under bf16 autocast or in fp32."""
+    dev = x.device
 
     def train_step():
-        terms = model(x, target=y).prediction
-        loss = (terms.predicted - terms.wanted).pow(2).mean()
+        with torch.autocast(dev.type, torch.bfloat16, enabled=bf16):
+            terms = model(x, target=y).prediction
+            loss = (terms.predicted.float() - terms.wanted.float()).pow(2).mean()
         opt.zero_grad()
         loss.backward()
         opt.step()
 
     model.eval()
-    tokens, mask = model.encode(x)
+    with torch.no_grad():
+        tokens, mask = model.encode(x)
+    steps = torch.full((len(x),), 500, device=dev)
 
     @torch.no_grad()
     def denoise():
-        model.decoder(y, torch.full((batch,), 500), tokens, mask)
+        with torch.autocast(dev.type, torch.bfloat16, enabled=bf16):
+            model.decoder(y, steps, tokens, mask)
 
     model.train()
-    tw, tc = _timed(train_step)
+    training = _timed(train_step, dev)
     model.eval()
-    sw, sc = _timed(denoise)
-    print(f"parameters: {model.n_parameters()}; batch {batch}; 1 torch thread")
-    print(f"training: {batch / tw:.1f} windows/s wall ({tw:.3f} s/step, {tc:.3f} CPU s)")
-    print(f"denoiser: {batch / sw:.1f} window-steps/s wall ({sw:.4f} s, {sc:.4f} CPU s)")
+    return training, _timed(denoise, dev)
+
+
+def speed(batch: int = 16, device: str = "cpu", config: str = "config.yaml") -> None:
+    """Training and denoiser throughput; on CUDA in fp32 and under bf16 autocast (what the
+    Trainer uses on GPUs with native bf16), with the ratio bf16 / fp32."""
+    dev = torch.device(device)
+    if dev.type == "cpu":
+        torch.set_num_threads(1)
+    model, exp = _model(config)
+    model.to(dev)
+    x = torch.randn(batch, 1, 18, 22, 18, device=dev)
+    y = torch.randn(batch, 50, 16, device=dev)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     steps = exp["method_options"].get("sample_steps", 20)
-    print(f"sampling at {steps} steps: {batch / sw / steps:.1f} samples/s wall")
+    where = "1 torch thread" if dev.type == "cpu" else torch.cuda.get_device_name(dev)
+    print(f"parameters: {model.n_parameters()}; batch {batch}; {config}; {where}")
+    rates = {}
+    for precision in ["fp32"] if dev.type == "cpu" else ["fp32", "bf16"]:
+        (tw, tc), (sw, sc) = _throughput(model, opt, x, y, precision == "bf16")
+        rates[precision] = (batch / tw, batch / sw)
+        print(
+            f"{precision} training: {batch / tw:.1f} windows/s wall ({tw:.4f} s/step, {tc:.3f} CPU s)"
+        )
+        print(
+            f"{precision} denoiser: {batch / sw:.1f} window-steps/s wall ({sw:.4f} s, {sc:.4f} CPU s)"
+        )
+        print(f"{precision} sampling at {steps} steps: {batch / sw / steps:.1f} samples/s wall")
+    if "bf16" in rates:
+        (t32, d32), (t16, d16) = rates["fp32"], rates["bf16"]
+        print(f"bf16 / fp32 throughput: training {t16 / t32:.2f} x, denoiser {d16 / d32:.2f} x")
 
 
 def steps_curve(
@@ -126,7 +169,10 @@ def _point(model, val, samples: int, seed: int, n: int, g: float) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="what", required=True)
-    sub.add_parser("speed")
+    fast = sub.add_parser("speed")
+    fast.add_argument("--device", default="cpu", help="cpu or cuda")
+    fast.add_argument("--batch", type=int, default=16)
+    fast.add_argument("--config", default="config.yaml", help="e.g. configs/gpu.yaml")
     curve = sub.add_parser("steps")
     curve.add_argument("model")
     curve.add_argument("--steps", type=int, nargs="+", default=[1, 2, 5, 10, 20, 50])
@@ -136,7 +182,7 @@ def main() -> None:
     curve.add_argument("--guidance", type=float, nargs="+", default=[1.0])
     args = parser.parse_args()
     if args.what == "speed":
-        speed()
+        speed(args.batch, args.device, args.config)
     else:
         steps_curve(args.model, args.steps, args.samples, args.shards, args.seed, args.guidance)
 
