@@ -166,7 +166,8 @@ def test_must_show_names_the_run_or_the_file_it_cannot_use(tmp_path):
 
 def _pair(tree: Path, prefix: str, a: list[float], b: list[float]) -> Path:
     units = [f"{prefix}-{i}" for i in range(len(a))]
-    _write(tree, "A", units, {"pearson_r": a, "mse": [0.1] * len(a)})
+    ridge = {"ridge_parcel": {"pearson_r": [x - 0.1 for x in a]}}
+    _write(tree, "A", units, {"pearson_r": a, "mse": [0.1] * len(a)}, **ridge)
     _write(tree, "B", units, {"pearson_r": b, "mse": [0.1] * len(b)})
     return tree
 
@@ -188,6 +189,15 @@ def test_paired_pooled_reports_each_tree_and_all_subjects_together(tmp_path, cap
     assert float(rows["pooled"][3].split(" [")[0]) == pytest.approx(
         diff, abs=1e-4
     )  # printed to 4 decimals
+
+
+def test_paired_pooled_compares_a_model_with_a_baseline_of_its_experiment(tmp_path, capsys):
+    t = _pair(tmp_path / "t", "s", [0.50, 0.52, 0.48, 0.51], [0.45, 0.46, 0.44, 0.47])
+    paired_pooled.main(["A", "A:ridge_parcel", str(t)])
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith(f"| {t}"))
+    assert "+0.1000 [+0.1000, +0.1000]" in row  # every subject's model is 0.1 above its ridge
+    with pytest.raises(SystemExit, match="has no per-subject 'pearson_r' of 'ridge'"):
+        paired_pooled.main(["A", "A:ridge", str(t)])
 
 
 def test_paired_pooled_refuses_trees_it_cannot_pair(tmp_path):
