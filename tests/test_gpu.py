@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 
+import numpy as np
 import pytest
 import torch
 from _model_fixtures import batch
@@ -113,3 +114,25 @@ def test_the_train_stage_under_torchrun_trains_a_diffusion_model_on_cuda_with_nc
     setup = f"training on cuda:0 in {'bf16' if native else 'fp16'}"
     assert setup in done.stderr and (n == 1 or f"(DDP, {n} processes)" in done.stderr)
     assert (tmp_path / "out" / "model.pt").exists()
+
+
+def test_the_evaluate_stage_draws_samples_on_the_gpu_and_returns_cpu_arrays():
+    """A GPU's random stream is not the CPU's, so the draws differ, but they are fixed by the
+    seed on the GPU too and come from the same distribution as the CPU's."""
+    from test_evaluate_samples import held_out
+    from test_models_diffusion import nonzero
+
+    from modalmerge.stages.evaluate_samples import draw_samples
+
+    split = held_out(8)
+    model = nonzero(diffusion_model()).eval()
+    on_cpu, _ = draw_samples(model, split, n_samples=32, seed=4)
+    model.to(CUDA)
+    on_gpu, attention = draw_samples(model, split, n_samples=32, seed=4)
+    again, _ = draw_samples(model, split, n_samples=32, seed=4)
+    assert isinstance(on_gpu, np.ndarray) and on_gpu.dtype == np.float32
+    assert on_gpu.shape == on_cpu.shape and np.isfinite(attention).all()
+    np.testing.assert_allclose(on_gpu, again, rtol=1e-4, atol=1e-5)
+    spread = on_cpu.std(axis=1).mean()
+    assert np.abs(on_gpu.mean(axis=1) - on_cpu.mean(axis=1)).mean() < 0.5 * spread
+    assert 0.8 < on_gpu.std(axis=1).mean() / spread < 1.25

@@ -43,9 +43,24 @@ def held_out_split(shard_dir, split, experiment, tokenizer, model, attention, se
         )
         return test, None
     test = collect_split(shard_dir, split, experiment, tokenizer)
-    samples, test.attention = draw_samples(model, test, settings.samples, settings.sample_seed)
+    device = sampling_device()
+    log.info("drawing %d samples per window on %s", settings.samples, device)
+    try:
+        model.to(device)
+        samples, test.attention = draw_samples(model, test, settings.samples, settings.sample_seed)
+    finally:
+        model.to("cpu")  # what follows in evaluate reads the model on the CPU
     test.prediction = samples.mean(axis=1)
     return test, samples
+
+
+def sampling_device() -> torch.device:
+    """Where a generative model draws its samples: the job's GPU where there is one (the
+    evaluate job of a diffusion experiment with ``gpus`` asks SLURM for one), else the CPU;
+    ``MODALMERGE_DEVICE`` overrides (:func:`modalmerge.training.device.resolve_device`)."""
+    from modalmerge.training.device import resolve_device
+
+    return resolve_device("auto")
 
 
 def add_samples(scored, samples, target: str, test, train, tr: float, model=None) -> None:
@@ -70,23 +85,26 @@ def draw_samples(
     model, split: SplitArrays, n_samples: int, seed: int, batch_size: int = 16
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """Samples ``(n, S, *target_shape)`` for every window of ``split`` and the mean
-    cross-attention over windows and heads ``(n_queries, n_condition)`` (None without it).
+    cross-attention over windows and heads ``(n_queries, n_condition)`` (None without it),
+    drawn on the device the model is on and returned as CPU arrays.
 
     One generator seeded with ``seed`` serves every batch in order, so the samples
-    depend on the seed and the batch size only.
+    depend on the seed, the batch size and the device only (a GPU's random stream is not
+    the CPU's: the same seed gives another, equally valid draw there).
     """
-    generator = torch.Generator().manual_seed(int(seed))
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(int(seed))
     out, attention_sum = [], None
     for lo in range(0, len(split.subjects), batch_size):
-        condition = torch.from_numpy(split.condition[lo : lo + batch_size])
-        offset = torch.from_numpy(split.window_start[lo : lo + batch_size]).long()
+        condition = torch.from_numpy(split.condition[lo : lo + batch_size]).to(device)
+        offset = torch.from_numpy(split.window_start[lo : lo + batch_size]).long().to(device)
         drawn = model.sample(
             condition, n_samples=n_samples, seed=generator, time_offset=offset,
             return_attention=True,
         )  # fmt: skip
-        out.append(drawn.samples.float().numpy())
+        out.append(drawn.samples.float().cpu().numpy())
         if drawn.attention is not None:
-            part = drawn.attention.float().mean(dim=1).sum(dim=0).numpy()
+            part = drawn.attention.float().mean(dim=1).sum(dim=0).cpu().numpy()
             attention_sum = part if attention_sum is None else attention_sum + part
     attention = None if attention_sum is None else attention_sum / len(split.subjects)
     return np.concatenate(out), attention

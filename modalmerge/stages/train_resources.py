@@ -1,5 +1,6 @@
 """What one train job asks a cluster for: CPUs and memory scale with its GPUs (torch-free,
-imported by ``workflow/rules/train.smk``; see ``docs/cluster.md``, "GPUs").
+imported by ``workflow/rules/train.smk``; see ``docs/cluster.md``, "GPUs"); and the one GPU
+an evaluate job of a generative model trained on GPUs asks for (:func:`evaluate_gpus`).
 
 A job with ``gpus = N >= 1`` asks SLURM for one node with N GPUs, ``cpus_per_gpu`` CPUs per
 GPU (``--cpus-per-gpu``) and ``N x mem_mb_per_gpu`` MiB (at least ``mem_mb``); Snakemake's
@@ -55,3 +56,11 @@ def train_resources(gpus: int, cluster: ClusterSettings | dict) -> dict:
     if cluster.gpu_model:
         resources["gpu_model"] = cluster.gpu_model if gpus else ""
     return resources
+
+
+def evaluate_gpus(method: str, gpus: int) -> int:
+    """GPUs of an evaluate job: one for a generative model (``method`` diffusion) whose
+    experiment trains on GPUs (``gpus`` >= 1), since its evaluation draws
+    ``evaluate.samples`` samples per held-out window, each a full DDIM chain; none
+    otherwise (a deterministic model's evaluation is one forward pass per window)."""
+    return 1 if method == "diffusion" and gpus >= 1 else 0

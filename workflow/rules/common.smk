@@ -12,6 +12,7 @@ from modalmerge.repeats import repeat_suffixes
 from modalmerge.folds import FOLD_PATTERN, cohort_sites, fold_params, fold_suffixes, has_folds
 from modalmerge.settings import identity_dict
 from modalmerge.mean_sources import mean_from
+from modalmerge.stages.train_resources import evaluate_gpus
 from modalmerge.stages.train_resources import train_resources as train_job_resources
 from modalmerge.stages.train_resources import train_threads
 from modalmerge.stages.acquire import (
@@ -392,6 +393,24 @@ def stage_resources(rule_name):
 def train_resource(key):
     """One resource of a train job, by its experiment's GPUs (modalmerge.stages.train_resources)."""
     return lambda wildcards: train_job_resources(experiment_gpus(wildcards), CLUSTER)[key]
+
+
+def evaluate_resource(key):
+    """One resource of an evaluate job: a train job's for the GPUs it draws samples on
+    (:func:`evaluate_gpus`: one for a diffusion model trained on GPUs, else none), with the
+    data stages' memory (:func:`stage_resources`) where that is more. Only the memory reads
+    the job's input (a dry run shows it as <TBD> until the input exists)."""
+
+    def gpus(wildcards):
+        experiment = EXPERIMENTS[wildcards.experiment]
+        return evaluate_gpus(experiment.method, experiment.gpus)
+
+    if key == "mem_mb":
+        return lambda wildcards, input, attempt: max(
+            train_job_resources(gpus(wildcards), CLUSTER)["mem_mb"],
+            stage_mem_mb("evaluate", input.size_mb, attempt, CLUSTER),
+        )
+    return lambda wildcards: train_job_resources(gpus(wildcards), CLUSTER)[key]
 
 
 def train_loader_workers():

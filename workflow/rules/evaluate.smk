@@ -19,7 +19,7 @@ rule evaluate:
         f"{FBENCH}/evaluate/{{experiment}}.tsv"
     threads: 1
     resources:
-        **stage_resources("evaluate"),
+        **{key: evaluate_resource(key) for key in train_job_resources(0, CLUSTER)},
     params:
         settings=section_json("evaluate"),
         experiment=experiment_json,
