@@ -211,3 +211,38 @@ def test_paired_pooled_refuses_trees_it_cannot_pair(tmp_path):
         paired_pooled.main(["A", "B", str(t)])
     with pytest.raises(SystemExit, match="missing"):
         paired_pooled.main(["A", "C", str(t)])
+
+
+# ---------------------------------------------------------------- crps_mean_head
+
+crps_mean_head = _script("crps_mean_head")
+
+
+def test_the_rescaled_oracle_fits_one_slope_and_intercept_per_subject_and_roi(tmp_path):
+    rng = np.random.default_rng(0)
+    target = rng.standard_normal((3, 150, 4))
+    # the noise-free run z-scored by its own SD: the observed run is a scaled, shifted copy
+    exact = (target - 0.3) / target.std(axis=1, keepdims=True)
+    np.savez(tmp_path / "exact.npz", target=target, oracle=exact)
+    assert crps_mean_head.rescaled_oracle_mse(tmp_path / "exact.npz") == pytest.approx(0, abs=1e-20)
+    # an oracle that knows nothing: the fit is near flat, its MSE the target's own variance
+    np.savez(tmp_path / "blind.npz", target=target, oracle=rng.standard_normal(target.shape))
+    blind = crps_mean_head.rescaled_oracle_mse(tmp_path / "blind.npz")
+    np.testing.assert_allclose(blind, target.var(axis=1).mean(axis=1), rtol=0.05)
+    # a constant oracle ROI (no power) gets slope 0, not a division by zero
+    flat = exact.copy()
+    flat[:, :, 0] = 1.0
+    np.savez(tmp_path / "flat.npz", target=target, oracle=flat)
+    mse = crps_mean_head.rescaled_oracle_mse(tmp_path / "flat.npz")
+    np.testing.assert_allclose(mse, target[:, :, 0].var(axis=1) / 4)
+
+
+def test_the_rescaled_oracle_names_a_file_it_cannot_use(tmp_path):
+    from modalmerge.io import InputError
+
+    np.savez(tmp_path / "real.npz", target=np.zeros((2, 10, 3)), prediction=np.zeros((2, 10, 3)))
+    with pytest.raises(InputError, match="real.npz.*no 'oracle'"):
+        crps_mean_head.rescaled_oracle_mse(tmp_path / "real.npz")
+    np.savez(tmp_path / "odd.npz", target=np.zeros((2, 10, 3)), oracle=np.zeros((2, 10)))
+    with pytest.raises(InputError, match="odd.npz.*not one"):
+        crps_mean_head.rescaled_oracle_mse(tmp_path / "odd.npz")
