@@ -5,6 +5,7 @@ the evaluate job of a diffusion experiment with ``gpus``; tests/test_gpu.py chec
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from _model_fixtures import IMAGE
 from test_models_diffusion import SERIES, diffusion_model, nonzero
@@ -43,3 +44,10 @@ def test_the_sampling_device_is_the_cpu_without_a_gpu_or_as_the_environment_says
     assert sampling_device().type == expected
     monkeypatch.setenv("MODALMERGE_DEVICE", "cpu")
     assert sampling_device() == torch.device("cpu")
+
+
+def test_an_empty_split_is_refused_not_sampled():
+    model = nonzero(diffusion_model()).eval()
+    empty = SplitArrays(subjects=[], condition=np.zeros((0, *IMAGE), np.float32))
+    with pytest.raises(ValueError, match="no windows"):
+        draw_samples(model, empty, n_samples=2, seed=0)

@@ -43,6 +43,8 @@ def held_out_split(shard_dir, split, experiment, tokenizer, model, attention, se
         )
         return test, None
     test = collect_split(shard_dir, split, experiment, tokenizer)
+    if not test.subjects:  # the caller names the empty split
+        return test, None
     device = sampling_device()
     log.info("drawing %d samples per window on %s", settings.samples, device)
     try:
@@ -90,24 +92,32 @@ def draw_samples(
 
     One generator seeded with ``seed`` serves every batch in order, so the samples
     depend on the seed, the batch size and the device only (a GPU's random stream is not
-    the CPU's: the same seed gives another, equally valid draw there).
+    the CPU's: the same seed gives another, equally valid draw there). The samples are
+    held in one array: ``n x S`` windows, which for 4D windows at a GPU config's size is
+    gigabytes (docs/cluster.md, "Evaluate on a GPU").
     """
+    if len(split.subjects) == 0:
+        raise ValueError("draw_samples: the split has no windows")
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(int(seed))
-    out, attention_sum = [], None
-    for lo in range(0, len(split.subjects), batch_size):
+    n = len(split.subjects)
+    out, attention_sum = None, None  # filled in place: no second copy of every sample
+    for lo in range(0, n, batch_size):
         condition = torch.from_numpy(split.condition[lo : lo + batch_size]).to(device)
         offset = torch.from_numpy(split.window_start[lo : lo + batch_size]).long().to(device)
         drawn = model.sample(
             condition, n_samples=n_samples, seed=generator, time_offset=offset,
             return_attention=True,
         )  # fmt: skip
-        out.append(drawn.samples.float().cpu().numpy())
+        batch = drawn.samples.float().cpu().numpy()
+        if out is None:
+            out = np.empty((n, *batch.shape[1:]), dtype=np.float32)
+        out[lo : lo + len(batch)] = batch
         if drawn.attention is not None:
             part = drawn.attention.float().mean(dim=1).sum(dim=0).cpu().numpy()
             attention_sum = part if attention_sum is None else attention_sum + part
-    attention = None if attention_sum is None else attention_sum / len(split.subjects)
-    return np.concatenate(out), attention
+    attention = None if attention_sum is None else attention_sum / n
+    return out, attention
 
 
 def add_sample_scores(scored, samples, test: SplitArrays, train: SplitArrays, tr: float) -> None:
