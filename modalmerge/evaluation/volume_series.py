@@ -236,62 +236,105 @@ def subject_realism_ratios(pred, truth, subjects, units, mask) -> dict[str, list
     return out
 
 
+@dataclasses.dataclass
+class VolumeSampleScores:
+    """A generative model's sample scores, gathered one held-out subject at a time as its
+    samples are drawn (:func:`modalmerge.stages.evaluate_samples.stream_volume_samples`),
+    so no more than a subject's samples are held: ``by_unit`` maps a subject to
+    :func:`volume_unit_sample_scores`, ``kept`` holds the first windows' samples for the
+    figures."""
+
+    by_unit: dict[str, dict[str, float]]
+    n_samples: int
+    kept: np.ndarray
+
+
+def volume_unit_sample_scores(
+    members, truth, starts, train_target, train_start, mask, mean=None
+) -> dict[str, float]:
+    """One held-out subject's sample scores (module docstring) from the samples ``members``
+    ``(k, S, T, D, H, W)`` of its k windows ``truth`` ``(k, T, D, H, W)`` that start at
+    ``starts``; ``mean``: their ensemble mean ``(k, T, D, H, W)`` (default: over S)."""
+    members, truth = np.asarray(members), np.asarray(truth)
+    mean = members.mean(axis=1) if mean is None else np.asarray(mean)
+    crps, climate, diversity = [], [], []
+    for m, y, start in zip(members, truth, starts, strict=True):
+        voxels = y[:, mask]
+        crps.append(crps_ensemble(m[:, :, mask], voxels).mean())
+        clim = climatology_members(train_target, train_start, start)
+        climate.append(crps_ensemble(clim[:, :, mask], voxels).mean())
+        diversity.append(volume_sample_diversity(m, mask))
+    out = {
+        "crps": float(np.mean(crps)),
+        "crps_climatology": float(np.mean(climate)),
+        "spread_skill": spread_skill(np.moveaxis(members[..., mask], 1, 0), truth[..., mask]),
+    }
+    true = volume_realism_statistics(truth[..., mask])
+    samples = members[..., mask]
+    for prefix, windows in (("ensemble_mean_", mean[..., mask]), ("", samples)):
+        found = volume_realism_statistics(windows.reshape(-1, *windows.shape[-2:]))
+        for k in VOLUME_REALISM:
+            out[f"{prefix}realism_ratio_{k}"] = _ratio(found[k], true[k])
+            out[f"{prefix}realism_{k}"] = found[k]
+            out[f"{prefix}realism_truth_{k}"] = true[k]
+    out["sample_diversity"] = float(np.mean(diversity))
+    return out
+
+
 def add_volume_sample_scores(scored: Scored, samples: np.ndarray, test, train) -> None:
     """Add the scores of a generative model's ``samples`` ``(n, S, T, D, H, W)`` to
     ``scored`` (in place; module docstring): per held-out subject in ``per_unit``, their
     means in ``scores``, the paired CRPS difference climatology - model under
-    ``generative``; the first windows' samples go to ``predictions.npz``."""
-    # Over 60 lines: one pass gathers every sample score of the contract, as generative's.
+    ``generative``; the first windows' samples go to ``predictions.npz``. The evaluate
+    stage streams them instead (:class:`VolumeSampleScores`); both give the same scores."""
     samples = np.asarray(samples)
     if samples.shape[:1] + samples.shape[2:] != np.shape(test.target):
         raise ValueError(
             f"volume_series: samples of shape {samples.shape} do not match the held-out "
             f"windows {np.shape(test.target)} (n, S, T, D, H, W)"
         )
-    if samples.shape[1] < 2:
-        raise ValueError(
-            f"volume_series: CRPS and spread need >= 2 samples, got {samples.shape[1]}"
-        )
+    check_sample_count(samples.shape[1])
     mask = brain_mask(train.target)
-    truth = np.asarray(test.target)
+    truth, subjects = np.asarray(test.target), np.asarray(test.subjects)
+    prediction = None if test.prediction is None else np.asarray(test.prediction)
     train_target, train_start = np.asarray(train.target), np.asarray(train.window_start)
-    crps, climate, diversity = [], [], []
-    for i, (members, start) in enumerate(zip(samples, test.window_start, strict=True)):
-        y = truth[i][:, mask]
-        crps.append(crps_ensemble(members[:, :, mask], y).mean())
-        clim = climatology_members(train_target, train_start, start)
-        climate.append(crps_ensemble(clim[:, :, mask], y).mean())
-        diversity.append(volume_sample_diversity(members, mask))
-    subjects = np.asarray(test.subjects)
+    by_unit = {}
+    for u in scored.per_unit["units"]:
+        rows = subjects == u
+        mean = None if prediction is None else prediction[rows]
+        by_unit[u] = volume_unit_sample_scores(
+            samples[rows], truth[rows], np.asarray(test.window_start)[rows],
+            train_target, train_start, mask, mean,
+        )  # fmt: skip
+    finish_volume_sample_scores(
+        scored, VolumeSampleScores(by_unit, samples.shape[1], samples[:KEPT_WINDOWS])
+    )
+
+
+def check_sample_count(n_samples: int) -> None:
+    """CRPS and the spread need two samples per window at least."""
+    if n_samples < 2:
+        raise ValueError(f"volume_series: CRPS and spread need >= 2 samples, got {n_samples}")
+
+
+def finish_volume_sample_scores(scored: Scored, found: VolumeSampleScores) -> None:
+    """Write the per-subject sample scores ``found`` into ``scored`` in its units' order,
+    with their means, the paired CRPS difference and the kept samples."""
     units = scored.per_unit["units"]
+    if set(found.by_unit) != set(units):
+        raise ValueError("volume_series: sample scores and window scores disagree on the units")
     model = scored.per_unit["model"]
-
-    def by_unit(values):
-        values = np.asarray(values)
-        return [float(values[subjects == u].mean()) for u in units]
-
-    model["crps"], model["crps_climatology"] = by_unit(crps), by_unit(climate)
-    model["spread_skill"] = [
-        spread_skill(
-            np.moveaxis(samples[subjects == u][..., mask], 1, 0), truth[subjects == u][..., mask]
-        )
-        for u in units
-    ]
-    for key, values in subject_realism_ratios(
-        test.prediction, truth, subjects, units, mask
-    ).items():
-        model[f"ensemble_mean_{key}"] = values  # the prediction: the ensemble mean
-    model.update(subject_realism_ratios(samples, truth, subjects, units, mask))
-    model["sample_diversity"] = by_unit(diversity)
+    for key in found.by_unit[units[0]]:
+        model[key] = [found.by_unit[u][key] for u in units]
     scored.per_unit["climatology"] = {"crps": list(model["crps_climatology"])}
     for name in ("model", "climatology"):
         scored.scores[name] = unit_scores(scored.per_unit[name])
     diff = paired_difference(model["crps_climatology"], model["crps"])
     scored.extra.setdefault("generative", {}).update(
-        samples_per_window=int(samples.shape[1]),
+        samples_per_window=int(found.n_samples),
         crps_estimator="fair ensemble CRPS (Ferro 2014) per in-brain voxel and volume",
         climatology="training subjects' windows at the same window start",
         crps_climatology_minus_model=dataclasses.asdict(diff),
         sample_diversity="SD across samples per in-brain voxel and volume, averaged",
     )
-    scored.arrays["samples"] = samples[:KEPT_WINDOWS].astype(np.float32)
+    scored.arrays["samples"] = np.asarray(found.kept[:KEPT_WINDOWS], dtype=np.float32)

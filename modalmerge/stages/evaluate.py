@@ -187,7 +187,7 @@ def _evaluate(
     in_memory_mb = settings.in_memory_mb
     train, stream = _train_split(shard_dir, experiment, tokenizer, model, parcels, in_memory_mb)
     held_out = (shard_dir, split, experiment, tokenizer)
-    test, samples = held_out_split(*held_out, model, attention, settings)
+    test, samples = held_out_split(*held_out, model, attention, settings, train)
     if not test.subjects:
         raise InputError(shard_dir, f"the {split} split has no samples")
     n_subjects = len(set(test.subjects))

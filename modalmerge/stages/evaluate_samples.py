@@ -7,10 +7,11 @@ the baselines), and the samples themselves are scored by
 :func:`modalmerge.evaluation.generative.score_samples` (CRPS against the
 climatological ensemble, spread–skill, realism ratios, FC of samples); those of a
 ``volume_series`` target by CRPS per voxel against the climatological ensemble,
-spread–skill, realism ratios of 4D windows and diversity
-(:func:`modalmerge.evaluation.volume_series.add_volume_sample_scores`). The samples
-of the first test windows go to ``predictions.npz`` (``samples``,
-``sample_subjects``, ``sample_window_start``) for the figures.
+spread–skill, realism ratios of 4D windows and diversity, scored subject by subject as
+they are drawn (:func:`stream_volume_samples`), so memory does not grow with the split.
+The samples are drawn on the job's device (:func:`sampling_device`). The samples of the
+first test windows go to ``predictions.npz`` (``samples``, ``sample_subjects``,
+``sample_window_start``) for the figures.
 """
 
 from __future__ import annotations
@@ -23,7 +24,15 @@ import torch
 
 from modalmerge.evaluation.generative import mmd, sample_diversity, score_samples
 from modalmerge.evaluation.intervals import paired_difference
-from modalmerge.evaluation.volume_series import add_volume_sample_scores
+from modalmerge.evaluation.volume_series import KEPT_WINDOWS as KEPT_VOLUME_WINDOWS
+from modalmerge.evaluation.volume_series import (
+    VolumeSampleScores,
+    add_volume_sample_scores,
+    brain_mask,
+    check_sample_count,
+    finish_volume_sample_scores,
+    volume_unit_sample_scores,
+)
 from modalmerge.stages.common import SplitArrays, collect_split
 
 log = logging.getLogger(__name__)
@@ -34,9 +43,13 @@ KEPT_WINDOWS = 8
 KEPT_IMAGE_SUBJECTS = 64
 
 
-def held_out_split(shard_dir, split, experiment, tokenizer, model, attention, settings):
+def held_out_split(shard_dir, split, experiment, tokenizer, model, attention, settings, train=None):
     """The held-out split with the model's predictions, and the samples (None for a
-    deterministic model); a generative model's prediction is the mean of its samples."""
+    deterministic model); a generative model's prediction is the mean of its samples.
+    For a ``volume_series`` target and the ``train`` split given, the samples are scored
+    subject by subject as they are drawn and what comes back is their scores
+    (:class:`~modalmerge.evaluation.volume_series.VolumeSampleScores`): a 4D window's
+    samples are the one array of the stage that would otherwise grow with the cohort."""
     if not model.generative:
         test = collect_split(
             shard_dir, split, experiment, tokenizer, model=model, attention=attention
@@ -47,8 +60,14 @@ def held_out_split(shard_dir, split, experiment, tokenizer, model, attention, se
         return test, None
     device = sampling_device()
     log.info("drawing %d samples per window on %s", settings.samples, device)
+    stream = experiment.target == "volume_series" and train is not None
     try:
         model.to(device)
+        if stream:
+            test.prediction, test.attention, samples = stream_volume_samples(
+                model, test, train, settings.samples, settings.sample_seed
+            )
+            return test, samples
         samples, test.attention = draw_samples(model, test, settings.samples, settings.sample_seed)
     finally:
         model.to("cpu")  # what follows in evaluate reads the model on the CPU
@@ -74,7 +93,10 @@ def add_samples(scored, samples, target: str, test, train, tr: float, model=None
     elif target == "image":
         add_image_sample_scores(scored, samples, test, train)
     elif target == "volume_series":  # CRPS, spread-skill, realism of 4D windows, diversity
-        add_volume_sample_scores(scored, samples, test, train)
+        if isinstance(samples, VolumeSampleScores):  # scored as they were drawn
+            finish_volume_sample_scores(scored, samples)
+        else:
+            add_volume_sample_scores(scored, samples, test, train)
     conditioner = getattr(model, "conditioner", None)
     for buffer, key in (("spread", "spread_scale"), ("mean_scale", "mean_scale")):
         value = getattr(conditioner, buffer, None)  # calibrate_spread's s, calibrate_mean's a
@@ -82,7 +104,6 @@ def add_samples(scored, samples, target: str, test, train, tr: float, model=None
             scored.extra["generative"][key] = float(value)
 
 
-@torch.no_grad()
 def draw_samples(
     model, split: SplitArrays, n_samples: int, seed: int, batch_size: int = 16
 ) -> tuple[np.ndarray, np.ndarray | None]:
@@ -93,31 +114,80 @@ def draw_samples(
     One generator seeded with ``seed`` serves every batch in order, so the samples
     depend on the seed, the batch size and the device only (a GPU's random stream is not
     the CPU's: the same seed gives another, equally valid draw there). The samples are
-    held in one array: ``n x S`` windows, which for 4D windows at a GPU config's size is
-    gigabytes (docs/cluster.md, "Evaluate on a GPU").
+    held in one array of ``n x S`` windows; :func:`stream_volume_samples` scores 4D
+    windows as they come instead.
     """
+    out, attention_sum = None, None  # filled in place: no second copy of every sample
+    n = len(split.subjects)
+    for lo, batch, part in sample_batches(model, split, n_samples, seed, batch_size):
+        if out is None:
+            out = np.empty((n, *batch.shape[1:]), dtype=np.float32)
+        out[lo : lo + len(batch)] = batch
+        attention_sum = _add(attention_sum, part)
+    return out, None if attention_sum is None else attention_sum / n
+
+
+def _add(total, part):
+    return part if total is None else total if part is None else total + part
+
+
+@torch.no_grad()
+def sample_batches(model, split: SplitArrays, n_samples: int, seed: int, batch_size: int = 16):
+    """Yield ``(first row, samples (b, S, *target_shape), attention summed over the batch's
+    windows or None)`` batch by batch, in the split's order (:func:`draw_samples`)."""
     if len(split.subjects) == 0:
         raise ValueError("draw_samples: the split has no windows")
     device = next(model.parameters()).device
     generator = torch.Generator(device=device).manual_seed(int(seed))
-    n = len(split.subjects)
-    out, attention_sum = None, None  # filled in place: no second copy of every sample
-    for lo in range(0, n, batch_size):
+    for lo in range(0, len(split.subjects), batch_size):
         condition = torch.from_numpy(split.condition[lo : lo + batch_size]).to(device)
         offset = torch.from_numpy(split.window_start[lo : lo + batch_size]).long().to(device)
         drawn = model.sample(
             condition, n_samples=n_samples, seed=generator, time_offset=offset,
             return_attention=True,
         )  # fmt: skip
-        batch = drawn.samples.float().cpu().numpy()
-        if out is None:
-            out = np.empty((n, *batch.shape[1:]), dtype=np.float32)
-        out[lo : lo + len(batch)] = batch
+        part = None
         if drawn.attention is not None:
             part = drawn.attention.float().mean(dim=1).sum(dim=0).cpu().numpy()
-            attention_sum = part if attention_sum is None else attention_sum + part
-    attention = None if attention_sum is None else attention_sum / n
-    return out, attention
+        yield lo, drawn.samples.float().cpu().numpy(), part
+
+
+def stream_volume_samples(model, test: SplitArrays, train: SplitArrays, n_samples, seed):
+    """Draw the samples of every 4D window of ``test`` as :func:`draw_samples` does (same
+    batches, same draws) and score each held-out subject as soon as its windows are drawn
+    (:func:`~modalmerge.evaluation.volume_series.volume_unit_sample_scores`), keeping only
+    the ensemble means, the first windows' samples and the scores: memory holds a batch and
+    the subjects it leaves unfinished, whatever the size of the split. Returns
+    (prediction, attention, :class:`~modalmerge.evaluation.volume_series.VolumeSampleScores`)."""
+    check_sample_count(n_samples)
+    mask = brain_mask(train.target)
+    train_target, train_start = np.asarray(train.target), np.asarray(train.window_start)
+    subjects, starts = np.asarray(test.subjects), np.asarray(test.window_start)
+    left = {u: int((subjects == u).sum()) for u in dict.fromkeys(test.subjects)}
+    pending: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {u: [] for u in left}
+    prediction = np.empty(np.shape(test.target), dtype=np.float32)
+    kept, by_unit, attention_sum = [], {}, None
+    for lo, batch, part in sample_batches(model, test, n_samples, seed):
+        rows = np.arange(lo, lo + len(batch))
+        prediction[rows] = batch.mean(axis=1)
+        if lo < KEPT_VOLUME_WINDOWS:  # a copy: a view would keep the whole batch alive
+            kept.append(batch[: KEPT_VOLUME_WINDOWS - lo].copy())
+        attention_sum = _add(attention_sum, part)
+        for u in dict.fromkeys(subjects[rows]):
+            mine = subjects[rows] == u
+            pending[u].append((rows[mine], batch[mine]))
+            left[u] -= int(mine.sum())
+            if left[u] == 0:  # every window of u drawn: score it, let its samples go
+                parts = pending.pop(u)
+                idx = np.concatenate([r for r, _ in parts])
+                members = np.concatenate([m for _, m in parts])
+                by_unit[u] = volume_unit_sample_scores(
+                    members, test.target[idx], starts[idx], train_target, train_start, mask,
+                    prediction[idx],
+                )  # fmt: skip
+    attention = None if attention_sum is None else attention_sum / len(subjects)
+    found = VolumeSampleScores(by_unit, n_samples, np.concatenate(kept)[:KEPT_VOLUME_WINDOWS])
+    return prediction, attention, found
 
 
 def add_sample_scores(scored, samples, test: SplitArrays, train: SplitArrays, tr: float) -> None:
