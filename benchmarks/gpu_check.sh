@@ -29,7 +29,7 @@ export PYTHONPATH=/tmp/site:$PWD PYTHONUNBUFFERED=1 PATH="$(dirname "$(command -
     git rev-parse HEAD 2>/dev/null || true
 } 2>&1 | tee "$out/env.txt"
 status=0
-timeout 240 python3 -m pytest -q -p no:cacheprovider -rs tests/test_gpu.py \
+timeout 300 python3 -m pytest -q -p no:cacheprovider -rs tests/test_gpu.py tests/test_evaluate_samples.py \
     tests/test_training_device.py 2>&1 | tee "$out/pytest.txt" || status=1
 timeout 90 python3 benchmarks/bench_diffusion.py speed --device cuda --batch 64 \
     --config configs/gpu.yaml 2>&1 | tee "$out/bench_diffusion.txt" || status=1
