@@ -14,7 +14,7 @@
 # then call the device tool's run with
 #   command: bash benchmarks/gpu_check.sh     carry: [".whl"]     timeout_s: 540
 # and copy what comes back (env.txt, pytest.txt, bench_*.txt) into the note you write
-# (docs/benchmarks.md, "GPU").
+# (docs/benchmarks.md, "On a GPU: mixed precision against fp32 eager").
 set -uo pipefail
 out=${OUT:-/tmp/gpu_check}
 mkdir -p "$out"
