@@ -16,7 +16,9 @@ seeded bootstrap interval), the gain that ratio predicts, the observed relative 
 and the paired CRPS difference climatology − model with its interval, and the correlation
 over subjects of observed and predicted gains. Pooled over the trees, the least-squares
 line ``observed = alpha + beta * predicted`` over subjects, and the MSE ratio at which it
-crosses zero. It chooses nothing: the trees' test subjects were all read before.
+crosses zero (the pooled interval depends, in its third decimal, on the order the trees are
+named: the seeded bootstrap draws subject indices). It chooses nothing: the trees' test
+subjects were all read before.
 
 How far could a mean head go? Per subject, the **rescaled oracle**: the processed
 noise-free run (the evaluate stage's ``oracle`` in the cross-attention experiment's

@@ -18,8 +18,9 @@ subjects.
 pools the held-out subjects of several finished runs (independent cohorts, e.g. the
 repeats of ``configs/diffusion_repeats.yaml`` and ``configs/diffusion_seed4207.yaml``):
 one line per cohort with the four must-show quantities, then the same over all subjects
-(the bootstrap resamples subjects across cohorts), and which of the four targets each
-meets (T1 r_diff - 0.95 r_xattn above zero, T2 spread-skill in 0.8-1.2, T3 the samples'
+(the bootstrap resamples subjects across cohorts, so the pooled intervals depend, in their
+third decimal, on the order the runs are named: quote the command), and which of the four
+targets each meets (T1 r_diff - 0.95 r_xattn above zero, T2 spread-skill in 0.8-1.2, T3 the samples'
 four realism ratios in 0.8-1.25, T4 CRPS climatology - diffusion above zero; point
 estimates for T2 and T3, the paired intervals for T1 and T4).
 

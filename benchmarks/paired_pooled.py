@@ -7,10 +7,12 @@ question with more subjects; this reads each tree's ``eval/<A>/metrics.json`` an
 ``eval/<B>/metrics.json``, checks they score the same subjects, and prints per tree and
 pooled the mean of A, of B, and the paired difference A − B with its seeded bootstrap
 interval over subjects (the bootstrap of the pooled row resamples subjects across
-cohorts). Each side is ``EXPERIMENT[:PREDICTOR]``: the model by default, or one of the
-experiment's baselines (``image_to_timeseries_xattn:ridge_parcel``), so a model is compared
-with a baseline on the same subjects. A realism ratio is not pooled this way (it is a ratio
-of means: use ``diffusion_must_show.py``). It chooses nothing.
+cohorts; the seeded bootstrap draws subject indices, so the pooled interval depends, in
+its third decimal, on the order the trees are named: quote the command). Each side is
+``EXPERIMENT[:PREDICTOR]``: the model by default, or one of the experiment's baselines
+(``image_to_timeseries_xattn:ridge_parcel``), so a model is compared with a baseline on the
+same subjects. A realism ratio is not pooled this way (it is a ratio of means: use
+``diffusion_must_show.py``). It chooses nothing.
 
     .venv/bin/python benchmarks/paired_pooled.py image_to_timeseries_xattn \\
         image_to_timeseries_mix_ens3 results/diffusion_confirm{,/rep-1,/rep-2} \\
