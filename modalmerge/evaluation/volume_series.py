@@ -225,14 +225,23 @@ def subject_realism_ratios(pred, truth, subjects, units, mask) -> dict[str, list
     out: dict[str, list[float]] = {}
     for u in units:
         rows = subjects == u
-        mine = pred[rows][..., mask]
-        mine = mine.reshape(-1, *mine.shape[-2:])  # (windows [x samples], T, V)
-        found = volume_realism_statistics(mine)
         true = volume_realism_statistics(truth[rows][..., mask])
-        for k in VOLUME_REALISM:
-            out.setdefault(f"realism_ratio_{k}", []).append(_ratio(found[k], true[k]))
-            out.setdefault(f"realism_{k}", []).append(found[k])
-            out.setdefault(f"realism_truth_{k}", []).append(true[k])
+        for key, value in unit_realism(pred[rows][..., mask], true).items():
+            out.setdefault(key, []).append(value)
+    return out
+
+
+def unit_realism(windows: np.ndarray, true: dict[str, float], prefix: str = "") -> dict:
+    """One subject's realism ratios of in-brain ``windows`` ``(n, [S,] T, V)`` (every
+    sample window counts) to the truth's statistics ``true``, with their parts, keys
+    ``<prefix>realism_ratio_<statistic>``, ``<prefix>realism_<statistic>`` and
+    ``<prefix>realism_truth_<statistic>``."""
+    found = volume_realism_statistics(windows.reshape(-1, *windows.shape[-2:]))
+    out = {}
+    for k in VOLUME_REALISM:
+        out[f"{prefix}realism_ratio_{k}"] = _ratio(found[k], true[k])
+        out[f"{prefix}realism_{k}"] = found[k]
+        out[f"{prefix}realism_truth_{k}"] = true[k]
     return out
 
 
@@ -257,6 +266,7 @@ def volume_unit_sample_scores(
     ``starts``; ``mean``: their ensemble mean ``(k, T, D, H, W)`` (default: over S)."""
     members, truth = np.asarray(members), np.asarray(truth)
     mean = members.mean(axis=1) if mean is None else np.asarray(mean)
+    samples, voxel_truth = members[..., mask], truth[..., mask]  # in-brain, masked once
     crps, climate, diversity = [], [], []
     for m, y, start in zip(members, truth, starts, strict=True):
         voxels = y[:, mask]
@@ -267,16 +277,11 @@ def volume_unit_sample_scores(
     out = {
         "crps": float(np.mean(crps)),
         "crps_climatology": float(np.mean(climate)),
-        "spread_skill": spread_skill(np.moveaxis(members[..., mask], 1, 0), truth[..., mask]),
+        "spread_skill": spread_skill(np.moveaxis(samples, 1, 0), voxel_truth),
     }
-    true = volume_realism_statistics(truth[..., mask])
-    samples = members[..., mask]
-    for prefix, windows in (("ensemble_mean_", mean[..., mask]), ("", samples)):
-        found = volume_realism_statistics(windows.reshape(-1, *windows.shape[-2:]))
-        for k in VOLUME_REALISM:
-            out[f"{prefix}realism_ratio_{k}"] = _ratio(found[k], true[k])
-            out[f"{prefix}realism_{k}"] = found[k]
-            out[f"{prefix}realism_truth_{k}"] = true[k]
+    true = volume_realism_statistics(voxel_truth)
+    out.update(unit_realism(mean[..., mask], true, "ensemble_mean_"))
+    out.update(unit_realism(samples, true))
     out["sample_diversity"] = float(np.mean(diversity))
     return out
 

@@ -27,13 +27,13 @@ from modalmerge.evaluation.intervals import paired_difference
 from modalmerge.evaluation.volume_series import KEPT_WINDOWS as KEPT_VOLUME_WINDOWS
 from modalmerge.evaluation.volume_series import (
     VolumeSampleScores,
-    add_volume_sample_scores,
     brain_mask,
     check_sample_count,
     finish_volume_sample_scores,
     volume_unit_sample_scores,
 )
 from modalmerge.stages.common import SplitArrays, collect_split
+from modalmerge.training.device import resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +43,10 @@ KEPT_WINDOWS = 8
 KEPT_IMAGE_SUBJECTS = 64
 
 
-def held_out_split(shard_dir, split, experiment, tokenizer, model, attention, settings, train=None):
+def held_out_split(shard_dir, split, experiment, tokenizer, model, attention, settings, train):
     """The held-out split with the model's predictions, and the samples (None for a
     deterministic model); a generative model's prediction is the mean of its samples.
-    For a ``volume_series`` target and the ``train`` split given, the samples are scored
+    For a ``volume_series`` target (``train``: the training split), the samples are scored
     subject by subject as they are drawn and what comes back is their scores
     (:class:`~modalmerge.evaluation.volume_series.VolumeSampleScores`): a 4D window's
     samples are the one array of the stage that would otherwise grow with the cohort."""
@@ -60,10 +60,9 @@ def held_out_split(shard_dir, split, experiment, tokenizer, model, attention, se
         return test, None
     device = sampling_device()
     log.info("drawing %d samples per window on %s", settings.samples, device)
-    stream = experiment.target == "volume_series" and train is not None
     try:
         model.to(device)
-        if stream:
+        if experiment.target == "volume_series":
             test.prediction, test.attention, samples = stream_volume_samples(
                 model, test, train, settings.samples, settings.sample_seed
             )
@@ -79,13 +78,12 @@ def sampling_device() -> torch.device:
     """Where a generative model draws its samples: the job's GPU where there is one (the
     evaluate job of a diffusion experiment with ``gpus`` asks SLURM for one), else the CPU;
     ``MODALMERGE_DEVICE`` overrides (:func:`modalmerge.training.device.resolve_device`)."""
-    from modalmerge.training.device import resolve_device
-
     return resolve_device("auto")
 
 
 def add_samples(scored, samples, target: str, test, train, tr: float, model=None) -> None:
-    """Add the scores of a generative ``model``'s ``samples`` to ``scored``, by target,
+    """Add the scores of a generative ``model``'s ``samples`` to ``scored``, by target (a
+    ``volume_series`` target's come scored, :class:`VolumeSampleScores`),
     and the scales of its residual draws and mean where it calibrated them
     (``calibrate_spread``, ``calibrate_mean``)."""
     if target == "time_series":
@@ -93,10 +91,7 @@ def add_samples(scored, samples, target: str, test, train, tr: float, model=None
     elif target == "image":
         add_image_sample_scores(scored, samples, test, train)
     elif target == "volume_series":  # CRPS, spread-skill, realism of 4D windows, diversity
-        if isinstance(samples, VolumeSampleScores):  # scored as they were drawn
-            finish_volume_sample_scores(scored, samples)
-        else:
-            add_volume_sample_scores(scored, samples, test, train)
+        finish_volume_sample_scores(scored, samples)  # scored as they were drawn
     conditioner = getattr(model, "conditioner", None)
     for buffer, key in (("spread", "spread_scale"), ("mean_scale", "mean_scale")):
         value = getattr(conditioner, buffer, None)  # calibrate_spread's s, calibrate_mean's a
