@@ -9,6 +9,7 @@ deterministic, so a resumed run is compared within a tolerance here)."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 
@@ -16,12 +17,10 @@ import numpy as np
 import pytest
 import torch
 from _model_fixtures import batch
-from test_models_diffusion import Interrupt, Windows, diffusion_model
+from test_models_diffusion import Interrupt, _fit, diffusion_model
 from test_models_diffusion_bf16 import MODELS, image_target
-from torch.utils.data import DataLoader
 
 from modalmerge.training.losses import make_loss
-from modalmerge.training.trainer import Trainer
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 CUDA = torch.device("cuda")
@@ -57,26 +56,18 @@ def test_bf16_on_cuda_keeps_the_denoising_loss_and_the_samples_close_to_fp32(bui
     assert (drawn - fp32).abs().mean().item() < 0.05 * fp32.std().item()
 
 
-def _fit(ckpt_dir, fail_at=-1, resume=False):
-    model = diffusion_model(dropout=0.1)
-    train = DataLoader(
-        Windows(16, 0, fail_at), batch_size=4, shuffle=True,
-        generator=torch.Generator().manual_seed(5),
-    )  # fmt: skip
-    trainer = Trainer(model, lr=1e-2, patience=10, checkpoint_dir=ckpt_dir, progress=False)
-    history = trainer.train(train, DataLoader(Windows(4, 1), batch_size=4), epochs=3, resume=resume)
-    return model, trainer, history
-
-
-def test_the_trainer_puts_a_diffusion_model_on_cuda_in_bf16_and_resumes_after_a_kill(tmp_path):
-    whole, trainer, history = _fit(tmp_path / "whole")
-    assert trainer.device.type == "cuda"
+def test_the_trainer_puts_a_diffusion_model_on_cuda_in_bf16_and_resumes_after_a_kill(
+    tmp_path, caplog
+):
+    """test_models_diffusion's three epochs (a killed run, then its resume), here on CUDA."""
+    with caplog.at_level(logging.INFO, logger="modalmerge.training.trainer"):
+        whole, history = _fit(tmp_path / "whole")
     native = torch.cuda.get_device_capability() >= (8, 0)
-    assert trainer.precision == ("bf16" if native else "fp16")
+    assert f"training on cuda:0 in {'bf16' if native else 'fp16'}" in caplog.text
     assert all(torch.isfinite(torch.as_tensor(history["val_loss"].tolist())))
     with pytest.raises(Interrupt):
         _fit(tmp_path / "split", fail_at=22)  # in epoch 2, after its first optimizer step
-    resumed, _, again = _fit(tmp_path / "split", resume=True)
+    resumed, again = _fit(tmp_path / "split", resume=True)
     for name, value in whole.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[name], value, rtol=1e-2, atol=1e-3)
     assert again["val_loss"].tolist() == pytest.approx(history["val_loss"].tolist(), rel=0.05)
